@@ -1,0 +1,19 @@
+/**
+ * Process entry point. Exits with main's code; if a resource was left open the process would
+ * linger, so after a grace period it exits anyway (and says so).
+ */
+import { main } from './main.js'
+
+main(process.argv, process.env).then(
+  (code) => {
+    process.exitCode = code
+    setTimeout(() => {
+      process.stderr.write('vitrage-persistor: handles still open 5 s after the command ended; exiting\n')
+      process.exit(code)
+    }, 5_000).unref()
+  },
+  (e: unknown) => {
+    process.stderr.write(`vitrage-persistor: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+    process.exit(70)
+  },
+)

@@ -1,0 +1,20 @@
+import { makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
+import { setupDatabase } from '@vitrage-persistor/store-postgres'
+import * as E from 'fp-ts/lib/Either.js'
+import type { Config } from '../config.js'
+import type { Env, Io } from '../main.js'
+
+export const migrateCommand = async (config: Config<'databaseUrl' | 'logLevel'>, io: Io, _env: Env): Promise<number> => {
+  const scrub = makeScrubber(secretsOf([config.databaseUrl]))
+  const r = await setupDatabase(config.databaseUrl, scrub)()
+  if (E.isLeft(r)) {
+    io.err(`vitrage-persistor migrate: ${redactUrl(config.databaseUrl)}: ${r.left.message} (${r.left.kind}${r.left.code ? `, ${r.left.code}` : ''})\n`)
+    return 1
+  }
+  const { created, applied, current } = r.right
+  io.out(
+    `${redactUrl(config.databaseUrl)}: ${created ? 'database created; ' : ''}` +
+      `${applied.length === 0 ? 'schema up to date' : `applied ${applied.join(', ')}`} (version ${current})\n`,
+  )
+  return 0
+}

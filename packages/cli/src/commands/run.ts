@@ -1,0 +1,180 @@
+/**
+ * `run`: composes the persistor. Owns every long-lived resource it creates (event store pool,
+ * persistor with its broker connection, HTTP server) and closes them in reverse order on
+ * SIGTERM/SIGINT: stop consuming, flush and commit, ack, close. A second SIGINT exits at once
+ * (unacked messages are redelivered; nothing is lost either way).
+ */
+import { backoffDelay, type Failure, type Logger, makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
+import { createIngestMetrics, Persistor, type PersistorOptions } from '@vitrage-persistor/ingest'
+import { PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
+import * as E from 'fp-ts/lib/Either.js'
+import { collectDefaultMetrics, Registry } from 'prom-client'
+import type { Config } from '../config.js'
+import { type HttpServer, json, startHttpServer } from '../http.js'
+import { createLogger } from '../logger.js'
+import type { Env, Io } from '../main.js'
+
+export type RunConfig = Config<
+  | 'amqpUrl'
+  | 'databaseUrl'
+  | 'exchange'
+  | 'topic'
+  | 'queue'
+  | 'compatQueue'
+  | 'amqpDurableQueues'
+  | 'prefetch'
+  | 'batchSize'
+  | 'batchMaxWaitMs'
+  | 'maxMessageBytes'
+  | 'httpPort'
+  | 'httpHost'
+  | 'shutdownTimeoutMs'
+  | 'logLevel'
+>
+
+const DATABASE_RETRY = { initialMs: 200, maxMs: 10_000 }
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * Brings the schema up to date before consuming. Transient failures (database not up yet) are
+ * retried; a fatal one (authentication, permissions) ends the program with its reason.
+ */
+const prepareDatabase = async (config: RunConfig, scrub: (s: string) => string, log: Logger, stopping: () => boolean): Promise<Failure | undefined> => {
+  for (let attempt = 0; !stopping(); attempt++) {
+    const pending = await pendingMigrations(config.databaseUrl, scrub)()
+    let failure: Failure | undefined
+    if (E.isLeft(pending)) failure = pending.left
+    else if (pending.right.length > 0) {
+      log.info({ pending: pending.right }, 'applying migrations')
+      const r = await setupDatabase(config.databaseUrl, scrub)()
+      if (E.isLeft(r)) failure = r.left
+    }
+    if (failure === undefined) return undefined
+    if (failure.kind !== 'transient') return failure
+    const delay = backoffDelay(DATABASE_RETRY, attempt)
+    log.warn({ failure, retryInMs: delay }, 'database not available; retrying')
+    await sleep(delay)
+  }
+  return undefined
+}
+
+export const runCommand = async (config: RunConfig, io: Io, _env: Env): Promise<number> => {
+  const scrub = makeScrubber(secretsOf([config.amqpUrl, config.databaseUrl]))
+  const log = createLogger(config.logLevel, scrub)
+  log.info({ config: { ...config, amqpUrl: redactUrl(config.amqpUrl), databaseUrl: redactUrl(config.databaseUrl) } }, 'starting')
+  if (config.prefetch < config.batchSize) {
+    log.warn({ prefetch: config.prefetch, batchSize: config.batchSize }, 'prefetch is below batch size: batches close on time only; set prefetch to about twice the batch size')
+  }
+
+  let signalled: string | undefined
+  let finish: (code: number) => void = () => {}
+  const finished = new Promise<number>((r) => {
+    finish = r
+  })
+  let shutdown: (reason: string, code: number) => void = (reason) => {
+    signalled = reason
+  }
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (signalled !== undefined) {
+      // A second Ctrl-C means "now". A repeated SIGTERM (a supervisor signalling the whole
+      // process group, say) does not: the drain is bounded by --shutdown-timeout-ms anyway.
+      if (signal !== 'SIGINT') return log.info({ signal }, 'already shutting down')
+      log.warn({ signal }, 'second interrupt: exiting without waiting; unacked messages will be redelivered')
+      process.exit(1)
+    }
+    shutdown(signal, 0)
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+
+  const prepared = await prepareDatabase(config, scrub, log, () => signalled !== undefined)
+  if (prepared !== undefined) {
+    io.err(`vitrage-persistor run: database ${redactUrl(config.databaseUrl)}: ${prepared.message}\n`)
+    log.error({ failure: prepared }, 'cannot prepare the database')
+    return 1
+  }
+  if (signalled !== undefined) return 0
+
+  const store = new PgEventStore({
+    connectionString: config.databaseUrl,
+    maxConnections: 2,
+    applicationName: 'vitrage-persistor run',
+    scrub,
+    onIdleError: (failure) => log.warn({ failure }, 'idle database connection failed; it will be replaced'),
+  })
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const metrics = createIngestMetrics(registry)
+  const options: PersistorOptions = {
+    amqpUrl: config.amqpUrl,
+    exchange: config.exchange,
+    topic: config.topic,
+    queue: config.queue,
+    compatQueue: config.compatQueue,
+    osloDurable: config.amqpDurableQueues,
+    prefetch: config.prefetch,
+    batchSize: config.batchSize,
+    batchMaxWaitMs: config.batchMaxWaitMs,
+    maxMessageBytes: config.maxMessageBytes,
+    heartbeatSeconds: 15,
+    reconnect: { initialMs: 200, maxMs: 15_000 },
+    appendRetry: { initialMs: 100, maxMs: 10_000 },
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    queueDepthIntervalMs: 5_000,
+    connectionName: `vitrage-persistor pid ${process.pid}`,
+  }
+  let defect = false
+  const persistor = new Persistor(options, {
+    store,
+    logger: log,
+    metrics,
+    scrub,
+    onDefect: () => {
+      defect = true
+      shutdown('defect', 70)
+    },
+  })
+
+  let http: HttpServer | undefined
+  if (config.httpPort !== 0) {
+    try {
+      http = await startHttpServer(config.httpPort, config.httpHost, {
+        '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
+        '/healthz': () => json(200, { status: 'ok' }),
+        '/readyz': async () => {
+          const database = await Promise.race([store.ping()(), sleep(2_000).then(() => E.left({ kind: 'transient', message: 'ping timed out' }))])
+          const checks = {
+            broker: persistor.consuming ? 'ok' : persistor.currentState,
+            database: E.isRight(database) ? 'ok' : database.left.message,
+          }
+          const ready = checks.broker === 'ok' && checks.database === 'ok'
+          return json(ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
+        },
+      })
+      log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
+    } catch (e) {
+      io.err(`vitrage-persistor run: cannot listen on ${config.httpHost}:${config.httpPort}: ${(e as Error).message}\n`)
+      await store.close()
+      return 1
+    }
+  }
+
+  let closing: Promise<void> | undefined
+  shutdown = (reason, code) => {
+    signalled ??= reason
+    closing ??= (async () => {
+      log.info({ reason }, 'shutting down: draining held messages')
+      await persistor.close()
+      await http?.close()
+      await store.close()
+      process.off('SIGTERM', onSignal)
+      process.off('SIGINT', onSignal)
+      log.info({ reason }, 'stopped')
+      finish(defect ? 70 : code)
+    })()
+  }
+  persistor.start()
+  if (signalled !== undefined) shutdown(signalled, 0)
+  return finished
+}

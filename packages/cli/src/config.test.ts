@@ -1,0 +1,39 @@
+import * as E from 'fp-ts/lib/Either.js'
+import t from 'tap'
+import { resolve, withDefaultUser } from './config.js'
+
+t.test('flags win over the environment, which wins over defaults', async (t) => {
+  const r = resolve(['prefetch', 'batchSize', 'topic'], { prefetch: '10' }, { PERSISTOR_PREFETCH: '20', PERSISTOR_BATCH_SIZE: '30' })
+  t.same(r, E.right({ prefetch: 10, batchSize: 30, topic: 'vitrage_persistor' }))
+})
+
+t.test('switches take true/false words from the environment', async (t) => {
+  t.same(resolve(['compatQueue'], {}, { PERSISTOR_COMPAT_QUEUE: 'yes' }), E.right({ compatQueue: true }))
+  t.same(resolve(['compatQueue'], { compatQueue: true }, { PERSISTOR_COMPAT_QUEUE: 'false' }), E.right({ compatQueue: true }))
+  t.same(resolve(['compatQueue'], {}, {}), E.right({ compatQueue: false }))
+})
+
+t.test('every bad value is reported at once, naming its flag or variable', async (t) => {
+  const r = resolve(['prefetch', 'batchSize', 'amqpUrl', 'logLevel'], { prefetch: '0', amqpUrl: 'http://x' }, { PERSISTOR_BATCH_SIZE: 'many', LOG_LEVEL: 'loud' })
+  t.ok(E.isLeft(r))
+  if (E.isLeft(r)) {
+    t.same(r.left, [
+      '--prefetch: must be an integer from 1 to 65535, got "0"',
+      'PERSISTOR_BATCH_SIZE (environment): must be an integer from 1 to 65535, got "many"',
+      '--amqp-url: must be a amqp:// or amqps:// URL, got a http:// URL',
+      'LOG_LEVEL (environment): must be one of fatal, error, warn, info, debug, trace, silent, got "loud"',
+    ])
+  }
+})
+
+t.test('an unparseable URL is reported without echoing it (it may hold a password)', async (t) => {
+  const r = resolve(['databaseUrl'], { databaseUrl: 'postgres//u:hunter2@h' }, {})
+  t.ok(E.isLeft(r))
+  if (E.isLeft(r)) t.notMatch(r.left.join(), /hunter2/)
+})
+
+t.test('a database URL without a user gets the operating-system user, as libpq does', async (t) => {
+  t.equal(withDefaultUser('postgres://localhost:5432/db', { USER: 'vitrage' }), 'postgres://vitrage@localhost:5432/db')
+  t.equal(withDefaultUser('postgres://app@localhost/db', { USER: 'vitrage' }), 'postgres://app@localhost/db')
+  t.equal(withDefaultUser('postgres://localhost/db', { PGUSER: 'x', USER: 'vitrage' }), 'postgres://localhost/db')
+})

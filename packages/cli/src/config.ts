@@ -1,0 +1,192 @@
+/**
+ * Configuration: the one module that reads the environment. Every setting is a flag and an
+ * environment variable; the flag wins, then the variable, then the documented default. Values
+ * are parsed and validated here, so the rest of the program receives typed options, and a bad
+ * value is reported with its flag, its variable and what was wrong before anything starts.
+ */
+import { userInfo } from 'node:os'
+import * as E from 'fp-ts/lib/Either.js'
+
+export interface Setting<T> {
+  /** Flag name without the leading dashes. */
+  readonly flag: string
+  readonly env: string
+  readonly describe: string
+  readonly default: T
+  /** A switch takes no value on the command line (`--compat-queue`). */
+  readonly switch?: boolean
+  /** Connection strings: shown redacted, scrubbed from logs. */
+  readonly secret?: boolean
+  readonly parse: (raw: string) => E.Either<string, T>
+}
+
+const integer =
+  (min: number, max: number) =>
+  (raw: string): E.Either<string, number> => {
+    const n = Number(raw.trim())
+    return /^-?\d+$/.test(raw.trim()) && n >= min && n <= max ? E.right(n) : E.left(`must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`)
+  }
+
+const bool = (raw: string): E.Either<string, boolean> => {
+  const v = raw.trim().toLowerCase()
+  if (['1', 'true', 'yes', 'on'].includes(v)) return E.right(true)
+  if (['0', 'false', 'no', 'off', ''].includes(v)) return E.right(false)
+  return E.left(`must be true or false, got ${JSON.stringify(raw)}`)
+}
+
+const url =
+  (protocols: readonly string[]) =>
+  (raw: string): E.Either<string, string> => {
+    try {
+      const u = new URL(raw)
+      return protocols.includes(u.protocol)
+        ? E.right(raw)
+        : E.left(`must be a ${protocols.map((p) => `${p}//`).join(' or ')} URL, got a ${u.protocol}// URL`)
+    } catch {
+      // The raw text may hold a password: never echo it.
+      return E.left('is not a URL')
+    }
+  }
+
+const name = (raw: string): E.Either<string, string> =>
+  raw.length > 0 && raw.length <= 255 && !/[\s]/.test(raw) ? E.right(raw) : E.left(`must be a non-empty AMQP name without spaces (at most 255 characters), got ${JSON.stringify(raw)}`)
+
+const oneOf =
+  <T extends string>(values: readonly T[]) =>
+  (raw: string): E.Either<string, T> =>
+    (values as readonly string[]).includes(raw) ? E.right(raw as T) : E.left(`must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`)
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+export const settings = {
+  amqpUrl: {
+    flag: 'amqp-url',
+    env: 'AMQP_URL',
+    describe: 'RabbitMQ URL (amqp:// or amqps://; ?heartbeat=N is honoured)',
+    default: 'amqp://guest:guest@localhost:5672/',
+    secret: true,
+    parse: url(['amqp:', 'amqps:']),
+  },
+  databaseUrl: {
+    flag: 'database-url',
+    env: 'DATABASE_URL',
+    describe: 'PostgreSQL URL (sslmode and other libpq parameters pass through)',
+    default: 'postgres://localhost:5432/vitrage_persistor',
+    secret: true,
+    parse: url(['postgres:', 'postgresql:']),
+  },
+  exchange: { flag: 'exchange', env: 'PERSISTOR_EXCHANGE', describe: "oslo.messaging control exchange Vitrage publishes to", default: 'vitrage', parse: name },
+  topic: { flag: 'topic', env: 'PERSISTOR_TOPIC', describe: 'notification topic (routing keys <topic>.<priority>)', default: 'vitrage_persistor', parse: name },
+  queue: {
+    flag: 'queue',
+    env: 'PERSISTOR_QUEUE',
+    describe: "the persistor's own durable queue; dead letters go to <queue>.dead",
+    default: 'vitrage_persistor.persistor',
+    parse: name,
+  },
+  compatQueue: {
+    flag: 'compat-queue',
+    env: 'PERSISTOR_COMPAT_QUEUE',
+    describe: "consume oslo's own <topic>.info queue as oslo declares it (drop-in for Vitrage's persistor)",
+    default: false,
+    switch: true,
+    parse: bool,
+  },
+  amqpDurableQueues: {
+    flag: 'amqp-durable-queues',
+    env: 'PERSISTOR_AMQP_DURABLE_QUEUES',
+    describe: "the deployment's oslo.messaging amqp_durable_queues: how to declare oslo's exchange and queue if they do not exist yet",
+    default: false,
+    switch: true,
+    parse: bool,
+  },
+  prefetch: {
+    flag: 'prefetch',
+    env: 'PERSISTOR_PREFETCH',
+    describe: 'unacked messages in flight (bounds memory: prefetch x message size)',
+    default: 2000,
+    parse: integer(1, 65535),
+  },
+  batchSize: { flag: 'batch-size', env: 'PERSISTOR_BATCH_SIZE', describe: 'messages per database transaction', default: 1000, parse: integer(1, 65535) },
+  batchMaxWaitMs: {
+    flag: 'batch-max-wait-ms',
+    env: 'PERSISTOR_BATCH_MAX_WAIT_MS',
+    describe: "longest a message waits for its batch to fill",
+    default: 50,
+    parse: integer(0, 60_000),
+  },
+  maxMessageBytes: {
+    flag: 'max-message-bytes',
+    env: 'PERSISTOR_MAX_MESSAGE_BYTES',
+    describe: 'larger bodies are dead-lettered (body-too-large)',
+    default: 1024 * 1024,
+    parse: integer(64, 128 * 1024 * 1024),
+  },
+  httpPort: {
+    flag: 'http-port',
+    env: 'PERSISTOR_HTTP_PORT',
+    describe: 'port of /metrics, /healthz and /readyz (0: disabled)',
+    default: 9464,
+    parse: integer(0, 65535),
+  },
+  httpHost: { flag: 'http-host', env: 'PERSISTOR_HTTP_HOST', describe: 'address the HTTP server listens on', default: '0.0.0.0', parse: (raw: string) => E.right(raw) },
+  shutdownTimeoutMs: {
+    flag: 'shutdown-timeout-ms',
+    env: 'PERSISTOR_SHUTDOWN_TIMEOUT_MS',
+    describe: 'on SIGTERM, how long to wait for held messages to be committed and acked',
+    default: 30_000,
+    parse: integer(0, 3_600_000),
+  },
+  logLevel: { flag: 'log-level', env: 'LOG_LEVEL', describe: 'log level', default: 'info', parse: oneOf(LOG_LEVELS) },
+} satisfies Record<string, Setting<unknown>>
+
+export type Settings = typeof settings
+export type SettingKey = keyof Settings
+export type Config<K extends SettingKey> = { readonly [P in K]: Settings[P]['default'] }
+
+/** Resolves the named settings from parsed flags and the environment; all errors at once. */
+export const resolve = <K extends SettingKey>(
+  keys: readonly K[],
+  flags: Readonly<Record<string, unknown>>,
+  env: Readonly<Record<string, string | undefined>>,
+): E.Either<string[], Config<K>> => {
+  const errors: string[] = []
+  const out: Record<string, unknown> = {}
+  for (const key of keys) {
+    const s = settings[key] as Setting<unknown>
+    const flagValue = flags[camel(s.flag)]
+    let raw: string | undefined
+    let source: string
+    if (flagValue !== undefined) {
+      raw = typeof flagValue === 'boolean' ? String(flagValue) : String(flagValue)
+      source = `--${s.flag}`
+    } else if (env[s.env] !== undefined) {
+      raw = env[s.env]
+      source = `${s.env} (environment)`
+    } else {
+      out[key] = s.default
+      continue
+    }
+    const parsed = s.parse(raw as string)
+    if (E.isLeft(parsed)) errors.push(`${source}: ${parsed.left}`)
+    else out[key] = parsed.right
+  }
+  if (errors.length > 0) return E.left(errors)
+  if (typeof out['databaseUrl'] === 'string') out['databaseUrl'] = withDefaultUser(out['databaseUrl'], env)
+  return E.right(out as Config<K>)
+}
+
+/**
+ * libpq connects as the operating-system user when a URL names none; node-postgres uses $USER
+ * only, which is unset under systemd and in many containers. Name the OS user explicitly so the
+ * default URL works wherever psql would.
+ */
+export const withDefaultUser = (databaseUrl: string, env: Readonly<Record<string, string | undefined>>): string => {
+  const u = new URL(databaseUrl)
+  if (u.username !== '' || env['PGUSER'] !== undefined) return databaseUrl
+  u.username = encodeURIComponent(env['USER'] ?? userInfo().username)
+  return u.toString()
+}
+
+/** commander's property name for a flag. */
+export const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())

@@ -1,0 +1,55 @@
+/**
+ * The operations endpoint: a tiny HTTP server with a route table. Handlers return a status and
+ * a body; a handler that throws answers 500 without taking the server down.
+ */
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+export interface Reply {
+  readonly status: number
+  readonly contentType: string
+  readonly body: string
+}
+
+export type Route = () => Promise<Reply> | Reply
+
+export interface HttpServer {
+  readonly port: number
+  /** Stops accepting, ends idle keep-alive sockets. Idempotent. */
+  readonly close: () => Promise<void>
+}
+
+export const json = (status: number, value: unknown): Reply => ({ status, contentType: 'application/json', body: `${JSON.stringify(value)}\n` })
+
+export const startHttpServer = (port: number, host: string, routes: Readonly<Record<string, Route>>): Promise<HttpServer> =>
+  new Promise((resolve, reject) => {
+    const server: Server = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0] as string
+      const route = routes[path]
+      if (req.method !== 'GET' || route === undefined) {
+        res.writeHead(route === undefined ? 404 : 405, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: 'not found', routes: Object.keys(routes) })}\n`)
+        return
+      }
+      Promise.resolve()
+        .then(route)
+        .then(
+          (reply) => res.writeHead(reply.status, { 'content-type': reply.contentType }).end(reply.body),
+          (e: unknown) => res.writeHead(500, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: String(e) })}\n`),
+        )
+    })
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      let closing: Promise<void> | undefined
+      resolve({
+        port: (server.address() as AddressInfo).port,
+        close: () => {
+          closing ??= new Promise<void>((r) => {
+            server.close(() => r())
+            server.closeIdleConnections()
+          })
+          return closing
+        },
+      })
+    })
+  })

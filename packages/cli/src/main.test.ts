@@ -1,0 +1,39 @@
+import t from 'tap'
+import { main } from './main.js'
+
+const run = async (args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> => {
+  let out = ''
+  let err = ''
+  const code = await main(['node', 'vitrage-persistor', ...args], env, { out: (s) => void (out += s), err: (s) => void (err += s) })
+  return { code, out, err }
+}
+
+t.test('a bad flag value prints what is wrong and exits 2 before connecting anywhere', async (t) => {
+  const r = await run(['run', '--prefetch', 'lots', '--amqp-url', 'amqp://u:s3cret@127.0.0.1:1/'])
+  t.equal(r.code, 2)
+  t.match(r.err, /--prefetch: must be an integer from 1 to 65535, got "lots"/)
+  t.notMatch(r.err + r.out, /s3cret/)
+})
+
+t.test('an unknown flag is a usage error', async (t) => {
+  const r = await run(['run', '--prefetchh', '5'])
+  t.equal(r.code, 2)
+  t.match(r.err, /unknown option '--prefetchh'/)
+})
+
+t.test('an unknown command is a usage error; --help and --version are not', async (t) => {
+  t.equal((await run(['frobnicate'])).code, 2)
+  const help = await run(['run', '--help'])
+  t.equal(help.code, 0)
+  t.match(help.out, /--batch-max-wait-ms <value>/)
+  t.match(help.out, /PERSISTOR_BATCH_MAX_WAIT_MS/)
+  t.equal((await run(['--version'])).code, 0)
+})
+
+t.test('migrate against an unreachable server fails with the redacted URL and the reason', async (t) => {
+  const r = await run(['migrate', '--database-url', 'postgres://u:s3cret@127.0.0.1:1/db'])
+  t.equal(r.code, 1)
+  t.match(r.err, /postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db/)
+  t.match(r.err, /ECONNREFUSED|connect/)
+  t.notMatch(r.err, /s3cret/)
+})

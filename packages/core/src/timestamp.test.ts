@@ -1,0 +1,45 @@
+import * as E from 'fp-ts/lib/Either.js'
+import t from 'tap'
+import { formatOsloTimestamp, parseTimestamp } from './timestamp.js'
+
+const iso = (text: string): string => {
+  const r = parseTimestamp(text)
+  if (E.isLeft(r)) throw new Error(r.left)
+  return r.right.iso
+}
+
+t.test('oslo naive UTC with and without fraction', async (t) => {
+  t.equal(iso('2026-11-25 14:37:33.821020'), '2026-11-25T14:37:33.821020Z')
+  t.equal(iso('2026-11-25 14:37:33'), '2026-11-25T14:37:33.000000Z')
+})
+
+t.test('Vitrage ISO forms with Z, offsets and short or long fractions', async (t) => {
+  t.equal(iso('2024-01-01T00:00:08Z'), '2024-01-01T00:00:08.000000Z')
+  t.equal(iso('2024-01-01 00:03:45.356815'), '2024-01-01T00:03:45.356815Z')
+  t.equal(iso('2024-01-01T00:00:08.5Z'), '2024-01-01T00:00:08.500000Z')
+  t.equal(iso('2024-01-01T00:00:08.123456789Z'), '2024-01-01T00:00:08.123456Z')
+  t.equal(iso('2024-01-01T02:30:00+02:30'), '2024-01-01T00:00:00.000000Z')
+  t.equal(iso('2024-01-01T00:00:00-0100'), '2024-01-01T01:00:00.000000Z')
+  t.equal(iso('2023-12-31T23:30:00-01'), '2024-01-01T00:30:00.000000Z')
+})
+
+t.test('epochMs agrees with Date for millisecond values', async (t) => {
+  const r = parseTimestamp('2024-02-29 12:34:56.789123')
+  t.ok(E.isRight(r))
+  if (E.isRight(r)) {
+    t.equal(r.right.epochMs, Date.parse('2024-02-29T12:34:56.789Z'))
+    t.equal(r.right.micros, 789123)
+  }
+})
+
+t.test('rejects what is not a real calendar time', async (t) => {
+  for (const bad of ['', 'yesterday', '2024-13-01 00:00:00', '2023-02-29 00:00:00', '2024-01-01 24:00:00',
+    '2024-01-01', '2024-01-01T00:00:00+25:00', '1704067200', '2024-01-01 00:00:00.']) {
+    t.ok(E.isLeft(parseTimestamp(bad)), `rejects ${JSON.stringify(bad)}`)
+  }
+})
+
+t.test('formats back to oslo form, dropping a zero fraction as Python does', async (t) => {
+  t.equal(formatOsloTimestamp('2024-01-01T00:00:08.000000Z'), '2024-01-01 00:00:08')
+  t.equal(formatOsloTimestamp('2024-01-01T00:00:08.000100Z'), '2024-01-01 00:00:08.000100')
+})

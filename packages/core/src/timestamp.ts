@@ -1,0 +1,78 @@
+/**
+ * Timestamps as Vitrage and oslo.messaging write them.
+ *
+ * oslo.messaging stamps envelopes with naive UTC `YYYY-MM-DD HH:MM:SS[.ffffff]` (Python's
+ * `str(datetime)`, which drops the fraction when microseconds are 0). Vitrage payloads carry
+ * ISO-8601 with `Z` (`2024-01-01T00:00:08Z`) or the same naive form. JavaScript's Date keeps
+ * milliseconds only, so parsing returns a canonical string with microseconds that PostgreSQL's
+ * `timestamptz` takes without loss.
+ */
+import * as E from 'fp-ts/lib/Either.js'
+
+export interface UtcTimestamp {
+  /** Canonical `YYYY-MM-DDTHH:MM:SS.ffffffZ`, always UTC, always six fraction digits. */
+  readonly iso: string
+  /** Milliseconds since the epoch (fraction below a millisecond truncated). */
+  readonly epochMs: number
+  /** Microseconds within the second, 0..999999. */
+  readonly micros: number
+}
+
+// Date, a 'T' or a space, time, optional fraction (up to nanoseconds, truncated to
+// microseconds), optional zone: Z, +HH:MM, +HHMM or +HH. No zone means UTC (oslo's naive form).
+const PATTERN =
+  /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}(?::?\d{2})?)?$/
+
+const pad = (n: number, width: number): string => String(n).padStart(width, '0')
+
+export const parseTimestamp = (text: string): E.Either<string, UtcTimestamp> => {
+  const m = PATTERN.exec(text.trim())
+  if (m === null) {
+    return E.left(`"${truncate(text)}" is not a timestamp (expected YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|±HH:MM])`)
+  }
+  const [, y, mo, d, h, mi, s, frac, zone] = m as unknown as [string, string, string, string, string, string, string, string | undefined, string | undefined]
+  const year = Number(y)
+  const month = Number(mo)
+  const day = Number(d)
+  const hour = Number(h)
+  const minute = Number(mi)
+  const second = Number(s)
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month) || hour > 23 || minute > 59 || second > 59) {
+    return E.left(`"${truncate(text)}" is not a valid calendar date and time`)
+  }
+  const micros = frac === undefined ? 0 : Number(frac.padEnd(6, '0').slice(0, 6))
+  let offsetMinutes = 0
+  if (zone !== undefined && zone !== 'Z' && zone !== 'z') {
+    const sign = zone[0] === '-' ? -1 : 1
+    const digits = zone.slice(1).replace(':', '')
+    const oh = Number(digits.slice(0, 2))
+    const om = digits.length > 2 ? Number(digits.slice(2, 4)) : 0
+    if (oh > 23 || om > 59) return E.left(`"${truncate(text)}" has an invalid UTC offset`)
+    offsetMinutes = sign * (oh * 60 + om)
+  }
+  // setUTCFullYear, unlike Date.UTC, does not map years 0-99 to 1900-1999.
+  const local = new Date(0)
+  local.setUTCFullYear(year, month - 1, day)
+  local.setUTCHours(hour, minute, second, 0)
+  const wholeMs = local.getTime() - offsetMinutes * 60_000
+  const utc = new Date(wholeMs)
+  const iso =
+    `${pad(utc.getUTCFullYear(), 4)}-${pad(utc.getUTCMonth() + 1, 2)}-${pad(utc.getUTCDate(), 2)}` +
+    `T${pad(utc.getUTCHours(), 2)}:${pad(utc.getUTCMinutes(), 2)}:${pad(utc.getUTCSeconds(), 2)}` +
+    `.${pad(micros, 6)}Z`
+  return E.right({ iso, epochMs: wholeMs + Math.floor(micros / 1000), micros })
+}
+
+/** Formats a Date as oslo.messaging does: naive UTC, fraction only when non-zero. */
+export const formatOsloTimestamp = (iso: string): string => {
+  // iso is canonical (from parseTimestamp) or any Date.toISOString()-like text.
+  const parsed = parseTimestamp(iso)
+  if (E.isLeft(parsed)) throw new TypeError(`formatOsloTimestamp: ${parsed.left}`)
+  const base = parsed.right.iso.slice(0, 19).replace('T', ' ')
+  return parsed.right.micros === 0 ? base : `${base}.${pad(parsed.right.micros, 6)}`
+}
+
+const daysInMonth = (year: number, month: number): number =>
+  month === 2 ? (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31
+
+const truncate = (text: string, max = 64): string => (text.length > max ? `${text.slice(0, max)}…` : text)

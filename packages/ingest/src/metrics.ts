@@ -1,0 +1,63 @@
+/** Prometheus metrics of the persistor (docs/operations.md explains each). */
+import { REJECTION_REASONS } from '@vitrage-persistor/core'
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+
+export interface IngestMetrics {
+  readonly stored: Counter
+  readonly duplicates: Counter
+  readonly deadLettered: Counter<'reason'>
+  readonly redelivered: Counter
+  readonly batchSize: Histogram
+  readonly appendSeconds: Histogram
+  readonly appendRetries: Counter<'kind'>
+  readonly queueDepth: Gauge
+  readonly brokerConnected: Gauge
+  readonly databaseConnected: Gauge
+  readonly inFlight: Gauge
+  readonly lastStoredId: Gauge
+}
+
+export const createIngestMetrics = (registry: Registry): IngestMetrics => {
+  const registers = [registry]
+  const deadLettered = new Counter({
+    name: 'vitrage_persistor_dead_lettered_total',
+    help: 'Messages sent to the dead-letter queue, by reason (x-persistor-error).',
+    labelNames: ['reason'],
+    registers,
+  })
+  // Every reason is exported from the start, so a rate() over it works before the first one.
+  for (const reason of REJECTION_REASONS) deadLettered.labels(reason).inc(0)
+  return {
+    stored: new Counter({ name: 'vitrage_persistor_events_stored_total', help: 'Events appended to the event table.', registers }),
+    duplicates: new Counter({
+      name: 'vitrage_persistor_events_duplicate_total',
+      help: 'Redelivered messages already stored (same message_id and payload): acked, not stored again.',
+      registers,
+    }),
+    deadLettered,
+    redelivered: new Counter({ name: 'vitrage_persistor_redelivered_total', help: 'Deliveries the broker flagged as redelivered.', registers }),
+    batchSize: new Histogram({
+      name: 'vitrage_persistor_batch_size',
+      help: 'Messages per batch (stored, duplicate and rejected).',
+      buckets: [1, 10, 50, 100, 250, 500, 1000, 2000, 5000],
+      registers,
+    }),
+    appendSeconds: new Histogram({
+      name: 'vitrage_persistor_append_duration_seconds',
+      help: 'Time to append one batch, transaction included, retries excluded.',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    appendRetries: new Counter({
+      name: 'vitrage_persistor_append_retries_total',
+      help: 'Append attempts that failed and were retried, by failure kind (transient, fatal).',
+      labelNames: ['kind'],
+      registers,
+    }),
+    queueDepth: new Gauge({ name: 'vitrage_persistor_queue_depth', help: 'Messages ready in the consumed queue (sampled).', registers }),
+    brokerConnected: new Gauge({ name: 'vitrage_persistor_broker_connected', help: '1 while consuming from the broker.', registers }),
+    databaseConnected: new Gauge({ name: 'vitrage_persistor_database_connected', help: '1 while the last database operation succeeded.', registers }),
+    inFlight: new Gauge({ name: 'vitrage_persistor_in_flight_messages', help: 'Delivered, not yet acked messages held by the process.', registers }),
+    lastStoredId: new Gauge({ name: 'vitrage_persistor_last_stored_id', help: 'Highest event id this process appended.', registers }),
+  }
+}

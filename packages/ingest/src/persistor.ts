@@ -1,0 +1,429 @@
+/**
+ * The persistor: a broker session state machine feeding one RxJS pipeline.
+ *
+ * Broker session states (`state`):
+ *
+ *   idle ──start()──▶ connecting ──topology declared, consumer started──▶ consuming
+ *   connecting ──failure──▶ backoff ──timer──▶ connecting
+ *   consuming ──connection, channel or consumer lost──▶ backoff
+ *   any ──close()──▶ draining ──pipeline flushed (or deadline)──▶ closed
+ *
+ * Each connection gets a fresh `Session` with a generation number. A delivery remembers the
+ * session it came on; once a session is lost its deliveries are never acked (their delivery
+ * tags died with the channel: the broker has already requeued them) and batches skip them.
+ *
+ * Pipeline: deliveries ─▶ decode (Either) ─▶ batchBySizeOrTime ─▶ concatMap(processBatch).
+ * Backpressure is the prefetch window: the broker sends at most `prefetch` unacked messages,
+ * so memory is bounded by prefetch × message size whatever the backlog. processBatch appends
+ * the valid messages in one transaction (retrying transient failures with capped backoff and
+ * without acking), dead-letters the rejected ones with their reason, then acks everything up to
+ * the batch's last delivery tag. Batches run one at a time, so acks never overtake commits and
+ * ids follow delivery order.
+ */
+import type { BackoffPolicy, DecodedMessage, Failure, Logger, Rejection } from '@vitrage-persistor/core'
+import { backoffDelay, decodeMessage } from '@vitrage-persistor/core'
+import type { IsolatedAppendResult } from '@vitrage-persistor/store-postgres'
+import amqp from 'amqplib'
+import * as E from 'fp-ts/lib/Either.js'
+import type * as TE from 'fp-ts/lib/TaskEither.js'
+import { concatMap, defer, lastValueFrom, Subject } from 'rxjs'
+import { batchBySizeOrTime } from './batch.js'
+import type { IngestMetrics } from './metrics.js'
+import { declareTopology, type Topology, type TopologyOptions } from './topology.js'
+
+export interface PersistorOptions extends TopologyOptions {
+  readonly amqpUrl: string
+  /** Unacked messages the broker may send before waiting for acks. */
+  readonly prefetch: number
+  readonly batchSize: number
+  readonly batchMaxWaitMs: number
+  readonly maxMessageBytes: number
+  readonly heartbeatSeconds: number
+  readonly reconnect: BackoffPolicy
+  readonly appendRetry: BackoffPolicy
+  /** How long close() waits for held messages to be committed and acked. */
+  readonly shutdownTimeoutMs: number
+  /** Sampling interval of the queue depth gauge. */
+  readonly queueDepthIntervalMs: number
+  /** Shown in the broker's management UI. */
+  readonly connectionName: string
+}
+
+/** What the persistor needs from the event store. */
+export interface AppendPort {
+  readonly append: (batch: readonly DecodedMessage[]) => TE.TaskEither<Failure, IsolatedAppendResult>
+}
+
+export interface PersistorDeps {
+  readonly store: AppendPort
+  readonly logger: Logger
+  readonly metrics: IngestMetrics
+  /** Removes secrets from driver messages before they are logged. */
+  readonly scrub: (text: string) => string
+  /** A defect (a bug, not an outside failure) stopped the pipeline; the process should exit. */
+  readonly onDefect: (error: unknown) => void
+}
+
+export type PersistorState = 'idle' | 'connecting' | 'consuming' | 'backoff' | 'draining' | 'closed'
+
+interface Session {
+  readonly generation: number
+  readonly connection: amqp.ChannelModel
+  readonly channel: amqp.ConfirmChannel
+  readonly topology: Topology
+  alive: boolean
+  consumerTag?: string
+}
+
+interface Delivery {
+  readonly message: amqp.ConsumeMessage
+  readonly session: Session
+  readonly decoded: E.Either<Rejection, DecodedMessage>
+}
+
+interface DeadLetter {
+  readonly delivery: Delivery
+  readonly rejection: Rejection
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** The heartbeat goes in the URL (amqplib reads it there); one the operator set wins. */
+const withHeartbeat = (url: string, seconds: number): string => {
+  try {
+    const u = new URL(url)
+    if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', String(seconds))
+    return u.toString()
+  } catch {
+    return url
+  }
+}
+
+export class Persistor {
+  private state: PersistorState = 'idle'
+  private session: Session | undefined
+  private generation = 0
+  private reconnectAttempt = 0
+  private reconnectTimer: NodeJS.Timeout | undefined
+  private depthTimer: NodeJS.Timeout | undefined
+  private readonly deliveries = new Subject<Delivery>()
+  private readonly pipeline: Promise<void>
+  private closing: Promise<void> | undefined
+  /** Set when the shutdown deadline passes: retry loops give up without acking. */
+  private abandoned = false
+  private held = 0
+  private readonly log: Logger
+
+  constructor(
+    private readonly options: PersistorOptions,
+    private readonly deps: PersistorDeps,
+  ) {
+    this.log = deps.logger.child({ component: 'persistor' })
+    this.pipeline = lastValueFrom(
+      this.deliveries.pipe(
+        batchBySizeOrTime(options.batchSize, options.batchMaxWaitMs),
+        concatMap((batch) => defer(() => this.processBatch(batch))),
+      ),
+      { defaultValue: undefined },
+    ).catch((e: unknown) => {
+      this.log.error({ err: this.describe(e) }, 'pipeline defect; stopping')
+      deps.onDefect(e)
+    })
+  }
+
+  get currentState(): PersistorState {
+    return this.state
+  }
+
+  /** Consuming on a live channel. */
+  get consuming(): boolean {
+    return this.state === 'consuming' && this.session?.alive === true
+  }
+
+  /** Starts connecting; failures are retried in the background (see `currentState`). */
+  start(): void {
+    if (this.state !== 'idle') return
+    void this.connect()
+  }
+
+  /**
+   * Stops consuming, commits and acks what is held, closes the channel and connection.
+   * Idempotent; resolves when closed. Messages not acked by the deadline are redelivered.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.drain()
+    return this.closing
+  }
+
+  private async drain(): Promise<void> {
+    const wasState = this.state
+    this.state = 'draining'
+    clearTimeout(this.reconnectTimer)
+    clearInterval(this.depthTimer)
+    const s = this.session
+    if (s?.alive && s.consumerTag !== undefined) {
+      // After cancel-ok no more deliveries arrive on this channel (AMQP orders them before it).
+      await s.channel.cancel(s.consumerTag).catch(() => {})
+    }
+    this.deliveries.complete()
+    let timer: NodeJS.Timeout | undefined
+    const flushed = await Promise.race([
+      this.pipeline.then(() => true),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(false), this.options.shutdownTimeoutMs)
+      }),
+    ])
+    clearTimeout(timer)
+    if (!flushed) {
+      this.abandoned = true
+      this.log.warn({ held: this.held, timeoutMs: this.options.shutdownTimeoutMs }, 'shutdown deadline passed; unacked messages will be redelivered')
+    }
+    if (s !== undefined) {
+      s.alive = false
+      await s.channel.close().catch(() => {})
+      await s.connection.close().catch(() => {})
+    }
+    this.deps.metrics.brokerConnected.set(0)
+    this.state = 'closed'
+    this.log.info({ from: wasState, flushed }, 'persistor closed')
+  }
+
+  private async connect(): Promise<void> {
+    if (this.state === 'draining' || this.state === 'closed') return
+    this.state = 'connecting'
+    let connection: amqp.ChannelModel | undefined
+    try {
+      connection = await amqp.connect(withHeartbeat(this.options.amqpUrl, this.options.heartbeatSeconds), {
+        // TLS settings of amqps:// URLs pass through to Node's tls (docs/operations.md).
+        timeout: 10_000,
+        keepAlive: true,
+        clientProperties: { connection_name: this.options.connectionName },
+      })
+      connection.on('error', (e: unknown) => this.log.warn({ err: this.describe(e) }, 'broker connection error'))
+      const topology = await declareTopology(connection, this.options)
+      const channel = await connection.createConfirmChannel()
+      await channel.prefetch(this.options.prefetch)
+      const session: Session = { generation: ++this.generation, connection, channel, topology, alive: true }
+      connection.on('close', (e: unknown) => this.lost(session, e === undefined ? 'connection closed' : this.describe(e)))
+      channel.on('error', (e: unknown) => this.log.warn({ err: this.describe(e) }, 'broker channel error'))
+      channel.on('close', () => this.lost(session, 'channel closed'))
+      if ((this.state as PersistorState) === 'draining') {
+        await connection.close().catch(() => {})
+        return
+      }
+      this.session = session
+      const { consumerTag } = await channel.consume(topology.consumeQueue, (m) => this.onMessage(session, m), { noAck: false })
+      session.consumerTag = consumerTag
+      this.state = 'consuming'
+      this.reconnectAttempt = 0
+      this.deps.metrics.brokerConnected.set(1)
+      this.sampleDepth(session)
+      this.log.info(
+        { queue: topology.consumeQueue, generation: session.generation, found: topology.found, declared: topology.declared, prefetch: this.options.prefetch },
+        'consuming',
+      )
+    } catch (e) {
+      await connection?.close().catch(() => {})
+      const attempt = this.reconnectAttempt++
+      const delay = backoffDelay(this.options.reconnect, attempt)
+      const topologyConflict = (e as { topology?: boolean }).topology === true
+      this.log[topologyConflict || attempt >= 5 ? 'error' : 'warn']({ err: this.describe(e), attempt, retryInMs: delay }, 'cannot consume from the broker; retrying')
+      this.scheduleReconnect(delay)
+    }
+  }
+
+  private scheduleReconnect(delay: number): void {
+    if (this.state === 'draining' || this.state === 'closed') return
+    this.state = 'backoff'
+    clearTimeout(this.reconnectTimer)
+    this.reconnectTimer = setTimeout(() => void this.connect(), delay)
+  }
+
+  private lost(session: Session, reason: string): void {
+    if (!session.alive) return
+    session.alive = false
+    this.deps.metrics.brokerConnected.set(0)
+    clearInterval(this.depthTimer)
+    if (this.session !== session || this.state === 'draining' || this.state === 'closed') return
+    this.log.warn({ reason, generation: session.generation }, 'broker session lost; held messages will be redelivered')
+    void session.connection.close().catch(() => {})
+    this.scheduleReconnect(backoffDelay(this.options.reconnect, this.reconnectAttempt++))
+  }
+
+  private onMessage(session: Session, message: amqp.ConsumeMessage | null): void {
+    if (message === null) {
+      // The broker cancelled the consumer (queue deleted, or failover of its node).
+      this.lost(session, 'consumer cancelled by the broker')
+      return
+    }
+    if (message.fields.redelivered) this.deps.metrics.redelivered.inc()
+    this.held++
+    this.deps.metrics.inFlight.set(this.held)
+    this.deliveries.next({ message, session, decoded: decodeMessage(message.content, { maxMessageBytes: this.options.maxMessageBytes }) })
+  }
+
+  private sampleDepth(session: Session): void {
+    const sample = async (): Promise<void> => {
+      if (!session.alive) return
+      const ch = await session.connection.createChannel().catch(() => undefined)
+      if (ch === undefined) return
+      ch.on('error', () => {})
+      try {
+        this.deps.metrics.queueDepth.set((await ch.checkQueue(session.topology.consumeQueue)).messageCount)
+      } catch {
+        // The session is going away; the next one samples again.
+      } finally {
+        await ch.close().catch(() => {})
+      }
+    }
+    void sample()
+    clearInterval(this.depthTimer)
+    this.depthTimer = setInterval(() => void sample(), this.options.queueDepthIntervalMs)
+    this.depthTimer.unref()
+  }
+
+  private release(count: number): void {
+    this.held -= count
+    this.deps.metrics.inFlight.set(this.held)
+  }
+
+  private async processBatch(batch: Delivery[]): Promise<void> {
+    // Deliveries of a lost session are back in the queue already; storing them now would only
+    // be undone as duplicates on redelivery.
+    const live = batch.filter((d) => d.session.alive)
+    if (live.length < batch.length) this.release(batch.length - live.length)
+    if (live.length === 0) return
+    this.deps.metrics.batchSize.observe(live.length)
+
+    const valid: Delivery[] = []
+    const dead: DeadLetter[] = []
+    for (const d of live) {
+      if (E.isRight(d.decoded)) valid.push(d)
+      else dead.push({ delivery: d, rejection: d.decoded.left })
+    }
+
+    if (valid.length > 0) {
+      const result = await this.appendWithRetry(valid)
+      if (result === undefined) {
+        this.release(live.length)
+        return // abandoned or session lost: nothing acked, everything comes back
+      }
+      for (const r of result.refused) {
+        dead.push({ delivery: valid[r.index] as Delivery, rejection: { reason: 'database-rejected', detail: r.failure.message } })
+      }
+      for (const i of result.conflicts) {
+        dead.push({
+          delivery: valid[i] as Delivery,
+          rejection: { reason: 'message-id-conflict', detail: 'an event with this message_id and a different payload is already stored' },
+        })
+      }
+      this.deps.metrics.stored.inc(result.stored.length)
+      this.deps.metrics.duplicates.inc(result.duplicates.length)
+      const last = result.stored.at(-1)
+      if (last !== undefined) this.deps.metrics.lastStoredId.set(last.id)
+    }
+
+    const sessions = new Set(live.map((d) => d.session))
+    const failedSessions = await this.deadLetter(dead)
+    for (const s of sessions) {
+      if (!s.alive || failedSessions.has(s)) continue
+      // Acking the session's last delivery with allUpTo acks the whole batch (and nothing later:
+      // later deliveries have higher tags).
+      const lastOfSession = live.filter((d) => d.session === s).at(-1) as Delivery
+      s.channel.ack(lastOfSession.message, true)
+    }
+    for (const s of failedSessions) {
+      // A dead letter the broker did not confirm must not be acked by a later allUpTo ack: drop
+      // the channel so that everything unacked on it is redelivered.
+      this.lost(s, 'dead-letter publish not confirmed')
+    }
+    this.release(live.length)
+  }
+
+  /** Appends until it succeeds; undefined when the batch's session is gone or shutdown gave up. */
+  private async appendWithRetry(valid: Delivery[]): Promise<IsolatedAppendResult | undefined> {
+    const messages = valid.map((d) => (d.decoded as E.Right<DecodedMessage>).right)
+    for (let attempt = 0; ; attempt++) {
+      const started = process.hrtime.bigint()
+      const r = await this.deps.store.append(messages)()
+      if (E.isRight(r)) {
+        this.deps.metrics.appendSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
+        this.deps.metrics.databaseConnected.set(1)
+        if (attempt > 0) this.log.info({ attempts: attempt + 1 }, 'database append succeeded after retries')
+        return r.right
+      }
+      this.deps.metrics.databaseConnected.set(0)
+      this.deps.metrics.appendRetries.labels(r.left.kind).inc()
+      const delay = backoffDelay(this.options.appendRetry, attempt)
+      this.log[r.left.kind === 'fatal' || attempt >= 5 ? 'error' : 'warn'](
+        { failure: r.left, attempt, retryInMs: delay, batch: messages.length },
+        'append failed; holding the batch unacked and retrying',
+      )
+      if (this.abandoned) return undefined
+      await sleep(delay)
+      if (this.abandoned || !valid.some((d) => d.session.alive)) return undefined
+    }
+  }
+
+  /** Publishes dead letters with confirms; returns the sessions where a publish failed. */
+  private async deadLetter(dead: DeadLetter[]): Promise<Set<Session>> {
+    const failed = new Set<Session>()
+    if (dead.length === 0) return failed
+    const publishes = dead.map(
+      ({ delivery, rejection }) =>
+        new Promise<void>((resolve) => {
+          const { session, message } = delivery
+          if (!session.alive) return resolve()
+          const ours = {
+            'x-persistor-error': rejection.reason,
+            'x-persistor-error-detail': rejection.detail.slice(0, 1000),
+            'x-persistor-original-exchange': message.fields.exchange,
+            'x-persistor-original-routing-key': message.fields.routingKey,
+            'x-persistor-dead-lettered-at': new Date().toISOString(),
+          }
+          const p = message.properties
+          const publish = (headers: Record<string, unknown>): void => {
+            session.channel.publish(
+              session.topology.deadLetterExchange,
+              message.fields.routingKey,
+              message.content,
+              {
+                contentType: p.contentType,
+                contentEncoding: p.contentEncoding,
+                deliveryMode: 2,
+                priority: p.priority,
+                correlationId: p.correlationId,
+                messageId: p.messageId,
+                timestamp: p.timestamp,
+                type: p.type,
+                appId: p.appId,
+                headers,
+              },
+              (err) => {
+                if (err) failed.add(session)
+                resolve()
+              },
+            )
+          }
+          try {
+            publish({ ...(p.headers ?? {}), ...ours })
+          } catch (e) {
+            // Original headers too large to re-encode (amqplib caps a table at 64 KiB): keep ours.
+            if (e instanceof RangeError) publish({ ...ours, 'x-persistor-original-headers-dropped': true })
+            else throw e
+          }
+          this.deps.metrics.deadLettered.labels(rejection.reason).inc()
+          this.log.warn(
+            { reason: rejection.reason, detail: rejection.detail, routingKey: message.fields.routingKey, bytes: message.content.byteLength },
+            'message dead-lettered',
+          )
+        }),
+    )
+    await Promise.all(publishes)
+    return failed
+  }
+
+  private describe(e: unknown): string {
+    return this.deps.scrub(e instanceof Error ? e.message : String(e))
+  }
+}

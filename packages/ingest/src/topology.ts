@@ -1,0 +1,127 @@
+/**
+ * Broker topology (design §3).
+ *
+ * oslo.messaging declares the exchange (topic) and a queue named after the routing key
+ * (`<topic>.info`, classic, no arguments), both non-durable by default and durable when the
+ * deployment sets `amqp_durable_queues = true`; its publisher fails on any declare whose
+ * attributes differ from its own. So for anything oslo owns we check first (passively) and
+ * declare only what is missing, exactly as oslo would with the configured durability.
+ *
+ * What the persistor owns:
+ * - `<queue>`: durable, single active consumer (a second instance is a hot standby), bound to
+ *   `<topic>.*` (every priority), dead-lettering to `<queue>.dlx`;
+ * - `<queue>.dlx` (fanout, durable) -> `<queue>.dead` (durable): rejected messages, each with an
+ *   `x-persistor-error` header.
+ * In compatibility mode the persistor consumes oslo's `<topic>.info` instead (a drop-in for
+ * Vitrage's own persistor); dead letters still go to `<queue>.dead`.
+ */
+import type amqp from 'amqplib'
+
+export interface TopologyOptions {
+  readonly exchange: string
+  readonly topic: string
+  readonly queue: string
+  readonly compatQueue: boolean
+  /** oslo's `amqp_durable_queues`: how to declare oslo's exchange/queue if they are missing. */
+  readonly osloDurable: boolean
+}
+
+export interface Topology {
+  /** The queue to consume. */
+  readonly consumeQueue: string
+  readonly deadLetterExchange: string
+  readonly deadLetterQueue: string
+  /** What existed before (left untouched) and what was declared. */
+  readonly found: readonly string[]
+  readonly declared: readonly string[]
+}
+
+export const names = (o: TopologyOptions): { consumeQueue: string; deadLetterExchange: string; deadLetterQueue: string; osloQueue: string } => ({
+  consumeQueue: o.compatQueue ? `${o.topic}.info` : o.queue,
+  deadLetterExchange: `${o.queue}.dlx`,
+  deadLetterQueue: `${o.queue}.dead`,
+  osloQueue: `${o.topic}.info`,
+})
+
+export const persistorQueueArguments = (o: TopologyOptions): Record<string, unknown> => ({
+  'x-single-active-consumer': true,
+  'x-dead-letter-exchange': names(o).deadLetterExchange,
+})
+
+/** Runs `fn` on a short-lived channel; a passive check that fails closes only that channel. */
+const onScratchChannel = async <T>(connection: amqp.ChannelModel, fn: (ch: amqp.Channel) => Promise<T>): Promise<T> => {
+  const ch = await connection.createChannel()
+  ch.on('error', () => {}) // the failure is reported by the rejected promise
+  try {
+    return await fn(ch)
+  } finally {
+    await ch.close().catch(() => {})
+  }
+}
+
+const isNotFound = (e: unknown): boolean => (e as { code?: unknown }).code === 404
+const isPreconditionFailed = (e: unknown): boolean => (e as { code?: unknown }).code === 406
+
+const exchangeExists = (c: amqp.ChannelModel, name: string): Promise<boolean> =>
+  onScratchChannel(c, (ch) => ch.checkExchange(name)).then(
+    () => true,
+    (e: unknown) => (isNotFound(e) ? false : Promise.reject(e)),
+  )
+
+const queueExists = (c: amqp.ChannelModel, name: string): Promise<boolean> =>
+  onScratchChannel(c, (ch) => ch.checkQueue(name)).then(
+    () => true,
+    (e: unknown) => (isNotFound(e) ? false : Promise.reject(e)),
+  )
+
+/**
+ * Declares what is missing for oslo (as oslo would) and what the persistor owns. Idempotent.
+ * If oslo declares the same object between our check and our declare with other attributes,
+ * our declare fails with 406; we then find it exists and leave it alone.
+ */
+export const declareTopology = async (connection: amqp.ChannelModel, o: TopologyOptions): Promise<Topology> => {
+  const n = names(o)
+  const found: string[] = []
+  const declared: string[] = []
+  const osloObject = async (kind: 'exchange' | 'queue', name: string, declare: (ch: amqp.Channel) => Promise<unknown>): Promise<void> => {
+    const exists = kind === 'exchange' ? exchangeExists : queueExists
+    if (await exists(connection, name)) {
+      found.push(`${kind} ${name}`)
+      return
+    }
+    try {
+      await onScratchChannel(connection, declare)
+      declared.push(`${kind} ${name}`)
+    } catch (e) {
+      if (isPreconditionFailed(e) && (await exists(connection, name))) found.push(`${kind} ${name}`)
+      else throw e
+    }
+  }
+  await osloObject('exchange', o.exchange, (ch) => ch.assertExchange(o.exchange, 'topic', { durable: o.osloDurable, autoDelete: false }))
+  await onScratchChannel(connection, async (ch) => {
+    await ch.assertExchange(n.deadLetterExchange, 'fanout', { durable: true, autoDelete: false })
+    await ch.assertQueue(n.deadLetterQueue, { durable: true, autoDelete: false })
+    await ch.bindQueue(n.deadLetterQueue, n.deadLetterExchange, '')
+  })
+  declared.push(`exchange ${n.deadLetterExchange}`, `queue ${n.deadLetterQueue}`)
+  if (o.compatQueue) {
+    await osloObject('queue', n.osloQueue, (ch) => ch.assertQueue(n.osloQueue, { durable: o.osloDurable, autoDelete: false, exclusive: false }))
+    // oslo binds its queue with the queue name as routing key; binding again is a no-op.
+    await onScratchChannel(connection, (ch) => ch.bindQueue(n.osloQueue, o.exchange, n.osloQueue))
+  } else {
+    await onScratchChannel(connection, async (ch) => {
+      await ch.assertQueue(o.queue, { durable: true, autoDelete: false, arguments: persistorQueueArguments(o) })
+      await ch.bindQueue(o.queue, o.exchange, `${o.topic}.*`)
+    }).catch((e: unknown) => {
+      if (isPreconditionFailed(e)) {
+        throw Object.assign(
+          new Error(`queue "${o.queue}" exists with other arguments than the persistor's (durable, x-single-active-consumer, x-dead-letter-exchange=${n.deadLetterExchange}); delete it or choose another --queue. Broker said: ${(e as Error).message}`),
+          { code: 406, topology: true },
+        )
+      }
+      throw e
+    })
+    declared.push(`queue ${o.queue}`)
+  }
+  return { consumeQueue: n.consumeQueue, deadLetterExchange: n.deadLetterExchange, deadLetterQueue: n.deadLetterQueue, found, declared }
+}

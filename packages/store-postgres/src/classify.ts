@@ -1,0 +1,41 @@
+/**
+ * node-postgres errors, classified once (see core's Failure). SQLSTATE classes:
+ * https://www.postgresql.org/docs/current/errcodes-appendix.html
+ */
+import { type Failure, failure } from '@vitrage-persistor/core'
+
+// Errors without a SQLSTATE come from the socket or from pg itself.
+const TRANSIENT_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND'])
+const TRANSIENT_MESSAGE = /Connection terminated|connection error|timeout exceeded when trying to connect|Client was closed|not queryable|Query read timeout|terminating connection/i
+
+const TRANSIENT_SQLSTATE = new Set([
+  '40001', // serialization_failure
+  '40P01', // deadlock_detected
+  '55P03', // lock_not_available
+  '57014', // query_canceled (statement_timeout): the same batch may pass when the server is less busy
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now (starting up, recovering)
+  '58000', // system_error
+  '58030', // io_error
+  'XX000', // internal_error: treated as transient; the batch is retried, never acked
+])
+
+export const classifyPgError = (error: unknown, scrub: (s: string) => string = (s) => s): Failure => {
+  const e = error as { code?: unknown; message?: unknown }
+  const code = typeof e?.code === 'string' ? e.code : undefined
+  const message = scrub(typeof e?.message === 'string' ? e.message : String(error)).replace(/\s+/g, ' ')
+  if (code !== undefined && /^[0-9A-Z]{5}$/.test(code)) {
+    const cls = code.slice(0, 2)
+    if (TRANSIENT_SQLSTATE.has(code) || cls === '08' || cls === '53') return failure('transient', message, code)
+    // Data exceptions, integrity violations, program limits (nesting depth, value too large):
+    // this input will never be accepted.
+    if (cls === '22' || cls === '23' || cls === '54') return failure('rejected', message, code)
+    // Authentication, missing objects, permissions, syntax: an operator must act.
+    return failure('fatal', message, code)
+  }
+  if ((code !== undefined && TRANSIENT_ERRNO.has(code)) || TRANSIENT_MESSAGE.test(message)) {
+    return failure('transient', message, code)
+  }
+  return failure('fatal', message, code)
+}

@@ -1,0 +1,6 @@
+export { type AppendResult, appendBatch, appendIsolating, type IsolatedAppendResult, stagingRows } from './append.js'
+export { classifyPgError } from './classify.js'
+export { copyField, copyRow } from './copy-text.js'
+export { ensureDatabase, loadMigrations, type MigrateReport, type Migration, migrate, pendingMigrations, schemaTemplate, schemaVersion, setupDatabase } from './migrate.js'
+export { pageQuery, type ReadOptions, readPage } from './read.js'
+export { type EventStoreOptions, PgEventStore } from './store.js'

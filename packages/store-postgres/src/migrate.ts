@@ -1,0 +1,199 @@
+/**
+ * Numbered SQL migrations (`migrations/NNNN_name.sql`), applied in order, each in its own
+ * transaction, recorded in `schema_migration` with a checksum. Concurrent migrators (two
+ * persistors starting together) serialize on a session advisory lock; a migration edited after
+ * it was applied is refused rather than silently diverging.
+ */
+import { createHash } from 'node:crypto'
+import { readdirSync, readFileSync } from 'node:fs'
+import { type Failure, failure } from '@vitrage-persistor/core'
+import * as TE from 'fp-ts/lib/TaskEither.js'
+import pg from 'pg'
+import { classifyPgError } from './classify.js'
+
+export interface Migration {
+  readonly version: number
+  readonly name: string
+  readonly sql: string
+  readonly checksum: string
+}
+
+export interface MigrateReport {
+  readonly database: string
+  readonly created: boolean
+  readonly applied: readonly string[]
+  readonly current: number
+}
+
+const MIGRATIONS_DIR = new URL('../migrations/', import.meta.url)
+const MIGRATE_LOCK = 1986622579 // 'vitr' + 1: distinct from the append lock
+
+let cached: Migration[] | undefined
+
+export const loadMigrations = (): Migration[] => {
+  cached ??= readdirSync(MIGRATIONS_DIR)
+    .filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f))
+    .sort()
+    .map((file) => {
+      const sql = readFileSync(new URL(file, MIGRATIONS_DIR), 'utf8')
+      return {
+        version: Number(file.slice(0, 4)),
+        name: file.replace(/\.sql$/, ''),
+        sql,
+        checksum: createHash('sha256').update(sql).digest('hex'),
+      }
+    })
+  return cached
+}
+
+/** Changes whenever any migration changes: names test templates and snapshot compatibility. */
+export const schemaVersion = (): string =>
+  createHash('sha256')
+    .update(loadMigrations().map((m) => `${m.name}:${m.checksum}`).join('\n'))
+    .digest('hex')
+
+const quoteIdent = (name: string): string => `"${name.replaceAll('"', '""')}"`
+
+/**
+ * Creates the database named in `databaseUrl` if it does not exist, connecting to the server's
+ * `postgres` database (or `template1`) with the same credentials.
+ */
+export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string = (s) => s): TE.TaskEither<Failure, boolean> =>
+  TE.tryCatch(
+    async () => {
+      const target = decodeURIComponent(new URL(databaseUrl).pathname.slice(1))
+      if (target === '') throw Object.assign(new Error('the database URL names no database'), { code: 'config' })
+      // Connecting to the target first covers roles that may not connect to `postgres`.
+      const direct = new pg.Client({ connectionString: databaseUrl })
+      try {
+        await direct.connect()
+        await direct.end()
+        return false
+      } catch (e) {
+        await direct.end().catch(() => {})
+        if ((e as { code?: string }).code !== '3D000') throw e // anything but "database does not exist"
+      }
+      for (const maintenance of ['postgres', 'template1']) {
+        const u = new URL(databaseUrl)
+        u.pathname = `/${maintenance}`
+        const admin = new pg.Client({ connectionString: u.toString() })
+        try {
+          await admin.connect()
+        } catch (e) {
+          await admin.end().catch(() => {})
+          if ((e as { code?: string }).code === '3D000') continue
+          throw e
+        }
+        try {
+          await admin.query(`CREATE DATABASE ${quoteIdent(target)}`)
+          return true
+        } catch (e) {
+          if ((e as { code?: string }).code === '42P04') return false // created concurrently
+          throw e
+        } finally {
+          await admin.end().catch(() => {})
+        }
+      }
+      throw new Error(`cannot create database ${target}: neither "postgres" nor "template1" accepts connections`)
+    },
+    (e) => classifyPgError(e, scrub),
+  )
+
+/** Applies pending migrations. Idempotent. */
+export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) => s): TE.TaskEither<Failure, MigrateReport> =>
+  TE.tryCatch(
+    async () => {
+      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate' })
+      await client.connect()
+      try {
+        await client.query('SET client_min_messages = warning')
+        await client.query('SELECT pg_advisory_lock($1)', [MIGRATE_LOCK])
+        await client.query(`CREATE TABLE IF NOT EXISTS schema_migration (
+          version    integer PRIMARY KEY,
+          name       text NOT NULL,
+          checksum   text NOT NULL,
+          applied_at timestamptz NOT NULL DEFAULT now())`)
+        const done = new Map(
+          (await client.query<{ version: number; checksum: string; name: string }>('SELECT version, name, checksum FROM schema_migration')).rows.map(
+            (r) => [r.version, r],
+          ),
+        )
+        const applied: string[] = []
+        for (const m of loadMigrations()) {
+          const prior = done.get(m.version)
+          if (prior !== undefined) {
+            if (prior.checksum !== m.checksum) {
+              throw Object.assign(new Error(`migration ${m.name} was changed after it was applied (checksum differs); restore it and add a new migration instead`), { code: 'migration-drift' })
+            }
+            continue
+          }
+          await client.query('BEGIN')
+          try {
+            await client.query(m.sql)
+            await client.query('INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)', [m.version, m.name, m.checksum])
+            await client.query('COMMIT')
+          } catch (e) {
+            await client.query('ROLLBACK').catch(() => {})
+            throw Object.assign(e as Error, { message: `migration ${m.name}: ${(e as Error).message}` })
+          }
+          applied.push(m.name)
+        }
+        const current = loadMigrations().at(-1)?.version ?? 0
+        return { database: client.database ?? '', created: false, applied, current }
+      } finally {
+        await client.query('SELECT pg_advisory_unlock($1)', [MIGRATE_LOCK]).catch(() => {})
+        await client.end().catch(() => {})
+      }
+    },
+    (e) => {
+      const code = (e as { code?: string }).code
+      return code === 'migration-drift' ? failure('fatal', (e as Error).message, code) : classifyPgError(e, scrub)
+    },
+  )
+
+/**
+ * Names of migrations not yet applied (all of them when the database or the migrations table
+ * does not exist). Needs only read access, so a least-privileged service role can check that
+ * the schema is current without being able to change it.
+ */
+export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => string = (s) => s): TE.TaskEither<Failure, string[]> =>
+  TE.tryCatch(
+    async () => {
+      const all = loadMigrations()
+      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate' })
+      try {
+        await client.connect()
+      } catch (e) {
+        await client.end().catch(() => {})
+        if ((e as { code?: string }).code === '3D000') return all.map((m) => m.name)
+        throw e
+      }
+      try {
+        const table = await client.query<{ t: string | null }>(`SELECT to_regclass('schema_migration')::text AS t`)
+        if (table.rows[0]?.t == null) return all.map((m) => m.name)
+        const applied = new Set((await client.query<{ version: number }>('SELECT version FROM schema_migration')).rows.map((r) => r.version))
+        return all.filter((m) => !applied.has(m.version)).map((m) => m.name)
+      } finally {
+        await client.end().catch(() => {})
+      }
+    },
+    (e) => classifyPgError(e, scrub),
+  )
+
+/** `ensureDatabase` then `migrate`. */
+export const setupDatabase = (databaseUrl: string, scrub?: (s: string) => string): TE.TaskEither<Failure, MigrateReport> =>
+  TE.chain((created: boolean) => TE.map((r: MigrateReport) => ({ ...r, created }))(migrate(databaseUrl, scrub)))(ensureDatabase(databaseUrl, scrub))
+
+/**
+ * The schema as a recipe for template databases (test databases are cloned from one per schema
+ * version): its version and a promise-returning migrate.
+ */
+export const schemaTemplate = {
+  get version(): string {
+    return schemaVersion()
+  },
+  migrate: async (databaseUrl: string): Promise<void> => {
+    const r = await migrate(databaseUrl)()
+    if (r._tag === 'Left') throw new Error(r.left.message)
+  },
+}

@@ -1,0 +1,101 @@
+/**
+ * The PostgreSQL event store: owns one connection pool and exposes the operations other
+ * packages need as TaskEithers whose errors are already classified.
+ */
+import type { DecodedMessage, Failure, StoredEvent } from '@vitrage-persistor/core'
+import * as E from 'fp-ts/lib/Either.js'
+import type * as TE from 'fp-ts/lib/TaskEither.js'
+import pg from 'pg'
+import { appendIsolating, type IsolatedAppendResult } from './append.js'
+import { classifyPgError } from './classify.js'
+import { type ReadOptions, readPage } from './read.js'
+
+export interface EventStoreOptions {
+  readonly connectionString: string
+  /** Pool size. Ingest needs 2 (appends, health); keep it small: PostgreSQL allows ~100 in all. */
+  readonly maxConnections?: number
+  readonly applicationName?: string
+  /** Server-side limit for one statement; a stuck append is cancelled and retried. */
+  readonly statementTimeoutMs?: number
+  readonly connectTimeoutMs?: number
+  /** Removes secrets from driver messages. */
+  readonly scrub?: (text: string) => string
+  /** Errors on idle connections (server restart, network); the pool replaces the connection. */
+  readonly onIdleError?: (failure: Failure) => void
+}
+
+export class PgEventStore {
+  readonly pool: pg.Pool
+  private readonly scrub: (text: string) => string
+  private closing: Promise<void> | undefined
+
+  constructor(options: EventStoreOptions) {
+    this.scrub = options.scrub ?? ((s) => s)
+    this.pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.maxConnections ?? 2,
+      application_name: options.applicationName ?? 'vitrage-persistor',
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
+      statement_timeout: options.statementTimeoutMs ?? 60_000,
+      keepAlive: true,
+      idleTimeoutMillis: 30_000,
+    })
+    this.pool.on('error', (e) => options.onIdleError?.(classifyPgError(e, this.scrub)))
+  }
+
+  private withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): TE.TaskEither<Failure, T> {
+    return async () => {
+      let client: pg.PoolClient
+      try {
+        client = await this.pool.connect()
+      } catch (e) {
+        return E.left(classifyPgError(e, this.scrub))
+      }
+      // A checked-out client emits 'error' when its connection dies between two queries (the
+      // pool listens only to idle ones); unhandled, that would crash the process. The next
+      // query then fails with "not queryable", which is classified and retried.
+      let broken: unknown
+      const onError = (e: unknown): void => {
+        broken = e
+      }
+      client.on('error', onError)
+      try {
+        const value = await fn(client)
+        client.off('error', onError)
+        client.release(broken as Error | undefined)
+        return E.right(value)
+      } catch (e) {
+        client.off('error', onError)
+        const f = classifyPgError(e, this.scrub)
+        // A connection that failed is not reused.
+        client.release(f.kind === 'transient' || broken !== undefined ? ((broken ?? e) as Error) : undefined)
+        return E.left(f)
+      }
+    }
+  }
+
+  /** Appends a batch in one transaction; refused rows are isolated (see appendIsolating). */
+  append(batch: readonly DecodedMessage[]): TE.TaskEither<Failure, IsolatedAppendResult> {
+    return this.withClient((client) => appendIsolating(client, batch, this.scrub))
+  }
+
+  readPage(afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, StoredEvent[]> {
+    return this.withClient((client) => readPage(client, afterId, limit, options))
+  }
+
+  /** The highest stored id (0 when empty). */
+  headId(): TE.TaskEither<Failure, number> {
+    return this.withClient(async (c) => Number((await c.query<{ max: string | null }>('SELECT max(id) AS max FROM event')).rows[0]?.max ?? 0))
+  }
+
+  ping(): TE.TaskEither<Failure, void> {
+    return this.withClient(async (c) => void (await c.query('SELECT 1')))
+  }
+
+  /** Ends the pool after in-flight queries finish. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.pool.end().catch(() => {})
+    return this.closing
+  }
+}
+

@@ -1,0 +1,89 @@
+import { execFileSync } from 'node:child_process'
+import { eventually } from '@vitrage-persistor/testing'
+import t from 'tap'
+import { osloPublish, osloUnavailable } from '../support/oslo.js'
+import { isConsuming, startPersistor } from '../support/persistor-process.js'
+import { setupWorld, type World } from '../support/setup.js'
+
+const skip = osloUnavailable()
+
+/** durable flag of an exchange or queue as the broker reports it. */
+const durability = (kind: 'exchanges' | 'queues', name: string): string | undefined => {
+  const out = execFileSync('rabbitmqctl', ['-q', `list_${kind}`, 'name', 'durable', '--no-table-headers'], { encoding: 'utf8' })
+  return out
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .find(([n]) => n === name)?.[1]
+}
+
+const storedIds = async (world: World): Promise<string[]> =>
+  (await world.sql.query<{ message_id: string }>('SELECT message_id::text FROM event ORDER BY id')).rows.map((r) => r.message_id)
+
+for (const durable of [false, true]) {
+  t.test(`oslo.messaging Notifier with amqp_durable_queues=${durable}: stored, and oslo keeps publishing after the persistor started`, { skip }, async (t) => {
+    const world = await setupWorld(t)
+    const { exchange, topic } = world.names
+    // oslo first: it declares the exchange and its <topic>.info queue with its own attributes.
+    const before = await osloPublish({ exchange, topic, count: 3, durable })
+    t.equal(before.code, 0, before.stderr)
+    const osloDurable = String(durable)
+    t.equal(durability('exchanges', exchange), osloDurable)
+    t.equal(durability('queues', `${topic}.info`), osloDurable)
+
+    // The persistor is configured with the opposite durability: it must still not touch oslo's objects.
+    const p = startPersistor(world.flags(durable ? [] : ['--amqp-durable-queues']))
+    t.teardown(() => p.kill('SIGKILL'))
+    const consuming = await p.waitFor(isConsuming, 'consuming')
+    t.ok((consuming['found'] as string[]).includes(`exchange ${exchange}`), 'found oslo\'s exchange and left it alone')
+
+    const after = await osloPublish({ exchange, topic, count: 5, durable })
+    t.equal(after.code, 0, `oslo's publisher still works: ${after.stderr}`)
+    t.ok(after.sends.every((s) => s.ok))
+    t.equal(durability('exchanges', exchange), osloDurable, 'exchange attributes unchanged')
+    t.equal(durability('queues', `${topic}.info`), osloDurable, "oslo's queue attributes unchanged")
+
+    const expected = after.sends.map((s) => s.message_id as string)
+    await eventually('oslo messages stored', async () => (await storedIds(world)).length >= expected.length)
+    t.same(await storedIds(world), expected, 'the messages sent after start are stored, in order')
+    const { rows } = await world.sql.query(`SELECT event_type, publisher_id, priority, payload FROM event ORDER BY id LIMIT 1`)
+    t.match(rows[0], { event_type: 'vitrage.interop.sample', publisher_id: 'vitrage.interop', priority: 'INFO', payload: { seq: 0 } })
+    p.kill('SIGTERM')
+    t.equal((await p.exited).code, 0)
+  })
+}
+
+t.test('the persistor first, with amqp_durable_queues=true: it declares the exchange as oslo would and oslo publishes into it', { skip }, async (t) => {
+  const world = await setupWorld(t)
+  const { exchange, topic } = world.names
+  const p = startPersistor(world.flags(['--amqp-durable-queues']))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  t.equal(durability('exchanges', exchange), 'true')
+  const sent = await osloPublish({ exchange, topic, count: 4, durable: true })
+  t.equal(sent.code, 0, sent.stderr)
+  await eventually('stored', async () => (await storedIds(world)).length === 4)
+  t.same(await storedIds(world), sent.sends.map((s) => s.message_id))
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})
+
+t.test("compatibility mode consumes oslo's own queue, including what waited there before it started, v1 and v2", { skip }, async (t) => {
+  const world = await setupWorld(t)
+  const { exchange, topic } = world.names
+  const v2 = await osloPublish({ exchange, topic, count: 3 })
+  const v1 = await osloPublish({ exchange, topic, count: 2, driver: 'messaging', eventType: 'vitrage.interop.v1' })
+  t.equal(v2.code + v1.code, 0)
+  const p = startPersistor(world.flags(['--compat-queue']))
+  t.teardown(() => p.kill('SIGKILL'))
+  const consuming = await p.waitFor(isConsuming, 'consuming')
+  t.equal(consuming['queue'], `${topic}.info`)
+  const expected = [...v2.sends, ...v1.sends].map((s) => s.message_id)
+  await eventually('stored', async () => (await storedIds(world)).length === 5)
+  t.same(await storedIds(world), expected)
+  const more = await osloPublish({ exchange, topic, count: 2 })
+  t.equal(more.code, 0, 'oslo keeps publishing to the queue the persistor consumes')
+  await eventually('stored', async () => (await storedIds(world)).length === 7)
+  t.equal(durability('queues', `${topic}.info`), 'false', "oslo's queue keeps its attributes")
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})

@@ -1,0 +1,121 @@
+/**
+ * Per-test-file isolation: a database cloned from the migrated template, unique exchange,
+ * topic and queue names, and cleanup of both when the test ends.
+ */
+import { schemaTemplate } from '@vitrage-persistor/store-postgres'
+import { connectTestBroker, createTestDatabase, type TestBroker, type TestDatabase, uniqueName } from '@vitrage-persistor/testing'
+import pg from 'pg'
+import type { Test } from 'tap'
+
+export interface Names {
+  readonly exchange: string
+  readonly topic: string
+  readonly queue: string
+  readonly routingKey: string
+  readonly deadQueue: string
+  /** Everything a test may have declared, for cleanup. */
+  readonly queues: string[]
+  readonly exchanges: string[]
+}
+
+export const uniqueNames = (): Names => {
+  const base = uniqueName('vpt')
+  const exchange = `${base}_x`
+  const topic = `${base}_topic`
+  const queue = `${base}_q`
+  return {
+    exchange,
+    topic,
+    queue,
+    routingKey: `${topic}.info`,
+    deadQueue: `${queue}.dead`,
+    queues: [queue, `${queue}.dead`, `${topic}.info`],
+    exchanges: [exchange, `${queue}.dlx`],
+  }
+}
+
+export interface World {
+  readonly db: TestDatabase
+  readonly broker: TestBroker
+  readonly names: Names
+  readonly sql: pg.Pool
+  /** CLI flags pointing the persistor at this world; `extra` may repeat a flag (the last one wins). */
+  readonly flags: (extra?: readonly string[]) => string[]
+}
+
+export const setupWorld = async (t: Test): Promise<World> => {
+  const db = await createTestDatabase(schemaTemplate)
+  const broker = await connectTestBroker()
+  const names = uniqueNames()
+  const sql = new pg.Pool({ connectionString: db.url, max: 2 })
+  t.teardown(async () => {
+    await sql.end()
+    await broker.cleanup({ queues: names.queues, exchanges: names.exchanges })
+    await db.drop()
+  })
+  return {
+    db,
+    broker,
+    names,
+    sql,
+    flags: (extra = []) => [
+      'run',
+      '--database-url',
+      db.url,
+      '--amqp-url',
+      broker.url,
+      '--exchange',
+      names.exchange,
+      '--topic',
+      names.topic,
+      '--queue',
+      names.queue,
+      '--http-port',
+      '0',
+      ...extra,
+    ],
+  }
+}
+
+export interface FixtureMessage {
+  readonly exchange: string
+  readonly routingKey: string
+  readonly properties: { contentType: string; contentEncoding: string; deliveryMode: number; priority: number; headers: Record<string, unknown> }
+  readonly body: string
+}
+
+/** Declares the persistor's topology for these names, as the persistor itself would. */
+export const declarePersistorTopology = async (world: World): Promise<void> => {
+  const { declareTopology } = await import('@vitrage-persistor/ingest')
+  await declareTopology(world.broker.connection, {
+    exchange: world.names.exchange,
+    topic: world.names.topic,
+    queue: world.names.queue,
+    compatQueue: false,
+    osloDurable: false,
+  })
+}
+
+/** Publishes `count` small notifications with confirms, in windows; returns their message ids in order. */
+export const publishMany = async (world: World, count: number, make: (i: number) => Buffer): Promise<void> => {
+  const window = 500
+  for (let start = 0; start < count; start += window) {
+    const end = Math.min(count, start + window)
+    for (let i = start; i < end; i++) {
+      world.broker.channel.publish(world.names.exchange, world.names.routingKey, make(i), { contentType: 'application/json', contentEncoding: 'utf-8', deliveryMode: 2 })
+    }
+    await world.broker.channel.waitForConfirms()
+  }
+}
+
+export const rowCount = async (world: World): Promise<number> => (await world.sql.query<{ n: number }>('SELECT count(*)::int AS n FROM event')).rows[0]?.n ?? 0
+
+/** The payload `seq` of every row in id order. */
+export const storedSeqs = async (world: World): Promise<number[]> =>
+  (await world.sql.query<{ seq: number }>(`SELECT (payload->>'seq')::int AS seq FROM event ORDER BY id`)).rows.map((r) => r.seq)
+
+/** Reads one metric's value from a Prometheus text page. */
+export const metricValue = (page: string, name: string): number | undefined => {
+  const m = new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(page)
+  return m ? Number(m[1]) : undefined
+}
