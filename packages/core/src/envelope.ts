@@ -7,11 +7,12 @@
  * `timestamp` (naive UTC).
  *
  * Decoding never throws: every way a body can be wrong is a `Rejection` with a stable reason.
- * The decoded message keeps the message JSON text verbatim so the database, not JavaScript,
- * parses the payload: numbers such as 1e400 or 40-digit integers stay exact in jsonb, which a
+ * The decoded message keeps the payload's JSON text verbatim so the database, not JavaScript,
+ * parses it: numbers such as 1e400 or 40-digit integers stay exact in jsonb, which a
  * JSON.parse/JSON.stringify round trip would not keep.
  */
 import * as E from 'fp-ts/lib/Either.js'
+import { memberText } from './json-span.js'
 import { jsonbIncompatibility } from './json-text.js'
 import { type Rejection, rejection } from './rejection.js'
 import { parseTimestamp } from './timestamp.js'
@@ -24,8 +25,10 @@ export interface DecodedMessage {
   readonly priority: string | null
   /** Canonical UTC ISO text with microseconds: `vitrage_sample_date` when present, else `timestamp`. */
   readonly collectorTimestamp: string
-  /** The message object's JSON text, verbatim; the database extracts `payload` from it. */
+  /** The message object's JSON text, verbatim. */
   readonly messageText: string
+  /** The payload's JSON text exactly as it stands in `messageText`; PostgreSQL parses it. */
+  readonly payloadText: string
   /** 1 for a bare message, 2 for the oslo.messaging v2 envelope. */
   readonly envelopeVersion: 1 | 2
 }
@@ -130,6 +133,10 @@ export const decodeMessage = (body: Uint8Array, options: DecodeOptions): E.Eithe
   const unsupported = jsonbIncompatibility(messageText)
   if (unsupported !== undefined) return E.left(rejection('unsupported-json', unsupported))
 
+  const payloadText = memberText(messageText, 'payload')
+  // Cannot happen for text JSON.parse accepted with an object payload; kept as a value, not a throw.
+  if (payloadText === undefined) return E.left(rejection('invalid-payload', '"payload" text not found'))
+
   return E.right({
     messageId: messageId.toLowerCase(),
     eventType,
@@ -137,6 +144,7 @@ export const decodeMessage = (body: Uint8Array, options: DecodeOptions): E.Eithe
     priority: priority.right,
     collectorTimestamp: collected.right,
     messageText,
+    payloadText,
     envelopeVersion,
   })
 }

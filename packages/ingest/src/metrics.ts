@@ -14,7 +14,6 @@ export interface IngestMetrics {
   readonly brokerConnected: Gauge
   readonly databaseConnected: Gauge
   readonly inFlight: Gauge
-  readonly lastStoredId: Gauge
 }
 
 export const createIngestMetrics = (registry: Registry): IngestMetrics => {
@@ -58,6 +57,5 @@ export const createIngestMetrics = (registry: Registry): IngestMetrics => {
     brokerConnected: new Gauge({ name: 'vitrage_persistor_broker_connected', help: '1 while consuming from the broker.', registers }),
     databaseConnected: new Gauge({ name: 'vitrage_persistor_database_connected', help: '1 while the last database operation succeeded.', registers }),
     inFlight: new Gauge({ name: 'vitrage_persistor_in_flight_messages', help: 'Delivered, not yet acked messages held by the process.', registers }),
-    lastStoredId: new Gauge({ name: 'vitrage_persistor_last_stored_id', help: 'Highest event id this process appended.', registers }),
   }
 }

@@ -22,7 +22,7 @@
  */
 import type { BackoffPolicy, DecodedMessage, Failure, Logger, Rejection } from '@vitrage-persistor/core'
 import { backoffDelay, decodeMessage } from '@vitrage-persistor/core'
-import type { IsolatedAppendResult } from '@vitrage-persistor/store-postgres'
+import type { IsolatedAppendResult, PreparedEvent } from '@vitrage-persistor/store-postgres'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
@@ -51,7 +51,9 @@ export interface PersistorOptions extends TopologyOptions {
 
 /** What the persistor needs from the event store. */
 export interface AppendPort {
-  readonly append: (batch: readonly DecodedMessage[]) => TE.TaskEither<Failure, IsolatedAppendResult>
+  /** Encodes a message for append; called as each message arrives, off the commit path. */
+  readonly prepare: (message: DecodedMessage) => PreparedEvent
+  readonly append: (batch: readonly PreparedEvent[]) => TE.TaskEither<Failure, IsolatedAppendResult>
 }
 
 export interface PersistorDeps {
@@ -78,7 +80,7 @@ interface Session {
 interface Delivery {
   readonly message: amqp.ConsumeMessage
   readonly session: Session
-  readonly decoded: E.Either<Rejection, DecodedMessage>
+  readonly decoded: E.Either<Rejection, PreparedEvent>
 }
 
 interface DeadLetter {
@@ -259,7 +261,8 @@ export class Persistor {
     if (message.fields.redelivered) this.deps.metrics.redelivered.inc()
     this.held++
     this.deps.metrics.inFlight.set(this.held)
-    this.deliveries.next({ message, session, decoded: decodeMessage(message.content, { maxMessageBytes: this.options.maxMessageBytes }) })
+    const decoded = E.map((m: DecodedMessage) => this.deps.store.prepare(m))(decodeMessage(message.content, { maxMessageBytes: this.options.maxMessageBytes }))
+    this.deliveries.next({ message, session, decoded })
   }
 
   private sampleDepth(session: Session): void {
@@ -319,8 +322,6 @@ export class Persistor {
       }
       this.deps.metrics.stored.inc(result.stored.length)
       this.deps.metrics.duplicates.inc(result.duplicates.length)
-      const last = result.stored.at(-1)
-      if (last !== undefined) this.deps.metrics.lastStoredId.set(last.id)
     }
 
     const sessions = new Set(live.map((d) => d.session))
@@ -342,7 +343,7 @@ export class Persistor {
 
   /** Appends until it succeeds; undefined when the batch's session is gone or shutdown gave up. */
   private async appendWithRetry(valid: Delivery[]): Promise<IsolatedAppendResult | undefined> {
-    const messages = valid.map((d) => (d.decoded as E.Right<DecodedMessage>).right)
+    const messages = valid.map((d) => (d.decoded as E.Right<PreparedEvent>).right)
     for (let attempt = 0; ; attempt++) {
       const started = process.hrtime.bigint()
       const r = await this.deps.store.append(messages)()

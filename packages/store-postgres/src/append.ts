@@ -1,14 +1,19 @@
 /**
  * Appending a batch of decoded messages in one transaction (design §2, §4, §10).
  *
- * The batch is COPYed as raw message text into a session-local staging table, then moved with
- * one `INSERT ... SELECT ... ORDER BY ord ON CONFLICT (message_id) DO NOTHING`. PostgreSQL
- * parses the text into jsonb (keeping numbers exact) and draws ids in delivery order; COPY is
- * about twice as fast as a parameterized multi-row insert at these sizes.
+ * Fast path: one `COPY event (...) FROM STDIN` of the batch in delivery order, in autocommit. PostgreSQL parses
+ * each payload text into jsonb (numbers stay exact) and draws ids in row order; the statement
+ * trigger of migration 0001 serializes appenders, so ids become visible in increasing order.
+ * COPY cannot skip rows, so a redelivered message (its message_id is already stored) makes it
+ * fail with a unique violation; the batch is then appended by the slow path instead.
  *
- * A message whose id is already stored is a redelivery and is skipped, unless its payload
- * differs from the stored one: that is a publisher bug (two events, one id) and the second is
- * reported as a conflict so that it can be dead-lettered rather than silently dropped.
+ * Slow path: COPY into a session-local staging table, then one
+ * `INSERT ... SELECT ... ORDER BY ord ON CONFLICT (message_id) DO NOTHING`. A message already
+ * stored with the same payload is a duplicate (skipped); with a different payload it is a
+ * conflict (a publisher reused an id), reported so that it is dead-lettered, not dropped.
+ *
+ * Redeliveries are rare (a restart's unacked window), so nearly every batch takes the fast path,
+ * which is about 30% cheaper for the database than the staging path.
  */
 import type { DecodedMessage, Failure } from '@vitrage-persistor/core'
 import type pg from 'pg'
@@ -17,13 +22,15 @@ import { classifyPgError } from './classify.js'
 import { copyRow } from './copy-text.js'
 
 export interface AppendResult {
-  /** Ids assigned to stored messages, in batch order. */
-  readonly stored: ReadonlyArray<{ readonly index: number; readonly id: number }>
+  /** Batch indexes of the messages stored, in batch (and id) order. */
+  readonly stored: readonly number[]
   /** Batch indexes of messages already stored with the same payload (redeliveries). */
   readonly duplicates: readonly number[]
   /** Batch indexes of messages whose id is stored with a different payload. */
   readonly conflicts: readonly number[]
 }
+
+const EVENT_COLUMNS = 'message_id, event_type, publisher_id, priority, collector_timestamp, payload'
 
 const STAGING_DDL = `CREATE TEMP TABLE IF NOT EXISTS event_staging (
   ord int NOT NULL,
@@ -32,60 +39,95 @@ const STAGING_DDL = `CREATE TEMP TABLE IF NOT EXISTS event_staging (
   publisher_id text,
   priority text,
   collector_timestamp timestamptz NOT NULL,
-  message text NOT NULL
+  payload text NOT NULL
 ) ON COMMIT DELETE ROWS`
 
-const COPY_SQL = 'COPY event_staging (ord, message_id, event_type, publisher_id, priority, collector_timestamp, message) FROM STDIN'
-
-const INSERT_SQL = `INSERT INTO event (message_id, event_type, publisher_id, priority, collector_timestamp, payload)
-SELECT message_id, event_type, publisher_id, priority, collector_timestamp, message::jsonb -> 'payload'
+const INSERT_SQL = `INSERT INTO event (${EVENT_COLUMNS})
+SELECT message_id, event_type, publisher_id, priority, collector_timestamp, payload::jsonb
 FROM event_staging ORDER BY ord
 ON CONFLICT (message_id) DO NOTHING
-RETURNING id, message_id`
+RETURNING message_id`
 
 const CONFLICT_SQL = `SELECT s.ord FROM event_staging s JOIN event e ON e.message_id = s.message_id
-WHERE s.ord = ANY($1::int[]) AND e.payload IS DISTINCT FROM (s.message::jsonb -> 'payload')`
+WHERE s.ord = ANY($1::int[]) AND e.payload IS DISTINCT FROM s.payload::jsonb`
 
-/** Encodes a batch as COPY text. Exported for the benchmark and tests. */
-export const stagingRows = (batch: readonly DecodedMessage[]): string => {
+
+/**
+ * A decoded message with its COPY row already encoded. The persistor prepares each message as it
+ * arrives, so the encoding is spread over the time the batch fills instead of delaying its
+ * transaction.
+ */
+export interface PreparedEvent {
+  readonly message: DecodedMessage
+  /** The message as a COPY text row of `event (${EVENT_COLUMNS})`. */
+  readonly row: string
+}
+
+export const prepareEvent = (m: DecodedMessage): PreparedEvent => ({
+  message: m,
+  row: copyRow([m.messageId, m.eventType, m.publisherId, m.priority, m.collectorTimestamp, m.payloadText]),
+})
+
+const eventRows = (batch: readonly PreparedEvent[]): string => {
   let out = ''
-  for (let i = 0; i < batch.length; i++) {
-    const m = batch[i] as DecodedMessage
-    out += copyRow([i, m.messageId, m.eventType, m.publisherId, m.priority, m.collectorTimestamp, m.messageText])
-  }
+  for (const p of batch) out += p.row
   return out
 }
 
-const copyInto = (client: pg.PoolClient | pg.Client, text: string): Promise<void> =>
+// The staging table has the event columns behind an ordinal.
+const stagingRows = (batch: readonly PreparedEvent[]): string => {
+  let out = ''
+  for (let i = 0; i < batch.length; i++) out += `${i}\t${(batch[i] as PreparedEvent).row}`
+  return out
+}
+
+const copyInto = (client: pg.PoolClient | pg.Client, sql: string, text: string): Promise<number> =>
   new Promise((resolve, reject) => {
-    const stream = client.query(copyFrom(COPY_SQL))
+    const stream = client.query(copyFrom(sql))
     stream.on('error', reject)
-    stream.on('finish', () => resolve())
+    stream.on('finish', () => resolve(stream.rowCount ?? 0))
     stream.end(Buffer.from(text, 'utf8'))
   })
 
-/**
- * Appends `batch` in one transaction on `client` (which must not be in a transaction).
- * Throws the driver error; callers classify it with `classifyPgError`.
- */
-export const appendBatch = async (client: pg.PoolClient | pg.Client, batch: readonly DecodedMessage[]): Promise<AppendResult> => {
-  if (batch.length === 0) return { stored: [], duplicates: [], conflicts: [] }
+const inTransaction = async <T>(client: pg.PoolClient | pg.Client, fn: () => Promise<T>): Promise<T> => {
   await client.query('BEGIN')
   try {
+    const value = await fn()
+    await client.query('COMMIT')
+    return value
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw e
+  }
+}
+
+const UNIQUE_VIOLATION = '23505'
+
+/**
+ * Fast path: one COPY, in autocommit (a single statement is its own transaction, so the batch is
+ * still all or nothing). One round trip per batch. Throws the driver error; a unique violation
+ * means "take the slow path".
+ */
+const copyBatch = async (client: pg.PoolClient | pg.Client, batch: readonly PreparedEvent[]): Promise<AppendResult> => {
+  await copyInto(client, `COPY event (${EVENT_COLUMNS}) FROM STDIN`, eventRows(batch))
+  return { stored: batch.map((_, i) => i), duplicates: [], conflicts: [] }
+}
+
+/** Slow path: skips stored message ids, telling duplicates from conflicts. */
+const stageBatch = (client: pg.PoolClient | pg.Client, batch: readonly PreparedEvent[]): Promise<AppendResult> =>
+  inTransaction(client, async () => {
     await client.query(STAGING_DDL)
-    await copyInto(client, stagingRows(batch))
-    const inserted = await client.query<{ id: string; message_id: string }>(INSERT_SQL)
-    const idsByMessage = new Map<string, string>()
-    for (const r of inserted.rows) idsByMessage.set(r.message_id, r.id)
-    const stored: Array<{ index: number; id: number }> = []
+    await copyInto(client, 'COPY event_staging (ord, message_id, event_type, publisher_id, priority, collector_timestamp, payload) FROM STDIN', stagingRows(batch))
+    const inserted = await client.query<{ message_id: string }>(INSERT_SQL)
+    const pendingIds = new Set(inserted.rows.map((r) => r.message_id))
+    const stored: number[] = []
     const notInserted: number[] = []
     for (let i = 0; i < batch.length; i++) {
-      const messageId = (batch[i] as DecodedMessage).messageId
-      const id = idsByMessage.get(messageId)
-      if (id !== undefined) {
-        stored.push({ index: i, id: Number(id) })
+      const messageId = (batch[i] as PreparedEvent).message.messageId
+      if (pendingIds.has(messageId)) {
+        stored.push(i)
         // The first occurrence in the batch is the one inserted; later ones are duplicates.
-        idsByMessage.delete(messageId)
+        pendingIds.delete(messageId)
       } else {
         notInserted.push(i)
       }
@@ -94,12 +136,21 @@ export const appendBatch = async (client: pg.PoolClient | pg.Client, batch: read
     if (notInserted.length > 0) {
       conflicts = (await client.query<{ ord: number }>(CONFLICT_SQL, [notInserted])).rows.map((r) => r.ord).sort((a, b) => a - b)
     }
-    await client.query('COMMIT')
     const conflictSet = new Set(conflicts)
     return { stored, duplicates: notInserted.filter((i) => !conflictSet.has(i)), conflicts }
+  })
+
+/**
+ * Appends `batch` in one transaction on `client` (which must not be in a transaction).
+ * Throws the driver error; callers classify it with `classifyPgError`.
+ */
+export const appendBatch = async (client: pg.PoolClient | pg.Client, batch: readonly PreparedEvent[]): Promise<AppendResult> => {
+  if (batch.length === 0) return { stored: [], duplicates: [], conflicts: [] }
+  try {
+    return await copyBatch(client, batch)
   } catch (e) {
-    await client.query('ROLLBACK').catch(() => {})
-    throw e
+    if ((e as { code?: unknown }).code !== UNIQUE_VIOLATION) throw e
+    return stageBatch(client, batch)
   }
 }
 
@@ -117,17 +168,17 @@ export interface IsolatedAppendResult extends AppendResult {
  */
 export const appendIsolating = async (
   client: pg.PoolClient | pg.Client,
-  batch: readonly DecodedMessage[],
+  batch: readonly PreparedEvent[],
   scrub: (s: string) => string = (s) => s,
 ): Promise<IsolatedAppendResult> => {
-  const stored: Array<{ index: number; id: number }> = []
+  const stored: number[] = []
   const duplicates: number[] = []
   const conflicts: number[] = []
   const refused: Array<{ index: number; failure: Failure }> = []
-  const go = async (offset: number, part: readonly DecodedMessage[]): Promise<void> => {
+  const go = async (offset: number, part: readonly PreparedEvent[]): Promise<void> => {
     try {
       const r = await appendBatch(client, part)
-      for (const s of r.stored) stored.push({ index: s.index + offset, id: s.id })
+      for (const i of r.stored) stored.push(i + offset)
       for (const i of r.duplicates) duplicates.push(i + offset)
       for (const i of r.conflicts) conflicts.push(i + offset)
     } catch (e) {

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto'
-import { type DecodedMessage, decodeMessage, encodeEnvelopeV2, encodeMessageText } from '@vitrage-persistor/core'
+import { decodeMessage, encodeEnvelopeV2, encodeMessageText } from '@vitrage-persistor/core'
 import { createTestDatabase } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import t from 'tap'
-import { appendBatch } from './append.js'
+import { appendBatch, type PreparedEvent, prepareEvent } from './append.js'
 import { schemaTemplate } from './migrate.js'
 import { readPage } from './read.js'
 
@@ -12,14 +12,14 @@ const WRITERS = 4
 const BATCHES = 40
 const BATCH = 25
 
-const message = (writer: number, seq: number): DecodedMessage => {
+const message = (writer: number, seq: number): PreparedEvent => {
   const text = encodeMessageText(
     { messageId: randomUUID(), eventType: 'test.concurrent', publisherId: `w${writer}`, priority: 'INFO', timestamp: '2024-01-01 00:00:00' },
     JSON.stringify({ writer, seq }),
   )
   const r = decodeMessage(Buffer.from(encodeEnvelopeV2(text)), { maxMessageBytes: 1 << 20 })
   if (E.isLeft(r)) throw new Error(r.left.detail)
-  return r.right
+  return prepareEvent(r.right)
 }
 
 t.test(`${WRITERS} concurrent appenders: a follower sees every event once, in increasing id order`, async (t) => {

@@ -1,4 +1,4 @@
-export { type AppendResult, appendBatch, appendIsolating, type IsolatedAppendResult, stagingRows } from './append.js'
+export { type AppendResult, appendBatch, appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 export { classifyPgError } from './classify.js'
 export { copyField, copyRow } from './copy-text.js'
 export { ensureDatabase, loadMigrations, type MigrateReport, type Migration, migrate, pendingMigrations, schemaTemplate, schemaVersion, setupDatabase } from './migrate.js'

@@ -6,7 +6,7 @@ import type { DecodedMessage, Failure, StoredEvent } from '@vitrage-persistor/co
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
-import { appendIsolating, type IsolatedAppendResult } from './append.js'
+import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError } from './classify.js'
 import { type ReadOptions, readPage } from './read.js'
 
@@ -74,8 +74,13 @@ export class PgEventStore {
     }
   }
 
+  /** Encodes a message for `append` (pure; call it as messages arrive). */
+  prepare(message: DecodedMessage): PreparedEvent {
+    return prepareEvent(message)
+  }
+
   /** Appends a batch in one transaction; refused rows are isolated (see appendIsolating). */
-  append(batch: readonly DecodedMessage[]): TE.TaskEither<Failure, IsolatedAppendResult> {
+  append(batch: readonly PreparedEvent[]): TE.TaskEither<Failure, IsolatedAppendResult> {
     return this.withClient((client) => appendIsolating(client, batch, this.scrub))
   }
 

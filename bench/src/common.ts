@@ -1,0 +1,40 @@
+/** Shared pieces of the benchmarks: machine description, process RSS, formatting. */
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { cpus, totalmem } from 'node:os'
+
+export const machine = (): Record<string, string> => {
+  const tryRun = (cmd: string, args: string[]): string => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    } catch {
+      return 'unknown'
+    }
+  }
+  return {
+    cpu: `${cpus().length} x ${cpus()[0]?.model ?? 'unknown'}`,
+    memory: `${Math.round(totalmem() / 2 ** 30)} GiB`,
+    node: process.version,
+    postgres: tryRun('psql', ['--version']),
+    rabbitmq: tryRun('rabbitmqctl', ['-q', 'version']),
+  }
+}
+
+/** Peak resident set size of a process (VmHWM), in MiB. */
+export const peakRssMiB = (pid: number): number => {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const m = /VmHWM:\s+(\d+) kB/.exec(status)
+  return m ? Math.round(Number(m[1]) / 1024) : Number.NaN
+}
+
+export const rate = (count: number, ms: number): number => Math.round((count / ms) * 1000)
+
+export const fmt = (n: number): string => n.toLocaleString('en-US')
+
+export const argValue = (args: readonly string[], flag: string, fallback: number): number => {
+  const i = args.indexOf(flag)
+  if (i < 0) return fallback
+  const v = Number(args[i + 1])
+  if (!Number.isInteger(v) || v <= 0) throw new Error(`${flag} takes a positive integer`)
+  return v
+}
