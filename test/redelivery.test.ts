@@ -1,5 +1,5 @@
-import { type DecodedMessage, decodeMessage } from '@vitrage-persistor/core'
-import { appendBatch } from '@vitrage-persistor/store-postgres'
+import { decodeMessage } from '@vitrage-persistor/core'
+import { appendBatch, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
@@ -17,7 +17,7 @@ t.test('redelivery after a restart before ack stores every message once', async 
   const committed = bodies.slice(0, 30).map((b) => {
     const d = decodeMessage(b, { maxMessageBytes: 1 << 20 })
     if (E.isLeft(d)) throw new Error(d.left.detail)
-    return d.right as DecodedMessage
+    return prepareEvent(d.right)
   })
   const client = await world.sql.connect()
   await appendBatch(client, committed)
