@@ -33,6 +33,9 @@ t.test('each kind of bad input is dead-lettered with its reason while its neighb
   const p = startPersistor(world.flags(['--batch-size', '8', '--max-message-bytes', String(MAX_BYTES), '--http-port', String(port)]))
   t.teardown(() => p.kill('SIGKILL'))
   await p.waitFor(isConsuming, 'consuming')
+  const ready = await fetch(`http://127.0.0.1:${port}/readyz`)
+  t.equal(ready.status, 200)
+  t.same(await ready.json(), { status: 'ready', checks: { broker: 'ok', database: 'ok' } })
 
   const good: string[] = []
   const publishGood = async (): Promise<void> => {

@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
-import { migrateCommand } from './commands/migrate.js'
-import { runCommand } from './commands/run.js'
+import { MIGRATE_SETTINGS, migrateCommand } from './commands/migrate.js'
+import { RUN_SETTINGS, runCommand } from './commands/run.js'
 import { type Config, resolve, type Setting, type SettingKey, settings } from './config.js'
 
 export type Env = Readonly<Record<string, string | undefined>>
@@ -36,52 +36,22 @@ interface CommandSpec<K extends SettingKey> {
   readonly action: (config: Config<K>, io: Io, env: Env) => Promise<number>
 }
 
-const commands = [
-  {
+const command = <K extends SettingKey>(spec: CommandSpec<K>): CommandSpec<SettingKey> => spec as unknown as CommandSpec<SettingKey>
+
+const commands: readonly CommandSpec<SettingKey>[] = [
+  command({
     name: 'migrate',
     summary: 'create the database if it is missing and apply pending migrations (idempotent)',
-    keys: ['databaseUrl', 'logLevel'],
+    keys: MIGRATE_SETTINGS,
     action: migrateCommand,
-  } satisfies CommandSpec<'databaseUrl' | 'logLevel'>,
-  {
+  }),
+  command({
     name: 'run',
     summary: 'run the persistor: consume from RabbitMQ, append to PostgreSQL, serve /metrics, /healthz, /readyz',
-    keys: [
-      'amqpUrl',
-      'databaseUrl',
-      'exchange',
-      'topic',
-      'queue',
-      'compatQueue',
-      'amqpDurableQueues',
-      'prefetch',
-      'batchSize',
-      'batchMaxWaitMs',
-      'maxMessageBytes',
-      'httpPort',
-      'httpHost',
-      'shutdownTimeoutMs',
-      'logLevel',
-    ],
+    keys: RUN_SETTINGS,
     action: runCommand,
-  } satisfies CommandSpec<
-    | 'amqpUrl'
-    | 'databaseUrl'
-    | 'exchange'
-    | 'topic'
-    | 'queue'
-    | 'compatQueue'
-    | 'amqpDurableQueues'
-    | 'prefetch'
-    | 'batchSize'
-    | 'batchMaxWaitMs'
-    | 'maxMessageBytes'
-    | 'httpPort'
-    | 'httpHost'
-    | 'shutdownTimeoutMs'
-    | 'logLevel'
-  >,
-] as const
+  }),
+]
 
 export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo): Promise<number> => {
   let exitCode = 0
@@ -91,7 +61,7 @@ export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ writeOut: io.out, writeErr: io.err })
-  for (const spec of commands as readonly CommandSpec<SettingKey>[]) {
+  for (const spec of commands) {
     const cmd = program.command(spec.name).description(spec.summary).exitOverride().showHelpAfterError('(run with --help for usage)')
     for (const key of spec.keys) {
       const s = settings[key] as Setting<unknown>

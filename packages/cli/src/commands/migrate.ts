@@ -4,7 +4,10 @@ import * as E from 'fp-ts/lib/Either.js'
 import type { Config } from '../config.js'
 import type { Env, Io } from '../main.js'
 
-export const migrateCommand = async (config: Config<'databaseUrl' | 'logLevel'>, io: Io, _env: Env): Promise<number> => {
+/** The settings `migrate` takes. */
+export const MIGRATE_SETTINGS = ['databaseUrl', 'logLevel'] as const
+
+export const migrateCommand = async (config: Config<(typeof MIGRATE_SETTINGS)[number]>, io: Io, _env: Env): Promise<number> => {
   const scrub = makeScrubber(secretsOf([config.databaseUrl]))
   const r = await setupDatabase(config.databaseUrl, scrub)()
   if (E.isLeft(r)) {

@@ -14,23 +14,26 @@ import { type HttpServer, json, startHttpServer } from '../http.js'
 import { createLogger } from '../logger.js'
 import type { Env, Io } from '../main.js'
 
-export type RunConfig = Config<
-  | 'amqpUrl'
-  | 'databaseUrl'
-  | 'exchange'
-  | 'topic'
-  | 'queue'
-  | 'compatQueue'
-  | 'amqpDurableQueues'
-  | 'prefetch'
-  | 'batchSize'
-  | 'batchMaxWaitMs'
-  | 'maxMessageBytes'
-  | 'httpPort'
-  | 'httpHost'
-  | 'shutdownTimeoutMs'
-  | 'logLevel'
->
+/** The settings `run` takes. */
+export const RUN_SETTINGS = [
+  'amqpUrl',
+  'databaseUrl',
+  'exchange',
+  'topic',
+  'queue',
+  'compatQueue',
+  'amqpDurableQueues',
+  'prefetch',
+  'batchSize',
+  'batchMaxWaitMs',
+  'maxMessageBytes',
+  'httpPort',
+  'httpHost',
+  'shutdownTimeoutMs',
+  'logLevel',
+] as const
+
+export type RunConfig = Config<(typeof RUN_SETTINGS)[number]>
 
 const DATABASE_RETRY = { initialMs: 200, maxMs: 10_000 }
 
