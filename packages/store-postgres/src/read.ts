@@ -1,13 +1,8 @@
 /** Reading the log in id order, a keyset page at a time (bounded memory, never OFFSET). */
-import type { StoredEvent } from '@vitrage-persistor/core'
+import type { ReadPageOptions, StoredEvent } from '@vitrage-persistor/core'
 import type pg from 'pg'
 
-export interface ReadOptions {
-  /** Only these event types (all when absent). */
-  readonly eventTypes?: readonly string[]
-  /** Stop after this id (inclusive). */
-  readonly toId?: number
-}
+export type ReadOptions = ReadPageOptions
 
 const COLUMNS = `id, message_id, event_type, publisher_id, priority,
   to_char(collector_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS collector_timestamp,

@@ -2,7 +2,7 @@
  * The PostgreSQL event store: owns one connection pool and exposes the operations other
  * packages need as TaskEithers whose errors are already classified.
  */
-import type { DecodedMessage, Failure, StoredEvent } from '@vitrage-persistor/core'
+import type { DecodedMessage, EventLogReader, Failure, StoredEvent } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
@@ -24,7 +24,7 @@ export interface EventStoreOptions {
   readonly onIdleError?: (failure: Failure) => void
 }
 
-export class PgEventStore {
+export class PgEventStore implements EventLogReader {
   readonly pool: pg.Pool
   private readonly scrub: (text: string) => string
   private closing: Promise<void> | undefined
@@ -84,14 +84,12 @@ export class PgEventStore {
     return this.withClient((client) => appendIsolating(client, batch, this.scrub))
   }
 
-  readPage(afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, StoredEvent[]> {
-    return this.withClient((client) => readPage(client, afterId, limit, options))
-  }
+  readonly readPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, StoredEvent[]> =>
+    this.withClient((client) => readPage(client, afterId, limit, options))
 
   /** The highest stored id (0 when empty). */
-  headId(): TE.TaskEither<Failure, number> {
-    return this.withClient(async (c) => Number((await c.query<{ max: string | null }>('SELECT max(id) AS max FROM event')).rows[0]?.max ?? 0))
-  }
+  readonly headId = (): TE.TaskEither<Failure, number> =>
+    this.withClient(async (c) => Number((await c.query<{ max: string | null }>('SELECT max(id) AS max FROM event')).rows[0]?.max ?? 0))
 
   ping(): TE.TaskEither<Failure, void> {
     return this.withClient(async (c) => void (await c.query('SELECT 1')))
