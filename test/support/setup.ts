@@ -5,6 +5,7 @@
 import { schemaTemplate } from '@vitrage-persistor/store-postgres'
 import { connectTestBroker, createTestDatabase, type TestBroker, type TestDatabase, uniqueName } from '@vitrage-persistor/testing'
 import pg from 'pg'
+import { message, v2Body } from './messages.js'
 import type { Test } from 'tap'
 
 export interface Names {
@@ -119,3 +120,18 @@ export const metricValue = (page: string, name: string): number | undefined => {
   const m = new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(page)
   return m ? Number(m[1]) : undefined
 }
+
+/** Publishes seq 0..total-1 at about `perSecond`, with confirms; resolves when all are confirmed. */
+export const streamSeqs = async (world: World, total: number, perSecond: number): Promise<void> => {
+  const window = 500
+  const started = Date.now()
+  for (let start = 0; start < total; start += window) {
+    for (let seq = start; seq < Math.min(total, start + window); seq++) {
+      world.broker.channel.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq })), { contentType: 'application/json', deliveryMode: 2 })
+    }
+    await world.broker.channel.waitForConfirms()
+    const due = started + ((start + window) / perSecond) * 1000
+    if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()))
+  }
+}
+

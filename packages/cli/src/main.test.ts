@@ -37,3 +37,10 @@ t.test('migrate against an unreachable server fails with the redacted URL and th
   t.match(r.err, /ECONNREFUSED|connect/)
   t.notMatch(r.err, /s3cret/)
 })
+
+t.test('sslmode in the database URL reaches the driver', async (t) => {
+  // The test server does not offer TLS, so requiring it must fail, and say so.
+  const r = await run(['migrate', '--database-url', 'postgres://root@127.0.0.1:5432/test?sslmode=require'])
+  t.equal(r.code, 1)
+  t.match(r.err, /does not support SSL/)
+})

@@ -325,6 +325,9 @@ export class Persistor {
     }
 
     const sessions = new Set(live.map((d) => d.session))
+    // Dead letters keep delivery order, whatever stage rejected them.
+    const position = new Map(live.map((d, i) => [d, i]))
+    dead.sort((a, b) => (position.get(a.delivery) ?? 0) - (position.get(b.delivery) ?? 0))
     const failedSessions = await this.deadLetter(dead)
     for (const s of sessions) {
       if (!s.alive || failedSessions.has(s)) continue

@@ -1,0 +1,91 @@
+import { randomUUID } from 'node:crypto'
+import { eventually, freePort } from '@vitrage-persistor/testing'
+import t from 'tap'
+import { message, OSLO_PROPERTIES, v2Body, v2BodyWithPayloadText } from './support/messages.js'
+import { isConsuming, startPersistor } from './support/persistor-process.js'
+import { metricValue, rowCount, setupWorld } from './support/setup.js'
+
+const MAX_BYTES = 4 * 1024 * 1024
+const deep = (depth: number): string => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`
+const manyKeys = (n: number): string => `{${Array.from({ length: n }, (_, i) => `"k${i}": ${i}`).join(', ')}}`
+
+interface Case {
+  readonly name: string
+  readonly body: () => Buffer
+  /** 'stored' or the dead-letter reason. */
+  readonly outcome: string
+  /** SQL over the stored row `e` that must be true. */
+  readonly check?: string
+}
+
+const sharedId = randomUUID()
+const cases: Case[] = [
+  { name: 'SQL in strings', body: () => v2Body(message({ s: "'); DROP TABLE event; --", t: '$1', u: 'E\'\\x00\'' })), outcome: 'stored', check: `e.payload->>'s' = $$'); DROP TABLE event; --$$ AND e.payload->>'t' = '$1'` },
+  { name: 'huge and exact numbers', body: () => v2BodyWithPayloadText('{"big": 1e400, "int": 1234567890123456789012345678901234567890, "tiny": 1e-400}'), outcome: 'stored', check: `(e.payload->'big')::numeric = 1e400 AND (e.payload->>'int') = '1234567890123456789012345678901234567890' AND (e.payload->'tiny')::numeric = 1e-400` },
+  { name: 'nesting depth 10,000', body: () => v2BodyWithPayloadText(`{"deep": ${deep(10_000)}}`), outcome: 'stored', check: `jsonb_path_exists(e.payload, '$.deep.a.a.a.a')` },
+  { name: '100,000 keys', body: () => v2BodyWithPayloadText(manyKeys(100_000)), outcome: 'stored', check: `(SELECT count(*) FROM jsonb_object_keys(e.payload)) = 100000` },
+  { name: 'NUL escape in a key', body: () => v2BodyWithPayloadText('{"a\\u0000b": 1}'), outcome: 'unsupported-json' },
+  { name: 'lone surrogate escape in a key', body: () => v2BodyWithPayloadText('{"\\udc00": 1}'), outcome: 'unsupported-json' },
+  { name: 'lone surrogate escape in a value', body: () => v2BodyWithPayloadText('{"v": "x\\ud800y"}'), outcome: 'unsupported-json' },
+  { name: 'duplicate message_id, first payload', body: () => v2BodyWithPayloadText('{"n": 1}', sharedId), outcome: 'stored' },
+  { name: 'duplicate message_id, other payload', body: () => v2BodyWithPayloadText('{"n": 2}', sharedId), outcome: 'message-id-conflict' },
+  { name: 'nesting depth 200,000 (beyond PostgreSQL)', body: () => v2BodyWithPayloadText(`{"deep": ${'['.repeat(200_000)}${']'.repeat(200_000)}}`), outcome: 'database-rejected' },
+  { name: 'body over the limit', body: () => v2BodyWithPayloadText(`{"x": "${'y'.repeat(MAX_BYTES)}"}`), outcome: 'body-too-large' },
+]
+
+t.test('hostile payloads are stored verbatim or dead-lettered with a reason; the service survives them all', async (t) => {
+  const world = await setupWorld(t)
+  const port = await freePort()
+  const p = startPersistor(world.flags(['--batch-size', '4', '--max-message-bytes', String(MAX_BYTES), '--http-port', String(port)]))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+
+  for (const c of cases) await world.broker.publish(world.names.exchange, world.names.routingKey, c.body(), OSLO_PROPERTIES)
+  const stored = cases.filter((c) => c.outcome === 'stored')
+  const dead = cases.filter((c) => c.outcome !== 'stored')
+  await eventually('all handled', async () => {
+    p.assertAlive()
+    return (await rowCount(world)) === stored.length && (await world.broker.depth(world.names.deadQueue)) === dead.length
+  }, { timeoutMs: 120_000 })
+
+  const { rows } = await world.sql.query<{ id: string }>('SELECT id FROM event ORDER BY id')
+  for (const [i, c] of stored.entries()) {
+    if (c.check === undefined) continue
+    const r = await world.sql.query(`SELECT ${c.check} AS ok FROM event e WHERE id = $1`, [rows[i]?.id])
+    t.equal(r.rows[0]?.ok, true, `${c.name}: stored verbatim`)
+  }
+  const letters = await world.broker.drain(world.names.deadQueue)
+  t.same(letters.map((m) => m.properties.headers?.['x-persistor-error']), dead.map((c) => c.outcome), 'dead-lettered with their reasons')
+
+  // Still healthy, still storing.
+  await world.broker.publish(world.names.exchange, world.names.routingKey, v2Body(message({ after: true })), OSLO_PROPERTIES)
+  await eventually('a normal message after the hostile ones', async () => (await rowCount(world)) === stored.length + 1)
+  t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200)
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})
+
+t.test('memory does not grow with repeated hostile input', async (t) => {
+  const world = await setupWorld(t)
+  const port = await freePort()
+  const p = startPersistor(world.flags(['--batch-size', '4', '--prefetch', '8', '--max-message-bytes', String(MAX_BYTES), '--http-port', String(port)]))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  const heavy = [cases[2], cases[3], cases[4], cases[9]] as Case[]
+  const rss = async (): Promise<number> => metricValue(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), 'process_resident_memory_bytes') ?? Number.NaN
+  const round = async (): Promise<void> => {
+    const before = await world.broker.depth(world.names.deadQueue)
+    for (const c of heavy) await world.broker.publish(world.names.exchange, world.names.routingKey, c.body(), OSLO_PROPERTIES)
+    await eventually('round handled', async () => {
+      p.assertAlive()
+      return (await world.broker.depth(world.names.deadQueue)) === before + 2
+    }, { timeoutMs: 60_000 })
+  }
+  for (let i = 0; i < 5; i++) await round()
+  const early = await rss()
+  for (let i = 0; i < 20; i++) await round()
+  const late = await rss()
+  t.ok(late < early + 64 * 2 ** 20, `RSS after 25 rounds (${Math.round(late / 2 ** 20)} MiB) within 64 MiB of after 5 (${Math.round(early / 2 ** 20)} MiB)`)
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})
