@@ -9,4 +9,4 @@ export { type DecodedMessage, type DecodeOptions, decodeMessage } from './envelo
 export { type Failure, type FailureKind, failure, isRetryable } from './failure.js'
 export { type LogFn, type Logger, silentLogger } from './logger.js'
 export { memberText } from './json-span.js'
-export type { EventLogReader, ReadPageOptions } from './ports.js'
+export type { AppendSignal, EventLogReader, LogClock, NewSnapshot, ReadPageOptions, Snapshot, SnapshotMeta, SnapshotStore } from './ports.js'

@@ -19,3 +19,55 @@ export interface EventLogReader {
   /** The highest stored id (0 when the log is empty). */
   readonly headId: () => TE.TaskEither<Failure, number>
 }
+
+/** A stored projection snapshot (the data is opaque to the store). */
+export interface SnapshotMeta {
+  readonly id: number
+  /** Which projection ('graph'). */
+  readonly kind: string
+  /** The state includes every event up to and including this id. */
+  readonly eventId: number
+  /** collector_timestamp of that event, when known. */
+  readonly collectorTimestamp: string | null
+  /** Encoding of `data`, so a reader can refuse a layout it does not know. */
+  readonly format: string
+  readonly stats: Readonly<Record<string, unknown>>
+  readonly createdAt: string
+  readonly bytes: number
+}
+
+export interface Snapshot extends SnapshotMeta {
+  readonly data: Uint8Array
+}
+
+export interface NewSnapshot {
+  readonly kind: string
+  readonly eventId: number
+  readonly format: string
+  readonly data: Uint8Array
+  readonly stats?: Readonly<Record<string, unknown>>
+}
+
+export interface SnapshotStore {
+  readonly saveSnapshot: (snapshot: NewSnapshot) => TE.TaskEither<Failure, SnapshotMeta>
+  /** The newest snapshot of `kind` at or before `eventId` (any when absent), or undefined. */
+  readonly latestSnapshot: (kind: string, atOrBeforeEventId?: number) => TE.TaskEither<Failure, Snapshot | undefined>
+  readonly listSnapshots: (kind: string) => TE.TaskEither<Failure, SnapshotMeta[]>
+  /** Deletes all but the newest `keep` snapshots of `kind`; returns how many were deleted. */
+  readonly retainSnapshots: (kind: string, keep: number) => TE.TaskEither<Failure, number>
+}
+
+/** Positions in the log by time. */
+export interface LogClock {
+  /** Id of the last event (in id order) whose collector_timestamp is <= `timestamp`; 0 if none. */
+  readonly lastEventAtOrBefore: (timestamp: string) => TE.TaskEither<Failure, number>
+}
+
+/** Wake-ups when events are appended (at most one per committed batch; may coalesce). */
+export interface AppendSignal {
+  /**
+   * Calls `onAppend` after each committed append, and once after every (re)connection since
+   * appends may have been missed meanwhile. The returned handle's close is idempotent.
+   */
+  readonly onAppend: (listener: () => void) => { readonly close: () => Promise<void> }
+}

@@ -2,13 +2,27 @@
  * The PostgreSQL event store: owns one connection pool and exposes the operations other
  * packages need as TaskEithers whose errors are already classified.
  */
-import type { DecodedMessage, EventLogReader, Failure, StoredEvent } from '@vitrage-persistor/core'
+import type {
+  AppendSignal,
+  DecodedMessage,
+  EventLogReader,
+  Failure,
+  LogClock,
+  Logger,
+  NewSnapshot,
+  Snapshot,
+  SnapshotMeta,
+  SnapshotStore,
+  StoredEvent,
+} from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError } from './classify.js'
+import { listenForAppends } from './notifications.js'
 import { type ReadOptions, readPage } from './read.js'
+import { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
 export interface EventStoreOptions {
   readonly connectionString: string
@@ -22,14 +36,18 @@ export interface EventStoreOptions {
   readonly scrub?: (text: string) => string
   /** Errors on idle connections (server restart, network); the pool replaces the connection. */
   readonly onIdleError?: (failure: Failure) => void
+  readonly logger?: Logger
 }
 
-export class PgEventStore implements EventLogReader {
+export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, AppendSignal {
   readonly pool: pg.Pool
   private readonly scrub: (text: string) => string
   private closing: Promise<void> | undefined
+  private readonly listeners = new Set<{ close: () => Promise<void> }>()
+  private readonly options: EventStoreOptions
 
   constructor(options: EventStoreOptions) {
+    this.options = options
     this.scrub = options.scrub ?? ((s) => s)
     this.pool = new pg.Pool({
       connectionString: options.connectionString,
@@ -91,13 +109,42 @@ export class PgEventStore implements EventLogReader {
   readonly headId = (): TE.TaskEither<Failure, number> =>
     this.withClient(async (c) => Number((await c.query<{ max: string | null }>('SELECT max(id) AS max FROM event')).rows[0]?.max ?? 0))
 
+  readonly saveSnapshot = (snapshot: NewSnapshot): TE.TaskEither<Failure, SnapshotMeta> => this.withClient((c) => saveSnapshot(c, snapshot))
+
+  readonly latestSnapshot = (kind: string, atOrBeforeEventId?: number): TE.TaskEither<Failure, Snapshot | undefined> =>
+    this.withClient((c) => latestSnapshot(c, kind, atOrBeforeEventId))
+
+  readonly listSnapshots = (kind: string): TE.TaskEither<Failure, SnapshotMeta[]> => this.withClient((c) => listSnapshots(c, kind))
+
+  readonly retainSnapshots = (kind: string, keep: number): TE.TaskEither<Failure, number> => this.withClient((c) => retainSnapshots(c, kind, keep))
+
+  readonly lastEventAtOrBefore = (timestamp: string): TE.TaskEither<Failure, number> => this.withClient((c) => lastEventAtOrBefore(c, timestamp))
+
+  /** Deletes events below the oldest graph snapshot (and below every checkpoint); see migration 0003. */
+  readonly prune = (below?: number): TE.TaskEither<Failure, number> => this.withClient((c) => pruneEvents(c, below))
+
+  /** Wake-ups on append over a dedicated LISTEN connection; closed with the handle or the store. */
+  readonly onAppend = (listener: () => void): { readonly close: () => Promise<void> } => {
+    const handle = listenForAppends({ connectionString: this.options.connectionString, ...(this.options.logger ? { logger: this.options.logger } : {}) }, listener)
+    this.listeners.add(handle)
+    return {
+      close: async () => {
+        this.listeners.delete(handle)
+        await handle.close()
+      },
+    }
+  }
+
   ping(): TE.TaskEither<Failure, void> {
     return this.withClient(async (c) => void (await c.query('SELECT 1')))
   }
 
   /** Ends the pool after in-flight queries finish. Idempotent. */
   close(): Promise<void> {
-    this.closing ??= this.pool.end().catch(() => {})
+    this.closing ??= (async () => {
+      await Promise.all([...this.listeners].map((l) => l.close()))
+      await this.pool.end().catch(() => {})
+    })()
     return this.closing
   }
 }

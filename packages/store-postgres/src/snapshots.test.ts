@@ -1,0 +1,65 @@
+import { randomUUID } from 'node:crypto'
+import { createTestDatabase } from '@vitrage-persistor/testing'
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import { schemaTemplate } from './migrate.js'
+import { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
+
+const setup = async (t: Test, events: number): Promise<pg.Client> => {
+  const db = await createTestDatabase(schemaTemplate)
+  const c = new pg.Client({ connectionString: db.url })
+  await c.connect()
+  t.teardown(async () => {
+    await c.end()
+    await db.drop()
+  })
+  for (let i = 1; i <= events; i++) {
+    await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES ($1, 'e', $2, '{}')`, [
+      randomUUID(),
+      `2024-01-01T00:00:${String(i).padStart(2, '0')}Z`,
+    ])
+  }
+  return c
+}
+
+const bytes = (s: string): Uint8Array => new TextEncoder().encode(s)
+
+t.test('snapshots: save, find the newest at or before an id, list, retain the newest K', async (t) => {
+  const c = await setup(t, 10)
+  for (const eventId of [3, 6, 9]) await saveSnapshot(c, { kind: 'graph', eventId, format: 'test/1', data: bytes(`state@${eventId}`), stats: { n: eventId } })
+  await saveSnapshot(c, { kind: 'other', eventId: 10, format: 'test/1', data: bytes('x') })
+  t.equal(new TextDecoder().decode((await latestSnapshot(c, 'graph'))?.data), 'state@9')
+  t.equal((await latestSnapshot(c, 'graph', 8))?.eventId, 6)
+  t.equal(await latestSnapshot(c, 'graph', 2), undefined)
+  const listed = await listSnapshots(c, 'graph')
+  t.same(listed.map((s) => [s.eventId, s.collectorTimestamp, s.bytes, s.stats]), [
+    [3, '2024-01-01T00:00:03.000000Z', 7, { n: 3 }],
+    [6, '2024-01-01T00:00:06.000000Z', 7, { n: 6 }],
+    [9, '2024-01-01T00:00:09.000000Z', 7, { n: 9 }],
+  ])
+  t.equal(await retainSnapshots(c, 'graph', 2), 1)
+  t.same((await listSnapshots(c, 'graph')).map((s) => s.eventId), [6, 9])
+  t.same((await listSnapshots(c, 'other')).map((s) => s.eventId), [10], 'other kinds untouched')
+  const again = await saveSnapshot(c, { kind: 'graph', eventId: 9, format: 'test/2', data: bytes('new') })
+  t.equal(again.format, 'test/2', 'saving the same position replaces it')
+})
+
+t.test('the last event at or before a time', async (t) => {
+  const c = await setup(t, 5)
+  t.equal(await lastEventAtOrBefore(c, '2024-01-01T00:00:03.5Z'), 3)
+  t.equal(await lastEventAtOrBefore(c, '2024-01-01T00:00:03Z'), 3, 'inclusive')
+  t.equal(await lastEventAtOrBefore(c, '2023-12-31T00:00:00Z'), 0)
+})
+
+t.test('prune needs a snapshot, deletes below the oldest one, and never past a checkpoint', async (t) => {
+  const c = await setup(t, 10)
+  await t.rejects(pruneEvents(c), { message: /no graph snapshot/ })
+  await saveSnapshot(c, { kind: 'graph', eventId: 8, format: 'test/1', data: bytes('s') })
+  await saveSnapshot(c, { kind: 'graph', eventId: 10, format: 'test/1', data: bytes('s') })
+  await c.query(`INSERT INTO projection_checkpoint (name, position) VALUES ('history', 4)`)
+  t.equal(await pruneEvents(c), 4, 'a reader at 4 keeps events 5 and later')
+  await c.query(`UPDATE projection_checkpoint SET position = 10`)
+  t.equal(await pruneEvents(c), 3, 'then down to the oldest snapshot (8)')
+  t.same((await c.query('SELECT id FROM event ORDER BY id')).rows.map((r) => Number(r.id)), [8, 9, 10])
+  await t.rejects(c.query('DELETE FROM event'), { message: /append-only/ }, 'a plain DELETE is still refused')
+})

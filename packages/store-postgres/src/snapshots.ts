@@ -1,0 +1,78 @@
+/** Projection snapshots (migration 0003): SQL for saving, finding, listing and retaining them. */
+import type { NewSnapshot, Snapshot, SnapshotMeta } from '@vitrage-persistor/core'
+import type pg from 'pg'
+
+const META_COLUMNS = `s.id, s.kind, s.event_id,
+  to_char(s.collector_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS collector_timestamp,
+  s.format, s.stats, to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at,
+  octet_length(s.data) AS bytes`
+
+interface MetaRow {
+  id: string
+  kind: string
+  event_id: string
+  collector_timestamp: string | null
+  format: string
+  stats: Record<string, unknown>
+  created_at: string
+  bytes: number
+}
+
+const toMeta = (r: MetaRow): SnapshotMeta => ({
+  id: Number(r.id),
+  kind: r.kind,
+  eventId: Number(r.event_id),
+  collectorTimestamp: r.collector_timestamp,
+  format: r.format,
+  stats: r.stats,
+  createdAt: r.created_at,
+  bytes: r.bytes,
+})
+
+type Queryable = pg.Pool | pg.PoolClient | pg.Client
+
+/** Saves a snapshot; saving the same (kind, event id) again replaces it. */
+export const saveSnapshot = async (db: Queryable, s: NewSnapshot): Promise<SnapshotMeta> => {
+  const { rows } = await db.query<MetaRow>(
+    `WITH saved AS (
+       INSERT INTO projection_snapshot (kind, event_id, collector_timestamp, format, data, stats)
+       VALUES ($1, $2, (SELECT collector_timestamp FROM event WHERE id = $2), $3, $4, $5)
+       ON CONFLICT (kind, event_id) DO UPDATE SET format = EXCLUDED.format, data = EXCLUDED.data,
+         stats = EXCLUDED.stats, collector_timestamp = EXCLUDED.collector_timestamp, created_at = now()
+       RETURNING *)
+     SELECT ${META_COLUMNS} FROM saved s`,
+    [s.kind, s.eventId, s.format, Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength), s.stats ?? {}],
+  )
+  return toMeta(rows[0] as MetaRow)
+}
+
+export const latestSnapshot = async (db: Queryable, kind: string, atOrBeforeEventId?: number): Promise<Snapshot | undefined> => {
+  const { rows } = await db.query<MetaRow & { data: Buffer }>(
+    `SELECT ${META_COLUMNS}, s.data FROM projection_snapshot s
+     WHERE s.kind = $1 AND ($2::bigint IS NULL OR s.event_id <= $2)
+     ORDER BY s.event_id DESC LIMIT 1`,
+    [kind, atOrBeforeEventId ?? null],
+  )
+  const r = rows[0]
+  return r === undefined ? undefined : { ...toMeta(r), data: r.data }
+}
+
+export const listSnapshots = async (db: Queryable, kind: string): Promise<SnapshotMeta[]> =>
+  (await db.query<MetaRow>(`SELECT ${META_COLUMNS} FROM projection_snapshot s WHERE s.kind = $1 ORDER BY s.event_id`, [kind])).rows.map(toMeta)
+
+export const retainSnapshots = async (db: Queryable, kind: string, keep: number): Promise<number> =>
+  (
+    await db.query(
+      `DELETE FROM projection_snapshot WHERE kind = $1 AND id NOT IN
+         (SELECT id FROM projection_snapshot WHERE kind = $1 ORDER BY event_id DESC LIMIT $2)`,
+      [kind, keep],
+    )
+  ).rowCount ?? 0
+
+/** Id of the last event, in id order, whose collector_timestamp is <= `timestamp`; 0 if none. */
+export const lastEventAtOrBefore = async (db: Queryable, timestamp: string): Promise<number> =>
+  Number((await db.query<{ id: string | null }>('SELECT max(id) AS id FROM event WHERE collector_timestamp <= $1', [timestamp])).rows[0]?.id ?? 0)
+
+/** Runs the retention routine of migration 0003; returns the number of events deleted. */
+export const pruneEvents = async (db: Queryable, below?: number): Promise<number> =>
+  Number((await db.query<{ n: string }>('SELECT event_prune($1) AS n', [below ?? null])).rows[0]?.n ?? 0)
