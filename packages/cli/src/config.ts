@@ -138,6 +138,14 @@ export const settings = {
     parse: integer(0, 3_600_000),
   },
   logLevel: { flag: 'log-level', env: 'LOG_LEVEL', describe: 'log level', default: 'info', parse: oneOf(LOG_LEVELS) },
+  historyProjection: {
+    flag: 'history-projection',
+    env: 'PERSISTOR_HISTORY_PROJECTION',
+    describe: 'maintain the alarm-history tables while running (--no-history-projection to leave it to `project history`)',
+    default: true,
+    switch: true,
+    parse: bool,
+  },
 } satisfies Record<string, Setting<unknown>>
 
 export type Settings = typeof settings

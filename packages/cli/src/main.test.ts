@@ -4,7 +4,7 @@ import { main } from './main.js'
 const run = async (args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> => {
   let out = ''
   let err = ''
-  const code = await main(['node', 'vitrage-persistor', ...args], env, { out: (s) => void (out += s), err: (s) => void (err += s) })
+  const code = await main(['node', 'vitrage-persistor', ...args], env, { out: (s) => void (out += s), err: (s) => void (err += s), isTTY: false })
   return { code, out, err }
 }
 

@@ -7,17 +7,14 @@ import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
 import { MIGRATE_SETTINGS, migrateCommand } from './commands/migrate.js'
+import { historyCommands } from './commands/history.js'
 import { RUN_SETTINGS, runCommand } from './commands/run.js'
-import { type Config, resolve, type Setting, type SettingKey, settings } from './config.js'
+import { type CommandSpec, command, type Env, type Io, UsageError } from './command.js'
+import { resolve, type Setting, type SettingKey, settings } from './config.js'
 
-export type Env = Readonly<Record<string, string | undefined>>
+export type { CommandInput, Env, Io } from './command.js'
 
-export interface Io {
-  readonly out: (text: string) => void
-  readonly err: (text: string) => void
-}
-
-const defaultIo: Io = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) }
+const defaultIo: Io = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t), isTTY: process.stdout.isTTY === true }
 
 const version = (): string => {
   try {
@@ -27,30 +24,23 @@ const version = (): string => {
   }
 }
 
-const showDefault = (s: Setting<unknown>): string => (s.switch ? 'off' : s.secret ? String(s.default).replace(/:[^:@/]*@/, ':***@') : JSON.stringify(s.default))
-
-interface CommandSpec<K extends SettingKey> {
-  readonly name: string
-  readonly summary: string
-  readonly keys: readonly K[]
-  readonly action: (config: Config<K>, io: Io, env: Env) => Promise<number>
-}
-
-const command = <K extends SettingKey>(spec: CommandSpec<K>): CommandSpec<SettingKey> => spec as unknown as CommandSpec<SettingKey>
+const showDefault = (s: Setting<unknown>): string =>
+  s.switch ? (s.default === true ? 'on' : 'off') : s.secret ? String(s.default).replace(/:[^:@/]*@/, ':***@') : JSON.stringify(s.default)
 
 const commands: readonly CommandSpec<SettingKey>[] = [
   command({
-    name: 'migrate',
+    path: ['migrate'],
     summary: 'create the database if it is missing and apply pending migrations (idempotent)',
     keys: MIGRATE_SETTINGS,
     action: migrateCommand,
   }),
   command({
-    name: 'run',
+    path: ['run'],
     summary: 'run the persistor: consume from RabbitMQ, append to PostgreSQL, serve /metrics, /healthz, /readyz',
     keys: RUN_SETTINGS,
     action: runCommand,
   }),
+  ...historyCommands,
 ]
 
 export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo): Promise<number> => {
@@ -61,21 +51,51 @@ export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ writeOut: io.out, writeErr: io.err })
+  const groups = new Map<string, Command>()
   for (const spec of commands) {
-    const cmd = program.command(spec.name).description(spec.summary).exitOverride().showHelpAfterError('(run with --help for usage)')
+    // Parents of nested commands (`history`, `snapshot`...) are created once.
+    let parent = program
+    for (const [i, word] of spec.path.slice(0, -1).entries()) {
+      const key = spec.path.slice(0, i + 1).join(' ')
+      let group = groups.get(key)
+      if (group === undefined) {
+        group = parent.command(word).exitOverride().showHelpAfterError('(run with --help for usage)')
+        groups.set(key, group)
+      }
+      parent = group
+    }
+    const name = spec.path.join(' ')
+    const cmd = parent
+      .command(`${spec.path.at(-1) as string}${spec.arguments ? ` ${spec.arguments}` : ''}`)
+      .description(spec.summary)
+      .exitOverride()
+      .showHelpAfterError('(run with --help for usage)')
     for (const key of spec.keys) {
       const s = settings[key] as Setting<unknown>
       const help = `${s.describe} [env ${s.env}; default ${showDefault(s)}]`
-      cmd.addOption(s.switch ? new Option(`--${s.flag}`, help) : new Option(`--${s.flag} <value>`, help))
+      // A switch that defaults to on is turned off with --no-<flag>.
+      cmd.addOption(s.switch ? new Option(`--${s.default === true ? 'no-' : ''}${s.flag}`, help) : new Option(`--${s.flag} <value>`, help))
     }
-    cmd.action(async (flags: Record<string, unknown>) => {
-      const config = resolve(spec.keys, flags, env)
+    for (const option of spec.options ?? []) cmd.addOption(option)
+    cmd.action(async (...received: unknown[]) => {
+      const self = received.at(-1) as Command
+      const all = self.opts<Record<string, unknown>>()
+      // Only what was given on the command line competes with the environment; commander's own
+      // defaults (of negatable switches, say) must not.
+      const given = Object.fromEntries(Object.entries(all).filter(([k]) => self.getOptionValueSource(k) === 'cli'))
+      const config = resolve(spec.keys, given, env)
       if (E.isLeft(config)) {
-        io.err(`vitrage-persistor ${spec.name}: invalid configuration\n${config.left.map((l) => `  ${l}\n`).join('')}`)
+        io.err(`vitrage-persistor ${name}: invalid configuration\n${config.left.map((l) => `  ${l}\n`).join('')}`)
         exitCode = 2
         return
       }
-      exitCode = await spec.action(config.right, io, env)
+      try {
+        exitCode = await spec.action(config.right, { args: self.args, options: all }, io, env)
+      } catch (e) {
+        if (!(e instanceof UsageError)) throw e
+        io.err(`vitrage-persistor ${name}: ${e.message}\n`)
+        exitCode = 2
+      }
     })
   }
   try {

@@ -6,3 +6,16 @@ export { pageQuery, type ReadOptions, readPage } from './read.js'
 export { type EventStoreOptions, PgEventStore } from './store.js'
 export { APPEND_CHANNEL, listenForAppends } from './notifications.js'
 export { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
+export { applyHistory, CheckpointConflict, readCheckpoint, resetHistory } from './history.js'
+export {
+  ALARM_COLUMNS,
+  type AlarmColumn,
+  type AlarmQuery,
+  alarmsById,
+  alarmsQuery,
+  causalEdges,
+  countActiveAlarms,
+  QueryError,
+  queryAlarms,
+  SEVERITIES,
+} from './history-queries.js'

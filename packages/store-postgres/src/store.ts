@@ -3,10 +3,15 @@
  * packages need as TaskEithers whose errors are already classified.
  */
 import type {
+  AlarmRecord,
   AppendSignal,
+  CausalEdge,
   DecodedMessage,
   EventLogReader,
   Failure,
+  HistoryCommand,
+  HistoryReader,
+  HistoryStore,
   LogClock,
   Logger,
   NewSnapshot,
@@ -20,6 +25,8 @@ import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError } from './classify.js'
+import { applyHistory, readCheckpoint, resetHistory } from './history.js'
+import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
 import { listenForAppends } from './notifications.js'
 import { type ReadOptions, readPage } from './read.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
@@ -39,7 +46,7 @@ export interface EventStoreOptions {
   readonly logger?: Logger
 }
 
-export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, AppendSignal {
+export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, AppendSignal, HistoryStore, HistoryReader {
   readonly pool: pg.Pool
   private readonly scrub: (text: string) => string
   private closing: Promise<void> | undefined
@@ -122,6 +129,23 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   /** Deletes events below the oldest graph snapshot (and below every checkpoint); see migration 0003. */
   readonly prune = (below?: number): TE.TaskEither<Failure, number> => this.withClient((c) => pruneEvents(c, below))
+
+  readonly historyCheckpoint = (name: string): TE.TaskEither<Failure, number> => this.withClient((c) => readCheckpoint(c, name))
+
+  readonly applyHistory = (name: string, commands: readonly HistoryCommand[], from: number, to: number): TE.TaskEither<Failure, void> =>
+    this.withClient((c) => applyHistory(c, name, commands, from, to))
+
+  readonly resetHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name))
+
+  readonly queryAlarms = (q: AlarmQuery): TE.TaskEither<Failure, AlarmRecord[]> => this.withClient((c) => queryAlarms(c, q))
+
+  readonly countActiveAlarms = (options?: { now?: string; project?: string }): TE.TaskEither<Failure, Record<string, number>> =>
+    this.withClient((c) => countActiveAlarms(c, options))
+
+  readonly causalEdges = (ids: readonly string[], direction: 'forward' | 'backward', at?: string): TE.TaskEither<Failure, CausalEdge[]> =>
+    this.withClient((c) => causalEdges(c, ids, direction, at))
+
+  readonly alarmsById = (ids: readonly string[], at?: string): TE.TaskEither<Failure, AlarmRecord[]> => this.withClient((c) => alarmsById(c, ids, at))
 
   /** Wake-ups on append over a dedicated LISTEN connection; closed with the handle or the store. */
   readonly onAppend = (listener: () => void): { readonly close: () => Promise<void> } => {

@@ -2,12 +2,12 @@ import { makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
 import { setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
 import type { Config } from '../config.js'
-import type { Env, Io } from '../main.js'
+import type { CommandInput, Env, Io } from '../command.js'
 
 /** The settings `migrate` takes. */
 export const MIGRATE_SETTINGS = ['databaseUrl', 'logLevel'] as const
 
-export const migrateCommand = async (config: Config<(typeof MIGRATE_SETTINGS)[number]>, io: Io, _env: Env): Promise<number> => {
+export const migrateCommand = async (config: Config<(typeof MIGRATE_SETTINGS)[number]>, _input: CommandInput, io: Io, _env: Env): Promise<number> => {
   const scrub = makeScrubber(secretsOf([config.databaseUrl]))
   const r = await setupDatabase(config.databaseUrl, scrub)()
   if (E.isLeft(r)) {

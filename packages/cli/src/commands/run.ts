@@ -8,11 +8,12 @@ import { backoffDelay, type Failure, type Logger, makeScrubber, redactUrl, secre
 import { createIngestMetrics, Persistor, type PersistorOptions } from '@vitrage-persistor/ingest'
 import { PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
-import { collectDefaultMetrics, Registry } from 'prom-client'
+import { HistoryRunner } from '@vitrage-persistor/projections'
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import type { Config } from '../config.js'
 import { type HttpServer, json, startHttpServer } from '../http.js'
 import { createLogger } from '../logger.js'
-import type { Env, Io } from '../main.js'
+import type { CommandInput, Env, Io } from '../command.js'
 
 /** The settings `run` takes. */
 export const RUN_SETTINGS = [
@@ -31,6 +32,7 @@ export const RUN_SETTINGS = [
   'httpHost',
   'shutdownTimeoutMs',
   'logLevel',
+  'historyProjection',
 ] as const
 
 export type RunConfig = Config<(typeof RUN_SETTINGS)[number]>
@@ -62,7 +64,7 @@ const prepareDatabase = async (config: RunConfig, scrub: (s: string) => string, 
   return undefined
 }
 
-export const runCommand = async (config: RunConfig, io: Io, _env: Env): Promise<number> => {
+export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io, _env: Env): Promise<number> => {
   const scrub = makeScrubber(secretsOf([config.amqpUrl, config.databaseUrl]))
   const log = createLogger(config.logLevel, scrub)
   log.info({ config: { ...config, amqpUrl: redactUrl(config.amqpUrl), databaseUrl: redactUrl(config.databaseUrl) } }, 'starting')
@@ -101,7 +103,9 @@ export const runCommand = async (config: RunConfig, io: Io, _env: Env): Promise<
 
   const store = new PgEventStore({
     connectionString: config.databaseUrl,
-    maxConnections: 2,
+    // appends, the history projection, readiness checks
+    maxConnections: 3,
+    logger: log,
     applicationName: 'vitrage-persistor run',
     scrub,
     onIdleError: (failure) => log.warn({ failure }, 'idle database connection failed; it will be replaced'),
@@ -109,6 +113,9 @@ export const runCommand = async (config: RunConfig, io: Io, _env: Env): Promise<
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
   const metrics = createIngestMetrics(registry)
+  const historyMetrics = {
+    position: new Gauge({ name: 'vitrage_persistor_history_position', help: 'Last event id the alarm-history projection has applied.', registers: [registry] }),
+  }
   const options: PersistorOptions = {
     amqpUrl: config.amqpUrl,
     exchange: config.exchange,
@@ -169,6 +176,7 @@ export const runCommand = async (config: RunConfig, io: Io, _env: Env): Promise<
     closing ??= (async () => {
       log.info({ reason }, 'shutting down: draining held messages')
       await persistor.close()
+      await history?.close()
       await http?.close()
       await store.close()
       process.off('SIGTERM', onSignal)
@@ -177,7 +185,14 @@ export const runCommand = async (config: RunConfig, io: Io, _env: Env): Promise<
       finish(defect ? 70 : code)
     })()
   }
+  const history = config.historyProjection
+    ? new HistoryRunner(
+        { reader: store, store, signal: store, logger: log, hooks: { onPage: (p) => historyMetrics.position.set(p.position) } },
+        { name: 'history' },
+      )
+    : undefined
   persistor.start()
+  history?.start()
   if (signalled !== undefined) shutdown(signalled, 0)
   return finished
 }

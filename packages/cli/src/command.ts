@@ -1,0 +1,39 @@
+/** The shape of a command: what main parses for it and what it receives. */
+import type { Option } from 'commander'
+import type { Config, SettingKey } from './config.js'
+
+export type Env = Readonly<Record<string, string | undefined>>
+
+export interface Io {
+  readonly out: (text: string) => void
+  readonly err: (text: string) => void
+  /** Standard output is a terminal (tables and progress bars are for people). */
+  readonly isTTY: boolean
+}
+
+
+/** What a command receives besides its configuration: its positional arguments and its own options. */
+export interface CommandInput {
+  readonly args: readonly string[]
+  readonly options: Readonly<Record<string, unknown>>
+}
+
+/** A usage problem in a command's own arguments: printed, exit code 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError'
+}
+
+export interface CommandSpec<K extends SettingKey> {
+  /** `['history', 'alarms']` for `vitrage-persistor history alarms`. */
+  readonly path: readonly string[]
+  readonly summary: string
+  readonly keys: readonly K[]
+  /** Positional arguments in commander syntax, e.g. '<alarm-id>'. */
+  readonly arguments?: string
+  /** The command's own options (not settings: no environment variable). */
+  readonly options?: readonly Option[]
+  readonly action: (config: Config<K>, input: CommandInput, io: Io, env: Env) => Promise<number>
+}
+
+export const command = <K extends SettingKey>(spec: CommandSpec<K>): CommandSpec<SettingKey> => spec as unknown as CommandSpec<SettingKey>
+

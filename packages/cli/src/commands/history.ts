@@ -1,0 +1,188 @@
+/**
+ * `vitrage-persistor history alarms|rca|counts` (operators' questions) and
+ * `vitrage-persistor project history` (the projection runner alone).
+ */
+import { redactUrl } from '@vitrage-persistor/core'
+import { HistoryRunner, rca } from '@vitrage-persistor/projections'
+import { type AlarmColumn, ALARM_COLUMNS, type AlarmQuery, alarmsQuery, QueryError } from '@vitrage-persistor/store-postgres'
+import { Option } from 'commander'
+import * as E from 'fp-ts/lib/Either.js'
+import * as TE from 'fp-ts/lib/TaskEither.js'
+import { type CommandInput, type CommandSpec, command, type Env, type Io, UsageError } from '../command.js'
+import type { Config, SettingKey } from '../config.js'
+import { createLogger } from '../logger.js'
+import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
+import { openStore, orReport } from '../resources.js'
+
+const QUERY_SETTINGS = ['databaseUrl', 'logLevel'] as const
+type QueryConfig = Config<(typeof QUERY_SETTINGS)[number]>
+
+const TABLE_COLUMNS = ['vitrage_id', 'name', 'vitrage_type', 'vitrage_operational_severity', 'state', 'start_timestamp', 'end_timestamp', 'vitrage_resource_id'] as const
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
+/** `--filter key=value` (repeatable): values of one key are OR-ed, keys are AND-ed. */
+const parseFilters = (raw: readonly string[] | undefined): Array<[AlarmColumn, string[]]> => {
+  const byKey = new Map<AlarmColumn, string[]>()
+  for (const f of raw ?? []) {
+    const eq = f.indexOf('=')
+    if (eq <= 0) throw new UsageError(`--filter: expected key=value, got ${JSON.stringify(f)}`)
+    const key = f.slice(0, eq)
+    if (!(ALARM_COLUMNS as readonly string[]).includes(key)) throw new UsageError(`--filter: unknown key ${JSON.stringify(key)}; use one of ${ALARM_COLUMNS.join(', ')}`)
+    byKey.set(key as AlarmColumn, [...(byKey.get(key as AlarmColumn) ?? []), f.slice(eq + 1)])
+  }
+  return [...byKey.entries()]
+}
+
+const alarms = async (config: QueryConfig, input: CommandInput, io: Io): Promise<number> => {
+  const o = input.options
+  const query: AlarmQuery = {
+    ...(o['start'] !== undefined ? { start: timestampArg('--start', o['start']) as string } : {}),
+    ...(o['end'] !== undefined ? { end: timestampArg('--end', o['end']) as string } : {}),
+    ...(o['active'] === true ? { active: true } : {}),
+    ...(o['now'] !== undefined ? { now: timestampArg('--now', o['now']) as string } : {}),
+    filters: parseFilters(o['filter'] as string[] | undefined),
+    ...(o['project'] !== undefined ? { project: String(o['project']) } : {}),
+    ...(o['sort'] !== undefined ? { sort: String(o['sort']).split(',').filter((s) => s !== '') } : {}),
+    limit: positiveIntArg('--limit', o['limit']) ?? 1000,
+    ...(o['marker'] !== undefined ? { marker: String(o['marker']) } : {}),
+  }
+  try {
+    alarmsQuery(query) // validates the combination of arguments before connecting
+  } catch (e) {
+    if (e instanceof QueryError) throw new UsageError(e.message)
+    throw e
+  }
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor history')
+  try {
+    const rows = await orReport(io, 'history alarms', config.databaseUrl, store.queryAlarms(query))
+    if (rows === undefined) return 1
+    if (chooseFormat(o, io) === 'json') printJson(io, { alarms: rows, next_marker: rows.length === query.limit ? rows.at(-1)?.vitrage_id : null })
+    else printTable(io, TABLE_COLUMNS, rows as unknown as Array<Record<string, unknown>>)
+    return 0
+  } finally {
+    await store.close()
+  }
+}
+
+const rcaCommand = async (config: QueryConfig, input: CommandInput, io: Io): Promise<number> => {
+  const [alarmId] = input.args
+  const at = timestampArg('--at', input.options['at'])
+  const depth = positiveIntArg('--depth', input.options['depth'])
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor history')
+  try {
+    const r = await rca(store, alarmId as string, { ...(at ? { at } : {}), ...(depth ? { depth } : {}) })
+    if (E.isLeft(r)) {
+      io.err(`vitrage-persistor history rca: ${redactUrl(config.databaseUrl)}: ${r.left.message}\n`)
+      return 1
+    }
+    if (r.right.nodes.length === 0) {
+      io.err(`vitrage-persistor history rca: no alarm ${JSON.stringify(alarmId)}${at ? ` active at ${at}` : ''}\n`)
+      return 1
+    }
+    if (chooseFormat(input.options, io) === 'json') printJson(io, r.right)
+    else {
+      printTable(io, ['#', ...TABLE_COLUMNS.slice(0, 5)], r.right.nodes.map((n, i) => ({ '#': i === r.right.inspected_index ? `${i}*` : String(i), ...n })))
+      io.out('\n')
+      printTable(io, ['source', 'target', 'label', 'start_timestamp', 'end_timestamp'], r.right.links as unknown as Array<Record<string, unknown>>)
+    }
+    return 0
+  } finally {
+    await store.close()
+  }
+}
+
+const counts = async (config: QueryConfig, input: CommandInput, io: Io): Promise<number> => {
+  const now = timestampArg('--now', input.options['now'])
+  const project = input.options['project'] === undefined ? undefined : String(input.options['project'])
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor history')
+  try {
+    const result = await orReport(io, 'history counts', config.databaseUrl, store.countActiveAlarms({ ...(now ? { now } : {}), ...(project ? { project } : {}) }))
+    if (result === undefined) return 1
+    if (chooseFormat(input.options, io) === 'json') printJson(io, result)
+    else printTable(io, ['severity', 'active'], Object.entries(result).map(([severity, active]) => ({ severity, active })))
+    return 0
+  } finally {
+    await store.close()
+  }
+}
+
+const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: Env): Promise<number> => {
+  const log = createLogger(config.logLevel, (s) => s)
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor project history', 3)
+  const pageSize = positiveIntArg('--page-size', input.options['pageSize'])
+  const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log }, pageSize ? { pageSize } : {})
+  try {
+    if (input.options['rebuild'] === true) {
+      if ((await orReport(io, 'project history', config.databaseUrl, TE.map(() => true)(store.resetHistory('history')))) === undefined) return 1
+      log.info('history tables emptied; rebuilding from the log')
+    }
+    if (input.options['follow'] !== true) {
+      const r = await runner.catchUp()
+      if (E.isLeft(r)) {
+        io.err(`vitrage-persistor project history: ${redactUrl(config.databaseUrl)}: ${r.left.message}\n`)
+        return 1
+      }
+      io.out(`history projection at event ${r.right}\n`)
+      return 0
+    }
+    runner.start()
+    await new Promise<void>((resolve) => {
+      process.once('SIGTERM', resolve)
+      process.once('SIGINT', resolve)
+    })
+    return 0
+  } finally {
+    await runner.close()
+    await store.close()
+  }
+}
+
+const specs = [
+  command({
+    path: ['history', 'alarms'],
+    summary: 'alarms active at some moment in [--start, --end] (Vitrage window rule), or --active now',
+    keys: QUERY_SETTINGS,
+    options: [
+      new Option('--start <time>', 'window start (UTC unless it has a zone)'),
+      new Option('--end <time>', 'window end, inclusive (needs --start)'),
+      new Option('--active', 'only alarms active now (or at --now)'),
+      new Option('--now <time>', 'evaluate "active" and "ended" as of this time'),
+      new Option('--filter <key=value>', `substring match on a column (repeatable): ${ALARM_COLUMNS.join(', ')}`).argParser(collect),
+      new Option('--project <id>', "the alarm's or its resource's project"),
+      new Option('--sort <columns>', 'comma-separated columns, "-" prefix for descending (default start_timestamp)'),
+      new Option('--limit <n>', 'page size (default 1000)'),
+      new Option('--marker <vitrage-id>', 'continue after this alarm (the last of the previous page)'),
+      formatOption(),
+    ],
+    action: alarms,
+  }),
+  command({
+    path: ['history', 'rca'],
+    summary: 'the causal graph around an alarm: BFS over causes edges both ways',
+    keys: QUERY_SETTINGS,
+    arguments: '<alarm-id>',
+    options: [new Option('--at <time>', 'only edges and alarms active at this time'), new Option('--depth <n>', 'levels in each direction (default unlimited)'), formatOption()],
+    action: rcaCommand,
+  }),
+  command({
+    path: ['history', 'counts'],
+    summary: 'active alarms per operational severity',
+    keys: QUERY_SETTINGS,
+    options: [new Option('--now <time>', 'as of this time'), new Option('--project <id>', "the alarm's or its resource's project"), formatOption()],
+    action: counts,
+  }),
+  command({
+    path: ['project', 'history'],
+    summary: 'run the alarm-history projection: catch up with the log (or --follow it); --rebuild recomputes it from the log',
+    keys: QUERY_SETTINGS,
+    options: [
+      new Option('--rebuild', 'empty the history tables first'),
+      new Option('--follow', 'keep following the log until SIGTERM'),
+      new Option('--page-size <n>', 'events per transaction (default 5000)'),
+    ],
+    action: project,
+  }),
+] satisfies readonly CommandSpec<SettingKey>[]
+
+export const historyCommands: readonly CommandSpec<SettingKey>[] = specs

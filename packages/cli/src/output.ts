@@ -1,0 +1,44 @@
+/**
+ * Output for people and for programs: `--format json` (one JSON document, stable key order) or
+ * `--format table` (aligned columns), table by default on a terminal and JSON otherwise.
+ */
+import { Option } from 'commander'
+import { parseTimestamp } from '@vitrage-persistor/core'
+import * as E from 'fp-ts/lib/Either.js'
+import { type Io, UsageError } from './command.js'
+
+export type Format = 'json' | 'table'
+
+export const formatOption = (): Option => new Option('--format <format>', 'json or table (default: table on a terminal, json otherwise)').choices(['json', 'table'])
+
+export const chooseFormat = (options: Readonly<Record<string, unknown>>, io: Io): Format =>
+  (options['format'] as Format | undefined) ?? (io.isTTY ? 'table' : 'json')
+
+export const printJson = (io: Io, value: unknown): void => io.out(`${JSON.stringify(value, null, 2)}\n`)
+
+/** Aligned columns; null shows as '-'. */
+export const printTable = (io: Io, columns: readonly string[], rows: ReadonlyArray<Readonly<Record<string, unknown>>>): void => {
+  const cell = (v: unknown): string => (v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v))
+  const cells = rows.map((r) => columns.map((c) => cell(r[c])))
+  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => (r[i] as string).length)))
+  const line = (values: readonly string[]): string => `${values.map((v, i) => v.padEnd(widths[i] as number)).join('  ').trimEnd()}\n`
+  io.out(line(columns))
+  for (const r of cells) io.out(line(r))
+}
+
+/** A timestamp argument in any form Vitrage writes (UTC when no zone is given). */
+export const timestampArg = (flag: string, value: unknown): string | undefined => {
+  if (value === undefined) return undefined
+  // A bare date means its midnight (UTC), the way operators write a day.
+  const text = /^\d{4}-\d{2}-\d{2}$/.test(String(value)) ? `${String(value)} 00:00:00` : String(value)
+  const parsed = parseTimestamp(text)
+  if (E.isLeft(parsed)) throw new UsageError(`${flag}: ${parsed.left}`)
+  return parsed.right.iso
+}
+
+export const positiveIntArg = (flag: string, value: unknown): number | undefined => {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag}: must be a positive integer, got ${JSON.stringify(value)}`)
+  return n
+}

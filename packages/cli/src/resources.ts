@@ -1,0 +1,30 @@
+/**
+ * Resources commands share, each with one owner: the command that opens it closes it.
+ */
+import { type Failure, makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
+import { PgEventStore } from '@vitrage-persistor/store-postgres'
+import * as E from 'fp-ts/lib/Either.js'
+import type * as TE from 'fp-ts/lib/TaskEither.js'
+import type { Io } from './command.js'
+
+export interface StoreHandle {
+  readonly store: PgEventStore
+  readonly scrub: (text: string) => string
+}
+
+/** Opens the event store for a short-lived command (queries, one-off projections). */
+export const openStore = (databaseUrl: string, applicationName: string, maxConnections = 2): StoreHandle => {
+  const scrub = makeScrubber(secretsOf([databaseUrl]))
+  return { store: new PgEventStore({ connectionString: databaseUrl, maxConnections, applicationName, scrub }), scrub }
+}
+
+/**
+ * Runs a TaskEither; on failure prints `what: reason` (URL redacted) and returns undefined (so the
+ * task must not succeed with undefined: map a void result to a value).
+ */
+export const orReport = async <T>(io: Io, command: string, databaseUrl: string, task: TE.TaskEither<Failure, T>): Promise<T | undefined> => {
+  const r = await task()
+  if (E.isRight(r)) return r.right
+  io.err(`vitrage-persistor ${command}: ${redactUrl(databaseUrl)}: ${r.left.message}${r.left.code ? ` (${r.left.code})` : ''}\n`)
+  return undefined
+}

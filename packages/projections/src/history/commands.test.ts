@@ -1,0 +1,38 @@
+import type { StoredEvent } from '@vitrage-persistor/core'
+import * as E from 'fp-ts/lib/Either.js'
+import t from 'tap'
+import { historyCommand } from './commands.js'
+
+let id = 0
+const event = (eventType: string, payload: Record<string, unknown>): StoredEvent => ({
+  id: ++id,
+  messageId: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,
+  eventType,
+  publisherId: 'vitrage.graph',
+  priority: 'INFO',
+  collectorTimestamp: '2026-01-01T00:00:00.000000Z',
+  persistedAt: '2026-01-01T00:00:00.000000Z',
+  payload,
+})
+
+t.test('alarm events carry Vitrage update_timestamp in either of its forms, as UTC', async (t) => {
+  const a = historyCommand(event('vitrage.alarm.activate', { vitrage_id: 'x', update_timestamp: '2024-01-01T00:00:08Z', name: 'CPU', vitrage_operational_severity: 'CRITICAL' }))
+  t.match(a, E.right({ kind: 'activate-alarm', vitrageId: 'x', at: '2024-01-01T00:00:08.000000Z', attributes: { name: 'CPU', operationalSeverity: 'CRITICAL', resourceProjectId: null } }))
+  const d = historyCommand(event('vitrage.alarm.deactivate', { vitrage_id: 'x', update_timestamp: '2024-01-01 00:03:45.356815' }))
+  t.match(d, E.right({ kind: 'deactivate-alarm', at: '2024-01-01T00:03:45.356815Z' }))
+})
+
+t.test('severity and project changes, causal edges', async (t) => {
+  t.match(historyCommand(event('vitrage.alarm.change', { vitrage_id: 'x', update_timestamp: '2024-01-01T00:00:09Z', vitrage_operational_severity: 'WARNING' })), E.right({ kind: 'change-severity', severity: 'WARNING' }))
+  t.match(historyCommand(event('vitrage.alarm.change_project_id', { vitrage_id: 'x', vitrage_resource_project_id: 'p' })), E.right({ kind: 'change-project', resourceProjectId: 'p', at: '2026-01-01T00:00:00.000000Z' }), 'no update_timestamp: the collector time orders it')
+  t.match(historyCommand(event('vitrage.causal_relationship.activate', { source_id: 's', target_id: 'd', relationship_type: 'causes', update_timestamp: '2024-01-01T00:00:08Z' })), E.right({ kind: 'activate-edge', source: 's', target: 'd', label: 'causes' }))
+})
+
+t.test('other event types are not history; malformed history events are anomalies, not throws', async (t) => {
+  t.equal(historyCommand(event('vitrage.graph.change', { is_vertex: true, payload: {} })), undefined)
+  t.match(historyCommand(event('vitrage.alarm.activate', { update_timestamp: '2024-01-01T00:00:08Z' })), E.left({ problem: /vitrage_id/ }))
+  t.match(historyCommand(event('vitrage.alarm.deactivate', { vitrage_id: 'x' })), E.left({ problem: /update_timestamp/ }))
+  t.match(historyCommand(event('vitrage.alarm.deactivate', { vitrage_id: 'x', update_timestamp: 'soon' })), E.left({ problem: /update_timestamp/ }))
+  t.match(historyCommand(event('vitrage.causal_relationship.deactivate', { source_id: 's', update_timestamp: '2024-01-01T00:00:08Z' })), E.left({ problem: /target_id/ }))
+  t.match(historyCommand(event('vitrage.alarm.change', { vitrage_id: 'x', update_timestamp: '2024-01-01T00:00:08Z' })), E.left({ problem: /severity/ }))
+})

@@ -1,0 +1,158 @@
+/**
+ * The history projection runner: reads the event log in id order from its checkpoint and
+ * applies each page's commands together with the checkpoint (one transaction), so stopping it
+ * at any moment, or running a page twice, changes nothing.
+ *
+ * Loop (states: idle -> catching-up -> idle ...; close() from any state -> closed):
+ *   head := the log's highest id (ids become visible in order, so nothing at or below it can
+ *           appear later);
+ *   while checkpoint < head: read up to pageSize history events in (checkpoint, head], turn them
+ *           into commands, apply them moving the checkpoint to the last id read (or to head when
+ *           the page was the last one);
+ *   then wait for an append signal (or the idle poll interval).
+ * Two runners may run (one per persistor instance): the checkpoint is compare-and-set, so the one
+ * that loses a page re-reads the checkpoint and goes on from there.
+ */
+import { type AppendSignal, backoffDelay, type BackoffPolicy, type EventLogReader, type Failure, type HistoryStore, type Logger, silentLogger } from '@vitrage-persistor/core'
+import * as E from 'fp-ts/lib/Either.js'
+import { HISTORY_EVENT_TYPES, historyCommand } from './commands.js'
+
+export interface HistoryRunnerOptions {
+  /** Checkpoint name. */
+  readonly name: string
+  readonly pageSize: number
+  /** Poll this often even without append signals (a missed notification costs at most this). */
+  readonly idlePollMs: number
+  readonly retry: BackoffPolicy
+}
+
+export const defaultHistoryRunnerOptions: HistoryRunnerOptions = {
+  name: 'history',
+  pageSize: 5_000,
+  idlePollMs: 5_000,
+  retry: { initialMs: 200, maxMs: 10_000 },
+}
+
+export interface HistoryRunnerHooks {
+  /** After each applied page. */
+  readonly onPage?: (info: { readonly position: number; readonly head: number; readonly events: number; readonly anomalies: number }) => void
+}
+
+export interface HistoryRunnerDeps {
+  readonly reader: EventLogReader
+  readonly store: HistoryStore
+  /** Wake-ups on append (optional: without it the runner polls). */
+  readonly signal?: AppendSignal
+  readonly logger?: Logger
+  readonly hooks?: HistoryRunnerHooks
+}
+
+const sleep = (ms: number, wake?: { fire?: () => void }): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    if (wake) {
+      wake.fire = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    }
+  })
+
+export class HistoryRunner {
+  private readonly options: HistoryRunnerOptions
+  private readonly log: Logger
+  private closed = false
+  private loop: Promise<void> | undefined
+  private readonly wake: { fire?: () => void } = {}
+  private pending = false
+  private subscription: { close: () => Promise<void> } | undefined
+  private positionValue = 0
+
+  constructor(
+    private readonly deps: HistoryRunnerDeps,
+    options: Partial<HistoryRunnerOptions> = {},
+  ) {
+    this.options = { ...defaultHistoryRunnerOptions, ...options }
+    this.log = (deps.logger ?? silentLogger).child({ component: 'history-runner', checkpoint: this.options.name })
+  }
+
+  /** The checkpoint as this runner last saw it. */
+  get position(): number {
+    return this.positionValue
+  }
+
+  /**
+   * Applies everything up to the log's current head, then resolves with the checkpoint.
+   * Failures are values: transient ones are not retried here (see start()).
+   */
+  async catchUp(): Promise<E.Either<Failure, number>> {
+    const head = await this.deps.reader.headId()()
+    if (E.isLeft(head)) return head
+    let position = await this.deps.store.historyCheckpoint(this.options.name)()
+    if (E.isLeft(position)) return position
+    let at = position.right
+    while (at < head.right && !this.closed) {
+      const page = await this.deps.reader.readPage(at, this.options.pageSize, { eventTypes: HISTORY_EVENT_TYPES, toId: head.right })()
+      if (E.isLeft(page)) return page
+      const commands = []
+      let anomalies = 0
+      for (const event of page.right) {
+        const c = historyCommand(event)
+        if (c === undefined) continue
+        if (E.isRight(c)) commands.push(c.right)
+        else {
+          anomalies++
+          this.log.warn({ ...c.left }, 'history event skipped')
+        }
+      }
+      // A short page is the last one below head: the checkpoint can jump to head.
+      const to = page.right.length < this.options.pageSize ? head.right : (page.right.at(-1)?.id ?? head.right)
+      const applied = await this.deps.store.applyHistory(this.options.name, commands, at, to)()
+      if (E.isLeft(applied)) {
+        if (applied.left.code !== 'checkpoint-conflict') return applied
+        this.log.info({ at }, 'another runner applied this page; continuing from its checkpoint')
+        position = await this.deps.store.historyCheckpoint(this.options.name)()
+        if (E.isLeft(position)) return position
+        at = position.right
+        continue
+      }
+      at = to
+      this.positionValue = at
+      this.deps.hooks?.onPage?.({ position: at, head: head.right, events: page.right.length, anomalies })
+    }
+    this.positionValue = at
+    return E.right(at)
+  }
+
+  /** Runs until close(): catches up, waits for appends, retries failures with backoff. */
+  start(): void {
+    if (this.loop !== undefined || this.closed) return
+    this.subscription = this.deps.signal?.onAppend(() => {
+      this.pending = true
+      this.wake.fire?.()
+    })
+    this.loop = (async () => {
+      let failures = 0
+      while (!this.closed) {
+        this.pending = false
+        const r = await this.catchUp()
+        if (E.isLeft(r)) {
+          const delay = backoffDelay(this.options.retry, failures++)
+          this.log[failures > 5 ? 'error' : 'warn']({ failure: r.left, retryInMs: delay }, 'history projection failed; retrying')
+          await sleep(delay, this.wake)
+          continue
+        }
+        failures = 0
+        if (!this.pending && !this.closed) await sleep(this.options.idlePollMs, this.wake)
+      }
+    })()
+  }
+
+  /** Stops after the current page (whose transaction either commits or not). Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true
+    this.wake.fire?.()
+    await this.subscription?.close()
+    await this.loop
+  }
+}

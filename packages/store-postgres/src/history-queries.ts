@@ -1,0 +1,169 @@
+/**
+ * Operators' questions over the alarm history (migration 0004), with Vitrage's API rules:
+ * - window [start, end]: alarms active at some moment in it (inclusive overlap); start alone:
+ *   not ended before start; `active`: not ended now;
+ * - filters: substring match per key (Vitrage's LIKE '%v%', here case-insensitive, with % and _
+ *   taken literally), several values of a key OR-ed, keys AND-ed;
+ * - project: the alarm's project_id or its resource's project id;
+ * - sort by columns (vitrage_id always last, for a total order) and keyset pagination after a
+ *   marker alarm;
+ * - an ended alarm reports vitrage_operational_severity OK and state Inactive.
+ * Unlike Vitrage, an active alarm reports its current severity (the latest change), not the one
+ * it was activated with.
+ * Query builders are pure (SQL text and parameters) and tested without a server.
+ */
+import type { AlarmRecord, CausalEdge } from '@vitrage-persistor/core'
+import type pg from 'pg'
+
+export const ALARM_COLUMNS = [
+  'vitrage_id',
+  'start_timestamp',
+  'end_timestamp',
+  'name',
+  'vitrage_type',
+  'vitrage_aggregated_severity',
+  'vitrage_operational_severity',
+  'project_id',
+  'vitrage_resource_type',
+  'vitrage_resource_id',
+  'vitrage_resource_project_id',
+] as const
+
+export type AlarmColumn = (typeof ALARM_COLUMNS)[number]
+
+export interface AlarmQuery {
+  readonly start?: string
+  readonly end?: string
+  /** Only alarms active now (exclusive with start/end). */
+  readonly active?: boolean
+  /** As of this time instead of now, for `active` (and for reporting ended alarms). */
+  readonly now?: string
+  readonly filters?: ReadonlyArray<readonly [AlarmColumn, readonly string[]]>
+  readonly project?: string
+  /** Columns to sort by, each ascending unless prefixed with '-'. */
+  readonly sort?: readonly string[]
+  readonly limit?: number
+  /** vitrage_id of the last alarm of the previous page. */
+  readonly marker?: string
+}
+
+const TS = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`
+const ts = (col: string): string => `to_char(${col} AT TIME ZONE 'UTC', ${TS})`
+
+export class QueryError extends Error {
+  override readonly name = 'QueryError'
+}
+
+const likeLiteral = (v: string): string => `%${v.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
+
+/**
+ * The alarms query. `now` is a parameter so answers are reproducible ("active" as of a time).
+ * Current severity: the latest change at or after the activation, if any.
+ */
+export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } => {
+  if (q.active && (q.start !== undefined || q.end !== undefined)) throw new QueryError('--active cannot be combined with --start/--end')
+  if (q.end !== undefined && q.start === undefined) throw new QueryError('--end needs --start')
+  const values: unknown[] = []
+  const p = (v: unknown): string => {
+    values.push(v)
+    return `$${values.length}`
+  }
+  const now = p(q.now ?? new Date().toISOString())
+  const where = ['a.start_timestamp IS NOT NULL']
+  if (q.active) where.push(`(a.end_timestamp IS NULL OR a.end_timestamp > ${now}) AND a.start_timestamp <= ${now}`)
+  if (q.start !== undefined && q.end !== undefined) {
+    where.push(`alarm_active_range(a.start_timestamp, a.end_timestamp) && tstzrange(${p(q.start)}::timestamptz, ${p(q.end)}::timestamptz, '[]')`)
+  } else if (q.start !== undefined) {
+    where.push(`(a.end_timestamp IS NULL OR a.end_timestamp >= ${p(q.start)})`)
+  }
+  for (const [column, vals] of q.filters ?? []) {
+    if (!(ALARM_COLUMNS as readonly string[]).includes(column)) throw new QueryError(`cannot filter on ${column}; use one of ${ALARM_COLUMNS.join(', ')}`)
+    const col = column === 'start_timestamp' || column === 'end_timestamp' ? ts(`a.${column}`) : `a.${column}`
+    where.push(`(${vals.map((v) => `${col} ILIKE ${p(likeLiteral(v))}`).join(' OR ')})`)
+  }
+  if (q.project !== undefined) {
+    const project = p(q.project)
+    where.push(`(a.project_id = ${project} OR a.vitrage_resource_project_id = ${project})`)
+  }
+  const sort = [...(q.sort ?? ['start_timestamp'])]
+  if (!sort.some((s) => s.replace(/^-/, '') === 'vitrage_id')) sort.push('vitrage_id')
+  const keys = sort.map((s) => {
+    const column = s.replace(/^-/, '')
+    if (!(ALARM_COLUMNS as readonly string[]).includes(column)) throw new QueryError(`cannot sort by ${column}; use one of ${ALARM_COLUMNS.join(', ')}`)
+    return { column, desc: s.startsWith('-') }
+  })
+  if (q.marker !== undefined) {
+    // Keyset: rows strictly after the marker row in the sort order (oslo_db's rule). Columns may
+    // be NULL, so comparisons use IS NOT DISTINCT FROM for equality and NULLS LAST ordering.
+    const marker = p(q.marker)
+    const terms = keys.map((k, i) => {
+      const eq = keys.slice(0, i).map((e) => `a.${e.column} IS NOT DISTINCT FROM m.${e.column}`)
+      const after = k.desc
+        ? `(a.${k.column} < m.${k.column} OR (a.${k.column} IS NULL AND m.${k.column} IS NOT NULL))`
+        : `(a.${k.column} > m.${k.column} OR (a.${k.column} IS NULL AND m.${k.column} IS NOT NULL))`
+      return `(${[...eq, after].join(' AND ')})`
+    })
+    where.push(`EXISTS (SELECT 1 FROM history_alarm m WHERE m.vitrage_id = ${marker} AND (${terms.join(' OR ')}))`)
+  }
+  const order = keys.map((k) => `a.${k.column} ${k.desc ? 'DESC' : 'ASC'} NULLS LAST`).join(', ')
+  const limit = q.limit !== undefined ? ` LIMIT ${p(q.limit)}` : ''
+  const ended = `(a.end_timestamp IS NOT NULL AND a.end_timestamp <= ${now})`
+  const text = `SELECT a.vitrage_id, ${ts('a.start_timestamp')} AS start_timestamp,
+  CASE WHEN ${ended} THEN ${ts('a.end_timestamp')} END AS end_timestamp,
+  a.name, a.vitrage_type, a.vitrage_aggregated_severity,
+  CASE WHEN ${ended} THEN 'OK' ELSE coalesce(c.severity, a.vitrage_operational_severity) END AS vitrage_operational_severity,
+  a.project_id, a.vitrage_resource_type, a.vitrage_resource_id, a.vitrage_resource_project_id,
+  CASE WHEN ${ended} THEN 'Inactive' ELSE 'Active' END AS state,
+  a.payload
+FROM history_alarm a
+LEFT JOIN LATERAL (SELECT severity FROM history_change c WHERE c.vitrage_id = a.vitrage_id AND c.at >= a.start_timestamp AND c.at <= ${now}
+                   ORDER BY c.at DESC LIMIT 1) c ON true
+WHERE ${where.join('\n  AND ')}
+ORDER BY ${order}${limit}`
+  return { text, values }
+}
+
+export const queryAlarms = async (db: pg.Pool | pg.PoolClient | pg.Client, q: AlarmQuery): Promise<AlarmRecord[]> => (await db.query<AlarmRecord>(alarmsQuery(q))).rows
+
+/** Severities Vitrage counts, in its order; others are counted too, after these. */
+export const SEVERITIES = ['SEVERE', 'CRITICAL', 'WARNING', 'OK', 'N/A'] as const
+
+/** Active alarms per current operational severity, as of `now`. */
+export const countActiveAlarms = async (db: pg.Pool | pg.PoolClient | pg.Client, options: { now?: string; project?: string } = {}): Promise<Record<string, number>> => {
+  const { text, values } = alarmsQuery({ active: true, ...(options.now ? { now: options.now } : {}), ...(options.project ? { project: options.project } : {}) })
+  const { rows } = await db.query<{ severity: string | null; n: number }>(
+    `SELECT vitrage_operational_severity AS severity, count(*)::int AS n FROM (${text}) x GROUP BY 1`,
+    values,
+  )
+  const out: Record<string, number> = Object.fromEntries(SEVERITIES.map((s) => [s, 0]))
+  for (const r of rows) out[r.severity ?? 'N/A'] = (out[r.severity ?? 'N/A'] ?? 0) + r.n
+  return out
+}
+
+/** `causes` edges from (forward) or into (backward) any of `ids`; only those active at `at` when given. */
+export const causalEdges = async (
+  db: pg.Pool | pg.PoolClient | pg.Client,
+  ids: readonly string[],
+  direction: 'forward' | 'backward',
+  at?: string,
+): Promise<CausalEdge[]> => {
+  const column = direction === 'forward' ? 'source_id' : 'target_id'
+  const activeAt = at === undefined ? '' : ` AND (e.start_timestamp IS NULL OR e.start_timestamp <= $2) AND (e.end_timestamp IS NULL OR e.end_timestamp >= $2)`
+  const { rows } = await db.query<CausalEdge>(
+    `SELECT e.source_id, e.target_id, e.label, ${ts('e.start_timestamp')} AS start_timestamp, ${ts('e.end_timestamp')} AS end_timestamp, e.payload
+     FROM history_edge e WHERE e.${column} = ANY($1::text[]) AND e.label = 'causes'${activeAt}
+     ORDER BY e.source_id, e.target_id, e.start_timestamp NULLS FIRST`,
+    at === undefined ? [ids] : [ids, at],
+  )
+  return rows
+}
+
+/** Alarms by vitrage_id (exact), shaped as `queryAlarms` rows; only those active at `at` when given. */
+export const alarmsById = async (db: pg.Pool | pg.PoolClient | pg.Client, ids: readonly string[], at?: string): Promise<AlarmRecord[]> => {
+  const { text, values } = alarmsQuery(at === undefined ? {} : { now: at })
+  const n = values.length + 1
+  // As of `at`, an alarm active then has started and is not yet ended (state Active).
+  const activeAt = at === undefined ? '' : ` AND x.state = 'Active' AND x.start_timestamp::timestamptz <= $1::timestamptz`
+  const { rows } = await db.query<AlarmRecord>(`SELECT * FROM (${text}) x WHERE x.vitrage_id = ANY($${n}::text[])${activeAt} ORDER BY x.vitrage_id`, [...values, ids])
+  return rows
+}

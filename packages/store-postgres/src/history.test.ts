@@ -1,0 +1,109 @@
+import type { HistoryCommand } from '@vitrage-persistor/core'
+import { createTestDatabase } from '@vitrage-persistor/testing'
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import { applyHistory, CheckpointConflict, readCheckpoint, resetHistory } from './history.js'
+import { alarmsQuery, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
+import { schemaTemplate } from './migrate.js'
+
+const setup = async (t: Test): Promise<pg.Client> => {
+  const db = await createTestDatabase(schemaTemplate)
+  const c = new pg.Client({ connectionString: db.url })
+  await c.connect()
+  t.teardown(async () => {
+    await c.end()
+    await db.drop()
+  })
+  return c
+}
+
+const at = (minute: number): string => `2024-01-01T00:${String(minute).padStart(2, '0')}:00.000000Z`
+const attrs = (severity: string, project: string | null = null) => ({
+  name: 'CPU', vitrageType: 'nagios', aggregatedSeverity: severity, operationalSeverity: severity,
+  projectId: null, resourceType: 'nova.host', resourceId: 'host-1', resourceProjectId: project,
+})
+let eventId = 0
+const activate = (id: string, minute: number, severity = 'CRITICAL'): HistoryCommand => ({ kind: 'activate-alarm', eventId: ++eventId, vitrageId: id, at: at(minute), attributes: attrs(severity), payload: { vitrage_id: id, severity } })
+const deactivate = (id: string, minute: number): HistoryCommand => ({ kind: 'deactivate-alarm', eventId: ++eventId, vitrageId: id, at: at(minute) })
+const change = (id: string, minute: number, severity: string): HistoryCommand => ({ kind: 'change-severity', eventId: ++eventId, messageId: `00000000-0000-4000-8000-${String(++eventId).padStart(12, '0')}`, vitrageId: id, at: at(minute), severity, payload: {} })
+const project = (id: string, minute: number, p: string): HistoryCommand => ({ kind: 'change-project', eventId: ++eventId, vitrageId: id, at: at(minute), resourceProjectId: p })
+const edgeOn = (s: string, d: string, minute: number): HistoryCommand => ({ kind: 'activate-edge', eventId: ++eventId, source: s, target: d, label: 'causes', at: at(minute), payload: { relationship_type: 'causes' } })
+const edgeOff = (s: string, d: string, minute: number): HistoryCommand => ({ kind: 'deactivate-edge', eventId: ++eventId, source: s, target: d, label: 'causes', at: at(minute) })
+
+const story: HistoryCommand[] = [
+  activate('a1', 1), activate('a2', 2, 'WARNING'), edgeOn('a1', 'a2', 3), change('a2', 4, 'CRITICAL'),
+  project('a2', 5, 'p-1'), edgeOff('a1', 'a2', 6), deactivate('a1', 7), edgeOn('a1', 'a2', 8), activate('a3', 9), edgeOn('a2', 'a3', 9),
+]
+
+const snapshot = async (c: pg.Client): Promise<unknown> => ({
+  alarms: (await c.query('SELECT vitrage_id, start_timestamp, end_timestamp, name, vitrage_operational_severity, vitrage_resource_project_id FROM history_alarm ORDER BY 1')).rows,
+  changes: (await c.query('SELECT vitrage_id, at, severity FROM history_change ORDER BY 1, 2')).rows,
+  edges: (await c.query('SELECT source_id, target_id, label, start_timestamp, end_timestamp FROM history_edge ORDER BY 1, 2, 4 NULLS FIRST')).rows,
+})
+
+t.test('the same events in any order, or twice, give the same tables', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', story, 0, 1)
+  const inOrder = await snapshot(c)
+  await resetHistory(c, 'h')
+  let seed = 42
+  const shuffled = [...story].sort(() => ((seed = (seed * 16807) % 2147483647) / 2147483647) - 0.5)
+  // One command per transaction, reversed then shuffled, then everything again.
+  let position = 0
+  for (const cmd of [...shuffled].reverse()) await applyHistory(c, 'h', [cmd], position, ++position)
+  await applyHistory(c, 'h', story, position, ++position)
+  t.same(await snapshot(c), inOrder)
+  t.equal(await readCheckpoint(c, 'h'), position)
+})
+
+t.test('a deactivation or change that arrives before its activation is kept', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', [deactivate('x', 20), change('x', 15, 'WARNING')], 0, 1)
+  t.same(await queryAlarms(c, {}), [], 'not reported before its activation is known')
+  await applyHistory(c, 'h', [activate('x', 10)], 1, 2)
+  const [x] = await queryAlarms(c, { now: at(30) })
+  t.match(x, { vitrage_id: 'x', start_timestamp: at(10), end_timestamp: at(20), state: 'Inactive', vitrage_operational_severity: 'OK' })
+  const [during] = await queryAlarms(c, { now: at(16) })
+  t.match(during, { state: 'Active', vitrage_operational_severity: 'WARNING' }, 'as of minute 16: active, severity changed at 15')
+})
+
+t.test('a causal edge activated again after it ended has two intervals', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', story, 0, 1)
+  const edges = await causalEdges(c, ['a1'], 'forward')
+  t.same(edges.map((e) => [e.start_timestamp, e.end_timestamp]), [[at(3), at(6)], [at(8), null]])
+  t.same((await causalEdges(c, ['a1'], 'forward', at(7))).length, 0, 'none active at minute 7')
+  t.same((await causalEdges(c, ['a3'], 'backward', at(9))).map((e) => e.source_id), ['a2'])
+})
+
+t.test('window, active, filters, project, sort and pagination follow Vitrage', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', story, 0, 1)
+  const ids = async (q: Parameters<typeof queryAlarms>[1]): Promise<string[]> => (await queryAlarms(c, { now: at(30), ...q })).map((a) => a.vitrage_id)
+  t.same(await ids({}), ['a1', 'a2', 'a3'], 'no window: all, by start')
+  t.same(await ids({ start: at(8), end: at(9) }), ['a2', 'a3'], 'a1 ended at 7')
+  t.same(await ids({ start: at(7), end: at(7) }), ['a1', 'a2'], 'inclusive bounds')
+  t.same(await ids({ start: at(8) }), ['a2', 'a3'])
+  t.same(await ids({ active: true }), ['a2', 'a3'])
+  t.same(await ids({ filters: [['vitrage_id', ['A1', 'a3']]] }), ['a1', 'a3'], 'substring, case-insensitive, values OR-ed')
+  t.same(await ids({ filters: [['name', ['%']]] }), [], '% is literal')
+  t.same(await ids({ project: 'p-1' }), ['a2'])
+  t.same(await ids({ sort: ['-start_timestamp'] }), ['a3', 'a2', 'a1'])
+  t.same(await ids({ limit: 2 }), ['a1', 'a2'])
+  t.same(await ids({ limit: 2, marker: 'a2' }), ['a3'])
+  t.same(await ids({ sort: ['-start_timestamp'], limit: 1, marker: 'a3' }), ['a2'])
+  const [a2] = await queryAlarms(c, { now: at(30), filters: [['vitrage_id', ['a2']]] })
+  t.equal(a2?.vitrage_operational_severity, 'CRITICAL', 'current severity, not the one at activation')
+  t.same(await countActiveAlarms(c, { now: at(30) }), { SEVERE: 0, CRITICAL: 2, WARNING: 0, OK: 0, 'N/A': 0 })
+  t.throws(() => alarmsQuery({ active: true, start: at(1) }), /cannot be combined/)
+  t.throws(() => alarmsQuery({ filters: [['payload' as 'name', ['x']]] }), /cannot filter on payload/)
+})
+
+t.test('two runners cannot both move a checkpoint', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', [activate('a', 1)], 0, 10)
+  await t.rejects(applyHistory(c, 'h', [activate('b', 1)], 0, 5), CheckpointConflict)
+  await t.rejects(applyHistory(c, 'h', [activate('b', 1)], 7, 12), CheckpointConflict)
+  t.equal(await readCheckpoint(c, 'h'), 10)
+  t.same((await queryAlarms(c, {})).map((a) => a.vitrage_id), ['a'], 'the losing page wrote nothing')
+})

@@ -1,0 +1,74 @@
+import { eventually } from '@vitrage-persistor/testing'
+import t, { type Test } from 'tap'
+import { cli } from './support/cli.js'
+import { historyStream } from './support/history-stream.js'
+import { isConsuming, startPersistor } from './support/persistor-process.js'
+import { declarePersistorTopology, publishMany, rowCount, setupWorld, type World } from './support/setup.js'
+
+const ALARMS = 3_000
+
+/** Everything the history projection wrote, without event ids (which depend on arrival order). */
+const tables = async (world: World): Promise<unknown> => ({
+  alarms: (await world.sql.query(`SELECT vitrage_id, start_timestamp, end_timestamp, name, vitrage_operational_severity, vitrage_resource_project_id, payload
+    FROM history_alarm ORDER BY vitrage_id`)).rows,
+  changes: (await world.sql.query('SELECT message_id, vitrage_id, at, severity FROM history_change ORDER BY message_id')).rows,
+  edges: (await world.sql.query(`SELECT source_id, target_id, label, start_timestamp, end_timestamp, payload FROM history_edge
+    ORDER BY source_id, target_id, label, start_timestamp NULLS FIRST`)).rows,
+})
+
+const ingestOnly = async (t: Test, world: World, bodies: readonly Buffer[]): Promise<void> => {
+  await declarePersistorTopology(world)
+  await publishMany(world, bodies.length, (i) => bodies[i] as Buffer)
+  const p = startPersistor(world.flags(['--no-history-projection']))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  await eventually('stored', async () => (await rowCount(world)) === bodies.length, { timeoutMs: 120_000 })
+  p.kill('SIGTERM')
+  await p.exited
+}
+
+t.test('the runner killed at random moments, restarted, ends as a clean rebuild; shuffled delivery too', async (t) => {
+  const bodies = historyStream(ALARMS)
+  t.comment(`${bodies.length} alarm-history events`)
+  const world = await setupWorld(t)
+  await ingestOnly(t, world, bodies)
+  const head = Number((await world.sql.query('SELECT max(id) AS m FROM event')).rows[0].m)
+  const checkpoint = async (): Promise<number> => Number((await world.sql.query(`SELECT coalesce((SELECT position FROM projection_checkpoint WHERE name = 'history'), 0) AS p`)).rows[0].p)
+
+  const positions: number[] = []
+  for (let kill = 0; kill < 4; kill++) {
+    const runner = startPersistor(['project', 'history', '--follow', '--page-size', '150', '--database-url', world.db.url])
+    t.teardown(() => runner.kill('SIGKILL'))
+    const from = await checkpoint()
+    await eventually('progress', async () => {
+      runner.assertAlive()
+      return (await checkpoint()) > from
+    })
+    await new Promise((r) => setTimeout(r, Math.random() * 300))
+    runner.kill('SIGKILL')
+    await runner.exited
+    positions.push(await checkpoint())
+  }
+  t.comment(`checkpoints after each kill: ${positions.join(', ')} of ${head}`)
+  t.ok((positions.at(-1) ?? head) < head, 'killed before the end')
+  const last = await cli(['project', 'history', '--database-url', world.db.url])
+  t.equal(last.code, 0, last.err)
+  t.equal(await checkpoint(), head)
+  const afterKills = await tables(world)
+
+  const rebuilt = await cli(['project', 'history', '--rebuild', '--database-url', world.db.url])
+  t.equal(rebuilt.code, 0, rebuilt.err)
+  t.same(await tables(world), afterKills, 'identical to a clean rebuild')
+
+  const again = await cli(['project', 'history', '--database-url', world.db.url])
+  t.equal(again.code, 0)
+  t.same(await tables(world), afterKills, 'running again changes nothing')
+
+  const shuffledWorld = await setupWorld(t)
+  let seed = 5
+  const rnd = (): number => (seed = (seed * 16807) % 2147483647) / 2147483647
+  await ingestOnly(t, shuffledWorld, [...bodies].sort(() => rnd() - 0.5))
+  const projected = await cli(['project', 'history', '--database-url', shuffledWorld.db.url])
+  t.equal(projected.code, 0, projected.err)
+  t.same(await tables(shuffledWorld), afterKills, 'the same tables from a shuffled delivery')
+})
