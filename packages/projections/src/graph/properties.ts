@@ -1,0 +1,42 @@
+/**
+ * Copying and merging property maps with Vitrage's update semantics (shared by every model,
+ * including the ones bench-model.ts compares).
+ *
+ * The loops use `for...in` (measured ~12% faster per replayed event than `Object.keys`): it
+ * visits own enumerable keys plus inherited enumerable ones, and a JSON object's prototype,
+ * Object.prototype, has none.
+ */
+import type { Json, Properties } from './json.js'
+import { setOwn } from './json.js'
+
+/**
+ * Which keys of the source are identity, not properties: none, the vertex after-image's
+ * `vertex_id`, or the edge after-image's `source_id`, `target_id` and `label`.
+ */
+export type Identity = 'none' | 'vertex' | 'edge'
+
+const isIdentity = (k: string, identity: Identity): boolean =>
+  identity === 'vertex' ? k === 'vertex_id' : identity === 'edge' && (k === 'source_id' || k === 'target_id' || k === 'label')
+
+/** A fresh map with every non-identity key of `source` (values shared, nulls kept). */
+export const copyProperties = (source: Readonly<Record<string, unknown>>, identity: Identity): Properties => {
+  const out: Properties = {}
+  for (const k in source) if (!isIdentity(k, identity)) setOwn(out, k, source[k] as Json)
+  return out
+}
+
+/** Vitrage's merge: overwrite every given key, then delete every key whose new value is null. */
+export const mergeProperties = (current: Properties, source: Readonly<Record<string, unknown>>, identity: Identity): void => {
+  for (const k in source) {
+    if (isIdentity(k, identity)) continue
+    const v = source[k] as Json
+    // Always overwrite: skipping equal strings (to keep the graph's old copy) measured ~15% slower.
+    if (v !== null) setOwn(current, k, v)
+    else if (Object.hasOwn(current, k)) delete current[k]
+  }
+}
+
+export const isEmpty = (o: object): boolean => {
+  for (const _ in o) return false
+  return true
+}
