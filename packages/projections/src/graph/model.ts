@@ -1,7 +1,7 @@
 /**
  * The entity graph: Vitrage's `NXGraph` (a networkx `MultiDiGraph`) as a plain Map-based model.
  *
- * Model decision: Map-based, not graphology. Measured with bench-model.ts (1,000,000 synthetic
+ * Model decision: Map-based, not graphology. Measured with model.bench.ts (1,000,000 synthetic
  * graph changes over 100,000 vertices, ~16 properties each, 15% edges, some nulls; Node 20, 2
  * shared cores; best of 3 runs, figures in /tmp/research/graph-model-bench.md):
  *

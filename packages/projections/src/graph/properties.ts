@@ -1,6 +1,6 @@
 /**
  * Copying and merging property maps with Vitrage's update semantics (shared by every model,
- * including the ones bench-model.ts compares).
+ * including the ones model.bench.ts compares).
  *
  * The loops use `for...in` (measured ~12% faster per replayed event than `Object.keys`): it
  * visits own enumerable keys plus inherited enumerable ones, and a JSON object's prototype,
