@@ -7,8 +7,10 @@ export type Env = Readonly<Record<string, string | undefined>>
 export interface Io {
   readonly out: (text: string) => void
   readonly err: (text: string) => void
-  /** Standard output is a terminal (tables and progress bars are for people). */
+  /** Standard output is a terminal (tables are for people). */
   readonly isTTY: boolean
+  /** Standard error is a terminal (progress bars are for people; otherwise plain lines). */
+  readonly errIsTTY?: boolean
 }
 
 

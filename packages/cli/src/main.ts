@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
 import { MIGRATE_SETTINGS, migrateCommand } from './commands/migrate.js'
+import { graphCommands } from './commands/graph.js'
 import { historyCommands } from './commands/history.js'
 import { RUN_SETTINGS, runCommand } from './commands/run.js'
 import { type CommandSpec, command, type Env, type Io, UsageError } from './command.js'
@@ -14,7 +15,12 @@ import { resolve, type Setting, type SettingKey, settings } from './config.js'
 
 export type { CommandInput, Env, Io } from './command.js'
 
-const defaultIo: Io = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t), isTTY: process.stdout.isTTY === true }
+const defaultIo: Io = {
+  out: (t) => process.stdout.write(t),
+  err: (t) => process.stderr.write(t),
+  isTTY: process.stdout.isTTY === true,
+  errIsTTY: process.stderr.isTTY === true,
+}
 
 const version = (): string => {
   try {
@@ -41,6 +47,7 @@ const commands: readonly CommandSpec<SettingKey>[] = [
     action: runCommand,
   }),
   ...historyCommands,
+  ...graphCommands,
 ]
 
 export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo): Promise<number> => {

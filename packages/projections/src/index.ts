@@ -23,3 +23,17 @@ export { type GraphSummary, summarize } from './graph/summary.js'
 export { HISTORY_EVENT_TYPES, historyCommand } from './history/commands.js'
 export { type RcaGraph, type RcaLink, type RcaOptions, rca } from './history/rca.js'
 export { defaultHistoryRunnerOptions, HistoryRunner, type HistoryRunnerDeps, type HistoryRunnerHooks, type HistoryRunnerOptions } from './history/runner.js'
+export { caughtUp, type FollowOptions, type FollowState, followGraph } from './graph/follow.js'
+export {
+  decodeGraphSnapshot,
+  encodeGraphSnapshot,
+  GRAPH_SNAPSHOT_FORMAT,
+  GRAPH_SNAPSHOT_KIND,
+  type GraphAt,
+  graphAt,
+  type GraphSources,
+  type GraphTarget,
+  type ReplayOptions,
+  type ReplayProgress,
+  replayInto,
+} from './graph/replay.js'

@@ -53,3 +53,28 @@ export const readPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afte
   const result = await client.query<Row>(q)
   return result.rows.map(toEvent)
 }
+
+/** An event with its payload as stored JSON text (for republishing it exactly). */
+export interface RawEvent {
+  readonly id: number
+  readonly messageId: string
+  readonly eventType: string
+  readonly publisherId: string | null
+  readonly priority: string | null
+  readonly collectorTimestamp: string
+  readonly payloadText: string
+}
+
+export const readRawPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afterId: number, limit: number, options?: ReadOptions): Promise<RawEvent[]> => {
+  const q = pageQuery(afterId, limit, options)
+  const result = await client.query<Row>(q)
+  return result.rows.map((r) => ({
+    id: Number(r.id),
+    messageId: r.message_id,
+    eventType: r.event_type,
+    publisherId: r.publisher_id,
+    priority: r.priority,
+    collectorTimestamp: r.collector_timestamp,
+    payloadText: r.payload,
+  }))
+}

@@ -28,7 +28,7 @@ import { classifyPgError } from './classify.js'
 import { applyHistory, readCheckpoint, resetHistory } from './history.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
 import { listenForAppends } from './notifications.js'
-import { type ReadOptions, readPage } from './read.js'
+import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
 export interface EventStoreOptions {
@@ -111,6 +111,10 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   readonly readPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, StoredEvent[]> =>
     this.withClient((client) => readPage(client, afterId, limit, options))
+
+  /** Like readPage, with each payload as its stored JSON text (for republishing it exactly). */
+  readonly readRawPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, RawEvent[]> =>
+    this.withClient((client) => readRawPage(client, afterId, limit, options))
 
   /** The highest stored id (0 when empty). */
   readonly headId = (): TE.TaskEither<Failure, number> =>

@@ -1,0 +1,290 @@
+/**
+ * Entity-graph commands: `graph`, `snapshot create|list`, `prune`, `follow` (a warm standby),
+ * and `replay --to-amqp` (republish history to a broker).
+ */
+import { type Failure, redactUrl } from '@vitrage-persistor/core'
+import { republish } from '@vitrage-persistor/ingest'
+import {
+  canonicalJson,
+  encodeGraphSnapshot,
+  type FollowState,
+  followGraph,
+  GRAPH_SNAPSHOT_KIND,
+  type GraphAt,
+  graphAt,
+  type GraphTarget,
+  summarize,
+} from '@vitrage-persistor/projections'
+import { Option } from 'commander'
+import * as E from 'fp-ts/lib/Either.js'
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
+import type { Config, SettingKey } from '../config.js'
+import { json, startHttpServer } from '../http.js'
+import { createLogger } from '../logger.js'
+import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
+import { startProgress } from '../progress.js'
+import { openStore, orReport } from '../resources.js'
+
+const DB_SETTINGS = ['databaseUrl', 'logLevel'] as const
+type DbConfig = Config<(typeof DB_SETTINGS)[number]>
+const FOLLOW_SETTINGS = ['databaseUrl', 'logLevel', 'httpPort', 'httpHost'] as const
+type FollowConfig = Config<(typeof FOLLOW_SETTINGS)[number]>
+
+const report = (io: Io, what: string, databaseUrl: string, f: Failure): number => {
+  io.err(`vitrage-persistor ${what}: ${redactUrl(databaseUrl)}: ${f.message}\n`)
+  return 1
+}
+
+const targetOf = (o: Readonly<Record<string, unknown>>): GraphTarget => {
+  const atEvent = o['atEvent']
+  const at = o['at']
+  if (atEvent !== undefined && at !== undefined) throw new UsageError('use --at-event or --at, not both')
+  if (atEvent !== undefined) {
+    const id = Number(atEvent)
+    if (!Number.isInteger(id) || id < 0) throw new UsageError(`--at-event: must be an event id, got ${JSON.stringify(atEvent)}`)
+    return { eventId: id }
+  }
+  if (at !== undefined) return { timestamp: timestampArg('--at', at) as string }
+  return 'head'
+}
+
+/** The graph at a target, with a progress bar while replaying. */
+const buildGraph = async (io: Io, store: ReturnType<typeof openStore>['store'], target: GraphTarget, useSnapshots: boolean): Promise<E.Either<Failure, GraphAt>> => {
+  const bar = startProgress(io, 'replaying graph changes')
+  let base: number | undefined
+  const r = await graphAt({ reader: store, snapshots: store, clock: store }, target, {
+    useSnapshots,
+    onProgress: (p) => {
+      base ??= p.position - p.applied
+      bar.update(p.position - base, p.target - base)
+    },
+  })
+  bar.finish()
+  return r
+}
+
+const graph = async (config: DbConfig, input: CommandInput, io: Io): Promise<number> => {
+  const target = targetOf(input.options)
+  const format = (input.options['format'] as string | undefined) ?? 'json'
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor graph')
+  try {
+    const r = await buildGraph(io, store, target, input.options['snapshots'] !== false)
+    if (E.isLeft(r)) return report(io, 'graph', config.databaseUrl, r.left)
+    if (format === 'summary') {
+      const s = summarize(r.right.graph)
+      printJson(io, { position: r.right.position, snapshot: r.right.snapshot ?? null, ...s })
+    } else {
+      io.out(canonicalJson(r.right.graph, 'pretty'))
+    }
+    return 0
+  } finally {
+    await store.close()
+  }
+}
+
+const snapshotCreate = async (config: DbConfig, input: CommandInput, io: Io): Promise<number> => {
+  const target = targetOf(input.options)
+  const keep = positiveIntArg('--keep', input.options['keep']) ?? 5
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor snapshot')
+  try {
+    const r = await buildGraph(io, store, target, true)
+    if (E.isLeft(r)) return report(io, 'snapshot create', config.databaseUrl, r.left)
+    const snapshot = await encodeGraphSnapshot(r.right.graph, r.right.position)
+    const saved = await orReport(io, 'snapshot create', config.databaseUrl, store.saveSnapshot(snapshot))
+    if (saved === undefined) return 1
+    const removed = await orReport(io, 'snapshot create', config.databaseUrl, store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep))
+    printJson(io, { snapshot: saved, removedOlder: removed ?? 0 })
+    return 0
+  } finally {
+    await store.close()
+  }
+}
+
+const snapshotList = async (config: DbConfig, input: CommandInput, io: Io): Promise<number> => {
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor snapshot')
+  try {
+    const list = await orReport(io, 'snapshot list', config.databaseUrl, store.listSnapshots(GRAPH_SNAPSHOT_KIND))
+    if (list === undefined) return 1
+    if (chooseFormat(input.options, io) === 'json') printJson(io, list)
+    else printTable(io, ['id', 'eventId', 'collectorTimestamp', 'createdAt', 'bytes', 'vertices', 'edges'], list.map((s) => ({ ...s, ...s.stats })))
+    return 0
+  } finally {
+    await store.close()
+  }
+}
+
+const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<number> => {
+  const below = positiveIntArg('--below', input.options['below'])
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor prune')
+  try {
+    const deleted = await orReport(io, 'prune', config.databaseUrl, store.prune(below))
+    if (deleted === undefined) return 1
+    io.out(`deleted ${deleted} events below the oldest kept snapshot\n`)
+    return 0
+  } finally {
+    await store.close()
+  }
+}
+
+const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promise<number> => {
+  const every = positiveIntArg('--snapshot-every', input.options['snapshotEvery'])
+  const keep = positiveIntArg('--keep-snapshots', input.options['keepSnapshots']) ?? 5
+  const log = createLogger(config.logLevel, (s) => s)
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor follow', 3)
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const gauges = {
+    position: new Gauge({ name: 'vitrage_persistor_graph_position', help: 'Last event id applied to the followed graph.', registers: [registry] }),
+    vertices: new Gauge({ name: 'vitrage_persistor_graph_vertices', help: 'Vertices in the followed graph.', registers: [registry] }),
+    edges: new Gauge({ name: 'vitrage_persistor_graph_edges', help: 'Edges in the followed graph.', registers: [registry] }),
+    snapshot: new Gauge({ name: 'vitrage_persistor_graph_snapshot_position', help: 'Event id of the newest snapshot written.', registers: [registry] }),
+  }
+  const bar = startProgress(io, 'loading graph')
+  const follow$ = followGraph({ reader: store, snapshots: store, clock: store, signal: store }, { logger: log, onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)) })
+  let latest: FollowState | undefined
+  let lastSnapshot = 0
+  let snapshotting: Promise<void> = Promise.resolve()
+  const subscription = follow$.subscribe({
+    next: (s) => {
+      if (latest === undefined) {
+        bar.finish()
+        log.info({ position: s.position, vertices: s.graph.vertexCount }, 'graph loaded; following')
+        lastSnapshot = s.position
+      }
+      latest = s
+      gauges.position.set(s.position)
+      gauges.vertices.set(s.graph.vertexCount)
+      gauges.edges.set(s.graph.edgeCount)
+      if (every !== undefined && s.position - lastSnapshot >= every) {
+        lastSnapshot = s.position
+        // Encoded now (the graph moves on at the next emission), saved in the background.
+        snapshotting = snapshotting.then(async () => {
+          const snap = await encodeGraphSnapshot(s.graph, s.position)
+          const saved = await store.saveSnapshot(snap)()
+          if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved')
+          gauges.snapshot.set(s.position)
+          await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep)()
+          log.info({ position: s.position, bytes: snap.data.byteLength }, 'snapshot saved')
+        })
+      }
+    },
+    error: (e: unknown) => log.error({ err: String(e) }, 'graph follower stopped'),
+  })
+  const http =
+    config.httpPort === 0
+      ? undefined
+      : await startHttpServer(config.httpPort, config.httpHost, {
+          '/graph': () => (latest ? { status: 200, contentType: 'application/json', body: canonicalJson(latest.graph, 'pretty') } : json(503, { status: 'loading' })),
+          '/position': async () => {
+            const head = await store.headId()()
+            return json(200, { position: latest?.position ?? null, head: E.isRight(head) ? head.right : null, lag: latest && E.isRight(head) ? head.right - latest.position : null })
+          },
+          '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
+          '/healthz': () => json(200, { status: 'ok' }),
+          '/readyz': () => json(latest ? 200 : 503, { status: latest ? 'ready' : 'loading', position: latest?.position ?? null }),
+        })
+  if (http) log.info({ port: http.port }, 'http endpoint listening')
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve)
+    process.once('SIGINT', resolve)
+  })
+  subscription.unsubscribe()
+  await snapshotting
+  await http?.close()
+  await store.close()
+  return 0
+}
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
+const replay = async (config: DbConfig, input: CommandInput, io: Io): Promise<number> => {
+  const o = input.options
+  const toAmqp = o['toAmqp'] as string | undefined
+  if (toAmqp === undefined || !/^amqps?:\/\//.test(toAmqp)) throw new UsageError('--to-amqp: an amqp:// or amqps:// URL is required')
+  const exchange = o['exchange'] as string | undefined
+  const routingKey = o['routingKey'] as string | undefined
+  if (exchange === undefined || routingKey === undefined) throw new UsageError('--exchange and --routing-key are required')
+  const fromId = o['fromId'] === undefined ? 0 : (positiveIntArg('--from-id', o['fromId']) as number)
+  const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor replay')
+  try {
+    const head = await orReport(io, 'replay', config.databaseUrl, store.headId())
+    if (head === undefined) return 1
+    const toId = positiveIntArg('--to-id', o['toId']) ?? head
+    const bar = startProgress(io, 'republishing')
+    const r = await republish(store, {
+      amqpUrl: toAmqp,
+      exchange,
+      routingKey,
+      fromId,
+      toId,
+      ...(o['eventType'] !== undefined ? { eventTypes: o['eventType'] as string[] } : {}),
+      maxInFlight: positiveIntArg('--max-in-flight', o['maxInFlight']) ?? 1000,
+      pageSize: 2_000,
+      onProgress: (p) => bar.update(p.lastId - fromId, toId - fromId),
+      scrub: (s) => scrub(s).replaceAll(toAmqp, redactUrl(toAmqp)),
+    })
+    bar.finish()
+    if (E.isLeft(r)) {
+      io.err(`vitrage-persistor replay: ${r.left.message}; confirmed up to event ${r.left.lastConfirmedId} (resume with --from-id ${r.left.lastConfirmedId})\n`)
+      return 1
+    }
+    printJson(io, { published: r.right.published, fromId, toId, lastConfirmedId: r.right.lastConfirmedId })
+    return 0
+  } finally {
+    await store.close()
+  }
+}
+
+const at = [new Option('--at-event <id>', 'the state after this event id'), new Option('--at <time>', 'the state after the last event whose collector_timestamp <= time')]
+
+export const graphCommands: readonly CommandSpec<SettingKey>[] = [
+  command({
+    path: ['graph'],
+    summary: 'the entity graph (design §5 canonical JSON, byte-stable) or a summary, now or at a point in time',
+    keys: DB_SETTINGS,
+    options: [
+      ...at,
+      new Option('--format <format>', 'json (canonical) or summary (counts by vitrage_type and category)').choices(['json', 'summary']),
+      new Option('--no-snapshots', 'replay from the first event instead of the nearest snapshot'),
+    ],
+    action: graph,
+  }),
+  command({
+    path: ['snapshot', 'create'],
+    summary: 'save a compressed snapshot of the graph (at the head, or at a point in time); keep the newest --keep',
+    keys: DB_SETTINGS,
+    options: [...at, new Option('--keep <n>', 'snapshots to keep (default 5)')],
+    action: snapshotCreate,
+  }),
+  command({ path: ['snapshot', 'list'], summary: 'list graph snapshots', keys: DB_SETTINGS, options: [formatOption()], action: snapshotList }),
+  command({
+    path: ['prune'],
+    summary: 'delete events below the oldest kept graph snapshot (never past a projection checkpoint); explicit only',
+    keys: DB_SETTINGS,
+    options: [new Option('--below <id>', 'delete only below this id as well')],
+    action: prune,
+  }),
+  command({
+    path: ['follow'],
+    summary: 'keep the graph warm (a standby): follow the log, serve /graph, /position and /metrics, snapshot periodically',
+    keys: FOLLOW_SETTINGS,
+    options: [new Option('--snapshot-every <n>', 'save a snapshot every n events'), new Option('--keep-snapshots <n>', 'snapshots to keep (default 5)')],
+    action: follow,
+  }),
+  command({
+    path: ['replay'],
+    summary: 'republish stored events in id order as oslo.messaging notifications (publisher confirms, bounded in flight)',
+    keys: DB_SETTINGS,
+    options: [
+      new Option('--to-amqp <url>', 'target broker'),
+      new Option('--exchange <name>', 'target exchange (must exist)'),
+      new Option('--routing-key <key>', 'routing key, e.g. vitrage_persistor.info'),
+      new Option('--from-id <id>', 'start after this id (default 0)'),
+      new Option('--to-id <id>', 'up to this id (default: the head when starting)'),
+      new Option('--event-type <type>', 'only this event type (repeatable)').argParser(collect),
+      new Option('--max-in-flight <n>', 'unconfirmed messages at most (default 1000)'),
+    ],
+    action: replay,
+  }),
+]

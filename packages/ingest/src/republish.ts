@@ -1,0 +1,116 @@
+/**
+ * Republishing stored events to a broker, in id order, as oslo.messaging v2 notifications (same
+ * message_id, event_type, publisher_id, priority and payload; the payload text byte for byte as
+ * stored), so a standby vitrage-graph can be fed from history.
+ *
+ * Publisher confirms with a bounded window: at most `maxInFlight` messages are unconfirmed, and
+ * the channel's write buffer is respected ('drain'), so memory is bounded whatever the range.
+ * The result names the last id the broker confirmed: a failed run is resumed with
+ * `--from-id <that id>`. The target exchange must exist; it is checked, never declared (it may
+ * belong to oslo.messaging, whose publisher fails on a declare with other attributes).
+ */
+import {
+  encodeEnvelopeV2,
+  encodeMessageText,
+  type Failure,
+  failure,
+  formatOsloTimestamp,
+  OSLO_PUBLISH_PROPERTIES,
+  type ReadPageOptions,
+} from '@vitrage-persistor/core'
+import type { RawEvent } from '@vitrage-persistor/store-postgres'
+import amqp from 'amqplib'
+import * as E from 'fp-ts/lib/Either.js'
+import type * as TE from 'fp-ts/lib/TaskEither.js'
+
+export interface RawEventReader {
+  readonly readRawPage: (afterId: number, limit: number, options?: ReadPageOptions) => TE.TaskEither<Failure, RawEvent[]>
+}
+
+export interface RepublishOptions {
+  readonly amqpUrl: string
+  readonly exchange: string
+  readonly routingKey: string
+  /** Start after this id. */
+  readonly fromId: number
+  /** Up to this id, inclusive. */
+  readonly toId: number
+  readonly eventTypes?: readonly string[]
+  readonly maxInFlight: number
+  readonly pageSize: number
+  readonly onProgress?: (p: { readonly lastId: number; readonly published: number }) => void
+  readonly scrub?: (s: string) => string
+}
+
+export interface RepublishResult {
+  readonly published: number
+  /** Last id confirmed by the broker (fromId when nothing was). */
+  readonly lastConfirmedId: number
+}
+
+/** The notification body for a stored event (pure). */
+export const notificationBody = (e: RawEvent): Buffer =>
+  Buffer.from(
+    encodeEnvelopeV2(
+      encodeMessageText(
+        { messageId: e.messageId, eventType: e.eventType, publisherId: e.publisherId, priority: e.priority, timestamp: formatOsloTimestamp(e.collectorTimestamp) },
+        e.payloadText,
+      ),
+    ),
+  )
+
+export const republish = async (reader: RawEventReader, o: RepublishOptions): Promise<E.Either<Failure & { readonly lastConfirmedId: number }, RepublishResult>> => {
+  const scrub = o.scrub ?? ((s: string) => s)
+  let lastConfirmedId = o.fromId
+  let published = 0
+  const fail = (kind: Failure['kind'], message: string): E.Either<Failure & { lastConfirmedId: number }, RepublishResult> =>
+    E.left({ ...failure(kind, scrub(message)), lastConfirmedId })
+  let connection: amqp.ChannelModel
+  try {
+    connection = await amqp.connect(o.amqpUrl, { timeout: 10_000 })
+  } catch (e) {
+    return fail('transient', `cannot connect to the target broker: ${(e as Error).message}`)
+  }
+  connection.on('error', () => {}) // reported through the failing publish or confirm
+  try {
+    const check = await connection.createChannel()
+    check.on('error', () => {})
+    try {
+      await check.checkExchange(o.exchange)
+      await check.close()
+    } catch {
+      return fail('fatal', `exchange ${JSON.stringify(o.exchange)} does not exist on the target broker; create it (or start the consumer that declares it) first`)
+    }
+    const channel = await connection.createConfirmChannel()
+    channel.on('error', () => {})
+    let after = o.fromId
+    // Ids published but not yet confirmed, in order: confirms arrive in publish order on one channel.
+    const window: Array<Promise<number>> = []
+    while (after < o.toId) {
+      const page = await reader.readRawPage(after, o.pageSize, { toId: o.toId, ...(o.eventTypes ? { eventTypes: o.eventTypes } : {}) })()
+      if (E.isLeft(page)) return E.left({ ...page.left, lastConfirmedId })
+      if (page.right.length === 0) break
+      for (const event of page.right) {
+        let ok = true
+        const confirmed = new Promise<number>((resolve, reject) => {
+          ok = channel.publish(o.exchange, o.routingKey, notificationBody(event), OSLO_PUBLISH_PROPERTIES, (err) => (err ? reject(err) : resolve(event.id)))
+        })
+        // When the channel dies every pending confirm rejects at once; only the oldest is awaited.
+        confirmed.catch(() => {})
+        window.push(confirmed)
+        published++
+        // The socket's buffer is full: wait until it drains rather than queue more in memory.
+        if (!ok) await new Promise((r) => channel.once('drain', r))
+        while (window.length >= o.maxInFlight) lastConfirmedId = Math.max(lastConfirmedId, await (window.shift() as Promise<number>))
+      }
+      after = page.right.at(-1)?.id ?? o.toId
+      o.onProgress?.({ lastId: after, published })
+    }
+    for (const p of window) lastConfirmedId = Math.max(lastConfirmedId, await p)
+    return E.right({ published, lastConfirmedId })
+  } catch (e) {
+    return fail('transient', `publishing stopped: ${(e as Error).message}`)
+  } finally {
+    await connection.close().catch(() => {})
+  }
+}

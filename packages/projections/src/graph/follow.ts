@@ -1,0 +1,104 @@
+/**
+ * Following the log: an Observable that keeps an entity graph current as events are appended.
+ *
+ * On subscribe: build the graph as of the head (newest snapshot + replay), emit, then on every
+ * append signal (or every `pollMs`, in case a notification was missed) read the new graph
+ * changes by id and emit again. Reads are keyset pages by id and the store makes ids visible in
+ * increasing order (design §4), so the follower never skips an event. Failures are retried
+ * with backoff; the Observable errors only on a defect. Unsubscribing stops everything.
+ *
+ * Emissions share one mutable graph: read it (or serialize it) before the next emission. The
+ * Observable is shared: every subscriber sees the same follower (and the latest state at once),
+ * which stops when the last one unsubscribes.
+ */
+import { type AppendSignal, backoffDelay, type BackoffPolicy, type Failure, type Logger, silentLogger } from '@vitrage-persistor/core'
+import * as E from 'fp-ts/lib/Either.js'
+import { filter, firstValueFrom, Observable, shareReplay } from 'rxjs'
+import type { EntityGraph } from './model.js'
+import { type GraphSources, graphAt, type ReplayProgress, replayInto } from './replay.js'
+
+export interface FollowState {
+  readonly graph: EntityGraph
+  /** Every event up to this id is applied. */
+  readonly position: number
+}
+
+export interface FollowOptions {
+  readonly pageSize?: number
+  readonly pollMs?: number
+  readonly retry?: BackoffPolicy
+  readonly logger?: Logger
+  /** Progress of the initial build (for a progress bar). */
+  readonly onInitialProgress?: (p: ReplayProgress) => void
+}
+
+export const followGraph = (sources: GraphSources & { readonly signal?: AppendSignal }, options: FollowOptions = {}): Observable<FollowState> =>
+  new Observable<FollowState>((subscriber) => {
+    const log = options.logger ?? silentLogger
+    const retry = options.retry ?? { initialMs: 200, maxMs: 10_000 }
+    let closed = false
+    let wake: (() => void) | undefined
+    let signalled = false
+    const signal = sources.signal?.onAppend(() => {
+      signalled = true
+      wake?.()
+    })
+    const sleep = (ms: number): Promise<void> =>
+      new Promise((resolve) => {
+        const timer = setTimeout(resolve, ms)
+        wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+
+    const run = async (): Promise<void> => {
+      let failures = 0
+      let state: FollowState | undefined
+      while (!closed) {
+        signalled = false
+        let step: E.Either<Failure, FollowState>
+        if (state === undefined) {
+          const built = await graphAt(sources, 'head', {
+            ...(options.pageSize ? { pageSize: options.pageSize } : {}),
+            ...(options.onInitialProgress ? { onProgress: options.onInitialProgress } : {}),
+          })
+          step = E.map((g: { graph: EntityGraph; position: number }) => ({ graph: g.graph, position: g.position }))(built)
+        } else {
+          const current: FollowState = state
+          const head = await sources.reader.headId()()
+          if (E.isLeft(head)) step = head
+          else if (head.right <= current.position) step = E.right(current)
+          else {
+            const moved = await replayInto(sources.reader, current.graph, { fromId: current.position, toId: head.right, ...(options.pageSize ? { pageSize: options.pageSize } : {}) })
+            // A failed replay may have applied some pages: keep following from where it got.
+            step = E.isRight(moved) ? E.right({ graph: current.graph, position: moved.right }) : moved
+            if (E.isLeft(moved)) state = { graph: current.graph, position: moved.left.position }
+          }
+        }
+        if (closed) return
+        if (E.isLeft(step)) {
+          const delay = backoffDelay(retry, failures++)
+          log[failures > 5 ? 'error' : 'warn']({ failure: step.left, retryInMs: delay }, 'graph follower cannot read the log; retrying')
+          await sleep(delay)
+          continue
+        }
+        failures = 0
+        if (state === undefined || step.right.position !== state.position) {
+          state = step.right
+          subscriber.next(state)
+        }
+        if (!signalled) await sleep(options.pollMs ?? 5_000)
+      }
+    }
+    run().catch((e: unknown) => subscriber.error(e))
+    return () => {
+      closed = true
+      wake?.()
+      void signal?.close()
+    }
+  }).pipe(shareReplay({ bufferSize: 1, refCount: true }))
+
+/** Resolves when the follower has applied every event up to `id`. */
+export const caughtUp = (follow$: Observable<FollowState>, id: number): Promise<FollowState> =>
+  firstValueFrom(follow$.pipe(filter((s) => s.position >= id)))

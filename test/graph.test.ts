@@ -1,0 +1,123 @@
+import { readFileSync } from 'node:fs'
+import { decodeMessage } from '@vitrage-persistor/core'
+import { caughtUp, canonicalJson, followGraph, graphAt } from '@vitrage-persistor/projections'
+import { appendBatch, PgEventStore, prepareEvent } from '@vitrage-persistor/store-postgres'
+import { eventually, freePort } from '@vitrage-persistor/testing'
+import * as E from 'fp-ts/lib/Either.js'
+import t, { type Test } from 'tap'
+import { cli } from './support/cli.js'
+import { fixturePath, rawFixtures } from './support/fixtures.js'
+import { isConsuming, startPersistor } from './support/persistor-process.js'
+import { rowCount, setupWorld, type World } from './support/setup.js'
+
+const expectedFull = JSON.parse(readFileSync(fixturePath('vitrage-seed7-400.graph.json'), 'utf8')) as unknown
+const expected150 = JSON.parse(readFileSync(fixturePath('vitrage-seed7-400.graph-after-150-changes.json'), 'utf8')) as unknown
+
+const ingestFixtures = async (t: Test, world: World): Promise<void> => {
+  const p = startPersistor(world.flags())
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  for (const m of rawFixtures()) await world.broker.publish(world.names.exchange, world.names.routingKey, Buffer.from(m.body), { contentType: 'application/json', deliveryMode: 2 })
+  await eventually('400 stored', async () => (await rowCount(world)) === 400)
+  p.kill('SIGTERM')
+  await p.exited
+}
+
+const graphCli = async (db: string, ...extra: string[]): Promise<string> => {
+  const r = await cli(['graph', '--database-url', db, ...extra])
+  if (r.code !== 0) throw new Error(`graph ${extra.join(' ')}: ${r.err}`)
+  return r.out
+}
+
+t.test('the fixtures through the persistor: graph equals Vitrage replay, now and after 150 changes', async (t) => {
+  const world = await setupWorld(t)
+  await ingestFixtures(t, world)
+  const db = world.db.url
+  const full = await graphCli(db)
+  t.same(JSON.parse(full), expectedFull, 'graph equals vitrage-seed7-400.graph.json')
+  t.equal(await graphCli(db), full, 'byte-stable for the same state')
+  const { rows } = await world.sql.query<{ id: string }>(`SELECT id FROM event WHERE event_type = 'vitrage.graph.change' ORDER BY id OFFSET 149 LIMIT 1`)
+  const at150 = rows[0]?.id as string
+  t.same(JSON.parse(await graphCli(db, '--at-event', at150)), expected150, 'graph --at-event <150th change> equals the after-150 fixture')
+  const { rows: ts } = await world.sql.query<{ t: string }>(`SELECT to_char(collector_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t FROM event WHERE id = $1`, [at150])
+  const atTime = JSON.parse(await graphCli(db, '--at', ts[0]?.t as string)) as { vertices: unknown[] }
+  t.ok(atTime.vertices.length >= (expected150 as { vertices: unknown[] }).vertices.length, '--at a time: at least the state at the 150th change')
+  const summary = JSON.parse(await graphCli(db, '--format', 'summary')) as Record<string, unknown>
+  t.match(summary, { position: 400 })
+
+  // Snapshots: the nearest snapshot plus the tail equals a full replay, at many points.
+  for (const at of ['50', '120', '333']) t.equal((await cli(['snapshot', 'create', '--at-event', at, '--database-url', db])).code, 0)
+  const list = JSON.parse((await cli(['snapshot', 'list', '--database-url', db, '--format', 'json'])).out) as Array<{ eventId: number }>
+  t.same(list.map((s) => s.eventId), [50, 120, 333])
+  let seed = 3
+  const points = Array.from({ length: 12 }, () => 1 + ((seed = (seed * 16807) % 2147483647) % 400))
+  for (const p of [...points, 50, 51, 120, 333, 400]) {
+    t.equal(await graphCli(db, '--at-event', String(p)), await graphCli(db, '--at-event', String(p), '--no-snapshots'), `snapshot + tail = full replay at ${p}`)
+  }
+
+  // Prune: events below the oldest kept snapshot go; the graph is unchanged.
+  const kept = await cli(['snapshot', 'create', '--keep', '2', '--database-url', db])
+  t.equal(kept.code, 0)
+  const pruned = await cli(['prune', '--database-url', db])
+  t.equal(pruned.code, 0, pruned.err)
+  t.match(pruned.out, /deleted 332 events/, 'below the oldest of the two kept snapshots (333)')
+  t.equal(await graphCli(db), full, 'same graph after pruning')
+})
+
+t.test('a follower converges to the same graph while events are appended concurrently', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 3 })
+  t.teardown(() => store.close())
+  const events = rawFixtures().map((m) => prepareEvent((decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<never>).right))
+  const follow$ = followGraph({ reader: store, snapshots: store, clock: store, signal: store }, { pollMs: 60_000, pageSize: 17 })
+  const positions: number[] = []
+  const sub = follow$.subscribe((s) => positions.push(s.position))
+  t.teardown(() => sub.unsubscribe())
+  const client = await world.sql.connect()
+  for (let i = 0; i < events.length; i += 13) {
+    await appendBatch(client, events.slice(i, i + 13))
+    if (i % 52 === 0) await new Promise((r) => setTimeout(r, 5))
+  }
+  client.release()
+  const head = Number((await world.sql.query('SELECT max(id) AS m FROM event')).rows[0].m)
+  const state = await caughtUp(follow$, head)
+  t.equal(state.position, head)
+  const full = await graphAt({ reader: store, snapshots: store, clock: store }, 'head', { useSnapshots: false })
+  t.ok(E.isRight(full))
+  if (E.isRight(full)) t.equal(canonicalJson(state.graph), canonicalJson(full.right.graph), 'same as a full replay')
+  t.same(JSON.parse(canonicalJson(state.graph)), expectedFull)
+  t.ok(positions.length > 2, `followed through ${positions.length} positions, woken by appends`)
+  t.ok(positions.every((p, i) => i === 0 || p > (positions[i - 1] ?? 0)), 'positions only move forward')
+})
+
+t.test('follow serves the graph and its position; replay republishes history that another persistor stores identically', async (t) => {
+  const source = await setupWorld(t)
+  await ingestFixtures(t, source)
+  const port = await freePort()
+  const follower = startPersistor(['follow', '--database-url', source.db.url, '--http-port', String(port), '--snapshot-every', '100'])
+  t.teardown(() => follower.kill('SIGKILL'))
+  await follower.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load')
+  const served = await (await fetch(`http://127.0.0.1:${port}/graph`)).text()
+  t.same(JSON.parse(served), expectedFull)
+  t.same(await (await fetch(`http://127.0.0.1:${port}/position`)).json(), { position: 400, head: 400, lag: 0 })
+  follower.kill('SIGTERM')
+  t.equal((await follower.exited).code, 0)
+
+  // The standby's broker: a second persistor consumes what replay republishes.
+  const target = await setupWorld(t)
+  const p = startPersistor(target.flags())
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  const r = await cli(['replay', '--database-url', source.db.url, '--to-amqp', target.broker.url, '--exchange', target.names.exchange, '--routing-key', target.names.routingKey, '--max-in-flight', '50'])
+  t.equal(r.code, 0, r.err)
+  t.match(JSON.parse(r.out), { published: 400, lastConfirmedId: 400 })
+  await eventually('republished events stored', async () => (await rowCount(target)) === 400)
+  const dump = async (w: World): Promise<unknown[]> =>
+    (await w.sql.query('SELECT message_id, event_type, publisher_id, priority, payload::text FROM event ORDER BY id')).rows
+  t.same(await dump(target), await dump(source), 'same ids, types and payload text, in the same order')
+  const bad = await cli(['replay', '--database-url', source.db.url, '--to-amqp', target.broker.url, '--exchange', 'no_such_exchange_here', '--routing-key', 'x'])
+  t.equal(bad.code, 1)
+  t.match(bad.err, /exchange "no_such_exchange_here" does not exist/)
+  p.kill('SIGTERM')
+  await p.exited
+})
