@@ -34,7 +34,7 @@ t.test('two instances on one queue: kill -9 the active one, the standby takes ov
   })()
 
   await eventually('ingest under way', async () => (await rowCount(world)) > 5_000)
-  const counts = [await stored(ports[0]), await stored(ports[1])]
+  const counts = [await stored(ports[0]), await stored(ports[1])] as const
   const active = counts[0] > 0 ? 0 : 1
   const standby = 1 - active
   t.equal(counts[standby], 0, 'the standby stored nothing while the active one lived')
