@@ -138,6 +138,23 @@ export const settings = {
     parse: integer(0, 3_600_000),
   },
   logLevel: { flag: 'log-level', env: 'LOG_LEVEL', describe: 'log level', default: 'info', parse: oneOf(LOG_LEVELS) },
+  mirrorUrl: {
+    flag: 'mirror-url',
+    env: 'PERSISTOR_MIRROR_URL',
+    describe: 'mirror every stored event to this EventStoreDB/KurrentDB (esdb://host:2113?tls=false); off when empty',
+    default: '',
+    secret: true,
+    parse: (raw: string) => (raw === '' || /^(esdb|esdb\+discover|kurrentdb|kurrentdb\+discover):\/\//.test(raw) ? E.right(raw) : E.left('must be an esdb:// (or esdb+discover://, kurrentdb://) connection string')),
+  },
+  mirrorStreamPerType: {
+    flag: 'stream-per-type',
+    env: 'PERSISTOR_MIRROR_STREAM_PER_TYPE',
+    describe: 'mirror into one stream per event type (<stream>-<event_type>) instead of one stream',
+    default: false,
+    switch: true,
+    parse: bool,
+  },
+  mirrorStream: { flag: 'mirror-stream', env: 'PERSISTOR_MIRROR_STREAM', describe: 'mirror stream name (or prefix, with --stream-per-type)', default: 'vitrage-events', parse: name },
   historyProjection: {
     flag: 'history-projection',
     env: 'PERSISTOR_HISTORY_PROJECTION',

@@ -9,6 +9,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { MIGRATE_SETTINGS, migrateCommand } from './commands/migrate.js'
 import { graphCommands } from './commands/graph.js'
 import { historyCommands } from './commands/history.js'
+import { mirrorCommands } from './commands/mirror.js'
 import { RUN_SETTINGS, runCommand } from './commands/run.js'
 import { type CommandSpec, command, type Env, type Io, UsageError } from './command.js'
 import { resolve, type Setting, type SettingKey, settings } from './config.js'
@@ -48,6 +49,7 @@ const commands: readonly CommandSpec<SettingKey>[] = [
   }),
   ...historyCommands,
   ...graphCommands,
+  ...mirrorCommands,
 ]
 
 export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo): Promise<number> => {

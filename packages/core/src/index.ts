@@ -9,5 +9,5 @@ export { type DecodedMessage, type DecodeOptions, decodeMessage } from './envelo
 export { type Failure, type FailureKind, failure, isRetryable } from './failure.js'
 export { type LogFn, type Logger, silentLogger } from './logger.js'
 export { memberText } from './json-span.js'
-export type { AppendSignal, EventLogReader, LogClock, NewSnapshot, ReadPageOptions, Snapshot, SnapshotMeta, SnapshotStore } from './ports.js'
+export type { AppendSignal, CheckpointStore, EventLogReader, LogClock, NewSnapshot, ReadPageOptions, Snapshot, SnapshotMeta, SnapshotStore } from './ports.js'
 export { type AlarmAttributes, type AlarmRecord, type CausalEdge, type EdgeEventPoint, type EdgeInterval, edgeIntervals, type HistoryAnomaly, type HistoryCommand, type HistoryReader, type HistoryStore } from './history.js'

@@ -71,3 +71,11 @@ export interface AppendSignal {
    */
   readonly onAppend: (listener: () => void) => { readonly close: () => Promise<void> }
 }
+
+/** Checkpoints of the log's readers (the mirror, for instance). */
+export interface CheckpointStore {
+  /** The last event id reader `name` has fully processed (0 when new). */
+  readonly checkpoint: (name: string) => TE.TaskEither<Failure, number>
+  /** Compare-and-set from `from` to `to`; a conflict is `rejected` with code 'checkpoint-conflict'. */
+  readonly moveCheckpoint: (name: string, from: number, to: number) => TE.TaskEither<Failure, void>
+}

@@ -12,6 +12,7 @@
  */
 import { type EdgeEventPoint, edgeIntervals, type HistoryCommand } from '@vitrage-persistor/core'
 import type pg from 'pg'
+import { moveCheckpoint } from './checkpoints.js'
 
 type Client = pg.PoolClient | pg.Client
 
@@ -98,37 +99,13 @@ const json = (v: unknown): string | null => (v === undefined || v === null ? nul
 const edgeKey = (c: { source: string; target: string; label: string }): string => JSON.stringify([c.source, c.target, c.label])
 
 /**
- * Thrown when the checkpoint moved under us: another runner is applying the same projection.
- * Its code classifies it as `rejected` (retrying the same page cannot succeed).
- */
-export class CheckpointConflict extends Error {
-  readonly code = 'checkpoint-conflict'
-  constructor(name: string, expected: number) {
-    super(`checkpoint ${name} is no longer at ${expected}: another runner is applying this projection`)
-    this.name = 'CheckpointConflict'
-  }
-}
-
-export const readCheckpoint = async (db: Client | pg.Pool, name: string): Promise<number> =>
-  Number((await db.query<{ position: string }>('SELECT position FROM projection_checkpoint WHERE name = $1', [name])).rows[0]?.position ?? 0)
-
-/**
  * Applies `commands` and moves checkpoint `name` from `expected` to `position`, in one
  * transaction on `client`.
  */
 export const applyHistory = async (client: Client, name: string, commands: readonly HistoryCommand[], expected: number, position: number): Promise<void> => {
   await client.query('BEGIN')
   try {
-    const moved =
-      expected === 0
-        ? await client.query(
-            `INSERT INTO projection_checkpoint (name, position) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET position = $2, updated_at = now() WHERE projection_checkpoint.position = 0`,
-            [name, position],
-          )
-        : await client.query('UPDATE projection_checkpoint SET position = $3, updated_at = now() WHERE name = $1 AND position = $2', [name, expected, position])
-    // Inserted (first page) or updated from `expected`: 1 row. Anything else, someone else moved it.
-    if (moved.rowCount !== 1) throw new CheckpointConflict(name, expected)
+    await moveCheckpoint(client, name, expected, position)
 
     const acts = onePerKey(byKind(commands, 'activate-alarm'), (c) => c.vitrageId, (a, b) => a.at < b.at)
     if (acts.length > 0) {

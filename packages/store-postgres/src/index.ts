@@ -6,7 +6,8 @@ export { pageQuery, type RawEvent, type ReadOptions, readPage, readRawPage } fro
 export { type EventStoreOptions, PgEventStore } from './store.js'
 export { APPEND_CHANNEL, listenForAppends } from './notifications.js'
 export { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
-export { applyHistory, CheckpointConflict, readCheckpoint, resetHistory } from './history.js'
+export { CheckpointConflict, moveCheckpoint, readCheckpoint } from './checkpoints.js'
+export { applyHistory, resetHistory } from './history.js'
 export {
   ALARM_COLUMNS,
   type AlarmColumn,

@@ -5,6 +5,7 @@
 import type {
   AlarmRecord,
   AppendSignal,
+  CheckpointStore,
   CausalEdge,
   DecodedMessage,
   EventLogReader,
@@ -25,7 +26,8 @@ import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError } from './classify.js'
-import { applyHistory, readCheckpoint, resetHistory } from './history.js'
+import { moveCheckpoint, readCheckpoint } from './checkpoints.js'
+import { applyHistory, resetHistory } from './history.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
 import { listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
@@ -46,7 +48,7 @@ export interface EventStoreOptions {
   readonly logger?: Logger
 }
 
-export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, AppendSignal, HistoryStore, HistoryReader {
+export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, AppendSignal, HistoryStore, HistoryReader, CheckpointStore {
   readonly pool: pg.Pool
   private readonly scrub: (text: string) => string
   private closing: Promise<void> | undefined
@@ -135,6 +137,11 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   readonly prune = (below?: number): TE.TaskEither<Failure, number> => this.withClient((c) => pruneEvents(c, below))
 
   readonly historyCheckpoint = (name: string): TE.TaskEither<Failure, number> => this.withClient((c) => readCheckpoint(c, name))
+
+  readonly checkpoint = (name: string): TE.TaskEither<Failure, number> => this.withClient((c) => readCheckpoint(c, name))
+
+  /** Compare-and-set; a conflict is a `rejected` failure with code 'checkpoint-conflict'. */
+  readonly moveCheckpoint = (name: string, from: number, to: number): TE.TaskEither<Failure, void> => this.withClient((c) => moveCheckpoint(c, name, from, to))
 
   readonly applyHistory = (name: string, commands: readonly HistoryCommand[], from: number, to: number): TE.TaskEither<Failure, void> =>
     this.withClient((c) => applyHistory(c, name, commands, from, to))

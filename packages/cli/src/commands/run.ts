@@ -12,6 +12,7 @@ import { HistoryRunner } from '@vitrage-persistor/projections'
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import type { Config } from '../config.js'
 import { type HttpServer, json, startHttpServer } from '../http.js'
+import { type RunningMirror, startMirror } from './mirror.js'
 import { createLogger } from '../logger.js'
 import type { CommandInput, Env, Io } from '../command.js'
 
@@ -33,6 +34,9 @@ export const RUN_SETTINGS = [
   'shutdownTimeoutMs',
   'logLevel',
   'historyProjection',
+  'mirrorUrl',
+  'mirrorStreamPerType',
+  'mirrorStream',
 ] as const
 
 export type RunConfig = Config<(typeof RUN_SETTINGS)[number]>
@@ -65,9 +69,9 @@ const prepareDatabase = async (config: RunConfig, scrub: (s: string) => string, 
 }
 
 export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io, _env: Env): Promise<number> => {
-  const scrub = makeScrubber(secretsOf([config.amqpUrl, config.databaseUrl]))
+  const scrub = makeScrubber(secretsOf([config.amqpUrl, config.databaseUrl, config.mirrorUrl]))
   const log = createLogger(config.logLevel, scrub)
-  log.info({ config: { ...config, amqpUrl: redactUrl(config.amqpUrl), databaseUrl: redactUrl(config.databaseUrl) } }, 'starting')
+  log.info({ config: { ...config, amqpUrl: redactUrl(config.amqpUrl), databaseUrl: redactUrl(config.databaseUrl), mirrorUrl: redactUrl(config.mirrorUrl) } }, 'starting')
   if (config.prefetch < config.batchSize) {
     log.warn({ prefetch: config.prefetch, batchSize: config.batchSize }, 'prefetch is below batch size: batches close on time only; set prefetch to about twice the batch size')
   }
@@ -170,6 +174,18 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     }
   }
 
+  const history = config.historyProjection
+    ? new HistoryRunner(
+        { reader: store, store, signal: store, logger: log, hooks: { onPage: (p) => historyMetrics.position.set(p.position) } },
+        { name: 'history' },
+      )
+    : undefined
+  // The mirror reads through its own small pool: an EventStoreDB outage never holds ingest's connections.
+  const mirrorStore =
+    config.mirrorUrl === ''
+      ? undefined
+      : new PgEventStore({ connectionString: config.databaseUrl, maxConnections: 2, applicationName: 'vitrage-persistor mirror', scrub, logger: log })
+  let mirror: RunningMirror | undefined
   let closing: Promise<void> | undefined
   shutdown = (reason, code) => {
     signalled ??= reason
@@ -177,7 +193,9 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       log.info({ reason }, 'shutting down: draining held messages')
       await persistor.close()
       await history?.close()
+      await mirror?.close()
       await http?.close()
+      await mirrorStore?.close()
       await store.close()
       process.off('SIGTERM', onSignal)
       process.off('SIGINT', onSignal)
@@ -185,14 +203,14 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       finish(defect ? 70 : code)
     })()
   }
-  const history = config.historyProjection
-    ? new HistoryRunner(
-        { reader: store, store, signal: store, logger: log, hooks: { onPage: (p) => historyMetrics.position.set(p.position) } },
-        { name: 'history' },
-      )
-    : undefined
   persistor.start()
   history?.start()
+  if (mirrorStore) {
+    const started = await startMirror(config, mirrorStore, log, registry, scrub)
+    // A signal while the mirror package was loading: shutdown has run without it.
+    if (closing !== undefined) await started.close()
+    else mirror = started
+  }
   if (signalled !== undefined) shutdown(signalled, 0)
   return finished
 }

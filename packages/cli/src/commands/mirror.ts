@@ -1,0 +1,91 @@
+/**
+ * The EventStoreDB mirror: `vitrage-persistor mirror` alone, or inside `run` with --mirror-url.
+ * The mirror package (and the EventStoreDB client with it) is loaded only when a URL is given.
+ */
+import { type Logger, makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
+import type { PgEventStore } from '@vitrage-persistor/store-postgres'
+import { Gauge, type Registry } from 'prom-client'
+import { type CommandInput, type CommandSpec, command, type Io } from '../command.js'
+import type { Config, SettingKey } from '../config.js'
+import { json, startHttpServer } from '../http.js'
+import { createLogger } from '../logger.js'
+
+export interface RunningMirror {
+  readonly close: () => Promise<void>
+}
+
+export interface MirrorSettings {
+  readonly mirrorUrl: string
+  readonly mirrorStreamPerType: boolean
+  readonly mirrorStream: string
+}
+
+/** Starts the mirror over `store` (which it does not own); its metrics go to `registry`. */
+export const startMirror = async (settings: MirrorSettings, store: PgEventStore, log: Logger, registry: Registry, scrub: (s: string) => string): Promise<RunningMirror> => {
+  const { EventStoreMirror } = await import('@vitrage-persistor/mirror-eventstore')
+  const registers = [registry]
+  const gauges = {
+    position: new Gauge({ name: 'vitrage_persistor_mirror_position', help: 'Last event id mirrored to EventStoreDB.', registers }),
+    lagEvents: new Gauge({ name: 'vitrage_persistor_mirror_lag_events', help: 'Events stored but not yet mirrored.', registers }),
+    lagSeconds: new Gauge({ name: 'vitrage_persistor_mirror_lag_seconds', help: 'Age of the oldest event not yet mirrored (0 when caught up).', registers }),
+  }
+  const mirror = new EventStoreMirror(
+    {
+      reader: store,
+      checkpoints: store,
+      signal: store,
+      logger: log,
+      scrub,
+      onProgress: (p) => {
+        gauges.position.set(p.position)
+        gauges.lagEvents.set(p.lagEvents)
+        gauges.lagSeconds.set(p.lagSeconds)
+      },
+    },
+    { url: settings.mirrorUrl, streamPerType: settings.mirrorStreamPerType, stream: settings.mirrorStream },
+  )
+  mirror.start()
+  log.info({ url: redactUrl(settings.mirrorUrl), streamPerType: settings.mirrorStreamPerType, stream: settings.mirrorStream }, 'mirroring to EventStoreDB')
+  return { close: () => mirror.close() }
+}
+
+const MIRROR_SETTINGS = ['databaseUrl', 'logLevel', 'mirrorUrl', 'mirrorStreamPerType', 'mirrorStream', 'httpPort', 'httpHost'] as const
+
+const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _input: CommandInput, io: Io): Promise<number> => {
+  if (config.mirrorUrl === '') {
+    io.err('vitrage-persistor mirror: --mirror-url (or PERSISTOR_MIRROR_URL) is required\n')
+    return 2
+  }
+  const scrub = makeScrubber(secretsOf([config.databaseUrl, config.mirrorUrl]))
+  const log = createLogger(config.logLevel, scrub)
+  const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
+  const { Registry, collectDefaultMetrics } = await import('prom-client')
+  const store = new PgEventStore({ connectionString: config.databaseUrl, maxConnections: 2, applicationName: 'vitrage-persistor mirror', scrub, logger: log })
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const mirror = await startMirror(config, store, log, registry, scrub)
+  const http =
+    config.httpPort === 0
+      ? undefined
+      : await startHttpServer(config.httpPort, config.httpHost, {
+          '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
+          '/healthz': () => json(200, { status: 'ok' }),
+        })
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve)
+    process.once('SIGINT', resolve)
+  })
+  await mirror.close()
+  await http?.close()
+  await store.close()
+  return 0
+}
+
+export const mirrorCommands: readonly CommandSpec<SettingKey>[] = [
+  command({
+    path: ['mirror'],
+    summary: 'mirror the event log to EventStoreDB (checkpointed, in order, exactly once) until SIGTERM',
+    keys: MIRROR_SETTINGS,
+    action: mirrorCommand,
+  }),
+]

@@ -1,0 +1,142 @@
+/**
+ * Conformance of the mirror against the in-process EventStoreDB server (the real client, the
+ * real wire protocol), and against a real server when ESDB_URL is set.
+ */
+import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { EventStoreDBClient, jsonEvent } from '@eventstore/db-client'
+import { decodeMessage } from '@vitrage-persistor/core'
+import { appendBatch, PgEventStore, prepareEvent, schemaTemplate } from '@vitrage-persistor/store-postgres'
+import { createTestDatabase } from '@vitrage-persistor/testing'
+import * as E from 'fp-ts/lib/Either.js'
+import t, { type Test } from 'tap'
+import { EventStoreMirror, type MirrorOptions } from '../src/mirror.js'
+import { TestEventStore } from './server.js'
+
+const fixture = new URL('../../../test/fixtures/vitrage-seed7-400.raw.jsonl', import.meta.url)
+const bodies = readFileSync(fixture, 'utf8').trim().split('\n').map((l) => Buffer.from((JSON.parse(l) as { body: string }).body))
+
+/** A database holding the 400 captured events, and a store over it. */
+const logWithFixtures = async (t: Test): Promise<{ store: PgEventStore; messageIds: string[]; types: string[]; url: string }> => {
+  const db = await createTestDatabase(schemaTemplate)
+  const store = new PgEventStore({ connectionString: db.url, maxConnections: 2 })
+  t.teardown(async () => {
+    await store.close()
+    await db.drop()
+  })
+  const decoded = bodies.map((b) => (decodeMessage(b, { maxMessageBytes: 1 << 20 }) as E.Right<never>).right as { messageId: string; eventType: string })
+  const client = await store.pool.connect()
+  await appendBatch(client, decoded.map((d) => prepareEvent(d as never)))
+  client.release()
+  return { store, messageIds: decoded.map((d) => d.messageId), types: decoded.map((d) => d.eventType), url: db.url }
+}
+
+const server = async (t: Test, batchAppend = true): Promise<TestEventStore> => {
+  const s = await TestEventStore.start({ batchAppend })
+  t.teardown(() => s.close())
+  return s
+}
+
+const mirrorOf = (t: Test, store: PgEventStore, url: string, options: Partial<MirrorOptions> = {}): EventStoreMirror => {
+  const m = new EventStoreMirror({ reader: store, checkpoints: store }, { url, pageSize: 64, retry: { initialMs: 10, maxMs: 50 }, ...options })
+  t.teardown(() => m.close())
+  return m
+}
+
+const ids = (s: TestEventStore, stream: string): string[] => (s.streams().get(stream) ?? []).map((e) => e.id)
+
+for (const batchAppend of [true, false]) {
+  t.test(`every event once, in id order, with its id, type, data and metadata (${batchAppend ? 'BatchAppend' : 'Append'})`, async (t) => {
+    const { store, messageIds, types } = await logWithFixtures(t)
+    const esdb = await server(t, batchAppend)
+    const r = await mirrorOf(t, store, esdb.connectionString).catchUp()
+    t.same(r, E.right(400))
+    const events = esdb.streams().get('vitrage-events') ?? []
+    t.same(events.map((e) => e.id), messageIds)
+    t.same(events.map((e) => e.type), types)
+    t.same(events.map((e) => JSON.parse(Buffer.from(e.customMetadata).toString()).id), messageIds.map((_, i) => i + 1), 'metadata.id is the log id')
+    const first = JSON.parse(Buffer.from(events[0]?.data ?? []).toString()) as Record<string, unknown>
+    const stored = await store.readPage(0, 1)()
+    t.same(first, E.isRight(stored) ? stored.right[0]?.payload : undefined, 'data is the payload')
+    t.ok(batchAppend ? esdb.calls().batchAppend > 0 : esdb.calls().append > 0, 'took the expected append path')
+    t.same(await store.checkpoint('mirror-eventstore')(), E.right(400))
+  })
+}
+
+t.test('one stream per event type, each in id order', async (t) => {
+  const { store, messageIds, types } = await logWithFixtures(t)
+  const esdb = await server(t)
+  await mirrorOf(t, store, esdb.connectionString, { streamPerType: true }).catchUp()
+  for (const type of new Set(types)) {
+    t.same(ids(esdb, `vitrage-events-${type}`), messageIds.filter((_, i) => types[i] === type), type)
+  }
+})
+
+t.test('a crash after an append, before the checkpoint moved, duplicates nothing', async (t) => {
+  const { store, messageIds } = await logWithFixtures(t)
+  const esdb = await server(t)
+  await mirrorOf(t, store, esdb.connectionString, { pageSize: 100 }).catchUp()
+  // As if the last checkpoint moves had been lost: the checkpoint says 150, the stream holds 400.
+  await store.pool.query(`UPDATE projection_checkpoint SET position = 150 WHERE name = 'mirror-eventstore'`)
+  t.same(await mirrorOf(t, store, esdb.connectionString).catchUp(), E.right(400))
+  t.same(ids(esdb, 'vitrage-events'), messageIds, 'each once: the stream itself says what it holds')
+})
+
+t.test('a lost acknowledgement is retried at the same revision without duplicates', async (t) => {
+  const { store, messageIds } = await logWithFixtures(t)
+  const esdb = await server(t)
+  const m = mirrorOf(t, store, esdb.connectionString)
+  esdb.failNextAppends(1, 'after-write')
+  const first = await m.catchUp()
+  t.ok(E.isLeft(first), 'the append looked failed')
+  t.same(await m.catchUp(), E.right(400))
+  t.same(ids(esdb, 'vitrage-events'), messageIds)
+})
+
+t.test('an outage fails the catch-up (transient), and the mirror resumes where it was', async (t) => {
+  const { store, messageIds } = await logWithFixtures(t)
+  const esdb = await server(t)
+  const m = mirrorOf(t, store, esdb.connectionString)
+  esdb.refuse(true)
+  const down = await m.catchUp()
+  t.match(down, E.left({ kind: 'transient' }))
+  esdb.refuse(false)
+  t.same(await m.catchUp(), E.right(400))
+  t.same(ids(esdb, 'vitrage-events'), messageIds)
+})
+
+t.test('events someone else wrote to the stream are stepped over, not duplicated around', async (t) => {
+  const { store, messageIds } = await logWithFixtures(t)
+  const esdb = await server(t)
+  const m = mirrorOf(t, store, esdb.connectionString, { pageSize: 100 })
+  t.same(await m.catchUp(), E.right(400))
+  const client = EventStoreDBClient.connectionString(esdb.connectionString)
+  t.teardown(() => client.dispose())
+  const intruder = randomUUID()
+  await client.appendToStream('vitrage-events', jsonEvent({ id: intruder, type: 'intruder', data: {}, metadata: { note: 'not the mirror' } }))
+  // More events in the log: the mirror's append at the revision it knew fails, it reconciles and goes on.
+  const more = bodies.slice(0, 5).map((b) => {
+    const d = (decodeMessage(b, { maxMessageBytes: 1 << 20 }) as E.Right<never>).right as { messageId: string }
+    return prepareEvent({ ...(d as object), messageId: randomUUID() } as never)
+  })
+  const c = await store.pool.connect()
+  await appendBatch(c, more)
+  c.release()
+  t.match(await m.catchUp(), E.left({ kind: 'transient', code: 'wrong-expected-version' }))
+  t.same(await m.catchUp(), E.right(405))
+  t.same(ids(esdb, 'vitrage-events'), [...messageIds, intruder, ...more.map((p) => p.message.messageId)])
+})
+
+const realUrl = process.env['ESDB_URL']
+t.test('against a real EventStoreDB/KurrentDB server (ESDB_URL)', { skip: realUrl ? false : 'ESDB_URL is not set: the real-server cases are skipped (see docs/mirror.md to run one)' }, async (t) => {
+  const { store, messageIds } = await logWithFixtures(t)
+  const stream = `vitrage-events-test-${randomUUID()}`
+  const m = mirrorOf(t, store, realUrl as string, { stream })
+  t.same(await m.catchUp(), E.right(400))
+  const client = EventStoreDBClient.connectionString(realUrl as string)
+  t.teardown(() => client.dispose())
+  const read: string[] = []
+  for await (const e of client.readStream(stream)) if (e.event) read.push(e.event.id)
+  t.same(read, messageIds)
+  t.same(await mirrorOf(t, store, realUrl as string, { stream }).catchUp(), E.right(400), 'a second mirror from a reset checkpoint adds nothing')
+})

@@ -1,0 +1,80 @@
+import { eventually, freePort } from '@vitrage-persistor/testing'
+import t from 'tap'
+import { TestEventStore } from '../packages/mirror-eventstore/test-server/server.js'
+import { message, v2Body } from './support/messages.js'
+import { isConsuming, startPersistor } from './support/persistor-process.js'
+import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld } from './support/setup.js'
+
+const storedIds = async (sql: import('pg').Pool): Promise<string[]> => (await sql.query<{ m: string }>('SELECT message_id::text AS m FROM event ORDER BY id')).rows.map((r) => r.m)
+
+t.test('run --mirror-url: an EventStoreDB outage never stops ingest; the mirror reports its lag and catches up', async (t) => {
+  const esdb = await TestEventStore.start()
+  t.teardown(() => esdb.close())
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const port = await freePort()
+  const p = startPersistor(world.flags(['--mirror-url', esdb.connectionString, '--http-port', String(port)]))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  await p.waitFor((l) => l.msg === 'mirroring to EventStoreDB', 'the mirror to start')
+  await publishMany(world, 1_000, (seq) => v2Body(message({ seq })))
+  await eventually('mirrored', () => (esdb.streams().get('vitrage-events')?.length ?? 0) === 1_000)
+
+  esdb.refuse(true)
+  await publishMany(world, 3_000, (seq) => v2Body(message({ seq: 1_000 + seq })))
+  await eventually('ingest unaffected by the outage', async () => {
+    p.assertAlive()
+    return (await rowCount(world)) === 4_000
+  })
+  const lag = await eventually('the lag to show', async () => {
+    const page = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+    const events = metricValue(page, 'vitrage_persistor_mirror_lag_events') ?? 0
+    return events > 0 ? { events, seconds: metricValue(page, 'vitrage_persistor_mirror_lag_seconds') ?? 0 } : undefined
+  })
+  t.ok(lag.events > 0 && lag.seconds >= 0, `lag reported: ${lag.events} events, ${lag.seconds.toFixed(1)} s`)
+  t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200, 'the persistor stays ready: the mirror is optional')
+
+  esdb.refuse(false)
+  await eventually('caught up after the outage', () => (esdb.streams().get('vitrage-events')?.length ?? 0) === 4_000, { timeoutMs: 60_000 })
+  t.same(esdb.streams().get('vitrage-events')?.map((e) => e.id), await storedIds(world.sql), 'each event once, in id order')
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})
+
+t.test('the mirror killed at random moments and restarted: the stream holds each event once, in id order', async (t) => {
+  const esdb = await TestEventStore.start()
+  t.teardown(() => esdb.close())
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const ingest = startPersistor(world.flags(['--no-history-projection']))
+  t.teardown(() => ingest.kill('SIGKILL'))
+  await ingest.waitFor(isConsuming, 'consuming')
+  await publishMany(world, 20_000, (seq) => v2Body(message({ seq, pad: 'x'.repeat(300) })))
+  await eventually('stored', async () => (await rowCount(world)) === 20_000, { timeoutMs: 120_000 })
+  ingest.kill('SIGTERM')
+  await ingest.exited
+
+  const mirrored = (): number => esdb.streams().get('vitrage-events')?.length ?? 0
+  const counts: number[] = []
+  for (let kill = 0; kill < 5; kill++) {
+    const m = startPersistor(['mirror', '--database-url', world.db.url, '--mirror-url', esdb.connectionString, '--http-port', '0'])
+    t.teardown(() => m.kill('SIGKILL'))
+    const before = mirrored()
+    await eventually('progress', () => {
+      m.assertAlive()
+      return mirrored() > before
+    })
+    await new Promise((r) => setTimeout(r, Math.random() * 200))
+    m.kill('SIGKILL')
+    await m.exited
+    counts.push(mirrored())
+  }
+  t.comment(`events in the stream after each kill: ${counts.join(', ')}`)
+  t.ok((counts.at(-1) ?? 0) < 20_000, 'killed before the end')
+  const last = startPersistor(['mirror', '--database-url', world.db.url, '--mirror-url', esdb.connectionString, '--http-port', '0'])
+  t.teardown(() => last.kill('SIGKILL'))
+  await eventually('all mirrored', () => mirrored() === 20_000, { timeoutMs: 120_000 })
+  t.same(esdb.streams().get('vitrage-events')?.map((e) => e.id), await storedIds(world.sql), 'each once, in id order')
+  last.kill('SIGTERM')
+  t.equal((await last.exited).code, 0)
+})
