@@ -1,7 +1,7 @@
 import { eventually } from '@vitrage-persistor/testing'
 import t, { type Test } from 'tap'
 import { cli } from './support/cli.js'
-import { historyStream } from './support/history-stream.js'
+import { historyStream } from '@vitrage-persistor/testing'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
 import { declarePersistorTopology, publishMany, rowCount, setupWorld, type World } from './support/setup.js'
 

@@ -38,3 +38,34 @@ export const argValue = (args: readonly string[], flag: string, fallback: number
   if (!Number.isInteger(v) || v <= 0) throw new Error(`${flag} takes a positive integer`)
   return v
 }
+
+/** Appends encoded notification bodies to the event table in batches (the persistor's own append). */
+export const loadBodies = async (databaseUrl: string, batches: Iterable<Buffer[]>): Promise<number> => {
+  const { decodeMessage } = await import('@vitrage-persistor/core')
+  const { appendBatch, prepareEvent } = await import('@vitrage-persistor/store-postgres')
+  const pg = (await import('pg')).default
+  const client = new pg.Client({ connectionString: databaseUrl })
+  await client.connect()
+  let n = 0
+  try {
+    for (const bodies of batches) {
+      const prepared = bodies.map((b) => {
+        const d = decodeMessage(b, { maxMessageBytes: 1 << 24 })
+        if (d._tag === 'Left') throw new Error(d.left.detail)
+        return prepareEvent(d.right)
+      })
+      await appendBatch(client, prepared)
+      n += prepared.length
+    }
+  } finally {
+    await client.end()
+  }
+  return n
+}
+
+/** Runs `fn` and returns its duration in ms. */
+export const timed = async <T>(fn: () => Promise<T>): Promise<[T, number]> => {
+  const started = performance.now()
+  const value = await fn()
+  return [value, performance.now() - started]
+}

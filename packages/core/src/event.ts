@@ -13,6 +13,9 @@ export interface StoredEvent {
   readonly payload: Record<string, unknown>
 }
 
+/** What replay needs of an event (streamed reads carry only this). */
+export type LogEntry = Pick<StoredEvent, 'id' | 'messageId' | 'eventType' | 'payload'>
+
 /** Event types Vitrage publishes on the persistor topic (design §3). */
 export const EventTypes = {
   graphChange: 'vitrage.graph.change',

@@ -3,7 +3,7 @@
  * is stored. `store-postgres` implements them; tests may implement them over arrays.
  */
 import type * as TE from 'fp-ts/lib/TaskEither.js'
-import type { StoredEvent } from './event.js'
+import type { LogEntry, StoredEvent } from './event.js'
 import type { Failure } from './failure.js'
 
 export interface ReadPageOptions {
@@ -18,6 +18,11 @@ export interface EventLogReader {
   readonly readPage: (afterId: number, limit: number, options?: ReadPageOptions) => TE.TaskEither<Failure, StoredEvent[]>
   /** The highest stored id (0 when the log is empty). */
   readonly headId: () => TE.TaskEither<Failure, number>
+  /**
+   * Optional fast path for long reads: every event in (afterId, toId] (of the given types), in id
+   * order, handed to `onEntry` as it streams in (memory stays bounded). Resolves with the count.
+   */
+  readonly streamRange?: (afterId: number, toId: number, options: Pick<ReadPageOptions, 'eventTypes'>, onEntry: (entry: LogEntry) => void) => TE.TaskEither<Failure, number>
 }
 
 /** A stored projection snapshot (the data is opaque to the store). */

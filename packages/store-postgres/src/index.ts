@@ -20,3 +20,4 @@ export {
   queryAlarms,
   SEVERITIES,
 } from './history-queries.js'
+export { BinaryCopyParser, streamRange, streamSql } from './stream.js'

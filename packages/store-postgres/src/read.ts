@@ -4,11 +4,6 @@ import type pg from 'pg'
 
 export type ReadOptions = ReadPageOptions
 
-const COLUMNS = `id, message_id, event_type, publisher_id, priority,
-  to_char(collector_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS collector_timestamp,
-  to_char(persisted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS persisted_at,
-  payload::text AS payload`
-
 interface Row {
   id: string
   message_id: string
@@ -20,21 +15,11 @@ interface Row {
   payload: string
 }
 
-/** Builds the page query; pure, so the SQL is tested without a server. */
-export const pageQuery = (afterId: number, limit: number, options: ReadOptions = {}): { text: string; values: unknown[] } => {
-  const values: unknown[] = [afterId]
-  const where = ['id > $1']
-  if (options.toId !== undefined) {
-    values.push(options.toId)
-    where.push(`id <= $${values.length}`)
-  }
-  if (options.eventTypes !== undefined) {
-    values.push(options.eventTypes)
-    where.push(`event_type = ANY($${values.length}::text[])`)
-  }
-  values.push(limit)
-  return { text: `SELECT ${COLUMNS} FROM event WHERE ${where.join(' AND ')} ORDER BY id LIMIT $${values.length}`, values }
-}
+/** The page query (through migration 0005's event_page, whose plan cannot degrade). Pure. */
+export const pageQuery = (afterId: number, limit: number, options: ReadOptions = {}): { text: string; values: unknown[] } => ({
+  text: 'SELECT * FROM event_page($1, $2, $3, $4)',
+  values: [afterId, options.toId ?? null, options.eventTypes ?? null, limit],
+})
 
 // Parsing payload text in JavaScript is faster than letting pg parse jsonb (design §10).
 const toEvent = (r: Row): StoredEvent => ({

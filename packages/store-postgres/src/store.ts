@@ -14,6 +14,7 @@ import type {
   HistoryReader,
   HistoryStore,
   LogClock,
+  LogEntry,
   Logger,
   NewSnapshot,
   Snapshot,
@@ -31,6 +32,7 @@ import { applyHistory, resetHistory } from './history.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
 import { listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
+import { streamRange } from './stream.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
 export interface EventStoreOptions {
@@ -113,6 +115,10 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   readonly readPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, StoredEvent[]> =>
     this.withClient((client) => readPage(client, afterId, limit, options))
+
+  /** Streams a range with binary COPY (see stream.ts); the fast path for replays. */
+  readonly streamRange = (afterId: number, toId: number, options: ReadOptions, onEntry: (entry: LogEntry) => void): TE.TaskEither<Failure, number> =>
+    this.withClient((client) => streamRange(client, afterId, toId, options, onEntry))
 
   /** Like readPage, with each payload as its stored JSON text (for republishing it exactly). */
   readonly readRawPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, RawEvent[]> =>

@@ -21,11 +21,11 @@
  * `target_id` and `label`. (Vitrage ids are strings; a number would make a different networkx
  * node from its text, which the canonical form could not tell apart, so it is rejected too.)
  */
-import { EventTypes, type StoredEvent } from '@vitrage-persistor/core'
+import { EventTypes, type LogEntry } from '@vitrage-persistor/core'
 import { isPlainObject } from './json.js'
 import { EntityGraph, type GraphAnomaly, type GraphAnomalyReason, type GraphWriter } from './model.js'
 
-const anomaly = (event: StoredEvent, reason: GraphAnomalyReason, detail: string): GraphAnomaly => ({
+const anomaly = (event: LogEntry, reason: GraphAnomalyReason, detail: string): GraphAnomaly => ({
   eventId: event.id,
   messageId: event.messageId,
   reason,
@@ -41,7 +41,7 @@ const describe = (v: unknown): string => (v === null ? 'null' : Array.isArray(v)
  * malformed (nothing applied), otherwise undefined (also for other event types, which are
  * ignored).
  */
-export const applyEvent = (graph: GraphWriter, event: StoredEvent): GraphAnomaly | undefined => {
+export const applyEvent = (graph: GraphWriter, event: LogEntry): GraphAnomaly | undefined => {
   if (event.eventType !== EventTypes.graphChange) return undefined
   const payload: unknown = event.payload
   if (!isPlainObject(payload)) return anomaly(event, 'invalid-payload', `payload must be an object, got ${describe(payload)}`)
@@ -71,14 +71,14 @@ export const applyEvent = (graph: GraphWriter, event: StoredEvent): GraphAnomaly
  * malformed graph change is skipped and counted (see the module comment). Property values that
  * are lists or objects are shared with the event, not copied: treat events as immutable.
  */
-export const evolve = (graph: EntityGraph, event: StoredEvent): EntityGraph => {
+export const evolve = (graph: EntityGraph, event: LogEntry): EntityGraph => {
   const a = applyEvent(graph, event)
   if (a !== undefined) graph.recordAnomaly(a)
   return graph
 }
 
 /** Replays `events` in order into `graph` (a new empty graph when absent); returns the graph. */
-export const replayGraph = (events: Iterable<StoredEvent>, graph?: EntityGraph): EntityGraph => {
+export const replayGraph = (events: Iterable<LogEntry>, graph?: EntityGraph): EntityGraph => {
   let g = graph ?? new EntityGraph()
   for (const e of events) g = evolve(g, e)
   return g

@@ -1,9 +1,9 @@
 /**
  * Building the entity graph from the log: replay (from empty or from a snapshot), snapshots,
- * the graph at a point in time. Reads go through core's ports, a keyset page at a time, so
- * memory is the graph plus two pages whatever the length of the history. The next page is
- * requested while the current one is applied: the database produces rows on one core while
- * Node applies them on the other.
+ * the graph at a point in time. Reads go through core's ports: one streamed range when the
+ * reader offers it (binary COPY), otherwise keyset pages, the next one requested while the
+ * current one is applied; either way memory is the graph plus a bounded read buffer, whatever
+ * the length of the history.
  */
 import { promisify } from 'node:util'
 import { gunzip, gzip } from 'node:zlib'
@@ -44,6 +44,7 @@ export interface ReplayOptions {
   readonly fromId: number
   /** Stop after this id (inclusive). */
   readonly toId: number
+  /** Read keyset pages of this size instead of one streamed range. */
   readonly pageSize?: number
   readonly onProgress?: (p: ReplayProgress) => void
 }
@@ -63,6 +64,17 @@ export const replayInto = async (
   const pageSize = options.pageSize ?? 5_000
   let position = options.fromId
   let applied = 0
+  if (reader.streamRange !== undefined && options.pageSize === undefined) {
+    // Fast path: one streamed read of the whole range.
+    const streamed = await reader.streamRange(options.fromId, options.toId, { eventTypes: GRAPH_TYPES }, (event) => {
+      evolve(graph, event)
+      position = event.id
+      if (++applied % 10_000 === 0) options.onProgress?.({ position, target: options.toId, applied })
+    })()
+    if (E.isLeft(streamed)) return E.left({ ...streamed.left, position })
+    options.onProgress?.({ position: options.toId, target: options.toId, applied })
+    return E.right(options.toId)
+  }
   const read = (after: number): Promise<E.Either<Failure, StoredEvent[]>> =>
     reader.readPage(after, pageSize, { eventTypes: GRAPH_TYPES, toId: options.toId })()
   let pending = position < options.toId ? read(position) : undefined

@@ -3,7 +3,8 @@
  * cause alarms on instances, severity changes, project changes, deactivations. Deterministic for
  * a seed. Returns oslo.messaging v2 bodies in the order Vitrage would publish them.
  */
-import { v2Body } from './messages.js'
+/** A v2 envelope around a message object. */
+const v2Body = (msg: Record<string, unknown>): Buffer => Buffer.from(JSON.stringify({ 'oslo.version': '2.0', 'oslo.message': JSON.stringify(msg) }))
 
 const uuid = (rnd: () => number): string => {
   const h = Array.from({ length: 32 }, () => Math.floor(rnd() * 16).toString(16)).join('')
