@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { createTestDatabase, databaseUrl, TEST_DATABASE_URL, uniqueName } from '@vitrage-persistor/testing'
+import { createTestDatabase, databaseUrl, TEST_DATABASE_URL, testDatabaseClient, uniqueName } from '@vitrage-persistor/testing'
 import pg from 'pg'
 import t from 'tap'
 import { schemaTemplate } from './migrate.js'
@@ -7,13 +7,7 @@ import { schemaTemplate } from './migrate.js'
 const insert = `INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES ($1, 'test', now(), '{"a": 1}')`
 
 t.test('UPDATE, DELETE and TRUNCATE are refused even to the owner', async (t) => {
-  const db = await createTestDatabase(schemaTemplate)
-  const c = new pg.Client({ connectionString: db.url })
-  await c.connect()
-  t.teardown(async () => {
-    await c.end()
-    await db.drop()
-  })
+  const c = await testDatabaseClient(t, schemaTemplate)
   await c.query(insert, [randomUUID()])
   for (const sql of [`UPDATE event SET payload = '{}'`, 'DELETE FROM event', 'TRUNCATE event']) {
     await t.rejects(c.query(sql), { code: '23001', message: /append-only/ }, sql)

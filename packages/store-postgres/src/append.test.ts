@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { type DecodedMessage, decodeMessage, encodeEnvelopeV2, encodeMessageText } from '@vitrage-persistor/core'
-import { createTestDatabase, eventually } from '@vitrage-persistor/testing'
+import { eventually, testDatabaseClient } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import t, { type Test } from 'tap'
@@ -17,13 +17,7 @@ const decoded = (payloadText: string, messageId: string = randomUUID(), eventTyp
 const message = (payloadText: string, messageId?: string): PreparedEvent => prepareEvent(decoded(payloadText, messageId))
 
 const setup = async (t: Test): Promise<pg.Client> => {
-  const db = await createTestDatabase(schemaTemplate)
-  const client = new pg.Client({ connectionString: db.url })
-  await client.connect()
-  t.teardown(async () => {
-    await client.end()
-    await db.drop()
-  })
+  const client = await testDatabaseClient(t, schemaTemplate)
   return client
 }
 

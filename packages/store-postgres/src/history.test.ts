@@ -1,6 +1,6 @@
 import type { HistoryCommand } from '@vitrage-persistor/core'
-import { createTestDatabase } from '@vitrage-persistor/testing'
-import pg from 'pg'
+import { testDatabaseClient } from '@vitrage-persistor/testing'
+import type pg from 'pg'
 import t, { type Test } from 'tap'
 import { CheckpointConflict, readCheckpoint } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
@@ -8,13 +8,7 @@ import { alarmsQuery, causalEdges, countActiveAlarms, queryAlarms } from './hist
 import { schemaTemplate } from './migrate.js'
 
 const setup = async (t: Test): Promise<pg.Client> => {
-  const db = await createTestDatabase(schemaTemplate)
-  const c = new pg.Client({ connectionString: db.url })
-  await c.connect()
-  t.teardown(async () => {
-    await c.end()
-    await db.drop()
-  })
+  const c = await testDatabaseClient(t, schemaTemplate)
   return c
 }
 

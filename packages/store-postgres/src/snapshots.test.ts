@@ -1,18 +1,12 @@
 import { randomUUID } from 'node:crypto'
-import { createTestDatabase } from '@vitrage-persistor/testing'
-import pg from 'pg'
+import { testDatabaseClient } from '@vitrage-persistor/testing'
+import type pg from 'pg'
 import t, { type Test } from 'tap'
 import { schemaTemplate } from './migrate.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
 const setup = async (t: Test, events: number): Promise<pg.Client> => {
-  const db = await createTestDatabase(schemaTemplate)
-  const c = new pg.Client({ connectionString: db.url })
-  await c.connect()
-  t.teardown(async () => {
-    await c.end()
-    await db.drop()
-  })
+  const c = await testDatabaseClient(t, schemaTemplate)
   for (let i = 1; i <= events; i++) {
     await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES ($1, 'e', $2, '{}')`, [
       randomUUID(),

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { LogEntry } from '@vitrage-persistor/core'
-import { createTestDatabase } from '@vitrage-persistor/testing'
-import pg from 'pg'
+import { testDatabaseClient } from '@vitrage-persistor/testing'
+import type pg from 'pg'
 import { to as copyTo } from 'pg-copy-streams'
 import t from 'tap'
 import { schemaTemplate } from './migrate.js'
@@ -9,13 +9,7 @@ import { readPage } from './read.js'
 import { BinaryCopyParser, streamRange, streamSql } from './stream.js'
 
 t.test('a streamed range equals the pages, whatever the chunking', async (t) => {
-  const db = await createTestDatabase(schemaTemplate)
-  const c = new pg.Client({ connectionString: db.url })
-  await c.connect()
-  t.teardown(async () => {
-    await c.end()
-    await db.drop()
-  })
+  const c = await testDatabaseClient(t, schemaTemplate)
   for (let i = 0; i < 300; i++) {
     await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES ($1, $2, now(), $3)`, [
       randomUUID(),

@@ -95,3 +95,15 @@ export const createEmptyDatabase = async (): Promise<TestDatabase> => {
   await adminQuery(`CREATE DATABASE ${name}`)
   return { name, url: databaseUrl(name), drop: async () => void (await adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)) }
 }
+
+/** A fresh migrated database and a client connected to it, both dropped at the test's teardown. */
+export const testDatabaseClient = async (t: { teardown: (fn: () => Promise<void>) => void }, spec: TemplateSpec): Promise<pg.Client> => {
+  const db = await createTestDatabase(spec)
+  const client = new pg.Client({ connectionString: db.url })
+  await client.connect()
+  t.teardown(async () => {
+    await client.end()
+    await db.drop()
+  })
+  return client
+}
