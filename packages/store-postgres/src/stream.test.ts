@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { LogEntry } from '@vitrage-persistor/core'
 import { testDatabaseClient } from '@vitrage-persistor/testing'
-import type pg from 'pg'
 import { to as copyTo } from 'pg-copy-streams'
 import t from 'tap'
 import { schemaTemplate } from './migrate.js'

@@ -14,13 +14,14 @@
  * which no in-process hook sees: a small guardian shell, reading a pipe from the test process,
  * gets end-of-file when the process is gone and removes the cluster.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { appendFile, chown, mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import pg from 'pg'
 import { freePort } from './names.js'
+import { describe, run, startGuardian, tailOf } from './private-process.js'
 import { eventually } from './wait.js'
 
 export type PostgresStopMode = 'fast' | 'immediate'
@@ -86,7 +87,7 @@ export const startPrivatePostgres = async (options: PrivatePostgresOptions = {})
   const entry: LiveCluster = { stopCommand: pgCtl('-m', 'immediate', '-w', '-t', '30', 'stop'), directory, running: false }
   live.add(entry)
   installExitHook()
-  const guardian = startGuardian(entry.stopCommand, directory)
+  const guardian = startGuardian('vp-private-postgres-guardian', GUARDIAN_SCRIPT, directory, entry.stopCommand)
 
   const writeSettings = async (settings: Record<string, string | number | boolean>): Promise<void> => {
     // Later lines win in postgresql.conf, so appending overrides what initdb wrote (and a port
@@ -254,62 +255,6 @@ const canConnect = async (url: string): Promise<boolean> => {
   }
 }
 
-const tailOf = (file: string, lines: number): string => {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n')
-  } catch (e) {
-    return `(no log: ${(e as Error).message})`
-  }
-}
-
-interface RunResult {
-  readonly argv: readonly string[]
-  readonly code: number | null
-  readonly signal: NodeJS.Signals | null
-  readonly output: string
-  readonly timedOut: boolean
-}
-
-const describe = (r: RunResult): string =>
-  `\`${r.argv.join(' ')}\` ${r.timedOut ? 'timed out' : r.signal ? `was killed by ${r.signal}` : `exited ${r.code}`}${r.output.trim() ? `:\n${r.output.trimEnd()}` : ''}`
-
-/**
- * Runs a command to completion, stdout and stderr merged. Resolves (never rejects) so callers
- * decide what a failure means. A daemon the command starts can inherit its output pipes and hold
- * them open for ever, so the command's own exit ends the wait, not the pipes closing.
- */
-const run = (argv: readonly string[], { cwd, timeoutMs }: { cwd: string; timeoutMs: number }): Promise<RunResult> =>
-  new Promise((resolve) => {
-    const [cmd, ...args] = argv as [string, ...string[]]
-    let output = ''
-    let timedOut = false
-    let done = false
-    const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
-    const collect = (b: Buffer): void => {
-      output = (output + b.toString('utf8')).slice(-32_000)
-    }
-    child.stdout.on('data', collect)
-    child.stderr.on('data', collect)
-    const timer = setTimeout(() => {
-      timedOut = true
-      child.kill('SIGKILL')
-    }, timeoutMs)
-    const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
-      if (done) return
-      done = true
-      clearTimeout(timer)
-      child.stdout.destroy()
-      child.stderr.destroy()
-      resolve({ argv, code, signal, output, timedOut })
-    }
-    child.once('error', (e) => {
-      output += String(e)
-      finish(null, null)
-    })
-    child.once('close', finish)
-    child.once('exit', (code, signal) => setTimeout(() => finish(code, signal), 200).unref())
-  })
-
 interface LiveCluster {
   readonly stopCommand: readonly string[]
   readonly directory: string
@@ -346,28 +291,3 @@ const GUARDIAN_SCRIPT = `read -r line
 [ "$line" = disarm ] && exit 0
 "$@" >/dev/null 2>&1
 rm -rf -- "$VP_GUARD_DIRECTORY"`
-
-const startGuardian = (stopCommand: readonly string[], directory: string): { disarm: () => void } => {
-  let child: ChildProcess | undefined
-  try {
-    // Its own session: a Ctrl-C to the test's process group must not take the guardian with it.
-    child = spawn('/bin/sh', ['-c', GUARDIAN_SCRIPT, 'vp-private-postgres-guardian', ...stopCommand], {
-      cwd: '/',
-      detached: true,
-      stdio: ['pipe', 'ignore', 'ignore'],
-      env: { ...process.env, VP_GUARD_DIRECTORY: directory },
-    })
-    child.on('error', () => {})
-    child.stdin?.on('error', () => {})
-    // Neither the guardian nor its pipe may keep the test process alive.
-    child.unref()
-    ;(child.stdin as unknown as { unref?: () => void } | null)?.unref?.()
-  } catch {
-    // Without a guardian the exit hook and destroy() still clean up; only signal deaths would leak.
-  }
-  return {
-    disarm: () => {
-      child?.stdin?.end('disarm\n')
-    },
-  }
-}

@@ -18,13 +18,14 @@
  * Cleanup has the same three layers as private-postgres.ts: destroy(), a synchronous 'exit' hook,
  * and a guardian shell that kills the node when the test process dies by a signal.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { freePort, uniqueName } from './names.js'
+import { describe, type RunResult, run, startGuardian, tailOf } from './private-process.js'
 
 export interface PrivateRabbitOptions {
   /** Extra rabbitmq.conf lines (key = value); they override the defaults (written after them). */
@@ -88,7 +89,7 @@ export const startPrivateRabbit = async (options: PrivateRabbitOptions = {}): Pr
   const entry: LiveNode = { directory }
   live.add(entry)
   installExitHook()
-  const guardian = startGuardian(directory)
+  const guardian = startGuardian('vp-private-rabbitmq-guardian', GUARDIAN_SCRIPT, directory)
 
   const env = (): NodeJS.ProcessEnv => ({
     // Inherited RABBITMQ_* or ERL_* settings (ERL_FLAGS, ERL_LIBS, ...) would leak into this node.
@@ -417,66 +418,7 @@ const excerpt = (file: string, fromByte: number): string => {
   return [...lines.slice(0, 30), `... (${lines.length - 40} lines) ...`, ...lines.slice(-10)].join('\n')
 }
 
-const tailOf = (file: string, lines: number): string => {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n')
-  } catch (e) {
-    return `(no log: ${(e as Error).message})`
-  }
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-interface RunResult {
-  readonly argv: readonly string[]
-  readonly code: number | null
-  readonly signal: NodeJS.Signals | null
-  readonly output: string
-  readonly timedOut: boolean
-}
-
-const describe = (r: RunResult): string =>
-  `\`${r.argv.join(' ')}\` ${r.timedOut ? 'timed out' : r.signal ? `was killed by ${r.signal}` : `exited ${r.code}`}${r.output.trim() ? `:\n${r.output.trimEnd()}` : ''}`
-
-/**
- * Runs a command to completion, stdout and stderr merged. Resolves (never rejects) so callers
- * decide what a failure means. The detached VM can inherit the launcher's output pipes, so the
- * command's own exit ends the wait, not the pipes closing.
- */
-const run = (
-  argv: readonly string[],
-  { cwd, env, timeoutMs }: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs: number },
-): Promise<RunResult> =>
-  new Promise((resolve) => {
-    const [cmd, ...args] = argv as [string, ...string[]]
-    let output = ''
-    let timedOut = false
-    let done = false
-    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
-    const collect = (b: Buffer): void => {
-      output = (output + b.toString('utf8')).slice(-32_000)
-    }
-    child.stdout.on('data', collect)
-    child.stderr.on('data', collect)
-    const timer = setTimeout(() => {
-      timedOut = true
-      child.kill('SIGKILL')
-    }, timeoutMs)
-    const finish = (code: number | null, sig: NodeJS.Signals | null): void => {
-      if (done) return
-      done = true
-      clearTimeout(timer)
-      child.stdout.destroy()
-      child.stderr.destroy()
-      resolve({ argv, code, signal: sig, output, timedOut })
-    }
-    child.once('error', (e) => {
-      output += String(e)
-      finish(null, null)
-    })
-    child.once('close', finish)
-    child.once('exit', (code, sig) => setTimeout(() => finish(code, sig), 200).unref())
-  })
 
 interface LiveNode {
   readonly directory: string
@@ -515,28 +457,3 @@ for f in $(grep -laF -- "$d" /proc/[0-9]*/cmdline 2>/dev/null); do
   tr '\\0' '\\n' < "$f" 2>/dev/null | grep -A1 -xF -- -home | grep -qxF -- "$d" && kill -KILL "$p" 2>/dev/null
 done
 rm -rf -- "$d"`
-
-const startGuardian = (directory: string): { disarm: () => void } => {
-  let child: ChildProcess | undefined
-  try {
-    // Its own session: a Ctrl-C to the test's process group must not take the guardian with it.
-    child = spawn('/bin/sh', ['-c', GUARDIAN_SCRIPT, 'vp-private-rabbitmq-guardian'], {
-      cwd: '/',
-      detached: true,
-      stdio: ['pipe', 'ignore', 'ignore'],
-      env: { ...process.env, VP_GUARD_DIRECTORY: directory },
-    })
-    child.on('error', () => {})
-    child.stdin?.on('error', () => {})
-    // Neither the guardian nor its pipe may keep the test process alive.
-    child.unref()
-    ;(child.stdin as unknown as { unref?: () => void } | null)?.unref?.()
-  } catch {
-    // Without a guardian the exit hook and destroy() still clean up; only signal deaths would leak.
-  }
-  return {
-    disarm: () => {
-      child?.stdin?.end('disarm\n')
-    },
-  }
-}
