@@ -29,8 +29,9 @@ import {
 } from '@eventstore/db-client'
 import {
   type AppendSignal,
-  backoffDelay,
   type BackoffPolicy,
+  type CatchUpLoop,
+  catchUpLoop,
   type CheckpointStore,
   type EventLogReader,
   type Failure,
@@ -104,10 +105,7 @@ export class EventStoreMirror {
   private readonly log: Logger
   private readonly streams = new Map<string, StreamState>()
   private closed = false
-  private loop: Promise<void> | undefined
-  private wakeUp: (() => void) | undefined
-  private signalled = false
-  private subscription: { close: () => Promise<void> } | undefined
+  private readonly loop: CatchUpLoop
   private closing: Promise<void> | undefined
 
   constructor(
@@ -117,6 +115,14 @@ export class EventStoreMirror {
     this.options = { ...defaultMirrorOptions(options.url), ...options }
     this.client = EventStoreDBClient.connectionString(this.options.url)
     this.log = (deps.logger ?? silentLogger).child({ component: 'mirror-eventstore' })
+    this.loop = catchUpLoop({
+      step: () => this.catchUp(),
+      ...(deps.signal ? { signal: deps.signal } : {}),
+      idlePollMs: this.options.idlePollMs,
+      retry: this.options.retry,
+      logger: this.log,
+      what: 'mirroring',
+    })
   }
 
   private scrub(text: string): string {
@@ -237,46 +243,14 @@ export class EventStoreMirror {
 
   /** Mirrors until close(): catches up, waits for appends, retries failures with capped backoff. */
   start(): void {
-    if (this.loop !== undefined || this.closed) return
-    this.subscription = this.deps.signal?.onAppend(() => {
-      this.signalled = true
-      this.wakeUp?.()
-    })
-    this.loop = (async () => {
-      let failures = 0
-      while (!this.closed) {
-        this.signalled = false
-        const r = await this.catchUp()
-        if (E.isLeft(r)) {
-          const delay = backoffDelay(this.options.retry, failures++)
-          this.log[failures > 5 ? 'error' : 'warn']({ failure: r.left, retryInMs: delay }, 'mirroring failed; retrying')
-          await this.sleep(delay)
-          continue
-        }
-        if (failures > 0) this.log.info({ position: r.right }, 'mirroring resumed')
-        failures = 0
-        if (!this.signalled) await this.sleep(this.options.idlePollMs)
-      }
-    })()
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms)
-      this.wakeUp = () => {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
+    this.loop.start()
   }
 
   /** Stops after the current page; disposes the client. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.closed = true
-      this.wakeUp?.()
-      await this.subscription?.close()
-      await this.loop
+      await this.loop.close()
       await this.client.dispose()
     })()
     return this.closing

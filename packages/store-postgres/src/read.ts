@@ -21,17 +21,17 @@ export const pageQuery = (afterId: number, limit: number, options: ReadOptions =
   values: [afterId, options.toId ?? null, options.eventTypes ?? null, limit],
 })
 
-// Parsing payload text in JavaScript is faster than letting pg parse jsonb (design §10).
-const toEvent = (r: Row): StoredEvent => ({
+const header = (r: Row): Omit<StoredEvent, 'payload' | 'persistedAt'> => ({
   id: Number(r.id),
   messageId: r.message_id,
   eventType: r.event_type,
   publisherId: r.publisher_id,
   priority: r.priority,
   collectorTimestamp: r.collector_timestamp,
-  persistedAt: r.persisted_at,
-  payload: JSON.parse(r.payload) as Record<string, unknown>,
 })
+
+// Parsing payload text in JavaScript is faster than letting pg parse jsonb (design §10).
+const toEvent = (r: Row): StoredEvent => ({ ...header(r), persistedAt: r.persisted_at, payload: JSON.parse(r.payload) as Record<string, unknown> })
 
 export const readPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afterId: number, limit: number, options?: ReadOptions): Promise<StoredEvent[]> => {
   const q = pageQuery(afterId, limit, options)
@@ -53,13 +53,5 @@ export interface RawEvent {
 export const readRawPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afterId: number, limit: number, options?: ReadOptions): Promise<RawEvent[]> => {
   const q = pageQuery(afterId, limit, options)
   const result = await client.query<Row>(q)
-  return result.rows.map((r) => ({
-    id: Number(r.id),
-    messageId: r.message_id,
-    eventType: r.event_type,
-    publisherId: r.publisher_id,
-    priority: r.priority,
-    collectorTimestamp: r.collector_timestamp,
-    payloadText: r.payload,
-  }))
+  return result.rows.map((r) => ({ ...header(r), payloadText: r.payload }))
 }

@@ -13,7 +13,17 @@
  * Two runners may run (one per persistor instance): the checkpoint is compare-and-set, so the one
  * that loses a page re-reads the checkpoint and goes on from there.
  */
-import { type AppendSignal, backoffDelay, type BackoffPolicy, type EventLogReader, type Failure, type HistoryStore, type Logger, silentLogger } from '@vitrage-persistor/core'
+import {
+  type AppendSignal,
+  type BackoffPolicy,
+  type CatchUpLoop,
+  catchUpLoop,
+  type EventLogReader,
+  type Failure,
+  type HistoryStore,
+  type Logger,
+  silentLogger,
+} from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import { HISTORY_EVENT_TYPES, historyCommand } from './commands.js'
 
@@ -47,25 +57,11 @@ export interface HistoryRunnerDeps {
   readonly hooks?: HistoryRunnerHooks
 }
 
-const sleep = (ms: number, wake?: { fire?: () => void }): Promise<void> =>
-  new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms)
-    if (wake) {
-      wake.fire = () => {
-        clearTimeout(timer)
-        resolve()
-      }
-    }
-  })
-
 export class HistoryRunner {
   private readonly options: HistoryRunnerOptions
   private readonly log: Logger
   private closed = false
-  private loop: Promise<void> | undefined
-  private readonly wake: { fire?: () => void } = {}
-  private pending = false
-  private subscription: { close: () => Promise<void> } | undefined
+  private readonly loop: CatchUpLoop
   private positionValue = 0
 
   constructor(
@@ -74,6 +70,14 @@ export class HistoryRunner {
   ) {
     this.options = { ...defaultHistoryRunnerOptions, ...options }
     this.log = (deps.logger ?? silentLogger).child({ component: 'history-runner', checkpoint: this.options.name })
+    this.loop = catchUpLoop({
+      step: () => this.catchUp(),
+      ...(deps.signal ? { signal: deps.signal } : {}),
+      idlePollMs: this.options.idlePollMs,
+      retry: this.options.retry,
+      logger: this.log,
+      what: 'history projection',
+    })
   }
 
   /** The checkpoint as this runner last saw it. */
@@ -126,33 +130,12 @@ export class HistoryRunner {
 
   /** Runs until close(): catches up, waits for appends, retries failures with backoff. */
   start(): void {
-    if (this.loop !== undefined || this.closed) return
-    this.subscription = this.deps.signal?.onAppend(() => {
-      this.pending = true
-      this.wake.fire?.()
-    })
-    this.loop = (async () => {
-      let failures = 0
-      while (!this.closed) {
-        this.pending = false
-        const r = await this.catchUp()
-        if (E.isLeft(r)) {
-          const delay = backoffDelay(this.options.retry, failures++)
-          this.log[failures > 5 ? 'error' : 'warn']({ failure: r.left, retryInMs: delay }, 'history projection failed; retrying')
-          await sleep(delay, this.wake)
-          continue
-        }
-        failures = 0
-        if (!this.pending && !this.closed) await sleep(this.options.idlePollMs, this.wake)
-      }
-    })()
+    this.loop.start()
   }
 
   /** Stops after the current page (whose transaction either commits or not). Idempotent. */
   async close(): Promise<void> {
     this.closed = true
-    this.wake.fire?.()
-    await this.subscription?.close()
-    await this.loop
+    await this.loop.close()
   }
 }
