@@ -31,27 +31,35 @@ export interface CatchUpLoop {
   readonly close: () => Promise<void>
 }
 
+/** A sleep that `wake()` cuts short (the latest sleep only). */
+export const waker = (): { readonly sleep: (ms: number) => Promise<void>; readonly wake: () => void } => {
+  let wakeUp: (() => void) | undefined
+  return {
+    sleep: (ms) =>
+      new Promise((resolve) => {
+        const timer = setTimeout(resolve, ms)
+        wakeUp = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      }),
+    wake: () => wakeUp?.(),
+  }
+}
+
 export const catchUpLoop = (o: CatchUpLoopOptions): CatchUpLoop => {
   let closed = false
   let pending = false
   let loop: Promise<void> | undefined
-  let wake: (() => void) | undefined
   let subscription: { close: () => Promise<void> } | undefined
   let closing: Promise<void> | undefined
-  const sleep = (ms: number): Promise<void> =>
-    new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms)
-      wake = () => {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
+  const { sleep, wake } = waker()
   return {
     start: () => {
       if (loop !== undefined || closed) return
       subscription = o.signal?.onAppend(() => {
         pending = true
-        wake?.()
+        wake()
       })
       loop = (async () => {
         let failures = 0
@@ -73,7 +81,7 @@ export const catchUpLoop = (o: CatchUpLoopOptions): CatchUpLoop => {
     close: () => {
       closing ??= (async () => {
         closed = true
-        wake?.()
+        wake()
         await subscription?.close()
         await loop
       })()

@@ -11,7 +11,7 @@
  * Observable is shared: every subscriber sees the same follower (and the latest state at once),
  * which stops when the last one unsubscribes.
  */
-import { type AppendSignal, backoffDelay, type BackoffPolicy, type Failure, type Logger, silentLogger } from '@vitrage-persistor/core'
+import { type AppendSignal, backoffDelay, type BackoffPolicy, type Failure, type Logger, silentLogger, waker } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import { filter, firstValueFrom, Observable, shareReplay } from 'rxjs'
 import type { EntityGraph } from './model.js'
@@ -37,20 +37,12 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
     const log = options.logger ?? silentLogger
     const retry = options.retry ?? { initialMs: 200, maxMs: 10_000 }
     let closed = false
-    let wake: (() => void) | undefined
+    const { sleep, wake } = waker()
     let signalled = false
     const signal = sources.signal?.onAppend(() => {
       signalled = true
-      wake?.()
+      wake()
     })
-    const sleep = (ms: number): Promise<void> =>
-      new Promise((resolve) => {
-        const timer = setTimeout(resolve, ms)
-        wake = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
 
     const run = async (): Promise<void> => {
       let failures = 0
@@ -94,7 +86,7 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
     run().catch((e: unknown) => subscriber.error(e))
     return () => {
       closed = true
-      wake?.()
+      wake()
       void signal?.close()
     }
   }).pipe(shareReplay({ bufferSize: 1, refCount: true }))
