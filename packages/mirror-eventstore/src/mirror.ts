@@ -23,6 +23,7 @@ import {
   EventStoreDBClient,
   jsonEvent,
   NO_STREAM,
+  type ResolvedEvent,
   StreamNotFoundError,
   WrongExpectedVersionError,
   type AppendExpectedRevision,
@@ -51,7 +52,19 @@ export interface MirrorOptions {
   /** Checkpoint name in projection_checkpoint. */
   readonly checkpointName: string
   readonly pageSize: number
+  /**
+   * Pages whose appends may be awaiting EventStoreDB's acknowledgement at once. Each append
+   * states its exact expected revision, computed from the appends before it, so a pipelined
+   * append can only succeed after the ones before it did: the stream never gets a gap or a
+   * reordering, whatever fails.
+   */
+  readonly pagesInFlight: number
   readonly idlePollMs: number
+  /**
+   * An append not acknowledged within this time counts as a failure (unavailable): a gRPC call
+   * that died without a status must not hold the mirror forever.
+   */
+  readonly appendTimeoutMs: number
   readonly retry: BackoffPolicy
 }
 
@@ -61,7 +74,9 @@ export const defaultMirrorOptions = (url: string): MirrorOptions => ({
   stream: 'vitrage-events',
   checkpointName: 'mirror-eventstore',
   pageSize: 500,
+  pagesInFlight: 2,
   idlePollMs: 5_000,
+  appendTimeoutMs: 60_000,
   retry: { initialMs: 200, maxMs: 15_000 },
 })
 
@@ -86,11 +101,16 @@ export interface MirrorDeps {
 }
 
 interface StreamState {
-  /** Revision of the stream's last event (what the next append expects). */
-  revision: AppendExpectedRevision
-  /** Highest log id the stream holds. */
+  /**
+   * Revision of the stream's last event once every append started so far has landed (what the
+   * next append expects); -1 for a stream that does not exist.
+   */
+  revision: bigint
+  /** Highest log id the stream holds once every append started so far has landed. */
   lastId: number
 }
+
+const expectedOf = (revision: bigint): AppendExpectedRevision => (revision < 0n ? NO_STREAM : revision)
 
 /** The stream an event goes to (pure). */
 export const streamOf = (options: Pick<MirrorOptions, 'stream' | 'streamPerType'>, eventType: string): string =>
@@ -103,7 +123,24 @@ export class EventStoreMirror {
   private readonly client: EventStoreDBClient
   private readonly options: MirrorOptions
   private readonly log: Logger
-  private readonly streams = new Map<string, StreamState>()
+  /** Per stream, learnt once (reconcile) and then advanced as appends start. */
+  private readonly streams = new Map<string, Promise<StreamState>>()
+  /** Pages take their expected revisions one after the other, in page order (see appendPage). */
+  private assigning: Promise<unknown> = Promise.resolve()
+  /**
+   * Whether appends may overlap. The client (6.2.1) opens its BatchAppend call lazily, and two
+   * appends started while it opens can reach the wire in either order: the exact revisions turn
+   * that into a WrongExpectedVersion, never into a misordered stream, but it would cost a retry.
+   * So after every (re)connection one append goes alone; once it is acknowledged, the call is
+   * open and appends leave in the order they were started.
+   */
+  private pipelined = false
+  /**
+   * Set as soon as an append fails, before the catch-up has seen it: appends not yet started
+   * are then not started. The client keeps a failed BatchAppend call for a moment after its
+   * error, and an append written to it then would never be answered.
+   */
+  private broken = false
   private closed = false
   private readonly loop: CatchUpLoop
   private closing: Promise<void> | undefined
@@ -134,16 +171,27 @@ export class EventStoreMirror {
    * newest event the mirror wrote: metadata with a positive integer `id` and a
    * `collector_timestamp`). Events written by someone else are stepped over, with a warning.
    */
-  private async reconcile(stream: string): Promise<StreamState> {
-    const known = this.streams.get(stream)
-    if (known) return known
-    let state: StreamState = { revision: NO_STREAM, lastId: 0 }
+  private reconcile(stream: string): Promise<StreamState> {
+    let state = this.streams.get(stream)
+    if (state === undefined) {
+      state = this.readStreamState(stream)
+      this.streams.set(stream, state)
+    }
+    return state
+  }
+
+  private async readStreamState(stream: string): Promise<StreamState> {
+    let state: StreamState = { revision: -1n, lastId: 0 }
     let foreign = 0
     try {
-      let revision: AppendExpectedRevision | undefined
+      let revision: bigint | undefined
       scan: for (let from: bigint | 'end' = 'end'; ; ) {
         let last: bigint | undefined
-        for await (const resolved of this.client.readStream(stream, { direction: 'backwards', fromRevision: from, maxCount: 100 })) {
+        // Read to the end of each batch before looking at it: leaving the client's read iterator
+        // early leaves its gRPC call open, and the client's dispose() then waits for it forever.
+        const batch: ResolvedEvent[] = []
+        for await (const resolved of this.client.readStream(stream, { direction: 'backwards', fromRevision: from, maxCount: 100 })) batch.push(resolved)
+        for (const resolved of batch) {
           const e = resolved.event
           if (e === undefined) continue
           revision ??= e.revision
@@ -165,13 +213,60 @@ export class EventStoreMirror {
       if (!(err instanceof StreamNotFoundError)) throw err
     }
     if (foreign > 0) this.log.warn({ stream, foreign }, 'the stream holds events the mirror did not write; appending after them')
-    this.streams.set(stream, state)
     this.log.debug({ stream, revision: String(state.revision), lastId: state.lastId }, 'stream reconciled')
     return state
   }
 
-  private async appendPage(events: readonly StoredEvent[]): Promise<void> {
-    // Per stream, in id order; streams of one page are appended one after the other.
+  private withTimeout<T>(append: Promise<T>, stream: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const error = new Error(`no acknowledgement of an append to ${stream} within ${this.options.appendTimeoutMs} ms`)
+        reject(Object.assign(error, { code: 14 }))
+      }, this.options.appendTimeoutMs)
+    })
+    return Promise.race([append, timeout]).finally(() => clearTimeout(timer))
+  }
+
+  /** One append at its exact expected revision; resolves once acknowledged at the expected end. */
+  private async append(stream: string, events: readonly StoredEvent[], expected: bigint): Promise<void> {
+    const landed = expected + BigInt(events.length)
+    try {
+      const result = await this.withTimeout(
+        this.client.appendToStream(
+          stream,
+          events.map((e) =>
+            jsonEvent({
+              id: e.messageId,
+              type: e.eventType,
+              data: e.payload,
+              metadata: { id: e.id, collector_timestamp: e.collectorTimestamp, publisher_id: e.publisherId },
+            }),
+          ),
+          { expectedRevision: expectedOf(expected) },
+        ),
+        stream,
+      )
+      // An idempotent retry answers with the revision of the same last event, so anything else
+      // means the stream is not what this mirror believes: reconcile and retry.
+      if (result.nextExpectedRevision !== landed) {
+        throw new Error(`stream ${stream} is at revision ${result.nextExpectedRevision} after an append expected to end at ${landed}`)
+      }
+    } catch (e) {
+      this.broken = true
+      throw e
+    }
+  }
+
+  /**
+   * Starts the appends of a page (one per stream it touches) and resolves, with how many there
+   * were, when EventStoreDB has acknowledged all of them. A page's expected revisions are
+   * computed once the pages before it have computed theirs (the `assigning` chain) and each
+   * append starts right after its revision is taken, so revisions follow page order even while
+   * earlier appends are in flight. Until one append has been acknowledged on the connection
+   * (`pipelined`), the appends go one at a time.
+   */
+  private appendPage(events: readonly StoredEvent[]): Promise<number> {
     const byStream = new Map<string, StoredEvent[]>()
     for (const e of events) {
       const s = streamOf(this.options, e.eventType)
@@ -179,25 +274,26 @@ export class EventStoreMirror {
       list.push(e)
       byStream.set(s, list)
     }
-    for (const [stream, list] of byStream) {
-      const state = await this.reconcile(stream)
-      const fresh = list.filter((e) => e.id > state.lastId)
-      if (fresh.length === 0) continue
-      const result = await this.client.appendToStream(
-        stream,
-        fresh.map((e) =>
-          jsonEvent({
-            id: e.messageId,
-            type: e.eventType,
-            data: e.payload,
-            metadata: { id: e.id, collector_timestamp: e.collectorTimestamp, publisher_id: e.publisherId },
-          }),
-        ),
-        { expectedRevision: state.revision },
-      )
-      state.revision = result.nextExpectedRevision
-      state.lastId = (fresh.at(-1) as StoredEvent).id
-    }
+    const started = this.assigning.then(async () => {
+      const appends: Promise<void>[] = []
+      for (const [stream, list] of byStream) {
+        const state = await this.reconcile(stream)
+        if (this.broken) throw new Error('not appended: an earlier append failed')
+        const fresh = list.filter((e) => e.id > state.lastId)
+        if (fresh.length === 0) continue
+        const append = this.append(stream, fresh, state.revision)
+        state.revision += BigInt(fresh.length)
+        state.lastId = (fresh.at(-1) as StoredEvent).id
+        appends.push(append)
+        if (!this.pipelined) {
+          await append
+          this.pipelined = true
+        }
+      }
+      return appends
+    })
+    this.assigning = started.catch(() => undefined)
+    return started.then(async (appends) => (await Promise.all(appends)).length)
   }
 
   /**
@@ -209,10 +305,38 @@ export class EventStoreMirror {
     if (E.isLeft(head)) return head
     const start = await this.deps.checkpoints.checkpoint(this.options.checkpointName)()
     if (E.isLeft(start)) return start
+    const read = (from: number) => this.deps.reader.readPage(from, this.options.pageSize, { toId: head.right })()
+    this.broken = false
+    // A pipeline: the next page is read while up to `pagesInFlight` pages await their
+    // acknowledgements. The checkpoint moves over pages in order, each only after its own
+    // appends were acknowledged, so a crash anywhere leaves the checkpoint at or behind what the
+    // streams hold, and reconciling steps over the rest.
     let at = start.right
-    while (at < head.right && !this.closed) {
-      const page = await this.deps.reader.readPage(at, this.options.pageSize, { toId: head.right })()
-      if (E.isLeft(page)) return page
+    let failed: Failure | undefined
+    const inFlight: { to: number; acked: Promise<number> }[] = []
+    const settleOldest = async (): Promise<void> => {
+      const { to, acked } = inFlight.shift() as (typeof inFlight)[number]
+      try {
+        await acked
+      } catch (e) {
+        // Unavailable (an outage) or a wrong expected version (someone else wrote): both are
+        // retried after reconciling the streams again.
+        const code = e instanceof WrongExpectedVersionError ? 'wrong-expected-version' : isUnavailable(e) ? 'unavailable' : undefined
+        failed ??= failure('transient', this.scrub(e instanceof Error ? e.message : String(e)), code)
+      }
+      if (failed !== undefined) return
+      const moved = await this.deps.checkpoints.moveCheckpoint(this.options.checkpointName, at, to)()
+      if (E.isLeft(moved)) failed = moved.left
+      else at = to
+    }
+    let next = at < head.right ? read(at) : undefined
+    while (next !== undefined && failed === undefined && !this.closed) {
+      const page = await next
+      next = undefined
+      if (E.isLeft(page)) {
+        failed = page.left
+        break
+      }
       const first = page.right[0]
       this.deps.onProgress?.({
         position: at,
@@ -220,22 +344,20 @@ export class EventStoreMirror {
         lagEvents: head.right - at,
         lagSeconds: first ? Math.max(0, (Date.now() - Date.parse(first.persistedAt)) / 1000) : 0,
       })
-      try {
-        await this.appendPage(page.right)
-      } catch (e) {
-        this.streams.clear()
-        // Unavailable (an outage) or a wrong expected version (someone else wrote): both are
-        // retried after reconciling the streams again.
-        const code = e instanceof WrongExpectedVersionError ? 'wrong-expected-version' : isUnavailable(e) ? 'unavailable' : undefined
-        return E.left(failure('transient', this.scrub(e instanceof Error ? e.message : String(e)), code))
-      }
       const to = page.right.length < this.options.pageSize ? head.right : ((page.right.at(-1) as StoredEvent).id)
-      const moved = await this.deps.checkpoints.moveCheckpoint(this.options.checkpointName, at, to)()
-      if (E.isLeft(moved)) {
-        this.streams.clear()
-        return moved
-      }
-      at = to
+      if (to < head.right) next = read(to)
+      const acked = this.appendPage(page.right)
+      acked.catch(() => undefined) // awaited by settleOldest
+      inFlight.push({ to, acked })
+      while (inFlight.length >= (this.pipelined ? this.options.pagesInFlight : 1)) await settleOldest()
+    }
+    // Nothing started here outlives catchUp(): in-flight appends, checkpoint moves, a read ahead.
+    while (inFlight.length > 0) await settleOldest()
+    await next
+    if (failed !== undefined) {
+      this.streams.clear()
+      this.pipelined = false
+      return E.left(failed)
     }
     this.deps.onProgress?.({ position: at, head: head.right, lagEvents: Math.max(0, head.right - at), lagSeconds: 0 })
     return E.right(at)

@@ -93,6 +93,54 @@ t.test('a lost acknowledgement is retried at the same revision without duplicate
   t.same(ids(esdb, 'vitrage-events'), messageIds)
 })
 
+t.test('a failure anywhere in a run of pipelined appends leaves each event once, in id order', async (t) => {
+  const { store, messageIds } = await logWithFixtures(t)
+  // 400 events in pages of 25 with 4 in flight: 16 appends, the first alone (the call opens).
+  for (const when of ['before-write', 'after-write'] as const) {
+    for (const skip of [1, 2, 5, 9, 14]) {
+      await store.pool.query(`DELETE FROM projection_checkpoint WHERE name = 'mirror-eventstore'`)
+      const esdb = await server(t)
+      const m = mirrorOf(t, store, esdb.connectionString, { pageSize: 25, pagesInFlight: 4 })
+      esdb.failNextAppends(1, when, skip)
+      const failed = await m.catchUp()
+      t.match(failed, E.left({ kind: 'transient' }), `${when} after ${skip}: the catch-up reports the failure`)
+      const checkpoint = await store.checkpoint('mirror-eventstore')()
+      const held = ids(esdb, 'vitrage-events')
+      t.ok(E.isRight(checkpoint) && checkpoint.right <= held.length, `${when} after ${skip}: the checkpoint (${JSON.stringify(checkpoint)}) is not ahead of the stream (${held.length})`)
+      t.same(held, messageIds.slice(0, held.length), `${when} after ${skip}: a prefix of the log, in order`)
+      t.same(await m.catchUp(), E.right(400))
+      t.same(ids(esdb, 'vitrage-events'), messageIds, `${when} after ${skip}: then each event once`)
+      await m.close()
+      await esdb.close()
+    }
+  }
+})
+
+t.test('pipelined appends into one stream per event type keep each stream in id order', async (t) => {
+  const { store, messageIds, types } = await logWithFixtures(t)
+  const esdb = await server(t)
+  esdb.failNextAppends(1, 'after-write', 7)
+  const m = mirrorOf(t, store, esdb.connectionString, { streamPerType: true, pageSize: 16, pagesInFlight: 8 })
+  t.match(await m.catchUp(), E.left({ kind: 'transient' }))
+  t.same(await m.catchUp(), E.right(400))
+  for (const type of new Set(types)) {
+    t.same(ids(esdb, `vitrage-events-${type}`), messageIds.filter((_, i) => types[i] === type), type)
+  }
+})
+
+t.test('close() returns after reconciling, even when the server has gone away', async (t) => {
+  const { store } = await logWithFixtures(t)
+  const esdb = await server(t)
+  t.same(await mirrorOf(t, store, esdb.connectionString, { streamPerType: true }).catchUp(), E.right(400))
+  await store.pool.query(`UPDATE projection_checkpoint SET position = 10 WHERE name = 'mirror-eventstore'`)
+  // A new mirror reconciles every stream from the server, reading only the newest events of each.
+  const m = mirrorOf(t, store, esdb.connectionString, { streamPerType: true })
+  t.same(await m.catchUp(), E.right(400))
+  await esdb.close()
+  const closed = await Promise.race([m.close().then(() => 'closed'), new Promise((r) => setTimeout(r, 10_000, 'still closing after 10 s').unref())])
+  t.equal(closed, 'closed')
+})
+
 t.test('an outage fails the catch-up (transient), and the mirror resumes where it was', async (t) => {
   const { store, messageIds } = await logWithFixtures(t)
   const esdb = await server(t)

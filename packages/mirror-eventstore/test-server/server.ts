@@ -223,6 +223,7 @@ export class TestEventStore {
   #refused = false
   #faults = 0
   #faultWhen: AppendFault = 'before-write'
+  #faultSkip = 0
   #closed = false
 
   /** Listens on 127.0.0.1, on a free port. */
@@ -262,11 +263,13 @@ export class TestEventStore {
   /**
    * The next `count` append requests (one per appendToStream) fail with UNAVAILABLE, either before
    * anything is stored or after the events are stored, which is a lost acknowledgement. On
-   * BatchAppend the whole call fails, as it would if the connection dropped.
+   * BatchAppend the whole call fails, as it would if the connection dropped. `skip` appends
+   * succeed first, to strike in the middle of a run of pipelined appends.
    */
-  failNextAppends(count: number, when: AppendFault = 'before-write'): void {
+  failNextAppends(count: number, when: AppendFault = 'before-write', skip = 0): void {
     this.#faults = count
     this.#faultWhen = when
+    this.#faultSkip = skip
   }
 
   /** Which methods the client called: tells the BatchAppend path from the Append fallback. */
@@ -290,6 +293,10 @@ export class TestEventStore {
 
   #takeFault(): AppendFault | undefined {
     if (this.#faults === 0) return undefined
+    if (this.#faultSkip > 0) {
+      this.#faultSkip -= 1
+      return undefined
+    }
     this.#faults -= 1
     return this.#faultWhen
   }
