@@ -3,7 +3,7 @@ import { testDatabaseClient } from '@vitrage-persistor/testing'
 import type pg from 'pg'
 import t, { type Test } from 'tap'
 import { CheckpointConflict, readCheckpoint } from './checkpoints.js'
-import { applyHistory, resetHistory } from './history.js'
+import { applyHistory, foldAlarms, resetHistory } from './history.js'
 import { alarmsQuery, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
 import { schemaTemplate } from './migrate.js'
 
@@ -101,4 +101,15 @@ t.test('two runners cannot both move a checkpoint', async (t) => {
   await t.rejects(applyHistory(c, 'h', [activate('b', 1)], 7, 12), CheckpointConflict)
   t.equal(await readCheckpoint(c, 'h'), 10)
   t.same((await queryAlarms(c, {})).map((a) => a.vitrage_id), ['a'], 'the losing page wrote nothing')
+})
+
+t.test('a page folds each alarm into one row: earliest activation, latest end, latest project write', async (t) => {
+  const a = activate('x', 5)
+  const folded = foldAlarms([deactivate('x', 9), a, project('x', 7, 'p-late'), activate('x', 6), deactivate('x', 8), project('y', 3, 'p-y'), project('x', 5, 'p-tie')])
+  t.same(folded.map((f) => f.vitrageId), ['x', 'y'])
+  const x = folded[0]
+  t.equal(x?.activation, a, 'the earliest activation')
+  t.equal(x?.end, at(9), 'the latest deactivation')
+  t.same(x?.resourceProject, { id: 'p-late', at: at(7) }, 'a strictly later project change wins over the activation; a tie does not')
+  t.same(folded[1], { vitrageId: 'y', activation: undefined, end: null, resourceProject: { id: 'p-y', at: at(3) } })
 })

@@ -8,7 +8,7 @@
  *           appear later);
  *   while checkpoint < head: read up to pageSize history events in (checkpoint, head], turn them
  *           into commands, apply them moving the checkpoint to the last id read (or to head when
- *           the page was the last one);
+ *           the page was the last one), reading the next page meanwhile;
  *   then wait for an append signal (or the idle poll interval).
  * Two runners may run (one per persistor instance): the checkpoint is compare-and-set, so the one
  * that loses a page re-reads the checkpoint and goes on from there.
@@ -95,8 +95,12 @@ export class HistoryRunner {
     let position = await this.deps.store.historyCheckpoint(this.options.name)()
     if (E.isLeft(position)) return position
     let at = position.right
-    while (at < head.right && !this.closed) {
-      const page = await this.deps.reader.readPage(at, this.options.pageSize, { eventTypes: HISTORY_EVENT_TYPES, toId: head.right })()
+    const read = (from: number) => this.deps.reader.readPage(from, this.options.pageSize, { eventTypes: HISTORY_EVENT_TYPES, toId: head.right })()
+    // The next page is read while this one is applied (the database does both, on two connections).
+    let next = at < head.right ? read(at) : undefined
+    while (next !== undefined && !this.closed) {
+      const page = await next
+      next = undefined
       if (E.isLeft(page)) return page
       const commands = []
       let anomalies = 0
@@ -111,19 +115,25 @@ export class HistoryRunner {
       }
       // A short page is the last one below head: the checkpoint can jump to head.
       const to = page.right.length < this.options.pageSize ? head.right : (page.right.at(-1)?.id ?? head.right)
+      if (to < head.right) next = read(to)
       const applied = await this.deps.store.applyHistory(this.options.name, commands, at, to)()
       if (E.isLeft(applied)) {
+        await next
+        next = undefined
         if (applied.left.code !== 'checkpoint-conflict') return applied
         this.log.info({ at }, 'another runner applied this page; continuing from its checkpoint')
         position = await this.deps.store.historyCheckpoint(this.options.name)()
         if (E.isLeft(position)) return position
         at = position.right
+        if (at < head.right) next = read(at)
         continue
       }
       at = to
       this.positionValue = at
       this.deps.hooks?.onPage?.({ position: at, head: head.right, events: page.right.length, anomalies })
     }
+    // Closed with a read ahead in flight: nothing started here outlives catchUp().
+    await next
     this.positionValue = at
     return E.right(at)
   }
