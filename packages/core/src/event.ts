@@ -13,6 +13,12 @@ export interface StoredEvent {
   readonly payload: Record<string, unknown>
 }
 
+/**
+ * An event with its payload as the stored JSON text, not parsed: for passing it on exactly and
+ * without a parse and a re-serialization (republishing, mirroring).
+ */
+export type RawEvent = Omit<StoredEvent, 'payload'> & { readonly payloadText: string }
+
 /** What replay needs of an event (streamed reads carry only this). */
 export type LogEntry = Pick<StoredEvent, 'id' | 'messageId' | 'eventType' | 'payload'>
 

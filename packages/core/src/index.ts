@@ -1,4 +1,4 @@
-export { EventTypes, type LogEntry, type StoredEvent } from './event.js'
+export { EventTypes, type LogEntry, type RawEvent, type StoredEvent } from './event.js'
 export { REJECTION_REASONS, type Rejection, type RejectionReason, rejection } from './rejection.js'
 export { encodeEnvelopeV2, encodeMessageText, type NotificationFields, OSLO_PUBLISH_PROPERTIES } from './encode.js'
 export { formatOsloTimestamp, parseTimestamp, type UtcTimestamp } from './timestamp.js'

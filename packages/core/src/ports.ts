@@ -3,7 +3,7 @@
  * is stored. `store-postgres` implements them; tests may implement them over arrays.
  */
 import type * as TE from 'fp-ts/lib/TaskEither.js'
-import type { LogEntry, StoredEvent } from './event.js'
+import type { LogEntry, RawEvent, StoredEvent } from './event.js'
 import type { Failure } from './failure.js'
 
 export interface ReadPageOptions {
@@ -16,6 +16,8 @@ export interface ReadPageOptions {
 export interface EventLogReader {
   /** Up to `limit` events with id > `afterId`, in id order. Never skips a committed event. */
   readonly readPage: (afterId: number, limit: number, options?: ReadPageOptions) => TE.TaskEither<Failure, StoredEvent[]>
+  /** As readPage, with the payloads as stored JSON text (optional: readers that pass payloads on use it when offered). */
+  readonly readRawPage?: (afterId: number, limit: number, options?: ReadPageOptions) => TE.TaskEither<Failure, RawEvent[]>
   /** The highest stored id (0 when the log is empty). */
   readonly headId: () => TE.TaskEither<Failure, number>
   /**

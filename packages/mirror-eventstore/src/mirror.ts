@@ -39,8 +39,10 @@ import {
   failure,
   type Logger,
   silentLogger,
+  type RawEvent,
   type StoredEvent,
 } from '@vitrage-persistor/core'
+import streamsGrpc from '@eventstore/db-client/generated/streams_grpc_pb.js'
 import * as E from 'fp-ts/lib/Either.js'
 
 export interface MirrorOptions {
@@ -100,6 +102,17 @@ export interface MirrorDeps {
   readonly scrub?: (s: string) => string
 }
 
+/** An event as the mirror reads it: the payload parsed, or as the stored JSON text. */
+type MirroredEvent = StoredEvent | RawEvent
+
+/**
+ * The event's data: the stored JSON text as UTF-8 bytes when the reader offers it (the workspace's
+ * patch of the client sends such bytes as they are, see docs/mirror.md), else the parsed payload.
+ * The cast is that patch's contract: the client's types know only JSON values.
+ */
+const dataOf = (e: MirroredEvent): Record<string, unknown> =>
+  'payloadText' in e ? (Buffer.from(e.payloadText, 'utf8') as unknown as Record<string, unknown>) : e.payload
+
 interface StreamState {
   /**
    * Revision of the stream's last event once every append started so far has landed (what the
@@ -132,7 +145,8 @@ export class EventStoreMirror {
    * appends started while it opens can reach the wire in either order: the exact revisions turn
    * that into a WrongExpectedVersion, never into a misordered stream, but it would cost a retry.
    * So after every (re)connection one append goes alone; once it is acknowledged, the call is
-   * open and appends leave in the order they were started.
+   * open and appends leave in the order they were started. Never on the Streams.Append path
+   * (appendsKeepOrder).
    */
   private pipelined = false
   /**
@@ -217,6 +231,17 @@ export class EventStoreMirror {
     return state
   }
 
+  /**
+   * Whether appends started one after the other reach the server in that order: on the one
+   * BatchAppend call (servers since 21.10), yes; with Streams.Append each append is its own call,
+   * so no, and the mirror does not pipeline. `supports` is the client's own (protected) check of
+   * the server's features, the one that picks the path; it is cached per connection.
+   */
+  private async appendsKeepOrder(): Promise<boolean> {
+    const client = this.client as unknown as { supports: (method: unknown) => Promise<boolean> }
+    return client.supports(streamsGrpc.StreamsService.batchAppend)
+  }
+
   private withTimeout<T>(append: Promise<T>, stream: string): Promise<T> {
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_, reject) => {
@@ -229,7 +254,7 @@ export class EventStoreMirror {
   }
 
   /** One append at its exact expected revision; resolves once acknowledged at the expected end. */
-  private async append(stream: string, events: readonly StoredEvent[], expected: bigint): Promise<void> {
+  private async append(stream: string, events: readonly MirroredEvent[], expected: bigint): Promise<void> {
     const landed = expected + BigInt(events.length)
     try {
       const result = await this.withTimeout(
@@ -239,7 +264,7 @@ export class EventStoreMirror {
             jsonEvent({
               id: e.messageId,
               type: e.eventType,
-              data: e.payload,
+              data: dataOf(e),
               metadata: { id: e.id, collector_timestamp: e.collectorTimestamp, publisher_id: e.publisherId },
             }),
           ),
@@ -266,8 +291,8 @@ export class EventStoreMirror {
    * earlier appends are in flight. Until one append has been acknowledged on the connection
    * (`pipelined`), the appends go one at a time.
    */
-  private appendPage(events: readonly StoredEvent[]): Promise<number> {
-    const byStream = new Map<string, StoredEvent[]>()
+  private appendPage(events: readonly MirroredEvent[]): Promise<number> {
+    const byStream = new Map<string, MirroredEvent[]>()
     for (const e of events) {
       const s = streamOf(this.options, e.eventType)
       const list = byStream.get(s) ?? []
@@ -283,11 +308,11 @@ export class EventStoreMirror {
         if (fresh.length === 0) continue
         const append = this.append(stream, fresh, state.revision)
         state.revision += BigInt(fresh.length)
-        state.lastId = (fresh.at(-1) as StoredEvent).id
+        state.lastId = (fresh.at(-1) as MirroredEvent).id
         appends.push(append)
         if (!this.pipelined) {
           await append
-          this.pipelined = true
+          this.pipelined = await this.appendsKeepOrder()
         }
       }
       return appends
@@ -305,7 +330,9 @@ export class EventStoreMirror {
     if (E.isLeft(head)) return head
     const start = await this.deps.checkpoints.checkpoint(this.options.checkpointName)()
     if (E.isLeft(start)) return start
-    const read = (from: number) => this.deps.reader.readPage(from, this.options.pageSize, { toId: head.right })()
+    const reader = this.deps.reader
+    const read = (from: number): Promise<E.Either<Failure, readonly MirroredEvent[]>> =>
+      (reader.readRawPage ? reader.readRawPage(from, this.options.pageSize, { toId: head.right }) : reader.readPage(from, this.options.pageSize, { toId: head.right }))()
     this.broken = false
     // A pipeline: the next page is read while up to `pagesInFlight` pages await their
     // acknowledgements. The checkpoint moves over pages in order, each only after its own
@@ -344,7 +371,7 @@ export class EventStoreMirror {
         lagEvents: head.right - at,
         lagSeconds: first ? Math.max(0, (Date.now() - Date.parse(first.persistedAt)) / 1000) : 0,
       })
-      const to = page.right.length < this.options.pageSize ? head.right : ((page.right.at(-1) as StoredEvent).id)
+      const to = page.right.length < this.options.pageSize ? head.right : ((page.right.at(-1) as MirroredEvent).id)
       if (to < head.right) next = read(to)
       const acked = this.appendPage(page.right)
       acked.catch(() => undefined) // awaited by settleOldest

@@ -1,5 +1,6 @@
 /** Reading the log in id order, a keyset page at a time (bounded memory, never OFFSET). */
-import type { ReadPageOptions, StoredEvent } from '@vitrage-persistor/core'
+import type { RawEvent, ReadPageOptions, StoredEvent } from '@vitrage-persistor/core'
+export type { RawEvent } from '@vitrage-persistor/core'
 import type pg from 'pg'
 
 export type ReadOptions = ReadPageOptions
@@ -39,19 +40,9 @@ export const readPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afte
   return result.rows.map(toEvent)
 }
 
-/** An event with its payload as stored JSON text (for republishing it exactly). */
-export interface RawEvent {
-  readonly id: number
-  readonly messageId: string
-  readonly eventType: string
-  readonly publisherId: string | null
-  readonly priority: string | null
-  readonly collectorTimestamp: string
-  readonly payloadText: string
-}
 
 export const readRawPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afterId: number, limit: number, options?: ReadOptions): Promise<RawEvent[]> => {
   const q = pageQuery(afterId, limit, options)
   const result = await client.query<Row>(q)
-  return result.rows.map((r) => ({ ...header(r), payloadText: r.payload }))
+  return result.rows.map((r) => ({ ...header(r), persistedAt: r.persisted_at, payloadText: r.payload }))
 }
