@@ -33,9 +33,12 @@ t.test('RabbitMQ restarted during ingest: the persistor reconnects, re-declares,
   }
 
   // The deployment runs oslo with amqp_durable_queues = true: exchange and bindings survive restarts.
+  // Batches never fill (size 1000 > prefetch 500), so each closes on its 250 ms timer: ingest runs at
+  // about 2,000/s and the broker stops mid-stream, however fast the machine is.
   const p = startPersistor([
     'run', '--amqp-url', rabbit.url, '--database-url', db.url, '--exchange', names.exchange, '--topic', names.topic,
-    '--queue', names.queue, '--amqp-durable-queues', '--http-port', '0', '--batch-size', '250', '--prefetch', '500',
+    '--queue', names.queue, '--amqp-durable-queues', '--http-port', '0', '--batch-size', '1000', '--prefetch', '500',
+    '--batch-max-wait-ms', '250',
   ])
   t.teardown(() => p.kill('SIGKILL'))
   await p.waitFor(isConsuming, 'consuming')
