@@ -16,16 +16,14 @@ import {
   failure,
   formatOsloTimestamp,
   OSLO_PUBLISH_PROPERTIES,
-  type ReadPageOptions,
+  type EventLogReader,
+  type RawEvent,
 } from '@vitrage-persistor/core'
-import type { RawEvent } from '@vitrage-persistor/store-postgres'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
-import type * as TE from 'fp-ts/lib/TaskEither.js'
 
-export interface RawEventReader {
-  readonly readRawPage: (afterId: number, limit: number, options?: ReadPageOptions) => TE.TaskEither<Failure, RawEvent[]>
-}
+/** What republishing needs of the log: core's raw page read, not optional here. */
+export type RawEventReader = Required<Pick<EventLogReader, 'readRawPage'>>
 
 export interface RepublishOptions {
   readonly amqpUrl: string

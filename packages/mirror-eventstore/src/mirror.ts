@@ -331,8 +331,9 @@ export class EventStoreMirror {
     const start = await this.deps.checkpoints.checkpoint(this.options.checkpointName)()
     if (E.isLeft(start)) return start
     const reader = this.deps.reader
+    const range = { toId: head.right }
     const read = (from: number): Promise<E.Either<Failure, readonly MirroredEvent[]>> =>
-      (reader.readRawPage ? reader.readRawPage(from, this.options.pageSize, { toId: head.right }) : reader.readPage(from, this.options.pageSize, { toId: head.right }))()
+      (reader.readRawPage ? reader.readRawPage(from, this.options.pageSize, range) : reader.readPage(from, this.options.pageSize, range))()
     this.broken = false
     // A pipeline: the next page is read while up to `pagesInFlight` pages await their
     // acknowledgements. The checkpoint moves over pages in order, each only after its own
@@ -376,7 +377,8 @@ export class EventStoreMirror {
       const acked = this.appendPage(page.right)
       acked.catch(() => undefined) // awaited by settleOldest
       inFlight.push({ to, acked })
-      while (inFlight.length >= (this.pipelined ? this.options.pagesInFlight : 1)) await settleOldest()
+      // (Until the connection's first append is acknowledged, appendPage itself sends one at a time.)
+      if (inFlight.length >= this.options.pagesInFlight) await settleOldest()
     }
     // Nothing started here outlives catchUp(): in-flight appends, checkpoint moves, a read ahead.
     while (inFlight.length > 0) await settleOldest()

@@ -22,17 +22,18 @@ export const pageQuery = (afterId: number, limit: number, options: ReadOptions =
   values: [afterId, options.toId ?? null, options.eventTypes ?? null, limit],
 })
 
-const header = (r: Row): Omit<StoredEvent, 'payload' | 'persistedAt'> => ({
+const header = (r: Row): Omit<StoredEvent, 'payload'> => ({
   id: Number(r.id),
   messageId: r.message_id,
   eventType: r.event_type,
   publisherId: r.publisher_id,
   priority: r.priority,
   collectorTimestamp: r.collector_timestamp,
+  persistedAt: r.persisted_at,
 })
 
 // Parsing payload text in JavaScript is faster than letting pg parse jsonb (design §10).
-const toEvent = (r: Row): StoredEvent => ({ ...header(r), persistedAt: r.persisted_at, payload: JSON.parse(r.payload) as Record<string, unknown> })
+const toEvent = (r: Row): StoredEvent => ({ ...header(r), payload: JSON.parse(r.payload) as Record<string, unknown> })
 
 export const readPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afterId: number, limit: number, options?: ReadOptions): Promise<StoredEvent[]> => {
   const q = pageQuery(afterId, limit, options)
@@ -40,9 +41,8 @@ export const readPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afte
   return result.rows.map(toEvent)
 }
 
-
 export const readRawPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afterId: number, limit: number, options?: ReadOptions): Promise<RawEvent[]> => {
   const q = pageQuery(afterId, limit, options)
   const result = await client.query<Row>(q)
-  return result.rows.map((r) => ({ ...header(r), persistedAt: r.persisted_at, payloadText: r.payload }))
+  return result.rows.map((r) => ({ ...header(r), payloadText: r.payload }))
 }
