@@ -334,7 +334,11 @@ export class TestEventStore {
     const created = BigInt(Date.now()) * TICKS_PER_MS
     for (const p of proposed) {
       const revision = BigInt(state.events.length)
-      const event: StoredEvent = { ...p, revision, position: this.#nextPosition++, created }
+      // Fields listed, not spread: spreading made this the test server's hottest line (10 µs an event).
+      const event: StoredEvent = {
+        id: p.id, type: p.type, contentType: p.contentType, data: p.data, customMetadata: p.customMetadata,
+        revision, position: this.#nextPosition++, created,
+      }
       state.events.push(event)
       state.byId.set(event.id, event)
     }

