@@ -1,4 +1,4 @@
-import type { HistoryCommand } from '@vitrage-persistor/core'
+import { type EdgeEventPoint, edgeIntervals, type HistoryCommand } from '@vitrage-persistor/core'
 import { testDatabaseClient } from '@vitrage-persistor/testing'
 import type pg from 'pg'
 import t, { type Test } from 'tap'
@@ -69,6 +69,57 @@ t.test('a causal edge activated again after it ended has two intervals', async (
   t.same(edges.map((e) => [e.start_timestamp, e.end_timestamp]), [[at(3), at(6)], [at(8), null]])
   t.same((await causalEdges(c, ['a1'], 'forward', at(7))).length, 0, 'none active at minute 7')
   t.same((await causalEdges(c, ['a3'], 'backward', at(9))).map((e) => e.source_id), ['a2'])
+})
+
+t.test('the history_edge view gives exactly core edgeIntervals, for random edge histories', async (t) => {
+  const c = await setup(t)
+  let seed = 7
+  const rnd = (n: number): number => Math.floor(((seed = (seed * 16807) % 2147483647) / 2147483647) * n)
+  // 300 edges, 0 to 12 events each, at a few distinct minutes so that equal instants (an
+  // activation and a deactivation at the same time) and runs of one kind are common.
+  const expected = new Map<string, EdgeEventPoint[]>()
+  const commands: HistoryCommand[] = []
+  for (let i = 0; i < 300; i++) {
+    const points = new Map<string, EdgeEventPoint>()
+    for (let k = rnd(13); k > 0; k--) {
+      const kind = rnd(2) === 0 ? 'a' : 'd'
+      const minute = rnd(8)
+      points.set(`${kind}${minute}`, kind === 'a' ? { kind, at: at(minute), payload: { n: i, minute } } : { kind, at: at(minute) })
+      commands.push(kind === 'a'
+        ? { kind: 'activate-edge', eventId: ++eventId, source: `s${i % 17}`, target: `t${i}`, label: 'causes', at: at(minute), payload: { n: i, minute } }
+        : { kind: 'deactivate-edge', eventId: ++eventId, source: `s${i % 17}`, target: `t${i}`, label: 'causes', at: at(minute) })
+    }
+    expected.set(`s${i % 17} t${i}`, [...points.values()])
+  }
+  await applyHistory(c, 'h', commands, 0, 1)
+  const { rows } = await c.query<{ k: string; start: string | null; end: string | null; payload: unknown }>(
+    `SELECT source_id || ' ' || target_id AS k, to_char(start_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS start,
+       to_char(end_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS end, payload
+     FROM history_edge`)
+  const got = new Map<string, Array<{ start: string | null; end: string | null; payload: unknown }>>()
+  for (const r of rows) got.set(r.k, [...(got.get(r.k) ?? []), { start: r.start, end: r.end, payload: r.payload }])
+  const order = (l: Array<{ start: string | null; end: string | null }>) =>
+    [...l].sort((x, y) => (x.end ?? '~').localeCompare(y.end ?? '~') || (x.start ?? '').localeCompare(y.start ?? ''))
+  let intervals = 0
+  for (const [k, points] of expected) {
+    const want = edgeIntervals(points)
+    intervals += want.length
+    t.same(order(got.get(k) ?? []), order(want), k)
+  }
+  t.equal(rows.length, intervals)
+  t.ok(intervals > 300, `${intervals} intervals compared`)
+})
+
+t.test('an RCA lookup by source or by target reads only that edge\'s events (index, not a scan)', async (t) => {
+  const c = await setup(t)
+  await c.query('SET enable_seqscan = off')
+  for (const column of ['source_id', 'target_id']) {
+    const { rows } = await c.query<{ 'QUERY PLAN': string }>(
+      `EXPLAIN SELECT * FROM history_edge e WHERE e.${column} = ANY($1::text[]) AND e.label = 'causes'`, [['x']])
+    const plan = rows.map((r) => r['QUERY PLAN']).join('\n')
+    t.match(plan, /Index (Only )?Scan/, `${column}: ${plan}`)
+    t.match(plan, new RegExp(`Index Cond: .*${column}`), `${column} filter pushed into the view`)
+  }
 })
 
 t.test('window, active, filters, project, sort and pagination follow Vitrage', async (t) => {

@@ -5,12 +5,12 @@
  * - alarms: start is the earliest activation, end the latest deactivation, attributes come from
  *   the earliest activation, vitrage_resource_project_id from the latest write in time;
  * - changes: one row per message_id;
- * - edges: every activation/deactivation is kept (deduplicated), and the intervals of each edge
- *   touched are recomputed from all of its events (core's edgeIntervals).
+ * - edges: every activation/deactivation is kept (deduplicated); the intervals are the view
+ *   `history_edge` over them (migration 0006, core's edgeIntervals rule), so nothing to rewrite.
  * The checkpoint moves in the same transaction, compare-and-set, so two runners cannot both
  * apply a page.
  */
-import { type EdgeEventPoint, edgeIntervals, type HistoryCommand } from '@vitrage-persistor/core'
+import type { HistoryCommand } from '@vitrage-persistor/core'
 import type pg from 'pg'
 import { moveCheckpoint } from './checkpoints.js'
 
@@ -65,25 +65,7 @@ INSERT INTO history_edge_event (source_id, target_id, label, kind, at, event_id,
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::char[], $5::timestamptz[], $6::bigint[], $7::jsonb[])
 ON CONFLICT DO NOTHING`
 
-const TS = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`
-
-const EDGE_POINTS_SQL = `
-SELECT e.source_id, e.target_id, e.label, e.kind, to_char(e.at AT TIME ZONE 'UTC', ${TS}) AS at, e.payload
-FROM history_edge_event e
-JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(source_id, target_id, label)
-  ON e.source_id = k.source_id AND e.target_id = k.target_id AND e.label = k.label`
-
-const EDGE_DELETE_SQL = `
-DELETE FROM history_edge e USING unnest($1::text[], $2::text[], $3::text[]) AS k(source_id, target_id, label)
-WHERE e.source_id = k.source_id AND e.target_id = k.target_id AND e.label = k.label`
-
-const EDGE_INSERT_SQL = `
-INSERT INTO history_edge (source_id, target_id, label, start_timestamp, end_timestamp, payload)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::jsonb[])`
-
 const json = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v))
-
-const edgeKey = (c: { source: string; target: string; label: string }): string => JSON.stringify([c.source, c.target, c.label])
 
 interface FoldedAlarm {
   readonly vitrageId: string
@@ -188,36 +170,13 @@ const applyEdges = async (client: Client, commands: readonly HistoryCommand[]): 
     points.map((c) => c.eventId),
     points.map((c) => (c.kind === 'activate-edge' ? json(c.payload) : null)),
   ])
-  const keys = onePerKey(points, edgeKey, () => false)
-  const keyArrays = [keys.map((k) => k.source), keys.map((k) => k.target), keys.map((k) => k.label)]
-  const { rows } = await client.query<{ source_id: string; target_id: string; label: string; kind: 'a' | 'd'; at: string; payload: unknown }>(EDGE_POINTS_SQL, keyArrays)
-  const perEdge = new Map<string, EdgeEventPoint[]>()
-  for (const r of rows) {
-    const k = edgeKey({ source: r.source_id, target: r.target_id, label: r.label })
-    const list = perEdge.get(k) ?? []
-    list.push({ kind: r.kind, at: r.at, payload: r.payload })
-    perEdge.set(k, list)
-  }
-  const out: Array<{ source: string; target: string; label: string; start: string | null; end: string | null; payload: unknown }> = []
-  for (const k of keys) {
-    for (const i of edgeIntervals(perEdge.get(edgeKey(k)) ?? [])) out.push({ source: k.source, target: k.target, label: k.label, ...i })
-  }
-  await client.query(EDGE_DELETE_SQL, keyArrays)
-  await client.query(EDGE_INSERT_SQL, [
-    out.map((i) => i.source),
-    out.map((i) => i.target),
-    out.map((i) => i.label),
-    out.map((i) => i.start),
-    out.map((i) => i.end),
-    out.map((i) => json(i.payload)),
-  ])
 }
 
 /** Empties the history tables and resets the checkpoint (a rebuild from the log follows). */
 export const resetHistory = async (client: Client, name: string): Promise<void> => {
   await client.query('BEGIN')
   try {
-    await client.query('TRUNCATE history_alarm, history_change, history_edge, history_edge_event')
+    await client.query('TRUNCATE history_alarm, history_change, history_edge_event')
     await client.query(`INSERT INTO projection_checkpoint (name, position) VALUES ($1, 0)
       ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = now()`, [name])
     await client.query('COMMIT')
