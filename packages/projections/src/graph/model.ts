@@ -231,19 +231,38 @@ export class EntityGraph implements GraphWriter {
     const key = edgeKey(source, target, label)
     const e = this.#edges.get(key)
     if (e === undefined) {
-      const s = this.#vertexOrEmpty(source)
-      const t = this.#vertexOrEmpty(target)
-      const created = new EdgeRecord(source, target, label, copyProperties(properties, identity))
-      this.#edges.set(key, created)
-      if (s.out === undefined) s.out = [created]
-      else s.out.push(created)
-      if (t.in === undefined) t.in = [created]
-      else t.in.push(created)
+      this.adoptEdge(source, target, label, copyProperties(properties, identity))
     } else if (isEmpty(e.properties)) {
       e.properties = copyProperties(properties, identity)
     } else {
       mergeProperties(e.properties, properties, identity)
     }
+  }
+
+  /**
+   * Adds a vertex that is not in the graph, taking `properties` as its own map (no copy): for
+   * decoders that hold a freshly parsed map nobody else references (a snapshot). False, and
+   * nothing changed, when the vertex exists.
+   */
+  adoptVertex(id: string, properties: Properties): boolean {
+    if (this.#vertices.has(id)) return false
+    this.#vertices.set(id, new VertexRecord(id, properties))
+    return true
+  }
+
+  /** adoptVertex for an edge: missing endpoints are created empty; false when the edge exists. */
+  adoptEdge(source: string, target: string, label: string, properties: Properties): boolean {
+    const key = edgeKey(source, target, label)
+    if (this.#edges.has(key)) return false
+    const s = this.#vertexOrEmpty(source)
+    const t = this.#vertexOrEmpty(target)
+    const created = new EdgeRecord(source, target, label, properties)
+    this.#edges.set(key, created)
+    if (s.out === undefined) s.out = [created]
+    else s.out.push(created)
+    if (t.in === undefined) t.in = [created]
+    else t.in.push(created)
+    return true
   }
 
   /** networkx add_edge creates a missing endpoint with an empty attribute dict. */
