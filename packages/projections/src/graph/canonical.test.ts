@@ -148,12 +148,16 @@ t.test('fromCanonical reads back what canonicalJson wrote, in both formats and a
   }
 })
 
-t.test('fromCanonical copies the properties it is given', async (t) => {
-  const doc = { vertices: [{ id: 'a', properties: { n: 1 } }], edges: [] }
+t.test('fromCanonical copies the properties of an object it is given (it adopts only what it parsed)', async (t) => {
+  const doc = { vertices: [{ id: 'a', properties: { n: 1 } }], edges: [{ source: 'a', target: 'b', label: 'on', properties: { n: 1 } }] }
   const r = fromCanonical(doc)
   if (E.isLeft(r)) return void t.fail(r.left)
   doc.vertices[0]!.properties.n = 2
+  doc.edges[0]!.properties.n = 2
   t.equal(r.right.vertex('a')?.properties['n'], 1)
+  t.equal(r.right.edge('a', 'b', 'on')?.properties['n'], 1)
+  r.right.updateVertex('a', { n: 3 })
+  t.equal(doc.vertices[0]!.properties.n, 2, 'and the graph does not write into the caller\'s maps')
 })
 
 t.test('fromCanonical: an edge endpoint that is not listed becomes an empty vertex', async (t) => {

@@ -31,7 +31,8 @@
  * Ownership: objects returned by the query methods are the graph's own records, typed
  * read-only; do not mutate them (a copy would cost an allocation per call). Property maps
  * handed to `updateVertex`/`updateEdge` are read, never kept: the graph stores its own copies
- * (nested lists and objects are shared, so treat events as immutable).
+ * (nested lists and objects are shared, so treat events as immutable). `adoptVertex` and
+ * `adoptEdge` are the exception: they keep the map given, for decoders that own it.
  */
 import { compareCodePoints, type Json, jsonEqual, type Properties } from './json.js'
 import { copyProperties, isEmpty, mergeProperties } from './properties.js'
