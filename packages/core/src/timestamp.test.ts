@@ -32,6 +32,30 @@ t.test('epochMs agrees with Date for millisecond values', async (t) => {
   }
 })
 
+t.test('UTC (the fast path), an offset of zero and a real offset agree with Date, at random instants', async (t) => {
+  let seed = 11
+  const rnd = (): number => (seed = (seed * 16807) % 2147483647) / 2147483647
+  const d2 = (n: number): string => String(n).padStart(2, '0')
+  for (let i = 0; i < 2_000; i++) {
+    const ms = Math.floor(rnd() * Date.UTC(2200, 0, 1))
+    const micros = Math.floor(rnd() * 1_000_000)
+    const date = new Date(ms)
+    const fields = `${date.getUTCFullYear()}-${d2(date.getUTCMonth() + 1)}-${d2(date.getUTCDate())}T${d2(date.getUTCHours())}:${d2(date.getUTCMinutes())}:${d2(date.getUTCSeconds())}`
+    const want = `${fields}.${String(micros).padStart(6, '0')}Z`
+    const wantMs = Math.floor(ms / 1000) * 1000 + Math.floor(micros / 1000)
+    const shifted = new Date(ms + 90 * 60_000) // the same instant written at +01:30
+    const local = `${shifted.getUTCFullYear()}-${d2(shifted.getUTCMonth() + 1)}-${d2(shifted.getUTCDate())} ${d2(shifted.getUTCHours())}:${d2(shifted.getUTCMinutes())}:${d2(shifted.getUTCSeconds())}`
+    for (const text of [want, `${fields.replace('T', ' ')}.${String(micros).padStart(6, '0')}`, `${fields}.${String(micros).padStart(6, '0')}+00:00`, `${local}.${String(micros).padStart(6, '0')}+01:30`]) {
+      const r = parseTimestamp(text)
+      if (E.isLeft(r) || r.right.iso !== want || r.right.epochMs !== wantMs || r.right.micros !== micros) {
+        t.fail(`${text}: ${JSON.stringify(r)}, expected ${want} / ${wantMs}`)
+        return
+      }
+    }
+  }
+  t.pass('8,000 timestamps')
+})
+
 t.test('rejects what is not a real calendar time', async (t) => {
   for (const bad of ['', 'yesterday', '2024-13-01 00:00:00', '2023-02-29 00:00:00', '2024-01-01 24:00:00',
     '2024-01-01', '2024-01-01T00:00:00+25:00', '1704067200', '2024-01-01 00:00:00.']) {

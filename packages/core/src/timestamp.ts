@@ -50,6 +50,17 @@ export const parseTimestamp = (text: string): E.Either<string, UtcTimestamp> => 
     if (oh > 23 || om > 59) return E.left(`"${truncate(text)}" has an invalid UTC offset`)
     offsetMinutes = sign * (oh * 60 + om)
   }
+  const fraction = frac === undefined ? '000000' : frac.padEnd(6, '0').slice(0, 6)
+  if (offsetMinutes === 0 && year >= 100) {
+    // Already UTC, the common case (every persisted message): the canonical text is the matched
+    // fields as they stand, without the Date round trip below (2.3-2.7 µs -> 1.3 µs a call;
+    // the persistor parses one per message, the history runner one per event).
+    return E.right({
+      iso: `${y}-${mo}-${d}T${h}:${mi}:${s}.${fraction}Z`,
+      epochMs: Date.UTC(year, month - 1, day, hour, minute, second) + Math.floor(micros / 1000),
+      micros,
+    })
+  }
   // setUTCFullYear, unlike Date.UTC, does not map years 0-99 to 1900-1999.
   const local = new Date(0)
   local.setUTCFullYear(year, month - 1, day)
@@ -59,7 +70,7 @@ export const parseTimestamp = (text: string): E.Either<string, UtcTimestamp> => 
   const iso =
     `${pad(utc.getUTCFullYear(), 4)}-${pad(utc.getUTCMonth() + 1, 2)}-${pad(utc.getUTCDate(), 2)}` +
     `T${pad(utc.getUTCHours(), 2)}:${pad(utc.getUTCMinutes(), 2)}:${pad(utc.getUTCSeconds(), 2)}` +
-    `.${pad(micros, 6)}Z`
+    `.${fraction}Z`
   return E.right({ iso, epochMs: wholeMs + Math.floor(micros / 1000), micros })
 }
 
