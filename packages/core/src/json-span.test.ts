@@ -21,6 +21,10 @@ t.test('exact text is kept: numbers, escapes, whitespace inside the value', asyn
   t.equal(memberText('{"a": 1, "payload": {"n": 1e400, "s": "x\\"}\\\\"} , "z": [1]}', 'payload'), '{"n": 1e400, "s": "x\\"}\\\\"}')
   t.equal(memberText('{"payload":12345678901234567890123}', 'payload'), '12345678901234567890123')
   t.equal(memberText(' {\n "payload" :\t[ {"}": "]"} ] }', 'payload'), '[ {"}": "]"} ]')
+  // Runs of backslashes before a quote: even, the quote ends the string; odd, it is escaped.
+  const tricky = { payload: { a: 'x\\', b: 'y\\\\', c: 'z\\"', d: '\\"}\\', e: '"' }, after: '\\' }
+  t.equal(memberText(JSON.stringify(tricky), 'payload'), JSON.stringify(tricky.payload))
+  t.equal(memberText(JSON.stringify(tricky), 'after'), JSON.stringify(tricky.after))
 })
 
 t.test('nested members of the same name are not confused with the top-level one', async (t) => {

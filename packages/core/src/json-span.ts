@@ -18,13 +18,19 @@ const COMMA = 0x2c
 
 const isSpace = (c: number): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
 
-/** Index just past the string starting at `start` (which is a quote). */
+/**
+ * Index just past the string starting at `start` (which is a quote). Jumps from quote to quote
+ * (indexOf is native; most of a message's text is inside strings): a quote ends the string
+ * unless an odd number of backslashes precedes it.
+ */
 const skipString = (text: string, start: number): number => {
   let i = start + 1
   for (;;) {
-    const c = text.charCodeAt(i)
-    if (c === QUOTE) return i + 1
-    i += c === BACKSLASH ? 2 : 1
+    const quote = text.indexOf('"', i)
+    let b = quote - 1
+    while (text.charCodeAt(b) === BACKSLASH) b--
+    if ((quote - 1 - b) % 2 === 0) return quote + 1
+    i = quote + 1
   }
 }
 
