@@ -94,6 +94,18 @@ t.test('updates read the given map and never keep it', async (t) => {
   t.strictSame(g.vertex('w')?.properties, { a: 5 })
 })
 
+t.test('a merge writes every changed value, -0 over 0 included, and keeps equal ones', async (t) => {
+  const g = new EntityGraph()
+  const list = [1]
+  g.updateVertex('v', { n: 0, s: 'same', l: list, gone: 'x' })
+  g.updateVertex('v', { n: -0, s: 'same', l: [1], gone: null })
+  const p = g.vertex('v')?.properties ?? {}
+  t.ok(Object.is(p['n'], -0), '-0 replaced 0')
+  t.equal(p['s'], 'same')
+  t.not(p['l'], list, 'a list is replaced, equal or not (compared by identity)')
+  t.strictSame(Object.keys(p).sort(), ['l', 'n', 's'], 'null still deletes')
+})
+
 t.test('summary: counts by type, category and label', async (t) => {
   t.strictSame(summarize(sample()), {
     vertices: 5,

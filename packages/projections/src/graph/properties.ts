@@ -30,8 +30,13 @@ export const mergeProperties = (current: Properties, source: Readonly<Record<str
   for (const k in source) {
     if (isIdentity(k, identity)) continue
     const v = source[k] as Json
-    // Always overwrite: skipping equal strings (to keep the graph's old copy) measured ~15% slower.
-    if (v !== null) setOwn(current, k, v)
+    // An equal value is not written: the graph keeps its old copy and the event's dies young.
+    // Replaying 1,000,000 streamed changes: peak RSS 362 -> 284 MiB at the same rate (the
+    // in-memory model.bench.ts, whose events all stay alive, had measured it ~15% slower).
+    // Object.is, so that -0 still replaces 0.
+    if (v !== null) {
+      if (!Object.is(current[k], v)) setOwn(current, k, v)
+    }
     else if (Object.hasOwn(current, k)) delete current[k]
   }
 }
