@@ -22,10 +22,12 @@ export const pageQuery = (afterId: number, limit: number, options: ReadOptions =
   values: [afterId, options.toId ?? null, options.eventTypes ?? null, limit],
 })
 
-// Each row's fields are listed, not spread from a shared header: a spread costs ~3 µs a row
-// here (measured in the mirror's profile), more than the rest of the mapping.
-// Parsing payload text in JavaScript is faster than letting pg parse jsonb (design §10).
-const toEvent = (r: Row): StoredEvent => ({
+/**
+ * A row's fields but the payload; each reader then adds its own payload property. Adding one
+ * property costs what a literal does, where spreading a shared header into each event cost
+ * ~3 µs a row (measured in the mirror's profile: 1,300 ms against 40 ms per 500,000 rows).
+ */
+const header = (r: Row): Omit<StoredEvent, 'payload'> => ({
   id: Number(r.id),
   messageId: r.message_id,
   eventType: r.event_type,
@@ -33,19 +35,20 @@ const toEvent = (r: Row): StoredEvent => ({
   priority: r.priority,
   collectorTimestamp: r.collector_timestamp,
   persistedAt: r.persisted_at,
-  payload: JSON.parse(r.payload) as Record<string, unknown>,
 })
 
-const toRawEvent = (r: Row): RawEvent => ({
-  id: Number(r.id),
-  messageId: r.message_id,
-  eventType: r.event_type,
-  publisherId: r.publisher_id,
-  priority: r.priority,
-  collectorTimestamp: r.collector_timestamp,
-  persistedAt: r.persisted_at,
-  payloadText: r.payload,
-})
+// Parsing payload text in JavaScript is faster than letting pg parse jsonb (design §10).
+const toEvent = (r: Row): StoredEvent => {
+  const e: Omit<StoredEvent, 'payload'> & { payload?: StoredEvent['payload'] } = header(r)
+  e.payload = JSON.parse(r.payload) as Record<string, unknown>
+  return e as StoredEvent
+}
+
+const toRawEvent = (r: Row): RawEvent => {
+  const e: Omit<StoredEvent, 'payload'> & { payloadText?: string } = header(r)
+  e.payloadText = r.payload
+  return e as RawEvent
+}
 
 export const readPage = async (client: pg.Pool | pg.PoolClient | pg.Client, afterId: number, limit: number, options?: ReadOptions): Promise<StoredEvent[]> => {
   const q = pageQuery(afterId, limit, options)

@@ -232,7 +232,7 @@ export class EntityGraph implements GraphWriter {
     const key = edgeKey(source, target, label)
     const e = this.#edges.get(key)
     if (e === undefined) {
-      this.adoptEdge(source, target, label, copyProperties(properties, identity))
+      this.#addEdge(key, source, target, label, copyProperties(properties, identity))
     } else if (isEmpty(e.properties)) {
       e.properties = copyProperties(properties, identity)
     } else {
@@ -255,6 +255,12 @@ export class EntityGraph implements GraphWriter {
   adoptEdge(source: string, target: string, label: string, properties: Properties): boolean {
     const key = edgeKey(source, target, label)
     if (this.#edges.has(key)) return false
+    this.#addEdge(key, source, target, label, properties)
+    return true
+  }
+
+  /** A new edge under `key` (not in the graph), and its endpoints' adjacency; endpoints created empty if missing. */
+  #addEdge(key: string, source: string, target: string, label: string, properties: Properties): void {
     const s = this.#vertexOrEmpty(source)
     const t = this.#vertexOrEmpty(target)
     const created = new EdgeRecord(source, target, label, properties)
@@ -263,7 +269,6 @@ export class EntityGraph implements GraphWriter {
     else s.out.push(created)
     if (t.in === undefined) t.in = [created]
     else t.in.push(created)
-    return true
   }
 
   /** networkx add_edge creates a missing endpoint with an empty attribute dict. */
