@@ -1,5 +1,5 @@
 /**
- * `pnpm bench history [--events 1000000] [--alarms 1000000] [--queries 200]`
+ * `pnpm bench history [--events 1000000] [--alarms 1000000] [--queries 200] [--derive in-database|in-node]`
  *
  * (a) Projection: N alarm-history events shaped like Vitrage's (the generator of the tests),
  *     loaded into a fresh database; the history runner catches up from 0. In the same run, the
@@ -31,6 +31,9 @@ export const benchHistory = async (args: readonly string[]): Promise<void> => {
   const events = argValue(args, '--events', 1_000_000)
   const alarms = argValue(args, '--alarms', 1_000_000)
   const queries = argValue(args, '--queries', 200)
+  const deriveAt = args.indexOf('--derive')
+  const derive = deriveAt < 0 ? 'in-database' : args[deriveAt + 1]
+  if (derive !== 'in-database' && derive !== 'in-node') throw new Error('--derive takes in-database or in-node')
   const db = await createTestDatabase(schemaTemplate)
   const store = new PgEventStore({ connectionString: db.url, maxConnections: 3, applicationName: 'bench history' })
   try {
@@ -52,14 +55,14 @@ export const benchHistory = async (args: readonly string[]): Promise<void> => {
     })
     const readRate = rate(read, readMs)
     console.log(`(baseline) reading them (keyset pages, JSON-parsed): ${fmt(readRate)} events/s`)
-    const runner = new HistoryRunner({ reader: store, store })
+    const runner = new HistoryRunner({ reader: store, store }, { derive })
     const [projected, projectMs] = await timed(() => runner.catchUp())
     if (E.isLeft(projected)) throw new Error(projected.left.message)
     const projectRate = rate(loaded, projectMs)
     const { rows: made } = await store.pool.query<{ a: number; e: number; c: number }>(
       'SELECT (SELECT count(*) FROM history_alarm)::int AS a, (SELECT count(*) FROM history_edge)::int AS e, (SELECT count(*) FROM history_change)::int AS c',
     )
-    console.log(`(a) projection: ${fmt(projectRate)} events/s (${(projectMs / 1000).toFixed(1)} s; ${fmt(made[0]?.a ?? 0)} alarms, ${fmt(made[0]?.e ?? 0)} edge intervals, ${fmt(made[0]?.c ?? 0)} changes); ${((projectRate / readRate) * 100).toFixed(0)}% of the read rate`)
+    console.log(`(a) projection (${derive}): ${fmt(projectRate)} events/s (${(projectMs / 1000).toFixed(1)} s; ${fmt(made[0]?.a ?? 0)} alarms, ${fmt(made[0]?.e ?? 0)} edge intervals, ${fmt(made[0]?.c ?? 0)} changes); ${((projectRate / readRate) * 100).toFixed(0)}% of the read rate`)
 
     // (b) a year of alarms, written directly (what a long-running deployment accumulates).
     await store.pool.query('TRUNCATE history_alarm, history_change')

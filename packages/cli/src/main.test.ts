@@ -21,6 +21,12 @@ t.test('an unknown flag is a usage error', async (t) => {
   t.match(r.err, /unknown option '--prefetchh'/)
 })
 
+t.test('project history --derive takes in-database or in-node only', async (t) => {
+  const r = await run(['project', 'history', '--derive', 'sideways', '--database-url', 'postgres://u:s3cret@127.0.0.1:1/db'])
+  t.equal(r.code, 2)
+  t.match(r.err, /--derive <where>' argument 'sideways' is invalid\. Allowed choices are in-database, in-node/)
+})
+
 t.test('an unknown command is a usage error; --help and --version are not', async (t) => {
   t.equal((await run(['frobnicate'])).code, 2)
   const help = await run(['run', '--help'])

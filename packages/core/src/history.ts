@@ -4,6 +4,7 @@
  * shape lives here, below both.
  */
 import type * as TE from 'fp-ts/lib/TaskEither.js'
+import type { StoredEvent } from './event.js'
 import type { Failure } from './failure.js'
 
 export interface AlarmAttributes {
@@ -41,8 +42,27 @@ export interface HistoryStore {
    * runner moved it) nothing is applied and the failure is `rejected` with code 'checkpoint-conflict'.
    */
   readonly applyHistory: (name: string, commands: readonly HistoryCommand[], from: number, to: number) => TE.TaskEither<Failure, void>
+  /**
+   * Applies the history events with ids in (`from`, `to`] and moves checkpoint `name` from `from`
+   * to `to`, in one transaction (conflicts as for applyHistory). The store derives the rows of the
+   * events it can itself; it hands the others to `commandsFor` (synchronous, called inside the
+   * transaction), and applies the commands it returns in the same transaction.
+   */
+  readonly applyHistoryRange: (
+    name: string,
+    from: number,
+    to: number,
+    commandsFor: (events: readonly StoredEvent[]) => readonly HistoryCommand[],
+  ) => TE.TaskEither<Failure, HistoryRangeResult>
   /** Empties the history tables and resets checkpoint `name` to 0 (for a rebuild from the log). */
   readonly resetHistory: (name: string) => TE.TaskEither<Failure, void>
+}
+
+export interface HistoryRangeResult {
+  /** History events with ids in the range. */
+  readonly events: number
+  /** Of those, the ones handed to `commandsFor`. */
+  readonly handedOver: number
 }
 
 /** One activation ('a') or deactivation ('d') of a causal edge. */

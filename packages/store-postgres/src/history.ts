@@ -32,20 +32,22 @@ const onePerKey = <T>(items: readonly T[], key: (t: T) => string, better: (a: T,
   return [...chosen.values()]
 }
 
-const FRESHER_START = `EXCLUDED.start_timestamp IS NOT NULL AND (h.start_timestamp IS NULL OR EXCLUDED.start_timestamp < h.start_timestamp)`
+// An activation replaces the row's attributes when it is earlier than the one the row holds, or
+// as early and an earlier event: then the result does not depend on which arrived first.
+const FRESHER_START = `EXCLUDED.start_timestamp IS NOT NULL AND (h.start_timestamp IS NULL OR EXCLUDED.start_timestamp < h.start_timestamp
+    OR (EXCLUDED.start_timestamp = h.start_timestamp AND EXCLUDED.activation_event_id < h.activation_event_id))`
 const fromActivation = (column: string): string => `${column} = CASE WHEN ${FRESHER_START} THEN EXCLUDED.${column} ELSE h.${column} END`
 
-// One upsert per alarm per page: its earliest activation, latest deactivation and latest
-// project change folded together (a short-lived alarm then costs one row version, not two).
-// Every column merges commutatively with what the row holds; NULL means "not in this page".
-// (Measured: the payloads as a jsonb[] array literal cost a third of jsonb_to_recordset's.)
-const ALARM_SQL = `
-INSERT INTO history_alarm AS h (vitrage_id, start_timestamp, end_timestamp, name, vitrage_type, vitrage_aggregated_severity,
+/** The alarm upsert's target (history-range.ts feeds it from a SELECT, applyCommands from arrays). */
+export const ALARM_INSERT = `INSERT INTO history_alarm AS h (vitrage_id, start_timestamp, end_timestamp, name, vitrage_type, vitrage_aggregated_severity,
   vitrage_operational_severity, project_id, vitrage_resource_type, vitrage_resource_id,
-  vitrage_resource_project_id, resource_project_at, payload, activation_event_id)
-SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-  $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::jsonb[], $14::bigint[])
-ON CONFLICT (vitrage_id) DO UPDATE SET
+  vitrage_resource_project_id, resource_project_at, payload, activation_event_id)`
+
+/**
+ * How an alarm's row for some events merges with what the table holds: every column commutatively,
+ * so rows may come in any order; NULL means "not in these events".
+ */
+export const ALARM_MERGE = `ON CONFLICT (vitrage_id) DO UPDATE SET
   start_timestamp = least(h.start_timestamp, EXCLUDED.start_timestamp),
   end_timestamp = greatest(h.end_timestamp, EXCLUDED.end_timestamp),
   ${['name', 'vitrage_type', 'vitrage_aggregated_severity', 'vitrage_operational_severity', 'project_id', 'vitrage_resource_type',
@@ -54,6 +56,15 @@ ON CONFLICT (vitrage_id) DO UPDATE SET
       AND (h.resource_project_at IS NULL OR EXCLUDED.resource_project_at > h.resource_project_at)
     THEN EXCLUDED.vitrage_resource_project_id ELSE h.vitrage_resource_project_id END,
   resource_project_at = greatest(h.resource_project_at, EXCLUDED.resource_project_at)`
+
+// One upsert per alarm per page: its earliest activation, latest deactivation and latest
+// project change folded together (a short-lived alarm then costs one row version, not two).
+// (Measured: the payloads as a jsonb[] array literal cost a third of jsonb_to_recordset's.)
+const ALARM_SQL = `
+${ALARM_INSERT}
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+  $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::jsonb[], $14::bigint[])
+${ALARM_MERGE}`
 
 const CHANGE_SQL = `
 INSERT INTO history_change (message_id, vitrage_id, at, severity, payload, event_id)
@@ -119,43 +130,47 @@ export const applyHistory = async (client: Client, name: string, commands: reado
   await client.query('BEGIN')
   try {
     await moveCheckpoint(client, name, expected, position)
-
-    const alarms = foldAlarms(commands)
-    if (alarms.length > 0) {
-      await client.query(ALARM_SQL, [
-        alarms.map((a) => a.vitrageId),
-        alarms.map((a) => a.activation?.at ?? null),
-        alarms.map((a) => a.end),
-        alarms.map((a) => a.activation?.attributes.name ?? null),
-        alarms.map((a) => a.activation?.attributes.vitrageType ?? null),
-        alarms.map((a) => a.activation?.attributes.aggregatedSeverity ?? null),
-        alarms.map((a) => a.activation?.attributes.operationalSeverity ?? null),
-        alarms.map((a) => a.activation?.attributes.projectId ?? null),
-        alarms.map((a) => a.activation?.attributes.resourceType ?? null),
-        alarms.map((a) => a.activation?.attributes.resourceId ?? null),
-        alarms.map((a) => a.resourceProject?.id ?? null),
-        alarms.map((a) => a.resourceProject?.at ?? null),
-        alarms.map((a) => (a.activation ? json(a.activation.payload) : null)),
-        alarms.map((a) => a.activation?.eventId ?? null),
-      ])
-    }
-    const changes = onePerKey(byKind(commands, 'change-severity'), (c) => c.messageId, () => false)
-    if (changes.length > 0) {
-      await client.query(CHANGE_SQL, [
-        changes.map((c) => c.messageId),
-        changes.map((c) => c.vitrageId),
-        changes.map((c) => c.at),
-        changes.map((c) => c.severity),
-        changes.map((c) => json(c.payload)),
-        changes.map((c) => c.eventId),
-      ])
-    }
-    await applyEdges(client, commands)
+    await applyCommands(client, commands)
     await client.query('COMMIT')
   } catch (e) {
     await client.query('ROLLBACK').catch(() => {})
     throw e
   }
+}
+
+/** Applies `commands` in the caller's transaction (no checkpoint). */
+export const applyCommands = async (client: Client, commands: readonly HistoryCommand[]): Promise<void> => {
+  const alarms = foldAlarms(commands)
+  if (alarms.length > 0) {
+    await client.query(ALARM_SQL, [
+      alarms.map((a) => a.vitrageId),
+      alarms.map((a) => a.activation?.at ?? null),
+      alarms.map((a) => a.end),
+      alarms.map((a) => a.activation?.attributes.name ?? null),
+      alarms.map((a) => a.activation?.attributes.vitrageType ?? null),
+      alarms.map((a) => a.activation?.attributes.aggregatedSeverity ?? null),
+      alarms.map((a) => a.activation?.attributes.operationalSeverity ?? null),
+      alarms.map((a) => a.activation?.attributes.projectId ?? null),
+      alarms.map((a) => a.activation?.attributes.resourceType ?? null),
+      alarms.map((a) => a.activation?.attributes.resourceId ?? null),
+      alarms.map((a) => a.resourceProject?.id ?? null),
+      alarms.map((a) => a.resourceProject?.at ?? null),
+      alarms.map((a) => (a.activation ? json(a.activation.payload) : null)),
+      alarms.map((a) => a.activation?.eventId ?? null),
+    ])
+  }
+  const changes = onePerKey(byKind(commands, 'change-severity'), (c) => c.messageId, () => false)
+  if (changes.length > 0) {
+    await client.query(CHANGE_SQL, [
+      changes.map((c) => c.messageId),
+      changes.map((c) => c.vitrageId),
+      changes.map((c) => c.at),
+      changes.map((c) => c.severity),
+      changes.map((c) => json(c.payload)),
+      changes.map((c) => c.eventId),
+    ])
+  }
+  await applyEdges(client, commands)
 }
 
 const applyEdges = async (client: Client, commands: readonly HistoryCommand[]): Promise<void> => {

@@ -2,12 +2,13 @@ export { type AppendResult, appendBatch, appendIsolating, type IsolatedAppendRes
 export { classifyPgError } from './classify.js'
 export { copyField, copyRow } from './copy-text.js'
 export { ensureDatabase, loadMigrations, type MigrateReport, type Migration, migrate, pendingMigrations, schemaTemplate, schemaVersion, setupDatabase } from './migrate.js'
-export { pageQuery, type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
+export { pageQuery, type RawEvent, type ReadOptions, readEventsById, readPage, readRawPage } from './read.js'
 export { type EventStoreOptions, PgEventStore } from './store.js'
 export { APPEND_CHANNEL, listenForAppends } from './notifications.js'
 export { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 export { CheckpointConflict, moveCheckpoint, readCheckpoint } from './checkpoints.js'
-export { applyHistory, resetHistory } from './history.js'
+export { applyCommands, applyHistory, resetHistory } from './history.js'
+export { applyHistoryRange, historyRangeStatement } from './history-range.js'
 export {
   ALARM_COLUMNS,
   type AlarmColumn,

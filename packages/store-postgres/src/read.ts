@@ -61,3 +61,16 @@ export const readRawPage = async (client: pg.Pool | pg.PoolClient | pg.Client, a
   const result = await client.query<Row>(q)
   return result.rows.map(toRawEvent)
 }
+
+/** The events with these ids, in id order (the columns and forms of event_page). */
+export const readEventsById = async (client: pg.Pool | pg.PoolClient | pg.Client, ids: readonly number[]): Promise<StoredEvent[]> => {
+  const result = await client.query<Row>(
+    `SELECT e.id, e.message_id, e.event_type, e.publisher_id, e.priority,
+            to_char(e.collector_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS collector_timestamp,
+            to_char(e.persisted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS persisted_at,
+            e.payload::text AS payload
+     FROM event e WHERE e.id = ANY ($1::bigint[]) ORDER BY e.id`,
+    [ids],
+  )
+  return result.rows.map(toEvent)
+}

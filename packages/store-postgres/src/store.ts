@@ -11,6 +11,7 @@ import type {
   EventLogReader,
   Failure,
   HistoryCommand,
+  HistoryRangeResult,
   HistoryReader,
   HistoryStore,
   LogClock,
@@ -29,6 +30,7 @@ import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepare
 import { classifyPgError } from './classify.js'
 import { moveCheckpoint, readCheckpoint } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
+import { applyHistoryRange } from './history-range.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
 import { listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
@@ -151,6 +153,14 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   readonly applyHistory = (name: string, commands: readonly HistoryCommand[], from: number, to: number): TE.TaskEither<Failure, void> =>
     this.withClient((c) => applyHistory(c, name, commands, from, to))
+
+  /** The range's plain events derived by PostgreSQL (history-range.ts), the others by `commandsFor`. */
+  readonly applyHistoryRange = (
+    name: string,
+    from: number,
+    to: number,
+    commandsFor: (events: readonly StoredEvent[]) => readonly HistoryCommand[],
+  ): TE.TaskEither<Failure, HistoryRangeResult> => this.withClient((c) => applyHistoryRange(c, name, from, to, commandsFor))
 
   readonly resetHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name))
 

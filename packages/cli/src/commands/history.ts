@@ -111,7 +111,8 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
   const log = createLogger(config.logLevel, (s) => s)
   const { store } = openStore(config.databaseUrl, 'vitrage-persistor project history', 3)
   const pageSize = positiveIntArg('--page-size', input.options['pageSize'])
-  const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log }, pageSize ? { pageSize } : {})
+  const derive = input.options['derive'] === 'in-node' ? 'in-node' : 'in-database'
+  const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log }, { derive, ...(pageSize ? { pageSize } : {}) })
   try {
     if (input.options['rebuild'] === true) {
       if ((await orReport(io, 'project history', config.databaseUrl, TE.map(() => true)(store.resetHistory('history')))) === undefined) return 1
@@ -179,7 +180,8 @@ const specs = [
     options: [
       new Option('--rebuild', 'empty the history tables first'),
       new Option('--follow', 'keep following the log until SIGTERM'),
-      new Option('--page-size <n>', 'events per transaction (default 5000)'),
+      new Option('--page-size <n>', 'events per transaction at most (default 5000)'),
+      new Option('--derive <where>', 'in-database (default: PostgreSQL derives the rows of events in the forms Vitrage writes) or in-node (every event through Node, the reference)').choices(['in-database', 'in-node']),
     ],
     action: project,
   }),

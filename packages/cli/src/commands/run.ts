@@ -9,7 +9,7 @@ import { createIngestMetrics, Persistor, type PersistorOptions } from '@vitrage-
 import { PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
 import { HistoryRunner } from '@vitrage-persistor/projections'
-import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import type { Config } from '../config.js'
 import { type HttpServer, json, startHttpServer } from '../http.js'
 import { type RunningMirror, startMirror } from './mirror.js'
@@ -119,6 +119,13 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   const metrics = createIngestMetrics(registry)
   const historyMetrics = {
     position: new Gauge({ name: 'vitrage_persistor_history_position', help: 'Last event id the alarm-history projection has applied.', registers: [registry] }),
+    events: new Counter({
+      name: 'vitrage_persistor_history_events_total',
+      help: 'Alarm-history events the projection applied, by where their rows were derived (database: the fast path for the forms Vitrage writes; node: any other form).',
+      labelNames: ['derived'] as const,
+      registers: [registry],
+    }),
+    anomalies: new Counter({ name: 'vitrage_persistor_history_anomalies_total', help: 'Alarm-history events skipped as unusable (logged with their reason).', registers: [registry] }),
   }
   const options: PersistorOptions = {
     amqpUrl: config.amqpUrl,
@@ -176,7 +183,20 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
 
   const history = config.historyProjection
     ? new HistoryRunner(
-        { reader: store, store, signal: store, logger: log, hooks: { onPage: (p) => historyMetrics.position.set(p.position) } },
+        {
+          reader: store,
+          store,
+          signal: store,
+          logger: log,
+          hooks: {
+            onPage: (p) => {
+              historyMetrics.position.set(p.position)
+              historyMetrics.events.inc({ derived: 'database' }, p.events - p.inNode)
+              historyMetrics.events.inc({ derived: 'node' }, p.inNode)
+              historyMetrics.anomalies.inc(p.anomalies)
+            },
+          },
+        },
         { name: 'history' },
       )
     : undefined

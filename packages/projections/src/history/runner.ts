@@ -1,17 +1,22 @@
 /**
  * The history projection runner: reads the event log in id order from its checkpoint and
- * applies each page's commands together with the checkpoint (one transaction), so stopping it
- * at any moment, or running a page twice, changes nothing.
+ * applies each range's history events together with the checkpoint (one transaction), so stopping
+ * it at any moment, or running a range twice, changes nothing.
  *
  * Loop (states: idle -> catching-up -> idle ...; close() from any state -> closed):
  *   head := the log's highest id (ids become visible in order, so nothing at or below it can
  *           appear later);
- *   while checkpoint < head: read up to pageSize history events in (checkpoint, head], turn them
- *           into commands, apply them moving the checkpoint to the last id read (or to head when
- *           the page was the last one), reading the next page meanwhile;
+ *   while checkpoint < head: apply the next range (checkpoint, to] and move the checkpoint to
+ *           `to`, where
+ *           - derive 'in-database' (the default): to = min(checkpoint + pageSize, head); the
+ *             store derives the rows of the range's plain events itself (store-postgres
+ *             history-range.ts) and hands the rest to historyCommand;
+ *           - derive 'in-node' (the reference the tests hold the database to): the next page of
+ *             up to pageSize history events is read, turned into commands by historyCommand and
+ *             applied; the page after it is read meanwhile;
  *   then wait for an append signal (or the idle poll interval).
  * Two runners may run (one per persistor instance): the checkpoint is compare-and-set, so the one
- * that loses a page re-reads the checkpoint and goes on from there.
+ * that loses a range re-reads the checkpoint and goes on from there.
  */
 import {
   type AppendSignal,
@@ -20,9 +25,11 @@ import {
   catchUpLoop,
   type EventLogReader,
   type Failure,
+  type HistoryCommand,
   type HistoryStore,
   type Logger,
   silentLogger,
+  type StoredEvent,
 } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import { HISTORY_EVENT_TYPES, historyCommand } from './commands.js'
@@ -30,7 +37,10 @@ import { HISTORY_EVENT_TYPES, historyCommand } from './commands.js'
 export interface HistoryRunnerOptions {
   /** Checkpoint name. */
   readonly name: string
+  /** Events per transaction at most: an id span 'in-database', history events 'in-node'. */
   readonly pageSize: number
+  /** Where the rows are derived from the events (see the top of this module). */
+  readonly derive: 'in-database' | 'in-node'
   /** Poll this often even without append signals (a missed notification costs at most this). */
   readonly idlePollMs: number
   readonly retry: BackoffPolicy
@@ -39,13 +49,18 @@ export interface HistoryRunnerOptions {
 export const defaultHistoryRunnerOptions: HistoryRunnerOptions = {
   name: 'history',
   pageSize: 5_000,
+  derive: 'in-database',
   idlePollMs: 5_000,
   retry: { initialMs: 200, maxMs: 10_000 },
 }
 
 export interface HistoryRunnerHooks {
   /** After each applied page. */
-  readonly onPage?: (info: { readonly position: number; readonly head: number; readonly events: number; readonly anomalies: number }) => void
+  /**
+   * After each applied range: its history events, those of them derived in Node (all of them
+   * 'in-node'; 'in-database', those not in Vitrage's forms), and those skipped as anomalies.
+   */
+  readonly onPage?: (info: { readonly position: number; readonly head: number; readonly events: number; readonly inNode: number; readonly anomalies: number }) => void
 }
 
 export interface HistoryRunnerDeps {
@@ -92,49 +107,88 @@ export class HistoryRunner {
   async catchUp(): Promise<E.Either<Failure, number>> {
     const head = await this.deps.reader.headId()()
     if (E.isLeft(head)) return head
-    let position = await this.deps.store.historyCheckpoint(this.options.name)()
+    const position = await this.deps.store.historyCheckpoint(this.options.name)()
     if (E.isLeft(position)) return position
-    let at = position.right
-    const read = (from: number) => this.deps.reader.readPage(from, this.options.pageSize, { eventTypes: HISTORY_EVENT_TYPES, toId: head.right })()
-    // The next page is read while this one is applied (the database does both, on two connections).
-    let next = at < head.right ? read(at) : undefined
-    while (next !== undefined && !this.closed) {
-      const page = await next
-      next = undefined
-      if (E.isLeft(page)) return page
-      const commands = []
-      let anomalies = 0
-      for (const event of page.right) {
-        const c = historyCommand(event)
-        if (c === undefined) continue
-        if (E.isRight(c)) commands.push(c.right)
-        else {
-          anomalies++
-          this.log.warn({ ...c.left }, 'history event skipped')
-        }
+    const at = await (this.options.derive === 'in-database' ? this.catchUpInDatabase(position.right, head.right) : this.catchUpInNode(position.right, head.right))
+    if (E.isRight(at)) this.positionValue = at.right
+    return at
+  }
+
+  /** Commands for a page of events; anomalies are logged and counted, not applied. */
+  private commandsFor(events: readonly StoredEvent[]): { commands: HistoryCommand[]; anomalies: number } {
+    const commands: HistoryCommand[] = []
+    let anomalies = 0
+    for (const event of events) {
+      const c = historyCommand(event)
+      if (c === undefined) continue
+      if (E.isRight(c)) commands.push(c.right)
+      else {
+        anomalies++
+        this.log.warn({ ...c.left }, 'history event skipped')
       }
-      // A short page is the last one below head: the checkpoint can jump to head.
-      const to = page.right.length < this.options.pageSize ? head.right : (page.right.at(-1)?.id ?? head.right)
-      if (to < head.right) next = read(to)
-      const applied = await this.deps.store.applyHistory(this.options.name, commands, at, to)()
+    }
+    return { commands, anomalies }
+  }
+
+  /** After a checkpoint conflict: where the runner that won left the checkpoint. */
+  private async afterConflict(failure: Failure, at: number): Promise<E.Either<Failure, number>> {
+    if (failure.code !== 'checkpoint-conflict') return E.left(failure)
+    this.log.info({ at }, 'another runner applied this range; continuing from its checkpoint')
+    return this.deps.store.historyCheckpoint(this.options.name)()
+  }
+
+  private async catchUpInDatabase(from: number, head: number): Promise<E.Either<Failure, number>> {
+    let at = from
+    while (at < head && !this.closed) {
+      const to = Math.min(at + this.options.pageSize, head)
+      let anomalies = 0
+      const applied = await this.deps.store.applyHistoryRange(this.options.name, at, to, (events) => {
+        const derived = this.commandsFor(events)
+        anomalies += derived.anomalies
+        return derived.commands
+      })()
       if (E.isLeft(applied)) {
-        await next
-        next = undefined
-        if (applied.left.code !== 'checkpoint-conflict') return applied
-        this.log.info({ at }, 'another runner applied this page; continuing from its checkpoint')
-        position = await this.deps.store.historyCheckpoint(this.options.name)()
-        if (E.isLeft(position)) return position
-        at = position.right
-        if (at < head.right) next = read(at)
+        const resumed = await this.afterConflict(applied.left, at)
+        if (E.isLeft(resumed)) return resumed
+        at = resumed.right
         continue
       }
       at = to
       this.positionValue = at
-      this.deps.hooks?.onPage?.({ position: at, head: head.right, events: page.right.length, anomalies })
+      this.deps.hooks?.onPage?.({ position: at, head, events: applied.right.events, inNode: applied.right.handedOver, anomalies })
+    }
+    return E.right(at)
+  }
+
+  private async catchUpInNode(from: number, head: number): Promise<E.Either<Failure, number>> {
+    let at = from
+    const read = (after: number) => this.deps.reader.readPage(after, this.options.pageSize, { eventTypes: HISTORY_EVENT_TYPES, toId: head })()
+    // The next page is read while this one is applied (the database does both, on two connections).
+    let next = at < head ? read(at) : undefined
+    while (next !== undefined && !this.closed) {
+      const page = await next
+      next = undefined
+      if (E.isLeft(page)) return page
+      const { commands, anomalies } = this.commandsFor(page.right)
+      // A short page is the last one below head: the checkpoint can jump to head.
+      const to = page.right.length < this.options.pageSize ? head : (page.right.at(-1)?.id ?? head)
+      if (to < head) next = read(to)
+      const applied = await this.deps.store.applyHistory(this.options.name, commands, at, to)()
+      if (E.isLeft(applied)) {
+        await next
+        next = undefined
+        const resumed = await this.afterConflict(applied.left, at)
+        if (E.isLeft(resumed)) return resumed
+        at = resumed.right
+        if (at < head) next = read(at)
+        continue
+      }
+      at = to
+      this.positionValue = at
+      this.deps.hooks?.onPage?.({ position: at, head, events: page.right.length, inNode: page.right.length, anomalies })
     }
     // Closed with a read ahead in flight: nothing started here outlives catchUp().
     await next
-    this.positionValue = at
     return E.right(at)
   }
 
