@@ -4,8 +4,8 @@
  * the reference). Both must write the same tables from the same events, at any page boundaries,
  * with the odd payloads the database hands back to Node mixed in.
  */
-import { decodeMessage, EventTypes } from '@vitrage-persistor/core'
-import { HistoryRunner, type HistoryRunnerOptions } from '@vitrage-persistor/projections'
+import { decodeMessage, EventTypes, type HistoryCommand, type StoredEvent } from '@vitrage-persistor/core'
+import { HistoryRunner, type HistoryRunnerOptions, historyCommand, partitionCheckpoint } from '@vitrage-persistor/projections'
 import { appendBatch, PgEventStore, prepareEvent, schemaTemplate } from '@vitrage-persistor/store-postgres'
 import { createTestDatabase, historyStream } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
@@ -90,19 +90,32 @@ interface Run {
 }
 
 const project = async (t: Test, url: string, options: Partial<HistoryRunnerOptions>): Promise<Run> => {
-  const store = new PgEventStore({ connectionString: url, maxConnections: 2 })
+  const store = new PgEventStore({ connectionString: url, maxConnections: 2 + (options.partitions ?? 1) })
   t.teardown(() => store.close())
   let events = 0
   let anomalies = 0
   let inNode = 0
   const runner = new HistoryRunner(
-    { reader: store, store, hooks: { onPage: (p) => ((events += p.events), (anomalies += p.anomalies), (inNode += p.inNode)) } },
+    {
+      reader: store,
+      store,
+      hooks: {
+        onPage: (p) => {
+          events += p.events
+          anomalies += p.anomalies
+          inNode += p.inNode
+        },
+      },
+    },
     options,
   )
   const done = await runner.catchUp()
   if (E.isLeft(done)) throw new Error(done.left.message)
   return { events, anomalies, inNode }
 }
+
+const checkpoints = async (sql: pg.Client): Promise<Array<{ name: string; position: number }>> =>
+  (await sql.query('SELECT name, position::int FROM projection_checkpoint ORDER BY name')).rows
 
 /** Every column of every history table, and the intervals view. */
 const tables = async (sql: pg.Client): Promise<Record<string, unknown[]>> => ({
@@ -121,17 +134,51 @@ t.test('the database derives the same tables as Node, at any page boundaries, od
   t.equal(reference.events, stream.length)
   t.ok(expected['alarms'] !== undefined && expected['alarms'].length > 500, `${expected['alarms']?.length} alarms`)
 
-  for (const pageSize of [37, 1_000, 1_000_000]) {
+  for (const [pageSize, partitions] of [[37, 1], [1_000, 1], [1_000_000, 1], [37, 2], [500, 3]] as const) {
     const db = await databaseWith(t, stream)
-    const run = await project(t, db.url, { derive: 'in-database', pageSize })
+    const run = await project(t, db.url, { derive: 'in-database', pageSize, partitions })
     const got = await tables(db.sql)
-    for (const table of Object.keys(expected)) t.same(got[table], expected[table], `pages of ${pageSize} ids: ${table} as derived in Node`)
-    t.equal(run.events, stream.length, 'every history event counted')
-    t.equal(run.anomalies, reference.anomalies, `the same anomalies reported (${run.anomalies})`)
-    t.equal(run.inNode, 3 * ODD_IN_NODE, 'only the odd events were handed to Node')
+    const how = `pages of ${pageSize} ids, ${partitions} partition(s)`
+    for (const table of Object.keys(expected)) t.same(got[table], expected[table], `${how}: ${table} as derived in Node`)
+    t.equal(run.events, stream.length, `${how}: every history event counted once`)
+    t.equal(run.anomalies, reference.anomalies, `${how}: the same anomalies reported (${run.anomalies})`)
+    t.equal(run.inNode, 3 * ODD_IN_NODE, `${how}: only the odd events were handed to Node`)
+    t.same(await checkpoints(db.sql), [{ name: 'history', position: stream.length }], `${how}: one checkpoint at the head, no partition's left`)
   }
   t.equal(reference.anomalies, 3 * ODD_ANOMALIES)
 
   const ties = (await node.sql.query(`SELECT vitrage_id, name FROM history_alarm WHERE vitrage_id IN ('tie', 'tie-2') ORDER BY 1`)).rows
   t.same(ties, [{ vitrage_id: 'tie', name: 'first' }, { vitrage_id: 'tie-2', name: 'first' }], 'on equal activation times the earlier event gives the attributes')
+})
+
+t.test('partitions resume where they stopped, under another count too, beside a runner without partitions', async (t) => {
+  const stream = [...historyStream(300, 5), ...odd(), ...historyStream(300, 6)]
+  const node = await databaseWith(t, stream)
+  await project(t, node.url, { derive: 'in-node' })
+  const expected = await tables(node.sql)
+
+  const db = await databaseWith(t, stream)
+  // Where a three-partition run stopped: the first partition at 400, the second at 100, the third
+  // not started (the runner's own ranges, applied through the store).
+  const store = new PgEventStore({ connectionString: db.url, maxConnections: 1 })
+  t.teardown(() => store.close())
+  const commandsFor = (events: readonly StoredEvent[]): HistoryCommand[] =>
+    events.flatMap((e) => {
+      const c = historyCommand(e)
+      return c !== undefined && E.isRight(c) ? [c.right] : []
+    })
+  for (const [index, to] of [[0, 400], [1, 100]] as const) {
+    const applied = await store.applyHistoryRange(partitionCheckpoint('history', index, 3), 0, to, commandsFor, { index, of: 3 })()
+    t.ok(E.isRight(applied))
+  }
+  t.same(await store.settleHistoryPartitions('history', [0, 1, 2].map((i) => partitionCheckpoint('history', i, 3)))(), E.right(0), 'the slowest partition has not started')
+  t.same(await checkpoints(db.sql), [{ name: 'history', position: 0 }, { name: 'history/1of3', position: 400 }, { name: 'history/2of3', position: 100 }])
+  const again = await store.applyHistoryRange(partitionCheckpoint('history', 1, 3), 0, 100, commandsFor, { index: 1, of: 3 })()
+  t.match(again, E.left({ code: 'checkpoint-conflict' }), 'a partition range is applied once')
+
+  // Resumed with two partitions, and a single runner at the same time.
+  await Promise.all([project(t, db.url, { derive: 'in-database', pageSize: 70, partitions: 2 }), project(t, db.url, { derive: 'in-database', pageSize: 90 })])
+  const got = await tables(db.sql)
+  for (const table of Object.keys(expected)) t.same(got[table], expected[table], `${table} as derived in Node`)
+  t.same(await checkpoints(db.sql), [{ name: 'history', position: stream.length }], 'one checkpoint at the head: the others are reached and dropped')
 })

@@ -64,6 +64,24 @@ t.test('the runner killed at random moments, restarted, ends as a clean rebuild;
   t.equal(again.code, 0)
   t.same(await tables(world), afterKills, 'running again changes nothing')
 
+  // Partitions killed mid-way: their checkpoints stay; three partitions, then one, finish the job.
+  const reset = startPersistor(['project', 'history', '--rebuild', '--page-size', '20', '--partitions', '2', '--follow', '--database-url', world.db.url])
+  t.teardown(() => reset.kill('SIGKILL'))
+  const partitionRows = async (): Promise<number> =>
+    Number((await world.sql.query(`SELECT count(*) AS n FROM projection_checkpoint WHERE name LIKE 'history/%' AND position > 0`)).rows[0].n)
+  await eventually('partitions progress', async () => {
+    reset.assertAlive()
+    return (await partitionRows()) === 2
+  })
+  reset.kill('SIGKILL')
+  await reset.exited
+  t.ok((await checkpoint()) < head, 'killed before the common checkpoint reached the head')
+  const three = await cli(['project', 'history', '--partitions', '3', '--database-url', world.db.url])
+  t.equal(three.code, 0, three.err)
+  t.same(await tables(world), afterKills, 'partitions killed and resumed under another count: identical to a clean rebuild')
+  t.equal(await checkpoint(), head)
+  t.equal(await partitionRows(), 0, 'no partition checkpoint left behind')
+
   const shuffledWorld = await setupWorld(t)
   let seed = 5
   const rnd = (): number => (seed = (seed * 16807) % 2147483647) / 2147483647

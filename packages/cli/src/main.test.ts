@@ -21,10 +21,16 @@ t.test('an unknown flag is a usage error', async (t) => {
   t.match(r.err, /unknown option '--prefetchh'/)
 })
 
-t.test('project history --derive takes in-database or in-node only', async (t) => {
+t.test('project history --derive takes in-database or in-node only; --partitions only in the database', async (t) => {
   const r = await run(['project', 'history', '--derive', 'sideways', '--database-url', 'postgres://u:s3cret@127.0.0.1:1/db'])
   t.equal(r.code, 2)
   t.match(r.err, /--derive <where>' argument 'sideways' is invalid\. Allowed choices are in-database, in-node/)
+  const both = await run(['project', 'history', '--derive', 'in-node', '--partitions', '2', '--database-url', 'postgres://u:s3cret@127.0.0.1:1/db'])
+  t.equal(both.code, 2)
+  t.match(both.err, /--partitions: needs --derive in-database/)
+  const many = await run(['project', 'history', '--partitions', '100', '--database-url', 'postgres://u:s3cret@127.0.0.1:1/db'])
+  t.equal(many.code, 2)
+  t.match(many.err, /--partitions: at most 32/)
 })
 
 t.test('an unknown command is a usage error; --help and --version are not', async (t) => {

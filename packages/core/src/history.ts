@@ -53,9 +53,26 @@ export interface HistoryStore {
     from: number,
     to: number,
     commandsFor: (events: readonly StoredEvent[]) => readonly HistoryCommand[],
+    partition?: HistoryPartition,
   ) => TE.TaskEither<Failure, HistoryRangeResult>
+  /**
+   * Advances checkpoint `name` to the lowest of the `partitions`' checkpoints (never backwards;
+   * an absent one counts as `name`'s) and drops the partition checkpoints it has reached.
+   */
+  readonly settleHistoryPartitions: (name: string, partitions: readonly string[]) => TE.TaskEither<Failure, number>
   /** Empties the history tables and resets checkpoint `name` to 0 (for a rebuild from the log). */
   readonly resetHistory: (name: string) => TE.TaskEither<Failure, void>
+}
+
+/**
+ * Partition `index` (from 0) of `of`: the history events whose rows belong to it (an alarm's by
+ * its vitrage_id, an edge's by its key), so partitions write disjoint rows and can be applied
+ * concurrently, each with its own checkpoint (`<name>/<index + 1>of<of>`, moved as if absent meant
+ * "at the common checkpoint").
+ */
+export interface HistoryPartition {
+  readonly index: number
+  readonly of: number
 }
 
 export interface HistoryRangeResult {

@@ -38,3 +38,46 @@ export const moveCheckpoint = async (client: Client | pg.Pool, name: string, exp
   // Inserted (first move) or updated from `expected`: 1 row. Anything else, someone else moved it.
   if (moved.rowCount !== 1) throw new CheckpointConflict(name, expected)
 }
+
+/**
+ * Moves the checkpoint of one partition of a reader (runner.ts) from `expected` to `position`:
+ * compare-and-set like moveCheckpoint, except that an absent row counts as being at `expected`
+ * (a partition starts from its reader's common checkpoint, which the caller read, and its row is
+ * deleted again once the common checkpoint has passed it). Two instances racing on one partition
+ * still cannot both move it: the second finds the first one's row.
+ */
+export const movePartitionCheckpoint = async (client: Client | pg.Pool, name: string, expected: number, position: number): Promise<void> => {
+  const moved = await client.query(
+    `INSERT INTO projection_checkpoint (name, position) VALUES ($1, $3)
+     ON CONFLICT (name) DO UPDATE SET position = $3, updated_at = now() WHERE projection_checkpoint.position = $2`,
+    [name, expected, position],
+  )
+  if (moved.rowCount !== 1) throw new CheckpointConflict(name, expected)
+}
+
+/**
+ * Advances checkpoint `name` to the lowest of its partitions' checkpoints (`partitions`; an absent
+ * one counts as `name`'s), never backwards, and deletes the partition checkpoints (of any partition
+ * count) that it has reached: they say nothing more. Returns the checkpoint.
+ */
+export const settlePartitionCheckpoints = async (client: Client, name: string, partitions: readonly string[]): Promise<number> => {
+  await client.query('BEGIN')
+  try {
+    const { rows } = await client.query<{ position: string }>(
+      `WITH common AS (SELECT coalesce((SELECT position FROM projection_checkpoint WHERE name = $1), 0) AS position),
+            lowest AS (SELECT min(greatest(coalesce(c.position, 0), common.position)) AS position
+                       FROM unnest($2::text[]) AS p(name) LEFT JOIN projection_checkpoint c USING (name), common)
+       INSERT INTO projection_checkpoint (name, position) SELECT $1, greatest(common.position, lowest.position) FROM common, lowest
+       ON CONFLICT (name) DO UPDATE SET position = greatest(projection_checkpoint.position, EXCLUDED.position), updated_at = now()
+       RETURNING position`,
+      [name, partitions],
+    )
+    const position = Number(rows[0]?.position ?? 0)
+    await client.query(`DELETE FROM projection_checkpoint WHERE left(name, length($1) + 1) = $1 || '/' AND position <= $2`, [name, position])
+    await client.query('COMMIT')
+    return position
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw e
+  }
+}

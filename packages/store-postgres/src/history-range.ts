@@ -15,9 +15,9 @@
  * in the same transaction. Applying rows in two statements instead of one is safe because every
  * merge is commutative (history.ts).
  */
-import { EventTypes, type HistoryCommand, type HistoryRangeResult, type StoredEvent } from '@vitrage-persistor/core'
+import { EventTypes, type HistoryCommand, type HistoryPartition, type HistoryRangeResult, type StoredEvent } from '@vitrage-persistor/core'
 import type pg from 'pg'
-import { moveCheckpoint } from './checkpoints.js'
+import { moveCheckpoint, movePartitionCheckpoint } from './checkpoints.js'
 import { ALARM_INSERT, ALARM_MERGE, applyCommands } from './history.js'
 import { readEventsById } from './read.js'
 
@@ -41,13 +41,21 @@ const isString = (key: string): string => `coalesce(jsonb_typeof(p->'${key}'), '
 // would stringify its own way).
 const isStringOrNull = (key: string): string => `coalesce(jsonb_typeof(p->'${key}'), 'null') IN ('string', 'null')`
 
+// What a partition is chosen by: an alarm event's vitrage_id, an edge event's (source, target,
+// label), so every event that writes a row goes to the partition of that row. md5, not hashtext,
+// whose values PostgreSQL does not promise to keep across versions (a partition's checkpoint may
+// outlive an upgrade).
+const PARTITION = `('x' || left(md5(CASE WHEN e.event_type LIKE 'vitrage.alarm.%' THEN coalesce(e.payload->>'vitrage_id', '')
+    ELSE concat_ws('|', e.payload->>'source_id', e.payload->>'target_id', e.payload->>'relationship_type') END), 8))::bit(32)::int & 2147483647`
+
 /**
- * The statement for the history events with ids in ($1, $2] (pure). Each level of `src` is a
- * subquery fenced with OFFSET 0, so update_timestamp is extracted and parsed once per event
- * (flattened, PostgreSQL would copy the expression into every place that uses it).
+ * The statement for the history events with ids in ($1, $2] (pure); `partitioned`: only those
+ * of partition $4 (from 0) of $3. Each level of `src` is a subquery fenced with OFFSET 0, so
+ * update_timestamp is extracted and parsed once per event (flattened, PostgreSQL would copy the
+ * expression into every place that uses it).
  * Returns one row: the number of history events in the range and the ids of those not plain.
  */
-export const historyRangeStatement = (): string => `
+export const historyRangeStatement = (partitioned = false): string => `
 WITH src AS MATERIALIZED (
   SELECT id, t, p, message_id, ct, at, CASE t
       WHEN '${T.alarmActivate}' THEN ${isString('vitrage_id')} AND at IS NOT NULL AND ${ATTRIBUTES.map(isStringOrNull).join(' AND ')}
@@ -63,6 +71,7 @@ WITH src AS MATERIALIZED (
       FROM event e
       WHERE e.id > $1 AND e.id <= $2
         AND e.event_type IN ('${T.alarmActivate}', '${T.alarmDeactivate}', '${T.alarmChange}', '${T.alarmChangeProjectId}', '${T.causalActivate}', '${T.causalDeactivate}')
+        ${partitioned ? `AND (${PARTITION}) % $3 = $4` : ''}
       OFFSET 0) raw
     OFFSET 0) parsed
 ),
@@ -108,11 +117,14 @@ edges AS (
 SELECT count(*)::int AS events, coalesce(array_agg(id ORDER BY id) FILTER (WHERE NOT plain), '{}') AS others FROM src`
 
 const RANGE_SQL = historyRangeStatement()
+const PARTITION_RANGE_SQL = historyRangeStatement(true)
 
 /**
  * Applies the history events with ids in (`expected`, `position`] and moves checkpoint `name`
  * from `expected` to `position`, in one transaction on `client`: the plain events by one
  * statement, the others through `commandsFor` (synchronous: it runs inside the transaction).
+ * With `partition`, only that partition's events, and `name` is the partition's checkpoint
+ * (movePartitionCheckpoint).
  */
 export const applyHistoryRange = async (
   client: Client,
@@ -120,11 +132,20 @@ export const applyHistoryRange = async (
   expected: number,
   position: number,
   commandsFor: (events: readonly StoredEvent[]) => readonly HistoryCommand[],
+  partition?: HistoryPartition,
 ): Promise<HistoryRangeResult> => {
   await client.query('BEGIN')
   try {
-    await moveCheckpoint(client, name, expected, position)
-    const { rows } = await client.query<{ events: number; others: string[] }>(RANGE_SQL, [expected, position])
+    // The planner cannot estimate the partition predicate (it guesses 0.5% of the range) and then
+    // joins the folded alarm rows by nested loops over CTE scans, quadratic in the range: 14-16k
+    // against 51-56k events/s measured with two partitions. Hash joins are right at any size here.
+    await client.query('SET LOCAL enable_nestloop = off')
+    if (partition === undefined) await moveCheckpoint(client, name, expected, position)
+    else await movePartitionCheckpoint(client, name, expected, position)
+    const { rows } =
+      partition === undefined
+        ? await client.query<{ events: number; others: string[] }>(RANGE_SQL, [expected, position])
+        : await client.query<{ events: number; others: string[] }>(PARTITION_RANGE_SQL, [expected, position, partition.of, partition.index])
     const events = rows[0]?.events ?? 0
     const others = rows[0]?.others ?? []
     if (others.length > 0) await applyCommands(client, commandsFor(await readEventsById(client, others.map(Number))))

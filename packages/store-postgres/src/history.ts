@@ -187,13 +187,15 @@ const applyEdges = async (client: Client, commands: readonly HistoryCommand[]): 
   ])
 }
 
-/** Empties the history tables and resets the checkpoint (a rebuild from the log follows). */
+/** Empties the history tables and resets the checkpoint and its partitions' (a rebuild from the log follows). */
 export const resetHistory = async (client: Client, name: string): Promise<void> => {
   await client.query('BEGIN')
   try {
     await client.query('TRUNCATE history_alarm, history_change, history_edge_event')
     await client.query(`INSERT INTO projection_checkpoint (name, position) VALUES ($1, 0)
       ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = now()`, [name])
+    // Partition checkpoints (runner.ts) start again from the common one.
+    await client.query(`DELETE FROM projection_checkpoint WHERE left(name, length($1) + 1) = $1 || '/'`, [name])
     await client.query('COMMIT')
   } catch (e) {
     await client.query('ROLLBACK').catch(() => {})

@@ -11,6 +11,7 @@ import type {
   EventLogReader,
   Failure,
   HistoryCommand,
+  HistoryPartition,
   HistoryRangeResult,
   HistoryReader,
   HistoryStore,
@@ -28,7 +29,7 @@ import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError } from './classify.js'
-import { moveCheckpoint, readCheckpoint } from './checkpoints.js'
+import { moveCheckpoint, readCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
@@ -160,7 +161,11 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     from: number,
     to: number,
     commandsFor: (events: readonly StoredEvent[]) => readonly HistoryCommand[],
-  ): TE.TaskEither<Failure, HistoryRangeResult> => this.withClient((c) => applyHistoryRange(c, name, from, to, commandsFor))
+    partition?: HistoryPartition,
+  ): TE.TaskEither<Failure, HistoryRangeResult> => this.withClient((c) => applyHistoryRange(c, name, from, to, commandsFor, partition))
+
+  readonly settleHistoryPartitions = (name: string, partitions: readonly string[]): TE.TaskEither<Failure, number> =>
+    this.withClient((c) => settlePartitionCheckpoints(c, name, partitions))
 
   readonly resetHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name))
 

@@ -109,10 +109,14 @@ const counts = async (config: QueryConfig, input: CommandInput, io: Io): Promise
 
 const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: Env): Promise<number> => {
   const log = createLogger(config.logLevel, (s) => s)
-  const { store } = openStore(config.databaseUrl, 'vitrage-persistor project history', 3)
   const pageSize = positiveIntArg('--page-size', input.options['pageSize'])
   const derive = input.options['derive'] === 'in-node' ? 'in-node' : 'in-database'
-  const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log }, { derive, ...(pageSize ? { pageSize } : {}) })
+  const partitions = positiveIntArg('--partitions', input.options['partitions']) ?? 1
+  if (partitions > 32) throw new UsageError(`--partitions: at most 32 (a database connection each), got ${partitions}`)
+  if (partitions > 1 && derive === 'in-node') throw new UsageError('--partitions: needs --derive in-database')
+  // A connection per partition, one to read the head and wait for appends, one for the checkpoint.
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor project history', partitions + 2)
+  const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log }, { derive, partitions, ...(pageSize ? { pageSize } : {}) })
   try {
     if (input.options['rebuild'] === true) {
       if ((await orReport(io, 'project history', config.databaseUrl, TE.map(() => true)(store.resetHistory('history')))) === undefined) return 1
@@ -182,6 +186,7 @@ const specs = [
       new Option('--follow', 'keep following the log until SIGTERM'),
       new Option('--page-size <n>', 'events per transaction at most (default 5000)'),
       new Option('--derive <where>', 'in-database (default: PostgreSQL derives the rows of events in the forms Vitrage writes) or in-node (every event through Node, the reference)').choices(['in-database', 'in-node']),
+      new Option('--partitions <n>', 'in-database: apply this many partitions of the events concurrently, one connection each (default 1; for catching up on a long log)'),
     ],
     action: project,
   }),

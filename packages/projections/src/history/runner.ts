@@ -17,6 +17,14 @@
  *   then wait for an append signal (or the idle poll interval).
  * Two runners may run (one per persistor instance): the checkpoint is compare-and-set, so the one
  * that loses a range re-reads the checkpoint and goes on from there.
+ *
+ * With `partitions` K > 1 ('in-database' only), the events are split by the rows they write (an
+ * alarm's vitrage_id, an edge's key) and the K partitions run the loop above concurrently, each
+ * with its own checkpoint `<name>/<k>of<K>`, which starts at the common checkpoint when absent.
+ * When they are done (or closed), the common checkpoint moves to the slowest partition and the
+ * partition checkpoints it reached are dropped, so changing K later, or running with K = 1,
+ * resumes from there. Meanwhile the tables of one partition may be ahead of another's by a few
+ * ranges, which the order-tolerant merges allow; the runner's position is the slowest one.
  */
 import {
   type AppendSignal,
@@ -26,6 +34,7 @@ import {
   type EventLogReader,
   type Failure,
   type HistoryCommand,
+  type HistoryPartition,
   type HistoryStore,
   type Logger,
   silentLogger,
@@ -41,6 +50,11 @@ export interface HistoryRunnerOptions {
   readonly pageSize: number
   /** Where the rows are derived from the events (see the top of this module). */
   readonly derive: 'in-database' | 'in-node'
+  /**
+   * 'in-database' only: split the events by the rows they write into this many partitions,
+   * applied concurrently (one connection each: the store's pool needs as many).
+   */
+  readonly partitions: number
   /** Poll this often even without append signals (a missed notification costs at most this). */
   readonly idlePollMs: number
   readonly retry: BackoffPolicy
@@ -50,6 +64,7 @@ export const defaultHistoryRunnerOptions: HistoryRunnerOptions = {
   name: 'history',
   pageSize: 5_000,
   derive: 'in-database',
+  partitions: 1,
   idlePollMs: 5_000,
   retry: { initialMs: 200, maxMs: 10_000 },
 }
@@ -72,6 +87,9 @@ export interface HistoryRunnerDeps {
   readonly hooks?: HistoryRunnerHooks
 }
 
+/** The checkpoint of partition `index` (from 0) of `of`: `history/1of2` for the first of two. */
+export const partitionCheckpoint = (name: string, index: number, of: number): string => `${name}/${index + 1}of${of}`
+
 export class HistoryRunner {
   private readonly options: HistoryRunnerOptions
   private readonly log: Logger
@@ -84,6 +102,10 @@ export class HistoryRunner {
     options: Partial<HistoryRunnerOptions> = {},
   ) {
     this.options = { ...defaultHistoryRunnerOptions, ...options }
+    const { partitions, derive } = this.options
+    if (!Number.isInteger(partitions) || partitions < 1 || (partitions > 1 && derive !== 'in-database')) {
+      throw new TypeError(`HistoryRunner: partitions must be a positive integer, and 1 unless derive is 'in-database' (got ${partitions}, '${derive}')`)
+    }
     this.log = (deps.logger ?? silentLogger).child({ component: 'history-runner', checkpoint: this.options.name })
     this.loop = catchUpLoop({
       step: () => this.catchUp(),
@@ -130,32 +152,76 @@ export class HistoryRunner {
     return { commands, anomalies }
   }
 
-  /** After a checkpoint conflict: where the runner that won left the checkpoint. */
-  private async afterConflict(failure: Failure, at: number): Promise<E.Either<Failure, number>> {
+  /** After a checkpoint conflict: where the runner that won left the checkpoint (`resume`). */
+  private async afterConflict(failure: Failure, at: number, resume: () => Promise<E.Either<Failure, number>>): Promise<E.Either<Failure, number>> {
     if (failure.code !== 'checkpoint-conflict') return E.left(failure)
     this.log.info({ at }, 'another runner applied this range; continuing from its checkpoint')
-    return this.deps.store.historyCheckpoint(this.options.name)()
+    return resume()
   }
 
-  private async catchUpInDatabase(from: number, head: number): Promise<E.Either<Failure, number>> {
+  private async catchUpInDatabase(common: number, head: number): Promise<E.Either<Failure, number>> {
+    const { name, partitions } = this.options
+    if (partitions === 1) {
+      return this.applyRanges(name, undefined, common, head, () => this.deps.store.historyCheckpoint(name)(), (at) => at)
+    }
+    // Partitions write disjoint rows, so they run concurrently, each on its own connection and
+    // checkpoint; the common checkpoint then moves to the slowest of them.
+    const names = Array.from({ length: partitions }, (_, index) => partitionCheckpoint(name, index, partitions))
+    const positions = names.map(() => common)
+    const lowest = (): number => Math.min(...positions)
+    const resume = (partitionName: string) => async (): Promise<E.Either<Failure, number>> => {
+      const own = await this.deps.store.historyCheckpoint(partitionName)()
+      if (E.isLeft(own)) return own
+      const shared = await this.deps.store.historyCheckpoint(name)()
+      return E.isLeft(shared) ? shared : E.right(Math.max(own.right, shared.right))
+    }
+    const results = await Promise.all(
+      names.map(async (partitionName, index) => {
+        const from = await resume(partitionName)()
+        if (E.isLeft(from)) return from
+        positions[index] = from.right
+        return this.applyRanges(partitionName, { index, of: partitions }, from.right, head, resume(partitionName), (at) => {
+          positions[index] = at
+          return lowest()
+        })
+      }),
+    )
+    const failed = results.find(E.isLeft)
+    if (failed !== undefined) return failed
+    return this.deps.store.settleHistoryPartitions(name, names)()
+  }
+
+  /**
+   * Applies (from, head] in ranges to checkpoint `checkpoint` (of `partition`, if given).
+   * `moved` learns each new position and answers the runner's position.
+   */
+  private async applyRanges(
+    checkpoint: string,
+    partition: HistoryPartition | undefined,
+    from: number,
+    head: number,
+    resume: () => Promise<E.Either<Failure, number>>,
+    moved: (at: number) => number,
+  ): Promise<E.Either<Failure, number>> {
     let at = from
     while (at < head && !this.closed) {
       const to = Math.min(at + this.options.pageSize, head)
       let anomalies = 0
-      const applied = await this.deps.store.applyHistoryRange(this.options.name, at, to, (events) => {
+      const commandsFor = (events: readonly StoredEvent[]): HistoryCommand[] => {
         const derived = this.commandsFor(events)
         anomalies += derived.anomalies
         return derived.commands
-      })()
+      }
+      const applied = await this.deps.store.applyHistoryRange(checkpoint, at, to, commandsFor, partition)()
       if (E.isLeft(applied)) {
-        const resumed = await this.afterConflict(applied.left, at)
+        const resumed = await this.afterConflict(applied.left, at, resume)
         if (E.isLeft(resumed)) return resumed
         at = resumed.right
         continue
       }
       at = to
-      this.positionValue = at
-      this.deps.hooks?.onPage?.({ position: at, head, events: applied.right.events, inNode: applied.right.handedOver, anomalies })
+      this.positionValue = moved(at)
+      this.deps.hooks?.onPage?.({ position: this.positionValue, head, events: applied.right.events, inNode: applied.right.handedOver, anomalies })
     }
     return E.right(at)
   }
@@ -177,7 +243,7 @@ export class HistoryRunner {
       if (E.isLeft(applied)) {
         await next
         next = undefined
-        const resumed = await this.afterConflict(applied.left, at)
+        const resumed = await this.afterConflict(applied.left, at, () => this.deps.store.historyCheckpoint(this.options.name)())
         if (E.isLeft(resumed)) return resumed
         at = resumed.right
         if (at < head) next = read(at)
