@@ -70,7 +70,6 @@ export const defaultHistoryRunnerOptions: HistoryRunnerOptions = {
 }
 
 export interface HistoryRunnerHooks {
-  /** After each applied page. */
   /**
    * After each applied range: its history events, those of them derived in Node (all of them
    * 'in-node'; 'in-database', those not in Vitrage's forms), and those skipped as anomalies.
