@@ -5,7 +5,7 @@
  * with the odd payloads the database hands back to Node mixed in.
  */
 import { decodeMessage, EventTypes, type HistoryCommand, type StoredEvent } from '@vitrage-persistor/core'
-import { HistoryRunner, type HistoryRunnerOptions, historyCommand, partitionCheckpoint } from '@vitrage-persistor/projections'
+import { HistoryRunner, type HistoryRunnerOptions, historyCommand } from '@vitrage-persistor/projections'
 import { appendBatch, PgEventStore, prepareEvent, schemaTemplate } from '@vitrage-persistor/store-postgres'
 import { createTestDatabase, historyStream } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
@@ -41,6 +41,8 @@ const odd = (): Buffer[] => [
   body(EventTypes.alarmActivate, alarm('odd-name', { name: 42, project_id: { nested: true }, update_timestamp: '2024-01-01T00:00:13Z' })),
   body(EventTypes.alarmDeactivate, alarm('odd-soon', { update_timestamp: 'soon' })),
   body(EventTypes.alarmDeactivate, alarm('odd-feb30', { update_timestamp: '2024-02-30T00:00:00Z' })),
+  // PostgreSQL has no year 0: were it parsed, every retry of its range would fail.
+  body(EventTypes.alarmDeactivate, alarm('odd-year0', { update_timestamp: '0000-01-01T00:00:00Z' })),
   body(EventTypes.alarmActivate, alarm('leap-day', { update_timestamp: '2024-02-29 10:00:00' })),
   body(EventTypes.alarmChangeProjectId, alarm('leap-day', { vitrage_resource_project_id: 'p-no-time' })),
   body(EventTypes.alarmChangeProjectId, alarm('leap-day', { vitrage_resource_project_id: 'p-bad-time', update_timestamp: 'later' })),
@@ -58,9 +60,9 @@ const odd = (): Buffer[] => [
 ]
 // All but leap-day's activation, its project change without a time (the collector's time orders
 // it), tie's second and tie-2's first activation, which are in Vitrage's forms.
-const ODD_IN_NODE = 16
-// 'soon', February 30, a change without severity, an edge without target.
-const ODD_ANOMALIES = 4
+const ODD_IN_NODE = 17
+// 'soon', February 30, the year 0, a change without severity, an edge without target.
+const ODD_ANOMALIES = 5
 
 /** A database holding `bodies` as the persistor stores them. */
 const databaseWith = async (t: Test, bodies: readonly Buffer[]): Promise<{ url: string; sql: pg.Client }> => {
@@ -151,15 +153,19 @@ t.test('the database derives the same tables as Node, at any page boundaries, od
   t.same(ties, [{ vitrage_id: 'tie', name: 'first' }, { vitrage_id: 'tie-2', name: 'first' }], 'on equal activation times the earlier event gives the attributes')
 })
 
-t.test('partitions resume where they stopped, under another count too, beside a runner without partitions', async (t) => {
+t.test('partitions resume where they stopped, under another count, around a runner without partitions and a rebuild', async (t) => {
   const stream = [...historyStream(300, 5), ...odd(), ...historyStream(300, 6)]
   const node = await databaseWith(t, stream)
   await project(t, node.url, { derive: 'in-node' })
   const expected = await tables(node.sql)
+  const same = async (what: string): Promise<void> => {
+    const got = await tables(db.sql)
+    for (const table of Object.keys(expected)) t.same(got[table], expected[table], `${what}: ${table} as derived in Node`)
+  }
 
   const db = await databaseWith(t, stream)
   // Where a three-partition run stopped: the first partition at 400, the second at 100, the third
-  // not started (the runner's own ranges, applied through the store).
+  // not started (the runner's own steps, through the store).
   const store = new PgEventStore({ connectionString: db.url, maxConnections: 1 })
   t.teardown(() => store.close())
   const commandsFor = (events: readonly StoredEvent[]): HistoryCommand[] =>
@@ -168,17 +174,29 @@ t.test('partitions resume where they stopped, under another count too, beside a 
       return c !== undefined && E.isRight(c) ? [c.right] : []
     })
   for (const [index, to] of [[0, 400], [1, 100]] as const) {
-    const applied = await store.applyHistoryRange(partitionCheckpoint('history', index, 3), 0, to, commandsFor, { index, of: 3 })()
-    t.ok(E.isRight(applied))
+    t.same(await store.resumeHistoryPartition('history', { index, of: 3 })(), E.right(0))
+    t.ok(E.isRight(await store.applyHistoryRange('history', 0, to, commandsFor, { index, of: 3 })()))
   }
-  t.same(await store.settleHistoryPartitions('history', [0, 1, 2].map((i) => partitionCheckpoint('history', i, 3)))(), E.right(0), 'the slowest partition has not started')
+  t.same(await store.settleHistoryPartitions('history', 3)(), E.right(0), 'the slowest partition has not started')
   t.same(await checkpoints(db.sql), [{ name: 'history', position: 0 }, { name: 'history/1of3', position: 400 }, { name: 'history/2of3', position: 100 }])
-  const again = await store.applyHistoryRange(partitionCheckpoint('history', 1, 3), 0, 100, commandsFor, { index: 1, of: 3 })()
+  const again = await store.applyHistoryRange('history', 0, 100, commandsFor, { index: 1, of: 3 })()
   t.match(again, E.left({ code: 'checkpoint-conflict' }), 'a partition range is applied once')
 
-  // Resumed with two partitions, and a single runner at the same time.
-  await Promise.all([project(t, db.url, { derive: 'in-database', pageSize: 70, partitions: 2 }), project(t, db.url, { derive: 'in-database', pageSize: 90 })])
-  const got = await tables(db.sql)
-  for (const table of Object.keys(expected)) t.same(got[table], expected[table], `${table} as derived in Node`)
+  // The service's runner (no partitions) goes to the head meanwhile; partitions left behind it are
+  // raised to it when they resume, under another count too.
+  await project(t, db.url, { derive: 'in-database', pageSize: 90 })
+  await same('after the runner without partitions')
+  t.same(await store.resumeHistoryPartition('history', { index: 1, of: 3 })(), E.right(stream.length), 'a partition behind the common checkpoint resumes from it')
+  await project(t, db.url, { derive: 'in-database', pageSize: 70, partitions: 2 })
   t.same(await checkpoints(db.sql), [{ name: 'history', position: stream.length }], 'one checkpoint at the head: the others are reached and dropped')
+
+  // A rebuild while a partition is half-way: its next move fails, it resumes from the common
+  // checkpoint (0), and nothing is left out.
+  t.same(await store.resumeHistoryPartition('history', { index: 0, of: 2 })(), E.right(stream.length))
+  t.same(await store.resetHistory('history')(), E.right(undefined))
+  t.match(await store.applyHistoryRange('history', stream.length, stream.length, commandsFor, { index: 0, of: 2 })(), E.left({ code: 'checkpoint-conflict' }))
+  t.same(await store.resumeHistoryPartition('history', { index: 0, of: 2 })(), E.right(0))
+  await Promise.all([project(t, db.url, { derive: 'in-database', pageSize: 70, partitions: 2 }), project(t, db.url, { derive: 'in-database', pageSize: 90 })])
+  await same('rebuilt by partitions and a runner without them at once')
+  t.same(await checkpoints(db.sql), [{ name: 'history', position: stream.length }])
 })

@@ -37,7 +37,7 @@ t.test('the runner killed at random moments, restarted, ends as a clean rebuild;
 
   const positions: number[] = []
   for (let kill = 0; kill < 4; kill++) {
-    const runner = startPersistor(['project', 'history', '--follow', '--page-size', '150', '--database-url', world.db.url])
+    const runner = startPersistor(['project', 'history', '--follow', '--page-size', '20', '--database-url', world.db.url])
     t.teardown(() => runner.kill('SIGKILL'))
     const from = await checkpoint()
     await eventually('progress', async () => {

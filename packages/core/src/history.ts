@@ -46,7 +46,9 @@ export interface HistoryStore {
    * Applies the history events with ids in (`from`, `to`] and moves checkpoint `name` from `from`
    * to `to`, in one transaction (conflicts as for applyHistory). The store derives the rows of the
    * events it can itself; it hands the others to `commandsFor` (synchronous, called inside the
-   * transaction), and applies the commands it returns in the same transaction.
+   * transaction), and applies the commands it returns in the same transaction. With `partition`,
+   * only that partition's events, and the checkpoint moved is the partition's
+   * (partitionCheckpoint), which resumeHistoryPartition must have created.
    */
   readonly applyHistoryRange: (
     name: string,
@@ -56,10 +58,16 @@ export interface HistoryStore {
     partition?: HistoryPartition,
   ) => TE.TaskEither<Failure, HistoryRangeResult>
   /**
-   * Advances checkpoint `name` to the lowest of the `partitions`' checkpoints (never backwards;
-   * an absent one counts as `name`'s) and drops the partition checkpoints it has reached.
+   * Where `partition` of checkpoint `name` resumes: its checkpoint, first raised to `name`'s (and
+   * created at it when absent), since everything up to `name`'s is applied in every partition.
    */
-  readonly settleHistoryPartitions: (name: string, partitions: readonly string[]) => TE.TaskEither<Failure, number>
+  readonly resumeHistoryPartition: (name: string, partition: HistoryPartition) => TE.TaskEither<Failure, number>
+  /**
+   * Advances checkpoint `name` to the lowest of its `of` partitions' checkpoints (never backwards;
+   * an absent one counts as `name`'s) and drops the partition checkpoints, of any partition count,
+   * it has reached. Returns the checkpoint.
+   */
+  readonly settleHistoryPartitions: (name: string, of: number) => TE.TaskEither<Failure, number>
   /** Empties the history tables and resets checkpoint `name` to 0 (for a rebuild from the log). */
   readonly resetHistory: (name: string) => TE.TaskEither<Failure, void>
 }
@@ -67,13 +75,15 @@ export interface HistoryStore {
 /**
  * Partition `index` (from 0) of `of`: the history events whose rows belong to it (an alarm's by
  * its vitrage_id, an edge's by its key), so partitions write disjoint rows and can be applied
- * concurrently, each with its own checkpoint (`<name>/<index + 1>of<of>`, moved as if absent meant
- * "at the common checkpoint").
+ * concurrently, each with its own checkpoint (partitionCheckpoint).
  */
 export interface HistoryPartition {
   readonly index: number
   readonly of: number
 }
+
+/** The checkpoint of `partition` of checkpoint `name`: `history/1of2` for the first of two. */
+export const partitionCheckpoint = (name: string, partition: HistoryPartition): string => `${name}/${partition.index + 1}of${partition.of}`
 
 export interface HistoryRangeResult {
   /** History events with ids in the range. */

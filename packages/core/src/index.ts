@@ -10,5 +10,5 @@ export { type Failure, type FailureKind, failure, isRetryable } from './failure.
 export { type LogFn, type Logger, silentLogger } from './logger.js'
 export { memberText } from './json-span.js'
 export type { AppendSignal, CheckpointStore, EventLogReader, LogClock, NewSnapshot, ReadPageOptions, Snapshot, SnapshotMeta, SnapshotStore } from './ports.js'
-export { type AlarmAttributes, type AlarmRecord, type CausalEdge, type EdgeEventPoint, type EdgeInterval, edgeIntervals, type HistoryAnomaly, type HistoryCommand, type HistoryPartition, type HistoryRangeResult, type HistoryReader, type HistoryStore } from './history.js'
+export { type AlarmAttributes, type AlarmRecord, type CausalEdge, type EdgeEventPoint, type EdgeInterval, edgeIntervals, type HistoryAnomaly, type HistoryCommand, type HistoryPartition, partitionCheckpoint, type HistoryRangeResult, type HistoryReader, type HistoryStore } from './history.js'
 export { type CatchUpLoop, type CatchUpLoopOptions, catchUpLoop, waker } from './catch-up-loop.js'

@@ -63,6 +63,14 @@ t.test('rejects what is not a real calendar time', async (t) => {
   }
 })
 
+t.test('nothing before the year 1 in UTC, which PostgreSQL cannot store; the year 1 itself is fine', async (t) => {
+  for (const bad of ['0000-01-01T00:00:00Z', '0000-06-15 12:00:00', '0001-01-01T00:30:00+01:00']) {
+    t.match(parseTimestamp(bad), E.left(/before the year 1/), `rejects ${JSON.stringify(bad)}`)
+  }
+  t.equal(iso('0001-01-01T00:00:00Z'), '0001-01-01T00:00:00.000000Z')
+  t.equal(iso('0099-06-01 00:00:00'), '0099-06-01T00:00:00.000000Z')
+})
+
 t.test('formats back to oslo form, dropping a zero fraction as Python does', async (t) => {
   t.equal(formatOsloTimestamp('2024-01-01T00:00:08.000000Z'), '2024-01-01 00:00:08')
   t.equal(formatOsloTimestamp('2024-01-01T00:00:08.000100Z'), '2024-01-01 00:00:08.000100')

@@ -67,6 +67,9 @@ export const parseTimestamp = (text: string): E.Either<string, UtcTimestamp> => 
   local.setUTCHours(hour, minute, second, 0)
   const wholeMs = local.getTime() - offsetMinutes * 60_000
   const utc = new Date(wholeMs)
+  // PostgreSQL has no year 0 (nor before it): such a time would be refused by every statement
+  // that stores it, and a projection would retry that event forever.
+  if (utc.getUTCFullYear() < 1) return E.left(`"${truncate(text)}" is before the year 1 in UTC`)
   const iso =
     `${pad(utc.getUTCFullYear(), 4)}-${pad(utc.getUTCMonth() + 1, 2)}-${pad(utc.getUTCDate(), 2)}` +
     `T${pad(utc.getUTCHours(), 2)}:${pad(utc.getUTCMinutes(), 2)}:${pad(utc.getUTCSeconds(), 2)}` +

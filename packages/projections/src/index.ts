@@ -22,7 +22,7 @@ export {
 export { type GraphSummary, summarize } from './graph/summary.js'
 export { HISTORY_EVENT_TYPES, historyCommand } from './history/commands.js'
 export { type RcaGraph, type RcaLink, type RcaOptions, rca } from './history/rca.js'
-export { defaultHistoryRunnerOptions, HistoryRunner, type HistoryRunnerDeps, type HistoryRunnerHooks, type HistoryRunnerOptions, partitionCheckpoint } from './history/runner.js'
+export { defaultHistoryRunnerOptions, HistoryRunner, type HistoryRunnerDeps, type HistoryRunnerHooks, type HistoryRunnerOptions } from './history/runner.js'
 export { caughtUp, type FollowOptions, type FollowState, followGraph } from './graph/follow.js'
 export {
   decodeGraphSnapshot,

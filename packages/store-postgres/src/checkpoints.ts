@@ -40,19 +40,20 @@ export const moveCheckpoint = async (client: Client | pg.Pool, name: string, exp
 }
 
 /**
- * Moves the checkpoint of one partition of a reader (runner.ts) from `expected` to `position`:
- * compare-and-set like moveCheckpoint, except that an absent row counts as being at `expected`
- * (a partition starts from its reader's common checkpoint, which the caller read, and its row is
- * deleted again once the common checkpoint has passed it). Two instances racing on one partition
- * still cannot both move it: the second finds the first one's row.
+ * Raises checkpoint `name` to checkpoint `floor` (creating it there when absent) and returns it:
+ * where a partition of `floor`'s reader resumes (runner.ts). Never lowers it. Moves of the
+ * partition's checkpoint are then plain compare-and-set (moveCheckpoint): a checkpoint deleted
+ * meanwhile (a rebuild) makes the next move fail, and the partition resumes from here again.
  */
-export const movePartitionCheckpoint = async (client: Client | pg.Pool, name: string, expected: number, position: number): Promise<void> => {
-  const moved = await client.query(
-    `INSERT INTO projection_checkpoint (name, position) VALUES ($1, $3)
-     ON CONFLICT (name) DO UPDATE SET position = $3, updated_at = now() WHERE projection_checkpoint.position = $2`,
-    [name, expected, position],
+export const raiseCheckpoint = async (client: Client | pg.Pool, name: string, floor: string): Promise<number> => {
+  const { rows } = await client.query<{ position: string }>(
+    `INSERT INTO projection_checkpoint (name, position)
+     SELECT $1, coalesce((SELECT position FROM projection_checkpoint WHERE name = $2), 0)
+     ON CONFLICT (name) DO UPDATE SET position = greatest(projection_checkpoint.position, EXCLUDED.position), updated_at = now()
+     RETURNING position`,
+    [name, floor],
   )
-  if (moved.rowCount !== 1) throw new CheckpointConflict(name, expected)
+  return Number(rows[0]?.position ?? 0)
 }
 
 /**

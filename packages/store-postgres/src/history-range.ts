@@ -15,10 +15,10 @@
  * in the same transaction. Applying rows in two statements instead of one is safe because every
  * merge is commutative (history.ts).
  */
-import { EventTypes, type HistoryCommand, type HistoryPartition, type HistoryRangeResult, type StoredEvent } from '@vitrage-persistor/core'
+import { EventTypes, type HistoryCommand, type HistoryPartition, type HistoryRangeResult, partitionCheckpoint, type StoredEvent } from '@vitrage-persistor/core'
 import type pg from 'pg'
-import { moveCheckpoint, movePartitionCheckpoint } from './checkpoints.js'
-import { ALARM_INSERT, ALARM_MERGE, applyCommands } from './history.js'
+import { moveCheckpoint } from './checkpoints.js'
+import { ALARM_INSERT, ALARM_MERGE, applyCommands, lockHistory } from './history.js'
 import { readEventsById } from './read.js'
 
 type Client = pg.PoolClient | pg.Client
@@ -123,8 +123,7 @@ const PARTITION_RANGE_SQL = historyRangeStatement(true)
  * Applies the history events with ids in (`expected`, `position`] and moves checkpoint `name`
  * from `expected` to `position`, in one transaction on `client`: the plain events by one
  * statement, the others through `commandsFor` (synchronous: it runs inside the transaction).
- * With `partition`, only that partition's events, and `name` is the partition's checkpoint
- * (movePartitionCheckpoint).
+ * With `partition`, only that partition's events, and the checkpoint moved is the partition's.
  */
 export const applyHistoryRange = async (
   client: Client,
@@ -139,9 +138,8 @@ export const applyHistoryRange = async (
     // The planner cannot estimate the partition predicate (it guesses 0.5% of the range) and then
     // joins the folded alarm rows by nested loops over CTE scans, quadratic in the range: 14-16k
     // against 51-56k events/s measured with two partitions. Hash joins are right at any size here.
-    await client.query('SET LOCAL enable_nestloop = off')
-    if (partition === undefined) await moveCheckpoint(client, name, expected, position)
-    else await movePartitionCheckpoint(client, name, expected, position)
+    await client.query(`SELECT set_config('enable_nestloop', 'off', true), ${lockHistory(partition === undefined ? 'exclusive' : 'shared')}`, [name])
+    await moveCheckpoint(client, partition === undefined ? name : partitionCheckpoint(name, partition), expected, position)
     const { rows } =
       partition === undefined
         ? await client.query<{ events: number; others: string[] }>(RANGE_SQL, [expected, position])

@@ -129,6 +129,7 @@ export const foldAlarms = (commands: readonly HistoryCommand[]): FoldedAlarm[] =
 export const applyHistory = async (client: Client, name: string, commands: readonly HistoryCommand[], expected: number, position: number): Promise<void> => {
   await client.query('BEGIN')
   try {
+    await client.query(`SELECT ${lockHistory('exclusive')}`, [name])
     await moveCheckpoint(client, name, expected, position)
     await applyCommands(client, commands)
     await client.query('COMMIT')
@@ -137,6 +138,16 @@ export const applyHistory = async (client: Client, name: string, commands: reado
     throw e
   }
 }
+
+/**
+ * The transaction lock of the writers of history checkpoint $1 (an SQL expression): a
+ * partition's transaction takes it shared, any other writer exclusive, first thing. Partitions
+ * write disjoint rows, but a runner without partitions (the one in `run`) writes everyone's: the
+ * lock keeps it from interleaving its row locks with theirs in another order (deadlocks, retried
+ * but wasted). The key's first half is the event table's append lock (migration 0001).
+ */
+export const lockHistory = (mode: 'shared' | 'exclusive'): string =>
+  `pg_advisory_xact_lock${mode === 'shared' ? '_shared' : ''}(1986622578, hashtext('history:' || $1))`
 
 /** Applies `commands` in the caller's transaction (no checkpoint). */
 export const applyCommands = async (client: Client, commands: readonly HistoryCommand[]): Promise<void> => {

@@ -24,12 +24,13 @@ import type {
   SnapshotStore,
   StoredEvent,
 } from '@vitrage-persistor/core'
+import { partitionCheckpoint } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError } from './classify.js'
-import { moveCheckpoint, readCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
+import { moveCheckpoint, raiseCheckpoint, readCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
@@ -164,8 +165,11 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     partition?: HistoryPartition,
   ): TE.TaskEither<Failure, HistoryRangeResult> => this.withClient((c) => applyHistoryRange(c, name, from, to, commandsFor, partition))
 
-  readonly settleHistoryPartitions = (name: string, partitions: readonly string[]): TE.TaskEither<Failure, number> =>
-    this.withClient((c) => settlePartitionCheckpoints(c, name, partitions))
+  readonly resumeHistoryPartition = (name: string, partition: HistoryPartition): TE.TaskEither<Failure, number> =>
+    this.withClient((c) => raiseCheckpoint(c, partitionCheckpoint(name, partition), name))
+
+  readonly settleHistoryPartitions = (name: string, of: number): TE.TaskEither<Failure, number> =>
+    this.withClient((c) => settlePartitionCheckpoints(c, name, Array.from({ length: of }, (_, index) => partitionCheckpoint(name, { index, of }))))
 
   readonly resetHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name))
 

@@ -20,11 +20,15 @@
  *
  * With `partitions` K > 1 ('in-database' only), the events are split by the rows they write (an
  * alarm's vitrage_id, an edge's key) and the K partitions run the loop above concurrently, each
- * with its own checkpoint `<name>/<k>of<K>`, which starts at the common checkpoint when absent.
- * When they are done (or closed), the common checkpoint moves to the slowest partition and the
- * partition checkpoints it reached are dropped, so changing K later, or running with K = 1,
- * resumes from there. Meanwhile the tables of one partition may be ahead of another's by a few
- * ranges, which the order-tolerant merges allow; the runner's position is the slowest one.
+ * with its own checkpoint `<name>/<k>of<K>`, which is first raised to the common checkpoint
+ * (everything up to it is applied in every partition) and then moved by compare-and-set like the
+ * common one: a rebuild that deletes it makes the next move fail, and the partition resumes from
+ * the common checkpoint again. When they are done (or closed), the common checkpoint moves to the
+ * slowest partition and the partition checkpoints it reached are dropped, so changing K later, or
+ * running with K = 1, resumes from there. Meanwhile the tables of one partition may be ahead of
+ * another's by a few ranges, which the order-tolerant merges allow; the runner's position is the
+ * slowest one. A runner without partitions (the one in `run`) does not interleave its
+ * transactions with theirs (store-postgres lockHistory).
  */
 import {
   type AppendSignal,
@@ -85,9 +89,6 @@ export interface HistoryRunnerDeps {
   readonly logger?: Logger
   readonly hooks?: HistoryRunnerHooks
 }
-
-/** The checkpoint of partition `index` (from 0) of `of`: `history/1of2` for the first of two. */
-export const partitionCheckpoint = (name: string, index: number, of: number): string => `${name}/${index + 1}of${of}`
 
 export class HistoryRunner {
   private readonly options: HistoryRunnerOptions
@@ -161,41 +162,34 @@ export class HistoryRunner {
   private async catchUpInDatabase(common: number, head: number): Promise<E.Either<Failure, number>> {
     const { name, partitions } = this.options
     if (partitions === 1) {
-      return this.applyRanges(name, undefined, common, head, () => this.deps.store.historyCheckpoint(name)(), (at) => at)
+      return this.applyRanges(undefined, common, head, () => this.deps.store.historyCheckpoint(name)(), (at) => at)
     }
     // Partitions write disjoint rows, so they run concurrently, each on its own connection and
     // checkpoint; the common checkpoint then moves to the slowest of them.
-    const names = Array.from({ length: partitions }, (_, index) => partitionCheckpoint(name, index, partitions))
-    const positions = names.map(() => common)
-    const lowest = (): number => Math.min(...positions)
-    const resume = (partitionName: string) => async (): Promise<E.Either<Failure, number>> => {
-      const own = await this.deps.store.historyCheckpoint(partitionName)()
-      if (E.isLeft(own)) return own
-      const shared = await this.deps.store.historyCheckpoint(name)()
-      return E.isLeft(shared) ? shared : E.right(Math.max(own.right, shared.right))
-    }
+    const positions = Array.from({ length: partitions }, () => common)
     const results = await Promise.all(
-      names.map(async (partitionName, index) => {
-        const from = await resume(partitionName)()
+      positions.map(async (_, index) => {
+        const partition = { index, of: partitions }
+        const resume = () => this.deps.store.resumeHistoryPartition(name, partition)()
+        const from = await resume()
         if (E.isLeft(from)) return from
         positions[index] = from.right
-        return this.applyRanges(partitionName, { index, of: partitions }, from.right, head, resume(partitionName), (at) => {
+        return this.applyRanges(partition, from.right, head, resume, (at) => {
           positions[index] = at
-          return lowest()
+          return Math.min(...positions)
         })
       }),
     )
     const failed = results.find(E.isLeft)
     if (failed !== undefined) return failed
-    return this.deps.store.settleHistoryPartitions(name, names)()
+    return this.deps.store.settleHistoryPartitions(name, partitions)()
   }
 
   /**
-   * Applies (from, head] in ranges to checkpoint `checkpoint` (of `partition`, if given).
+   * Applies (from, head] in ranges, moving the checkpoint (`partition`'s, if given).
    * `moved` learns each new position and answers the runner's position.
    */
   private async applyRanges(
-    checkpoint: string,
     partition: HistoryPartition | undefined,
     from: number,
     head: number,
@@ -211,7 +205,7 @@ export class HistoryRunner {
         anomalies += derived.anomalies
         return derived.commands
       }
-      const applied = await this.deps.store.applyHistoryRange(checkpoint, at, to, commandsFor, partition)()
+      const applied = await this.deps.store.applyHistoryRange(this.options.name, at, to, commandsFor, partition)()
       if (E.isLeft(applied)) {
         const resumed = await this.afterConflict(applied.left, at, resume)
         if (E.isLeft(resumed)) return resumed
