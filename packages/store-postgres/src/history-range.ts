@@ -18,7 +18,7 @@
 import { EventTypes, type HistoryCommand, type HistoryPartition, type HistoryRangeResult, partitionCheckpoint, type StoredEvent } from '@vitrage-persistor/core'
 import type pg from 'pg'
 import { moveCheckpoint } from './checkpoints.js'
-import { ALARM_INSERT, ALARM_MERGE, applyCommands, lockHistory } from './history.js'
+import { ALARM_INSERT, ALARM_MERGE, applyCommands, EDGE_EVENT_MERGE, lockHistory } from './history.js'
 import { readEventsById } from './read.js'
 
 type Client = pg.PoolClient | pg.Client
@@ -86,7 +86,7 @@ a AS (
 activation AS (SELECT DISTINCT ON (vid) vid, id, at, p FROM a WHERE t = '${T.alarmActivate}' ORDER BY vid, at, id),
 deactivation AS (SELECT vid, max(at) AS end_at FROM a WHERE t = '${T.alarmDeactivate}' GROUP BY vid),
 project AS (
-  SELECT DISTINCT ON (vid) vid, project_id, at FROM (
+  SELECT DISTINCT ON (vid) vid, project_id, at, rank, id FROM (
     SELECT vid, p->>'vitrage_resource_project_id' AS project_id, at, 0 AS rank, id FROM activation
     UNION ALL
     SELECT vid, p->>'vitrage_resource_project_id', at, 1, id FROM a WHERE t = '${T.alarmChangeProjectId}'
@@ -96,7 +96,7 @@ alarms AS (
   ${ALARM_INSERT}
   SELECT ids.vid, activation.at, deactivation.end_at,
     ${ATTRIBUTES.slice(0, 7).map((k) => `activation.p->>'${k}'`).join(', ')},
-    project.project_id, project.at, activation.p, activation.id
+    project.project_id, project.at, project.rank, project.id, activation.p, activation.id
   FROM (SELECT DISTINCT vid FROM a) ids
     LEFT JOIN activation USING (vid) LEFT JOIN deactivation USING (vid) LEFT JOIN project USING (vid)
   ${ALARM_MERGE}
@@ -109,10 +109,10 @@ changes AS (
 ),
 edges AS (
   INSERT INTO history_edge_event (source_id, target_id, label, kind, at, event_id, payload)
-  SELECT p->>'source_id', p->>'target_id', p->>'relationship_type', CASE WHEN t = '${T.causalActivate}' THEN 'a' ELSE 'd' END, at, id,
-    CASE WHEN t = '${T.causalActivate}' THEN p END
-  FROM src WHERE plain AND t IN ('${T.causalActivate}', '${T.causalDeactivate}') ORDER BY id
-  ON CONFLICT DO NOTHING
+  SELECT DISTINCT ON (1, 2, 3, 4, 5) p->>'source_id', p->>'target_id', p->>'relationship_type',
+    CASE WHEN t = '${T.causalActivate}' THEN 'a' ELSE 'd' END, at, id, CASE WHEN t = '${T.causalActivate}' THEN p END
+  FROM src WHERE plain AND t IN ('${T.causalActivate}', '${T.causalDeactivate}') ORDER BY 1, 2, 3, 4, 5, id
+  ${EDGE_EVENT_MERGE}
 )
 SELECT count(*)::int AS events, coalesce(array_agg(id ORDER BY id) FILTER (WHERE NOT plain), '{}') AS others FROM src`
 

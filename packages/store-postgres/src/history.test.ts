@@ -156,11 +156,13 @@ t.test('two runners cannot both move a checkpoint', async (t) => {
 
 t.test('a page folds each alarm into one row: earliest activation, latest end, latest project write', async (t) => {
   const a = activate('x', 5)
-  const folded = foldAlarms([deactivate('x', 9), a, project('x', 7, 'p-late'), activate('x', 6), deactivate('x', 8), project('y', 3, 'p-y'), project('x', 5, 'p-tie')])
+  const late = project('x', 7, 'p-late')
+  const y = project('y', 3, 'p-y')
+  const folded = foldAlarms([deactivate('x', 9), a, late, activate('x', 6), deactivate('x', 8), y, project('x', 5, 'p-tie')])
   t.same(folded.map((f) => f.vitrageId), ['x', 'y'])
   const x = folded[0]
   t.equal(x?.activation, a, 'the earliest activation')
   t.equal(x?.end, at(9), 'the latest deactivation')
-  t.same(x?.resourceProject, { id: 'p-late', at: at(7) }, 'a strictly later project change wins over the activation; a tie does not')
-  t.same(folded[1], { vitrageId: 'y', activation: undefined, end: null, resourceProject: { id: 'p-y', at: at(3) } })
+  t.same(x?.resourceProject, { id: 'p-late', at: at(7), rank: 1, eventId: late.eventId }, 'a strictly later project change wins over the activation; a tie does not')
+  t.same(folded[1], { vitrageId: 'y', activation: undefined, end: null, resourceProject: { id: 'p-y', at: at(3), rank: 1, eventId: y.eventId } })
 })

@@ -41,7 +41,15 @@ const fromActivation = (column: string): string => `${column} = CASE WHEN ${FRES
 /** The alarm upsert's target (history-range.ts feeds it from a SELECT, applyCommands from arrays). */
 export const ALARM_INSERT = `INSERT INTO history_alarm AS h (vitrage_id, start_timestamp, end_timestamp, name, vitrage_type, vitrage_aggregated_severity,
   vitrage_operational_severity, project_id, vitrage_resource_type, vitrage_resource_id,
-  vitrage_resource_project_id, resource_project_at, payload, activation_event_id)`
+  vitrage_resource_project_id, resource_project_at, resource_project_rank, resource_project_event_id, payload, activation_event_id)`
+
+// A write of vitrage_resource_project_id replaces the row's when it is later, or as late and of a
+// lower rank (an activation before a project change), or as late, as ranked and an earlier event
+// (migration 0007): the order writes come in never matters.
+const PROJECT_WINS = `EXCLUDED.resource_project_at IS NOT NULL AND (h.resource_project_at IS NULL
+    OR (EXCLUDED.resource_project_at, -EXCLUDED.resource_project_rank, -EXCLUDED.resource_project_event_id)
+       > (h.resource_project_at, -h.resource_project_rank, -h.resource_project_event_id))`
+const fromProjectWrite = (column: string): string => `${column} = CASE WHEN ${PROJECT_WINS} THEN EXCLUDED.${column} ELSE h.${column} END`
 
 /**
  * How an alarm's row for some events merges with what the table holds: every column commutatively,
@@ -52,10 +60,7 @@ export const ALARM_MERGE = `ON CONFLICT (vitrage_id) DO UPDATE SET
   end_timestamp = greatest(h.end_timestamp, EXCLUDED.end_timestamp),
   ${['name', 'vitrage_type', 'vitrage_aggregated_severity', 'vitrage_operational_severity', 'project_id', 'vitrage_resource_type',
     'vitrage_resource_id', 'payload', 'activation_event_id'].map(fromActivation).join(',\n  ')},
-  vitrage_resource_project_id = CASE WHEN EXCLUDED.resource_project_at IS NOT NULL
-      AND (h.resource_project_at IS NULL OR EXCLUDED.resource_project_at > h.resource_project_at)
-    THEN EXCLUDED.vitrage_resource_project_id ELSE h.vitrage_resource_project_id END,
-  resource_project_at = greatest(h.resource_project_at, EXCLUDED.resource_project_at)`
+  ${['vitrage_resource_project_id', 'resource_project_at', 'resource_project_rank', 'resource_project_event_id'].map(fromProjectWrite).join(',\n  ')}`
 
 // One upsert per alarm per page: its earliest activation, latest deactivation and latest
 // project change folded together (a short-lived alarm then costs one row version, not two).
@@ -63,7 +68,7 @@ export const ALARM_MERGE = `ON CONFLICT (vitrage_id) DO UPDATE SET
 const ALARM_SQL = `
 ${ALARM_INSERT}
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-  $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::jsonb[], $14::bigint[])
+  $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::smallint[], $14::bigint[], $15::jsonb[], $16::bigint[])
 ${ALARM_MERGE}`
 
 const CHANGE_SQL = `
@@ -71,10 +76,18 @@ INSERT INTO history_change (message_id, vitrage_id, at, severity, payload, event
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[], $6::bigint[])
 ON CONFLICT (message_id) DO NOTHING`
 
+/**
+ * Edge events are deduplicated on (edge, kind, time); of two at the same instant the earlier
+ * event's is kept, whichever arrives first. A statement must not write a key twice (DO UPDATE
+ * refuses to), so each writer passes one row per key, the earliest event's.
+ */
+export const EDGE_EVENT_MERGE = `ON CONFLICT (source_id, target_id, label, kind, at) DO UPDATE
+  SET event_id = EXCLUDED.event_id, payload = EXCLUDED.payload WHERE EXCLUDED.event_id < history_edge_event.event_id`
+
 const EDGE_EVENT_SQL = `
 INSERT INTO history_edge_event (source_id, target_id, label, kind, at, event_id, payload)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::char[], $5::timestamptz[], $6::bigint[], $7::jsonb[])
-ON CONFLICT DO NOTHING`
+${EDGE_EVENT_MERGE}`
 
 const json = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v))
 
@@ -84,8 +97,8 @@ interface FoldedAlarm {
   activation: Of<'activate-alarm'> | undefined
   /** The latest deactivation time of the page. */
   end: string | null
-  /** The latest write of vitrage_resource_project_id: the activation's, or a later project change. */
-  resourceProject: { readonly id: string | null; readonly at: string } | undefined
+  /** The latest write of vitrage_resource_project_id: the activation's (rank 0), or a later project change (rank 1). */
+  resourceProject: { readonly id: string | null; readonly at: string; readonly rank: 0 | 1; readonly eventId: number } | undefined
 }
 
 /** A page's alarm commands, one entry per alarm (pure). */
@@ -112,12 +125,12 @@ export const foldAlarms = (commands: readonly HistoryCommand[]): FoldedAlarm[] =
     }
   }
   for (const a of alarms.values()) {
-    if (a.activation) a.resourceProject = { id: a.activation.attributes.resourceProjectId, at: a.activation.at }
+    if (a.activation) a.resourceProject = { id: a.activation.attributes.resourceProjectId, at: a.activation.at, rank: 0, eventId: a.activation.eventId }
   }
   // After the activations, and only strictly later ones win: as when they were applied in turn.
   for (const c of projects) {
     const a = of(c.vitrageId)
-    if (a.resourceProject === undefined || c.at > a.resourceProject.at) a.resourceProject = { id: c.resourceProjectId, at: c.at }
+    if (a.resourceProject === undefined || c.at > a.resourceProject.at) a.resourceProject = { id: c.resourceProjectId, at: c.at, rank: 1, eventId: c.eventId }
   }
   return [...alarms.values()]
 }
@@ -166,6 +179,8 @@ export const applyCommands = async (client: Client, commands: readonly HistoryCo
       alarms.map((a) => a.activation?.attributes.resourceId ?? null),
       alarms.map((a) => a.resourceProject?.id ?? null),
       alarms.map((a) => a.resourceProject?.at ?? null),
+      alarms.map((a) => a.resourceProject?.rank ?? null),
+      alarms.map((a) => a.resourceProject?.eventId ?? null),
       alarms.map((a) => (a.activation ? json(a.activation.payload) : null)),
       alarms.map((a) => a.activation?.eventId ?? null),
     ])
@@ -185,7 +200,12 @@ export const applyCommands = async (client: Client, commands: readonly HistoryCo
 }
 
 const applyEdges = async (client: Client, commands: readonly HistoryCommand[]): Promise<void> => {
-  const points = commands.filter((c): c is Of<'activate-edge'> | Of<'deactivate-edge'> => c.kind === 'activate-edge' || c.kind === 'deactivate-edge')
+  // Commands come in event order: the first of a key is the earliest event's.
+  const points = onePerKey(
+    commands.filter((c): c is Of<'activate-edge'> | Of<'deactivate-edge'> => c.kind === 'activate-edge' || c.kind === 'deactivate-edge'),
+    (c) => `${c.source}\u0000${c.target}\u0000${c.label}\u0000${c.kind}\u0000${c.at}`,
+    () => false,
+  )
   if (points.length === 0) return
   await client.query(EDGE_EVENT_SQL, [
     points.map((c) => c.source),

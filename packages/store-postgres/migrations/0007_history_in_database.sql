@@ -22,3 +22,12 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         THEN rtrim(t, 'Z')::timestamp AT TIME ZONE 'UTC'
     END
 $$;
+
+-- Which write of vitrage_resource_project_id an alarm row holds, beyond its time: an activation
+-- (rank 0) before a project change (rank 1) at the same instant, then the earlier event. With
+-- them the merge picks the same write whatever the order, or the statements, the writes come in
+-- (the database and Node derive in two statements per range). NULL on rows written before this
+-- migration: a tie with one of those keeps what the row holds, as before.
+ALTER TABLE history_alarm
+    ADD COLUMN resource_project_rank smallint,
+    ADD COLUMN resource_project_event_id bigint;
