@@ -3,7 +3,7 @@
  * turns the range's history events into rows, from the event table's jsonb, so the payloads never
  * travel to Node and back (design §6). Measured on the 1,000,000-event bench, same hour: 33-36k
  * events/s against 22k for reading the events, deriving the commands in Node and sending their
- * rows back; 50-57k with two partitions (docs/benchmarks.md).
+ * rows back; 45-57k with two partitions (docs/benchmarks.md).
  *
  * The rules are those of projections' historyCommand (history/commands.ts) and of foldAlarms and
  * the merges in history.ts; a test holds the two paths to identical tables on the same events. The
