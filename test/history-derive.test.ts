@@ -197,6 +197,7 @@ t.test('partitions resume where they stopped, under another count, around a runn
   // raised to it when they resume, under another count too.
   await project(t, db.url, { derive: 'in-database', pageSize: 90 })
   await same('after the runner without partitions')
+  t.same(await checkpoints(db.sql), [{ name: 'history', position: stream.length }], 'it drops the partition checkpoints it passed (prune would wait for them)')
   t.same(await store.resumeHistoryPartition('history', { index: 1, of: 3 })(), E.right(stream.length), 'a partition behind the common checkpoint resumes from it')
   await project(t, db.url, { derive: 'in-database', pageSize: 70, partitions: 2 })
   t.same(await checkpoints(db.sql), [{ name: 'history', position: stream.length }], 'one checkpoint at the head: the others are reached and dropped')

@@ -64,8 +64,9 @@ export interface HistoryStore {
   readonly resumeHistoryPartition: (name: string, partition: HistoryPartition) => TE.TaskEither<Failure, number>
   /**
    * Advances checkpoint `name` to the lowest of its `of` partitions' checkpoints (never backwards;
-   * an absent one counts as `name`'s) and drops the partition checkpoints, of any partition count,
-   * it has reached. Returns the checkpoint.
+   * an absent one counts as `name`'s; `of` 0: it stays) and drops the partition checkpoints, of
+   * any partition count, it has reached. Writes nothing when nothing changes. Returns the
+   * checkpoint.
    */
   readonly settleHistoryPartitions: (name: string, of: number) => TE.TaskEither<Failure, number>
   /** Empties the history tables and resets checkpoint `name` to 0 (for a rebuild from the log). */

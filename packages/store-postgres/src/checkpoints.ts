@@ -58,22 +58,24 @@ export const raiseCheckpoint = async (client: Client | pg.Pool, name: string, fl
 
 /**
  * Advances checkpoint `name` to the lowest of its partitions' checkpoints (`partitions`; an absent
- * one counts as `name`'s), never backwards, and deletes the partition checkpoints (of any partition
- * count) that it has reached: they say nothing more. Returns the checkpoint.
+ * one counts as `name`'s; none: it stays), never backwards, and deletes the partition checkpoints
+ * (of any partition count) that it has reached: they say nothing more, and `prune` would wait for
+ * them. Writes nothing when there is nothing to change (a follower calls it on every wake-up).
+ * Returns the checkpoint.
  */
 export const settlePartitionCheckpoints = async (client: Client, name: string, partitions: readonly string[]): Promise<number> => {
   await client.query('BEGIN')
   try {
-    const { rows } = await client.query<{ position: string }>(
+    await client.query(
       `WITH common AS (SELECT coalesce((SELECT position FROM projection_checkpoint WHERE name = $1), 0) AS position),
             lowest AS (SELECT min(greatest(coalesce(c.position, 0), common.position)) AS position
                        FROM unnest($2::text[]) AS p(name) LEFT JOIN projection_checkpoint c USING (name), common)
        INSERT INTO projection_checkpoint (name, position) SELECT $1, greatest(common.position, lowest.position) FROM common, lowest
-       ON CONFLICT (name) DO UPDATE SET position = greatest(projection_checkpoint.position, EXCLUDED.position), updated_at = now()
-       RETURNING position`,
+       ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()
+         WHERE projection_checkpoint.position < EXCLUDED.position`,
       [name, partitions],
     )
-    const position = Number(rows[0]?.position ?? 0)
+    const position = await readCheckpoint(client, name)
     await client.query(`DELETE FROM projection_checkpoint WHERE left(name, length($1) + 1) = $1 || '/' AND position <= $2`, [name, position])
     await client.query('COMMIT')
     return position

@@ -24,7 +24,8 @@
  * (everything up to it is applied in every partition) and then moved by compare-and-set like the
  * common one: a rebuild that deletes it makes the next move fail, and the partition resumes from
  * the common checkpoint again. When they are done (or closed), the common checkpoint moves to the
- * slowest partition and the partition checkpoints it reached are dropped, so changing K later, or
+ * slowest partition and the partition checkpoints it reached are dropped (by any runner, with or
+ * without partitions: left behind, they would hold `prune` back), so changing K later, or
  * running with K = 1, resumes from there. Meanwhile the tables of one partition may be ahead of
  * another's by a few ranges, which the order-tolerant merges allow; the runner's position is the
  * slowest one. A runner without partitions (the one in `run`) does not interleave its
@@ -132,8 +133,14 @@ export class HistoryRunner {
     const position = await this.deps.store.historyCheckpoint(this.options.name)()
     if (E.isLeft(position)) return position
     const at = await (this.options.derive === 'in-database' ? this.catchUpInDatabase(position.right, head.right) : this.catchUpInNode(position.right, head.right))
-    if (E.isRight(at)) this.positionValue = at.right
-    return at
+    if (E.isLeft(at)) return at
+    // The common checkpoint moves to the slowest partition, and partition checkpoints it has
+    // passed (this run's, or those of an earlier run under another count, killed half-way) are
+    // dropped: `prune` would wait for them forever. Without partitions this only drops those.
+    const { name, partitions } = this.options
+    const settled = await this.deps.store.settleHistoryPartitions(name, partitions === 1 ? 0 : partitions)()
+    if (E.isRight(settled)) this.positionValue = settled.right
+    return settled
   }
 
   /** Commands for a page of events; anomalies are logged and counted, not applied. */
@@ -161,6 +168,8 @@ export class HistoryRunner {
 
   private async catchUpInDatabase(common: number, head: number): Promise<E.Either<Failure, number>> {
     const { name, partitions } = this.options
+    // Nothing new (an idle wake-up while following): no partition checkpoint to create.
+    if (common >= head) return E.right(common)
     if (partitions === 1) {
       return this.applyRanges(undefined, common, head, () => this.deps.store.historyCheckpoint(name)(), (at) => at)
     }
@@ -181,8 +190,7 @@ export class HistoryRunner {
       }),
     )
     const failed = results.find(E.isLeft)
-    if (failed !== undefined) return failed
-    return this.deps.store.settleHistoryPartitions(name, partitions)()
+    return failed ?? E.right(Math.min(...positions))
   }
 
   /**
