@@ -56,31 +56,30 @@ export const raiseCheckpoint = async (client: Client | pg.Pool, name: string, fl
   return Number(rows[0]?.position ?? 0)
 }
 
+/** SQL: the row is a partition checkpoint of checkpoint $1 (core's partitionCheckpoint), of any count. */
+export const PARTITION_OF = `left(name, length($1) + 1) = $1 || '/'`
+
 /**
  * Advances checkpoint `name` to the lowest of its partitions' checkpoints (`partitions`; an absent
  * one counts as `name`'s; none: it stays), never backwards, and deletes the partition checkpoints
  * (of any partition count) that it has reached: they say nothing more, and `prune` would wait for
- * them. Writes nothing when there is nothing to change (a follower calls it on every wake-up).
- * Returns the checkpoint.
+ * them. One statement, which writes nothing when there is nothing to change (every runner calls it
+ * after catching up). Returns the checkpoint as it computed it (another runner may have moved it
+ * further since).
  */
-export const settlePartitionCheckpoints = async (client: Client, name: string, partitions: readonly string[]): Promise<number> => {
-  await client.query('BEGIN')
-  try {
-    await client.query(
-      `WITH common AS (SELECT coalesce((SELECT position FROM projection_checkpoint WHERE name = $1), 0) AS position),
-            lowest AS (SELECT min(greatest(coalesce(c.position, 0), common.position)) AS position
-                       FROM unnest($2::text[]) AS p(name) LEFT JOIN projection_checkpoint c USING (name), common)
-       INSERT INTO projection_checkpoint (name, position) SELECT $1, greatest(common.position, lowest.position) FROM common, lowest
-       ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()
-         WHERE projection_checkpoint.position < EXCLUDED.position`,
-      [name, partitions],
-    )
-    const position = await readCheckpoint(client, name)
-    await client.query(`DELETE FROM projection_checkpoint WHERE left(name, length($1) + 1) = $1 || '/' AND position <= $2`, [name, position])
-    await client.query('COMMIT')
-    return position
-  } catch (e) {
-    await client.query('ROLLBACK').catch(() => {})
-    throw e
-  }
+export const settlePartitionCheckpoints = async (client: Client | pg.Pool, name: string, partitions: readonly string[]): Promise<number> => {
+  const { rows } = await client.query<{ position: string }>(
+    `WITH common AS (SELECT coalesce((SELECT position FROM projection_checkpoint WHERE name = $1), 0) AS position),
+          lowest AS (SELECT min(greatest(coalesce(c.position, 0), common.position)) AS position
+                     FROM unnest($2::text[]) AS p(name) LEFT JOIN projection_checkpoint c USING (name), common),
+          settled AS (SELECT greatest(common.position, lowest.position) AS position FROM common, lowest),
+          moved AS (
+            INSERT INTO projection_checkpoint (name, position) SELECT $1, position FROM settled
+            ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()
+              WHERE projection_checkpoint.position < EXCLUDED.position),
+          dropped AS (DELETE FROM projection_checkpoint WHERE ${PARTITION_OF} AND position <= (SELECT position FROM settled))
+     SELECT position FROM settled`,
+    [name, partitions],
+  )
+  return Number(rows[0]?.position ?? 0)
 }

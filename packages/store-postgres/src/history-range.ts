@@ -19,22 +19,14 @@
 import { EventTypes, type HistoryCommand, type HistoryPartition, type HistoryRangeResult, partitionCheckpoint, type StoredEvent } from '@vitrage-persistor/core'
 import type pg from 'pg'
 import { moveCheckpoint } from './checkpoints.js'
-import { ALARM_INSERT, ALARM_MERGE, applyCommands, EDGE_EVENT_MERGE, lockHistory } from './history.js'
+import { ACTIVATION_ATTRIBUTES, ALARM_INSERT, ALARM_MERGE, applyCommands, EDGE_EVENT_MERGE, lockHistory } from './history.js'
 import { readEventsById } from './read.js'
 
 type Client = pg.PoolClient | pg.Client
 
 const T = EventTypes
-const ATTRIBUTES = [
-  'name',
-  'vitrage_type',
-  'vitrage_aggregated_severity',
-  'vitrage_operational_severity',
-  'project_id',
-  'vitrage_resource_type',
-  'vitrage_resource_id',
-  'vitrage_resource_project_id',
-]
+// Every string attribute historyCommand reads from an activation.
+const ATTRIBUTES = [...ACTIVATION_ATTRIBUTES, 'vitrage_resource_project_id']
 // Never NULL: an absent key is "not a string", so the event is handed over, not lost between
 // `WHERE plain` and `WHERE NOT plain`.
 const isString = (key: string): string => `coalesce(jsonb_typeof(p->'${key}'), '') = 'string'`
@@ -96,7 +88,7 @@ project AS (
 alarms AS (
   ${ALARM_INSERT}
   SELECT ids.vid, activation.at, deactivation.end_at,
-    ${ATTRIBUTES.slice(0, 7).map((k) => `activation.p->>'${k}'`).join(', ')},
+    ${ACTIVATION_ATTRIBUTES.map((k) => `activation.p->>'${k}'`).join(', ')},
     project.project_id, project.at, project.rank, project.id, activation.p, activation.id
   FROM (SELECT DISTINCT vid FROM a) ids
     LEFT JOIN activation USING (vid) LEFT JOIN deactivation USING (vid) LEFT JOIN project USING (vid)

@@ -12,7 +12,8 @@
  */
 import type { HistoryCommand } from '@vitrage-persistor/core'
 import type pg from 'pg'
-import { moveCheckpoint } from './checkpoints.js'
+import { ALARM_COLUMNS } from './history-queries.js'
+import { moveCheckpoint, PARTITION_OF } from './checkpoints.js'
 
 type Client = pg.PoolClient | pg.Client
 
@@ -38,6 +39,13 @@ const FRESHER_START = `EXCLUDED.start_timestamp IS NOT NULL AND (h.start_timesta
     OR (EXCLUDED.start_timestamp = h.start_timestamp AND EXCLUDED.activation_event_id < h.activation_event_id))`
 const fromActivation = (column: string): string => `${column} = CASE WHEN ${FRESHER_START} THEN EXCLUDED.${column} ELSE h.${column} END`
 
+/**
+ * The alarm columns an activation's payload gives (history-range.ts reads them from it): the
+ * alarm columns after vitrage_id and the interval, but the resource project, which merges by
+ * time of write.
+ */
+export const ACTIVATION_ATTRIBUTES = ALARM_COLUMNS.slice(3, -1)
+
 /** The alarm upsert's target (history-range.ts feeds it from a SELECT, applyCommands from arrays). */
 export const ALARM_INSERT = `INSERT INTO history_alarm AS h (vitrage_id, start_timestamp, end_timestamp, name, vitrage_type, vitrage_aggregated_severity,
   vitrage_operational_severity, project_id, vitrage_resource_type, vitrage_resource_id,
@@ -58,8 +66,7 @@ const fromProjectWrite = (column: string): string => `${column} = CASE WHEN ${PR
 export const ALARM_MERGE = `ON CONFLICT (vitrage_id) DO UPDATE SET
   start_timestamp = least(h.start_timestamp, EXCLUDED.start_timestamp),
   end_timestamp = greatest(h.end_timestamp, EXCLUDED.end_timestamp),
-  ${['name', 'vitrage_type', 'vitrage_aggregated_severity', 'vitrage_operational_severity', 'project_id', 'vitrage_resource_type',
-    'vitrage_resource_id', 'payload', 'activation_event_id'].map(fromActivation).join(',\n  ')},
+  ${[...ACTIVATION_ATTRIBUTES, 'payload', 'activation_event_id'].map(fromActivation).join(',\n  ')},
   ${['vitrage_resource_project_id', 'resource_project_at', 'resource_project_rank', 'resource_project_event_id'].map(fromProjectWrite).join(',\n  ')}`
 
 // One upsert per alarm per page: its earliest activation, latest deactivation and latest
@@ -226,7 +233,7 @@ export const resetHistory = async (client: Client, name: string): Promise<void> 
     await client.query(`INSERT INTO projection_checkpoint (name, position) VALUES ($1, 0)
       ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = now()`, [name])
     // Partition checkpoints (runner.ts) start again from the common one.
-    await client.query(`DELETE FROM projection_checkpoint WHERE left(name, length($1) + 1) = $1 || '/'`, [name])
+    await client.query(`DELETE FROM projection_checkpoint WHERE ${PARTITION_OF}`, [name])
     await client.query('COMMIT')
   } catch (e) {
     await client.query('ROLLBACK').catch(() => {})
