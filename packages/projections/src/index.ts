@@ -28,6 +28,7 @@ export {
   decodeGraphSnapshot,
   encodeGraphSnapshot,
   GRAPH_SNAPSHOT_FORMAT,
+  GRAPH_SNAPSHOT_FORMAT_CANONICAL,
   GRAPH_SNAPSHOT_KIND,
   type GraphAt,
   graphAt,

@@ -19,16 +19,20 @@ import {
   type StoredEvent,
 } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
-import { canonicalJson, fromCanonical } from './canonical.js'
+import { fromCanonical } from './canonical.js'
 import { evolve } from './evolve.js'
 import { EntityGraph } from './model.js'
+import { decodeColumnar, encodeColumnar } from './snapshot-codec.js'
 
 const gzipAsync = promisify(gzip)
 const gunzipAsync = promisify(gunzip)
 
 export const GRAPH_SNAPSHOT_KIND = 'graph'
-/** Compact canonical JSON (design §5), gzip. A reader refuses any other format. */
-export const GRAPH_SNAPSHOT_FORMAT = 'canonical-json+gzip/1'
+/** Columnar JSON (snapshot-codec.ts), gzip: what snapshots are written in. */
+export const GRAPH_SNAPSHOT_FORMAT = 'columnar-json+gzip/2'
+/** Compact canonical JSON (design §5), gzip: written before 2026-11-30, still read. */
+export const GRAPH_SNAPSHOT_FORMAT_CANONICAL = 'canonical-json+gzip/1'
+const READS = [GRAPH_SNAPSHOT_FORMAT, GRAPH_SNAPSHOT_FORMAT_CANONICAL]
 
 export interface ReplayProgress {
   /** Last event id applied (or skipped past). */
@@ -96,16 +100,17 @@ export const encodeGraphSnapshot = async (graph: EntityGraph, eventId: number): 
   kind: GRAPH_SNAPSHOT_KIND,
   eventId,
   format: GRAPH_SNAPSHOT_FORMAT,
-  data: await gzipAsync(Buffer.from(canonicalJson(graph, 'compact'), 'utf8'), { level: 1 }),
+  data: await gzipAsync(Buffer.from(encodeColumnar(graph), 'utf8'), { level: 1 }),
   stats: { vertices: graph.vertexCount, edges: graph.edgeCount },
 })
 
 export const decodeGraphSnapshot = async (snapshot: Snapshot): Promise<E.Either<Failure, EntityGraph>> => {
-  if (snapshot.format !== GRAPH_SNAPSHOT_FORMAT) {
-    return E.left(failure('fatal', `snapshot ${snapshot.id} has format ${snapshot.format}; this version reads ${GRAPH_SNAPSHOT_FORMAT}`))
+  if (!READS.includes(snapshot.format)) {
+    return E.left(failure('fatal', `snapshot ${snapshot.id} has format ${snapshot.format}; this version reads ${READS.join(' and ')}`))
   }
   const text = (await gunzipAsync(snapshot.data)).toString('utf8')
-  return E.mapLeft((e: string) => failure('fatal', `snapshot ${snapshot.id}: ${e}`))(fromCanonical(text))
+  const graph = snapshot.format === GRAPH_SNAPSHOT_FORMAT ? decodeColumnar(text) : fromCanonical(text)
+  return E.mapLeft((e: string) => failure('fatal', `snapshot ${snapshot.id}: ${e}`))(graph)
 }
 
 export type GraphTarget = { readonly eventId: number } | { readonly timestamp: string } | 'head'

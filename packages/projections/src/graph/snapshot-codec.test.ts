@@ -1,0 +1,151 @@
+import { readFileSync } from 'node:fs'
+import { gzipSync } from 'node:zlib'
+import * as E from 'fp-ts/lib/Either.js'
+import t from 'tap'
+import { canonicalJson, fromCanonical } from './canonical.js'
+import type { Json, Properties } from './json.js'
+import { EntityGraph } from './model.js'
+import { decodeGraphSnapshot, encodeGraphSnapshot, GRAPH_SNAPSHOT_FORMAT, GRAPH_SNAPSHOT_FORMAT_CANONICAL } from './replay.js'
+import { COLUMNAR_VERSION, decodeColumnar, encodeColumnar } from './snapshot-codec.js'
+
+const fixtureGraph = (): EntityGraph => {
+  const text = readFileSync(new URL('../../../../test/fixtures/vitrage-seed7-400.graph.json', import.meta.url), 'utf8')
+  const g = fromCanonical(text)
+  if (E.isLeft(g)) throw new Error(g.left)
+  return g.right
+}
+
+const roundTrip = (g: EntityGraph): EntityGraph => {
+  const back = decodeColumnar(encodeColumnar(g))
+  if (E.isLeft(back)) throw new Error(back.left)
+  return back.right
+}
+
+/** Keys and values a property map can hold that a careless codec gets wrong. */
+const ODD_KEYS = ['__proto__', 'constructor', 'toString', '"});process.exit(1);({"', 'back\\slash', 'line\u2028sep', '10', '9', '', 'é', '\u{1F600}']
+const ODD_VALUES: Json[] = [null, true, false, 0, -1, 0.5, 1e-7, 12345678901234567000, '', 'ACTIVE', 'tab\t"quote"', '\ud800', [], {}, [1, [2, { a: null }]], { nested: { deep: ['x'] } }]
+
+const randomGraph = (seed: number): EntityGraph => {
+  let s = seed
+  const rnd = (n: number): number => {
+    s = (s * 16807) % 2147483647
+    return s % n
+  }
+  const pick = <T>(xs: readonly T[]): T => xs[rnd(xs.length)] as T
+  const props = (): Properties => {
+    const o: Properties = {}
+    const keys = ['name', 'state', 'vitrage_type', ...ODD_KEYS]
+    for (let i = rnd(6); i > 0; i--) {
+      const k = pick(keys)
+      Object.defineProperty(o, k, { value: pick(ODD_VALUES), writable: true, enumerable: true, configurable: true })
+    }
+    return o
+  }
+  const g = new EntityGraph()
+  const ids = Array.from({ length: 12 }, (_, i) => pick([`v${i}`, `vé${i}`, `"v${i}"`, `v\u{1F600}${i}`]))
+  for (let i = 0; i < 40; i++) {
+    if (rnd(3) > 0) g.updateVertex(pick(ids), props())
+    else g.updateEdge(pick(ids), pick([...ids, 'not-listed']), pick(['on', 'contains', 'causes']), props())
+  }
+  return g
+}
+
+t.test('columnar snapshot of the fixture graph decodes to the same canonical graph', async (t) => {
+  const g = fixtureGraph()
+  const text = encodeColumnar(g)
+  t.ok(text.length < canonicalJson(g, 'compact').length / 1.5, `columnar ${text.length} bytes, canonical ${canonicalJson(g, 'compact').length}`)
+  t.equal(canonicalJson(roundTrip(g)), canonicalJson(g))
+})
+
+t.test('random graphs with odd keys, values and ids round-trip exactly (canonical form)', async (t) => {
+  for (let seed = 1; seed <= 300; seed++) {
+    const g = randomGraph(seed)
+    const back = roundTrip(g)
+    if (canonicalJson(back) !== canonicalJson(g)) t.fail(`seed ${seed}`)
+    t.equal(back.vertexCount, g.vertexCount)
+  }
+  t.pass('300 graphs')
+})
+
+t.test('a __proto__ key is an own property and the prototype is untouched', async (t) => {
+  const g = new EntityGraph()
+  g.updateVertex('a', JSON.parse('{"__proto__": {"polluted": true}, "name": "x"}') as Record<string, unknown>)
+  const p = roundTrip(g).vertex('a')?.properties as Properties
+  t.ok(Object.hasOwn(p, '__proto__'))
+  t.strictSame(Object.getOwnPropertyDescriptor(p, '__proto__')?.value, { polluted: true })
+  t.equal(Object.getPrototypeOf(p), Object.prototype)
+  t.equal(({} as Record<string, unknown>)['polluted'], undefined)
+})
+
+t.test('a key shaped like code stays a key', async (t) => {
+  const g = new EntityGraph()
+  const key = '"});globalThis.pwned=1;({"'
+  g.updateVertex('a', { [key]: 1, 'x\\': 2, 'y\u2028': 3 })
+  const p = roundTrip(g).vertex('a')?.properties as Properties
+  t.strictSame(Object.keys(p).sort(), [key, 'x\\', 'y\u2028'].sort())
+  t.equal((globalThis as { pwned?: number }).pwned, undefined)
+})
+
+t.test('equal values are written once and shared after decoding', async (t) => {
+  const g = new EntityGraph()
+  for (const id of ['a', 'b', 'c']) g.updateVertex(id, { state: 'ACTIVE', tags: ['x', { y: 1 }] })
+  const text = encodeColumnar(g)
+  t.equal(text.split('"ACTIVE"').length - 1, 1, 'one copy in the text')
+  const back = roundTrip(g)
+  t.equal(back.vertex('a')?.properties['tags'], back.vertex('c')?.properties['tags'], 'one object in memory')
+})
+
+t.test('the same state gives the same bytes, whatever the order it was built in', async (t) => {
+  const g1 = new EntityGraph()
+  g1.updateVertex('x', { b: 1, a: 2 })
+  g1.updateVertex('y', { a: 3, b: 'z' })
+  g1.updateEdge('x', 'y', 'on', { q: 1, p: 2 })
+  const g2 = new EntityGraph()
+  g2.updateEdge('x', 'y', 'on', { p: 2, q: 1 })
+  g2.updateVertex('y', { b: 'z', a: 3 })
+  g2.updateVertex('x', { a: 2, b: 1 })
+  t.equal(encodeColumnar(g1), encodeColumnar(g2))
+  t.equal(JSON.parse(encodeColumnar(g1))[2].length, 1, 'both insertion orders of one key set share a shape')
+})
+
+t.test('decodeColumnar refuses what it did not write, with a reason, and never throws', async (t) => {
+  const good = JSON.parse(encodeColumnar(randomGraph(7))) as unknown[]
+  const variant = (i: number, v: unknown): string => JSON.stringify(good.map((x, j) => (j === i ? v : x)))
+  const cases: Array<[string, string, RegExp]> = [
+    ['not JSON', '[2,', /not JSON/],
+    ['an object', '{}', /array of six/],
+    ['another version', variant(0, 3), /columnar version 3/],
+    ['values not an array', variant(1, {}), /values must be an array/],
+    ['a shape that is not a list of strings', variant(2, [[1]]), /vertex shapes\[0\]/],
+    ['a shape repeating a key', variant(2, [['a', 'a']]), /repeats a key/],
+    ['an index past the values', JSON.stringify([COLUMNAR_VERSION, ['a'], [[]], [1, 0], [], []]), /vertex rows\[0\] is not a value index/],
+    ['a fractional index', JSON.stringify([COLUMNAR_VERSION, ['a'], [[]], [0.5, 0], [], []]), /not a value index/],
+    ['an unknown shape', JSON.stringify([COLUMNAR_VERSION, ['a'], [[]], [0, 0], [], [0, 0, 0, 0]]), /edge row at 0: no shape/],
+    ['a row cut short', JSON.stringify([COLUMNAR_VERSION, ['a', 'b'], [['k']], [0, 0], [], []]), /cut short/],
+    ['an empty id', JSON.stringify([COLUMNAR_VERSION, [''], [[]], [0, 0], [], []]), /id must be a non-empty string/],
+    ['a numeric id', JSON.stringify([COLUMNAR_VERSION, [5], [[]], [0, 0], [], []]), /id must be a non-empty string/],
+    ['a duplicate vertex', JSON.stringify([COLUMNAR_VERSION, ['a'], [[]], [0, 0, 0, 0], [], []]), /duplicate vertex "a"/],
+    ['a duplicate edge', JSON.stringify([COLUMNAR_VERSION, ['a'], [], [], [[]], [0, 0, 0, 0, 0, 0, 0, 0]]), /duplicate edge/],
+  ]
+  for (const [what, text, reason] of cases) {
+    const r = decodeColumnar(text)
+    t.ok(E.isLeft(r) && reason.test(r.left), `${what}: ${E.isLeft(r) ? r.left : 'accepted'}`)
+  }
+})
+
+t.test('snapshots are written columnar; both formats are read; others are refused', async (t) => {
+  const g = fixtureGraph()
+  const written = await encodeGraphSnapshot(g, 42)
+  t.equal(written.format, GRAPH_SNAPSHOT_FORMAT)
+  const meta = { id: 1, kind: written.kind, eventId: 42, collectorTimestamp: null, createdAt: '2026-11-30T00:00:00Z', stats: written.stats ?? {}, bytes: written.data.byteLength }
+  const fromColumnar = await decodeGraphSnapshot({ ...meta, format: written.format, data: written.data })
+  t.ok(E.isRight(fromColumnar) && canonicalJson(fromColumnar.right) === canonicalJson(g), 'columnar')
+  // A snapshot written by the previous version: compact canonical JSON, gzip.
+  const old = gzipSync(Buffer.from(canonicalJson(g, 'compact'), 'utf8'))
+  const fromCanonicalSnapshot = await decodeGraphSnapshot({ ...meta, format: GRAPH_SNAPSHOT_FORMAT_CANONICAL, data: old })
+  t.ok(E.isRight(fromCanonicalSnapshot) && canonicalJson(fromCanonicalSnapshot.right) === canonicalJson(g), 'canonical (format 1)')
+  const unknown = await decodeGraphSnapshot({ ...meta, format: 'msgpack/9', data: old })
+  t.ok(E.isLeft(unknown) && /has format msgpack\/9; this version reads columnar-json\+gzip\/2 and canonical-json\+gzip\/1/.test(unknown.left.message), 'unknown format refused')
+  const corrupt = await decodeGraphSnapshot({ ...meta, format: GRAPH_SNAPSHOT_FORMAT, data: gzipSync(Buffer.from('[2]')) })
+  t.ok(E.isLeft(corrupt) && /snapshot 1: a columnar snapshot is an array of six items/.test(corrupt.left.message), 'corrupt snapshot refused')
+})
