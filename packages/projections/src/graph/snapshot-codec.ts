@@ -98,23 +98,41 @@ export const encodeColumnar = (graph: EntityGraph): string => {
 
 type Build = (values: readonly Json[], rows: readonly number[], at: number) => Properties
 
+const byKey = (keys: readonly string[]): Build => (values, rows, at) => {
+  const o: Properties = {}
+  for (let j = 0; j < keys.length; j++) setOwn(o, keys[j] as string, values[rows[at + j] as number] as Json)
+  return o
+}
+
 /**
- * A function building one shape's map from `rows[at...]`. An object literal with the keys
- * written out gets its hidden class from a boilerplate, about 40% faster than assigning key by
- * key. The keys are embedded as JSON string literals, which are valid JavaScript string
- * literals, so no key can break out of its quotes. A literal `"__proto__": v` would set the
- * prototype instead of an own key, so a shape holding that key is built key by key.
+ * Builds one shape's map from `rows[at...]`. A shape used often gets a function returning an
+ * object literal with its keys written out: the literal's hidden class comes from a
+ * boilerplate, about 40% faster than assigning key by key. Compiling one costs tens of
+ * microseconds, so a shape is compiled only at its LITERAL_AFTER-th map (a graph whose maps all
+ * differ pays nothing). The keys are embedded as JSON string literals, which are valid
+ * JavaScript string literals, so no key can break out of its quotes; a literal `"__proto__": v`
+ * would set the prototype instead of an own key, so a shape holding that key stays key by key.
  */
-const builder = (keys: readonly string[]): Build => {
-  if (keys.includes('__proto__')) {
-    return (values, rows, at) => {
-      const o: Properties = {}
-      for (let j = 0; j < keys.length; j++) setOwn(o, keys[j] as string, values[rows[at + j] as number] as Json)
-      return o
-    }
+const LITERAL_AFTER = 32
+
+class Builders {
+  readonly #built: Build[]
+  readonly #uses: number[]
+  constructor(private readonly shapes: readonly (readonly string[])[]) {
+    this.#built = shapes.map(byKey)
+    this.#uses = shapes.map(() => 0)
   }
-  const fields = keys.map((k, j) => `${JSON.stringify(k)}: values[rows[at + ${j}]]`).join(', ')
-  return new Function('values', 'rows', 'at', `return {${fields}}`) as Build
+
+  build(shape: number, values: readonly Json[], rows: readonly number[], at: number): Properties {
+    if (++(this.#uses[shape] as number) === LITERAL_AFTER) {
+      const keys = this.shapes[shape] as readonly string[]
+      if (!keys.includes('__proto__')) {
+        const fields = keys.map((k, j) => `${JSON.stringify(k)}: values[rows[at + ${j}]]`).join(', ')
+        this.#built[shape] = new Function('values', 'rows', 'at', `return {${fields}}`) as Build
+      }
+    }
+    return (this.#built[shape] as Build)(values, rows, at)
+  }
 }
 
 const readShapes = (value: unknown, what: string): E.Either<string, string[][]> => {
@@ -165,7 +183,7 @@ export const decodeColumnar = (text: string): E.Either<string, EntityGraph> => {
   if (E.isLeft(edgeRows)) return edgeRows
   const graph = new EntityGraph()
   const vr = vertexRows.right
-  const vertexBuild = vertexShapes.right.map(builder)
+  const vertexBuild = new Builders(vertexShapes.right)
   for (let p = 0; p < vr.length; ) {
     const at = p
     const id = table[vr[p] as number]
@@ -175,11 +193,11 @@ export const decodeColumnar = (text: string): E.Either<string, EntityGraph> => {
     if (keys === undefined) return E.left(`vertex row at ${at}: no shape ${String(shape)}`)
     p += 2
     if (p + keys.length > vr.length) return E.left(`vertex row at ${at}: cut short`)
-    if (!graph.adoptVertex(id, (vertexBuild[shape as number] as Build)(table, vr, p))) return E.left(`duplicate vertex ${JSON.stringify(id)}`)
+    if (!graph.adoptVertex(id, vertexBuild.build(shape as number, table, vr, p))) return E.left(`duplicate vertex ${JSON.stringify(id)}`)
     p += keys.length
   }
   const er = edgeRows.right
-  const edgeBuild = edgeShapes.right.map(builder)
+  const edgeBuild = new Builders(edgeShapes.right)
   for (let p = 0; p < er.length; ) {
     const at = p
     const source = table[er[p] as number]
@@ -191,7 +209,7 @@ export const decodeColumnar = (text: string): E.Either<string, EntityGraph> => {
     if (keys === undefined) return E.left(`edge row at ${at}: no shape ${String(shape)}`)
     p += 4
     if (p + keys.length > er.length) return E.left(`edge row at ${at}: cut short`)
-    if (!graph.adoptEdge(source, target, label, (edgeBuild[shape as number] as Build)(table, er, p))) {
+    if (!graph.adoptEdge(source, target, label, edgeBuild.build(shape as number, table, er, p))) {
       return E.left(`duplicate edge ${JSON.stringify([source, target, label])}`)
     }
     p += keys.length
