@@ -28,8 +28,8 @@ const gzipAsync = promisify(gzip)
 const gunzipAsync = promisify(gunzip)
 
 export const GRAPH_SNAPSHOT_KIND = 'graph'
-/** Columnar JSON (snapshot-codec.ts), gzip: what snapshots are written in. */
-export const GRAPH_SNAPSHOT_FORMAT = 'columnar-json+gzip/2'
+/** Columnar, dictionary-coded (snapshot-codec.ts), gzip: what snapshots are written in. */
+export const GRAPH_SNAPSHOT_FORMAT = 'columnar+gzip/2'
 /** Compact canonical JSON (design §5), gzip: written before 2026-11-30, still read. */
 export const GRAPH_SNAPSHOT_FORMAT_CANONICAL = 'canonical-json+gzip/1'
 const READS = [GRAPH_SNAPSHOT_FORMAT, GRAPH_SNAPSHOT_FORMAT_CANONICAL]
@@ -100,7 +100,7 @@ export const encodeGraphSnapshot = async (graph: EntityGraph, eventId: number): 
   kind: GRAPH_SNAPSHOT_KIND,
   eventId,
   format: GRAPH_SNAPSHOT_FORMAT,
-  data: await gzipAsync(Buffer.from(encodeColumnar(graph), 'utf8'), { level: 1 }),
+  data: await gzipAsync(encodeColumnar(graph), { level: 1 }),
   stats: { vertices: graph.vertexCount, edges: graph.edgeCount },
 })
 
@@ -108,8 +108,8 @@ export const decodeGraphSnapshot = async (snapshot: Snapshot): Promise<E.Either<
   if (!READS.includes(snapshot.format)) {
     return E.left(failure('fatal', `snapshot ${snapshot.id} has format ${snapshot.format}; this version reads ${READS.join(' and ')}`))
   }
-  const text = (await gunzipAsync(snapshot.data)).toString('utf8')
-  const graph = snapshot.format === GRAPH_SNAPSHOT_FORMAT ? decodeColumnar(text) : fromCanonical(text)
+  const bytes = await gunzipAsync(snapshot.data)
+  const graph = snapshot.format === GRAPH_SNAPSHOT_FORMAT ? decodeColumnar(bytes) : fromCanonical(bytes.toString('utf8'))
   return E.mapLeft((e: string) => failure('fatal', `snapshot ${snapshot.id}: ${e}`))(graph)
 }
 

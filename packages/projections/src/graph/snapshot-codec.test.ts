@@ -15,6 +15,20 @@ const fixtureGraph = (): EntityGraph => {
   return g.right
 }
 
+/** Bytes in the columnar layout, from a header and rows (for inputs the encoder would not write). */
+const layout = (header: unknown[], vertexRows: number[], edgeRows: number[], tweak?: (b: Buffer) => Buffer): Buffer => {
+  const h = Buffer.from(JSON.stringify([header[0], header[1], header[2], vertexRows.length, header[3], edgeRows.length]))
+  const rowsAt = (4 + h.length + 3) & ~3
+  const b = Buffer.alloc(rowsAt + 4 * (vertexRows.length + edgeRows.length))
+  b.writeUInt32LE(h.length, 0)
+  h.copy(b, 4)
+  ;[...vertexRows, ...edgeRows].forEach((x, i) => b.writeInt32LE(x, rowsAt + 4 * i))
+  return tweak ? tweak(b) : b
+}
+
+/** The JSON header of columnar bytes. */
+const headerOf = (b: Buffer): unknown[] => JSON.parse(b.subarray(4, 4 + b.readUInt32LE(0)).toString('utf8')) as unknown[]
+
 const roundTrip = (g: EntityGraph): EntityGraph => {
   const back = decodeColumnar(encodeColumnar(g))
   if (E.isLeft(back)) throw new Error(back.left)
@@ -52,8 +66,8 @@ const randomGraph = (seed: number): EntityGraph => {
 
 t.test('columnar snapshot of the fixture graph decodes to the same canonical graph', async (t) => {
   const g = fixtureGraph()
-  const text = encodeColumnar(g)
-  t.ok(text.length < canonicalJson(g, 'compact').length / 1.5, `columnar ${text.length} bytes, canonical ${canonicalJson(g, 'compact').length}`)
+  const bytes = encodeColumnar(g)
+  t.ok(bytes.length < canonicalJson(g, 'compact').length / 1.5, `columnar ${bytes.length} bytes, canonical ${canonicalJson(g, 'compact').length}`)
   t.equal(canonicalJson(roundTrip(g)), canonicalJson(g))
 })
 
@@ -99,8 +113,7 @@ t.test('a key shaped like code stays a key, in the compiled literal too', async 
 t.test('equal values are written once and shared after decoding', async (t) => {
   const g = new EntityGraph()
   for (const id of ['a', 'b', 'c']) g.updateVertex(id, { state: 'ACTIVE', tags: ['x', { y: 1 }] })
-  const text = encodeColumnar(g)
-  t.equal(text.split('"ACTIVE"').length - 1, 1, 'one copy in the text')
+  t.equal(JSON.stringify(headerOf(encodeColumnar(g))).split('"ACTIVE"').length - 1, 1, 'one copy in the bytes')
   const back = roundTrip(g)
   t.equal(back.vertex('a')?.properties['tags'], back.vertex('c')?.properties['tags'], 'one object in memory')
 })
@@ -114,32 +127,49 @@ t.test('the same state gives the same bytes, whatever the order it was built in'
   g2.updateEdge('x', 'y', 'on', { p: 2, q: 1 })
   g2.updateVertex('y', { b: 'z', a: 3 })
   g2.updateVertex('x', { a: 2, b: 1 })
-  t.equal(encodeColumnar(g1), encodeColumnar(g2))
-  t.equal(JSON.parse(encodeColumnar(g1))[2].length, 1, 'both insertion orders of one key set share a shape')
+  t.ok(encodeColumnar(g1).equals(encodeColumnar(g2)))
+  t.equal((headerOf(encodeColumnar(g1))[2] as unknown[]).length, 1, 'both insertion orders of one key set share a shape')
 })
 
 t.test('decodeColumnar refuses what it did not write, with a reason, and never throws', async (t) => {
-  const good = JSON.parse(encodeColumnar(randomGraph(7))) as unknown[]
-  const variant = (i: number, v: unknown): string => JSON.stringify(good.map((x, j) => (j === i ? v : x)))
-  const cases: Array<[string, string, RegExp]> = [
-    ['not JSON', '[2,', /not JSON/],
-    ['an object', '{}', /array of six/],
+  const good = encodeColumnar(randomGraph(7))
+  const h = headerOf(good)
+  const header = [h[0], h[1], h[2], h[4]]
+  const variant = (i: number, v: unknown): Buffer => layout(header.map((x, j) => (j === i ? v : x)), [], [])
+  const V = COLUMNAR_VERSION
+  const cases: Array<[string, Buffer, RegExp]> = [
+    ['empty', Buffer.alloc(0), /cut short: no header length/],
+    ['a header longer than the bytes', good.subarray(0, 20), /cut short: a header of/],
+    ['a header that is not JSON', layout([V], [], [], (b) => (b.fill(0x7b, 4, 8), b)), /header not JSON/],
     ['another version', variant(0, 3), /columnar version 3/],
     ['values not an array', variant(1, {}), /values must be an array/],
     ['a shape that is not a list of strings', variant(2, [[1]]), /vertex shapes\[0\]/],
     ['a shape repeating a key', variant(2, [['a', 'a']]), /repeats a key/],
-    ['an index past the values', JSON.stringify([COLUMNAR_VERSION, ['a'], [[]], [1, 0], [], []]), /vertex rows\[0\] is not a value index/],
-    ['a fractional index', JSON.stringify([COLUMNAR_VERSION, ['a'], [[]], [0.5, 0], [], []]), /not a value index/],
-    ['an unknown shape', JSON.stringify([COLUMNAR_VERSION, ['a'], [[]], [0, 0], [], [0, 0, 0, 0]]), /edge row at 0: no shape/],
-    ['a row cut short', JSON.stringify([COLUMNAR_VERSION, ['a', 'b'], [['k']], [0, 0], [], []]), /cut short/],
-    ['an empty id', JSON.stringify([COLUMNAR_VERSION, [''], [[]], [0, 0], [], []]), /id must be a non-empty string/],
-    ['a numeric id', JSON.stringify([COLUMNAR_VERSION, [5], [[]], [0, 0], [], []]), /id must be a non-empty string/],
-    ['a duplicate vertex', JSON.stringify([COLUMNAR_VERSION, ['a'], [[]], [0, 0, 0, 0], [], []]), /duplicate vertex "a"/],
-    ['a duplicate edge', JSON.stringify([COLUMNAR_VERSION, ['a'], [], [], [[]], [0, 0, 0, 0, 0, 0, 0, 0]]), /duplicate edge/],
+    ['rows missing at the end', good.subarray(0, good.length - 4), /bytes, the header announces/],
+    ['bytes past the rows', Buffer.concat([good, Buffer.alloc(4)]), /bytes, the header announces/],
+    ['an index past the values', layout([V, ['a'], [[]], []], [1, 0], []), /vertex rows\[0\] is not a value index/],
+    ['a negative index', layout([V, ['a'], [[]], []], [-1, 0], []), /vertex rows\[0\] is not a value index/],
+    ['an unknown shape', layout([V, ['a'], [[]], []], [0, 0], [0, 0, 0, 0]), /edge row at 0: no shape/],
+    ['a row cut short', layout([V, ['a', 'b'], [['k']], []], [0, 0], []), /cut short/],
+    ['an empty id', layout([V, [''], [[]], []], [0, 0], []), /id must be a non-empty string/],
+    ['a numeric id', layout([V, [5], [[]], []], [0, 0], []), /id must be a non-empty string/],
+    ['a duplicate vertex', layout([V, ['a'], [[]], []], [0, 0, 0, 0], []), /duplicate vertex "a"/],
+    ['a duplicate edge', layout([V, ['a'], [], [[]]], [], [0, 0, 0, 0, 0, 0, 0, 0]), /duplicate edge/],
   ]
-  for (const [what, text, reason] of cases) {
-    const r = decodeColumnar(text)
+  for (const [what, bytes, reason] of cases) {
+    const r = decodeColumnar(bytes)
     t.ok(E.isLeft(r) && reason.test(r.left), `${what}: ${E.isLeft(r) ? r.left : 'accepted'}`)
+  }
+})
+
+t.test('rows are read wherever the bytes sit (an unaligned buffer is copied, not misread)', async (t) => {
+  const g = fixtureGraph()
+  const bytes = encodeColumnar(g)
+  for (const shift of [1, 2, 3]) {
+    const shifted = Buffer.alloc(bytes.length + shift)
+    bytes.copy(shifted, shift)
+    const back = decodeColumnar(shifted.subarray(shift))
+    t.ok(E.isRight(back) && canonicalJson(back.right) === canonicalJson(g), `offset ${shift}`)
   }
 })
 
@@ -155,7 +185,7 @@ t.test('snapshots are written columnar; both formats are read; others are refuse
   const fromCanonicalSnapshot = await decodeGraphSnapshot({ ...meta, format: GRAPH_SNAPSHOT_FORMAT_CANONICAL, data: old })
   t.ok(E.isRight(fromCanonicalSnapshot) && canonicalJson(fromCanonicalSnapshot.right) === canonicalJson(g), 'canonical (format 1)')
   const unknown = await decodeGraphSnapshot({ ...meta, format: 'msgpack/9', data: old })
-  t.ok(E.isLeft(unknown) && /has format msgpack\/9; this version reads columnar-json\+gzip\/2 and canonical-json\+gzip\/1/.test(unknown.left.message), 'unknown format refused')
+  t.ok(E.isLeft(unknown) && /has format msgpack\/9; this version reads columnar\+gzip\/2 and canonical-json\+gzip\/1/.test(unknown.left.message), 'unknown format refused')
   const corrupt = await decodeGraphSnapshot({ ...meta, format: GRAPH_SNAPSHOT_FORMAT, data: gzipSync(Buffer.from('[2]')) })
-  t.ok(E.isLeft(corrupt) && /snapshot 1: a columnar snapshot is an array of six items/.test(corrupt.left.message), 'corrupt snapshot refused')
+  t.ok(E.isLeft(corrupt) && /snapshot 1: cut short/.test(corrupt.left.message), 'corrupt snapshot refused')
 })

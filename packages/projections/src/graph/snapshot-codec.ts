@@ -1,23 +1,27 @@
 /**
- * The graph snapshot's text: a columnar, dictionary-coded JSON form that a standby decodes
- * quickly (pure; gzip and the store live in replay.ts).
+ * The graph snapshot's bytes (before gzip): a columnar, dictionary-coded form that a standby
+ * decodes quickly (pure; gzip and the store live in replay.ts).
  *
- *   [2, values, vertexShapes, vertexRows, edgeShapes, edgeRows]
+ *   uint32 LE  n: byte length of the header
+ *   n bytes    header, JSON (UTF-8): [2, values, vertexShapes, vertexRowCount, edgeShapes, edgeRowCount]
+ *   0-3 bytes  zero padding to a multiple of 4
+ *   int32 LE   vertexRows (vertexRowCount of them), then edgeRows (edgeRowCount)
  *
  * `values` holds every distinct JSON value of the graph once (ids, labels, property values);
  * rows refer to them by index. A shape is the list of a property map's keys, sorted by code
  * point; vertices of one Vitrage type nearly all share one, so keys are written once per shape.
- * `vertexRows` is flat, integers only: for each vertex `id, shape, value...` (one value per key
- * of the shape, in its order); `edgeRows` likewise with `source, target, label` in front.
- * Vertices are sorted by id and edges by (source, target, label), as in the canonical form, and
- * values are numbered in that order, so one graph state always gives the same text.
+ * Rows are flat: for each vertex `id, shape, value...` (one value per key of the shape, in its
+ * order); for each edge `source, target, label, shape, value...`. Vertices are sorted by id and
+ * edges by (source, target, label), as in the canonical form, and values are numbered in that
+ * order, so one graph state always gives the same bytes.
  *
  * Why not the canonical JSON (format 1, still read): taking over from a 100,000-vertex snapshot
  * spent 1.5 s of its 3.8 s inflating, decoding and parsing 84 MB of canonical text and building
- * the maps, most of it allocating and then garbage-collecting one string per value. This form
- * of the same graph is 30 MB (400,000 distinct values for 2.2 million slots), equal values are
- * one string shared by every map that holds them (a smaller graph too), and a map is built
- * from its shape's object literal. Text to graph (parse, maps, adjacency): ~1.2 s -> ~0.8 s.
+ * the maps, most of it allocating and then garbage-collecting one string per value. Here the
+ * same graph is 7.7 MB of JSON (400,000 distinct values for ~2.2 million property slots) and
+ * 2.7 million integers read in place (as JSON text they took 150 of the 210 ms of parsing and a
+ * 2.7-million-element array); equal values are one string shared by every map that holds them
+ * (a smaller graph too), and a map is built from its shape's object literal.
  */
 import * as E from 'fp-ts/lib/Either.js'
 import { compareCodePoints, type Json, type Properties, setOwn } from './json.js'
@@ -73,8 +77,8 @@ class ValueTable {
 const compareEdges = (a: GraphEdge, b: GraphEdge): number =>
   compareCodePoints(a.source, b.source) || compareCodePoints(a.target, b.target) || compareCodePoints(a.label, b.label)
 
-/** The columnar text of `graph`. Values go through JSON.stringify (a -0 is written as 0, as in the canonical form). */
-export const encodeColumnar = (graph: EntityGraph): string => {
+/** The columnar bytes of `graph`. Values go through JSON.stringify (a -0 is written as 0, as in the canonical form). */
+export const encodeColumnar = (graph: EntityGraph): Buffer => {
   const values = new ValueTable()
   const pushRow = (rows: number[], table: ShapeTable, properties: Readonly<Properties>): void => {
     const shape = shapeOf(table, properties)
@@ -93,10 +97,32 @@ export const encodeColumnar = (graph: EntityGraph): string => {
     edgeRows.push(values.ref(e.source), values.ref(e.target), values.ref(e.label))
     pushRow(edgeRows, edgeShapes, e.properties)
   }
-  return JSON.stringify([COLUMNAR_VERSION, values.values, vertexShapes.shapes, vertexRows, edgeShapes.shapes, edgeRows])
+  const header = Buffer.from(JSON.stringify([COLUMNAR_VERSION, values.values, vertexShapes.shapes, vertexRows.length, edgeShapes.shapes, edgeRows.length]), 'utf8')
+  const rowsAt = align4(4 + header.length)
+  const out = Buffer.alloc(rowsAt + 4 * (vertexRows.length + edgeRows.length))
+  out.writeUInt32LE(header.length, 0)
+  header.copy(out, 4)
+  let at = rowsAt
+  for (const x of vertexRows) at = out.writeInt32LE(x, at)
+  for (const x of edgeRows) at = out.writeInt32LE(x, at)
+  return out
 }
 
-type Build = (values: readonly Json[], rows: readonly number[], at: number) => Properties
+const align4 = (n: number): number => (n + 3) & ~3
+
+/** `count` little-endian int32s at `at` (a view when the platform is little-endian and `at` is aligned). */
+const int32s = (bytes: Uint8Array, at: number, count: number): Int32Array => {
+  if (LITTLE_ENDIAN && (bytes.byteOffset + at) % 4 === 0) return new Int32Array(bytes.buffer, bytes.byteOffset + at, count)
+  const view = new DataView(bytes.buffer, bytes.byteOffset + at, 4 * count)
+  const out = new Int32Array(count)
+  for (let i = 0; i < count; i++) out[i] = view.getInt32(4 * i, true)
+  return out
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
+
+type Rows = ArrayLike<number>
+type Build = (values: readonly Json[], rows: Rows, at: number) => Properties
 
 const byKey = (keys: readonly string[]): Build => (values, rows, at) => {
   const o: Properties = {}
@@ -123,7 +149,7 @@ class Builders {
     this.#uses = shapes.map(() => 0)
   }
 
-  build(shape: number, values: readonly Json[], rows: readonly number[], at: number): Properties {
+  build(shape: number, values: readonly Json[], rows: Rows, at: number): Properties {
     if (++(this.#uses[shape] as number) === LITERAL_AFTER) {
       const keys = this.shapes[shape] as readonly string[]
       if (!keys.includes('__proto__')) {
@@ -145,41 +171,50 @@ const readShapes = (value: unknown, what: string): E.Either<string, string[][]> 
 }
 
 /** Rows hold only indexes into `values` (and shape numbers, checked where read). */
-const readRows = (value: unknown, what: string, values: number): E.Either<string, number[]> => {
-  if (!Array.isArray(value)) return E.left(`${what} must be an array`)
-  for (let i = 0; i < value.length; i++) {
-    const x: unknown = value[i]
-    if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x >= values) return E.left(`${what}[${i}] is not a value index`)
+const checkRows = (rows: Int32Array, what: string, values: number): E.Either<string, Int32Array> => {
+  for (let i = 0; i < rows.length; i++) {
+    const x = rows[i] as number
+    if (x < 0 || x >= values) return E.left(`${what}[${i}] is not a value index`)
   }
-  return E.right(value as number[])
+  return E.right(rows)
 }
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0
 
 const isId = (v: unknown): v is string => typeof v === 'string' && v.length > 0
 
 /**
- * A graph from its columnar text, or a one-line reason (not JSON, wrong version or layout, a
- * row cut short, an id that is not a non-empty string, a duplicate vertex or edge). The maps
- * are the graph's own; equal values are shared between them (values are never mutated).
+ * A graph from its columnar bytes, or a one-line reason (cut short, not JSON, wrong version or
+ * layout, a row cut short, an id that is not a non-empty string, a duplicate vertex or edge).
+ * The maps are the graph's own; equal values are shared between them (values are never mutated).
  */
-export const decodeColumnar = (text: string): E.Either<string, EntityGraph> => {
+export const decodeColumnar = (bytes: Uint8Array): E.Either<string, EntityGraph> => {
+  if (bytes.byteLength < 4) return E.left('cut short: no header length')
+  const headerLength = new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0, true)
+  if (4 + headerLength > bytes.byteLength) return E.left(`cut short: a header of ${headerLength} bytes in ${bytes.byteLength}`)
   let doc: unknown
   try {
-    doc = JSON.parse(text)
+    doc = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset + 4, headerLength).toString('utf8'))
   } catch (e) {
-    return E.left(`not JSON: ${e instanceof Error ? e.message : String(e)}`)
+    return E.left(`header not JSON: ${e instanceof Error ? e.message : String(e)}`)
   }
-  if (!Array.isArray(doc) || doc.length !== 6) return E.left('a columnar snapshot is an array of six items')
+  if (!Array.isArray(doc) || doc.length !== 6) return E.left('the header is an array of six items')
   if (doc[0] !== COLUMNAR_VERSION) return E.left(`columnar version ${JSON.stringify(doc[0])}, this version reads ${COLUMNAR_VERSION}`)
   const values: unknown = doc[1]
   if (!Array.isArray(values)) return E.left('values must be an array')
   const table = values as Json[]
   const vertexShapes = readShapes(doc[2], 'vertex shapes')
   if (E.isLeft(vertexShapes)) return vertexShapes
-  const vertexRows = readRows(doc[3], 'vertex rows', table.length)
-  if (E.isLeft(vertexRows)) return vertexRows
   const edgeShapes = readShapes(doc[4], 'edge shapes')
   if (E.isLeft(edgeShapes)) return edgeShapes
-  const edgeRows = readRows(doc[5], 'edge rows', table.length)
+  const [vertexCount, edgeCount]: unknown[] = [doc[3], doc[5]]
+  if (!isCount(vertexCount) || !isCount(edgeCount)) return E.left('row counts must be non-negative integers')
+  const rowsAt = align4(4 + headerLength)
+  const size = rowsAt + 4 * (vertexCount + edgeCount)
+  if (bytes.byteLength !== size) return E.left(`${bytes.byteLength} bytes, the header announces ${size}`)
+  const vertexRows = checkRows(int32s(bytes, rowsAt, vertexCount), 'vertex rows', table.length)
+  if (E.isLeft(vertexRows)) return vertexRows
+  const edgeRows = checkRows(int32s(bytes, rowsAt + 4 * vertexCount, edgeCount), 'edge rows', table.length)
   if (E.isLeft(edgeRows)) return edgeRows
   const graph = new EntityGraph()
   const vr = vertexRows.right
