@@ -27,6 +27,13 @@ export const streamSql = (afterId: number, toId: number, options: StreamOptions 
   return `COPY (SELECT id, message_id::text, event_type, payload::text FROM event WHERE id > ${afterId} AND id <= ${toId}${types} ORDER BY id) TO STDOUT (FORMAT binary)`
 }
 
+/** A field's length at `at`; the streamed columns are NOT NULL, so -1 is a defect. */
+const fieldLength = (b: Buffer, at: number, name: string): number => {
+  const n = b.readInt32BE(at)
+  if (n < 0) throw new Error(`binary COPY: ${name} is NULL`)
+  return n
+}
+
 /** Incremental parser of binary COPY output into log entries. */
 export class BinaryCopyParser {
   private buffer: Buffer = Buffer.alloc(0)
@@ -55,32 +62,34 @@ export class BinaryCopyParser {
         offset += 2
         break
       }
-      // id (int8), message_id, event_type, payload (text)
+      // id (int8), message_id, event_type, payload (text): fixed by streamSql. Field starts and
+      // lengths live in locals, and the id is read as two halves: no array and no BigInt per
+      // row (both showed in profiles of replay).
+      if (fields !== 4) throw new Error(`binary COPY row with ${fields} fields, expected 4`)
       let p = offset + 2
-      const lengths: number[] = []
-      const starts: number[] = []
-      let complete = true
-      for (let f = 0; f < fields; f++) {
-        if (p + 4 > b.length) {
-          complete = false
-          break
-        }
-        const len = b.readInt32BE(p)
-        p += 4
-        if (len > 0 && p + len > b.length) {
-          complete = false
-          break
-        }
-        starts.push(p)
-        lengths.push(len)
-        if (len > 0) p += len
-      }
-      if (!complete) break
+      if (p + 12 > b.length) break
+      if (b.readInt32BE(p) !== 8) throw new Error(`binary COPY id of ${b.readInt32BE(p)} bytes, expected 8`)
+      const idAt = p + 4
+      p += 12
+      if (p + 4 > b.length) break
+      const messageLength = fieldLength(b, p, 'message_id')
+      const messageAt = p + 4
+      p = messageAt + messageLength
+      if (p + 4 > b.length) break
+      const typeLength = fieldLength(b, p, 'event_type')
+      const typeAt = p + 4
+      p = typeAt + typeLength
+      if (p + 4 > b.length) break
+      const payloadLength = fieldLength(b, p, 'payload')
+      const payloadAt = p + 4
+      p = payloadAt + payloadLength
+      if (p > b.length) break
+      const high = b.readInt32BE(idAt)
       this.onEntry({
-        id: Number(b.readBigInt64BE(starts[0] as number)),
-        messageId: b.toString('latin1', starts[1] as number, (starts[1] as number) + (lengths[1] as number)),
-        eventType: b.toString('utf8', starts[2] as number, (starts[2] as number) + (lengths[2] as number)),
-        payload: JSON.parse(b.toString('utf8', starts[3] as number, (starts[3] as number) + (lengths[3] as number))) as Record<string, unknown>,
+        id: high * 0x1_0000_0000 + b.readUInt32BE(idAt + 4),
+        messageId: b.toString('latin1', messageAt, messageAt + messageLength),
+        eventType: b.toString('utf8', typeAt, typeAt + typeLength),
+        payload: JSON.parse(b.toString('utf8', payloadAt, payloadAt + payloadLength)) as Record<string, unknown>,
       })
       count++
       offset = p
