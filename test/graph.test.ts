@@ -46,9 +46,16 @@ t.test('the fixtures through the persistor: graph equals Vitrage replay, now and
   t.match(summary, { position: 400 })
 
   // Snapshots: the nearest snapshot plus the tail equals a full replay, at many points.
-  for (const at of ['50', '120', '333']) t.equal((await cli(['snapshot', 'create', '--at-event', at, '--database-url', db])).code, 0)
-  const list = JSON.parse((await cli(['snapshot', 'list', '--database-url', db, '--format', 'json'])).out) as Array<{ eventId: number }>
-  t.same(list.map((s) => s.eventId), [50, 120, 333])
+  // The one at 120 in the canonical format (what versions before 2026-11-30 wrote and read).
+  for (const at of ['50', '120', '333']) {
+    const encoding = at === '120' ? ['--encoding', 'canonical'] : []
+    t.equal((await cli(['snapshot', 'create', '--at-event', at, ...encoding, '--database-url', db])).code, 0)
+  }
+  const list = JSON.parse((await cli(['snapshot', 'list', '--database-url', db, '--format', 'json'])).out) as Array<{ eventId: number; format: string }>
+  t.same(list.map((s) => [s.eventId, s.format]), [[50, 'columnar+gzip/2'], [120, 'canonical-json+gzip/1'], [333, 'columnar+gzip/2']])
+  const badEncoding = await cli(['snapshot', 'create', '--encoding', 'msgpack', '--database-url', db])
+  t.equal(badEncoding.code, 2)
+  t.match(badEncoding.err, /--encoding: columnar or canonical, got "msgpack"/)
   let seed = 3
   const points = Array.from({ length: 12 }, () => 1 + ((seed = (seed * 16807) % 2147483647) % 400))
   for (const p of [...points, 50, 51, 120, 333, 400]) {

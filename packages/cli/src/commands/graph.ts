@@ -9,6 +9,8 @@ import {
   encodeGraphSnapshot,
   type FollowState,
   followGraph,
+  GRAPH_SNAPSHOT_FORMAT,
+  GRAPH_SNAPSHOT_FORMAT_CANONICAL,
   GRAPH_SNAPSHOT_KIND,
   type GraphAt,
   graphAt,
@@ -86,11 +88,13 @@ const graph = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
 const snapshotCreate = async (config: DbConfig, input: CommandInput, io: Io): Promise<number> => {
   const target = targetOf(input.options)
   const keep = positiveIntArg('--keep', input.options['keep']) ?? 5
+  const encoding = input.options['encoding'] ?? 'columnar'
+  if (encoding !== 'columnar' && encoding !== 'canonical') throw new UsageError(`--encoding: columnar or canonical, got ${JSON.stringify(encoding)}`)
   const { store } = openStore(config.databaseUrl, 'vitrage-persistor snapshot')
   try {
     const r = await buildGraph(io, store, target, true)
     if (E.isLeft(r)) return report(io, 'snapshot create', config.databaseUrl, r.left)
-    const snapshot = await encodeGraphSnapshot(r.right.graph, r.right.position)
+    const snapshot = await encodeGraphSnapshot(r.right.graph, r.right.position, encoding === 'canonical' ? GRAPH_SNAPSHOT_FORMAT_CANONICAL : GRAPH_SNAPSHOT_FORMAT)
     const saved = await orReport(io, 'snapshot create', config.databaseUrl, store.saveSnapshot(snapshot))
     if (saved === undefined) return 1
     const removed = await orReport(io, 'snapshot create', config.databaseUrl, store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep))
@@ -254,7 +258,11 @@ export const graphCommands: readonly CommandSpec<SettingKey>[] = [
     path: ['snapshot', 'create'],
     summary: 'save a compressed snapshot of the graph (at the head, or at a point in time); keep the newest --keep',
     keys: DB_SETTINGS,
-    options: [...at, new Option('--keep <n>', 'snapshots to keep (default 5)')],
+    options: [
+      ...at,
+      new Option('--keep <n>', 'snapshots to keep (default 5)'),
+      new Option('--encoding <e>', 'columnar (default) or canonical (the format versions before 2026-11-30 read: for a rollback)'),
+    ],
     action: snapshotCreate,
   }),
   command({ path: ['snapshot', 'list'], summary: 'list graph snapshots', keys: DB_SETTINGS, options: [formatOption()], action: snapshotList }),

@@ -19,7 +19,7 @@ import {
   type StoredEvent,
 } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
-import { fromCanonical } from './canonical.js'
+import { canonicalJson, fromCanonical } from './canonical.js'
 import { evolve } from './evolve.js'
 import { EntityGraph } from './model.js'
 import { decodeColumnar, encodeColumnar } from './snapshot-codec.js'
@@ -96,11 +96,16 @@ export const replayInto = async (
   return E.right(Math.max(position, options.toId))
 }
 
-export const encodeGraphSnapshot = async (graph: EntityGraph, eventId: number): Promise<NewSnapshot> => ({
+/** A snapshot of `graph` as of `eventId`, columnar unless asked for the canonical format (what older versions read). */
+export const encodeGraphSnapshot = async (
+  graph: EntityGraph,
+  eventId: number,
+  format: typeof GRAPH_SNAPSHOT_FORMAT | typeof GRAPH_SNAPSHOT_FORMAT_CANONICAL = GRAPH_SNAPSHOT_FORMAT,
+): Promise<NewSnapshot> => ({
   kind: GRAPH_SNAPSHOT_KIND,
   eventId,
-  format: GRAPH_SNAPSHOT_FORMAT,
-  data: await gzipAsync(encodeColumnar(graph), { level: 1 }),
+  format,
+  data: await gzipAsync(format === GRAPH_SNAPSHOT_FORMAT ? encodeColumnar(graph) : Buffer.from(canonicalJson(graph, 'compact'), 'utf8'), { level: 1 }),
   stats: { vertices: graph.vertexCount, edges: graph.edgeCount },
 })
 
@@ -108,7 +113,12 @@ export const decodeGraphSnapshot = async (snapshot: Snapshot): Promise<E.Either<
   if (!READS.includes(snapshot.format)) {
     return E.left(failure('fatal', `snapshot ${snapshot.id} has format ${snapshot.format}; this version reads ${READS.join(' and ')}`))
   }
-  const bytes = await gunzipAsync(snapshot.data)
+  let bytes: Buffer
+  try {
+    bytes = await gunzipAsync(snapshot.data)
+  } catch (e) {
+    return E.left(failure('fatal', `snapshot ${snapshot.id}: not gzip: ${e instanceof Error ? e.message : String(e)}`))
+  }
   const graph = snapshot.format === GRAPH_SNAPSHOT_FORMAT ? decodeColumnar(bytes) : fromCanonical(bytes.toString('utf8'))
   return E.mapLeft((e: string) => failure('fatal', `snapshot ${snapshot.id}: ${e}`))(graph)
 }

@@ -147,8 +147,9 @@ t.test('decodeColumnar refuses what it did not write, with a reason, and never t
     ['a shape repeating a key', variant(2, [['a', 'a']]), /repeats a key/],
     ['rows missing at the end', good.subarray(0, good.length - 4), /bytes, the header announces/],
     ['bytes past the rows', Buffer.concat([good, Buffer.alloc(4)]), /bytes, the header announces/],
-    ['an index past the values', layout([V, ['a'], [[]], []], [1, 0], []), /vertex rows\[0\] is not a value index/],
-    ['a negative index', layout([V, ['a'], [[]], []], [-1, 0], []), /vertex rows\[0\] is not a value index/],
+    ['an id index past the values', layout([V, ['a'], [[]], []], [1, 0], []), /vertex row at 0: the id must be a non-empty string/],
+    ['a value index past the values', layout([V, ['a'], [['k']], []], [0, 0, 1], []), /vertex row at 0: a value index out of range/],
+    ['a negative value index', layout([V, ['a'], [], [['k']]], [], [0, 0, 0, 0, -1]), /edge row at 0: a value index out of range/],
     ['an unknown shape', layout([V, ['a'], [[]], []], [0, 0], [0, 0, 0, 0]), /edge row at 0: no shape/],
     ['a row cut short', layout([V, ['a', 'b'], [['k']], []], [0, 0], []), /cut short/],
     ['an empty id', layout([V, [''], [[]], []], [0, 0], []), /id must be a non-empty string/],
@@ -160,6 +161,27 @@ t.test('decodeColumnar refuses what it did not write, with a reason, and never t
     const r = decodeColumnar(bytes)
     t.ok(E.isLeft(r) && reason.test(r.left), `${what}: ${E.isLeft(r) ? r.left : 'accepted'}`)
   }
+})
+
+t.test('more edge shapes than values: shape numbers are not value indexes', async (t) => {
+  const g = new EntityGraph()
+  g.updateEdge('a', 'a', 'l', {})
+  g.updateEdge('a', 'b', 'l', { x: 'a' })
+  g.updateEdge('b', 'a', 'l', { y: 'a' })
+  g.updateEdge('b', 'b', 'l', { z: 'a' })
+  t.equal(canonicalJson(roundTrip(g)), canonicalJson(g))
+})
+
+t.test('nested objects: the same bytes whatever their key order, and one value', async (t) => {
+  const g1 = new EntityGraph()
+  g1.updateVertex('v', { p: { a: 1, b: [{ d: 1, c: 2 }], '10': 0, '9': 0 } })
+  g1.updateVertex('w', { p: { b: [{ c: 2, d: 1 }], a: 1, '9': 0, '10': 0 } })
+  const g2 = new EntityGraph()
+  g2.updateVertex('v', { p: { '9': 0, b: [{ c: 2, d: 1 }], '10': 0, a: 1 } })
+  g2.updateVertex('w', { p: { a: 1, '10': 0, b: [{ d: 1, c: 2 }], '9': 0 } })
+  t.ok(encodeColumnar(g1).equals(encodeColumnar(g2)))
+  t.equal((headerOf(encodeColumnar(g1))[1] as unknown[]).filter((v) => typeof v === 'object' && v !== null).length, 1, 'one value for both maps')
+  t.equal(canonicalJson(roundTrip(g1)), canonicalJson(g1))
 })
 
 t.test('rows are read wherever the bytes sit (an unaligned buffer is copied, not misread)', async (t) => {
@@ -188,4 +210,6 @@ t.test('snapshots are written columnar; both formats are read; others are refuse
   t.ok(E.isLeft(unknown) && /has format msgpack\/9; this version reads columnar\+gzip\/2 and canonical-json\+gzip\/1/.test(unknown.left.message), 'unknown format refused')
   const corrupt = await decodeGraphSnapshot({ ...meta, format: GRAPH_SNAPSHOT_FORMAT, data: gzipSync(Buffer.from('[2]')) })
   t.ok(E.isLeft(corrupt) && /snapshot 1: cut short/.test(corrupt.left.message), 'corrupt snapshot refused')
+  const notGzip = await decodeGraphSnapshot({ ...meta, format: GRAPH_SNAPSHOT_FORMAT, data: written.data.subarray(0, 100) })
+  t.ok(E.isLeft(notGzip) && /snapshot 1: not gzip: /.test(notGzip.left.message), 'truncated gzip refused, not thrown')
 })

@@ -55,20 +55,41 @@ const shapeOf = (table: ShapeTable, properties: Readonly<Properties>): number =>
   return index
 }
 
-/** Numbers every distinct value once; strings by content, other values by their JSON text. */
+/**
+ * A copy of a list or object with every object's keys inserted in code-point order, so that
+ * JSON.stringify writes one text for one value whatever order its keys were set in
+ * (integer-like keys still come first, in numeric order, as JavaScript enumerates them).
+ */
+const sortedKeys = (v: Json): Json => {
+  if (typeof v !== 'object' || v === null) return v
+  if (Array.isArray(v)) return (v as readonly Json[]).map(sortedKeys)
+  const o = v as Readonly<Properties>
+  const out: Properties = {}
+  for (const k of Object.keys(o).sort(compareCodePoints)) setOwn(out, k, sortedKeys(o[k] as Json))
+  return out
+}
+
+/** Numbers every distinct value once: strings by content, other values by their key-sorted JSON text. */
 class ValueTable {
   readonly values: Json[] = []
   readonly #strings = new Map<string, number>()
   readonly #others = new Map<string, number>()
 
   ref(v: Json): number {
-    const map = typeof v === 'string' ? this.#strings : this.#others
-    const key = typeof v === 'string' ? v : JSON.stringify(v)
-    let i = map.get(key)
+    if (typeof v === 'string') {
+      let i = this.#strings.get(v)
+      if (i === undefined) {
+        i = this.values.push(v) - 1
+        this.#strings.set(v, i)
+      }
+      return i
+    }
+    const sorted = sortedKeys(v)
+    const key = JSON.stringify(sorted)
+    let i = this.#others.get(key)
     if (i === undefined) {
-      i = this.values.length
-      this.values.push(v)
-      map.set(key, i)
+      i = this.values.push(sorted) - 1
+      this.#others.set(key, i)
     }
     return i
   }
@@ -154,7 +175,11 @@ class Builders {
       const keys = this.shapes[shape] as readonly string[]
       if (!keys.includes('__proto__')) {
         const fields = keys.map((k, j) => `${JSON.stringify(k)}: values[rows[at + ${j}]]`).join(', ')
-        this.#built[shape] = new Function('values', 'rows', 'at', `return {${fields}}`) as Build
+        try {
+          this.#built[shape] = new Function('values', 'rows', 'at', `return {${fields}}`) as Build
+        } catch {
+          // Code generation disallowed (node --disallow-code-generation-from-strings): stay key by key.
+        }
       }
     }
     return (this.#built[shape] as Build)(values, rows, at)
@@ -170,13 +195,13 @@ const readShapes = (value: unknown, what: string): E.Either<string, string[][]> 
   return E.right(value as string[][])
 }
 
-/** Rows hold only indexes into `values` (and shape numbers, checked where read). */
-const checkRows = (rows: Int32Array, what: string, values: number): E.Either<string, Int32Array> => {
-  for (let i = 0; i < rows.length; i++) {
+/** Whether rows[from, to) are all indexes into a table of `size` values. */
+const indexes = (rows: Int32Array, from: number, to: number, size: number): boolean => {
+  for (let i = from; i < to; i++) {
     const x = rows[i] as number
-    if (x < 0 || x >= values) return E.left(`${what}[${i}] is not a value index`)
+    if (x < 0 || x >= size) return false
   }
-  return E.right(rows)
+  return true
 }
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0
@@ -212,12 +237,8 @@ export const decodeColumnar = (bytes: Uint8Array): E.Either<string, EntityGraph>
   const rowsAt = align4(4 + headerLength)
   const size = rowsAt + 4 * (vertexCount + edgeCount)
   if (bytes.byteLength !== size) return E.left(`${bytes.byteLength} bytes, the header announces ${size}`)
-  const vertexRows = checkRows(int32s(bytes, rowsAt, vertexCount), 'vertex rows', table.length)
-  if (E.isLeft(vertexRows)) return vertexRows
-  const edgeRows = checkRows(int32s(bytes, rowsAt + 4 * vertexCount, edgeCount), 'edge rows', table.length)
-  if (E.isLeft(edgeRows)) return edgeRows
   const graph = new EntityGraph()
-  const vr = vertexRows.right
+  const vr = int32s(bytes, rowsAt, vertexCount)
   const vertexBuild = new Builders(vertexShapes.right)
   for (let p = 0; p < vr.length; ) {
     const at = p
@@ -228,10 +249,11 @@ export const decodeColumnar = (bytes: Uint8Array): E.Either<string, EntityGraph>
     if (keys === undefined) return E.left(`vertex row at ${at}: no shape ${String(shape)}`)
     p += 2
     if (p + keys.length > vr.length) return E.left(`vertex row at ${at}: cut short`)
+    if (!indexes(vr, p, p + keys.length, table.length)) return E.left(`vertex row at ${at}: a value index out of range`)
     if (!graph.adoptVertex(id, vertexBuild.build(shape as number, table, vr, p))) return E.left(`duplicate vertex ${JSON.stringify(id)}`)
     p += keys.length
   }
-  const er = edgeRows.right
+  const er = int32s(bytes, rowsAt + 4 * vertexCount, edgeCount)
   const edgeBuild = new Builders(edgeShapes.right)
   for (let p = 0; p < er.length; ) {
     const at = p
@@ -244,6 +266,7 @@ export const decodeColumnar = (bytes: Uint8Array): E.Either<string, EntityGraph>
     if (keys === undefined) return E.left(`edge row at ${at}: no shape ${String(shape)}`)
     p += 4
     if (p + keys.length > er.length) return E.left(`edge row at ${at}: cut short`)
+    if (!indexes(er, p, p + keys.length, table.length)) return E.left(`edge row at ${at}: a value index out of range`)
     if (!graph.adoptEdge(source, target, label, edgeBuild.build(shape as number, table, er, p))) {
       return E.left(`duplicate edge ${JSON.stringify([source, target, label])}`)
     }
