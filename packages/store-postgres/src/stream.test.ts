@@ -38,3 +38,42 @@ t.test('a streamed range equals the pages, whatever the chunking', async (t) => 
   t.throws(() => streamSql(0.5, 1), /integers/)
   t.match(streamSql(0, 9, { eventTypes: ["it's"] }), /event_type IN \('it''s'\)/, 'types are quoted')
 })
+
+/** One binary COPY stream (signature, flags, no extension, rows, trailer) built by hand. */
+const copyBytes = (rows: Array<Array<Buffer | null>>): Buffer => {
+  const parts: Buffer[] = [Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]
+  for (const fields of rows) {
+    const head = Buffer.alloc(2)
+    head.writeInt16BE(fields.length)
+    parts.push(head)
+    for (const f of fields) {
+      const len = Buffer.alloc(4)
+      len.writeInt32BE(f === null ? -1 : f.length)
+      parts.push(len, ...(f === null ? [] : [f]))
+    }
+  }
+  const trailer = Buffer.alloc(2)
+  trailer.writeInt16BE(-1)
+  return Buffer.concat([...parts, trailer])
+}
+
+const int8 = (n: bigint): Buffer => {
+  const b = Buffer.alloc(8)
+  b.writeBigInt64BE(n)
+  return b
+}
+
+t.test('BinaryCopyParser: ids past 2^32 exact, any chunking; a NULL field or another row width is an error', async (t) => {
+  const ids = [1n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 32n + 5n, 2n ** 40n + 123n, 2n ** 53n - 1n]
+  const bytes = copyBytes(ids.map((id) => [int8(id), Buffer.from('m'), Buffer.from('t'), Buffer.from('{"k": 1}')]))
+  for (const step of [1, 3, 64, bytes.length]) {
+    const seen: number[] = []
+    const parser = new BinaryCopyParser((e) => seen.push(e.id))
+    for (let i = 0; i < bytes.length; i += step) parser.push(bytes.subarray(i, i + step))
+    t.same(seen, ids.map(Number), `chunks of ${step}`)
+  }
+  const withNull = copyBytes([[int8(1n), Buffer.from('m'), null, Buffer.from('{}')]])
+  t.throws(() => new BinaryCopyParser(() => {}).push(withNull), /event_type is NULL/)
+  const threeFields = copyBytes([[int8(1n), Buffer.from('m'), Buffer.from('t')]])
+  t.throws(() => new BinaryCopyParser(() => {}).push(threeFields), /3 fields, expected 4/)
+})
