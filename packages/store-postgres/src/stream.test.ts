@@ -72,6 +72,18 @@ t.test('BinaryCopyParser: ids past 2^32 exact, any chunking; a NULL field or ano
     for (let i = 0; i < bytes.length; i += step) parser.push(bytes.subarray(i, i + step))
     t.same(seen, ids.map(Number), `chunks of ${step}`)
   }
+  // Rows longer than the part of a chunk joined to a cut row (16 KiB), among short ones.
+  const big = (n: number): Buffer => Buffer.from(JSON.stringify({ s: 'é'.repeat(n) }))
+  const sizes = [10, 40_000, 5, 17_000, 16_384, 3, 100_000]
+  const mixed = copyBytes(sizes.map((n, i) => [int8(BigInt(i + 1)), Buffer.from(`m${i}`), Buffer.from('t'), big(n)]))
+  for (const step of [1_000, 16_383, 20_000, 65_536]) {
+    const seen: Array<[number, number]> = []
+    const parser = new BinaryCopyParser((e) => seen.push([e.id, (e.payload['s'] as string).length]))
+    let count = 0
+    for (let i = 0; i < mixed.length; i += step) count += parser.push(mixed.subarray(i, i + step))
+    t.same(seen, sizes.map((n, i) => [i + 1, n]), `long rows, chunks of ${step}`)
+    t.equal(count, sizes.length, 'push counts each entry once')
+  }
   const withNull = copyBytes([[int8(1n), Buffer.from('m'), null, Buffer.from('{}')]])
   t.throws(() => new BinaryCopyParser(() => {}).push(withNull), /event_type is NULL/)
   const threeFields = copyBytes([[int8(1n), Buffer.from('m'), Buffer.from('t')]])

@@ -34,25 +34,56 @@ const fieldLength = (b: Buffer, at: number, name: string): number => {
   return n
 }
 
+/**
+ * How much of a new chunk is joined to the partial row left by the previous one: enough for
+ * any ordinary row, so that the rest of the chunk is parsed where it lies instead of being copied
+ * (joining whole chunks copied every byte of a replay once more). A longer row joins the chunk.
+ */
+const STRADDLE_BYTES = 16 * 1024
+
 /** Incremental parser of binary COPY output into log entries. */
 export class BinaryCopyParser {
-  private buffer: Buffer = Buffer.alloc(0)
+  /** The start of a row (or of the header) that the previous chunk cut off. */
+  private partial: Buffer = Buffer.alloc(0)
   private headerDone = false
   private ended = false
+  private count = 0
 
   constructor(private readonly onEntry: (e: LogEntry) => void) {}
 
   /** Consumes a chunk; returns how many entries it completed. */
   push(chunk: Buffer): number {
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
+    const before = this.count
+    let b = chunk
     let offset = 0
-    let count = 0
-    const b = this.buffer
+    if (this.partial.length > 0) {
+      const carried = this.partial.length
+      const joined = Buffer.concat([this.partial, chunk.subarray(0, STRADDLE_BYTES)])
+      const reached = this.rows(joined, 0)
+      if (reached > carried) {
+        // The cut row is complete: go on in the chunk itself.
+        offset = reached - carried
+      } else if (joined.length === carried + chunk.length) {
+        // The whole chunk was joined and the row is still not complete.
+        this.partial = joined.subarray(reached)
+        return this.count - before
+      } else {
+        // A row longer than the join: join the whole chunk.
+        b = Buffer.concat([this.partial, chunk])
+      }
+    }
+    offset = this.rows(b, offset)
+    this.partial = offset >= b.length ? Buffer.alloc(0) : Buffer.from(b.subarray(offset))
+    return this.count - before
+  }
+
+  /** Parses the complete rows of `b` from `offset`; returns where the first incomplete one starts. */
+  private rows(b: Buffer, offset: number): number {
     if (!this.headerDone) {
-      if (b.length < SIGNATURE_LENGTH + 8) return 0
-      const extension = b.readInt32BE(SIGNATURE_LENGTH + 4)
-      if (b.length < SIGNATURE_LENGTH + 8 + extension) return 0
-      offset = SIGNATURE_LENGTH + 8 + extension
+      if (b.length < offset + SIGNATURE_LENGTH + 8) return offset
+      const extension = b.readInt32BE(offset + SIGNATURE_LENGTH + 4)
+      if (b.length < offset + SIGNATURE_LENGTH + 8 + extension) return offset
+      offset += SIGNATURE_LENGTH + 8 + extension
       this.headerDone = true
     }
     while (!this.ended && offset + 2 <= b.length) {
@@ -91,11 +122,10 @@ export class BinaryCopyParser {
         eventType: b.toString('utf8', typeAt, typeAt + typeLength),
         payload: JSON.parse(b.toString('utf8', payloadAt, payloadAt + payloadLength)) as Record<string, unknown>,
       })
-      count++
+      this.count++
       offset = p
     }
-    this.buffer = offset >= b.length ? Buffer.alloc(0) : b.subarray(offset)
-    return count
+    return offset
   }
 }
 
