@@ -111,7 +111,7 @@ const snapshotList = async (config: DbConfig, input: CommandInput, io: Io): Prom
     const list = await orReport(io, 'snapshot list', config.databaseUrl, store.listSnapshots(GRAPH_SNAPSHOT_KIND))
     if (list === undefined) return 1
     if (chooseFormat(input.options, io) === 'json') printJson(io, list)
-    else printTable(io, ['id', 'eventId', 'collectorTimestamp', 'createdAt', 'bytes', 'vertices', 'edges'], list.map((s) => ({ ...s, ...s.stats })))
+    else printTable(io, ['id', 'eventId', 'collectorTimestamp', 'createdAt', 'format', 'bytes', 'vertices', 'edges'], list.map((s) => ({ ...s, ...s.stats })))
     return 0
   } finally {
     await store.close()
