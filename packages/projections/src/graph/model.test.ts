@@ -139,3 +139,47 @@ t.test('summary keys are data, whatever their text', async (t) => {
   t.equal(Object.getOwnPropertyDescriptor(s.verticesByType, '__proto__')?.value, 1)
   t.equal(s.verticesWithoutCategory, 1, 'a non-string category is not a category')
 })
+
+t.test('edges of hubs (past the scan limit) and of small vertices agree with a plain (source, target, label) map', async (t) => {
+  let seed = 11
+  const rnd = (n: number): number => (seed = (seed * 16807) % 2147483647) % n
+  const g = new EntityGraph()
+  const reference = new Map<string, Record<string, unknown>>()
+  const order: string[] = []
+  // Few sources (hubs with up to ~40 targets), labels repeating between one source and target.
+  const ids = Array.from({ length: 40 }, (_, i) => (i % 7 === 0 ? `hub${i}` : `v${i}`))
+  for (let i = 0; i < 3000; i++) {
+    const s = ids[rnd(5)] as string
+    const tg = ids[rnd(ids.length)] as string
+    const l = ['contains', 'on', 'attached'][rnd(3)] as string
+    const props = rnd(4) === 0 ? {} : { n: i, gone: rnd(3) === 0 ? null : 'x' }
+    const key = JSON.stringify([s, tg, l])
+    g.updateEdge(s, tg, l, props)
+    const before = reference.get(key)
+    if (before === undefined) {
+      reference.set(key, { ...props })
+      order.push(key)
+    } else if (Object.keys(before).length === 0) reference.set(key, { ...props })
+    else {
+      for (const [k, v] of Object.entries(props)) {
+        if (v === null) delete before[k]
+        else before[k] = v
+      }
+    }
+  }
+  t.equal(g.edgeCount, reference.size)
+  t.strictSame([...g.edges()].map((e) => JSON.stringify([e.source, e.target, e.label])), order, 'insertion order')
+  let mismatches = 0
+  for (const s of ids) {
+    for (const tg of ids) {
+      for (const l of ['contains', 'on', 'attached', 'causes']) {
+        const want = reference.get(JSON.stringify([s, tg, l]))
+        const got = g.edge(s, tg, l)
+        if ((want === undefined) !== (got === undefined) || (want !== undefined && JSON.stringify(got?.properties) !== JSON.stringify(want))) mismatches++
+      }
+    }
+  }
+  t.equal(mismatches, 0, `${ids.length ** 2 * 4} lookups`)
+  t.ok((g.outEdges('v1').length > 8) || (g.outEdges('hub0').length > 8), 'some source is past the scan limit')
+  t.equal(g.adoptEdge('hub0', g.outEdges('hub0')[0]?.target as string, g.outEdges('hub0')[0]?.label as string, {}), false, 'adoptEdge refuses an existing hub edge')
+})
