@@ -80,7 +80,11 @@ t.test('BinaryCopyParser: ids past 2^32 exact, any chunking; a NULL field or ano
     const seen: Array<[number, number]> = []
     const parser = new BinaryCopyParser((e) => seen.push([e.id, (e.payload['s'] as string).length]))
     let count = 0
-    for (let i = 0; i < mixed.length; i += step) count += parser.push(mixed.subarray(i, i + step))
+    for (let i = 0; i < mixed.length; i += step) {
+      const chunk = Buffer.from(mixed.subarray(i, i + step))
+      count += parser.push(chunk)
+      chunk.fill(0xaa) // the caller may reuse its buffer once push returns
+    }
     t.same(seen, sizes.map((n, i) => [i + 1, n]), `long rows, chunks of ${step}`)
     t.equal(count, sizes.length, 'push counts each entry once')
   }

@@ -41,10 +41,26 @@ const fieldLength = (b: Buffer, at: number, name: string): number => {
  */
 const STRADDLE_BYTES = 16 * 1024
 
+/** The byte length of the row starting `b`, when its four field lengths are in `b`; else 0. */
+const rowLength = (b: Buffer): number => {
+  if (b.length < 2 || b.readInt16BE(0) !== 4) return 0
+  let p = 2
+  for (let f = 0; f < 4; f++) {
+    if (p + 4 > b.length) return 0
+    p += 4 + Math.max(b.readInt32BE(p), 0)
+  }
+  return p
+}
+
 /** Incremental parser of binary COPY output into log entries. */
 export class BinaryCopyParser {
   /** The start of a row (or of the header) that the previous chunk cut off. */
   private partial: Buffer = Buffer.alloc(0)
+  /** Chunks after `partial` that do not yet complete its row, and their total length. */
+  private pending: Buffer[] = []
+  private pendingLength = 0
+  /** The length of the row in `partial`, once its field lengths have arrived (else 0). */
+  private need = 0
   private headerDone = false
   private ended = false
   private count = 0
@@ -54,6 +70,18 @@ export class BinaryCopyParser {
   /** Consumes a chunk; returns how many entries it completed. */
   push(chunk: Buffer): number {
     const before = this.count
+    if (this.partial.length > 0 && this.need > 0 && this.partial.length + this.pendingLength + chunk.length < this.need) {
+      // A long row still incomplete: keep a copy of the chunk (the caller may reuse it) and join
+      // once the row is complete (joining at every chunk was quadratic in the row's length).
+      this.pending.push(Buffer.from(chunk))
+      this.pendingLength += chunk.length
+      return 0
+    }
+    if (this.pending.length > 0) {
+      this.partial = Buffer.concat([this.partial, ...this.pending])
+      this.pending = []
+      this.pendingLength = 0
+    }
     let b = chunk
     let offset = 0
     if (this.partial.length > 0) {
@@ -65,7 +93,7 @@ export class BinaryCopyParser {
         offset = reached - carried
       } else if (joined.length === carried + chunk.length) {
         // The whole chunk was joined and the row is still not complete.
-        this.partial = joined.subarray(reached)
+        this.keep(joined, reached, true)
         return this.count - before
       } else {
         // A row longer than the join: join the whole chunk.
@@ -73,8 +101,19 @@ export class BinaryCopyParser {
       }
     }
     offset = this.rows(b, offset)
-    this.partial = offset >= b.length ? Buffer.alloc(0) : Buffer.from(b.subarray(offset))
+    this.keep(b, offset, b !== chunk)
     return this.count - before
+  }
+
+  /** Keeps `b` from `offset` (an incomplete row) for the next push; `owned` when nobody else holds `b`. */
+  private keep(b: Buffer, offset: number, owned: boolean): void {
+    if (offset >= b.length) {
+      this.partial = Buffer.alloc(0)
+      this.need = 0
+      return
+    }
+    this.partial = owned ? b.subarray(offset) : Buffer.from(b.subarray(offset))
+    this.need = this.headerDone ? rowLength(this.partial) : 0
   }
 
   /** Parses the complete rows of `b` from `offset`; returns where the first incomplete one starts. */
