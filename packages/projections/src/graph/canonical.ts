@@ -17,7 +17,7 @@
  * In every form all object keys are sorted, so the top level reads `edges` before `vertices`.
  */
 import * as E from 'fp-ts/lib/Either.js'
-import { compareCodePoints, isPlainObject, type Json, type Properties, pyJson } from './json.js'
+import { compareCodePoints, isNonEmptyString, isPlainObject, type Json, type Properties, pyJson } from './json.js'
 import { EntityGraph, type GraphEdge } from './model.js'
 import { copyProperties } from './properties.js'
 
@@ -92,10 +92,9 @@ export const fromCanonical = (input: string | CanonicalGraph): E.Either<string, 
   if (!Array.isArray(vertices)) return E.left(`"vertices" must be an array, got ${describe(vertices)}`)
   if (!Array.isArray(edges)) return E.left(`"edges" must be an array, got ${describe(edges)}`)
   const graph = new EntityGraph()
-  const isId = (v: unknown): v is string => typeof v === 'string' && v.length > 0
   for (const [i, v] of (vertices as unknown[]).entries()) {
     if (!isPlainObject(v)) return E.left(`vertices[${i}] must be an object, got ${describe(v)}`)
-    if (!isId(v['id'])) return E.left(`vertices[${i}].id must be a non-empty string`)
+    if (!isNonEmptyString(v['id'])) return E.left(`vertices[${i}].id must be a non-empty string`)
     if (!isPlainObject(v['properties'])) return E.left(`vertices[${i}].properties must be an object`)
     const properties = v['properties']
     if (!graph.adoptVertex(v['id'], owned ? (properties as Properties) : copyProperties(properties, 'none'))) {
@@ -105,7 +104,7 @@ export const fromCanonical = (input: string | CanonicalGraph): E.Either<string, 
   for (const [i, e] of (edges as unknown[]).entries()) {
     if (!isPlainObject(e)) return E.left(`edges[${i}] must be an object, got ${describe(e)}`)
     const { source, target, label, properties } = e
-    if (!isId(source) || !isId(target) || !isId(label)) return E.left(`edges[${i}]: source, target and label must be non-empty strings`)
+    if (!isNonEmptyString(source) || !isNonEmptyString(target) || !isNonEmptyString(label)) return E.left(`edges[${i}]: source, target and label must be non-empty strings`)
     if (!isPlainObject(properties)) return E.left(`edges[${i}].properties must be an object`)
     if (!graph.adoptEdge(source, target, label, owned ? (properties as Properties) : copyProperties(properties, 'none'))) {
       return E.left(`edges[${i}]: duplicate edge ${JSON.stringify([source, target, label])}`)

@@ -22,7 +22,7 @@
  * node from its text, which the canonical form could not tell apart, so it is rejected too.)
  */
 import { EventTypes, type LogEntry } from '@vitrage-persistor/core'
-import { isPlainObject } from './json.js'
+import { isNonEmptyString, isPlainObject } from './json.js'
 import { EntityGraph, type GraphAnomaly, type GraphAnomalyReason, type GraphWriter } from './model.js'
 
 const anomaly = (event: LogEntry, reason: GraphAnomalyReason, detail: string): GraphAnomaly => ({
@@ -31,8 +31,6 @@ const anomaly = (event: LogEntry, reason: GraphAnomalyReason, detail: string): G
   reason,
   detail,
 })
-
-const isId = (v: unknown): v is string => typeof v === 'string' && v.length > 0
 
 const describe = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v === 'string' && v === '' ? 'empty string' : typeof v)
 
@@ -51,13 +49,13 @@ export const applyEvent = (graph: GraphWriter, event: LogEntry): GraphAnomaly | 
   if (!isPlainObject(after)) return anomaly(event, 'invalid-after-image', `"payload" must be an object, got ${describe(after)}`)
   if (isVertex) {
     const id = after['vertex_id']
-    if (!isId(id)) return anomaly(event, 'invalid-vertex-id', `"vertex_id" must be a non-empty string, got ${describe(id)}`)
+    if (!isNonEmptyString(id)) return anomaly(event, 'invalid-vertex-id', `"vertex_id" must be a non-empty string, got ${describe(id)}`)
     graph.updateVertex(id, after, true)
   } else {
     const source = after['source_id']
     const target = after['target_id']
     const label = after['label']
-    const bad = !isId(source) ? 'source_id' : !isId(target) ? 'target_id' : !isId(label) ? 'label' : undefined
+    const bad = !isNonEmptyString(source) ? 'source_id' : !isNonEmptyString(target) ? 'target_id' : !isNonEmptyString(label) ? 'label' : undefined
     if (bad !== undefined) return anomaly(event, 'invalid-edge-key', `"${bad}" must be a non-empty string, got ${describe(after[bad])}`)
     graph.updateEdge(source as string, target as string, label as string, after, true)
   }

@@ -44,6 +44,9 @@ export const setOwn = (o: Properties, key: string, value: Json): void => {
   else o[key] = value
 }
 
+/** Vitrage ids and labels: non-empty strings. */
+export const isNonEmptyString = (v: unknown): v is string => typeof v === 'string' && v.length > 0
+
 export const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v)
 

@@ -24,8 +24,9 @@
  * (a smaller graph too), and a map is built from its shape's object literal.
  */
 import * as E from 'fp-ts/lib/Either.js'
-import { compareCodePoints, type Json, type Properties, setOwn } from './json.js'
-import { EntityGraph, type GraphEdge, type GraphVertex } from './model.js'
+import { toCanonical } from './canonical.js'
+import { compareCodePoints, isNonEmptyString, type Json, type Properties, setOwn } from './json.js'
+import { EntityGraph } from './model.js'
 
 export const COLUMNAR_VERSION = 2
 
@@ -95,11 +96,9 @@ class ValueTable {
   }
 }
 
-const compareEdges = (a: GraphEdge, b: GraphEdge): number =>
-  compareCodePoints(a.source, b.source) || compareCodePoints(a.target, b.target) || compareCodePoints(a.label, b.label)
-
-/** The columnar bytes of `graph`. Values go through JSON.stringify (a -0 is written as 0, as in the canonical form). */
+/** The columnar bytes of `graph`, in canonical order. Values go through JSON.stringify (a -0 is written as 0, as in the canonical form). */
 export const encodeColumnar = (graph: EntityGraph): Buffer => {
+  const canonical = toCanonical(graph)
   const values = new ValueTable()
   const pushRow = (rows: number[], table: ShapeTable, properties: Readonly<Properties>): void => {
     const shape = shapeOf(table, properties)
@@ -108,13 +107,13 @@ export const encodeColumnar = (graph: EntityGraph): Buffer => {
   }
   const vertexShapes = newShapeTable()
   const vertexRows: number[] = []
-  for (const id of graph.sortedVertexIds()) {
-    vertexRows.push(values.ref(id))
-    pushRow(vertexRows, vertexShapes, (graph.vertex(id) as GraphVertex).properties)
+  for (const v of canonical.vertices) {
+    vertexRows.push(values.ref(v.id))
+    pushRow(vertexRows, vertexShapes, v.properties)
   }
   const edgeShapes = newShapeTable()
   const edgeRows: number[] = []
-  for (const e of [...graph.edges()].sort(compareEdges)) {
+  for (const e of canonical.edges) {
     edgeRows.push(values.ref(e.source), values.ref(e.target), values.ref(e.label))
     pushRow(edgeRows, edgeShapes, e.properties)
   }
@@ -206,8 +205,6 @@ const indexes = (rows: Int32Array, from: number, to: number, size: number): bool
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0
 
-const isId = (v: unknown): v is string => typeof v === 'string' && v.length > 0
-
 /**
  * A graph from its columnar bytes, or a one-line reason (cut short, not JSON, wrong version or
  * layout, a row cut short, an id that is not a non-empty string, a duplicate vertex or edge).
@@ -245,7 +242,7 @@ export const decodeColumnar = (bytes: Uint8Array): E.Either<string, EntityGraph>
     const id = table[vr[p] as number]
     const shape = vr[p + 1]
     const keys = shape === undefined ? undefined : vertexShapes.right[shape]
-    if (!isId(id)) return E.left(`vertex row at ${at}: the id must be a non-empty string`)
+    if (!isNonEmptyString(id)) return E.left(`vertex row at ${at}: the id must be a non-empty string`)
     if (keys === undefined) return E.left(`vertex row at ${at}: no shape ${String(shape)}`)
     p += 2
     if (p + keys.length > vr.length) return E.left(`vertex row at ${at}: cut short`)
@@ -262,7 +259,7 @@ export const decodeColumnar = (bytes: Uint8Array): E.Either<string, EntityGraph>
     const label = table[er[p + 2] as number]
     const shape = er[p + 3]
     const keys = shape === undefined ? undefined : edgeShapes.right[shape]
-    if (!isId(source) || !isId(target) || !isId(label)) return E.left(`edge row at ${at}: source, target and label must be non-empty strings`)
+    if (!isNonEmptyString(source) || !isNonEmptyString(target) || !isNonEmptyString(label)) return E.left(`edge row at ${at}: source, target and label must be non-empty strings`)
     if (keys === undefined) return E.left(`edge row at ${at}: no shape ${String(shape)}`)
     p += 4
     if (p + keys.length > er.length) return E.left(`edge row at ${at}: cut short`)
