@@ -56,15 +56,20 @@ t.test('the mirror killed at random moments and restarted: the stream holds each
 
   const mirrored = (): number => esdb.streams().get('vitrage-events')?.length ?? 0
   const counts: number[] = []
+  // Each instance is killed once the stream has passed its own threshold (spread over the first
+  // three quarters, jittered), so the kills land mid-batch at varied points and never after the end.
   for (let kill = 0; kill < 5; kill++) {
+    const threshold = 1_000 + kill * 3_000 + Math.floor(Math.random() * 2_000)
     const m = startPersistor(['mirror', '--database-url', world.db.url, '--mirror-url', esdb.connectionString, '--http-port', '0'])
     t.teardown(() => m.kill('SIGKILL'))
-    const before = mirrored()
-    await eventually('progress', () => {
-      m.assertAlive()
-      return mirrored() > before
-    })
-    await new Promise((r) => setTimeout(r, Math.random() * 200))
+    await eventually(
+      `the stream to pass ${threshold}`,
+      () => {
+        m.assertAlive()
+        return mirrored() >= threshold
+      },
+      { intervalMs: 2 },
+    )
     m.kill('SIGKILL')
     await m.exited
     counts.push(mirrored())
@@ -75,6 +80,7 @@ t.test('the mirror killed at random moments and restarted: the stream holds each
   t.teardown(() => last.kill('SIGKILL'))
   await eventually('all mirrored', () => mirrored() === 20_000, { timeoutMs: 120_000 })
   t.same(esdb.streams().get('vitrage-events')?.map((e) => e.id), await storedIds(world.sql), 'each once, in id order')
+  await last.waitFor((l) => l.msg === 'mirroring to EventStoreDB', 'the last mirror to be up')
   last.kill('SIGTERM')
   t.equal((await last.exited).code, 0)
 })

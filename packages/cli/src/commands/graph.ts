@@ -24,6 +24,7 @@ import { type CommandInput, type CommandSpec, command, type Io, UsageError } fro
 import type { Config, SettingKey } from '../config.js'
 import { json, startHttpServer } from '../http.js'
 import { createLogger } from '../logger.js'
+import { stopSignal } from '../signals.js'
 import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
 import { startProgress } from '../progress.js'
 import { openStore, orReport } from '../resources.js'
@@ -134,6 +135,7 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
 const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promise<number> => {
   const every = positiveIntArg('--snapshot-every', input.options['snapshotEvery'])
   const keep = positiveIntArg('--keep-snapshots', input.options['keepSnapshots']) ?? 5
+  const stop = stopSignal()
   const log = createLogger(config.logLevel, (s) => s)
   const { store } = openStore(config.databaseUrl, 'vitrage-persistor follow', 3)
   const registry = new Registry()
@@ -189,10 +191,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
           '/readyz': () => json(latest ? 200 : 503, { status: latest ? 'ready' : 'loading', position: latest?.position ?? null }),
         })
   if (http) log.info({ port: http.port }, 'http endpoint listening')
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve)
-    process.once('SIGINT', resolve)
-  })
+  await stop
   subscription.unsubscribe()
   await snapshotting
   await http?.close()

@@ -11,6 +11,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js'
 import { type CommandInput, type CommandSpec, command, type Env, type Io, UsageError } from '../command.js'
 import type { Config, SettingKey } from '../config.js'
 import { createLogger } from '../logger.js'
+import { stopSignal } from '../signals.js'
 import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
 import { openStore, orReport } from '../resources.js'
 
@@ -114,6 +115,7 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
   const partitions = positiveIntArg('--partitions', input.options['partitions']) ?? 1
   if (partitions > 32) throw new UsageError(`--partitions: at most 32 (a database connection each), got ${partitions}`)
   if (partitions > 1 && derive === 'in-node') throw new UsageError('--partitions: needs --derive in-database')
+  const stop = input.options['follow'] === true ? stopSignal() : undefined
   // A connection per partition, one to read the head and wait for appends, one for the checkpoint.
   const { store } = openStore(config.databaseUrl, 'vitrage-persistor project history', partitions + 2)
   const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log }, { derive, partitions, ...(pageSize ? { pageSize } : {}) })
@@ -132,10 +134,7 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
       return 0
     }
     runner.start()
-    await new Promise<void>((resolve) => {
-      process.once('SIGTERM', resolve)
-      process.once('SIGINT', resolve)
-    })
+    await stop
     return 0
   } finally {
     await runner.close()

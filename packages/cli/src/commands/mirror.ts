@@ -9,6 +9,7 @@ import { type CommandInput, type CommandSpec, command, type Io } from '../comman
 import type { Config, SettingKey } from '../config.js'
 import { json, startHttpServer } from '../http.js'
 import { createLogger } from '../logger.js'
+import { stopSignal } from '../signals.js'
 
 export interface RunningMirror {
   readonly close: () => Promise<void>
@@ -56,6 +57,7 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
     io.err('vitrage-persistor mirror: --mirror-url (or PERSISTOR_MIRROR_URL) is required\n')
     return 2
   }
+  const stop = stopSignal()
   const scrub = makeScrubber(secretsOf([config.databaseUrl, config.mirrorUrl]))
   const log = createLogger(config.logLevel, scrub)
   const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
@@ -71,10 +73,7 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
           '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
           '/healthz': () => json(200, { status: 'ok' }),
         })
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve)
-    process.once('SIGINT', resolve)
-  })
+  await stop
   await mirror.close()
   await http?.close()
   await store.close()
