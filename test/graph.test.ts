@@ -62,13 +62,32 @@ t.test('the fixtures through the persistor: graph equals Vitrage replay, now and
     t.equal(await graphCli(db, '--at-event', String(p)), await graphCli(db, '--at-event', String(p), '--no-snapshots'), `snapshot + tail = full replay at ${p}`)
   }
 
+  // A target past the head is refused, not answered with the head's graph under its number
+  // (nor saved as a snapshot, which retention would then keep as the newest, and prune trust).
+  for (const command of [['graph'], ['snapshot', 'create']]) {
+    const beyond = await cli([...command, '--at-event', '99999', '--database-url', db])
+    t.equal(beyond.code, 2, `${command.join(' ')} --at-event past the head`)
+    t.match(beyond.err, /event 99999 is beyond the newest stored event \(400\)/)
+  }
+
   // Prune: events below the oldest kept snapshot go; the graph is unchanged.
+  const at340 = await graphCli(db, '--at-event', '340')
   const kept = await cli(['snapshot', 'create', '--keep', '2', '--database-url', db])
   t.equal(kept.code, 0)
   const pruned = await cli(['prune', '--database-url', db])
   t.equal(pruned.code, 0, pruned.err)
   t.match(pruned.out, /deleted 332 events/, 'below the oldest of the two kept snapshots (333)')
   t.equal(await graphCli(db), full, 'same graph after pruning')
+  t.equal(await graphCli(db, '--at-event', '340'), at340, 'from the snapshot at 333 and the events kept after it')
+  // Before the oldest snapshot the log no longer has the events: refused, never an empty or partial graph.
+  for (const target of [['--at-event', '100'], ['--at-event', '340', '--no-snapshots'], ['--at', '2000-01-01T00:00:00Z']]) {
+    const r = await cli(['graph', ...target, '--database-url', db])
+    t.equal(r.code, 1, `graph ${target.join(' ')} after the prune`)
+    t.match(r.err, /events below 333 were pruned/)
+  }
+  const rebuild = await cli(['project', 'history', '--rebuild', '--database-url', db])
+  t.equal(rebuild.code, 1, 'a history rebuild would lose what the pruned events held')
+  t.match(rebuild.err, /events below 333 were pruned/)
 })
 
 t.test('a follower converges to the same graph while events are appended concurrently', async (t) => {

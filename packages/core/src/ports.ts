@@ -21,6 +21,12 @@ export interface EventLogReader {
   /** The highest stored id (0 when the log is empty). */
   readonly headId: () => TE.TaskEither<Failure, number>
   /**
+   * Every event with an id below this was deleted by retention (1 when nothing was). Readers
+   * that rebuild state from a starting point check it: a replay across a pruned range would
+   * build from part of the log. Optional: a log without retention never prunes.
+   */
+  readonly prunedBelow?: () => TE.TaskEither<Failure, number>
+  /**
    * Optional fast path for long reads: every event in (afterId, toId] (of the given types), in id
    * order, handed to `onEntry` as it streams in (memory stays bounded). Resolves with the count.
    */

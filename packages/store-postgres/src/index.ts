@@ -5,7 +5,7 @@ export { ensureDatabase, loadMigrations, type MigrateReport, type Migration, mig
 export { pageQuery, type RawEvent, type ReadOptions, readEventsById, readPage, readRawPage } from './read.js'
 export { type EventStoreOptions, PgEventStore } from './store.js'
 export { APPEND_CHANNEL, listenForAppends } from './notifications.js'
-export { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
+export { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 export { CheckpointConflict, moveCheckpoint, raiseCheckpoint, readCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 export { applyCommands, applyHistory, resetHistory } from './history.js'
 export { applyHistoryRange, historyRangeStatement } from './history-range.js'

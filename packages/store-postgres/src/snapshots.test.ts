@@ -3,7 +3,7 @@ import { testDatabaseClient } from '@vitrage-persistor/testing'
 import type pg from 'pg'
 import t, { type Test } from 'tap'
 import { schemaTemplate } from './migrate.js'
-import { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
+import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
 const setup = async (t: Test, events: number): Promise<pg.Client> => {
   const c = await testDatabaseClient(t, schemaTemplate)
@@ -48,12 +48,17 @@ t.test('the last event at or before a time', async (t) => {
 t.test('prune needs a snapshot, deletes below the oldest one, and never past a checkpoint', async (t) => {
   const c = await setup(t, 10)
   await t.rejects(pruneEvents(c), { message: /no graph snapshot/ })
+  t.equal(await prunedBelow(c), 1, 'nothing pruned yet')
   await saveSnapshot(c, { kind: 'graph', eventId: 8, format: 'test/1', data: bytes('s') })
   await saveSnapshot(c, { kind: 'graph', eventId: 10, format: 'test/1', data: bytes('s') })
   await c.query(`INSERT INTO projection_checkpoint (name, position) VALUES ('history', 4)`)
   t.equal(await pruneEvents(c), 4, 'a reader at 4 keeps events 5 and later')
+  t.equal(await prunedBelow(c), 5, 'the watermark follows what was deleted')
   await c.query(`UPDATE projection_checkpoint SET position = 10`)
   t.equal(await pruneEvents(c), 3, 'then down to the oldest snapshot (8)')
   t.same((await c.query('SELECT id FROM event ORDER BY id')).rows.map((r) => Number(r.id)), [8, 9, 10])
+  t.equal(await prunedBelow(c), 8)
+  t.equal(await pruneEvents(c, 3), 0, 'a lower bound deletes nothing more')
+  t.equal(await prunedBelow(c), 8, 'and never moves the watermark down')
   await t.rejects(c.query('DELETE FROM event'), { message: /append-only/ }, 'a plain DELETE is still refused')
 })

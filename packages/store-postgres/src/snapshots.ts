@@ -73,6 +73,10 @@ export const retainSnapshots = async (db: Queryable, kind: string, keep: number)
 export const lastEventAtOrBefore = async (db: Queryable, timestamp: string): Promise<number> =>
   Number((await db.query<{ id: string | null }>('SELECT max(id) AS id FROM event WHERE collector_timestamp <= $1', [timestamp])).rows[0]?.id ?? 0)
 
-/** Runs the retention routine of migration 0003; returns the number of events deleted. */
+/** Every event with an id below this was pruned (migration 0008's watermark; 1 when none was). */
+export const prunedBelow = async (db: Queryable): Promise<number> =>
+  Number((await db.query<{ p: string }>('SELECT pruned_below AS p FROM event_retention')).rows[0]?.p ?? 1)
+
+/** Runs the retention routine (migrations 0003, 0008); returns the number of events deleted. */
 export const pruneEvents = async (db: Queryable, below?: number): Promise<number> =>
   Number((await db.query<{ n: string }>('SELECT event_prune($1) AS n', [below ?? null])).rows[0]?.n ?? 0)

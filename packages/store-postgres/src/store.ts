@@ -37,7 +37,7 @@ import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, queryAlarm
 import { listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
 import { streamRange } from './stream.js'
-import { lastEventAtOrBefore, latestSnapshot, listSnapshots, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
+import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
 export interface EventStoreOptions {
   readonly connectionString: string
@@ -145,6 +145,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   /** Deletes events below the oldest graph snapshot (and below every checkpoint); see migration 0003. */
   readonly prune = (below?: number): TE.TaskEither<Failure, number> => this.withClient((c) => pruneEvents(c, below))
+
+  /** Every event with an id below this was deleted by `prune` (1 when none was). */
+  readonly prunedBelow = (): TE.TaskEither<Failure, number> => this.withClient((c) => prunedBelow(c))
 
   readonly historyCheckpoint = (name: string): TE.TaskEither<Failure, number> => this.withClient((c) => readCheckpoint(c, name))
 

@@ -36,7 +36,8 @@ type FollowConfig = Config<(typeof FOLLOW_SETTINGS)[number]>
 
 const report = (io: Io, what: string, databaseUrl: string, f: Failure): number => {
   io.err(`vitrage-persistor ${what}: ${redactUrl(databaseUrl)}: ${f.message}\n`)
-  return 1
+  // A target past the head is a wrong flag value (exit 2 like any); the rest are the log's state.
+  return f.code === 'beyond-head' ? 2 : 1
 }
 
 const targetOf = (o: Readonly<Record<string, unknown>>): GraphTarget => {

@@ -121,6 +121,14 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
   const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log }, { derive, partitions, ...(pageSize ? { pageSize } : {}) })
   try {
     if (input.options['rebuild'] === true) {
+      // A rebuild replays the log from its start: after a prune it would lose what the deleted
+      // events had put in the history tables, so they are left as they are.
+      const prunedBelow = await orReport(io, 'project history', config.databaseUrl, store.prunedBelow())
+      if (prunedBelow === undefined) return 1
+      if (prunedBelow > 1) {
+        io.err(`vitrage-persistor project history: events below ${prunedBelow} were pruned: a rebuild from the log would lose the history they hold; the history tables are unchanged\n`)
+        return 1
+      }
       if ((await orReport(io, 'project history', config.databaseUrl, TE.map(() => true)(store.resetHistory('history')))) === undefined) return 1
       log.info('history tables emptied; rebuilding from the log')
     }

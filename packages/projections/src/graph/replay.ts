@@ -142,7 +142,9 @@ export interface GraphSources {
 /**
  * The graph as of a target (an event id, a time: the state after the last event whose
  * collector_timestamp is <= T, or the head), from the nearest snapshot at or before it plus
- * replay; identical to a full replay to the same point (tested).
+ * replay; identical to a full replay to the same point (tested). Refused (`rejected`) when the
+ * target is beyond the head (`beyond-head`) or needs events that retention deleted (`pruned`):
+ * a graph built from part of the log would be wrong without saying so.
  */
 export const graphAt = async (
   sources: GraphSources,
@@ -157,6 +159,18 @@ export const graphAt = async (
         : await sources.clock.lastEventAtOrBefore(target.timestamp)()
   if (E.isLeft(resolved)) return resolved
   const toId = resolved.right
+  if (typeof target === 'object' && 'eventId' in target) {
+    const head = await sources.reader.headId()()
+    if (E.isLeft(head)) return head
+    if (toId > head.right) return E.left(failure('rejected', `event ${toId} is beyond the newest stored event (${head.right})`, 'beyond-head'))
+  }
+  const retained = sources.reader.prunedBelow === undefined ? E.right(1) : await sources.reader.prunedBelow()()
+  if (E.isLeft(retained)) return retained
+  const prunedBelow = retained.right
+  // No stored event at or before the time: after a prune, one may have been deleted.
+  if (typeof target === 'object' && 'timestamp' in target && toId === 0 && prunedBelow > 1) {
+    return E.left(failure('rejected', `no stored event at or before ${target.timestamp}, and events below ${prunedBelow} were pruned: the graph then is not in the log`, 'pruned'))
+  }
   let graph = new EntityGraph()
   let fromId = 0
   let used: GraphAt['snapshot']
@@ -170,6 +184,16 @@ export const graphAt = async (
       fromId = snap.right.eventId
       used = { id: snap.right.id, eventId: snap.right.eventId }
     }
+  }
+  // Replaying (fromId, toId] needs every event in it: none may have been pruned.
+  if (toId > fromId && fromId + 1 < prunedBelow) {
+    return E.left(
+      failure(
+        'rejected',
+        `events below ${prunedBelow} were pruned and the graph at event ${toId} would need them (${used ? `nearest snapshot at event ${used.eventId}` : 'no snapshot at or before it'}); the oldest graph the log can give is at its oldest snapshot (snapshot list)`,
+        'pruned',
+      ),
+    )
   }
   const replayed = await replayInto(sources.reader, graph, {
     fromId,

@@ -1,0 +1,66 @@
+-- Retention watermark: every event with an id below `pruned_below` has been deleted by
+-- event_prune. State rebuilt from the log (the graph at a point in time, a history rebuild)
+-- needs every event after its starting point; with the watermark a reader can tell "nothing
+-- there" from "pruned" and refuse a replay over a deleted range instead of building, silently,
+-- from part of the log. (Ids can have gaps below the first stored event without any prune: a
+-- rolled-back append consumes ids. So the first id alone cannot tell.)
+CREATE TABLE event_retention (
+    singleton    boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    pruned_below bigint      NOT NULL,
+    pruned_at    timestamptz
+);
+
+-- Earlier versions left no record of a prune. Pruning needs a graph snapshot, so without one
+-- nothing was pruned; with one, events missing below the first stored id are taken as pruned
+-- (at worst this refuses a graph between a rolled-back first append and the oldest snapshot).
+INSERT INTO event_retention (pruned_below)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM projection_snapshot WHERE kind = 'graph')
+            THEN coalesce((SELECT min(id) FROM event), 1)
+            ELSE 1 END;
+
+-- As in 0003, and it moves the watermark up when it deletes.
+CREATE OR REPLACE FUNCTION event_prune(below bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    watermark bigint;
+    slowest   bigint;
+    deleted   bigint;
+BEGIN
+    SELECT min(event_id) INTO watermark FROM projection_snapshot WHERE kind = 'graph';
+    IF watermark IS NULL THEN
+        RAISE EXCEPTION 'no graph snapshot: nothing may be pruned' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT min(position) INTO slowest FROM projection_checkpoint;
+    IF slowest IS NOT NULL THEN
+        watermark := least(watermark, slowest + 1);
+    END IF;
+    IF below IS NOT NULL THEN
+        watermark := least(watermark, below);
+    END IF;
+    PERFORM set_config('vitrage_persistor.retention', 'on', true);
+    DELETE FROM event WHERE id < watermark;
+    GET DIAGNOSTICS deleted = ROW_COUNT;
+    PERFORM set_config('vitrage_persistor.retention', 'off', true);
+    IF deleted > 0 THEN
+        UPDATE event_retention SET pruned_below = greatest(pruned_below, watermark), pruned_at = now();
+    END IF;
+    RETURN deleted;
+END
+$$;
+
+-- The graph's snapshots under the name the design gives them (projection_snapshot holds every
+-- projection's; 'graph' is the only kind so far).
+CREATE VIEW graph_snapshot AS
+    SELECT id, event_id, collector_timestamp, format, data, stats, created_at
+    FROM projection_snapshot WHERE kind = 'graph';
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'vitrage_persistor_writer') THEN
+        GRANT SELECT ON event_retention TO vitrage_persistor_writer;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'vitrage_persistor_reader') THEN
+        GRANT SELECT ON event_retention, graph_snapshot TO vitrage_persistor_reader;
+    END IF;
+END
+$$;
