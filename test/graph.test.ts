@@ -141,9 +141,42 @@ t.test('follow serves the graph and its position; replay republishes history tha
   const dump = async (w: World): Promise<unknown[]> =>
     (await w.sql.query('SELECT message_id, event_type, publisher_id, priority, payload::text FROM event ORDER BY id')).rows
   t.same(await dump(target), await dump(source), 'same ids, types and payload text, in the same order')
+  // An inclusive range, to the broker of AMQP_URL when --to-amqp is absent (redelivered ids: stored once).
+  const range = await cli(['replay', '--database-url', source.db.url, '--exchange', target.names.exchange, '--routing-key', target.names.routingKey, '--from-id', '2', '--to-id', '4'], {
+    AMQP_URL: target.broker.url,
+  })
+  t.equal(range.code, 0, range.err)
+  t.match(JSON.parse(range.out), { published: 3, fromId: 2, toId: 4, lastConfirmedId: 4 })
+  const fromZero = await cli(['replay', '--database-url', source.db.url, '--to-amqp', target.broker.url, '--exchange', target.names.exchange, '--routing-key', target.names.routingKey, '--from-id', '0', '--to-id', '1'])
+  t.match(JSON.parse(fromZero.out), { published: 1, fromId: 1, toId: 1 }, '--from-id 0: from the start')
+  const backwards = await cli(['replay', '--database-url', source.db.url, '--exchange', 'x', '--routing-key', 'k', '--from-id', '5', '--to-id', '2'])
+  t.equal(backwards.code, 2)
+  t.match(backwards.err, /--from-id 5 is after --to-id 2/)
+  t.equal(await rowCount(target), 400, 'nothing stored twice')
   const bad = await cli(['replay', '--database-url', source.db.url, '--to-amqp', target.broker.url, '--exchange', 'no_such_exchange_here', '--routing-key', 'x'])
   t.equal(bad.code, 1)
   t.match(bad.err, /exchange "no_such_exchange_here" does not exist/)
   p.kill('SIGTERM')
   await p.exited
+})
+
+t.test('follow and mirror end with the reason, exit 1, on a taken port or a database that does not exist', async (t) => {
+  const world = await setupWorld(t)
+  const { createServer } = await import('node:net')
+  const taken = createServer()
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => taken.close(() => r())))
+  const port = String((taken.address() as { port: number }).port)
+  const before = process.listenerCount('SIGTERM')
+  for (const command of [['follow'], ['mirror', '--mirror-url', 'esdb://127.0.0.1:2113?tls=false']]) {
+    const r = await cli([...command, '--database-url', world.db.url, '--http-port', port, '--http-host', '127.0.0.1'])
+    t.equal(r.code, 1, `${command[0]}: port taken`)
+    t.match(r.err, new RegExp(`vitrage-persistor ${command[0]}: cannot listen on 127.0.0.1:${port}: .*EADDRINUSE`))
+  }
+  const missing = new URL(world.db.url)
+  missing.pathname = '/vp_no_such_database_here'
+  const r = await cli(['follow', '--database-url', missing.toString(), '--http-port', '0'])
+  t.equal(r.code, 1, 'follow: no such database')
+  t.match(r.err, /database "vp_no_such_database_here" does not exist/)
+  t.equal(process.listenerCount('SIGTERM'), before, 'the commands gave the stop signals back')
 })

@@ -25,3 +25,22 @@ t.test('a terminal gets a redrawn bar, a log gets a plain line every five second
   t.same(log.length, 3, 'at 5 and 10 s, and at the end')
   t.ok(log.every((s) => s.endsWith('\n') && !s.includes('\r')))
 })
+
+t.test('finish prints its last line once, and none when there was nothing to do', async (t) => {
+  let now = 0
+  const log: string[] = []
+  const io = { out: () => {}, err: (s: string) => void log.push(s), isTTY: false, errIsTTY: false }
+  const p = startProgress(io, 'r', () => now)
+  p.update(5, 10)
+  now = 2_000
+  p.update(10, 10)
+  p.finish()
+  p.finish()
+  t.same(log, ['r: 100.0% 10/10 5/s ETA 0s\n'], 'one final line')
+  log.length = 0
+  const empty = startProgress(io, 'r', () => now)
+  now = 5_000
+  empty.update(0, 0)
+  empty.finish()
+  t.same(log, [], 'a replay of nothing says nothing')
+})

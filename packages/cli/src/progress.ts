@@ -30,11 +30,12 @@ export const startProgress = (io: Io, label: string, now: () => number = () => D
   const started = now()
   let last = 0
   let shown = false
+  let finished = false
   let latest = { done: 0, total: 0 }
   const draw = (force: boolean): void => {
     const t = now()
     const every = io.errIsTTY ? 100 : 5_000
-    if (!force && t - last < every) return
+    if ((!force && t - last < every) || latest.total === 0) return
     last = t
     const line = progressLine(label, latest.done, latest.total, t - started)
     if (io.errIsTTY) io.err(`\r${line.bar}\x1b[K`)
@@ -46,7 +47,10 @@ export const startProgress = (io: Io, label: string, now: () => number = () => D
       latest = { done, total }
       draw(false)
     },
+    // Idempotent; a run that had nothing to do (total 0) ends without a line.
     finish: () => {
+      if (finished) return
+      finished = true
       if (shown || now() - started > 1_000) draw(true)
       if (io.errIsTTY && shown) io.err('\n')
     },

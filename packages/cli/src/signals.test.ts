@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
+import { stopSignal } from './signals.js'
 
 const SIGNALS = fileURLToPath(new URL('./signals.ts', import.meta.url))
 
@@ -22,11 +23,20 @@ const child = (signal: NodeJS.Signals): ReturnType<typeof spawnSync> =>
       process.kill(process.pid, ${JSON.stringify(signal)})
       for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r))
       process.stdout.write('started;')
-      process.stdout.write('stopped by ' + (await stop) + ';handlers left ' + (count() - before))
+      process.stdout.write('stopped by ' + (await stop.received) + ';handlers left ' + (count() - before))
       `,
     ],
     { encoding: 'utf8', timeout: 30_000 },
   )
+
+t.test('release gives the signals back', async (t) => {
+  const before = process.listenerCount('SIGTERM') + process.listenerCount('SIGINT')
+  const stop = stopSignal()
+  t.equal(process.listenerCount('SIGTERM') + process.listenerCount('SIGINT'), before + 2)
+  stop.release()
+  stop.release()
+  t.equal(process.listenerCount('SIGTERM') + process.listenerCount('SIGINT'), before)
+})
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   t.test(`${signal} during startup is held: the command finishes starting, then stops and exits 0`, async (t) => {

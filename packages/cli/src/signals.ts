@@ -5,13 +5,26 @@
  * it with the signal half-way through. One-shot commands do not claim them: the default (exit at
  * once) is right for a query, and every write they make is transactional.
  */
-export const stopSignal = (): Promise<NodeJS.Signals> =>
-  new Promise((resolve) => {
+export interface StopSignal {
+  /** Resolves with the first SIGTERM or SIGINT after the claim. */
+  readonly received: Promise<NodeJS.Signals>
+  /** Gives the signals back (idempotent): call it however the command ends. */
+  readonly release: () => void
+}
+
+export const stopSignal = (): StopSignal => {
+  let release = (): void => {}
+  const received = new Promise<NodeJS.Signals>((resolve) => {
     const on = (signal: NodeJS.Signals): void => {
+      release()
+      resolve(signal)
+    }
+    release = () => {
       process.off('SIGTERM', on)
       process.off('SIGINT', on)
-      resolve(signal)
     }
     process.on('SIGTERM', on)
     process.on('SIGINT', on)
   })
+  return { received, release: () => release() }
+}

@@ -22,7 +22,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
 import type { Config, SettingKey } from '../config.js'
-import { json, startHttpServer } from '../http.js'
+import { type HttpServer, json, startHttpServer } from '../http.js'
 import { createLogger } from '../logger.js'
 import { stopSignal } from '../signals.js'
 import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
@@ -137,51 +137,30 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
   const every = positiveIntArg('--snapshot-every', input.options['snapshotEvery'])
   const keep = positiveIntArg('--keep-snapshots', input.options['keepSnapshots']) ?? 5
   const stop = stopSignal()
-  const log = createLogger(config.logLevel, (s) => s)
-  const { store } = openStore(config.databaseUrl, 'vitrage-persistor follow', 3)
-  const registry = new Registry()
-  collectDefaultMetrics({ register: registry })
-  const gauges = {
-    position: new Gauge({ name: 'vitrage_persistor_graph_position', help: 'Last event id applied to the followed graph.', registers: [registry] }),
-    vertices: new Gauge({ name: 'vitrage_persistor_graph_vertices', help: 'Vertices in the followed graph.', registers: [registry] }),
-    edges: new Gauge({ name: 'vitrage_persistor_graph_edges', help: 'Edges in the followed graph.', registers: [registry] }),
-    snapshot: new Gauge({ name: 'vitrage_persistor_graph_snapshot_position', help: 'Event id of the newest snapshot written.', registers: [registry] }),
-  }
-  const bar = startProgress(io, 'loading graph')
-  const follow$ = followGraph({ reader: store, snapshots: store, clock: store, signal: store }, { logger: log, onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)) })
-  let latest: FollowState | undefined
-  let lastSnapshot = 0
-  let snapshotting: Promise<void> = Promise.resolve()
-  const subscription = follow$.subscribe({
-    next: (s) => {
-      if (latest === undefined) {
-        bar.finish()
-        log.info({ position: s.position, vertices: s.graph.vertexCount }, 'graph loaded; following')
-        lastSnapshot = s.position
-      }
-      latest = s
-      gauges.position.set(s.position)
-      gauges.vertices.set(s.graph.vertexCount)
-      gauges.edges.set(s.graph.edgeCount)
-      if (every !== undefined && s.position - lastSnapshot >= every) {
-        lastSnapshot = s.position
-        // Encoded now (the graph moves on at the next emission), saved in the background.
-        snapshotting = snapshotting.then(async () => {
-          const snap = await encodeGraphSnapshot(s.graph, s.position)
-          const saved = await store.saveSnapshot(snap)()
-          if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved')
-          gauges.snapshot.set(s.position)
-          await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep)()
-          log.info({ position: s.position, bytes: snap.data.byteLength }, 'snapshot saved')
-        })
-      }
-    },
-    error: (e: unknown) => log.error({ err: String(e) }, 'graph follower stopped'),
-  })
-  const http =
-    config.httpPort === 0
-      ? undefined
-      : await startHttpServer(config.httpPort, config.httpHost, {
+  try {
+    const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor follow', 3)
+    const log = createLogger(config.logLevel, scrub)
+    // What retrying cannot fix (no such database, credentials refused, no schema) ends it at once,
+    // as it does `run`; a database that is not up yet is waited for by the follower.
+    const reachable = await store.headId()()
+    if (E.isLeft(reachable) && reachable.left.kind !== 'transient') {
+      await store.close()
+      return report(io, 'follow', config.databaseUrl, reachable.left)
+    }
+    const registry = new Registry()
+    collectDefaultMetrics({ register: registry })
+    const gauges = {
+      position: new Gauge({ name: 'vitrage_persistor_graph_position', help: 'Last event id applied to the followed graph.', registers: [registry] }),
+      vertices: new Gauge({ name: 'vitrage_persistor_graph_vertices', help: 'Vertices in the followed graph.', registers: [registry] }),
+      edges: new Gauge({ name: 'vitrage_persistor_graph_edges', help: 'Edges in the followed graph.', registers: [registry] }),
+      snapshot: new Gauge({ name: 'vitrage_persistor_graph_snapshot_position', help: 'Event id of the newest snapshot written.', registers: [registry] }),
+    }
+    let latest: FollowState | undefined
+    // Listening before loading: a taken port fails at once, and /readyz says "loading" meanwhile.
+    let http: HttpServer | undefined
+    if (config.httpPort !== 0) {
+      try {
+        http = await startHttpServer(config.httpPort, config.httpHost, {
           '/graph': () => (latest ? { status: 200, contentType: 'application/json', body: canonicalJson(latest.graph, 'pretty') } : json(503, { status: 'loading' })),
           '/position': async () => {
             const head = await store.headId()()
@@ -191,46 +170,104 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
           '/healthz': () => json(200, { status: 'ok' }),
           '/readyz': () => json(latest ? 200 : 503, { status: latest ? 'ready' : 'loading', position: latest?.position ?? null }),
         })
-  if (http) log.info({ port: http.port }, 'http endpoint listening')
-  await stop
-  subscription.unsubscribe()
-  await snapshotting
-  await http?.close()
-  await store.close()
-  return 0
+      } catch (e) {
+        io.err(`vitrage-persistor follow: cannot listen on ${config.httpHost}:${config.httpPort}: ${e instanceof Error ? e.message : String(e)}\n`)
+        await store.close()
+        return 1
+      }
+      log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
+    }
+    const bar = startProgress(io, 'loading graph')
+    const follow$ = followGraph({ reader: store, snapshots: store, clock: store, signal: store }, { logger: log, onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)) })
+    let lastSnapshot = 0
+    let snapshotting: Promise<void> = Promise.resolve()
+    let failed: (code: number) => void = () => {}
+    const stopped = new Promise<number>((resolve) => {
+      failed = resolve
+    })
+    const subscription = follow$.subscribe({
+      next: (s) => {
+        if (latest === undefined) {
+          bar.finish()
+          log.info({ position: s.position, vertices: s.graph.vertexCount }, 'graph loaded; following')
+          lastSnapshot = s.position
+        }
+        latest = s
+        gauges.position.set(s.position)
+        gauges.vertices.set(s.graph.vertexCount)
+        gauges.edges.set(s.graph.edgeCount)
+        if (every !== undefined && s.position - lastSnapshot >= every) {
+          lastSnapshot = s.position
+          // Encoded now (the graph moves on at the next emission), saved in the background.
+          snapshotting = snapshotting.then(async () => {
+            const snap = await encodeGraphSnapshot(s.graph, s.position)
+            const saved = await store.saveSnapshot(snap)()
+            if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved')
+            gauges.snapshot.set(s.position)
+            await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep)()
+            log.info({ position: s.position, bytes: snap.data.byteLength }, 'snapshot saved')
+          })
+        }
+      },
+      // The follower retries what the log's failures; an error here is a defect: stop, non-zero.
+      error: (e: unknown) => {
+        log.error({ err: String(e) }, 'graph follower stopped')
+        failed(1)
+      },
+    })
+    const code = await Promise.race([stop.received.then(() => 0), stopped])
+    bar.finish()
+    subscription.unsubscribe()
+    await snapshotting
+    await http?.close()
+    await store.close()
+    return code
+  } finally {
+    stop.release()
+  }
 }
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
-const replay = async (config: DbConfig, input: CommandInput, io: Io): Promise<number> => {
+const REPLAY_SETTINGS = ['databaseUrl', 'logLevel', 'amqpUrl'] as const
+type ReplayConfig = Config<(typeof REPLAY_SETTINGS)[number]>
+
+const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promise<number> => {
   const o = input.options
-  const toAmqp = o['toAmqp'] as string | undefined
-  if (toAmqp === undefined || !/^amqps?:\/\//.test(toAmqp)) throw new UsageError('--to-amqp: an amqp:// or amqps:// URL is required')
+  const toAmqp = (o['toAmqp'] as string | undefined) ?? config.amqpUrl
+  if (!/^amqps?:\/\//.test(toAmqp)) throw new UsageError(`--to-amqp: an amqp:// or amqps:// URL, got ${JSON.stringify(redactUrl(toAmqp))}`)
   const exchange = o['exchange'] as string | undefined
   const routingKey = o['routingKey'] as string | undefined
   if (exchange === undefined || routingKey === undefined) throw new UsageError('--exchange and --routing-key are required')
-  const fromId = o['fromId'] === undefined ? 0 : (positiveIntArg('--from-id', o['fromId']) as number)
+  // The range is inclusive at both ends: --from-id 5 --to-id 9 republishes events 5 to 9.
+  const fromId = o['fromId'] === undefined || o['fromId'] === '0' ? 1 : (positiveIntArg('--from-id', o['fromId']) as number)
+  const requestedToId = positiveIntArg('--to-id', o['toId'])
+  if (requestedToId !== undefined && fromId > requestedToId) throw new UsageError(`--from-id ${fromId} is after --to-id ${requestedToId}`)
   const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor replay')
   try {
     const head = await orReport(io, 'replay', config.databaseUrl, store.headId())
     if (head === undefined) return 1
-    const toId = positiveIntArg('--to-id', o['toId']) ?? head
+    const prunedBelow = await orReport(io, 'replay', config.databaseUrl, store.prunedBelow())
+    if (prunedBelow === undefined) return 1
+    if (fromId < prunedBelow) io.err(`vitrage-persistor replay: events below ${prunedBelow} were pruned; republishing what is stored from there\n`)
+    const toId = Math.min(requestedToId ?? head, head)
+    const after = fromId - 1
     const bar = startProgress(io, 'republishing')
     const r = await republish(store, {
       amqpUrl: toAmqp,
       exchange,
       routingKey,
-      fromId,
+      fromId: after,
       toId,
       ...(o['eventType'] !== undefined ? { eventTypes: o['eventType'] as string[] } : {}),
       maxInFlight: positiveIntArg('--max-in-flight', o['maxInFlight']) ?? 1000,
       pageSize: 2_000,
-      onProgress: (p) => bar.update(p.lastId - fromId, toId - fromId),
+      onProgress: (p) => bar.update(p.lastId - after, toId - after),
       scrub: (s) => scrub(s).replaceAll(toAmqp, redactUrl(toAmqp)),
     })
     bar.finish()
     if (E.isLeft(r)) {
-      io.err(`vitrage-persistor replay: ${r.left.message}; confirmed up to event ${r.left.lastConfirmedId} (resume with --from-id ${r.left.lastConfirmedId})\n`)
+      io.err(`vitrage-persistor replay: ${r.left.message}; confirmed up to event ${r.left.lastConfirmedId} (resume with --from-id ${r.left.lastConfirmedId + 1})\n`)
       return 1
     }
     printJson(io, { published: r.right.published, fromId, toId, lastConfirmedId: r.right.lastConfirmedId })
@@ -283,13 +320,13 @@ export const graphCommands: readonly CommandSpec<SettingKey>[] = [
   command({
     path: ['replay'],
     summary: 'republish stored events in id order as oslo.messaging notifications (publisher confirms, bounded in flight)',
-    keys: DB_SETTINGS,
+    keys: REPLAY_SETTINGS,
     options: [
-      new Option('--to-amqp <url>', 'target broker'),
+      new Option('--to-amqp <url>', 'target broker (default: --amqp-url / AMQP_URL)'),
       new Option('--exchange <name>', 'target exchange (must exist)'),
       new Option('--routing-key <key>', 'routing key, e.g. vitrage_persistor.info'),
-      new Option('--from-id <id>', 'start after this id (default 0)'),
-      new Option('--to-id <id>', 'up to this id (default: the head when starting)'),
+      new Option('--from-id <id>', 'the first event id to republish (default: the first stored)'),
+      new Option('--to-id <id>', 'the last event id to republish, inclusive (default: the head when starting)'),
       new Option('--event-type <type>', 'only this event type (repeatable)').argParser(collect),
       new Option('--max-in-flight <n>', 'unconfirmed messages at most (default 1000)'),
     ],

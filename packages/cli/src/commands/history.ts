@@ -142,9 +142,10 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
       return 0
     }
     runner.start()
-    await stop
+    await stop?.received
     return 0
   } finally {
+    stop?.release()
     await runner.close()
     await store.close()
   }

@@ -7,7 +7,7 @@ import type { PgEventStore } from '@vitrage-persistor/store-postgres'
 import { Gauge, type Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io } from '../command.js'
 import type { Config, SettingKey } from '../config.js'
-import { json, startHttpServer } from '../http.js'
+import { type HttpServer, json, startHttpServer } from '../http.js'
 import { createLogger } from '../logger.js'
 import { stopSignal } from '../signals.js'
 
@@ -58,26 +58,36 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
     return 2
   }
   const stop = stopSignal()
-  const scrub = makeScrubber(secretsOf([config.databaseUrl, config.mirrorUrl]))
-  const log = createLogger(config.logLevel, scrub)
-  const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
-  const { Registry, collectDefaultMetrics } = await import('prom-client')
-  const store = new PgEventStore({ connectionString: config.databaseUrl, maxConnections: 2, applicationName: 'vitrage-persistor mirror', scrub, logger: log })
-  const registry = new Registry()
-  collectDefaultMetrics({ register: registry })
-  const mirror = await startMirror(config, store, log, registry, scrub)
-  const http =
-    config.httpPort === 0
-      ? undefined
-      : await startHttpServer(config.httpPort, config.httpHost, {
+  try {
+    const scrub = makeScrubber(secretsOf([config.databaseUrl, config.mirrorUrl]))
+    const log = createLogger(config.logLevel, scrub)
+    const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
+    const { Registry, collectDefaultMetrics } = await import('prom-client')
+    const store = new PgEventStore({ connectionString: config.databaseUrl, maxConnections: 2, applicationName: 'vitrage-persistor mirror', scrub, logger: log })
+    const registry = new Registry()
+    collectDefaultMetrics({ register: registry })
+    let http: HttpServer | undefined
+    if (config.httpPort !== 0) {
+      try {
+        http = await startHttpServer(config.httpPort, config.httpHost, {
           '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
           '/healthz': () => json(200, { status: 'ok' }),
         })
-  await stop
-  await mirror.close()
-  await http?.close()
-  await store.close()
-  return 0
+      } catch (e) {
+        io.err(`vitrage-persistor mirror: cannot listen on ${config.httpHost}:${config.httpPort}: ${e instanceof Error ? e.message : String(e)}\n`)
+        await store.close()
+        return 1
+      }
+    }
+    const mirror = await startMirror(config, store, log, registry, scrub)
+    await stop.received
+    await mirror.close()
+    await http?.close()
+    await store.close()
+    return 0
+  } finally {
+    stop.release()
+  }
 }
 
 export const mirrorCommands: readonly CommandSpec<SettingKey>[] = [
