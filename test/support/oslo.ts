@@ -3,7 +3,7 @@
  * interop/oslo_publish.py. Needs /usr/bin/python3: the `python3` on PATH may be an interpreter
  * without Debian's packages.
  */
-import { execFile } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
@@ -29,10 +29,17 @@ export interface OsloPublish {
   readonly payload?: unknown
 }
 
-/** Why oslo.messaging cannot run here, or undefined when it can. */
+/** Why oslo.messaging cannot run here, or undefined when it can (probed once). */
+let probed: { readonly reason: string | undefined } | undefined
 export const osloUnavailable = (): string | undefined => {
-  if (!existsSync(PYTHON)) return `${PYTHON} not found`
-  return undefined
+  probed ??= {
+    reason: !existsSync(PYTHON)
+      ? `${PYTHON} not found`
+      : spawnSync(PYTHON, ['-c', 'import oslo_messaging'], { timeout: 30_000 }).status !== 0
+        ? `${PYTHON} cannot import oslo_messaging (apt-get install python3-oslo.messaging)`
+        : undefined,
+  }
+  return probed.reason
 }
 
 export const osloPublish = (o: OsloPublish, amqpUrl = 'rabbit://guest:guest@127.0.0.1:5672/'): Promise<{ code: number; sends: OsloSend[]; stderr: string }> => {
