@@ -125,7 +125,7 @@ export const settings = {
   httpPort: {
     flag: 'http-port',
     env: 'PERSISTOR_HTTP_PORT',
-    describe: 'port of /metrics, /healthz and /readyz (0: disabled)',
+    describe: 'port of /metrics, /healthz and /readyz (follow: also /graph and /position; 0: disabled)',
     default: 9464,
     parse: integer(0, 65535),
   },

@@ -29,8 +29,10 @@ export const printTable = (io: Io, columns: readonly string[], rows: ReadonlyArr
 /** A timestamp argument in any form Vitrage writes (UTC when no zone is given). */
 export const timestampArg = (flag: string, value: unknown): string | undefined => {
   if (value === undefined) return undefined
-  // A bare date means its midnight (UTC), the way operators write a day.
-  const text = /^\d{4}-\d{2}-\d{2}$/.test(String(value)) ? `${String(value)} 00:00:00` : String(value)
+  // A bare date means its midnight (UTC), the way operators write a day; a time without seconds
+  // means second 0.
+  const raw = String(value)
+  const text = /^\d{4}-\d{2}-\d{2}$/.test(raw) ? `${raw} 00:00:00` : raw.replace(/^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(?=$|Z|[+-]\d{2}:?\d{2}$)/, '$1:00')
   const parsed = parseTimestamp(text)
   if (E.isLeft(parsed)) throw new UsageError(`${flag}: ${parsed.left}`)
   return parsed.right.iso

@@ -32,7 +32,9 @@ export const classifyPgError = (error: unknown, scrub: (s: string) => string = (
     // Data exceptions, integrity violations, program limits (nesting depth, value too large):
     // this input will never be accepted.
     if (cls === '22' || cls === '23' || cls === '54') return failure('rejected', message, code)
-    // Authentication, missing objects, permissions, syntax: an operator must act.
+    // Authentication, missing objects, permissions, syntax: an operator must act. A missing
+    // table or function of ours means the schema is behind: say what fixes it.
+    if (code === '42P01' || code === '42883') return failure('fatal', `${message} (is the schema migrated? vitrage-persistor migrate)`, code)
     return failure('fatal', message, code)
   }
   if ((code !== undefined && TRANSIENT_ERRNO.has(code)) || TRANSIENT_MESSAGE.test(message)) {

@@ -1,0 +1,26 @@
+import t from 'tap'
+import { classifyPgError } from './classify.js'
+
+const pgError = (code: string, message: string): Error => Object.assign(new Error(message), { code })
+
+t.test('driver errors are classified once: transient, rejected or fatal', async (t) => {
+  t.equal(classifyPgError(pgError('57P01', 'terminating connection due to administrator command')).kind, 'transient')
+  t.equal(classifyPgError(pgError('08006', 'connection failure')).kind, 'transient')
+  t.equal(classifyPgError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })).kind, 'transient')
+  t.equal(classifyPgError(pgError('22P02', 'invalid input syntax for type json')).kind, 'rejected')
+  t.equal(classifyPgError(pgError('23505', 'duplicate key value')).kind, 'rejected')
+  t.equal(classifyPgError(pgError('28P01', 'password authentication failed for user "x"')).kind, 'fatal')
+})
+
+t.test('a missing table or function says how to fix it', async (t) => {
+  const f = classifyPgError(pgError('42P01', 'relation "event" does not exist'))
+  t.equal(f.kind, 'fatal')
+  t.equal(f.message, 'relation "event" does not exist (is the schema migrated? vitrage-persistor migrate)')
+  t.match(classifyPgError(pgError('42883', 'function event_page(bigint) does not exist')).message, /vitrage-persistor migrate/)
+  t.notMatch(classifyPgError(pgError('42501', 'permission denied for table event')).message, /migrate/)
+})
+
+t.test('secrets are scrubbed from the message', async (t) => {
+  const f = classifyPgError(pgError('28P01', 'password authentication failed: s3cret'), (s) => s.replaceAll('s3cret', '***'))
+  t.equal(f.message, 'password authentication failed: ***')
+})
