@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { decodeMessage } from '@vitrage-persistor/core'
-import { caughtUp, canonicalJson, followGraph, graphAt } from '@vitrage-persistor/projections'
+import { randomUUID } from 'node:crypto'
+import type { AppendSignal, EventLogReader } from '@vitrage-persistor/core'
+import { caughtUp, canonicalJson, encodeGraphSnapshot, followGraph, GRAPH_SNAPSHOT_KIND, graphAt } from '@vitrage-persistor/projections'
 import { appendBatch, PgEventStore, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
@@ -88,6 +90,10 @@ t.test('the fixtures through the persistor: graph equals Vitrage replay, now and
   const rebuild = await cli(['project', 'history', '--rebuild', '--database-url', db])
   t.equal(rebuild.code, 1, 'a history rebuild would lose what the pruned events held')
   t.match(rebuild.err, /events below 333 were pruned/)
+  await world.sql.query(`DELETE FROM projection_checkpoint WHERE name = 'history'`)
+  const fresh = await cli(['project', 'history', '--database-url', db])
+  t.equal(fresh.code, 1, 'a history projection started after the prune does not project part of the log')
+  t.match(fresh.err, /events below 333 were pruned before the history projection read them/)
 })
 
 t.test('a follower converges to the same graph while events are appended concurrently', async (t) => {
@@ -175,8 +181,73 @@ t.test('follow and mirror end with the reason, exit 1, on a taken port or a data
   }
   const missing = new URL(world.db.url)
   missing.pathname = '/vp_no_such_database_here'
-  const r = await cli(['follow', '--database-url', missing.toString(), '--http-port', '0'])
-  t.equal(r.code, 1, 'follow: no such database')
-  t.match(r.err, /database "vp_no_such_database_here" does not exist/)
+  for (const command of [['follow'], ['mirror', '--mirror-url', 'esdb://127.0.0.1:2113?tls=false']]) {
+    const r = await cli([...command, '--database-url', missing.toString(), '--http-port', '0'])
+    t.equal(r.code, 1, `${command[0]}: no such database`)
+    t.match(r.err, /database "vp_no_such_database_here" does not exist/)
+  }
+  // A connection string the EventStoreDB client cannot parse: the reason, exit 1, nothing left running.
+  const badMirror = await cli(['mirror', '--database-url', world.db.url, '--mirror-url', 'esdb://:::bad', '--http-port', '0'])
+  t.equal(badMirror.code, 1)
+  t.match(badMirror.err, /vitrage-persistor mirror: --mirror-url: /)
+  const badRun = await cli(world.flags(['--mirror-url', 'esdb://:::bad', '--http-port', '0']))
+  t.equal(badRun.code, 1, 'run with a mirror URL the client refuses stops, exit 1')
+  t.match(badRun.err, /vitrage-persistor run: --mirror-url: /)
   t.equal(process.listenerCount('SIGTERM'), before, 'the commands gave the stop signals back')
+})
+
+t.test('prune against a follower behind it, and during a replay: rebuilt or refused, never a graph with a hole', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 3 })
+  t.teardown(() => store.close())
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<import('@vitrage-persistor/core').DecodedMessage>).right)
+  // The fixtures again under fresh message ids: more changes to the same graph.
+  const events = (n: number, from: number) => Array.from({ length: n }, (_, i) => prepareEvent({ ...(decoded[(from + i) % decoded.length] as never), messageId: randomUUID() }))
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  await appendBatch(client, events(400, 0))
+  const sources = { reader: store, snapshots: store, clock: store }
+  const snapshotAtHeadKeepingOne = async (): Promise<void> => {
+    const g = await graphAt(sources, 'head')
+    if (E.isLeft(g)) throw new Error(g.left.message)
+    await store.saveSnapshot(await encodeGraphSnapshot(g.right.graph, g.right.position))()
+    await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, 1)()
+  }
+
+  // A follower woken only when the test says (appends do not wake it): it stays at 400.
+  const wake: Array<() => void> = []
+  const signal: AppendSignal = { onAppend: (l) => (wake.push(l), { close: async () => {} }) }
+  const follow$ = followGraph({ ...sources, signal }, { pollMs: 600_000 })
+  const sub = follow$.subscribe(() => {})
+  t.teardown(() => sub.unsubscribe())
+  t.equal((await caughtUp(follow$, 400)).position, 400)
+  await appendBatch(client, events(100, 400))
+  await snapshotAtHeadKeepingOne()
+  const pruned = await store.prune()()
+  t.same(pruned, E.right(499), 'events 1-499 pruned while the follower was at 400')
+  await appendBatch(client, events(50, 500))
+  for (const l of wake) l()
+  const followed = await caughtUp(follow$, 550)
+  const expected = await graphAt(sources, 'head')
+  t.ok(E.isRight(expected))
+  if (E.isRight(expected)) t.equal(canonicalJson(followed.graph), canonicalJson(expected.right.graph), 'the follower rebuilt from the snapshot at 500: the graph of the whole log')
+
+  // A prune that runs while graphAt replays: a snapshot at 550 is kept alone and the log pruned
+  // below it after graphAt chose the one at 500 and before it read the events.
+  await appendBatch(client, events(20, 550))
+  let pruneDuring = true
+  const reader: EventLogReader = {
+    ...store,
+    streamRange: (after, to, options, onEntry) => async () => {
+      if (pruneDuring) {
+        pruneDuring = false
+        await snapshotAtHeadKeepingOne()
+        await store.prune()()
+      }
+      return store.streamRange(after, to, options, onEntry)()
+    },
+  }
+  const raced = await graphAt({ ...sources, reader }, { eventId: 560 })
+  t.ok(E.isLeft(raced) && raced.left.code === 'pruned', 'refused: its range was pruned while it read it')
+  t.match(E.isLeft(raced) ? raced.left.message : '', /pruned while the graph at event 560 was being built from event 500/)
 })

@@ -27,19 +27,20 @@ t.test('a terminal gets a redrawn bar, a log gets a plain line every five second
 })
 
 t.test('finish prints its last line once, and none when there was nothing to do', async (t) => {
-  let now = 0
+  // A real clock: epoch milliseconds.
+  let now = 1_780_000_000_000
   const log: string[] = []
   const io = { out: () => {}, err: (s: string) => void log.push(s), isTTY: false, errIsTTY: false }
   const p = startProgress(io, 'r', () => now)
   p.update(5, 10)
-  now = 2_000
+  now += 2_000
   p.update(10, 10)
   p.finish()
   p.finish()
   t.same(log, ['r: 100.0% 10/10 5/s ETA 0s\n'], 'one final line')
   log.length = 0
   const empty = startProgress(io, 'r', () => now)
-  now = 5_000
+  now += 5_000
   empty.update(0, 0)
   empty.finish()
   t.same(log, [], 'a replay of nothing says nothing')

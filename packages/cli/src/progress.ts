@@ -28,7 +28,8 @@ export const progressLine = (label: string, done: number, total: number, elapsed
 
 export const startProgress = (io: Io, label: string, now: () => number = () => Date.now()): Progress => {
   const started = now()
-  let last = 0
+  // The first line comes one interval in: a run that ends sooner prints at most its last line.
+  let last = started
   let shown = false
   let finished = false
   let latest = { done: 0, total: 0 }

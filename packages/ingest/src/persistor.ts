@@ -209,7 +209,8 @@ export class Persistor {
       connection.on('close', (e: unknown) => this.lost(session, e === undefined ? 'connection closed' : this.describe(e)))
       channel.on('error', (e: unknown) => this.log.warn({ err: this.describe(e) }, 'broker channel error'))
       channel.on('close', () => this.lost(session, 'channel closed'))
-      if ((this.state as PersistorState) === 'draining') {
+      // close() ran while connecting (and may have finished): this connection is not wanted.
+      if ((this.state as PersistorState) === 'draining' || (this.state as PersistorState) === 'closed') {
         await connection.close().catch(() => {})
         return
       }

@@ -12,13 +12,23 @@ CREATE TABLE event_retention (
 
 -- Earlier versions left no record of a prune. Pruning needs a graph snapshot, so without one
 -- nothing was pruned; with one, events missing below the first stored id are taken as pruned
--- (at worst this refuses a graph between a rolled-back first append and the oldest snapshot).
+-- (at worst this refuses a graph between a rolled-back first append and the oldest snapshot),
+-- and an empty log with a snapshot was pruned up to the last id it ever gave.
 INSERT INTO event_retention (pruned_below)
 SELECT CASE WHEN EXISTS (SELECT 1 FROM projection_snapshot WHERE kind = 'graph')
-            THEN coalesce((SELECT min(id) FROM event), 1)
+            THEN coalesce((SELECT min(id) FROM event), pg_sequence_last_value(pg_get_serial_sequence('event', 'id')::regclass) + 1, 1)
             ELSE 1 END;
 
--- As in 0003, and it moves the watermark up when it deletes.
+-- Earlier versions let a graph snapshot be saved under an event id past the head (a mistyped
+-- --at-event); prune trusted it. Such a snapshot is no state of this log (and would be taken for
+-- one once the log reaches its id), so it goes: after the watermark above, which counts it as
+-- the snapshot an old prune went by.
+DELETE FROM projection_snapshot
+WHERE kind = 'graph'
+  AND event_id > coalesce((SELECT max(id) FROM event), pg_sequence_last_value(pg_get_serial_sequence('event', 'id')::regclass), 0);
+
+-- As in 0003, and it moves the watermark up when it deletes, and it only trusts snapshots of
+-- stored events (none past the head).
 CREATE OR REPLACE FUNCTION event_prune(below bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -26,7 +36,8 @@ DECLARE
     slowest   bigint;
     deleted   bigint;
 BEGIN
-    SELECT min(event_id) INTO watermark FROM projection_snapshot WHERE kind = 'graph';
+    SELECT min(event_id) INTO watermark FROM projection_snapshot
+    WHERE kind = 'graph' AND event_id <= (SELECT max(id) FROM event);
     IF watermark IS NULL THEN
         RAISE EXCEPTION 'no graph snapshot: nothing may be pruned' USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
@@ -57,7 +68,7 @@ CREATE VIEW graph_snapshot AS
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'vitrage_persistor_writer') THEN
-        GRANT SELECT ON event_retention TO vitrage_persistor_writer;
+        GRANT SELECT ON event_retention, graph_snapshot TO vitrage_persistor_writer;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'vitrage_persistor_reader') THEN
         GRANT SELECT ON event_retention, graph_snapshot TO vitrage_persistor_reader;

@@ -57,36 +57,57 @@ t.test('an unreachable server is a transient failure, not a throw', async (t) =>
   if (E.isLeft(r)) t.equal(r.left.kind, 'transient')
 })
 
-t.test('0008 on a database pruned by an earlier version takes the first stored id as the watermark; without a snapshot, 1', async (t) => {
-  const migrations = loadMigrations()
-  const before = migrations.filter((m) => m.version < 8)
-  for (const pruned of [true, false]) {
+t.test('0008 on a database of an earlier version: the watermark from what is missing, snapshots past the head dropped', async (t) => {
+  const before = loadMigrations().filter((m) => m.version < 8)
+  // pruned: the old prune deleted below a snapshot at 8. gap: ids 1-4 went to a rolled-back
+  // append, no snapshot, nothing pruned. emptied: a snapshot saved past the head (a mistyped
+  // --at-event) let the old prune delete the whole log.
+  const cases = [
+    { name: 'pruned', snapshotAt: 8, watermark: 8, snapshotsAfter: 1 },
+    { name: 'gap', snapshotAt: undefined, watermark: 1, snapshotsAfter: 0 },
+    { name: 'emptied', snapshotAt: 9_999_999, watermark: 11, snapshotsAfter: 0 },
+  ]
+  for (const c of cases) {
     const db = await createEmptyDatabase()
     t.teardown(db.drop)
-    const c = new pg.Client({ connectionString: db.url })
-    await c.connect()
-    t.teardown(() => c.end())
+    const sql = new pg.Client({ connectionString: db.url })
+    await sql.connect()
+    t.teardown(() => sql.end())
     // The schema as an earlier version left it: migrations 1-7 applied the way migrate() does.
-    await c.query('CREATE TABLE schema_migration (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
+    await sql.query('CREATE TABLE schema_migration (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
     for (const m of before) {
-      await c.query(m.sql)
-      await c.query('INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)', [m.version, m.name, m.checksum])
+      await sql.query(m.sql)
+      await sql.query('INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)', [m.version, m.name, m.checksum])
     }
-    // Ten events; without a prune, the first four ids went to a rolled-back append.
     for (let i = 1; i <= 10; i++) {
-      await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES (gen_random_uuid(), 'e', now(), '{}')`)
+      await sql.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES (gen_random_uuid(), 'e', now(), '{}')`)
     }
-    if (pruned) {
-      await c.query(`INSERT INTO projection_snapshot (kind, event_id, format, data) VALUES ('graph', 8, 'test/1', '\\x00')`)
-      t.equal(Number((await c.query('SELECT event_prune() AS n')).rows[0].n), 7, 'the old event_prune deletes below the snapshot')
+    if (c.snapshotAt !== undefined) {
+      await sql.query(`INSERT INTO projection_snapshot (kind, event_id, format, data) VALUES ('graph', $1, 'test/1', '\\x00')`, [c.snapshotAt])
+      await sql.query('SELECT event_prune()')
     } else {
-      await c.query(`SELECT set_config('vitrage_persistor.retention', 'on', false)`)
-      await c.query('DELETE FROM event WHERE id < 5')
+      await sql.query(`SELECT set_config('vitrage_persistor.retention', 'on', false)`)
+      await sql.query('DELETE FROM event WHERE id < 5')
     }
     const r = await migrate(db.url)()
-    t.ok(E.isRight(r) && r.right.applied.includes('0008_retention_watermark'))
-    const watermark = Number((await c.query('SELECT pruned_below FROM event_retention')).rows[0].pruned_below)
-    t.equal(watermark, pruned ? 8 : 1, pruned ? 'pruned below 8' : 'a gap without a snapshot is not a prune')
-    t.equal(Number((await c.query('SELECT count(*) AS n FROM graph_snapshot')).rows[0].n), pruned ? 1 : 0, 'graph_snapshot shows the graph snapshots')
+    t.ok(E.isRight(r) && r.right.applied.includes('0008_retention_watermark'), `${c.name}: migrated`)
+    t.equal(Number((await sql.query('SELECT pruned_below FROM event_retention')).rows[0].pruned_below), c.watermark, `${c.name}: watermark`)
+    t.equal(Number((await sql.query('SELECT count(*) AS n FROM graph_snapshot')).rows[0].n), c.snapshotsAfter, `${c.name}: graph snapshots kept`)
   }
+})
+
+t.test('prune trusts no snapshot past the head', async (t) => {
+  const db = await createEmptyDatabase()
+  t.teardown(db.drop)
+  t.ok(E.isRight(await migrate(db.url)()))
+  const sql = new pg.Client({ connectionString: db.url })
+  await sql.connect()
+  t.teardown(() => sql.end())
+  for (let i = 1; i <= 10; i++) {
+    await sql.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES (gen_random_uuid(), 'e', now(), '{}')`)
+  }
+  await sql.query(`INSERT INTO projection_snapshot (kind, event_id, format, data) VALUES ('graph', 6, 'test/1', '\\x00'), ('graph', 9999999, 'test/1', '\\x00')`)
+  await sql.query(`DELETE FROM projection_snapshot WHERE event_id = 6`)
+  await t.rejects(sql.query('SELECT event_prune()'), /no graph snapshot/, 'the one past the head does not count')
+  t.equal(Number((await sql.query('SELECT count(*) AS n FROM event')).rows[0].n), 10)
 })

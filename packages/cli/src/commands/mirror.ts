@@ -3,6 +3,7 @@
  * The mirror package (and the EventStoreDB client with it) is loaded only when a URL is given.
  */
 import { type Logger, makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
+import * as E from 'fp-ts/lib/Either.js'
 import type { PgEventStore } from '@vitrage-persistor/store-postgres'
 import { Gauge, type Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io } from '../command.js'
@@ -64,6 +65,13 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
     const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
     const { Registry, collectDefaultMetrics } = await import('prom-client')
     const store = new PgEventStore({ connectionString: config.databaseUrl, maxConnections: 2, applicationName: 'vitrage-persistor mirror', scrub, logger: log })
+    // What retrying cannot fix (no such database, credentials refused) ends it at once.
+    const reachable = await store.headId()()
+    if (E.isLeft(reachable) && reachable.left.kind !== 'transient') {
+      io.err(`vitrage-persistor mirror: ${redactUrl(config.databaseUrl)}: ${reachable.left.message}\n`)
+      await store.close()
+      return 1
+    }
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })
     let http: HttpServer | undefined
@@ -79,7 +87,15 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
         return 1
       }
     }
-    const mirror = await startMirror(config, store, log, registry, scrub)
+    let mirror: RunningMirror
+    try {
+      mirror = await startMirror(config, store, log, registry, scrub)
+    } catch (e) {
+      io.err(`vitrage-persistor mirror: --mirror-url: ${scrub(e instanceof Error ? e.message : String(e))}\n`)
+      await http?.close()
+      await store.close()
+      return 1
+    }
     await stop.received
     await mirror.close()
     await http?.close()

@@ -226,10 +226,17 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   persistor.start()
   history?.start()
   if (mirrorStore) {
-    const started = await startMirror(config, mirrorStore, log, registry, scrub)
-    // A signal while the mirror package was loading: shutdown has run without it.
-    if (closing !== undefined) await started.close()
-    else mirror = started
+    try {
+      const started = await startMirror(config, mirrorStore, log, registry, scrub)
+      // A signal while the mirror package was loading: shutdown has run without it.
+      if (closing !== undefined) await started.close()
+      else mirror = started
+    } catch (e) {
+      // A connection string the client cannot parse: stop what started, with the reason.
+      io.err(`vitrage-persistor run: --mirror-url: ${scrub(e instanceof Error ? e.message : String(e))}\n`)
+      log.error({ err: scrub(String(e)) }, 'cannot start the mirror; shutting down')
+      shutdown('mirror', 1)
+    }
   }
   if (signalled !== undefined) shutdown(signalled, 0)
   return finished

@@ -4,8 +4,10 @@
  * On subscribe: build the graph as of the head (newest snapshot + replay), emit, then on every
  * append signal (or every `pollMs`, in case a notification was missed) read the new graph
  * changes by id and emit again. Reads are keyset pages by id and the store makes ids visible in
- * increasing order (design §4), so the follower never skips an event. Failures are retried
- * with backoff; the Observable errors only on a defect. Unsubscribing stops everything.
+ * increasing order (design §4), so the follower never skips an event; should `prune` delete
+ * events it has not applied yet (it waits for checkpoints, and a follower has none), the graph
+ * is rebuilt from the newest snapshot instead. Failures are retried with backoff; the
+ * Observable errors only on a defect. Unsubscribing stops everything.
  *
  * Emissions share one mutable graph: read it (or serialize it) before the next emission. The
  * Observable is shared: every subscriber sees the same follower (and the latest state at once),
@@ -44,6 +46,14 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
       wake()
     })
 
+    // Whether retention deleted events after `position` (a failed read counts as no: the replay
+    // that follows reports it).
+    const prunedPast = async (position: number): Promise<boolean> => {
+      if (sources.reader.prunedBelow === undefined) return false
+      const below = await sources.reader.prunedBelow()()
+      return E.isRight(below) && below.right > position + 1
+    }
+
     const run = async (): Promise<void> => {
       let failures = 0
       let state: FollowState | undefined
@@ -61,8 +71,19 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
           const head = await sources.reader.headId()()
           if (E.isLeft(head)) step = head
           else if (head.right <= current.position) step = E.right(current)
-          else {
+          else if (await prunedPast(current.position)) {
+            // Prune does not wait for a follower (it has no checkpoint): events it had not applied
+            // are gone, so the graph can only be rebuilt from the newest snapshot.
+            log.warn({ position: current.position }, 'events the follower had not applied were pruned; rebuilding from the newest snapshot')
+            state = undefined
+            continue
+          } else {
             const moved = await replayInto(sources.reader, current.graph, { fromId: current.position, toId: head.right, ...(options.pageSize ? { pageSize: options.pageSize } : {}) })
+            if (await prunedPast(current.position)) {
+              log.warn({ position: current.position }, 'events were pruned while the follower read them; rebuilding from the newest snapshot')
+              state = undefined
+              continue
+            }
             // A failed replay may have applied some pages: keep following from where it got.
             step = E.isRight(moved) ? E.right({ graph: current.graph, position: moved.right }) : moved
             if (E.isLeft(moved)) state = { graph: current.graph, position: moved.left.position }

@@ -202,5 +202,14 @@ export const graphAt = async (
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   })
   if (E.isLeft(replayed)) return replayed
+  // A prune that ran during the replay may have deleted part of its range before it was read
+  // (the watermark only rises, so reading it again after is enough).
+  if (toId > fromId && sources.reader.prunedBelow !== undefined) {
+    const after = await sources.reader.prunedBelow()()
+    if (E.isLeft(after)) return after
+    if (fromId + 1 < after.right) {
+      return E.left(failure('rejected', `events below ${after.right} were pruned while the graph at event ${toId} was being built from event ${fromId}; try again`, 'pruned'))
+    }
+  }
   return E.right({ graph, position: toId, ...(used ? { snapshot: used } : {}) })
 }

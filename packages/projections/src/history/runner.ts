@@ -38,6 +38,7 @@ import {
   catchUpLoop,
   type EventLogReader,
   type Failure,
+  failure,
   type HistoryCommand,
   type HistoryPartition,
   type HistoryStore,
@@ -132,6 +133,21 @@ export class HistoryRunner {
     if (E.isLeft(head)) return head
     const position = await this.deps.store.historyCheckpoint(this.options.name)()
     if (E.isLeft(position)) return position
+    // Prune waits for this checkpoint once it exists; a projection started (or reset) after a
+    // prune would miss what the deleted events held, so it does not start.
+    if (position.right < head.right && this.deps.reader.prunedBelow !== undefined) {
+      const prunedBelow = await this.deps.reader.prunedBelow()()
+      if (E.isLeft(prunedBelow)) return prunedBelow
+      if (position.right + 1 < prunedBelow.right) {
+        return E.left(
+          failure(
+            'rejected',
+            `events below ${prunedBelow.right} were pruned before the history projection read them (its checkpoint is ${position.right}): projecting the rest would leave out what they held`,
+            'pruned',
+          ),
+        )
+      }
+    }
     const at = await (this.options.derive === 'in-database' ? this.catchUpInDatabase(position.right, head.right) : this.catchUpInNode(position.right, head.right))
     if (E.isLeft(at)) return at
     // The common checkpoint moves to the slowest partition, and partition checkpoints it has
