@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs'
 import { decodeMessage } from '@vitrage-persistor/core'
 import { randomUUID } from 'node:crypto'
-import type { AppendSignal, EventLogReader } from '@vitrage-persistor/core'
+import type { AppendSignal, DecodedMessage, EventLogReader } from '@vitrage-persistor/core'
 import { caughtUp, canonicalJson, encodeGraphSnapshot, followGraph, GRAPH_SNAPSHOT_KIND, graphAt } from '@vitrage-persistor/projections'
-import { appendBatch, PgEventStore, prepareEvent } from '@vitrage-persistor/store-postgres'
+import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import t, { type Test } from 'tap'
@@ -200,9 +200,10 @@ t.test('prune against a follower behind it, and during a replay: rebuilt or refu
   const world = await setupWorld(t)
   const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 3 })
   t.teardown(() => store.close())
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<import('@vitrage-persistor/core').DecodedMessage>).right)
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
   // The fixtures again under fresh message ids: more changes to the same graph.
-  const events = (n: number, from: number) => Array.from({ length: n }, (_, i) => prepareEvent({ ...(decoded[(from + i) % decoded.length] as never), messageId: randomUUID() }))
+  const events = (n: number, from: number): PreparedEvent[] =>
+    Array.from({ length: n }, (_, i) => prepareEvent({ ...(decoded[(from + i) % decoded.length] as DecodedMessage), messageId: randomUUID() }))
   const client = await world.sql.connect()
   t.teardown(() => client.release())
   await appendBatch(client, events(400, 0))
