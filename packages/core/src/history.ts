@@ -114,7 +114,10 @@ export interface EdgeInterval {
  * The intervals of one edge from all its activations and deactivations, whatever order they
  * arrived in: walk them in time order (an activation before a deactivation at the same
  * instant); an activation opens an interval unless one is open; a deactivation closes the open
- * one, or stands alone as an interval of unknown start.
+ * one. With none open, a deactivation before anything else stands alone as an interval of
+ * unknown start (its activation is missing); one after a closed interval repeats a deactivation
+ * (Vitrage sends them again) and changes nothing: an interval of unknown start there would make
+ * the edge active at every earlier moment, before it existed.
  */
 export const edgeIntervals = (points: readonly EdgeEventPoint[]): EdgeInterval[] => {
   const sorted = [...points].sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : x.kind === y.kind ? 0 : x.kind === 'a' ? -1 : 1))
@@ -126,7 +129,7 @@ export const edgeIntervals = (points: readonly EdgeEventPoint[]): EdgeInterval[]
     } else if (open !== undefined) {
       out.push({ start: open.at, end: p.at, payload: open.payload ?? null })
       open = undefined
-    } else {
+    } else if (out.length === 0) {
       out.push({ start: null, end: p.at, payload: null })
     }
   }

@@ -59,6 +59,24 @@ BEGIN
 END
 $$;
 
+-- history_edge (0006) again, with core's edgeIntervals as amended: a deactivation with no
+-- activation open is an interval of unknown start only when it is the edge's first event. One
+-- after a closed interval repeats a deactivation (Vitrage sends them again) and is no interval:
+-- with a NULL start it made the edge active at every moment before it existed (`rca --at`).
+CREATE OR REPLACE VIEW history_edge AS
+SELECT source_id, target_id, label,
+       CASE WHEN kind = 'a' THEN at END AS start_timestamp,
+       CASE WHEN kind = 'a' THEN first_end ELSE at END AS end_timestamp,
+       CASE WHEN kind = 'a' THEN payload END AS payload
+FROM (
+    SELECT source_id, target_id, label, kind, at, payload,
+           lag(kind) OVER (PARTITION BY source_id, target_id, label ORDER BY at, kind) AS previous_kind,
+           min(at) FILTER (WHERE kind = 'd') OVER (PARTITION BY source_id, target_id, label ORDER BY at DESC, kind DESC
+               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS first_end
+    FROM history_edge_event
+) points
+WHERE (kind = 'a' AND previous_kind IS DISTINCT FROM 'a') OR (kind = 'd' AND previous_kind IS NULL);
+
 -- The graph's snapshots under the name the design gives them (projection_snapshot holds every
 -- projection's; 'graph' is the only kind so far).
 CREATE VIEW graph_snapshot AS

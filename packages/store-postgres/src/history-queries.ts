@@ -3,13 +3,14 @@
  * - window [start, end]: alarms active at some moment in it (inclusive overlap); start alone:
  *   not ended before start; `active`: not ended now;
  * - filters: substring match per key (Vitrage's LIKE '%v%', here case-insensitive, with % and _
- *   taken literally), several values of a key OR-ed, keys AND-ed;
+ *   taken literally; `state`, Active or Inactive, matches whole), several values of a key OR-ed,
+ *   keys AND-ed;
  * - project: the alarm's project_id or its resource's project id;
  * - sort by columns (vitrage_id always last, for a total order) and keyset pagination after a
  *   marker alarm;
  * - an ended alarm reports vitrage_operational_severity OK and state Inactive.
  * Unlike Vitrage, an active alarm reports its current severity (the latest change), not the one
- * it was activated with.
+ * it was activated with; filters, sorting and markers use what is reported (state too).
  * Query builders are pure (SQL text and parameters) and tested without a server.
  */
 import type { AlarmRecord, CausalEdge } from '@vitrage-persistor/core'
@@ -27,6 +28,7 @@ export const ALARM_COLUMNS = [
   'vitrage_resource_type',
   'vitrage_resource_id',
   'vitrage_resource_project_id',
+  'state',
 ] as const
 
 export type AlarmColumn = (typeof ALARM_COLUMNS)[number]
@@ -63,12 +65,22 @@ const likeLiteral = (v: string): string => `%${v.replace(/[\\%_]/g, (c) => `\\${
 export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } => {
   if (q.active && (q.start !== undefined || q.end !== undefined)) throw new QueryError('--active cannot be combined with --start/--end')
   if (q.end !== undefined && q.start === undefined) throw new QueryError('--end needs --start')
+  if (q.start !== undefined && q.end !== undefined && Date.parse(q.start) > Date.parse(q.end)) throw new QueryError(`--start ${q.start} is after --end ${q.end}`)
   const values: unknown[] = []
   const p = (v: unknown): string => {
     values.push(v)
     return `$${values.length}`
   }
   const now = p(q.now ?? new Date().toISOString())
+  // What is reported, so that filters, sorting and markers agree with what is shown: an ended
+  // alarm is Inactive with severity OK, an active one has its latest severity.
+  const ended = (x: string): string => `(${x}.end_timestamp IS NOT NULL AND ${x}.end_timestamp <= ${now})`
+  const expr = (x: string, column: string): string =>
+    column === 'vitrage_operational_severity'
+      ? `(CASE WHEN ${ended(x)} THEN 'OK' ELSE coalesce((SELECT c.severity FROM history_change c WHERE c.vitrage_id = ${x}.vitrage_id AND c.at >= ${x}.start_timestamp AND c.at <= ${now} ORDER BY c.at DESC LIMIT 1), ${x}.vitrage_operational_severity) END)`
+      : column === 'state'
+        ? `(CASE WHEN ${ended(x)} THEN 'Inactive' ELSE 'Active' END)`
+        : `${x}.${column}`
   const where = ['a.start_timestamp IS NOT NULL']
   if (q.active) where.push(`(a.end_timestamp IS NULL OR a.end_timestamp > ${now}) AND a.start_timestamp <= ${now}`)
   if (q.start !== undefined && q.end !== undefined) {
@@ -78,8 +90,10 @@ export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } 
   }
   for (const [column, vals] of q.filters ?? []) {
     if (!(ALARM_COLUMNS as readonly string[]).includes(column)) throw new QueryError(`cannot filter on ${column}; use one of ${ALARM_COLUMNS.join(', ')}`)
-    const col = column === 'start_timestamp' || column === 'end_timestamp' ? ts(`a.${column}`) : `a.${column}`
-    where.push(`(${vals.map((v) => `${col} ILIKE ${p(likeLiteral(v))}`).join(' OR ')})`)
+    const col = column === 'start_timestamp' || column === 'end_timestamp' ? ts(`a.${column}`) : expr('a', column)
+    // state is Active or Inactive: a substring would match both.
+    const pattern = column === 'state' ? (v: string): string => likeLiteral(v).slice(1, -1) : likeLiteral
+    where.push(`(${vals.map((v) => `${col} ILIKE ${p(pattern(v))}`).join(' OR ')})`)
   }
   if (q.project !== undefined) {
     const project = p(q.project)
@@ -97,23 +111,21 @@ export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } 
     // be NULL, so comparisons use IS NOT DISTINCT FROM for equality and NULLS LAST ordering.
     const marker = p(q.marker)
     const terms = keys.map((k, i) => {
-      const eq = keys.slice(0, i).map((e) => `a.${e.column} IS NOT DISTINCT FROM m.${e.column}`)
-      const after = k.desc
-        ? `(a.${k.column} < m.${k.column} OR (a.${k.column} IS NULL AND m.${k.column} IS NOT NULL))`
-        : `(a.${k.column} > m.${k.column} OR (a.${k.column} IS NULL AND m.${k.column} IS NOT NULL))`
+      const eq = keys.slice(0, i).map((e) => `${expr('a', e.column)} IS NOT DISTINCT FROM ${expr('m', e.column)}`)
+      const [ac, mc] = [expr('a', k.column), expr('m', k.column)]
+      const after = k.desc ? `(${ac} < ${mc} OR (${ac} IS NULL AND ${mc} IS NOT NULL))` : `(${ac} > ${mc} OR (${ac} IS NULL AND ${mc} IS NOT NULL))`
       return `(${[...eq, after].join(' AND ')})`
     })
     where.push(`EXISTS (SELECT 1 FROM history_alarm m WHERE m.vitrage_id = ${marker} AND (${terms.join(' OR ')}))`)
   }
-  const order = keys.map((k) => `a.${k.column} ${k.desc ? 'DESC' : 'ASC'} NULLS LAST`).join(', ')
+  const order = keys.map((k) => `${expr('a', k.column)} ${k.desc ? 'DESC' : 'ASC'} NULLS LAST`).join(', ')
   const limit = q.limit !== undefined ? ` LIMIT ${p(q.limit)}` : ''
-  const ended = `(a.end_timestamp IS NOT NULL AND a.end_timestamp <= ${now})`
   const text = `SELECT a.vitrage_id, ${ts('a.start_timestamp')} AS start_timestamp,
-  CASE WHEN ${ended} THEN ${ts('a.end_timestamp')} END AS end_timestamp,
+  CASE WHEN ${ended('a')} THEN ${ts('a.end_timestamp')} END AS end_timestamp,
   a.name, a.vitrage_type, a.vitrage_aggregated_severity,
-  CASE WHEN ${ended} THEN 'OK' ELSE coalesce(c.severity, a.vitrage_operational_severity) END AS vitrage_operational_severity,
+  CASE WHEN ${ended('a')} THEN 'OK' ELSE coalesce(c.severity, a.vitrage_operational_severity) END AS vitrage_operational_severity,
   a.project_id, a.vitrage_resource_type, a.vitrage_resource_id, a.vitrage_resource_project_id,
-  CASE WHEN ${ended} THEN 'Inactive' ELSE 'Active' END AS state,
+  CASE WHEN ${ended('a')} THEN 'Inactive' ELSE 'Active' END AS state,
   a.payload
 FROM history_alarm a
 LEFT JOIN LATERAL (SELECT severity FROM history_change c WHERE c.vitrage_id = a.vitrage_id AND c.at >= a.start_timestamp AND c.at <= ${now}
@@ -123,7 +135,13 @@ ORDER BY ${order}${limit}`
   return { text, values }
 }
 
-export const queryAlarms = async (db: pg.Pool | pg.PoolClient | pg.Client, q: AlarmQuery): Promise<AlarmRecord[]> => (await db.query<AlarmRecord>(alarmsQuery(q))).rows
+export const queryAlarms = async (db: pg.Pool | pg.PoolClient | pg.Client, q: AlarmQuery): Promise<AlarmRecord[]> => {
+  // A marker that names no alarm would give an empty page, read as "no more alarms".
+  if (q.marker !== undefined && (await db.query('SELECT 1 FROM history_alarm WHERE vitrage_id = $1', [q.marker])).rowCount === 0) {
+    throw new QueryError(`--marker: no alarm has vitrage_id ${JSON.stringify(q.marker)}`)
+  }
+  return (await db.query<AlarmRecord>(alarmsQuery(q))).rows
+}
 
 /** Severities Vitrage counts, in its order; others are counted too, after these. */
 export const SEVERITIES = ['SEVERE', 'CRITICAL', 'WARNING', 'OK', 'N/A'] as const
@@ -148,7 +166,8 @@ export const causalEdges = async (
   at?: string,
 ): Promise<CausalEdge[]> => {
   const column = direction === 'forward' ? 'source_id' : 'target_id'
-  const activeAt = at === undefined ? '' : ` AND (e.start_timestamp IS NULL OR e.start_timestamp <= $2) AND (e.end_timestamp IS NULL OR e.end_timestamp >= $2)`
+  // Active at T as an alarm is: started at or before T, not ended at or before T.
+  const activeAt = at === undefined ? '' : ` AND (e.start_timestamp IS NULL OR e.start_timestamp <= $2) AND (e.end_timestamp IS NULL OR e.end_timestamp > $2)`
   const { rows } = await db.query<CausalEdge>(
     `SELECT e.source_id, e.target_id, e.label, ${ts('e.start_timestamp')} AS start_timestamp, ${ts('e.end_timestamp')} AS end_timestamp, e.payload
      FROM history_edge e WHERE e.${column} = ANY($1::text[]) AND e.label = 'causes'${activeAt}

@@ -4,7 +4,7 @@ import type pg from 'pg'
 import t, { type Test } from 'tap'
 import { CheckpointConflict, readCheckpoint } from './checkpoints.js'
 import { applyHistory, foldAlarms, resetHistory } from './history.js'
-import { alarmsQuery, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
+import { alarmsById, alarmsQuery, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
 import { schemaTemplate } from './migrate.js'
 
 const setup = async (t: Test): Promise<pg.Client> => {
@@ -69,6 +69,18 @@ t.test('a causal edge activated again after it ended has two intervals', async (
   t.same(edges.map((e) => [e.start_timestamp, e.end_timestamp]), [[at(3), at(6)], [at(8), null]])
   t.same((await causalEdges(c, ['a1'], 'forward', at(7))).length, 0, 'none active at minute 7')
   t.same((await causalEdges(c, ['a3'], 'backward', at(9))).map((e) => e.source_id), ['a2'])
+})
+
+t.test('a deactivation sent again after the edge ended is no interval: the edge is not active before it existed', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', [activate('r1', 1), activate('r2', 1), edgeOn('r1', 'r2', 3), edgeOff('r1', 'r2', 4), edgeOff('r1', 'r2', 5)], 0, 1)
+  const edges = await causalEdges(c, ['r1'], 'forward')
+  t.same(edges.map((e) => [e.start_timestamp, e.end_timestamp]), [[at(3), at(4)]], 'one interval')
+  t.same((await causalEdges(c, ['r1'], 'forward', at(2))).length, 0, 'not active at minute 2')
+  // A deactivation with no activation before it at all: the activation is missing, the edge was
+  // active at some time before it (unknown start), as before.
+  await applyHistory(c, 'h', [edgeOff('r2', 'r1', 6), edgeOff('r2', 'r1', 7)], 1, 2)
+  t.same((await causalEdges(c, ['r2'], 'forward')).map((e) => [e.start_timestamp, e.end_timestamp]), [[null, at(6)]])
 })
 
 t.test('the history_edge view gives exactly core edgeIntervals, for random edge histories', async (t) => {
@@ -165,4 +177,30 @@ t.test('a page folds each alarm into one row: earliest activation, latest end, l
   t.equal(x?.end, at(9), 'the latest deactivation')
   t.same(x?.resourceProject, { id: 'p-late', at: at(7), rank: 1, eventId: late.eventId }, 'a strictly later project change wins over the activation; a tie does not')
   t.same(folded[1], { vitrageId: 'y', activation: undefined, end: null, resourceProject: { id: 'p-y', at: at(3), rank: 1, eventId: y.eventId } })
+})
+
+t.test('filters, sorting and markers use the severity and state that are reported', async (t) => {
+  const c = await setup(t)
+  // a1: activated CRITICAL, ended at 7 (reported OK/Inactive); a2: activated WARNING, changed to
+  // CRITICAL at 4 (reported CRITICAL); a3: CRITICAL.
+  await applyHistory(c, 'h', story, 0, 1)
+  const ids = async (q: Parameters<typeof queryAlarms>[1]): Promise<string[]> => (await queryAlarms(c, { now: at(30), ...q })).map((a) => a.vitrage_id)
+  t.same(await ids({ filters: [['vitrage_operational_severity', ['CRITICAL']]] }), ['a2', 'a3'], 'the changed one is CRITICAL, the ended one is not')
+  t.same(await ids({ filters: [['vitrage_operational_severity', ['OK']]] }), ['a1'], 'an ended alarm is OK')
+  t.same(await ids({ filters: [['state', ['Inactive']]] }), ['a1'])
+  t.same(await ids({ filters: [['state', ['Active']]] }), ['a2', 'a3'])
+  t.same(await ids({ sort: ['vitrage_operational_severity'] }), ['a2', 'a3', 'a1'], 'CRITICAL, CRITICAL, OK')
+  t.same(await ids({ sort: ['vitrage_operational_severity'], limit: 1, marker: 'a3' }), ['a1'], 'the marker is placed by its reported severity too')
+  await t.rejects(queryAlarms(c, { marker: 'nope' }), { name: 'QueryError', message: '--marker: no alarm has vitrage_id "nope"' }, 'an unknown marker is an error, not an empty page')
+  t.throws(() => alarmsQuery({ start: at(30), end: at(10) }), { name: 'QueryError', message: /--start .* is after --end/ })
+})
+
+t.test('at the instant an alarm or an edge ends, neither is active any more', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', story, 0, 1)
+  // The edge a1 -> a2 ended at 6: active at 5, not at 6 (as a1, which ended at 7, is not at 7).
+  t.same((await causalEdges(c, ['a1'], 'forward', at(5))).length, 1)
+  t.same((await causalEdges(c, ['a1'], 'forward', at(6))).length, 0)
+  t.same((await alarmsById(c, ['a1'], at(6))).length, 1)
+  t.same((await alarmsById(c, ['a1'], at(7))).length, 0)
 })

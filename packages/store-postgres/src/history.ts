@@ -44,7 +44,15 @@ const fromActivation = (column: string): string => `${column} = CASE WHEN ${FRES
  * alarm columns after vitrage_id and the interval, but the resource project, which merges by
  * time of write.
  */
-export const ACTIVATION_ATTRIBUTES = ALARM_COLUMNS.slice(3, -1)
+export const ACTIVATION_ATTRIBUTES = [
+  'name',
+  'vitrage_type',
+  'vitrage_aggregated_severity',
+  'vitrage_operational_severity',
+  'project_id',
+  'vitrage_resource_type',
+  'vitrage_resource_id',
+] as const satisfies readonly (typeof ALARM_COLUMNS)[number][]
 
 /** The alarm upsert's target (history-range.ts feeds it from a SELECT, applyCommands from arrays). */
 export const ALARM_INSERT = `INSERT INTO history_alarm AS h (vitrage_id, start_timestamp, end_timestamp, name, vitrage_type, vitrage_aggregated_severity,
