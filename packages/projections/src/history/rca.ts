@@ -88,5 +88,28 @@ export const rca = async (reader: HistoryReader, alarmId: string, options: RcaOp
     seen.add(key)
     links.push({ ...e, source, target, key: e.label })
   }
-  return E.right({ directed: true, multigraph: true, graph: {}, nodes, links, inspected_index: index.get(alarmId) ?? 0 })
+  return E.right(connectedTo(index.get(alarmId), nodes, links))
+}
+
+/**
+ * The part of the answer connected to the alarm asked about. The walk goes through every alarm
+ * an edge names, but an alarm left out (not active at T, or never activated) takes its links
+ * with it, and the alarms found beyond it would stand unconnected: they go too.
+ */
+const connectedTo = (root: number | undefined, nodes: RcaGraph['nodes'], links: readonly RcaLink[]): RcaGraph => {
+  const reached = new Set<number>(root === undefined ? [] : [root])
+  for (let grew = true; grew; ) {
+    grew = false
+    for (const l of links) {
+      if (reached.has(l.source) !== reached.has(l.target)) {
+        reached.add(l.source)
+        reached.add(l.target)
+        grew = true
+      }
+    }
+  }
+  const renumber = new Map<number, number>()
+  const kept = nodes.filter((_, i) => reached.has(i) && renumber.set(i, renumber.size) !== undefined)
+  const keptLinks = links.flatMap((l) => (reached.has(l.source) ? [{ ...l, source: renumber.get(l.source) as number, target: renumber.get(l.target) as number }] : []))
+  return { directed: true, multigraph: true, graph: {}, nodes: kept, links: keptLinks, inspected_index: root === undefined ? 0 : (renumber.get(root) as number) }
 }
