@@ -114,6 +114,8 @@ export class Persistor {
   /** Set when the shutdown deadline passes: retry loops give up without acking. */
   private abandoned = false
   private held = 0
+  /** The latest connection attempt (connect() never rejects). */
+  private connecting: Promise<void> | undefined
   private readonly log: Logger
 
   constructor(
@@ -145,7 +147,7 @@ export class Persistor {
   /** Starts connecting; failures are retried in the background (see `currentState`). */
   start(): void {
     if (this.state !== 'idle') return
-    void this.connect()
+    this.connecting = this.connect()
   }
 
   /**
@@ -162,6 +164,12 @@ export class Persistor {
     this.state = 'draining'
     clearTimeout(this.reconnectTimer)
     clearInterval(this.depthTimer)
+    // A connection attempt in flight finishes first (it sees 'draining' and closes what it
+    // opened), so that nothing is declared or consumed after close() resolves; a broker that
+    // stopped answering mid-handshake is not waited for beyond the shutdown deadline.
+    let waited: NodeJS.Timeout | undefined
+    await Promise.race([this.connecting, new Promise<void>((r) => (waited = setTimeout(r, this.options.shutdownTimeoutMs)))])
+    clearTimeout(waited)
     const s = this.session
     if (s?.alive && s.consumerTag !== undefined) {
       // After cancel-ok no more deliveries arrive on this channel (AMQP orders them before it).
@@ -202,6 +210,10 @@ export class Persistor {
         clientProperties: { connection_name: this.options.connectionName },
       })
       connection.on('error', (e: unknown) => this.log.warn({ err: this.describe(e) }, 'broker connection error'))
+      if ((this.state as PersistorState) === 'draining' || (this.state as PersistorState) === 'closed') {
+        await connection.close().catch(() => {})
+        return
+      }
       const topology = await declareTopology(connection, this.options)
       const channel = await connection.createConfirmChannel()
       await channel.prefetch(this.options.prefetch)
@@ -239,7 +251,9 @@ export class Persistor {
     if (this.state === 'draining' || this.state === 'closed') return
     this.state = 'backoff'
     clearTimeout(this.reconnectTimer)
-    this.reconnectTimer = setTimeout(() => void this.connect(), delay)
+    this.reconnectTimer = setTimeout(() => {
+      this.connecting = this.connect()
+    }, delay)
   }
 
   private lost(session: Session, reason: string): void {

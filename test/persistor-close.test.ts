@@ -1,0 +1,57 @@
+import { silentLogger } from '@vitrage-persistor/core'
+import { createIngestMetrics, Persistor } from '@vitrage-persistor/ingest'
+import { PgEventStore } from '@vitrage-persistor/store-postgres'
+import { Registry } from 'prom-client'
+import t from 'tap'
+import { setupWorld } from './support/setup.js'
+
+t.test('close() while still connecting: once it resolves, nothing of that attempt is left or comes later', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 1 })
+  t.teardown(() => store.close())
+  const persistor = new Persistor(
+    {
+      amqpUrl: world.broker.url,
+      exchange: world.names.exchange,
+      topic: world.names.topic,
+      queue: world.names.queue,
+      compatQueue: false,
+      osloDurable: false,
+      prefetch: 10,
+      batchSize: 5,
+      batchMaxWaitMs: 10,
+      maxMessageBytes: 1 << 20,
+      heartbeatSeconds: 30,
+      reconnect: { initialMs: 100, maxMs: 1_000 },
+      appendRetry: { initialMs: 100, maxMs: 1_000 },
+      shutdownTimeoutMs: 10_000,
+      queueDepthIntervalMs: 60_000,
+      connectionName: 'persistor-close-test',
+    },
+    { store, logger: silentLogger, metrics: createIngestMetrics(new Registry()), scrub: (s) => s, onDefect: (e) => t.fail(`defect: ${String(e)}`) },
+  )
+  persistor.start()
+  t.equal(persistor.currentState, 'connecting')
+  await persistor.close()
+  t.equal(persistor.currentState, 'closed')
+  // The attempt saw the close: it did not declare the topology (before, it went on and declared
+  // the queue after close() had resolved, after a caller's cleanup). An absence can only be
+  // watched for a while: a connection attempt here takes well under the second watched.
+  const declared = async (): Promise<boolean> => {
+    const ch = await world.broker.connection.createChannel()
+    ch.on('error', () => {})
+    try {
+      await ch.checkQueue(world.names.queue)
+      await ch.close()
+      return true
+    } catch {
+      return false // a failed check closes the channel
+    }
+  }
+  let seen = false
+  for (const until = Date.now() + 1_000; Date.now() < until && !seen; ) {
+    seen = await declared()
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  t.notOk(seen, 'the queue is never declared after close()')
+})
