@@ -164,12 +164,16 @@ export class Persistor {
     this.state = 'draining'
     clearTimeout(this.reconnectTimer)
     clearInterval(this.depthTimer)
+    // One deadline for the whole drain.
+    const deadline = Date.now() + this.options.shutdownTimeoutMs
     // A connection attempt in flight finishes first (it sees 'draining' and closes what it
-    // opened), so that nothing is declared or consumed after close() resolves; a broker that
-    // stopped answering mid-handshake is not waited for beyond the shutdown deadline.
+    // opened, or leaves its session to be cancelled below), so that nothing is declared or
+    // consumed after close() resolves; a broker that stopped answering mid-handshake is not
+    // waited for beyond the deadline.
     let waited: NodeJS.Timeout | undefined
     await Promise.race([this.connecting, new Promise<void>((r) => (waited = setTimeout(r, this.options.shutdownTimeoutMs)))])
     clearTimeout(waited)
+    clearTimeout(this.reconnectTimer)
     const s = this.session
     if (s?.alive && s.consumerTag !== undefined) {
       // After cancel-ok no more deliveries arrive on this channel (AMQP orders them before it).
@@ -180,7 +184,7 @@ export class Persistor {
     const flushed = await Promise.race([
       this.pipeline.then(() => true),
       new Promise<boolean>((r) => {
-        timer = setTimeout(() => r(false), this.options.shutdownTimeoutMs)
+        timer = setTimeout(() => r(false), Math.max(0, deadline - Date.now()))
       }),
     ])
     clearTimeout(timer)
@@ -229,6 +233,8 @@ export class Persistor {
       this.session = session
       const { consumerTag } = await channel.consume(topology.consumeQueue, (m) => this.onMessage(session, m), { noAck: false })
       session.consumerTag = consumerTag
+      // close() may have begun while the consumer was starting: drain cancels it, and owns the state.
+      if ((this.state as PersistorState) !== 'connecting') return
       this.state = 'consuming'
       this.reconnectAttempt = 0
       this.deps.metrics.brokerConnected.set(1)

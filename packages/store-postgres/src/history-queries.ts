@@ -73,14 +73,21 @@ export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } 
   }
   const now = p(q.now ?? new Date().toISOString())
   // What is reported, so that filters, sorting and markers agree with what is shown: an ended
-  // alarm is Inactive with severity OK, an active one has its latest severity.
+  // alarm is Inactive with severity OK, an active one has its latest severity (`c`, the lateral
+  // join below) and no end yet (as of `now`).
   const ended = (x: string): string => `(${x}.end_timestamp IS NOT NULL AND ${x}.end_timestamp <= ${now})`
-  const expr = (x: string, column: string): string =>
+  const reported = (x: string, c: string, column: string): string =>
     column === 'vitrage_operational_severity'
-      ? `(CASE WHEN ${ended(x)} THEN 'OK' ELSE coalesce((SELECT c.severity FROM history_change c WHERE c.vitrage_id = ${x}.vitrage_id AND c.at >= ${x}.start_timestamp AND c.at <= ${now} ORDER BY c.at DESC LIMIT 1), ${x}.vitrage_operational_severity) END)`
+      ? `(CASE WHEN ${ended(x)} THEN 'OK' ELSE coalesce(${c}.severity, ${x}.vitrage_operational_severity) END)`
       : column === 'state'
         ? `(CASE WHEN ${ended(x)} THEN 'Inactive' ELSE 'Active' END)`
-        : `${x}.${column}`
+        : column === 'end_timestamp'
+          ? `(CASE WHEN ${ended(x)} THEN ${x}.end_timestamp END)`
+          : `${x}.${column}`
+  const latestChange = (x: string): string =>
+    `LEFT JOIN LATERAL (SELECT severity FROM history_change c WHERE c.vitrage_id = ${x}.vitrage_id AND c.at >= ${x}.start_timestamp AND c.at <= ${now}
+                   ORDER BY c.at DESC LIMIT 1)`
+  const expr = (column: string): string => reported('a', 'c', column)
   const where = ['a.start_timestamp IS NOT NULL']
   if (q.active) where.push(`(a.end_timestamp IS NULL OR a.end_timestamp > ${now}) AND a.start_timestamp <= ${now}`)
   if (q.start !== undefined && q.end !== undefined) {
@@ -90,7 +97,7 @@ export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } 
   }
   for (const [column, vals] of q.filters ?? []) {
     if (!(ALARM_COLUMNS as readonly string[]).includes(column)) throw new QueryError(`cannot filter on ${column}; use one of ${ALARM_COLUMNS.join(', ')}`)
-    const col = column === 'start_timestamp' || column === 'end_timestamp' ? ts(`a.${column}`) : expr('a', column)
+    const col = column === 'start_timestamp' || column === 'end_timestamp' ? ts(expr(column)) : expr(column)
     // state is Active or Inactive: a substring would match both.
     const pattern = column === 'state' ? (v: string): string => likeLiteral(v).slice(1, -1) : likeLiteral
     where.push(`(${vals.map((v) => `${col} ILIKE ${p(pattern(v))}`).join(' OR ')})`)
@@ -106,21 +113,26 @@ export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } 
     if (!(ALARM_COLUMNS as readonly string[]).includes(column)) throw new QueryError(`cannot sort by ${column}; use one of ${ALARM_COLUMNS.join(', ')}`)
     return { column, desc: s.startsWith('-') }
   })
+  let marker = ''
   if (q.marker !== undefined) {
     // Keyset: rows strictly after the marker row in the sort order (oslo_db's rule). Columns may
-    // be NULL, so comparisons use IS NOT DISTINCT FROM for equality and NULLS LAST ordering.
-    const marker = p(q.marker)
+    // be NULL, so comparisons use IS NOT DISTINCT FROM for equality and NULLS LAST ordering. The
+    // marker's keys are computed once (a materialized CTE read by uncorrelated subqueries).
+    marker = `WITH marker AS MATERIALIZED (SELECT ${keys.map((k, i) => `${reported('m', 'mc', k.column)} AS k${i}`).join(', ')}
+  FROM history_alarm m ${latestChange('m')} mc ON true WHERE m.vitrage_id = ${p(q.marker)})
+`
+    const mk = (i: number): string => `(SELECT k${i} FROM marker)`
     const terms = keys.map((k, i) => {
-      const eq = keys.slice(0, i).map((e) => `${expr('a', e.column)} IS NOT DISTINCT FROM ${expr('m', e.column)}`)
-      const [ac, mc] = [expr('a', k.column), expr('m', k.column)]
+      const eq = keys.slice(0, i).map((e, j) => `${expr(e.column)} IS NOT DISTINCT FROM ${mk(j)}`)
+      const [ac, mc] = [expr(k.column), mk(i)]
       const after = k.desc ? `(${ac} < ${mc} OR (${ac} IS NULL AND ${mc} IS NOT NULL))` : `(${ac} > ${mc} OR (${ac} IS NULL AND ${mc} IS NOT NULL))`
       return `(${[...eq, after].join(' AND ')})`
     })
-    where.push(`EXISTS (SELECT 1 FROM history_alarm m WHERE m.vitrage_id = ${marker} AND (${terms.join(' OR ')}))`)
+    where.push(`(${terms.join(' OR ')})`)
   }
-  const order = keys.map((k) => `${expr('a', k.column)} ${k.desc ? 'DESC' : 'ASC'} NULLS LAST`).join(', ')
+  const order = keys.map((k) => `${expr(k.column)} ${k.desc ? 'DESC' : 'ASC'} NULLS LAST`).join(', ')
   const limit = q.limit !== undefined ? ` LIMIT ${p(q.limit)}` : ''
-  const text = `SELECT a.vitrage_id, ${ts('a.start_timestamp')} AS start_timestamp,
+  const text = `${marker}SELECT a.vitrage_id, ${ts('a.start_timestamp')} AS start_timestamp,
   CASE WHEN ${ended('a')} THEN ${ts('a.end_timestamp')} END AS end_timestamp,
   a.name, a.vitrage_type, a.vitrage_aggregated_severity,
   CASE WHEN ${ended('a')} THEN 'OK' ELSE coalesce(c.severity, a.vitrage_operational_severity) END AS vitrage_operational_severity,
@@ -128,8 +140,7 @@ export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } 
   CASE WHEN ${ended('a')} THEN 'Inactive' ELSE 'Active' END AS state,
   a.payload
 FROM history_alarm a
-LEFT JOIN LATERAL (SELECT severity FROM history_change c WHERE c.vitrage_id = a.vitrage_id AND c.at >= a.start_timestamp AND c.at <= ${now}
-                   ORDER BY c.at DESC LIMIT 1) c ON true
+${latestChange('a')} c ON true
 WHERE ${where.join('\n  AND ')}
 ORDER BY ${order}${limit}`
   return { text, values }

@@ -161,7 +161,7 @@ const specs = [
       new Option('--end <time>', 'window end, inclusive (needs --start)'),
       new Option('--active', 'only alarms active now (or at --now)'),
       new Option('--now <time>', 'evaluate "active" and "ended" as of this time'),
-      new Option('--filter <key=value>', `substring match on a column (repeatable): ${ALARM_COLUMNS.join(', ')}`).argParser(collect),
+      new Option('--filter <key=value>', `substring match on a column, whole for state (repeatable): ${ALARM_COLUMNS.join(', ')}`).argParser(collect),
       new Option('--project <id>', "the alarm's or its resource's project"),
       new Option('--sort <columns>', 'comma-separated columns, "-" prefix for descending (default start_timestamp)'),
       new Option('--limit <n>', 'page size (default 1000)'),
