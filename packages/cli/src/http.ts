@@ -53,3 +53,27 @@ export const startHttpServer = (port: number, host: string, routes: Readonly<Rec
       })
     })
   })
+
+/** What a command gets from `listenOrReport`: the server (none with port 0), or a failure already reported. */
+export type Listening = { readonly ok: true; readonly server: HttpServer | undefined } | { readonly ok: false }
+
+/**
+ * The endpoints of a long-running command: port 0 means none; a port that cannot be taken is
+ * printed as `vitrage-persistor <command>: cannot listen on host:port: reason` for the caller to
+ * end with exit 1, not thrown.
+ */
+export const listenOrReport = async (
+  io: { readonly err: (text: string) => void },
+  command: string,
+  port: number,
+  host: string,
+  routes: Readonly<Record<string, Route>>,
+): Promise<Listening> => {
+  if (port === 0) return { ok: true, server: undefined }
+  try {
+    return { ok: true, server: await startHttpServer(port, host, routes) }
+  } catch (e) {
+    io.err(`vitrage-persistor ${command}: cannot listen on ${host}:${port}: ${e instanceof Error ? e.message : String(e)}\n`)
+    return { ok: false }
+  }
+}

@@ -28,3 +28,15 @@ export const orReport = async <T>(io: Io, command: string, databaseUrl: string, 
   io.err(`vitrage-persistor ${command}: ${redactUrl(databaseUrl)}: ${r.left.message}${r.left.code ? ` (${r.left.code})` : ''}\n`)
   return undefined
 }
+
+/**
+ * For commands that run until stopped: true (and the reason printed) when the database fails in
+ * a way retrying cannot fix (no such database, credentials refused, no schema), so they end at
+ * once as `run` does; a database not up yet (transient) is left to their own retries.
+ */
+export const unrecoverableDatabase = async (io: Io, command: string, databaseUrl: string, store: Pick<PgEventStore, 'headId'>): Promise<boolean> => {
+  const r = await store.headId()()
+  if (E.isRight(r) || r.left.kind === 'transient') return false
+  io.err(`vitrage-persistor ${command}: ${redactUrl(databaseUrl)}: ${r.left.message}${r.left.code ? ` (${r.left.code})` : ''}\n`)
+  return true
+}

@@ -16,10 +16,12 @@
 import type { AlarmRecord, CausalEdge } from '@vitrage-persistor/core'
 import type pg from 'pg'
 
-export const ALARM_COLUMNS = [
-  'vitrage_id',
-  'start_timestamp',
-  'end_timestamp',
+/**
+ * The alarm columns an activation's payload gives (history-range.ts reads them from it): the
+ * alarm columns after vitrage_id and the interval, but the resource project, which merges by
+ * time of write.
+ */
+export const ACTIVATION_ATTRIBUTES = [
   'name',
   'vitrage_type',
   'vitrage_aggregated_severity',
@@ -27,9 +29,10 @@ export const ALARM_COLUMNS = [
   'project_id',
   'vitrage_resource_type',
   'vitrage_resource_id',
-  'vitrage_resource_project_id',
-  'state',
 ] as const
+
+/** What a query can filter and sort on: the reported alarm row (`state` is derived). */
+export const ALARM_COLUMNS = ['vitrage_id', 'start_timestamp', 'end_timestamp', ...ACTIVATION_ATTRIBUTES, 'vitrage_resource_project_id', 'state'] as const
 
 export type AlarmColumn = (typeof ALARM_COLUMNS)[number]
 

@@ -19,7 +19,8 @@
 import { EventTypes, type HistoryCommand, type HistoryPartition, type HistoryRangeResult, partitionCheckpoint, type StoredEvent } from '@vitrage-persistor/core'
 import type pg from 'pg'
 import { moveCheckpoint } from './checkpoints.js'
-import { ACTIVATION_ATTRIBUTES, ALARM_INSERT, ALARM_MERGE, applyCommands, EDGE_EVENT_MERGE, lockHistory } from './history.js'
+import { ALARM_INSERT, ALARM_MERGE, applyCommands, EDGE_EVENT_MERGE, lockHistory } from './history.js'
+import { ACTIVATION_ATTRIBUTES } from './history-queries.js'
 import { readEventsById } from './read.js'
 
 type Client = pg.PoolClient | pg.Client

@@ -12,7 +12,7 @@
  */
 import type { HistoryCommand } from '@vitrage-persistor/core'
 import type pg from 'pg'
-import { ALARM_COLUMNS } from './history-queries.js'
+import { ACTIVATION_ATTRIBUTES } from './history-queries.js'
 import { moveCheckpoint, PARTITION_OF } from './checkpoints.js'
 
 type Client = pg.PoolClient | pg.Client
@@ -38,21 +38,6 @@ const onePerKey = <T>(items: readonly T[], key: (t: T) => string, better: (a: T,
 const FRESHER_START = `EXCLUDED.start_timestamp IS NOT NULL AND (h.start_timestamp IS NULL OR EXCLUDED.start_timestamp < h.start_timestamp
     OR (EXCLUDED.start_timestamp = h.start_timestamp AND EXCLUDED.activation_event_id < h.activation_event_id))`
 const fromActivation = (column: string): string => `${column} = CASE WHEN ${FRESHER_START} THEN EXCLUDED.${column} ELSE h.${column} END`
-
-/**
- * The alarm columns an activation's payload gives (history-range.ts reads them from it): the
- * alarm columns after vitrage_id and the interval, but the resource project, which merges by
- * time of write.
- */
-export const ACTIVATION_ATTRIBUTES = [
-  'name',
-  'vitrage_type',
-  'vitrage_aggregated_severity',
-  'vitrage_operational_severity',
-  'project_id',
-  'vitrage_resource_type',
-  'vitrage_resource_id',
-] as const satisfies readonly (typeof ALARM_COLUMNS)[number][]
 
 /** The alarm upsert's target (history-range.ts feeds it from a SELECT, applyCommands from arrays). */
 export const ALARM_INSERT = `INSERT INTO history_alarm AS h (vitrage_id, start_timestamp, end_timestamp, name, vitrage_type, vitrage_aggregated_severity,

@@ -57,6 +57,10 @@ t.test('an unreachable server is a transient failure, not a throw', async (t) =>
   if (E.isLeft(r)) t.equal(r.left.kind, 'transient')
 })
 
+/** Events 1-10, in one statement. */
+const tenEvents = (sql: pg.Client): Promise<unknown> =>
+  sql.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', now(), '{}' FROM generate_series(1, 10)`)
+
 t.test('0008 on a database of an earlier version: the watermark from what is missing, snapshots past the head dropped', async (t) => {
   const before = loadMigrations().filter((m) => m.version < 8)
   // pruned: the old prune deleted below a snapshot at 8. gap: ids 1-4 went to a rolled-back
@@ -79,9 +83,7 @@ t.test('0008 on a database of an earlier version: the watermark from what is mis
       await sql.query(m.sql)
       await sql.query('INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)', [m.version, m.name, m.checksum])
     }
-    for (let i = 1; i <= 10; i++) {
-      await sql.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES (gen_random_uuid(), 'e', now(), '{}')`)
-    }
+    await tenEvents(sql)
     if (c.snapshotAt !== undefined) {
       await sql.query(`INSERT INTO projection_snapshot (kind, event_id, format, data) VALUES ('graph', $1, 'test/1', '\\x00')`, [c.snapshotAt])
       await sql.query('SELECT event_prune()')
@@ -103,9 +105,7 @@ t.test('prune trusts no snapshot past the head', async (t) => {
   const sql = new pg.Client({ connectionString: db.url })
   await sql.connect()
   t.teardown(() => sql.end())
-  for (let i = 1; i <= 10; i++) {
-    await sql.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES (gen_random_uuid(), 'e', now(), '{}')`)
-  }
+  await tenEvents(sql)
   await sql.query(`INSERT INTO projection_snapshot (kind, event_id, format, data) VALUES ('graph', 6, 'test/1', '\\x00'), ('graph', 9999999, 'test/1', '\\x00')`)
   await sql.query(`DELETE FROM projection_snapshot WHERE event_id = 6`)
   await t.rejects(sql.query('SELECT event_prune()'), /no graph snapshot/, 'the one past the head does not count')

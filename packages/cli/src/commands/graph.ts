@@ -22,12 +22,12 @@ import * as E from 'fp-ts/lib/Either.js'
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
 import type { Config, SettingKey } from '../config.js'
-import { type HttpServer, json, startHttpServer } from '../http.js'
+import { json, listenOrReport } from '../http.js'
 import { createLogger } from '../logger.js'
 import { stopSignal } from '../signals.js'
 import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
 import { startProgress } from '../progress.js'
-import { openStore, orReport } from '../resources.js'
+import { openStore, orReport, unrecoverableDatabase } from '../resources.js'
 
 const DB_SETTINGS = ['databaseUrl', 'logLevel'] as const
 type DbConfig = Config<(typeof DB_SETTINGS)[number]>
@@ -140,12 +140,9 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
   try {
     const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor follow', 3)
     const log = createLogger(config.logLevel, scrub)
-    // What retrying cannot fix (no such database, credentials refused, no schema) ends it at once,
-    // as it does `run`; a database that is not up yet is waited for by the follower.
-    const reachable = await store.headId()()
-    if (E.isLeft(reachable) && reachable.left.kind !== 'transient') {
+    if (await unrecoverableDatabase(io, 'follow', config.databaseUrl, store)) {
       await store.close()
-      return report(io, 'follow', config.databaseUrl, reachable.left)
+      return 1
     }
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })
@@ -157,26 +154,22 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     }
     let latest: FollowState | undefined
     // Listening before loading: a taken port fails at once, and /readyz says "loading" meanwhile.
-    let http: HttpServer | undefined
-    if (config.httpPort !== 0) {
-      try {
-        http = await startHttpServer(config.httpPort, config.httpHost, {
-          '/graph': () => (latest ? { status: 200, contentType: 'application/json', body: canonicalJson(latest.graph, 'pretty') } : json(503, { status: 'loading' })),
-          '/position': async () => {
-            const head = await store.headId()()
-            return json(200, { position: latest?.position ?? null, head: E.isRight(head) ? head.right : null, lag: latest && E.isRight(head) ? head.right - latest.position : null })
-          },
-          '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
-          '/healthz': () => json(200, { status: 'ok' }),
-          '/readyz': () => json(latest ? 200 : 503, { status: latest ? 'ready' : 'loading', position: latest?.position ?? null }),
-        })
-      } catch (e) {
-        io.err(`vitrage-persistor follow: cannot listen on ${config.httpHost}:${config.httpPort}: ${e instanceof Error ? e.message : String(e)}\n`)
-        await store.close()
-        return 1
-      }
-      log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
+    const listening = await listenOrReport(io, 'follow', config.httpPort, config.httpHost, {
+      '/graph': () => (latest ? { status: 200, contentType: 'application/json', body: canonicalJson(latest.graph, 'pretty') } : json(503, { status: 'loading' })),
+      '/position': async () => {
+        const head = await store.headId()()
+        return json(200, { position: latest?.position ?? null, head: E.isRight(head) ? head.right : null, lag: latest && E.isRight(head) ? head.right - latest.position : null })
+      },
+      '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
+      '/healthz': () => json(200, { status: 'ok' }),
+      '/readyz': () => json(latest ? 200 : 503, { status: latest ? 'ready' : 'loading', position: latest?.position ?? null }),
+    })
+    if (!listening.ok) {
+      await store.close()
+      return 1
     }
+    const http = listening.server
+    if (http) log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
     const bar = startProgress(io, 'loading graph')
     const follow$ = followGraph({ reader: store, snapshots: store, clock: store, signal: store }, { logger: log, onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)) })
     let lastSnapshot = 0

@@ -3,13 +3,13 @@
  * The mirror package (and the EventStoreDB client with it) is loaded only when a URL is given.
  */
 import { type Logger, makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
-import * as E from 'fp-ts/lib/Either.js'
 import type { PgEventStore } from '@vitrage-persistor/store-postgres'
 import { Gauge, type Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io } from '../command.js'
 import type { Config, SettingKey } from '../config.js'
-import { type HttpServer, json, startHttpServer } from '../http.js'
+import { json, listenOrReport } from '../http.js'
 import { createLogger } from '../logger.js'
+import { unrecoverableDatabase } from '../resources.js'
 import { stopSignal } from '../signals.js'
 
 export interface RunningMirror {
@@ -65,28 +65,21 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
     const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
     const { Registry, collectDefaultMetrics } = await import('prom-client')
     const store = new PgEventStore({ connectionString: config.databaseUrl, maxConnections: 2, applicationName: 'vitrage-persistor mirror', scrub, logger: log })
-    // What retrying cannot fix (no such database, credentials refused) ends it at once.
-    const reachable = await store.headId()()
-    if (E.isLeft(reachable) && reachable.left.kind !== 'transient') {
-      io.err(`vitrage-persistor mirror: ${redactUrl(config.databaseUrl)}: ${reachable.left.message}\n`)
+    if (await unrecoverableDatabase(io, 'mirror', config.databaseUrl, store)) {
       await store.close()
       return 1
     }
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })
-    let http: HttpServer | undefined
-    if (config.httpPort !== 0) {
-      try {
-        http = await startHttpServer(config.httpPort, config.httpHost, {
-          '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
-          '/healthz': () => json(200, { status: 'ok' }),
-        })
-      } catch (e) {
-        io.err(`vitrage-persistor mirror: cannot listen on ${config.httpHost}:${config.httpPort}: ${e instanceof Error ? e.message : String(e)}\n`)
-        await store.close()
-        return 1
-      }
+    const listening = await listenOrReport(io, 'mirror', config.httpPort, config.httpHost, {
+      '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
+      '/healthz': () => json(200, { status: 'ok' }),
+    })
+    if (!listening.ok) {
+      await store.close()
+      return 1
     }
+    const http = listening.server
     let mirror: RunningMirror
     try {
       mirror = await startMirror(config, store, log, registry, scrub)

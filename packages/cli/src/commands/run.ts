@@ -11,7 +11,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { HistoryRunner } from '@vitrage-persistor/projections'
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import type { Config } from '../config.js'
-import { type HttpServer, json, startHttpServer } from '../http.js'
+import { json, listenOrReport } from '../http.js'
 import { type RunningMirror, startMirror } from './mirror.js'
 import { createLogger } from '../logger.js'
 import type { CommandInput, Env, Io } from '../command.js'
@@ -157,29 +157,25 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     },
   })
 
-  let http: HttpServer | undefined
-  if (config.httpPort !== 0) {
-    try {
-      http = await startHttpServer(config.httpPort, config.httpHost, {
-        '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
-        '/healthz': () => json(200, { status: 'ok' }),
-        '/readyz': async () => {
-          const database = await Promise.race([store.ping()(), sleep(2_000).then(() => E.left({ kind: 'transient', message: 'ping timed out' }))])
-          const checks = {
-            broker: persistor.consuming ? 'ok' : persistor.currentState,
-            database: E.isRight(database) ? 'ok' : database.left.message,
-          }
-          const ready = checks.broker === 'ok' && checks.database === 'ok'
-          return json(ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
-        },
-      })
-      log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
-    } catch (e) {
-      io.err(`vitrage-persistor run: cannot listen on ${config.httpHost}:${config.httpPort}: ${(e as Error).message}\n`)
-      await store.close()
-      return 1
-    }
+  const listening = await listenOrReport(io, 'run', config.httpPort, config.httpHost, {
+    '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
+    '/healthz': () => json(200, { status: 'ok' }),
+    '/readyz': async () => {
+      const database = await Promise.race([store.ping()(), sleep(2_000).then(() => E.left({ kind: 'transient', message: 'ping timed out' }))])
+      const checks = {
+        broker: persistor.consuming ? 'ok' : persistor.currentState,
+        database: E.isRight(database) ? 'ok' : database.left.message,
+      }
+      const ready = checks.broker === 'ok' && checks.database === 'ok'
+      return json(ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
+    },
+  })
+  if (!listening.ok) {
+    await store.close()
+    return 1
   }
+  const http = listening.server
+  if (http) log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
 
   const history = config.historyProjection
     ? new HistoryRunner(

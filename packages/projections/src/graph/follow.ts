@@ -71,16 +71,13 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
           const head = await sources.reader.headId()()
           if (E.isLeft(head)) step = head
           else if (head.right <= current.position) step = E.right(current)
-          else if (await prunedPast(current.position)) {
-            // Prune does not wait for a follower (it has no checkpoint): events it had not applied
-            // are gone, so the graph can only be rebuilt from the newest snapshot.
-            log.warn({ position: current.position }, 'events the follower had not applied were pruned; rebuilding from the newest snapshot')
-            state = undefined
-            continue
-          } else {
+          else {
             const moved = await replayInto(sources.reader, current.graph, { fromId: current.position, toId: head.right, ...(options.pageSize ? { pageSize: options.pageSize } : {}) })
+            // Prune does not wait for a follower (it has no checkpoint). Checked after the read (the
+            // watermark only rises, so this also covers a prune before it): if events the follower
+            // had not applied are gone, the graph can only be rebuilt from the newest snapshot.
             if (await prunedPast(current.position)) {
-              log.warn({ position: current.position }, 'events were pruned while the follower read them; rebuilding from the newest snapshot')
+              log.warn({ position: current.position }, 'events the follower had not applied were pruned; rebuilding from the newest snapshot')
               state = undefined
               continue
             }
