@@ -76,6 +76,13 @@ t.test('alarm history of the captured Vitrage traffic answers hand-checked quest
   const rca0fAll = await cliJson<Rca>(['history', 'rca', '0f87ce06-35c7-4e33-bfbf-bf6cd5ef05de', ...db, '--depth', '1'])
   t.equal(rca0fAll.nodes.length, 5)
 
+  const badMarker = await cli(['history', 'alarms', ...db, '--marker', 'nope'])
+  t.equal(badMarker.code, 2, 'an unknown marker is a usage error')
+  t.match(badMarker.err, /--marker: no alarm has vitrage_id "nope"/)
+  const badSort = await cli(['history', 'alarms', ...db, '--sort', ',,'])
+  t.equal(badSort.code, 2, 'a --sort naming no column is a usage error, not the default order')
+  t.match(badSort.err, /--sort: expected columns/)
+
   // The same answers after rebuilding the projection from the log.
   const before = await answers(world)
   const rebuilt = await cli(['project', 'history', '--rebuild', ...db])

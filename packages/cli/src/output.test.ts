@@ -1,6 +1,6 @@
 import t from 'tap'
 import { UsageError } from './command.js'
-import { timestampArg } from './output.js'
+import { printTable, timestampArg } from './output.js'
 
 t.test('time flags: what Vitrage writes, a bare date, a time without seconds, offsets; anything else is a usage error', async (t) => {
   t.equal(timestampArg('--at', '2024-01-04T00:00:08Z'), '2024-01-04T00:00:08.000000Z')
@@ -13,4 +13,25 @@ t.test('time flags: what Vitrage writes, a bare date, a time without seconds, of
   t.throws(() => timestampArg('--at', 'yesterday'), UsageError)
   t.throws(() => timestampArg('--at', '2024-01-04T10Z'), UsageError)
   t.throws(() => timestampArg('--at', '2024-02-30'), UsageError)
+})
+
+const captured = (): { io: { out: (s: string) => void; err: (s: string) => void; isTTY: boolean }; text: () => string } => {
+  let text = ''
+  return { io: { out: (s) => (text += s), err: () => {}, isTTY: true }, text: () => text }
+}
+
+t.test('a table of 200,000 rows is printed (column widths without one argument per row)', async (t) => {
+  const rows = Array.from({ length: 200_000 }, (_, i) => ({ id: `a${i}`, n: i }))
+  const { io, text } = captured()
+  printTable(io, ['id', 'n'], rows)
+  const lines = text().split('\n')
+  t.equal(lines.length, 200_002, 'header, rows and the final newline')
+  t.equal(lines[1], 'a0       0')
+  t.equal(lines[200_000], 'a199999  199999')
+})
+
+t.test('a table cell cannot break its row: control characters are escaped, null shows as -', async (t) => {
+  const { io, text } = captured()
+  printTable(io, ['name', 'note'], [{ name: 'two\nlines', note: null }, { name: 'tab\there\u0001', note: 'ok' }])
+  t.equal(text(), 'name             note\ntwo\\nlines       -\ntab\\there\\u0001  ok\n')
 })

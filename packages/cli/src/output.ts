@@ -16,11 +16,23 @@ export const chooseFormat = (options: Readonly<Record<string, unknown>>, io: Io)
 
 export const printJson = (io: Io, value: unknown): void => io.out(`${JSON.stringify(value, null, 2)}\n`)
 
+const escapeControl = (c: string): string =>
+  c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`
+
+/** One line per row: control characters in a value are escaped so a value cannot break its row. */
+const tableCell = (v: unknown): string => {
+  const text = v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v)
+  // eslint-disable-next-line no-control-regex
+  return /[\u0000-\u001f\u007f]/.test(text) ? text.replace(/[\u0000-\u001f\u007f]/g, escapeControl) : text
+}
+
 /** Aligned columns; null shows as '-'. */
 export const printTable = (io: Io, columns: readonly string[], rows: ReadonlyArray<Readonly<Record<string, unknown>>>): void => {
-  const cell = (v: unknown): string => (v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v))
-  const cells = rows.map((r) => columns.map((c) => cell(r[c])))
-  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => (r[i] as string).length)))
+  const cells = rows.map((r) => columns.map((c) => tableCell(r[c])))
+  // A loop, not Math.max(...column): spreading one argument per row overflows the stack past
+  // ~120,000 rows.
+  const widths = columns.map((c) => c.length)
+  for (const r of cells) for (let i = 0; i < r.length; i++) widths[i] = Math.max(widths[i] as number, (r[i] as string).length)
   const line = (values: readonly string[]): string => `${values.map((v, i) => v.padEnd(widths[i] as number)).join('  ').trimEnd()}\n`
   io.out(line(columns))
   for (const r of cells) io.out(line(r))

@@ -8,12 +8,18 @@
  * - project: the alarm's project_id or its resource's project id;
  * - sort by columns (vitrage_id always last, for a total order) and keyset pagination after a
  *   marker alarm;
- * - an ended alarm reports vitrage_operational_severity OK and state Inactive.
+ * - an ended alarm reports vitrage_operational_severity OK and state Inactive;
+ * - end_timestamp sorts an alarm not yet ended after every ended one, in both directions (Vitrage
+ *   stores "not ended" as 2222-02-22); other NULLs sort last.
+ * `now` given explicitly means "as the history stood then": alarms that started later are left
+ * out. Without it the current time is used only for what is active or ended, so an alarm stamped
+ * slightly ahead of this clock is still listed.
  * Unlike Vitrage, an active alarm reports its current severity (the latest change), not the one
  * it was activated with; filters, sorting and markers use what is reported (state too).
  * Query builders are pure (SQL text and parameters) and tested without a server.
  */
-import type { AlarmRecord, CausalEdge } from '@vitrage-persistor/core'
+import { type AlarmRecord, type CausalEdge, parseTimestamp } from '@vitrage-persistor/core'
+import * as E from 'fp-ts/lib/Either.js'
 import type pg from 'pg'
 
 /**
@@ -41,7 +47,10 @@ export interface AlarmQuery {
   readonly end?: string
   /** Only alarms active now (exclusive with start/end). */
   readonly active?: boolean
-  /** As of this time instead of now, for `active` (and for reporting ended alarms). */
+  /**
+   * As of this time instead of now: what is active or ended then, and only alarms started by
+   * then.
+   */
   readonly now?: string
   readonly filters?: ReadonlyArray<readonly [AlarmColumn, readonly string[]]>
   readonly project?: string
@@ -59,6 +68,14 @@ export class QueryError extends Error {
   override readonly name = 'QueryError'
 }
 
+/** Compares two timestamps to the microsecond (Date.parse would drop what is below a millisecond). */
+const compareTimes = (aFlag: string, a: string, bFlag: string, b: string): number => {
+  const [x, y] = [parseTimestamp(a), parseTimestamp(b)]
+  if (E.isLeft(x)) throw new QueryError(`${aFlag}: ${x.left}`)
+  if (E.isLeft(y)) throw new QueryError(`${bFlag}: ${y.left}`)
+  return x.right.epochMs - y.right.epochMs || x.right.micros - y.right.micros
+}
+
 const likeLiteral = (v: string): string => `%${v.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
 
 /**
@@ -68,7 +85,7 @@ const likeLiteral = (v: string): string => `%${v.replace(/[\\%_]/g, (c) => `\\${
 export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } => {
   if (q.active && (q.start !== undefined || q.end !== undefined)) throw new QueryError('--active cannot be combined with --start/--end')
   if (q.end !== undefined && q.start === undefined) throw new QueryError('--end needs --start')
-  if (q.start !== undefined && q.end !== undefined && Date.parse(q.start) > Date.parse(q.end)) throw new QueryError(`--start ${q.start} is after --end ${q.end}`)
+  if (q.start !== undefined && q.end !== undefined && compareTimes('--start', q.start, '--end', q.end) > 0) throw new QueryError(`--start ${q.start} is after --end ${q.end}`)
   const values: unknown[] = []
   const p = (v: unknown): string => {
     values.push(v)
@@ -90,8 +107,13 @@ export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } 
   const latestChange = (x: string): string =>
     `LEFT JOIN LATERAL (SELECT severity FROM history_change c WHERE c.vitrage_id = ${x}.vitrage_id AND c.at >= ${x}.start_timestamp AND c.at <= ${now}
                    ORDER BY c.at DESC LIMIT 1)`
+  // The sort key: a reported end of NULL (not ended as of now) is later than every end.
+  const sortKey = (x: string, c: string, column: string): string =>
+    column === 'end_timestamp' ? `coalesce(${reported(x, c, column)}, 'infinity'::timestamptz)` : reported(x, c, column)
   const expr = (column: string): string => reported('a', 'c', column)
+  const key = (column: string): string => sortKey('a', 'c', column)
   const where = ['a.start_timestamp IS NOT NULL']
+  if (q.now !== undefined) where.push(`a.start_timestamp <= ${now}`)
   if (q.active) where.push(`(a.end_timestamp IS NULL OR a.end_timestamp > ${now}) AND a.start_timestamp <= ${now}`)
   if (q.start !== undefined && q.end !== undefined) {
     where.push(`alarm_active_range(a.start_timestamp, a.end_timestamp) && tstzrange(${p(q.start)}::timestamptz, ${p(q.end)}::timestamptz, '[]')`)
@@ -121,19 +143,19 @@ export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } 
     // Keyset: rows strictly after the marker row in the sort order (oslo_db's rule). Columns may
     // be NULL, so comparisons use IS NOT DISTINCT FROM for equality and NULLS LAST ordering. The
     // marker's keys are computed once (a materialized CTE read by uncorrelated subqueries).
-    marker = `WITH marker AS MATERIALIZED (SELECT ${keys.map((k, i) => `${reported('m', 'mc', k.column)} AS k${i}`).join(', ')}
+    marker = `WITH marker AS MATERIALIZED (SELECT ${keys.map((k, i) => `${sortKey('m', 'mc', k.column)} AS k${i}`).join(', ')}
   FROM history_alarm m ${latestChange('m')} mc ON true WHERE m.vitrage_id = ${p(q.marker)})
 `
     const mk = (i: number): string => `(SELECT k${i} FROM marker)`
     const terms = keys.map((k, i) => {
-      const eq = keys.slice(0, i).map((e, j) => `${expr(e.column)} IS NOT DISTINCT FROM ${mk(j)}`)
-      const [ac, mc] = [expr(k.column), mk(i)]
+      const eq = keys.slice(0, i).map((e, j) => `${key(e.column)} IS NOT DISTINCT FROM ${mk(j)}`)
+      const [ac, mc] = [key(k.column), mk(i)]
       const after = k.desc ? `(${ac} < ${mc} OR (${ac} IS NULL AND ${mc} IS NOT NULL))` : `(${ac} > ${mc} OR (${ac} IS NULL AND ${mc} IS NOT NULL))`
       return `(${[...eq, after].join(' AND ')})`
     })
     where.push(`(${terms.join(' OR ')})`)
   }
-  const order = keys.map((k) => `${expr(k.column)} ${k.desc ? 'DESC' : 'ASC'} NULLS LAST`).join(', ')
+  const order = keys.map((k) => `${key(k.column)} ${k.desc ? 'DESC' : 'ASC'} NULLS LAST`).join(', ')
   const limit = q.limit !== undefined ? ` LIMIT ${p(q.limit)}` : ''
   const text = `${marker}SELECT a.vitrage_id, ${ts('a.start_timestamp')} AS start_timestamp,
   CASE WHEN ${ended('a')} THEN ${ts('a.end_timestamp')} END AS end_timestamp,

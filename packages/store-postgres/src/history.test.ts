@@ -157,6 +157,36 @@ t.test('window, active, filters, project, sort and pagination follow Vitrage', a
   t.throws(() => alarmsQuery({ filters: [['payload' as 'name', ['x']]] }), /cannot filter on payload/)
 })
 
+t.test('sorting by end_timestamp puts alarms not yet ended after ended ones, both ways (Vitrage: 2222-02-22)', async (t) => {
+  const c = await setup(t)
+  // a1 ended at 7; a2 and a3 are active at 30.
+  await applyHistory(c, 'h', story, 0, 1)
+  const ids = async (q: Parameters<typeof queryAlarms>[1]): Promise<string[]> => (await queryAlarms(c, { now: at(30), ...q })).map((a) => a.vitrage_id)
+  t.same(await ids({ sort: ['end_timestamp'] }), ['a1', 'a2', 'a3'])
+  t.same(await ids({ sort: ['-end_timestamp'] }), ['a2', 'a3', 'a1'], 'the active ones first, as Vitrage lists them')
+  t.same(await ids({ sort: ['-end_timestamp'], limit: 1, marker: 'a3' }), ['a1'], 'the marker pages in the same order')
+  t.same(await ids({ sort: ['-end_timestamp'], limit: 1, marker: 'a2' }), ['a3'])
+  t.same(await ids({ sort: ['end_timestamp'], limit: 1, marker: 'a1' }), ['a2'])
+  t.same(await ids({ sort: ['-end_timestamp'], now: at(5) }), ['a1', 'a2'], 'as of minute 5 a1 has not ended yet either (and a3 has not started)')
+})
+
+t.test('--now is the history as it stood then: alarms started later are left out', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', story, 0, 1)
+  const ids = async (q: Parameters<typeof queryAlarms>[1]): Promise<string[]> => (await queryAlarms(c, q)).map((a) => a.vitrage_id)
+  t.same(await ids({ now: at(0) }), [], 'nothing had started at minute 0')
+  t.same(await ids({ now: at(1) }), ['a1'], 'a1 started at 1')
+  t.same(await ids({ now: at(8), start: at(0) }), ['a1', 'a2'])
+  t.same(await ids({ now: at(8), filters: [['state', ['Active']]] }), ['a2'], 'a1 ended at 7, a3 had not started')
+  t.same(await ids({}), ['a1', 'a2', 'a3'], 'without --now, every alarm recorded')
+})
+
+t.test('--start after --end is refused to the microsecond', async (t) => {
+  t.throws(() => alarmsQuery({ start: '2024-01-01T10:00:00.000900Z', end: '2024-01-01T10:00:00.000100Z' }), { name: 'QueryError', message: /is after --end/ })
+  t.doesNotThrow(() => alarmsQuery({ start: '2024-01-01T10:00:00.000100Z', end: '2024-01-01T10:00:00.000100Z' }), 'an instant is a window')
+  t.throws(() => alarmsQuery({ start: 'soon', end: '2024-01-01T10:00:00Z' }), { name: 'QueryError', message: /--start: "soon" is not a timestamp/ })
+})
+
 t.test('two runners cannot both move a checkpoint', async (t) => {
   const c = await setup(t)
   await applyHistory(c, 'h', [activate('a', 1)], 0, 10)

@@ -33,7 +33,7 @@ import { classifyPgError } from './classify.js'
 import { moveCheckpoint, raiseCheckpoint, readCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
-import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
+import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, QueryError, queryAlarms } from './history-queries.js'
 import { listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
 import { streamRange } from './stream.js'
@@ -176,7 +176,16 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   readonly resetHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name))
 
-  readonly queryAlarms = (q: AlarmQuery): TE.TaskEither<Failure, AlarmRecord[]> => this.withClient((c) => queryAlarms(c, q))
+  /** A query the arguments make impossible (an unknown marker, say) is a QueryError value, not a failure. */
+  readonly queryAlarms = (q: AlarmQuery): TE.TaskEither<Failure | QueryError, AlarmRecord[]> => async () => {
+    const r = await this.withClient((c) =>
+      queryAlarms(c, q).then(E.right, (e: unknown) => {
+        if (e instanceof QueryError) return E.left(e)
+        throw e
+      }),
+    )()
+    return E.isLeft(r) ? r : r.right
+  }
 
   readonly countActiveAlarms = (options?: { now?: string; project?: string }): TE.TaskEither<Failure, Record<string, number>> =>
     this.withClient((c) => countActiveAlarms(c, options))

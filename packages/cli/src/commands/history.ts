@@ -35,6 +35,12 @@ const parseFilters = (raw: readonly string[] | undefined): Array<[AlarmColumn, s
   return [...byKey.entries()]
 }
 
+const sortArg = (value: unknown): string[] => {
+  const columns = String(value).split(',').filter((s) => s !== '')
+  if (columns.length === 0) throw new UsageError(`--sort: expected columns separated by commas, got ${JSON.stringify(value)}`)
+  return columns
+}
+
 const alarms = async (config: QueryConfig, input: CommandInput, io: Io): Promise<number> => {
   const o = input.options
   const query: AlarmQuery = {
@@ -44,7 +50,7 @@ const alarms = async (config: QueryConfig, input: CommandInput, io: Io): Promise
     ...(o['now'] !== undefined ? { now: timestampArg('--now', o['now']) as string } : {}),
     filters: parseFilters(o['filter'] as string[] | undefined),
     ...(o['project'] !== undefined ? { project: String(o['project']) } : {}),
-    ...(o['sort'] !== undefined ? { sort: String(o['sort']).split(',').filter((s) => s !== '') } : {}),
+    ...(o['sort'] !== undefined ? { sort: sortArg(o['sort']) } : {}),
     limit: positiveIntArg('--limit', o['limit']) ?? 1000,
     ...(o['marker'] !== undefined ? { marker: String(o['marker']) } : {}),
   }
@@ -56,8 +62,13 @@ const alarms = async (config: QueryConfig, input: CommandInput, io: Io): Promise
   }
   const { store } = openStore(config.databaseUrl, 'vitrage-persistor history')
   try {
-    const rows = await orReport(io, 'history alarms', config.databaseUrl, store.queryAlarms(query))
-    if (rows === undefined) return 1
+    const r = await store.queryAlarms(query)()
+    if (E.isLeft(r)) {
+      if (r.left instanceof QueryError) throw new UsageError(r.left.message)
+      await orReport(io, 'history alarms', config.databaseUrl, TE.left(r.left))
+      return 1
+    }
+    const rows = r.right
     if (chooseFormat(o, io) === 'json') printJson(io, { alarms: rows, next_marker: rows.length === query.limit ? rows.at(-1)?.vitrage_id : null })
     else printTable(io, TABLE_COLUMNS, rows as unknown as Array<Record<string, unknown>>)
     return 0
