@@ -13,7 +13,7 @@ t.test('its broker connection force-closed three times during ingest: it reconne
   const p = startPersistor(world.flags(['--batch-size', '250', '--prefetch', '1000']))
   t.teardown(() => p.kill('SIGKILL'))
   await p.waitFor(isConsuming, 'consuming')
-  const name = `vitrage-persistor pid ${p.child.pid}`
+  const name = `vitrage-persistor pid ${p.child.pid} (consume)`
   for (let generation = 2; generation <= 4; generation++) {
     await eventually('progress', async () => {
       p.assertAlive()

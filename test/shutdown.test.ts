@@ -35,3 +35,35 @@ t.test('SIGTERM mid-stream: everything stored is acked, everything else stays qu
   second.kill('SIGTERM')
   t.equal((await second.exited).code, 0)
 })
+
+t.test('SIGTERM while an append waits on a lock: exits by the deadline, the append rolls back, everything is redelivered', async (t) => {
+  const world = await setupWorld(t)
+  const p = startPersistor(world.flags(['--shutdown-timeout-ms', '2000', '--batch-max-wait-ms', '20']))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  // An operator's long transaction holds the table (a migration, a VACUUM FULL).
+  const locker = await world.sql.connect()
+  t.teardown(() => locker.release(true))
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
+  await publishMany(world, 10, (seq) => v2Body(message({ seq })))
+  await eventually('the append waits on the lock', async () => {
+    const { rows } = await world.sql.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'vitrage-persistor run' AND wait_event_type = 'Lock'`)
+    return rows.length > 0
+  })
+  const stopping = Date.now()
+  p.kill('SIGTERM')
+  const exit = await Promise.race([p.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 30_000))])
+  const tookMs = Date.now() - stopping
+  t.same(exit, { code: 0, signal: null }, 'exits 0')
+  t.ok(tookMs < 2_000 + 3_000, `by the 2 s deadline and its grace, not the 60 s statement timeout (${tookMs} ms)`)
+  await locker.query('ROLLBACK')
+  t.equal(await rowCount(world), 0, 'the cut-off append rolled back')
+  await eventually('all 10 back in the queue', async () => (await world.broker.depth(world.names.queue)) === 10)
+  const second = startPersistor(world.flags(['--no-history-projection']))
+  t.teardown(() => second.kill('SIGKILL'))
+  await eventually('stored by the next instance', async () => (await rowCount(world)) === 10)
+  t.same(await storedSeqs(world), Array.from({ length: 10 }, (_, i) => i))
+  second.kill('SIGTERM')
+  t.equal((await second.exited).code, 0)
+})

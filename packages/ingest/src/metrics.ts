@@ -12,6 +12,7 @@ export interface IngestMetrics {
   readonly appendRetries: Counter<'kind'>
   readonly queueDepth: Gauge
   readonly brokerConnected: Gauge
+  readonly brokerBlocked: Gauge<'connection'>
   readonly databaseConnected: Gauge
   readonly inFlight: Gauge
 }
@@ -55,6 +56,12 @@ export const createIngestMetrics = (registry: Registry): IngestMetrics => {
     }),
     queueDepth: new Gauge({ name: 'vitrage_persistor_queue_depth', help: 'Messages ready in the consumed queue (sampled).', registers }),
     brokerConnected: new Gauge({ name: 'vitrage_persistor_broker_connected', help: '1 while consuming from the broker.', registers }),
+    brokerBlocked: new Gauge({
+      name: 'vitrage_persistor_broker_blocked',
+      help: '1 while the broker blocks the connection (memory or disk alarm), by connection (consume, dead letters).',
+      labelNames: ['connection'],
+      registers,
+    }),
     databaseConnected: new Gauge({ name: 'vitrage_persistor_database_connected', help: '1 while the last database operation succeeded.', registers }),
     inFlight: new Gauge({ name: 'vitrage_persistor_in_flight_messages', help: 'Delivered, not yet acked messages held by the process.', registers }),
   }

@@ -12,6 +12,15 @@
  * session it came on; once a session is lost its deliveries are never acked (their delivery
  * tags died with the channel: the broker has already requeued them) and batches skip them.
  *
+ * A session is two connections: one consumes and acks, the other publishes dead letters. The
+ * broker blocks a connection that publishes while it is in a memory or disk alarm, acks
+ * included; the consuming connection never publishes, so consuming and acking (which is what
+ * relieves the alarm) go on. A dead letter is acked only once the broker confirmed it into the
+ * dead-letter queue; one not confirmed within DEAD_LETTER_WAIT_MS is held (not acked) while later
+ * batches go on, acked one delivery at a time around it, and acked when its confirm comes. A
+ * dead letter the broker returns (the dead-letter queue was deleted) drops the session: what is
+ * unacked comes back, and the reconnect declares the queue again.
+ *
  * Pipeline: deliveries ─▶ decode (Either) ─▶ batchBySizeOrTime ─▶ concatMap(processBatch).
  * Backpressure is the prefetch window: the broker sends at most `prefetch` unacked messages,
  * so memory is bounded by prefetch × message size whatever the backlog. processBatch appends
@@ -70,11 +79,19 @@ export type PersistorState = 'idle' | 'connecting' | 'consuming' | 'backoff' | '
 
 interface Session {
   readonly generation: number
+  /** Consumes and acks; never publishes (see the module comment). */
   readonly connection: amqp.ChannelModel
-  readonly channel: amqp.ConfirmChannel
+  readonly channel: amqp.Channel
+  /** Publishes dead letters, with confirms. */
+  readonly publisher: amqp.ChannelModel
+  readonly deadLetters: amqp.ConfirmChannel
   readonly topology: Topology
   alive: boolean
   consumerTag?: string
+  /** Delivery tags whose dead letter is not confirmed yet: no cumulative ack may cover them. */
+  readonly unconfirmed: Set<number>
+  /** The broker returned a dead letter as unroutable. */
+  returned: boolean
 }
 
 interface Delivery {
@@ -89,6 +106,28 @@ interface DeadLetter {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+const deadLetterFailure = (s: Session): string =>
+  s.returned ? 'a dead letter came back unroutable (was the dead-letter queue deleted?)' : 'dead-letter publish not confirmed'
+
+/** How long a batch waits for its dead letters' confirms before going on without them. */
+const DEAD_LETTER_WAIT_MS = 2_000
+
+/** Resolves with `fn`'s value, or with `fallback` once `deadline` (epoch ms) has passed. */
+const until = <T>(deadline: number, p: Promise<T>, fallback: T): Promise<T> => {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([p, new Promise<T>((r) => (timer = setTimeout(() => r(fallback), Math.max(0, deadline - Date.now()))))]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * Closes a broker connection, waiting for the broker's close-ok until the deadline, then drops
+ * the socket: a blocked connection, or one the broker stopped answering, would otherwise keep it
+ * half-open (amqplib only ends its side) and the process alive.
+ */
+const closeConnection = async (connection: amqp.ChannelModel, deadline: number): Promise<void> => {
+  await until(deadline, connection.close().catch(() => {}), undefined)
+  ;(connection as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
+}
 
 /** The heartbeat goes in the URL (amqplib reads it there); one the operator set wins. */
 const withHeartbeat = (url: string, seconds: number): string => {
@@ -116,6 +155,8 @@ export class Persistor {
   private held = 0
   /** The latest connection attempt (connect() never rejects). */
   private connecting: Promise<void> | undefined
+  /** Dead letters a batch went on without (see the module comment); settled when confirmed or lost. */
+  private readonly pendingDeadLetters = new Set<Promise<void>>()
   private readonly log: Logger
 
   constructor(
@@ -170,32 +211,28 @@ export class Persistor {
     // opened, or leaves its session to be cancelled below), so that nothing is declared or
     // consumed after close() resolves; a broker that stopped answering mid-handshake is not
     // waited for beyond the deadline.
-    let waited: NodeJS.Timeout | undefined
-    await Promise.race([this.connecting, new Promise<void>((r) => (waited = setTimeout(r, this.options.shutdownTimeoutMs)))])
-    clearTimeout(waited)
+    await until(deadline, this.connecting ?? Promise.resolve(), undefined)
     clearTimeout(this.reconnectTimer)
     const s = this.session
     if (s?.alive && s.consumerTag !== undefined) {
       // After cancel-ok no more deliveries arrive on this channel (AMQP orders them before it).
-      await s.channel.cancel(s.consumerTag).catch(() => {})
+      await until(deadline, s.channel.cancel(s.consumerTag).catch(() => {}), undefined)
     }
     this.deliveries.complete()
-    let timer: NodeJS.Timeout | undefined
-    const flushed = await Promise.race([
-      this.pipeline.then(() => true),
-      new Promise<boolean>((r) => {
-        timer = setTimeout(() => r(false), Math.max(0, deadline - Date.now()))
-      }),
-    ])
-    clearTimeout(timer)
+    // Then the dead letters still waiting for their confirms.
+    const flushed = await until(deadline, this.pipeline.then(() => Promise.all(this.pendingDeadLetters)).then(() => true), false)
     if (!flushed) {
       this.abandoned = true
       this.log.warn({ held: this.held, timeoutMs: this.options.shutdownTimeoutMs }, 'shutdown deadline passed; unacked messages will be redelivered')
     }
     if (s !== undefined) {
       s.alive = false
-      await s.channel.close().catch(() => {})
-      await s.connection.close().catch(() => {})
+      // Closing is bounded too: a grace second past the deadline, then the sockets are dropped.
+      // The channel first: its close-ok comes after the broker has taken every ack sent on it
+      // (closing the connection alone lost the last acks).
+      const grace = Math.max(deadline, Date.now()) + 1_000
+      await until(grace, Promise.all([s.channel.close().catch(() => {}), s.deadLetters.close().catch(() => {})]), undefined)
+      await Promise.all([closeConnection(s.connection, grace), closeConnection(s.publisher, grace)])
     }
     this.deps.metrics.brokerConnected.set(0)
     this.state = 'closed'
@@ -206,28 +243,69 @@ export class Persistor {
     if (this.state === 'draining' || this.state === 'closed') return
     this.state = 'connecting'
     let connection: amqp.ChannelModel | undefined
-    try {
-      connection = await amqp.connect(withHeartbeat(this.options.amqpUrl, this.options.heartbeatSeconds), {
+    let publisher: amqp.ChannelModel | undefined
+    const open = async (role: string): Promise<amqp.ChannelModel> => {
+      const c = await amqp.connect(withHeartbeat(this.options.amqpUrl, this.options.heartbeatSeconds), {
         // TLS settings of amqps:// URLs pass through to Node's tls (docs/operations.md).
         timeout: 10_000,
         keepAlive: true,
-        clientProperties: { connection_name: this.options.connectionName },
+        clientProperties: { connection_name: `${this.options.connectionName} (${role})` },
       })
-      connection.on('error', (e: unknown) => this.log.warn({ err: this.describe(e) }, 'broker connection error'))
-      if ((this.state as PersistorState) === 'draining' || (this.state as PersistorState) === 'closed') {
+      c.on('error', (e: unknown) => this.log.warn({ err: this.describe(e), role }, 'broker connection error'))
+      c.on('blocked', (reason: unknown) => {
+        this.deps.metrics.brokerBlocked.labels(role).set(1)
+        this.log.warn({ role, reason: String(reason) }, 'broker blocked the connection (resource alarm)')
+      })
+      c.on('unblocked', () => {
+        this.deps.metrics.brokerBlocked.labels(role).set(0)
+        this.log.info({ role }, 'broker unblocked the connection')
+      })
+      return c
+    }
+    const unwanted = (): boolean => (this.state as PersistorState) === 'draining' || (this.state as PersistorState) === 'closed'
+    try {
+      connection = await open('consume')
+      if (unwanted()) {
         await connection.close().catch(() => {})
         return
       }
       const topology = await declareTopology(connection, this.options)
-      const channel = await connection.createConfirmChannel()
+      publisher = await open('dead-letters')
+      const deadLetters = await publisher.createConfirmChannel()
+      const channel = await connection.createChannel()
       await channel.prefetch(this.options.prefetch)
-      const session: Session = { generation: ++this.generation, connection, channel, topology, alive: true }
-      connection.on('close', (e: unknown) => this.lost(session, e === undefined ? 'connection closed' : this.describe(e)))
-      channel.on('error', (e: unknown) => this.log.warn({ err: this.describe(e) }, 'broker channel error'))
-      channel.on('close', () => this.lost(session, 'channel closed'))
+      const session: Session = {
+        generation: ++this.generation,
+        connection,
+        channel,
+        publisher,
+        deadLetters,
+        topology,
+        alive: true,
+        unconfirmed: new Set(),
+        returned: false,
+      }
+      // A return comes before the confirm of the same message, so the confirm sees the flag.
+      deadLetters.on('return', () => {
+        session.returned = true
+      })
+      for (const [c, role] of [
+        [connection, 'consume'],
+        [publisher, 'dead-letters'],
+      ] as const) {
+        c.on('close', (e: unknown) => this.lost(session, e === undefined ? `${role} connection closed` : this.describe(e)))
+      }
+      for (const [ch, role] of [
+        [channel, 'consume'],
+        [deadLetters, 'dead-letters'],
+      ] as const) {
+        ch.on('error', (e: unknown) => this.log.warn({ err: this.describe(e), role }, 'broker channel error'))
+        ch.on('close', () => this.lost(session, `${role} channel closed`))
+      }
       // close() ran while connecting (and may have finished): this connection is not wanted.
-      if ((this.state as PersistorState) === 'draining' || (this.state as PersistorState) === 'closed') {
-        await connection.close().catch(() => {})
+      if (unwanted()) {
+        session.alive = false
+        await Promise.all([connection.close().catch(() => {}), publisher.close().catch(() => {})])
         return
       }
       this.session = session
@@ -245,6 +323,7 @@ export class Persistor {
       )
     } catch (e) {
       await connection?.close().catch(() => {})
+      await publisher?.close().catch(() => {})
       const attempt = this.reconnectAttempt++
       const delay = backoffDelay(this.options.reconnect, attempt)
       const topologyConflict = (e as { topology?: boolean }).topology === true
@@ -270,6 +349,7 @@ export class Persistor {
     if (this.session !== session || this.state === 'draining' || this.state === 'closed') return
     this.log.warn({ reason, generation: session.generation }, 'broker session lost; held messages will be redelivered')
     void session.connection.close().catch(() => {})
+    void session.publisher.close().catch(() => {})
     this.scheduleReconnect(backoffDelay(this.options.reconnect, this.reconnectAttempt++))
   }
 
@@ -349,20 +429,23 @@ export class Persistor {
     // Dead letters keep delivery order, whatever stage rejected them.
     const position = new Map(live.map((d, i) => [d, i]))
     dead.sort((a, b) => (position.get(a.delivery) ?? 0) - (position.get(b.delivery) ?? 0))
-    const failedSessions = await this.deadLetter(dead)
+    const { failed, parked } = await this.deadLetter(dead)
     for (const s of sessions) {
-      if (!s.alive || failedSessions.has(s)) continue
+      if (!s.alive || failed.has(s)) continue
+      const mine = live.filter((d) => d.session === s && !parked.has(d))
+      const last = mine.at(-1)
+      if (last === undefined) continue
       // Acking the session's last delivery with allUpTo acks the whole batch (and nothing later:
-      // later deliveries have higher tags).
-      const lastOfSession = live.filter((d) => d.session === s).at(-1) as Delivery
-      s.channel.ack(lastOfSession.message, true)
+      // later deliveries have higher tags), unless a dead letter not confirmed yet lies below it.
+      if (s.unconfirmed.size === 0) s.channel.ack(last.message, true)
+      else for (const d of mine) s.channel.ack(d.message, false)
     }
-    for (const s of failedSessions) {
-      // A dead letter the broker did not confirm must not be acked by a later allUpTo ack: drop
-      // the channel so that everything unacked on it is redelivered.
-      this.lost(s, 'dead-letter publish not confirmed')
+    for (const s of failed) {
+      // A dead letter the broker did not take must not be acked by a later allUpTo ack: drop the
+      // session so that everything unacked on it is redelivered.
+      this.lost(s, deadLetterFailure(s))
     }
-    this.release(live.length)
+    this.release(live.length - parked.size)
   }
 
   /** Appends until it succeeds; undefined when the batch's session is gone or shutdown gave up. */
@@ -390,62 +473,93 @@ export class Persistor {
     }
   }
 
-  /** Publishes dead letters with confirms; returns the sessions where a publish failed. */
-  private async deadLetter(dead: DeadLetter[]): Promise<Set<Session>> {
+  /**
+   * Publishes dead letters with confirms and waits up to DEAD_LETTER_WAIT_MS for them. Returns
+   * the sessions where one failed (nacked, returned, channel gone) and the deliveries not
+   * confirmed yet: those stay unacked, and are acked (or given up with their session) when their
+   * confirm comes.
+   */
+  private async deadLetter(dead: DeadLetter[]): Promise<{ failed: Set<Session>; parked: Set<Delivery> }> {
     const failed = new Set<Session>()
-    if (dead.length === 0) return failed
-    const publishes = dead.map(
-      ({ delivery, rejection }) =>
-        new Promise<void>((resolve) => {
-          const { session, message } = delivery
-          if (!session.alive) return resolve()
-          const ours = {
-            'x-persistor-error': rejection.reason,
-            'x-persistor-error-detail': rejection.detail.slice(0, 1000),
-            'x-persistor-original-exchange': message.fields.exchange,
-            'x-persistor-original-routing-key': message.fields.routingKey,
-            'x-persistor-dead-lettered-at': new Date().toISOString(),
-          }
-          const p = message.properties
-          const publish = (headers: Record<string, unknown>): void => {
-            session.channel.publish(
-              session.topology.deadLetterExchange,
-              message.fields.routingKey,
-              message.content,
-              {
-                contentType: p.contentType,
-                contentEncoding: p.contentEncoding,
-                deliveryMode: 2,
-                priority: p.priority,
-                correlationId: p.correlationId,
-                messageId: p.messageId,
-                timestamp: p.timestamp,
-                type: p.type,
-                appId: p.appId,
-                headers,
-              },
-              (err) => {
-                if (err) failed.add(session)
-                resolve()
-              },
-            )
-          }
-          try {
-            publish({ ...(p.headers ?? {}), ...ours })
-          } catch (e) {
-            // Original headers too large to re-encode (amqplib caps a table at 64 KiB): keep ours.
-            if (e instanceof RangeError) publish({ ...ours, 'x-persistor-original-headers-dropped': true })
-            else throw e
-          }
-          this.deps.metrics.deadLettered.labels(rejection.reason).inc()
-          this.log.warn(
-            { reason: rejection.reason, detail: rejection.detail, routingKey: message.fields.routingKey, bytes: message.content.byteLength },
-            'message dead-lettered',
+    const parked = new Set<Delivery>()
+    if (dead.length === 0) return { failed, parked }
+    let waiting = true
+    const settled = new Set<Delivery>()
+    const outcomes = dead.map(({ delivery, rejection }) => {
+      const { session, message } = delivery
+      if (!session.alive) {
+        settled.add(delivery)
+        return Promise.resolve()
+      }
+      const tag = message.fields.deliveryTag
+      session.unconfirmed.add(tag)
+      const confirmed = new Promise<boolean>((resolve) => {
+        const ours = {
+          'x-persistor-error': rejection.reason,
+          'x-persistor-error-detail': rejection.detail.slice(0, 1000),
+          'x-persistor-original-exchange': message.fields.exchange,
+          'x-persistor-original-routing-key': message.fields.routingKey,
+          'x-persistor-dead-lettered-at': new Date().toISOString(),
+        }
+        const p = message.properties
+        const publish = (headers: Record<string, unknown>): void => {
+          session.deadLetters.publish(
+            session.topology.deadLetterExchange,
+            message.fields.routingKey,
+            message.content,
+            {
+              // Unroutable (the dead-letter queue deleted) comes back as a return, not silence.
+              mandatory: true,
+              contentType: p.contentType,
+              contentEncoding: p.contentEncoding,
+              deliveryMode: 2,
+              priority: p.priority,
+              correlationId: p.correlationId,
+              messageId: p.messageId,
+              timestamp: p.timestamp,
+              type: p.type,
+              appId: p.appId,
+              headers,
+            },
+            (err) => resolve(err === null || err === undefined ? !session.returned : false),
           )
-        }),
-    )
-    await Promise.all(publishes)
-    return failed
+        }
+        try {
+          publish({ ...(p.headers ?? {}), ...ours })
+        } catch (e) {
+          // Original headers too large to re-encode (amqplib caps a table at 64 KiB): keep ours.
+          if (e instanceof RangeError) publish({ ...ours, 'x-persistor-original-headers-dropped': true })
+          else throw e
+        }
+        this.log.warn(
+          { reason: rejection.reason, detail: rejection.detail, routingKey: message.fields.routingKey, bytes: message.content.byteLength },
+          'message dead-lettered',
+        )
+      })
+      return confirmed.then((ok) => {
+        session.unconfirmed.delete(tag)
+        settled.add(delivery)
+        if (ok) this.deps.metrics.deadLettered.labels(rejection.reason).inc()
+        if (waiting) {
+          if (!ok) failed.add(session)
+          return
+        }
+        // The batch went on without this one: it is settled here.
+        if (!ok) this.lost(session, deadLetterFailure(session))
+        else if (session.alive) session.channel.ack(message, false)
+        this.release(1)
+      })
+    })
+    const all = Promise.all(outcomes).then(() => undefined)
+    await until(Date.now() + DEAD_LETTER_WAIT_MS, all, undefined)
+    waiting = false
+    for (const { delivery } of dead) if (!settled.has(delivery)) parked.add(delivery)
+    if (parked.size > 0) {
+      this.pendingDeadLetters.add(all)
+      void all.finally(() => this.pendingDeadLetters.delete(all))
+      this.log.warn({ unconfirmed: parked.size, waitedMs: DEAD_LETTER_WAIT_MS }, 'dead letters not confirmed yet (is the broker blocked?); holding them unacked and going on')
+    }
+    return { failed, parked }
   }
 
   private describe(e: unknown): string {

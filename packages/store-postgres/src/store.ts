@@ -60,6 +60,8 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   private closing: Promise<void> | undefined
   private readonly listeners = new Set<{ close: () => Promise<void> }>()
   private readonly options: EventStoreOptions
+  /** Clients checked out of the pool: a bounded close() ends the ones still busy. */
+  private readonly busy = new Set<pg.PoolClient>()
 
   constructor(options: EventStoreOptions) {
     this.options = options
@@ -92,12 +94,15 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
         broken = e
       }
       client.on('error', onError)
+      this.busy.add(client)
       try {
         const value = await fn(client)
+        this.busy.delete(client)
         client.off('error', onError)
         client.release(broken as Error | undefined)
         return E.right(value)
       } catch (e) {
+        this.busy.delete(client)
         client.off('error', onError)
         const f = classifyPgError(e, this.scrub)
         // A connection that failed is not reused.
@@ -211,11 +216,23 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     return this.withClient(async (c) => void (await c.query('SELECT 1')))
   }
 
-  /** Ends the pool after in-flight queries finish. Idempotent. */
-  close(): Promise<void> {
+  /**
+   * Ends the pool after in-flight queries finish. Idempotent. With `timeoutMs`, queries still
+   * running then are cut off (their connections closed, so their transactions roll back): a
+   * shutdown must not wait for an append stuck behind a lock until the statement timeout.
+   */
+  close(options: { readonly timeoutMs?: number } = {}): Promise<void> {
     this.closing ??= (async () => {
       await Promise.all([...this.listeners].map((l) => l.close()))
-      await this.pool.end().catch(() => {})
+      const ended = this.pool.end().catch(() => {})
+      if (options.timeoutMs === undefined) return ended
+      let timer: NodeJS.Timeout | undefined
+      const inTime = await Promise.race([ended.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), options.timeoutMs)))])
+      clearTimeout(timer)
+      if (inTime) return
+      this.options.logger?.warn({ busy: this.busy.size, timeoutMs: options.timeoutMs }, 'database work still running at close; ending its connections')
+      for (const c of this.busy) (c as unknown as { connection: { stream: { destroy: () => void } } }).connection.stream.destroy()
+      await ended
     })()
     return this.closing
   }

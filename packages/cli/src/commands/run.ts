@@ -207,12 +207,24 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     signalled ??= reason
     closing ??= (async () => {
       log.info({ reason }, 'shutting down: draining held messages')
+      const deadline = Date.now() + config.shutdownTimeoutMs
+      // Past the deadline (and a grace for closing), whatever still runs is abandoned: nothing
+      // unacked is lost, the broker redelivers it.
+      const left = (): number => Math.max(1_000, deadline - Date.now())
+      const bounded = async (closing: Promise<void> | undefined): Promise<void> => {
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([closing, new Promise<void>((r) => (timer = setTimeout(r, left())))])
+        clearTimeout(timer)
+      }
       await persistor.close()
-      await history?.close()
-      await mirror?.close()
+      // The projection's and the mirror's work in flight may wait on the database; the store's
+      // bounded close below ends their connections, and then they end too.
+      const projections = [history?.close(), mirror?.close()]
+      await bounded(Promise.all(projections).then(() => undefined))
       await http?.close()
-      await mirrorStore?.close()
-      await store.close()
+      await mirrorStore?.close({ timeoutMs: left() })
+      await store.close({ timeoutMs: left() })
+      await bounded(Promise.all(projections).then(() => undefined))
       process.off('SIGTERM', onSignal)
       process.off('SIGINT', onSignal)
       log.info({ reason }, 'stopped')
