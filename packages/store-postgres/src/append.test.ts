@@ -4,7 +4,7 @@ import { eventually, testDatabaseClient } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import { appendBatch, appendIsolating, type PreparedEvent, prepareEvent } from './append.js'
+import { appendBatch, appendIsolating, COPY_CHUNK_CHARS, copyChunks, type PreparedEvent, prepareEvent } from './append.js'
 import { schemaTemplate } from './migrate.js'
 import { readPage } from './read.js'
 
@@ -36,6 +36,28 @@ t.test('a batch is stored in batch order with every column', async (t) => {
   t.equal(first?.priority, 'INFO')
   t.equal(first?.collectorTimestamp, '2024-01-01T00:00:01.000002Z')
   t.same(first?.payload, { seq: 0, 'tab\tkey': 'back\\slash' })
+})
+
+t.test('COPY text goes out in chunks of whole rows, none longer than the limit unless one row is', async (t) => {
+  t.same([...copyChunks(['ab', 'cd', 'ef'], 4)], ['abcd', 'ef'])
+  t.same([...copyChunks(['abcde', 'f', 'gh'], 4)], ['abcde', 'fgh'], 'a row longer than the limit is a chunk of its own')
+  t.same([...copyChunks([], 4)], [])
+  t.same([...copyChunks(['a', 'b'])], ['ab'], 'a normal batch is one chunk')
+})
+
+t.test('a batch larger than a COPY chunk is stored whole, by COPY and by the redelivery path', async (t) => {
+  const client = await setup(t)
+  // Three rows of ~600 KB (multi-byte text too): several chunks, cut only between rows.
+  const big = (i: number): PreparedEvent => message(JSON.stringify({ i, blob: 'é'.repeat(300_000) + 'x'.repeat(300_000) }))
+  const batch = [big(0), big(1), big(2)]
+  t.ok(batch.reduce((n, p) => n + p.row.length, 0) > COPY_CHUNK_CHARS)
+  const first = await appendBatch(client, batch)
+  t.same(first.stored, [0, 1, 2])
+  const again = await appendBatch(client, [...batch, big(3)])
+  t.same(again.duplicates, [0, 1, 2], 'redelivered: the staging path, also chunked')
+  t.same(again.stored, [3])
+  const { rows } = await client.query<{ i: number; n: number }>("SELECT (payload->>'i')::int AS i, length(payload->>'blob') AS n FROM event ORDER BY id")
+  t.same(rows, [0, 1, 2, 3].map((i) => ({ i, n: 600_000 })))
 })
 
 t.test('a redelivered message is stored once', async (t) => {

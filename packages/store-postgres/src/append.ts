@@ -68,25 +68,38 @@ export const prepareEvent = (m: DecodedMessage): PreparedEvent => ({
   row: copyRow([m.messageId, m.eventType, m.publisherId, m.priority, m.collectorTimestamp, m.payloadText]),
 })
 
-const eventRows = (batch: readonly PreparedEvent[]): string => {
-  let out = ''
-  for (const p of batch) out += p.row
-  return out
-}
+const eventRows = (batch: readonly PreparedEvent[]): string[] => batch.map((p) => p.row)
 
 // The staging table has the event columns behind an ordinal.
-const stagingRows = (batch: readonly PreparedEvent[]): string => {
-  let out = ''
-  for (let i = 0; i < batch.length; i++) out += `${i}\t${(batch[i] as PreparedEvent).row}`
-  return out
+const stagingRows = (batch: readonly PreparedEvent[]): string[] => batch.map((p, i) => `${i}\t${p.row}`)
+
+/**
+ * How much COPY text is encoded at a time. One string per batch would pass V8's string limit
+ * (~512 MiB) with 1,000 rows of ~540 KB, under the default --max-message-bytes, and the batch
+ * could never be written.
+ */
+export const COPY_CHUNK_CHARS = 1 << 20
+
+/** Rows joined into chunks of at most `maxChars` (a longer row is a chunk of its own); pure. */
+export function* copyChunks(rows: Iterable<string>, maxChars = COPY_CHUNK_CHARS): Generator<string> {
+  let chunk = ''
+  for (const row of rows) {
+    if (chunk.length > 0 && chunk.length + row.length > maxChars) {
+      yield chunk
+      chunk = ''
+    }
+    chunk += row
+  }
+  if (chunk.length > 0) yield chunk
 }
 
-const copyInto = (client: pg.PoolClient | pg.Client, sql: string, text: string): Promise<number> =>
+const copyInto = (client: pg.PoolClient | pg.Client, sql: string, rows: Iterable<string>): Promise<number> =>
   new Promise((resolve, reject) => {
     const stream = client.query(copyFrom(sql))
     stream.on('error', reject)
     stream.on('finish', () => resolve(stream.rowCount ?? 0))
-    stream.end(Buffer.from(text, 'utf8'))
+    for (const chunk of copyChunks(rows)) stream.write(Buffer.from(chunk, 'utf8'))
+    stream.end()
   })
 
 const inTransaction = async <T>(client: pg.PoolClient | pg.Client, fn: () => Promise<T>): Promise<T> => {
