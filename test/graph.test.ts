@@ -122,6 +122,38 @@ t.test('a follower converges to the same graph while events are appended concurr
   t.ok(positions.every((p, i) => i === 0 || p > (positions[i - 1] ?? 0)), 'positions only move forward')
 })
 
+t.test('follow --snapshot-every while appends go on: every snapshot equals a full replay to its event id', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
+  t.teardown(() => store.close())
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+  // The captured traffic ten times over (fresh message ids): a graph that keeps changing.
+  const events = Array.from({ length: 10 }, () => decoded.map((d) => prepareEvent({ ...d, messageId: randomUUID() }))).flat()
+  const client = await world.sql.connect()
+  await appendBatch(client, events.slice(0, 400))
+  const port = await freePort()
+  const follower = startPersistor(['follow', '--database-url', world.db.url, '--http-port', String(port), '--snapshot-every', '7', '--keep-snapshots', '1000'])
+  t.teardown(() => follower.kill('SIGKILL'))
+  await follower.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load')
+  for (let i = 400; i < events.length; i += 3) await appendBatch(client, events.slice(i, i + 3))
+  client.release()
+  await eventually('caught up', async () => ((await (await fetch(`http://127.0.0.1:${port}/position`)).json()) as { lag: number }).lag === 0)
+  follower.kill('SIGTERM')
+  t.equal((await follower.exited).code, 0)
+  const listed = await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
+  if (E.isLeft(listed)) throw new Error(listed.left.message)
+  t.ok(listed.right.length >= 10, `${listed.right.length} snapshots written while following`)
+  const sources = { reader: store, snapshots: store, clock: store }
+  let differing = 0
+  for (const meta of listed.right) {
+    const [fromSnapshot, full] = [await graphAt(sources, { eventId: meta.eventId }), await graphAt(sources, { eventId: meta.eventId }, { useSnapshots: false })]
+    if (E.isLeft(fromSnapshot) || E.isLeft(full)) throw new Error('graphAt failed')
+    if (fromSnapshot.right.snapshot?.eventId !== meta.eventId) throw new Error(`snapshot ${meta.eventId} not used`)
+    if (canonicalJson(fromSnapshot.right.graph) !== canonicalJson(full.right.graph)) differing++
+  }
+  t.equal(differing, 0, `of ${listed.right.length} snapshots, none holds another state than its event id's`)
+})
+
 t.test('follow serves the graph and its position; replay republishes history that another persistor stores identically', async (t) => {
   const source = await setupWorld(t)
   await ingestFixtures(t, source)

@@ -26,6 +26,7 @@ export { defaultHistoryRunnerOptions, HistoryRunner, type HistoryRunnerDeps, typ
 export { caughtUp, type FollowOptions, type FollowState, followGraph } from './graph/follow.js'
 export {
   decodeGraphSnapshot,
+  captureGraphSnapshot,
   encodeGraphSnapshot,
   GRAPH_SNAPSHOT_FORMAT,
   GRAPH_SNAPSHOT_FORMAT_CANONICAL,

@@ -6,6 +6,7 @@ import { type Failure, redactUrl } from '@vitrage-persistor/core'
 import { republish } from '@vitrage-persistor/ingest'
 import {
   canonicalJson,
+  captureGraphSnapshot,
   encodeGraphSnapshot,
   type FollowState,
   followGraph,
@@ -174,6 +175,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     const follow$ = followGraph({ reader: store, snapshots: store, clock: store, signal: store }, { logger: log, onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)) })
     let lastSnapshot = 0
     let snapshotting: Promise<void> = Promise.resolve()
+    let saving = false
     let failed: (code: number) => void = () => {}
     const stopped = new Promise<number>((resolve) => {
       failed = resolve
@@ -189,17 +191,26 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
         gauges.position.set(s.position)
         gauges.vertices.set(s.graph.vertexCount)
         gauges.edges.set(s.graph.edgeCount)
-        if (every !== undefined && s.position - lastSnapshot >= every) {
+        // One snapshot at a time: while one is compressed and saved, later positions wait for the
+        // next emission after it (captured snapshots would otherwise pile up in memory).
+        if (every !== undefined && s.position - lastSnapshot >= every && !saving) {
           lastSnapshot = s.position
-          // Encoded now (the graph moves on at the next emission), saved in the background.
-          snapshotting = snapshotting.then(async () => {
-            const snap = await encodeGraphSnapshot(s.graph, s.position)
-            const saved = await store.saveSnapshot(snap)()
-            if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved')
-            gauges.snapshot.set(s.position)
-            await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep)()
-            log.info({ position: s.position, bytes: snap.data.byteLength }, 'snapshot saved')
-          })
+          saving = true
+          // Captured now, synchronously: the graph moves on with the next events while this one
+          // is compressed and saved in the background.
+          const compress = captureGraphSnapshot(s.graph, s.position)
+          snapshotting = (async () => {
+            try {
+              const snap = await compress()
+              const saved = await store.saveSnapshot(snap)()
+              if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved')
+              gauges.snapshot.set(snap.eventId)
+              await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep)()
+              log.info({ position: snap.eventId, bytes: snap.data.byteLength }, 'snapshot saved')
+            } finally {
+              saving = false
+            }
+          })()
         }
       },
       // The follower retries what the log's failures; an error here is a defect: stop, non-zero.

@@ -96,18 +96,22 @@ export const replayInto = async (
   return E.right(Math.max(position, options.toId))
 }
 
+type SnapshotFormat = typeof GRAPH_SNAPSHOT_FORMAT | typeof GRAPH_SNAPSHOT_FORMAT_CANONICAL
+
+/**
+ * Takes the snapshot of `graph` as of `eventId` now, synchronously, and returns what compresses
+ * it later: a follower goes on mutating the graph while the bytes are compressed and saved, so
+ * everything read from the graph is read before this returns.
+ */
+export const captureGraphSnapshot = (graph: EntityGraph, eventId: number, format: SnapshotFormat = GRAPH_SNAPSHOT_FORMAT): (() => Promise<NewSnapshot>) => {
+  const raw = format === GRAPH_SNAPSHOT_FORMAT ? encodeColumnar(graph) : Buffer.from(canonicalJson(graph, 'compact'), 'utf8')
+  const stats = { vertices: graph.vertexCount, edges: graph.edgeCount }
+  return async () => ({ kind: GRAPH_SNAPSHOT_KIND, eventId, format, data: await gzipAsync(raw, { level: 1 }), stats })
+}
+
 /** A snapshot of `graph` as of `eventId`, columnar unless asked for the canonical format (what older versions read). */
-export const encodeGraphSnapshot = async (
-  graph: EntityGraph,
-  eventId: number,
-  format: typeof GRAPH_SNAPSHOT_FORMAT | typeof GRAPH_SNAPSHOT_FORMAT_CANONICAL = GRAPH_SNAPSHOT_FORMAT,
-): Promise<NewSnapshot> => ({
-  kind: GRAPH_SNAPSHOT_KIND,
-  eventId,
-  format,
-  data: await gzipAsync(format === GRAPH_SNAPSHOT_FORMAT ? encodeColumnar(graph) : Buffer.from(canonicalJson(graph, 'compact'), 'utf8'), { level: 1 }),
-  stats: { vertices: graph.vertexCount, edges: graph.edgeCount },
-})
+export const encodeGraphSnapshot = (graph: EntityGraph, eventId: number, format: SnapshotFormat = GRAPH_SNAPSHOT_FORMAT): Promise<NewSnapshot> =>
+  captureGraphSnapshot(graph, eventId, format)()
 
 export const decodeGraphSnapshot = async (snapshot: Snapshot): Promise<E.Either<Failure, EntityGraph>> => {
   if (!READS.includes(snapshot.format)) {
