@@ -194,6 +194,11 @@ t.test('follow serves the graph and its position; replay republishes history tha
   const bad = await cli(['replay', '--database-url', source.db.url, '--to-amqp', target.broker.url, '--exchange', 'no_such_exchange_here', '--routing-key', 'x'])
   t.equal(bad.code, 1)
   t.match(bad.err, /exchange "no_such_exchange_here" does not exist/)
+  // A routing key no queue is bound to: the broker would confirm and drop every message.
+  const unbound = await cli(['replay', '--database-url', source.db.url, '--to-amqp', target.broker.url, '--exchange', target.names.exchange, '--routing-key', 'nobody.listens', '--to-id', '5'])
+  t.equal(unbound.code, 1, 'unroutable is a failure, not "published"')
+  t.match(unbound.err, /returned unroutable: no queue is bound to exchange .* for routing key "nobody.listens"/)
+  t.match(unbound.err, /--from-id 1\b/, 'resume from the first unconfirmed id')
   p.kill('SIGTERM')
   await p.exited
 })

@@ -30,4 +30,6 @@ export const OSLO_PUBLISH_PROPERTIES = {
   contentType: 'application/json',
   contentEncoding: 'utf-8',
   deliveryMode: 2,
+  // The captured messages (test/fixtures) carry priority 0.
+  priority: 0,
 } as const

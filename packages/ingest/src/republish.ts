@@ -81,6 +81,14 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
     }
     const channel = await connection.createConfirmChannel()
     channel.on('error', () => {})
+    // Published `mandatory`: a message no queue takes comes back (a return, sent before its
+    // confirm) instead of being confirmed and dropped. The first one stops the replay.
+    let returned = false
+    channel.on('return', () => {
+      returned = true
+    })
+    const unroutable = (): Error =>
+      new Error(`a message was returned unroutable: no queue is bound to exchange ${JSON.stringify(o.exchange)} for routing key ${JSON.stringify(o.routingKey)}`)
     let after = o.fromId
     // Ids published but not yet confirmed, in order: confirms arrive in publish order on one channel.
     const window: Array<Promise<number>> = []
@@ -91,14 +99,20 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
       for (const event of page.right) {
         let ok = true
         const confirmed = new Promise<number>((resolve, reject) => {
-          ok = channel.publish(o.exchange, o.routingKey, notificationBody(event), OSLO_PUBLISH_PROPERTIES, (err) => (err ? reject(err) : resolve(event.id)))
+          ok = channel.publish(o.exchange, o.routingKey, notificationBody(event), { ...OSLO_PUBLISH_PROPERTIES, mandatory: true }, (err) =>
+            err ? reject(err) : returned ? reject(unroutable()) : resolve(event.id),
+          )
         })
         // When the channel dies every pending confirm rejects at once; only the oldest is awaited.
         confirmed.catch(() => {})
         window.push(confirmed)
         published++
         // The socket's buffer is full: wait until it drains rather than queue more in memory.
-        if (!ok) await new Promise((r) => channel.once('drain', r))
+        // (A channel that closes meanwhile never drains: its confirms reject instead.)
+        if (!ok) await new Promise((r) => {
+          channel.once('drain', r)
+          channel.once('close', r)
+        })
         while (window.length >= o.maxInFlight) lastConfirmedId = Math.max(lastConfirmedId, await (window.shift() as Promise<number>))
       }
       after = page.right.at(-1)?.id ?? o.toId
