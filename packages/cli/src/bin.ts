@@ -2,7 +2,12 @@
  * Process entry point. Exits with main's code; if a resource was left open the process would
  * linger, so after a grace period it exits anyway (and says so).
  */
-import { main } from './main.js'
+import { holdStopSignals } from './signals.js'
+
+// Before the rest of the program is loaded: a SIGTERM during loading is held for the command
+// (see signals.ts), not the default exit by signal.
+holdStopSignals()
+const { main } = await import('./main.js')
 
 main(process.argv, process.env).then(
   (code) => {

@@ -35,6 +35,11 @@ export interface CommandSpec<K extends SettingKey> {
   /** The command's own options (not settings: no environment variable). */
   readonly options?: readonly Option[]
   readonly action: (config: Config<K>, input: CommandInput, io: Io, env: Env) => Promise<number>
+  /**
+   * Whether the command, given these arguments, handles SIGTERM/SIGINT itself (it runs until
+   * stopped). Others keep the default: exit at once.
+   */
+  readonly claimsSignals?: (input: CommandInput) => boolean
 }
 
 export const command = <K extends SettingKey>(spec: CommandSpec<K>): CommandSpec<SettingKey> => spec as unknown as CommandSpec<SettingKey>

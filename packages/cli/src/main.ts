@@ -13,6 +13,7 @@ import { mirrorCommands } from './commands/mirror.js'
 import { RUN_SETTINGS, runCommand } from './commands/run.js'
 import { type CommandSpec, command, type Env, type Io, UsageError } from './command.js'
 import { resolve, type Setting, type SettingKey, settings } from './config.js'
+import { releaseHeldSignals } from './signals.js'
 
 export type { CommandInput, Env, Io } from './command.js'
 
@@ -46,6 +47,7 @@ const commands: readonly CommandSpec<SettingKey>[] = [
     summary: 'run the persistor: consume from RabbitMQ, append to PostgreSQL, serve /metrics, /healthz, /readyz',
     keys: RUN_SETTINGS,
     action: runCommand,
+    claimsSignals: () => true,
   }),
   ...historyCommands,
   ...graphCommands,
@@ -98,8 +100,10 @@ export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo
         exitCode = 2
         return
       }
+      const input = { args: self.args, options: all }
+      if (spec.claimsSignals?.(input) !== true) releaseHeldSignals()
       try {
-        exitCode = await spec.action(config.right, { args: self.args, options: all }, io, env)
+        exitCode = await spec.action(config.right, input, io, env)
       } catch (e) {
         if (!(e instanceof UsageError)) throw e
         io.err(`vitrage-persistor ${name}: ${e.message}\n`)

@@ -25,6 +25,47 @@ export const stopSignal = (): StopSignal => {
     }
     process.on('SIGTERM', on)
     process.on('SIGINT', on)
+    // A signal held while the program was loading is this command's now.
+    const held = endHold()
+    if (held !== undefined) on(held)
   })
   return { received, release: () => release() }
+}
+
+/*
+ * The hold covers the program's own loading (~0.3 s of module evaluation before any command
+ * runs): bin.ts starts it first thing, then loads the rest. A command that claims the signals
+ * (stopSignal, or run's own handlers) takes over a signal held meanwhile; for any other command
+ * main releases the hold before running it, re-raising a held signal, so the default (exit at
+ * once) applies as before.
+ */
+let holding = false
+let held: NodeJS.Signals | undefined
+const hold = (signal: NodeJS.Signals): void => {
+  held ??= signal
+}
+
+/** Holds SIGTERM and SIGINT until a command claims them or main releases them. */
+export const holdStopSignals = (): void => {
+  if (holding) return
+  holding = true
+  process.on('SIGTERM', hold)
+  process.on('SIGINT', hold)
+}
+
+/** Ends the hold (call it after installing one's own handlers); returns the signal held, if any. */
+export const endHold = (): NodeJS.Signals | undefined => {
+  if (!holding) return undefined
+  holding = false
+  process.off('SIGTERM', hold)
+  process.off('SIGINT', hold)
+  const signal = held
+  held = undefined
+  return signal
+}
+
+/** For a command that does not claim the stop signals: the default back, and a held one acted on. */
+export const releaseHeldSignals = (): void => {
+  const signal = endHold()
+  if (signal !== undefined) process.kill(process.pid, signal)
 }

@@ -320,6 +320,7 @@ export const graphCommands: readonly CommandSpec<SettingKey>[] = [
     keys: FOLLOW_SETTINGS,
     options: [new Option('--snapshot-every <n>', 'save a snapshot every n events'), new Option('--keep-snapshots <n>', 'snapshots to keep (default 5)')],
     action: follow,
+    claimsSignals: () => true,
   }),
   command({
     path: ['replay'],

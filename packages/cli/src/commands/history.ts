@@ -208,6 +208,7 @@ const specs = [
       new Option('--partitions <n>', 'in-database: apply this many partitions of the events concurrently, one connection each (default 1; for catching up on a long log)'),
     ],
     action: project,
+    claimsSignals: (input) => input.options['follow'] === true,
   }),
 ] satisfies readonly CommandSpec<SettingKey>[]
 

@@ -105,5 +105,6 @@ export const mirrorCommands: readonly CommandSpec<SettingKey>[] = [
     summary: 'mirror the event log to EventStoreDB (checkpointed, in order, exactly once) until SIGTERM',
     keys: MIRROR_SETTINGS,
     action: mirrorCommand,
+    claimsSignals: () => true,
   }),
 ]

@@ -14,6 +14,7 @@ import type { Config } from '../config.js'
 import { json, listenOrReport } from '../http.js'
 import { type RunningMirror, startMirror } from './mirror.js'
 import { createLogger } from '../logger.js'
+import { endHold } from '../signals.js'
 import type { CommandInput, Env, Io } from '../command.js'
 
 /** The settings `run` takes. */
@@ -96,6 +97,9 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  // A signal held while the program was loading (signals.ts) is ours now.
+  const held = endHold()
+  if (held !== undefined) onSignal(held)
 
   const prepared = await prepareDatabase(config, scrub, log, () => signalled !== undefined)
   if (prepared !== undefined) {
