@@ -76,6 +76,12 @@ t.test('the fixtures through the persistor: graph equals Vitrage replay, now and
   const at340 = await graphCli(db, '--at-event', '340')
   const kept = await cli(['snapshot', 'create', '--keep', '2', '--database-url', db])
   t.equal(kept.code, 0)
+  // One further back than the newest --keep would be deleted by its own retention: refused.
+  const tooOld = await cli(['snapshot', 'create', '--at-event', '10', '--keep', '2', '--database-url', db])
+  t.equal(tooOld.code, 2, 'not saved only to be removed, reported as created')
+  t.match(tooOld.err, /a snapshot at event 10 would be removed at once: --keep 2 keeps the newest 2, and 2 are newer \(at 333, 400\)/)
+  const blank = await cli(['graph', '--at-event', '', '--database-url', db])
+  t.equal(blank.code, 2, 'an empty --at-event is not event 0')
   const pruned = await cli(['prune', '--database-url', db])
   t.equal(pruned.code, 0, pruned.err)
   t.match(pruned.out, /deleted 332 events/, 'below the oldest of the two kept snapshots (333)')

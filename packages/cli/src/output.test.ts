@@ -1,6 +1,6 @@
 import t from 'tap'
 import { UsageError } from './command.js'
-import { printTable, timestampArg } from './output.js'
+import { eventIdArg, positiveIntArg, printTable, timestampArg } from './output.js'
 
 t.test('time flags: what Vitrage writes, a bare date, a time without seconds, offsets; anything else is a usage error', async (t) => {
   t.equal(timestampArg('--at', '2024-01-04T00:00:08Z'), '2024-01-04T00:00:08.000000Z')
@@ -34,4 +34,14 @@ t.test('a table cell cannot break its row: control characters are escaped, null 
   const { io, text } = captured()
   printTable(io, ['name', 'note'], [{ name: 'two\nlines', note: null }, { name: 'tab\there\u0001', note: 'ok' }])
   t.equal(text(), 'name             note\ntwo\\nlines       -\ntab\\there\\u0001  ok\n')
+})
+
+t.test('numeric flags take plain decimal digits only: not empty, hex, exponent or past 2^53', async (t) => {
+  t.equal(positiveIntArg('--limit', '25'), 25)
+  t.equal(eventIdArg('--at-event', '0'), 0)
+  t.equal(eventIdArg('--at-event', undefined), undefined)
+  for (const bad of ['', ' ', '0x10', '1e2', '-1', '1.5', '9007199254740993', 'ten']) {
+    t.throws(() => eventIdArg('--at-event', bad), { name: 'UsageError', message: `--at-event: must be a whole number, got ${JSON.stringify(bad)}` }, JSON.stringify(bad))
+  }
+  t.throws(() => positiveIntArg('--limit', '0'), { message: '--limit: must be a positive integer, got "0"' })
 })

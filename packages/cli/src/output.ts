@@ -50,9 +50,17 @@ export const timestampArg = (flag: string, value: unknown): string | undefined =
   return parsed.right.iso
 }
 
-export const positiveIntArg = (flag: string, value: unknown): number | undefined => {
-  if (value === undefined) return undefined
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag}: must be a positive integer, got ${JSON.stringify(value)}`)
+/** A whole number in plain decimal digits (not '', '0x10', '1e2' or past 2^53, which Number() takes). */
+const wholeNumber = (flag: string, value: unknown, min: number): number => {
+  const text = String(value).trim()
+  const n = Number(text)
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < min) {
+    throw new UsageError(`${flag}: must be ${min === 0 ? 'a whole number' : 'a positive integer'}, got ${JSON.stringify(value)}`)
+  }
   return n
 }
+
+export const positiveIntArg = (flag: string, value: unknown): number | undefined => (value === undefined ? undefined : wholeNumber(flag, value, 1))
+
+/** An event id: 0 or more. */
+export const eventIdArg = (flag: string, value: unknown): number | undefined => (value === undefined ? undefined : wholeNumber(flag, value, 0))

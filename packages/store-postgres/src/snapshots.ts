@@ -64,7 +64,7 @@ export const retainSnapshots = async (db: Queryable, kind: string, keep: number)
   (
     await db.query(
       `DELETE FROM projection_snapshot WHERE kind = $1 AND id NOT IN
-         (SELECT id FROM projection_snapshot WHERE kind = $1 ORDER BY event_id DESC LIMIT $2)`,
+         (SELECT id FROM projection_snapshot WHERE kind = $1 ORDER BY event_id DESC, id DESC LIMIT $2)`,
       [kind, keep],
     )
   ).rowCount ?? 0

@@ -26,7 +26,7 @@ import type { Config, SettingKey } from '../config.js'
 import { json, listenOrReport } from '../http.js'
 import { createLogger } from '../logger.js'
 import { stopSignal } from '../signals.js'
-import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
+import { chooseFormat, eventIdArg, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
 import { startProgress } from '../progress.js'
 import { openStore, orReport, unrecoverableDatabase } from '../resources.js'
 
@@ -46,9 +46,7 @@ const targetOf = (o: Readonly<Record<string, unknown>>): GraphTarget => {
   const at = o['at']
   if (atEvent !== undefined && at !== undefined) throw new UsageError('use --at-event or --at, not both')
   if (atEvent !== undefined) {
-    const id = Number(atEvent)
-    if (!Number.isInteger(id) || id < 0) throw new UsageError(`--at-event: must be an event id, got ${JSON.stringify(atEvent)}`)
-    return { eventId: id }
+    return { eventId: eventIdArg('--at-event', atEvent) as number }
   }
   if (at !== undefined) return { timestamp: timestampArg('--at', at) as string }
   return 'head'
@@ -97,6 +95,15 @@ const snapshotCreate = async (config: DbConfig, input: CommandInput, io: Io): Pr
   try {
     const r = await buildGraph(io, store, target, true)
     if (E.isLeft(r)) return report(io, 'snapshot create', config.databaseUrl, r.left)
+    // Retention keeps the newest --keep by event id: one taken further back would be deleted at once.
+    const existing = await orReport(io, 'snapshot create', config.databaseUrl, store.listSnapshots(GRAPH_SNAPSHOT_KIND))
+    if (existing === undefined) return 1
+    const newer = existing.filter((s) => s.eventId > r.right.position).map((s) => s.eventId)
+    if (newer.length >= keep) {
+      throw new UsageError(
+        `a snapshot at event ${r.right.position} would be removed at once: --keep ${keep} keeps the newest ${keep}, and ${newer.length} are newer (at ${newer.sort((a, b) => a - b).join(', ')}); raise --keep to keep it`,
+      )
+    }
     const snapshot = await encodeGraphSnapshot(r.right.graph, r.right.position, encoding === 'canonical' ? GRAPH_SNAPSHOT_FORMAT_CANONICAL : GRAPH_SNAPSHOT_FORMAT)
     const saved = await orReport(io, 'snapshot create', config.databaseUrl, store.saveSnapshot(snapshot))
     if (saved === undefined) return 1
@@ -244,7 +251,7 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
   const routingKey = o['routingKey'] as string | undefined
   if (exchange === undefined || routingKey === undefined) throw new UsageError('--exchange and --routing-key are required')
   // The range is inclusive at both ends: --from-id 5 --to-id 9 republishes events 5 to 9.
-  const fromId = o['fromId'] === undefined || o['fromId'] === '0' ? 1 : (positiveIntArg('--from-id', o['fromId']) as number)
+  const fromId = Math.max(1, eventIdArg('--from-id', o['fromId']) ?? 1)
   const requestedToId = positiveIntArg('--to-id', o['toId'])
   if (requestedToId !== undefined && fromId > requestedToId) throw new UsageError(`--from-id ${fromId} is after --to-id ${requestedToId}`)
   const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor replay')
