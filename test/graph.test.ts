@@ -254,7 +254,9 @@ t.test('prune against a follower behind it, and during a replay: rebuilt or refu
   const snapshotAtHeadKeepingOne = async (): Promise<void> => {
     const g = await graphAt(sources, 'head')
     if (E.isLeft(g)) throw new Error(g.left.message)
-    await store.saveSnapshot(await encodeGraphSnapshot(g.right.graph, g.right.position))()
+    const encoded = await encodeGraphSnapshot(g.right.graph, g.right.position)
+    if (E.isLeft(encoded)) throw new Error(encoded.left)
+    await store.saveSnapshot(encoded.right)()
     await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, 1)()
   }
 

@@ -79,7 +79,9 @@ const phase = async (name: string, url: string, tail: number): Promise<void> => 
   } else if (name === 'snapshot') {
     const r = await graphAt({ reader: s, snapshots: s, clock: s }, { eventId: head.right - tail }, { useSnapshots: false })
     if (E.isLeft(r)) throw new Error(r.left.message)
-    const [snap, encodeMs] = await timed(() => encodeGraphSnapshot(r.right.graph, r.right.position))
+    const [encoded, encodeMs] = await timed(() => encodeGraphSnapshot(r.right.graph, r.right.position))
+    if (E.isLeft(encoded)) throw new Error(encoded.left)
+    const snap = encoded.right
     const saved = await s.saveSnapshot(snap)()
     if (E.isLeft(saved)) throw new Error(saved.left.message)
     Object.assign(out, { eventId: r.right.position, bytes: snap.data.byteLength, encodeMs })

@@ -105,7 +105,11 @@ const snapshotCreate = async (config: DbConfig, input: CommandInput, io: Io): Pr
       )
     }
     const snapshot = await encodeGraphSnapshot(r.right.graph, r.right.position, encoding === 'canonical' ? GRAPH_SNAPSHOT_FORMAT_CANONICAL : GRAPH_SNAPSHOT_FORMAT)
-    const saved = await orReport(io, 'snapshot create', config.databaseUrl, store.saveSnapshot(snapshot))
+    if (E.isLeft(snapshot)) {
+      io.err(`vitrage-persistor snapshot create: ${snapshot.left}\n`)
+      return 1
+    }
+    const saved = await orReport(io, 'snapshot create', config.databaseUrl, store.saveSnapshot(snapshot.right))
     if (saved === undefined) return 1
     const removed = await orReport(io, 'snapshot create', config.databaseUrl, store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep))
     printJson(io, { snapshot: saved, removedOlder: removed ?? 0 })
@@ -205,7 +209,13 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
           saving = true
           // Captured now, synchronously: the graph moves on with the next events while this one
           // is compressed and saved in the background.
-          const compress = captureGraphSnapshot(s.graph, s.position)
+          const captured = captureGraphSnapshot(s.graph, s.position)
+          if (E.isLeft(captured)) {
+            saving = false
+            log.warn({ reason: captured.left }, 'snapshot not taken')
+            return
+          }
+          const compress = captured.right
           snapshotting = (async () => {
             try {
               const snap = await compress()

@@ -7,9 +7,13 @@
  * outside U+0020..U+007E as `\uXXXX`, lower-case hex, astral characters as surrogate pairs),
  * item separator `,` and key separator `: `. The compact form uses `,` and `:` with no
  * whitespace. Numbers print as Python prints the same JSON number after `json.loads`: integers
- * as digits (also beyond 1e21), non-integers as `repr(float)` (`1e-05`, not `0.00001`). The one
- * difference that cannot be avoided: JavaScript does not keep `1.0` apart from `1`, so a float
- * with an integral value prints as `1`, where Python would print `1.0`.
+ * as digits (also beyond 1e21), non-integers as `repr(float)` (`1e-05`, not `0.00001`). The
+ * differences that cannot be avoided with Node 20's JSON.parse (no access to a number's source
+ * text): JavaScript does not keep `1.0` apart from `1`, so a float with an integral value prints
+ * as `1` where Python prints `1.0`; an integer beyond 2^53 (which Python keeps exact) comes back
+ * rounded to the nearest double; a number beyond double range (jsonb takes `1e400`) is Infinity,
+ * as in Python, but no snapshot can carry it (snapshot-codec.ts). Vitrage's own values are
+ * strings, booleans and small numbers, so none of these has been seen in its traffic.
  */
 
 export type Json = null | boolean | number | string | readonly Json[] | { readonly [key: string]: Json }

@@ -22,7 +22,8 @@ import * as E from 'fp-ts/lib/Either.js'
 import { canonicalJson, fromCanonical } from './canonical.js'
 import { evolve } from './evolve.js'
 import { EntityGraph } from './model.js'
-import { decodeColumnar, encodeColumnar } from './snapshot-codec.js'
+import type { Json } from './json.js'
+import { decodeColumnar, encodeColumnar, UnencodableNumber } from './snapshot-codec.js'
 
 const gzipAsync = promisify(gzip)
 const gunzipAsync = promisify(gunzip)
@@ -103,15 +104,39 @@ type SnapshotFormat = typeof GRAPH_SNAPSHOT_FORMAT | typeof GRAPH_SNAPSHOT_FORMA
  * it later: a follower goes on mutating the graph while the bytes are compressed and saved, so
  * everything read from the graph is read before this returns.
  */
-export const captureGraphSnapshot = (graph: EntityGraph, eventId: number, format: SnapshotFormat = GRAPH_SNAPSHOT_FORMAT): (() => Promise<NewSnapshot>) => {
-  const raw = format === GRAPH_SNAPSHOT_FORMAT ? encodeColumnar(graph) : Buffer.from(canonicalJson(graph, 'compact'), 'utf8')
+export const captureGraphSnapshot = (
+  graph: EntityGraph,
+  eventId: number,
+  format: SnapshotFormat = GRAPH_SNAPSHOT_FORMAT,
+): E.Either<string, () => Promise<NewSnapshot>> => {
+  let raw: Buffer
+  try {
+    // The canonical text would hold a bare Infinity, which no JSON reader takes back.
+    if (format !== GRAPH_SNAPSHOT_FORMAT) for (const p of allProperties(graph)) for (const k in p) checkFinite(p[k] as Json)
+    raw = format === GRAPH_SNAPSHOT_FORMAT ? encodeColumnar(graph) : Buffer.from(canonicalJson(graph, 'compact'), 'utf8')
+  } catch (e) {
+    if (e instanceof UnencodableNumber) return E.left(`no snapshot at event ${eventId}: ${e.message} (replays still give the graph)`)
+    throw e
+  }
   const stats = { vertices: graph.vertexCount, edges: graph.edgeCount }
-  return async () => ({ kind: GRAPH_SNAPSHOT_KIND, eventId, format, data: await gzipAsync(raw, { level: 1 }), stats })
+  return E.right(async () => ({ kind: GRAPH_SNAPSHOT_KIND, eventId, format, data: await gzipAsync(raw, { level: 1 }), stats }))
+}
+
+function* allProperties(graph: EntityGraph): Generator<Readonly<Record<string, unknown>>> {
+  for (const v of graph.vertices()) yield v.properties
+  for (const e of graph.edges()) yield e.properties
+}
+
+const checkFinite = (v: Json): void => {
+  if (typeof v === 'number' && !Number.isFinite(v)) throw new UnencodableNumber(`a property holds ${String(v)}, which a snapshot cannot carry`)
+  if (typeof v === 'object' && v !== null) for (const x of Array.isArray(v) ? v : Object.values(v)) checkFinite(x as Json)
 }
 
 /** A snapshot of `graph` as of `eventId`, columnar unless asked for the canonical format (what older versions read). */
-export const encodeGraphSnapshot = (graph: EntityGraph, eventId: number, format: SnapshotFormat = GRAPH_SNAPSHOT_FORMAT): Promise<NewSnapshot> =>
-  captureGraphSnapshot(graph, eventId, format)()
+export const encodeGraphSnapshot = async (graph: EntityGraph, eventId: number, format: SnapshotFormat = GRAPH_SNAPSHOT_FORMAT): Promise<E.Either<string, NewSnapshot>> => {
+  const captured = captureGraphSnapshot(graph, eventId, format)
+  return E.isLeft(captured) ? captured : E.right(await captured.right())
+}
 
 export const decodeGraphSnapshot = async (snapshot: Snapshot): Promise<E.Either<Failure, EntityGraph>> => {
   if (!READS.includes(snapshot.format)) {

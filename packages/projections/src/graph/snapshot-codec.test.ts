@@ -197,7 +197,9 @@ t.test('rows are read wherever the bytes sit (an unaligned buffer is copied, not
 
 t.test('snapshots are written columnar; both formats are read; others are refused', async (t) => {
   const g = fixtureGraph()
-  const written = await encodeGraphSnapshot(g, 42)
+  const encoded = await encodeGraphSnapshot(g, 42)
+  if (E.isLeft(encoded)) throw new Error(encoded.left)
+  const written = encoded.right
   t.equal(written.format, GRAPH_SNAPSHOT_FORMAT)
   const meta = { id: 1, kind: written.kind, eventId: 42, collectorTimestamp: null, createdAt: '2026-11-30T00:00:00Z', stats: written.stats ?? {}, bytes: written.data.byteLength }
   const fromColumnar = await decodeGraphSnapshot({ ...meta, format: written.format, data: written.data })
@@ -212,4 +214,15 @@ t.test('snapshots are written columnar; both formats are read; others are refuse
   t.ok(E.isLeft(corrupt) && /snapshot 1: cut short/.test(corrupt.left.message), 'corrupt snapshot refused')
   const notGzip = await decodeGraphSnapshot({ ...meta, format: GRAPH_SNAPSHOT_FORMAT, data: written.data.subarray(0, 100) })
   t.ok(E.isLeft(notGzip) && /snapshot 1: not gzip: /.test(notGzip.left.message), 'truncated gzip refused, not thrown')
+})
+
+t.test('a number JSON cannot carry (jsonb 1e400 read as Infinity) is no snapshot, in either format, instead of a wrong one', async (t) => {
+  for (const where of ['top', 'nested'] as const) {
+    const g = fixtureGraph()
+    g.updateVertex('h', { size: where === 'top' ? Number.POSITIVE_INFINITY : [1, { x: Number.NEGATIVE_INFINITY }] })
+    for (const format of [GRAPH_SNAPSHOT_FORMAT, GRAPH_SNAPSHOT_FORMAT_CANONICAL] as const) {
+      const r = await encodeGraphSnapshot(g, 7, format)
+      t.ok(E.isLeft(r) && /no snapshot at event 7: a property holds -?Infinity, which a snapshot cannot carry/.test(r.left), `${where}, ${format}`)
+    }
+  }
 })

@@ -61,7 +61,17 @@ const shapeOf = (table: ShapeTable, properties: Readonly<Properties>): number =>
  * JSON.stringify writes one text for one value whatever order its keys were set in
  * (integer-like keys still come first, in numeric order, as JavaScript enumerates them).
  */
+/**
+ * A number JSON cannot carry: JavaScript reads jsonb's 1e400 as Infinity, which JSON.stringify
+ * would write as null (a snapshot that silently differs from the graph). Thrown by the encoder,
+ * turned into a value by captureGraphSnapshot (replay.ts).
+ */
+export class UnencodableNumber extends Error {
+  override readonly name = 'UnencodableNumber'
+}
+
 const sortedKeys = (v: Json): Json => {
+  if (typeof v === 'number' && !Number.isFinite(v)) throw new UnencodableNumber(`a property holds ${String(v)}, which a snapshot cannot carry`)
   if (typeof v !== 'object' || v === null) return v
   if (Array.isArray(v)) return (v as readonly Json[]).map(sortedKeys)
   const o = v as Readonly<Properties>
