@@ -48,8 +48,20 @@ const url =
     }
   }
 
-const name = (raw: string): E.Either<string, string> =>
-  raw.length > 0 && raw.length <= 255 && !/[\s]/.test(raw) ? E.right(raw) : E.left(`must be a non-empty AMQP name without spaces (at most 255 characters), got ${JSON.stringify(raw)}`)
+/**
+ * An AMQP name (at most 255 bytes) that still is one with `suffix` appended: the topic gets
+ * `.info` (oslo's queue), the queue `.dlx` and `.dead`.
+ */
+const amqpName =
+  (suffix = '') =>
+  (raw: string): E.Either<string, string> => {
+    const max = 255 - suffix.length
+    return raw.length > 0 && Buffer.byteLength(raw, 'utf8') <= max && !/[\s]/.test(raw)
+      ? E.right(raw)
+      : E.left(`must be a non-empty AMQP name without spaces of at most ${max} bytes${suffix ? ` (${suffix} is appended to it)` : ''}, got ${JSON.stringify(raw)}`)
+  }
+
+const name = amqpName()
 
 const oneOf =
   <T extends string>(values: readonly T[]) =>
@@ -73,16 +85,20 @@ export const settings = {
     describe: 'PostgreSQL URL (sslmode and other libpq parameters pass through)',
     default: 'postgres://localhost:5432/vitrage_persistor',
     secret: true,
-    parse: url(['postgres:', 'postgresql:']),
+    // The database is named, not left to libpq's default (the user's name): migrate creates it.
+    parse: (raw: string) =>
+      E.flatMap(url(['postgres:', 'postgresql:'])(raw), (u) =>
+        new URL(u).pathname.replace(/^\//, '') === '' ? E.left('names no database (postgres://host:5432/<database>)') : E.right(u),
+      ),
   },
   exchange: { flag: 'exchange', env: 'PERSISTOR_EXCHANGE', describe: "oslo.messaging control exchange Vitrage publishes to", default: 'vitrage', parse: name },
-  topic: { flag: 'topic', env: 'PERSISTOR_TOPIC', describe: 'notification topic (routing keys <topic>.<priority>)', default: 'vitrage_persistor', parse: name },
+  topic: { flag: 'topic', env: 'PERSISTOR_TOPIC', describe: 'notification topic (routing keys <topic>.<priority>)', default: 'vitrage_persistor', parse: amqpName('.info') },
   queue: {
     flag: 'queue',
     env: 'PERSISTOR_QUEUE',
     describe: "the persistor's own durable queue; dead letters go to <queue>.dead",
     default: 'vitrage_persistor.persistor',
-    parse: name,
+    parse: amqpName('.dead'),
   },
   compatQueue: {
     flag: 'compat-queue',

@@ -15,6 +15,29 @@ t.test('a bad flag value prints what is wrong and exits 2 before connecting anyw
   t.notMatch(r.err + r.out, /s3cret/)
 })
 
+t.test('a switch the environment turns on is turned off by its --no- flag (the flag wins)', async (t) => {
+  // The environment's value is not even read when the flag is given: no error about it.
+  const r = await run(['run', '--no-compat-queue', '--no-amqp-durable-queues', '--prefetch', 'lots'], { PERSISTOR_COMPAT_QUEUE: 'garbage', PERSISTOR_AMQP_DURABLE_QUEUES: 'garbage' })
+  t.equal(r.code, 2)
+  t.notMatch(r.err, /PERSISTOR_COMPAT_QUEUE|PERSISTOR_AMQP_DURABLE_QUEUES/)
+  const env = await run(['run', '--prefetch', 'lots'], { PERSISTOR_COMPAT_QUEUE: 'garbage' })
+  t.match(env.err, /PERSISTOR_COMPAT_QUEUE \(environment\): must be true or false/, 'without the flag it is')
+})
+
+t.test('a queue or topic name whose derived names would pass 255 bytes is refused before starting', async (t) => {
+  const r = await run(['run', '--queue', 'q'.repeat(253), '--topic', 't'.repeat(251), '--prefetch', 'lots'])
+  t.equal(r.code, 2)
+  t.match(r.err, /--queue: must be a non-empty AMQP name without spaces of at most 250 bytes \(\.dead is appended to it\)/)
+  t.match(r.err, /--topic: must be a non-empty AMQP name without spaces of at most 250 bytes \(\.info is appended to it\)/)
+})
+
+t.test('a database URL that names no database is a configuration error, exit 2', async (t) => {
+  const r = await run(['migrate', '--database-url', 'postgres://u:s3cret@127.0.0.1:5432/'])
+  t.equal(r.code, 2)
+  t.match(r.err, /--database-url: names no database/)
+  t.notMatch(r.err, /s3cret/)
+})
+
 t.test('an unknown flag is a usage error', async (t) => {
   const r = await run(['run', '--prefetchh', '5'])
   t.equal(r.code, 2)

@@ -84,8 +84,13 @@ export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo
     for (const key of spec.keys) {
       const s = settings[key] as Setting<unknown>
       const help = `${s.describe} [env ${s.env}; default ${showDefault(s)}]`
-      // A switch that defaults to on is turned off with --no-<flag>.
-      cmd.addOption(s.switch ? new Option(`--${s.default === true ? 'no-' : ''}${s.flag}`, help) : new Option(`--${s.flag} <value>`, help))
+      if (s.switch) {
+        // Both forms, so a flag can undo what the environment set (the flag wins): the one that
+        // changes the default carries the description.
+        const [main, other] = s.default === true ? [`--no-${s.flag}`, `--${s.flag}`] : [`--${s.flag}`, `--no-${s.flag}`]
+        cmd.addOption(new Option(main, help))
+        cmd.addOption(new Option(other, `the default, whatever ${s.env} says`))
+      } else cmd.addOption(new Option(`--${s.flag} <value>`, help))
     }
     for (const option of spec.options ?? []) cmd.addOption(option)
     cmd.action(async (...received: unknown[]) => {
