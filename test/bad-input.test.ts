@@ -3,7 +3,7 @@ import { eventually, freePort } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { message, OSLO_PROPERTIES, v2Body, v2BodyWithPayloadText } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { setupWorld } from './support/setup.js'
+import { metricValue, setupWorld } from './support/setup.js'
 
 const MAX_BYTES = 300_000
 const conflictId = randomUUID()
@@ -36,6 +36,8 @@ t.test('each kind of bad input is dead-lettered with its reason while its neighb
   const ready = await fetch(`http://127.0.0.1:${port}/readyz`)
   t.equal(ready.status, 200)
   t.same(await ready.json(), { status: 'ready', checks: { broker: 'ok', database: 'ok' } })
+  const gauge = async (): Promise<number | undefined> => metricValue(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), 'vitrage_persistor_database_connected')
+  await eventually('database_connected 1 before any append (an idle persistor is watched too)', async () => (await gauge()) === 1)
 
   const good: string[] = []
   const publishGood = async (): Promise<void> => {

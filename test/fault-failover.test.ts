@@ -51,3 +51,31 @@ t.test('two instances on one queue: kill -9 the active one, the standby takes ov
   instances[standby]?.kill('SIGTERM')
   t.equal((await instances[standby]?.exited)?.code, 0)
 })
+
+t.test("--compat-queue twice on oslo's queue: the second stands by (the queue is never split), and takes over when the first stops", async (t) => {
+  const world = await setupWorld(t)
+  const first = startPersistor(world.flags(['--compat-queue', '--batch-size', '100']))
+  t.teardown(() => first.kill('SIGKILL'))
+  await first.waitFor(isConsuming, 'consuming')
+  const second = startPersistor(world.flags(['--compat-queue', '--batch-size', '100']))
+  t.teardown(() => second.kill('SIGKILL'))
+  await second.waitFor((l) => /standing by/.test(String(l.msg)), 'the second to stand by')
+  const publish = async (from: number, to: number): Promise<void> => {
+    for (let seq = from; seq < to; seq++) {
+      world.broker.channel.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq })), { contentType: 'application/json', deliveryMode: 2 })
+    }
+    await world.broker.channel.waitForConfirms()
+  }
+  await publish(0, 3_000)
+  await eventually('stored', async () => (await rowCount(world)) === 3_000)
+  t.notOk(second.lines.some(isConsuming), 'the second never consumed')
+  t.same(await storedSeqs(world), Array.from({ length: 3_000 }, (_, i) => i), 'in publish order (two consumers would interleave)')
+  first.kill('SIGTERM')
+  t.equal((await first.exited).code, 0)
+  await second.waitFor(isConsuming, 'the second to take over')
+  await publish(3_000, 4_000)
+  await eventually('stored by the second', async () => (await rowCount(world)) === 4_000)
+  t.same(await storedSeqs(world), Array.from({ length: 4_000 }, (_, i) => i))
+  second.kill('SIGTERM')
+  t.equal((await second.exited).code, 0)
+})

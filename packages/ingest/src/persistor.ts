@@ -38,7 +38,7 @@ import type * as TE from 'fp-ts/lib/TaskEither.js'
 import { concatMap, defer, lastValueFrom, Subject } from 'rxjs'
 import { batchBySizeOrTime } from './batch.js'
 import type { IngestMetrics } from './metrics.js'
-import { declareTopology, type Topology, type TopologyOptions } from './topology.js'
+import { declareTopology, names, type Topology, type TopologyOptions } from './topology.js'
 
 export interface PersistorOptions extends TopologyOptions {
   readonly amqpUrl: string
@@ -110,6 +110,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const deadLetterFailure = (s: Session): string =>
   s.returned ? 'a dead letter came back unroutable (was the dead-letter queue deleted?)' : 'dead-letter publish not confirmed'
 
+/** How often a standby in --compat-queue mode tries to take oslo's queue over. */
+const COMPAT_STANDBY_MS = 2_000
+
 /** How long a batch waits for its dead letters' confirms before going on without them. */
 const DEAD_LETTER_WAIT_MS = 2_000
 
@@ -155,6 +158,8 @@ export class Persistor {
   private held = 0
   /** The latest connection attempt (connect() never rejects). */
   private connecting: Promise<void> | undefined
+  /** Refused as a second consumer of oslo's queue (--compat-queue), and waiting for it. */
+  private standingBy = false
   /** Dead letters a batch went on without (see the module comment); settled when confirmed or lost. */
   private readonly pendingDeadLetters = new Set<Promise<void>>()
   private readonly log: Logger
@@ -309,12 +314,15 @@ export class Persistor {
         return
       }
       this.session = session
-      const { consumerTag } = await channel.consume(topology.consumeQueue, (m) => this.onMessage(session, m), { noAck: false })
+      // oslo's queue has no single-active-consumer: an exclusive consumer keeps a second instance
+      // (or Vitrage's own persistor) off it, so deliveries are never split and reordered.
+      const { consumerTag } = await channel.consume(topology.consumeQueue, (m) => this.onMessage(session, m), { noAck: false, exclusive: this.options.compatQueue })
       session.consumerTag = consumerTag
       // close() may have begun while the consumer was starting: drain cancels it, and owns the state.
       if ((this.state as PersistorState) !== 'connecting') return
       this.state = 'consuming'
       this.reconnectAttempt = 0
+      this.standingBy = false
       this.deps.metrics.brokerConnected.set(1)
       this.sampleDepth(session)
       this.log.info(
@@ -324,6 +332,17 @@ export class Persistor {
     } catch (e) {
       await connection?.close().catch(() => {})
       await publisher?.close().catch(() => {})
+      if (this.options.compatQueue && (e as { code?: unknown }).code === 403) {
+        // ACCESS_REFUSED on an exclusive consume: another consumer holds oslo's queue. Standing
+        // by, trying again at a steady pace (not an error that escalates).
+        this.log[this.standingBy ? 'debug' : 'info'](
+          { queue: names(this.options).consumeQueue, retryInMs: COMPAT_STANDBY_MS },
+          "oslo's queue has another consumer (another persistor with --compat-queue, or Vitrage's own): standing by",
+        )
+        this.standingBy = true
+        this.scheduleReconnect(COMPAT_STANDBY_MS)
+        return
+      }
       const attempt = this.reconnectAttempt++
       const delay = backoffDelay(this.options.reconnect, attempt)
       const topologyConflict = (e as { topology?: boolean }).topology === true
@@ -346,7 +365,8 @@ export class Persistor {
     session.alive = false
     this.deps.metrics.brokerConnected.set(0)
     clearInterval(this.depthTimer)
-    if (this.session !== session || this.state === 'draining' || this.state === 'closed') return
+    // While connecting, the failing step's own error reaches connect(), which retries.
+    if (this.session !== session || this.state === 'draining' || this.state === 'closed' || this.state === 'connecting') return
     this.log.warn({ reason, generation: session.generation }, 'broker session lost; held messages will be redelivered')
     void session.connection.close().catch(() => {})
     void session.publisher.close().catch(() => {})

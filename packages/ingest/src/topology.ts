@@ -102,6 +102,16 @@ export const declareTopology = async (connection: amqp.ChannelModel, o: Topology
     await ch.assertExchange(n.deadLetterExchange, 'fanout', { durable: true, autoDelete: false })
     await ch.assertQueue(n.deadLetterQueue, { durable: true, autoDelete: false })
     await ch.bindQueue(n.deadLetterQueue, n.deadLetterExchange, '')
+  }).catch((e: unknown) => {
+    if (isPreconditionFailed(e)) {
+      throw Object.assign(
+        new Error(
+          `"${n.deadLetterExchange}" (a durable fanout exchange) or "${n.deadLetterQueue}" (a durable queue, no arguments) exists with other attributes; delete it or choose another --queue. Broker said: ${(e as Error).message}`,
+        ),
+        { code: 406, topology: true },
+      )
+    }
+    throw e
   })
   declared.push(`exchange ${n.deadLetterExchange}`, `queue ${n.deadLetterQueue}`)
   if (o.compatQueue) {

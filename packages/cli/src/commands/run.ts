@@ -69,6 +69,9 @@ const prepareDatabase = async (config: RunConfig, scrub: (s: string) => string, 
   return undefined
 }
 
+/** How often run checks the database for the `database_connected` gauge. */
+const DATABASE_PROBE_MS = 5_000
+
 export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io, _env: Env): Promise<number> => {
   const scrub = makeScrubber(secretsOf([config.amqpUrl, config.databaseUrl, config.mirrorUrl]))
   const log = createLogger(config.logLevel, scrub)
@@ -207,10 +210,12 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       : new PgEventStore({ connectionString: config.databaseUrl, maxConnections: 2, applicationName: 'vitrage-persistor mirror', scrub, logger: log })
   let mirror: RunningMirror | undefined
   let closing: Promise<void> | undefined
+  let databaseProbe: NodeJS.Timeout | undefined
   shutdown = (reason, code) => {
     signalled ??= reason
     closing ??= (async () => {
       log.info({ reason }, 'shutting down: draining held messages')
+      clearInterval(databaseProbe)
       const deadline = Date.now() + config.shutdownTimeoutMs
       // Past the deadline (and a grace for closing), whatever still runs is abandoned: nothing
       // unacked is lost, the broker redelivers it.
@@ -237,6 +242,12 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   }
   persistor.start()
   history?.start()
+  // The database gauge follows a ping every few seconds as well as the appends, so an idle
+  // persistor's database is watched too (it stayed 0 until the first append, or 1 after a loss).
+  const probeDatabase = (): void => void store.ping()().then((r) => metrics.databaseConnected.set(E.isRight(r) ? 1 : 0))
+  probeDatabase()
+  databaseProbe = setInterval(probeDatabase, DATABASE_PROBE_MS)
+  databaseProbe.unref()
   if (mirrorStore) {
     try {
       const started = await startMirror(config, mirrorStore, log, registry, scrub)
