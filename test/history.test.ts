@@ -105,3 +105,41 @@ t.test('delivered in another order (as Vitrage may emit them), the history is th
   const b = await answers(shuffled)
   t.same(b, a, 'same windows, active alarms, counts and RCA')
 })
+
+t.test('history end-open records a Vitrage cold start: everything open at T ends at T, through the log, and survives a rebuild', async (t) => {
+  const world = await setupWorld(t)
+  await ingest(t, world, rawFixtures())
+  const db = ['--database-url', world.db.url]
+  type Alarms = { alarms: Array<Record<string, string> & { vitrage_id: string }> }
+  const activeBefore = (await cliJson<Alarms>(['history', 'alarms', ...db, '--active'])).alarms
+  t.equal(activeBefore.length, 15)
+  const before = await answers(world)
+
+  const missing = await cli(['history', 'end-open', ...db])
+  t.equal(missing.code, 2, '--at is required')
+  const dry = await cliJson<{ alarms: number; edges: number; dryRun: boolean }>(['history', 'end-open', ...db, '--at', T('00:30:00'), '--dry-run'])
+  t.match(dry, { alarms: 15, dryRun: true })
+  t.ok(dry.edges > 0, `${dry.edges} causal edges open`)
+  t.equal(await rowCount(world), 400, 'a dry run appends nothing')
+
+  const done = await cliJson<{ alarms: number; edges: number; appended: number }>(['history', 'end-open', ...db, '--at', T('00:30:00')])
+  t.equal(done.appended, 15 + dry.edges)
+  const behind = await cli(['history', 'end-open', ...db, '--at', T('00:40:00')])
+  t.equal(behind.code, 1, 'refused while the projection has not applied what was just appended')
+  t.match(behind.err, /the history projection is at event 400, the log at \d+: let it catch up first/)
+
+  t.equal((await cli(['project', 'history', ...db])).code, 0)
+  t.same((await cliJson<Alarms>(['history', 'alarms', ...db, '--active'])).alarms, [], 'nothing active after the restart time')
+  t.same(await cliJson(['history', 'counts', ...db]), { SEVERE: 0, CRITICAL: 0, WARNING: 0, OK: 0, 'N/A': 0 })
+  const ended = (await cliJson<Alarms>(['history', 'alarms', ...db, '--filter', `vitrage_id=${activeBefore[0]?.vitrage_id}`])).alarms[0]
+  t.match(ended, { state: 'Inactive', end_timestamp: '2024-01-01T00:30:00.000000Z' })
+  t.same(await answers(world), before, 'every answer as of 00:20 unchanged (the windows, counts and RCA before the restart)')
+  const { rows } = await world.sql.query<{ n: number }>(`SELECT count(*)::int AS n FROM event WHERE publisher_id = 'vitrage-persistor' AND payload ? 'vitrage_persistor_reason'`)
+  t.equal(rows[0]?.n, done.appended, 'the compensating events say where they come from')
+  const afterEnd = await answers(world)
+  t.equal((await cli(['project', 'history', '--rebuild', ...db])).code, 0)
+  t.same(await answers(world), afterEnd, 'identical after --rebuild: the end is in the log, not only in the tables')
+  t.same((await cliJson<Alarms>(['history', 'alarms', ...db, '--active'])).alarms, [])
+  const again = await cliJson<{ appended: number }>(['history', 'end-open', ...db, '--at', T('00:30:00')])
+  t.equal(again.appended, 0, 'run again: nothing is open any more')
+})

@@ -21,6 +21,7 @@ export {
 } from './graph/model.js'
 export { type GraphSummary, summarize } from './graph/summary.js'
 export { HISTORY_EVENT_TYPES, historyCommand } from './history/commands.js'
+export { END_OPEN_PUBLISHER, END_OPEN_REASON, endOpenEvents, type OpenHistory } from './history/end-open.js'
 export { type RcaGraph, type RcaLink, type RcaOptions, rca } from './history/rca.js'
 export { defaultHistoryRunnerOptions, HistoryRunner, type HistoryRunnerDeps, type HistoryRunnerHooks, type HistoryRunnerOptions } from './history/runner.js'
 export { caughtUp, type FollowOptions, type FollowState, followGraph } from './graph/follow.js'

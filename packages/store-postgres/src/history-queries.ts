@@ -222,3 +222,18 @@ export const alarmsById = async (db: pg.Pool | pg.PoolClient | pg.Client, ids: r
   const { rows } = await db.query<AlarmRecord>(`SELECT * FROM (${text}) x WHERE x.vitrage_id = ANY($${n}::text[])${activeAt} ORDER BY x.vitrage_id`, [...values, ids])
   return rows
 }
+
+/** What is still open at `at` in the history tables: alarms, and causal edges (any label). */
+export const openAt = async (db: pg.Pool | pg.PoolClient | pg.Client, at: string): Promise<{ alarms: string[]; edges: Array<{ source: string; target: string; label: string }> }> => {
+  const alarms = await db.query<{ vitrage_id: string }>(
+    `SELECT vitrage_id FROM history_alarm WHERE start_timestamp <= $1 AND (end_timestamp IS NULL OR end_timestamp > $1) ORDER BY vitrage_id`,
+    [at],
+  )
+  // An interval with an unknown start (its activation never arrived) is not known to be open.
+  const edges = await db.query<{ source: string; target: string; label: string }>(
+    `SELECT DISTINCT source_id AS source, target_id AS target, label FROM history_edge
+     WHERE start_timestamp <= $1 AND (end_timestamp IS NULL OR end_timestamp > $1) ORDER BY 1, 2, 3`,
+    [at],
+  )
+  return { alarms: alarms.rows.map((r) => r.vitrage_id), edges: edges.rows }
+}

@@ -33,7 +33,7 @@ import { classifyPgError } from './classify.js'
 import { moveCheckpoint, raiseCheckpoint, readCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
-import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, QueryError, queryAlarms } from './history-queries.js'
+import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, openAt, QueryError, queryAlarms } from './history-queries.js'
 import { listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
 import { streamRange } from './stream.js'
@@ -191,6 +191,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     )()
     return E.isLeft(r) ? r : r.right
   }
+
+  readonly openAt = (at: string): TE.TaskEither<Failure, { alarms: string[]; edges: Array<{ source: string; target: string; label: string }> }> =>
+    this.withClient((c) => openAt(c, at))
 
   readonly countActiveAlarms = (options?: { now?: string; project?: string }): TE.TaskEither<Failure, Record<string, number>> =>
     this.withClient((c) => countActiveAlarms(c, options))

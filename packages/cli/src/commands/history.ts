@@ -2,8 +2,9 @@
  * `vitrage-persistor history alarms|rca|counts` (operators' questions) and
  * `vitrage-persistor project history` (the projection runner alone).
  */
+import { randomUUID } from 'node:crypto'
 import { redactUrl } from '@vitrage-persistor/core'
-import { HistoryRunner, rca } from '@vitrage-persistor/projections'
+import { endOpenEvents, HistoryRunner, rca } from '@vitrage-persistor/projections'
 import { type AlarmColumn, ALARM_COLUMNS, type AlarmQuery, alarmsQuery, QueryError } from '@vitrage-persistor/store-postgres'
 import { Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
@@ -119,6 +120,50 @@ const counts = async (config: QueryConfig, input: CommandInput, io: Io): Promise
   }
 }
 
+/**
+ * `history end-open --at T`: records a Vitrage cold start (see projections' end-open.ts) as
+ * deactivation events for everything open at T. Refused while the projection is behind the log:
+ * alarms opened in events it has not applied would be missed.
+ */
+const endOpen = async (config: QueryConfig, input: CommandInput, io: Io): Promise<number> => {
+  const at = timestampArg('--at', input.options['at'])
+  if (at === undefined) throw new UsageError('--at: the time vitrage-graph started without a snapshot (its log says "Init Started", then "Starting for the first time")')
+  const dryRun = input.options['dryRun'] === true
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor history')
+  try {
+    const checkpoint = await orReport(io, 'history end-open', config.databaseUrl, store.historyCheckpoint('history'))
+    const head = await orReport(io, 'history end-open', config.databaseUrl, store.headId())
+    if (checkpoint === undefined || head === undefined) return 1
+    if (checkpoint < head) {
+      io.err(`vitrage-persistor history end-open: the history projection is at event ${checkpoint}, the log at ${head}: let it catch up first (vitrage-persistor project history), so that every alarm open at ${at} is known\n`)
+      return 1
+    }
+    const open = await orReport(io, 'history end-open', config.databaseUrl, store.openAt(at))
+    if (open === undefined) return 1
+    const events = endOpenEvents(open, at, randomUUID)
+    const summary = { at, alarms: open.alarms.length, edges: open.edges.length }
+    const show = (result: Record<string, unknown>): void =>
+      chooseFormat(input.options, io) === 'json' ? printJson(io, result) : printTable(io, Object.keys(result), [result])
+    if (dryRun) {
+      show({ ...summary, dryRun: true })
+      return 0
+    }
+    let appended = 0
+    for (let i = 0; i < events.length; i += 1000) {
+      const r = await orReport(io, 'history end-open', config.databaseUrl, store.append(events.slice(i, i + 1000).map((m) => store.prepare(m))))
+      if (r === undefined) {
+        io.err(`vitrage-persistor history end-open: ${appended} of ${events.length} events appended before the failure; running it again appends the rest (what is ended is no longer open)\n`)
+        return 1
+      }
+      appended += r.stored.length
+    }
+    show({ ...summary, appended })
+    return 0
+  } finally {
+    await store.close()
+  }
+}
+
 const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: Env): Promise<number> => {
   const log = createLogger(config.logLevel, (s) => s)
   const pageSize = positiveIntArg('--page-size', input.options['pageSize'])
@@ -195,6 +240,17 @@ const specs = [
     keys: QUERY_SETTINGS,
     options: [new Option('--now <time>', 'as of this time'), new Option('--project <id>', "the alarm's or its resource's project"), formatOption()],
     action: counts,
+  }),
+  command({
+    path: ['history', 'end-open'],
+    summary: 'record a Vitrage cold start: end every alarm and causal edge open at --at, as Vitrage does to its own history (appends deactivation events)',
+    keys: QUERY_SETTINGS,
+    options: [
+      new Option('--at <time>', 'when vitrage-graph started without a snapshot (required)'),
+      new Option('--dry-run', 'count what would be ended; append nothing'),
+      formatOption(),
+    ],
+    action: endOpen,
   }),
   command({
     path: ['project', 'history'],

@@ -2,6 +2,7 @@ import type { StoredEvent } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
 import { historyCommand } from './commands.js'
+import { END_OPEN_PUBLISHER, endOpenEvents } from './end-open.js'
 
 let id = 0
 const event = (eventType: string, payload: Record<string, unknown>): StoredEvent => ({
@@ -35,4 +36,20 @@ t.test('other event types are not history; malformed history events are anomalie
   t.match(historyCommand(event('vitrage.alarm.deactivate', { vitrage_id: 'x', update_timestamp: 'soon' })), E.left({ problem: /update_timestamp/ }))
   t.match(historyCommand(event('vitrage.causal_relationship.deactivate', { source_id: 's', update_timestamp: '2024-01-01T00:00:08Z' })), E.left({ problem: /target_id/ }))
   t.match(historyCommand(event('vitrage.alarm.change', { vitrage_id: 'x', update_timestamp: '2024-01-01T00:00:08Z' })), E.left({ problem: /severity/ }))
+})
+
+t.test('end-open events are deactivations in the forms Vitrage publishes, stamped with the restart time', async (t) => {
+  let n = 0
+  const events = endOpenEvents({ alarms: ['a1'], edges: [{ source: 'a1', target: 'a2', label: 'causes' }] }, '2024-01-01T00:30:00.000000Z', () => `00000000-0000-4000-8000-${String(++n).padStart(12, '0')}`)
+  t.equal(events.length, 2)
+  const commands = events.map((m) => {
+    t.equal(m.publisherId, END_OPEN_PUBLISHER)
+    t.equal(m.collectorTimestamp, '2024-01-01T00:30:00.000000Z')
+    t.same(JSON.parse(m.messageText).payload, JSON.parse(m.payloadText), 'the message holds the payload')
+    return historyCommand(event(m.eventType, JSON.parse(m.payloadText) as Record<string, unknown>))
+  })
+  t.match(commands, [
+    E.right({ kind: 'deactivate-alarm', vitrageId: 'a1', at: '2024-01-01T00:30:00.000000Z' }),
+    E.right({ kind: 'deactivate-edge', source: 'a1', target: 'a2', label: 'causes', at: '2024-01-01T00:30:00.000000Z' }),
+  ])
 })
