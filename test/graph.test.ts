@@ -128,6 +128,24 @@ t.test('a follower converges to the same graph while events are appended concurr
   t.ok(positions.every((p, i) => i === 0 || p > (positions[i - 1] ?? 0)), 'positions only move forward')
 })
 
+t.test('a snapshot this version cannot read is passed over for an older one or a full replay, with a warning', async (t) => {
+  const world = await setupWorld(t)
+  await ingestFixtures(t, world)
+  const db = world.db.url
+  for (const at of ['100', '300']) t.equal((await cli(['snapshot', 'create', '--at-event', at, '--database-url', db])).code, 0)
+  // Written by a newer version before a rollback, say.
+  await world.sql.query(`UPDATE projection_snapshot SET format = 'columnar+gzip/9' WHERE event_id = 300`)
+  const r = await cli(['graph', '--database-url', db])
+  t.equal(r.code, 0, r.err)
+  t.same(JSON.parse(r.out), expectedFull, 'the same graph, from the snapshot at 100 and the tail')
+  t.match(r.err, /warning: passed over snapshot \d+ has format columnar\+gzip\/9/)
+  await world.sql.query(`UPDATE projection_snapshot SET data = '\\x00'::bytea WHERE event_id = 100`)
+  const both = await cli(['graph', '--database-url', db, '--format', 'summary'])
+  t.equal(both.code, 0, 'both unreadable: a full replay')
+  t.match(JSON.parse(both.out), { position: 400, snapshot: null })
+  t.equal(both.err.match(/passed over/g)?.length, 2)
+})
+
 t.test('follow --snapshot-every while appends go on: every snapshot equals a full replay to its event id', async (t) => {
   const world = await setupWorld(t)
   const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })

@@ -64,6 +64,7 @@ const buildGraph = async (io: Io, store: ReturnType<typeof openStore>['store'], 
     },
   })
   bar.finish()
+  if (E.isRight(r)) for (const u of r.right.unreadable) io.err(`vitrage-persistor: warning: passed over ${u.reason}\n`)
   return r
 }
 

@@ -65,6 +65,7 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
             ...(options.pageSize ? { pageSize: options.pageSize } : {}),
             ...(options.onInitialProgress ? { onProgress: options.onInitialProgress } : {}),
           })
+          if (E.isRight(built)) for (const u of built.right.unreadable) log.warn({ snapshot: u.id, eventId: u.eventId, reason: u.reason }, 'snapshot passed over: it cannot be read')
           step = E.map((g: { graph: EntityGraph; position: number }) => ({ graph: g.graph, position: g.position }))(built)
         } else {
           const current: FollowState = state

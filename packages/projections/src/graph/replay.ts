@@ -160,6 +160,8 @@ export interface GraphAt {
   readonly position: number
   /** The snapshot it started from, if any. */
   readonly snapshot?: { readonly id: number; readonly eventId: number }
+  /** Newer snapshots it could not read (a format this version does not know, corrupt), passed over. */
+  readonly unreadable: ReadonlyArray<{ readonly id: number; readonly eventId: number; readonly reason: string }>
 }
 
 export interface GraphSources {
@@ -203,15 +205,23 @@ export const graphAt = async (
   let graph = new EntityGraph()
   let fromId = 0
   let used: GraphAt['snapshot']
+  const unreadable: Array<GraphAt['unreadable'][number]> = []
   if (options.useSnapshots !== false) {
-    const snap = await sources.snapshots.latestSnapshot(GRAPH_SNAPSHOT_KIND, toId)()
-    if (E.isLeft(snap)) return snap
-    if (snap.right !== undefined) {
+    // A snapshot this version cannot read (written by a newer one, before a rollback; corrupt)
+    // is passed over for the next older one, down to a full replay: a standby still takes over.
+    for (let below = toId; below >= 0; ) {
+      const snap = await sources.snapshots.latestSnapshot(GRAPH_SNAPSHOT_KIND, below)()
+      if (E.isLeft(snap)) return snap
+      if (snap.right === undefined) break
       const decoded = await decodeGraphSnapshot(snap.right)
-      if (E.isLeft(decoded)) return decoded
-      graph = decoded.right
-      fromId = snap.right.eventId
-      used = { id: snap.right.id, eventId: snap.right.eventId }
+      if (E.isRight(decoded)) {
+        graph = decoded.right
+        fromId = snap.right.eventId
+        used = { id: snap.right.id, eventId: snap.right.eventId }
+        break
+      }
+      unreadable.push({ id: snap.right.id, eventId: snap.right.eventId, reason: decoded.left.message })
+      below = snap.right.eventId - 1
     }
   }
   // Replaying (fromId, toId] needs every event in it: none may have been pruned.
@@ -219,7 +229,7 @@ export const graphAt = async (
     return E.left(
       failure(
         'rejected',
-        `events below ${prunedBelow} were pruned and the graph at event ${toId} would need them (${used ? `nearest snapshot at event ${used.eventId}` : 'no snapshot at or before it'}); the oldest graph the log can give is at its oldest snapshot (snapshot list)`,
+        `events below ${prunedBelow} were pruned and the graph at event ${toId} would need them (${used ? `nearest snapshot at event ${used.eventId}` : 'no snapshot at or before it'}${unreadable.length > 0 ? `; unreadable: ${unreadable.map((u) => u.reason).join('; ')}` : ''}); the oldest graph the log can give is at its oldest snapshot (snapshot list)`,
         'pruned',
       ),
     )
@@ -240,5 +250,5 @@ export const graphAt = async (
       return E.left(failure('rejected', `events below ${after.right} were pruned while the graph at event ${toId} was being built from event ${fromId}; try again`, 'pruned'))
     }
   }
-  return E.right({ graph, position: toId, ...(used ? { snapshot: used } : {}) })
+  return E.right({ graph, position: toId, ...(used ? { snapshot: used } : {}), unreadable })
 }
