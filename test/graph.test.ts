@@ -10,7 +10,7 @@ import t, { type Test } from 'tap'
 import { cli } from './support/cli.js'
 import { fixturePath, rawFixtures } from './support/fixtures.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { rowCount, setupWorld, type World } from './support/setup.js'
+import { declarePersistorTopology, rowCount, setupWorld, type World } from './support/setup.js'
 
 const expectedFull = JSON.parse(readFileSync(fixturePath('vitrage-seed7-400.graph.json'), 'utf8')) as unknown
 const expected150 = JSON.parse(readFileSync(fixturePath('vitrage-seed7-400.graph-after-150-changes.json'), 'utf8')) as unknown
@@ -126,6 +126,35 @@ t.test('a follower converges to the same graph while events are appended concurr
   t.same(JSON.parse(canonicalJson(state.graph)), expectedFull)
   t.ok(positions.length > 2, `followed through ${positions.length} positions, woken by appends`)
   t.ok(positions.every((p, i) => i === 0 || p > (positions[i - 1] ?? 0)), 'positions only move forward')
+})
+
+t.test('replay stopped by SIGTERM: what was published is confirmed, it says where to resume, and the resumed run completes it exactly', async (t) => {
+  const source = await setupWorld(t)
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+  const events = Array.from({ length: 50 }, () => decoded.map((d) => prepareEvent({ ...d, messageId: randomUUID() }))).flat()
+  const client = await source.sql.connect()
+  for (let i = 0; i < events.length; i += 1000) await appendBatch(client, events.slice(i, i + 1000))
+  client.release()
+  const target = await setupWorld(t)
+  await declarePersistorTopology(target)
+  const args = ['replay', '--database-url', source.db.url, '--to-amqp', target.broker.url, '--exchange', target.names.exchange, '--routing-key', target.names.routingKey, '--max-in-flight', '20']
+  const first = startPersistor(args)
+  t.teardown(() => first.kill('SIGKILL'))
+  await eventually('republishing under way', async () => {
+    first.assertAlive()
+    return (await target.broker.depth(target.names.queue)) >= 1_000
+  })
+  first.kill('SIGTERM')
+  const exit = await first.exited
+  t.same(exit, { code: 1, signal: null }, 'not killed by the signal: stopped, exit 1 (incomplete)')
+  const said = /stopped by SIGTERM before the end; confirmed up to event (\d+) \(resume with --from-id (\d+)\)/.exec(first.output())
+  t.ok(said, first.output().slice(-500))
+  const confirmed = Number(said?.[1])
+  t.ok(confirmed < 20_000, `stopped at ${confirmed} of 20,000`)
+  t.equal(await target.broker.depth(target.names.queue), confirmed, 'everything published was confirmed before it exited')
+  const rest = await cli([...args, '--from-id', String(said?.[2])])
+  t.equal(rest.code, 0, rest.err)
+  t.equal(await target.broker.depth(target.names.queue), 20_000, 'the resumed run publishes the rest: each event once')
 })
 
 t.test('a snapshot this version cannot read is passed over for an older one or a full replay, with a warning', async (t) => {

@@ -38,12 +38,16 @@ export interface RepublishOptions {
   readonly pageSize: number
   readonly onProgress?: (p: { readonly lastId: number; readonly published: number }) => void
   readonly scrub?: (s: string) => string
+  /** Asked before each message: true stops publishing; what was published is still confirmed. */
+  readonly stopRequested?: () => boolean
 }
 
 export interface RepublishResult {
   readonly published: number
   /** Last id confirmed by the broker (fromId when nothing was). */
   readonly lastConfirmedId: number
+  /** Stopped on request before the end of the range. */
+  readonly stopped: boolean
 }
 
 /** The notification body for a stored event (pure). */
@@ -90,13 +94,18 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
     const unroutable = (): Error =>
       new Error(`a message was returned unroutable: no queue is bound to exchange ${JSON.stringify(o.exchange)} for routing key ${JSON.stringify(o.routingKey)}`)
     let after = o.fromId
+    let stopped = false
     // Ids published but not yet confirmed, in order: confirms arrive in publish order on one channel.
     const window: Array<Promise<number>> = []
-    while (after < o.toId) {
+    while (after < o.toId && !stopped) {
       const page = await reader.readRawPage(after, o.pageSize, { toId: o.toId, ...(o.eventTypes ? { eventTypes: o.eventTypes } : {}) })()
       if (E.isLeft(page)) return E.left({ ...page.left, lastConfirmedId })
       if (page.right.length === 0) break
       for (const event of page.right) {
+        if (o.stopRequested?.() === true) {
+          stopped = true
+          break
+        }
         let ok = true
         const confirmed = new Promise<number>((resolve, reject) => {
           ok = channel.publish(o.exchange, o.routingKey, notificationBody(event), { ...OSLO_PUBLISH_PROPERTIES, mandatory: true }, (err) =>
@@ -115,11 +124,12 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
         })
         while (window.length >= o.maxInFlight) lastConfirmedId = Math.max(lastConfirmedId, await (window.shift() as Promise<number>))
       }
+      if (stopped) break
       after = page.right.at(-1)?.id ?? o.toId
       o.onProgress?.({ lastId: after, published })
     }
     for (const p of window) lastConfirmedId = Math.max(lastConfirmedId, await p)
-    return E.right({ published, lastConfirmedId })
+    return E.right({ published, lastConfirmedId, stopped })
   } catch (e) {
     return fail('transient', `publishing stopped: ${(e as Error).message}`)
   } finally {

@@ -266,6 +266,7 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
   const requestedToId = positiveIntArg('--to-id', o['toId'])
   if (requestedToId !== undefined && fromId > requestedToId) throw new UsageError(`--from-id ${fromId} is after --to-id ${requestedToId}`)
   const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor replay')
+  const stop = stopSignal()
   try {
     const head = await orReport(io, 'replay', config.databaseUrl, store.headId())
     if (head === undefined) return 1
@@ -275,7 +276,11 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
     const toId = Math.min(requestedToId ?? head, head)
     const after = fromId - 1
     const bar = startProgress(io, 'republishing')
+    // Ctrl-C or SIGTERM: stop publishing, wait for what is in flight to be confirmed, say where to resume.
+    let stopping: NodeJS.Signals | undefined
+    void stop.received.then((s) => (stopping = s))
     const r = await republish(store, {
+      stopRequested: () => stopping !== undefined,
       amqpUrl: toAmqp,
       exchange,
       routingKey,
@@ -292,9 +297,14 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
       io.err(`vitrage-persistor replay: ${r.left.message}; confirmed up to event ${r.left.lastConfirmedId} (resume with --from-id ${r.left.lastConfirmedId + 1})\n`)
       return 1
     }
-    printJson(io, { published: r.right.published, fromId, toId, lastConfirmedId: r.right.lastConfirmedId })
+    printJson(io, { published: r.right.published, fromId, toId, lastConfirmedId: r.right.lastConfirmedId, ...(r.right.stopped ? { stopped: stopping } : {}) })
+    if (r.right.stopped) {
+      io.err(`vitrage-persistor replay: stopped by ${stopping} before the end; confirmed up to event ${r.right.lastConfirmedId} (resume with --from-id ${r.right.lastConfirmedId + 1})\n`)
+      return 1
+    }
     return 0
   } finally {
+    stop.release()
     await store.close()
   }
 }
@@ -354,5 +364,6 @@ export const graphCommands: readonly CommandSpec<SettingKey>[] = [
       new Option('--max-in-flight <n>', 'unconfirmed messages at most (default 1000)'),
     ],
     action: replay,
+    claimsSignals: () => true,
   }),
 ]
