@@ -24,6 +24,8 @@ export interface OsloPublish {
   readonly topic: string
   readonly count: number
   readonly durable?: boolean
+  /** oslo's rabbit_quorum_queue. */
+  readonly quorum?: boolean
   readonly driver?: 'messagingv2' | 'messaging'
   readonly eventType?: string
   readonly payload?: unknown
@@ -45,6 +47,7 @@ export const osloUnavailable = (): string | undefined => {
 export const osloPublish = (o: OsloPublish, amqpUrl = 'rabbit://guest:guest@127.0.0.1:5672/'): Promise<{ code: number; sends: OsloSend[]; stderr: string }> => {
   const args = [SCRIPT, '--url', amqpUrl, '--exchange', o.exchange, '--topic', o.topic, '--count', String(o.count), '--quiet']
   if (o.durable) args.push('--durable')
+  if (o.quorum) args.push('--quorum')
   if (o.driver) args.push('--driver', o.driver)
   if (o.eventType) args.push('--event-type', o.eventType)
   if (o.payload !== undefined) args.push('--payload', JSON.stringify(o.payload))

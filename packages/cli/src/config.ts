@@ -116,6 +116,14 @@ export const settings = {
     switch: true,
     parse: bool,
   },
+  amqpQuorumQueues: {
+    flag: 'amqp-quorum-queues',
+    env: 'PERSISTOR_AMQP_QUORUM_QUEUES',
+    describe: "the deployment's oslo.messaging rabbit_quorum_queue: declare oslo's queue (if it does not exist yet) as a quorum queue, and its exchange durable",
+    default: false,
+    switch: true,
+    parse: bool,
+  },
   prefetch: {
     flag: 'prefetch',
     env: 'PERSISTOR_PREFETCH',

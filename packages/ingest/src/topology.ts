@@ -24,6 +24,11 @@ export interface TopologyOptions {
   readonly compatQueue: boolean
   /** oslo's `amqp_durable_queues`: how to declare oslo's exchange/queue if they are missing. */
   readonly osloDurable: boolean
+  /**
+   * oslo's `rabbit_quorum_queue`: its queues are then quorum queues (`x-queue-type: quorum`) and,
+   * like its exchanges, durable whatever amqp_durable_queues says (impl_rabbit.py).
+   */
+  readonly osloQuorum?: boolean
 }
 
 export interface Topology {
@@ -97,7 +102,8 @@ export const declareTopology = async (connection: amqp.ChannelModel, o: Topology
       else throw e
     }
   }
-  await osloObject('exchange', o.exchange, (ch) => ch.assertExchange(o.exchange, 'topic', { durable: o.osloDurable, autoDelete: false }))
+  const osloDurable = o.osloDurable || o.osloQuorum === true
+  await osloObject('exchange', o.exchange, (ch) => ch.assertExchange(o.exchange, 'topic', { durable: osloDurable, autoDelete: false }))
   await onScratchChannel(connection, async (ch) => {
     await ch.assertExchange(n.deadLetterExchange, 'fanout', { durable: true, autoDelete: false })
     await ch.assertQueue(n.deadLetterQueue, { durable: true, autoDelete: false })
@@ -115,7 +121,9 @@ export const declareTopology = async (connection: amqp.ChannelModel, o: Topology
   })
   declared.push(`exchange ${n.deadLetterExchange}`, `queue ${n.deadLetterQueue}`)
   if (o.compatQueue) {
-    await osloObject('queue', n.osloQueue, (ch) => ch.assertQueue(n.osloQueue, { durable: o.osloDurable, autoDelete: false, exclusive: false }))
+    await osloObject('queue', n.osloQueue, (ch) =>
+      ch.assertQueue(n.osloQueue, { durable: osloDurable, autoDelete: false, exclusive: false, ...(o.osloQuorum === true ? { arguments: { 'x-queue-type': 'quorum' } } : {}) }),
+    )
     // oslo binds its queue with the queue name as routing key; binding again is a no-op.
     await onScratchChannel(connection, (ch) => ch.bindQueue(n.osloQueue, o.exchange, n.osloQueue))
   } else {
