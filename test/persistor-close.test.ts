@@ -3,7 +3,66 @@ import { createIngestMetrics, Persistor } from '@vitrage-persistor/ingest'
 import { PgEventStore } from '@vitrage-persistor/store-postgres'
 import { Registry } from 'prom-client'
 import t from 'tap'
-import { setupWorld } from './support/setup.js'
+import { eventually } from '@vitrage-persistor/testing'
+import { message, OSLO_PROPERTIES, v2Body } from './support/messages.js'
+import { closeConnectionsNamed } from './support/rabbitmqctl.js'
+import { rowCount, setupWorld } from './support/setup.js'
+
+const options = (world: Awaited<ReturnType<typeof setupWorld>>, connectionName: string) => ({
+  amqpUrl: world.broker.url,
+  exchange: world.names.exchange,
+  topic: world.names.topic,
+  queue: world.names.queue,
+  compatQueue: false,
+  osloDurable: false,
+  prefetch: 10,
+  batchSize: 5,
+  batchMaxWaitMs: 10,
+  maxMessageBytes: 1 << 20,
+  heartbeatSeconds: 30,
+  reconnect: { initialMs: 100, maxMs: 1_000 },
+  appendRetry: { initialMs: 100, maxMs: 1_000 },
+  shutdownTimeoutMs: 10_000,
+  queueDepthIntervalMs: 60_000,
+  connectionName,
+})
+
+t.test('the dead-letter connection lost while the consumer starts: it starts again and consumes (it stayed dead, reporting consuming)', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 1 })
+  t.teardown(() => store.close())
+  const name = `persistor-start-test-${process.pid}`
+  // The broker closes the dead-letter connection just as the first consumer is being started.
+  // amqplib's Channel class (not exported): the prototype of any plain channel.
+  const probe = await world.broker.connection.createChannel()
+  const Channel = { prototype: Object.getPrototypeOf(probe) as { consume: (...a: unknown[]) => Promise<unknown> } }
+  await probe.close()
+  const consume = Channel.prototype.consume
+  let first = true
+  Channel.prototype.consume = async function (this: unknown, ...a: unknown[]) {
+    if (first) {
+      first = false
+      t.equal(await closeConnectionsNamed(`${name} (dead-letters)`, 'fault test'), 1)
+      await new Promise((r) => setTimeout(r, 200))
+    }
+    return consume.apply(this, a)
+  }
+  t.teardown(() => {
+    Channel.prototype.consume = consume
+  })
+  const persistor = new Persistor(options(world, name), {
+    store,
+    logger: silentLogger,
+    metrics: createIngestMetrics(new Registry()),
+    scrub: (s) => s,
+    onDefect: (e) => t.fail(`defect: ${String(e)}`),
+  })
+  t.teardown(() => persistor.close())
+  persistor.start()
+  await eventually('consuming on a live session', async () => persistor.consuming, { timeoutMs: 20_000 })
+  await world.broker.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq: 0 })), OSLO_PROPERTIES)
+  await eventually('stored', async () => (await rowCount(world)) === 1)
+})
 
 t.test('close() while still connecting: once it resolves, nothing of that attempt is left or comes later', async (t) => {
   const world = await setupWorld(t)

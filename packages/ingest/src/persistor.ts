@@ -129,7 +129,11 @@ const until = <T>(deadline: number, p: Promise<T>, fallback: T): Promise<T> => {
  */
 const closeConnection = async (connection: amqp.ChannelModel, deadline: number): Promise<void> => {
   await until(deadline, connection.close().catch(() => {}), undefined)
-  ;(connection as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
+  // amqplib stops its heartbeat timers only once the close completes: cut short, they would keep
+  // the process alive.
+  const inner = (connection as unknown as { connection?: { stream?: { destroy?: () => void }; heartbeater?: { clear?: () => void } | null } }).connection
+  inner?.heartbeater?.clear?.()
+  inner?.stream?.destroy?.()
 }
 
 /** The heartbeat goes in the URL (amqplib reads it there); one the operator set wins. */
@@ -235,9 +239,13 @@ export class Persistor {
       // Closing is bounded too: a grace second past the deadline, then the sockets are dropped.
       // The channel first: its close-ok comes after the broker has taken every ack sent on it
       // (closing the connection alone lost the last acks).
+      // Each connection on its own: a blocked one must not use up the other's time.
       const grace = Math.max(deadline, Date.now()) + 1_000
-      await until(grace, Promise.all([s.channel.close().catch(() => {}), s.deadLetters.close().catch(() => {})]), undefined)
-      await Promise.all([closeConnection(s.connection, grace), closeConnection(s.publisher, grace)])
+      const closePair = async (channel: amqp.Channel, connection: amqp.ChannelModel): Promise<void> => {
+        await until(grace, channel.close().catch(() => {}), undefined)
+        await closeConnection(connection, Math.max(grace, Date.now() + 500))
+      }
+      await Promise.all([closePair(s.channel, s.connection), closePair(s.deadLetters, s.publisher)])
     }
     this.deps.metrics.brokerConnected.set(0)
     this.state = 'closed'
@@ -249,6 +257,9 @@ export class Persistor {
     this.state = 'connecting'
     let connection: amqp.ChannelModel | undefined
     let publisher: amqp.ChannelModel | undefined
+    // A connection that closes before its session exists is remembered here and fails the start.
+    let current: Session | undefined
+    let closedWhileStarting: string | undefined
     const open = async (role: string): Promise<amqp.ChannelModel> => {
       const c = await amqp.connect(withHeartbeat(this.options.amqpUrl, this.options.heartbeatSeconds), {
         // TLS settings of amqps:// URLs pass through to Node's tls (docs/operations.md).
@@ -257,6 +268,11 @@ export class Persistor {
         clientProperties: { connection_name: `${this.options.connectionName} (${role})` },
       })
       c.on('error', (e: unknown) => this.log.warn({ err: this.describe(e), role }, 'broker connection error'))
+      c.on('close', (e: unknown) => {
+        const reason = e === undefined ? `${role} connection closed` : this.describe(e)
+        if (current !== undefined) this.lost(current, reason)
+        else closedWhileStarting ??= reason
+      })
       c.on('blocked', (reason: unknown) => {
         this.deps.metrics.brokerBlocked.labels(role).set(1)
         this.log.warn({ role, reason: String(reason) }, 'broker blocked the connection (resource alarm)')
@@ -290,16 +306,12 @@ export class Persistor {
         unconfirmed: new Set(),
         returned: false,
       }
+      current = session
+      if (closedWhileStarting !== undefined) throw new Error(`${closedWhileStarting} while starting`)
       // A return comes before the confirm of the same message, so the confirm sees the flag.
       deadLetters.on('return', () => {
         session.returned = true
       })
-      for (const [c, role] of [
-        [connection, 'consume'],
-        [publisher, 'dead-letters'],
-      ] as const) {
-        c.on('close', (e: unknown) => this.lost(session, e === undefined ? `${role} connection closed` : this.describe(e)))
-      }
       for (const [ch, role] of [
         [channel, 'consume'],
         [deadLetters, 'dead-letters'],
@@ -316,10 +328,19 @@ export class Persistor {
       this.session = session
       // oslo's queue has no single-active-consumer: an exclusive consumer keeps a second instance
       // (or Vitrage's own persistor) off it, so deliveries are never split and reordered.
-      const { consumerTag } = await channel.consume(topology.consumeQueue, (m) => this.onMessage(session, m), { noAck: false, exclusive: this.options.compatQueue })
+      const { consumerTag } = await channel
+        .consume(topology.consumeQueue, (m) => this.onMessage(session, m), { noAck: false, exclusive: this.options.compatQueue })
+        .catch((e: unknown) => {
+          // Refused because another consumer has the queue (not for lack of permission, also 403).
+          if (this.options.compatQueue && (e as { code?: unknown }).code === 403 && /exclusive/i.test(String((e as Error).message))) throw Object.assign(e as Error, { exclusiveInUse: true })
+          throw e
+        })
       session.consumerTag = consumerTag
       // close() may have begun while the consumer was starting: drain cancels it, and owns the state.
       if ((this.state as PersistorState) !== 'connecting') return
+      // Either connection or channel closed while the consumer was starting (lost() leaves that
+      // to this attempt): start again.
+      if (!session.alive) throw new Error('a broker connection or channel closed while starting')
       this.state = 'consuming'
       this.reconnectAttempt = 0
       this.standingBy = false
@@ -332,7 +353,7 @@ export class Persistor {
     } catch (e) {
       await connection?.close().catch(() => {})
       await publisher?.close().catch(() => {})
-      if (this.options.compatQueue && (e as { code?: unknown }).code === 403) {
+      if ((e as { exclusiveInUse?: boolean }).exclusiveInUse === true) {
         // ACCESS_REFUSED on an exclusive consume: another consumer holds oslo's queue. Standing
         // by, trying again at a steady pace (not an error that escalates).
         this.log[this.standingBy ? 'debug' : 'info'](
@@ -368,8 +389,9 @@ export class Persistor {
     // While connecting, the failing step's own error reaches connect(), which retries.
     if (this.session !== session || this.state === 'draining' || this.state === 'closed' || this.state === 'connecting') return
     this.log.warn({ reason, generation: session.generation }, 'broker session lost; held messages will be redelivered')
-    void session.connection.close().catch(() => {})
-    void session.publisher.close().catch(() => {})
+    // Bounded: a blocked connection never answers a close; its pending confirms then fail at once.
+    void closeConnection(session.connection, Date.now() + 2_000)
+    void closeConnection(session.publisher, Date.now() + 2_000)
     this.scheduleReconnect(backoffDelay(this.options.reconnect, this.reconnectAttempt++))
   }
 

@@ -118,10 +118,17 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
         published++
         // The socket's buffer is full: wait until it drains rather than queue more in memory.
         // (A channel that closes meanwhile never drains: its confirms reject instead.)
-        if (!ok) await new Promise((r) => {
-          channel.once('drain', r)
-          channel.once('close', r)
-        })
+        if (!ok) {
+          await new Promise<void>((resolve) => {
+            const done = (): void => {
+              channel.off('drain', done)
+              channel.off('close', done)
+              resolve()
+            }
+            channel.once('drain', done)
+            channel.once('close', done)
+          })
+        }
         while (window.length >= o.maxInFlight) lastConfirmedId = Math.max(lastConfirmedId, await (window.shift() as Promise<number>))
       }
       if (stopped) break

@@ -226,16 +226,19 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
    */
   close(options: { readonly timeoutMs?: number } = {}): Promise<void> {
     this.closing ??= (async () => {
-      await Promise.all([...this.listeners].map((l) => l.close()))
-      const ended = this.pool.end().catch(() => {})
+      const ended = Promise.all([...this.listeners].map((l) => l.close())).then(() => this.pool.end().catch(() => {}))
       if (options.timeoutMs === undefined) return ended
-      let timer: NodeJS.Timeout | undefined
-      const inTime = await Promise.race([ended.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), options.timeoutMs)))])
-      clearTimeout(timer)
-      if (inTime) return
+      const inTime = (ms: number): Promise<boolean> => {
+        let timer: NodeJS.Timeout | undefined
+        return Promise.race([ended.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]).finally(() => clearTimeout(timer))
+      }
+      if (await inTime(options.timeoutMs)) return
+      // Busy connections (and, with a server that stopped answering, idle ones whose goodbye is
+      // never acknowledged) are dropped; their transactions roll back on the server.
       this.options.logger?.warn({ busy: this.busy.size, timeoutMs: options.timeoutMs }, 'database work still running at close; ending its connections')
-      for (const c of this.busy) (c as unknown as { connection: { stream: { destroy: () => void } } }).connection.stream.destroy()
-      await ended
+      const pooled = (this.pool as unknown as { _clients?: pg.PoolClient[] })._clients ?? []
+      for (const c of new Set([...this.busy, ...pooled])) (c as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
+      await inTime(1_000)
     })()
     return this.closing
   }
