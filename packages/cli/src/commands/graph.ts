@@ -54,7 +54,7 @@ const targetOf = (o: Readonly<Record<string, unknown>>): GraphTarget => {
 
 /** The graph at a target, with a progress bar while replaying. */
 const buildGraph = async (io: Io, store: ReturnType<typeof openStore>['store'], target: GraphTarget, useSnapshots: boolean): Promise<E.Either<Failure, GraphAt>> => {
-  const bar = startProgress(io, 'replaying graph changes')
+  const bar = startProgress(io, 'replaying the log, by event id')
   let base: number | undefined
   const r = await graphAt({ reader: store, snapshots: store, clock: store }, target, {
     useSnapshots,
@@ -183,7 +183,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     }
     const http = listening.server
     if (http) log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
-    const bar = startProgress(io, 'loading graph')
+    const bar = startProgress(io, 'loading the graph, by event id')
     const follow$ = followGraph({ reader: store, snapshots: store, clock: store, signal: store }, { logger: log, onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)) })
     let lastSnapshot = 0
     let snapshotting: Promise<void> = Promise.resolve()
@@ -275,7 +275,7 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
     if (fromId < prunedBelow) io.err(`vitrage-persistor replay: events below ${prunedBelow} were pruned; republishing what is stored from there\n`)
     const toId = Math.min(requestedToId ?? head, head)
     const after = fromId - 1
-    const bar = startProgress(io, 'republishing')
+    const bar = startProgress(io, 'republishing, by event id')
     // Ctrl-C or SIGTERM: stop publishing, wait for what is in flight to be confirmed, say where to resume.
     let stopping: NodeJS.Signals | undefined
     void stop.received.then((s) => (stopping = s))
