@@ -222,6 +222,9 @@ const applyEdges = async (client: Client, commands: readonly HistoryCommand[]): 
 export const resetHistory = async (client: Client, name: string): Promise<void> => {
   await client.query('BEGIN')
   try {
+    // The writers' lock first, as every writer takes it: TRUNCATE locks its tables one by one, and
+    // a writer running meanwhile could hold one of them while waiting for another (a deadlock).
+    await client.query(`SELECT ${lockHistory('exclusive')}`, [name])
     await client.query('TRUNCATE history_alarm, history_change, history_edge_event')
     await client.query(`INSERT INTO projection_checkpoint (name, position) VALUES ($1, 0)
       ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = now()`, [name])
