@@ -122,11 +122,16 @@ t.test('history end-open records a Vitrage cold start: everything open at T ends
   t.ok(dry.edges > 0, `${dry.edges} causal edges open`)
   t.equal(await rowCount(world), 400, 'a dry run appends nothing')
 
-  const done = await cliJson<{ alarms: number; edges: number; appended: number }>(['history', 'end-open', ...db, '--at', T('00:30:00')])
+  // Two at once (an operator and a script, say): one appends; the other waits for it, then for the
+  // projection to apply what it appended, and (nothing projects this log now) refuses.
+  const [one, two] = await Promise.all([0, 1].map(() => cli(['history', 'end-open', ...db, '--at', T('00:30:00'), '--wait', '2', '--format', 'json'])))
+  t.same([one?.code, two?.code].sort(), [0, 1], 'one run appended, the other did not')
+  const done = JSON.parse((one?.code === 0 ? one : two)?.out ?? '{}') as { appended: number }
   t.equal(done.appended, 15 + dry.edges)
-  const behind = await cli(['history', 'end-open', ...db, '--at', T('00:40:00')])
+  // Nothing is projecting this log now: after --wait it refuses rather than miss an alarm.
+  const behind = await cli(['history', 'end-open', ...db, '--at', T('00:40:00'), '--wait', '1'])
   t.equal(behind.code, 1, 'refused while the projection has not applied what was just appended')
-  t.match(behind.err, /the history projection is at event 400, the log at \d+: let it catch up first/)
+  t.match(behind.err, /the history projection is at event 400 and did not reach event \d+ within 1 s/)
 
   t.equal((await cli(['project', 'history', ...db])).code, 0)
   t.same((await cliJson<Alarms>(['history', 'alarms', ...db, '--active'])).alarms, [], 'nothing active after the restart time')

@@ -116,10 +116,19 @@ const COMPAT_STANDBY_MS = 2_000
 /** How long a batch waits for its dead letters' confirms before going on without them. */
 const DEAD_LETTER_WAIT_MS = 2_000
 
-/** Resolves with `fn`'s value, or with `fallback` once `deadline` (epoch ms) has passed. */
+/**
+ * Resolves with `p`'s value, or with `fallback` once `deadline` (epoch ms) has passed. The timer
+ * does not keep the process alive: a wait still pending at exit must not delay it.
+ */
 const until = <T>(deadline: number, p: Promise<T>, fallback: T): Promise<T> => {
   let timer: NodeJS.Timeout | undefined
-  return Promise.race([p, new Promise<T>((r) => (timer = setTimeout(() => r(fallback), Math.max(0, deadline - Date.now()))))]).finally(() => clearTimeout(timer))
+  return Promise.race([
+    p,
+    new Promise<T>((r) => {
+      timer = setTimeout(() => r(fallback), Math.max(0, deadline - Date.now()))
+      timer.unref()
+    }),
+  ]).finally(() => clearTimeout(timer))
 }
 
 /**

@@ -223,16 +223,18 @@ export const alarmsById = async (db: pg.Pool | pg.PoolClient | pg.Client, ids: r
   return rows
 }
 
-/** What is still open at `at` in the history tables: alarms, and causal edges (any label). */
+/**
+ * What is open in the history tables and started by `at`: alarms and causal edges (any label)
+ * with no end recorded. One that ended after `at` is left alone: the history keeps an alarm's
+ * latest end, so a deactivation at `at` would not shorten it, and ending its edges but not it
+ * would make them disagree.
+ */
 export const openAt = async (db: pg.Pool | pg.PoolClient | pg.Client, at: string): Promise<{ alarms: string[]; edges: Array<{ source: string; target: string; label: string }> }> => {
-  const alarms = await db.query<{ vitrage_id: string }>(
-    `SELECT vitrage_id FROM history_alarm WHERE start_timestamp <= $1 AND (end_timestamp IS NULL OR end_timestamp > $1) ORDER BY vitrage_id`,
-    [at],
-  )
+  const alarms = await db.query<{ vitrage_id: string }>(`SELECT vitrage_id FROM history_alarm WHERE start_timestamp <= $1 AND end_timestamp IS NULL ORDER BY vitrage_id`, [at])
   // An interval with an unknown start (its activation never arrived) is not known to be open.
   const edges = await db.query<{ source: string; target: string; label: string }>(
     `SELECT DISTINCT source_id AS source, target_id AS target, label FROM history_edge
-     WHERE start_timestamp <= $1 AND (end_timestamp IS NULL OR end_timestamp > $1) ORDER BY 1, 2, 3`,
+     WHERE start_timestamp <= $1 AND end_timestamp IS NULL ORDER BY 1, 2, 3`,
     [at],
   )
   return { alarms: alarms.rows.map((r) => r.vitrage_id), edges: edges.rows }

@@ -4,7 +4,7 @@ import type pg from 'pg'
 import t, { type Test } from 'tap'
 import { CheckpointConflict, readCheckpoint } from './checkpoints.js'
 import { applyHistory, foldAlarms, resetHistory } from './history.js'
-import { alarmsById, alarmsQuery, causalEdges, countActiveAlarms, queryAlarms } from './history-queries.js'
+import { alarmsById, alarmsQuery, causalEdges, countActiveAlarms, openAt, queryAlarms } from './history-queries.js'
 import { schemaTemplate } from './migrate.js'
 
 const setup = async (t: Test): Promise<pg.Client> => {
@@ -185,6 +185,14 @@ t.test('--start after --end is refused to the microsecond', async (t) => {
   t.throws(() => alarmsQuery({ start: '2024-01-01T10:00:00.000900Z', end: '2024-01-01T10:00:00.000100Z' }), { name: 'QueryError', message: /is after --end/ })
   t.doesNotThrow(() => alarmsQuery({ start: '2024-01-01T10:00:00.000100Z', end: '2024-01-01T10:00:00.000100Z' }), 'an instant is a window')
   t.throws(() => alarmsQuery({ start: 'soon', end: '2024-01-01T10:00:00Z' }), { name: 'QueryError', message: /--start: "soon" is not a timestamp/ })
+})
+
+t.test('open for end-open: started by T and not ended at all; one that ended later is left alone', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', story, 0, 1)
+  t.same(await openAt(c, at(8)), { alarms: ['a2'], edges: [{ source: 'a1', target: 'a2', label: 'causes' }] }, 'a1 ended at 7, a3 and its edge start at 9')
+  t.same(await openAt(c, at(30)), { alarms: ['a2', 'a3'], edges: [{ source: 'a1', target: 'a2', label: 'causes' }, { source: 'a2', target: 'a3', label: 'causes' }] })
+  t.same((await openAt(c, at(2))).alarms, ['a2'], 'a1 is not open: it has an end (7), even though it was active at 2')
 })
 
 t.test('two runners cannot both move a checkpoint', async (t) => {

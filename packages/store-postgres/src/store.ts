@@ -112,6 +112,36 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     }
   }
 
+  /**
+   * Runs `task` holding the session-level advisory lock `key` (waiting for it), on a connection
+   * of its own: one-off maintenance commands run one at a time. The task gets the other pool
+   * connections.
+   */
+  readonly exclusively =
+    <T>(key: string, task: () => Promise<T>): TE.TaskEither<Failure, T> =>
+    async () => {
+      let client: pg.PoolClient
+      try {
+        client = await this.pool.connect()
+      } catch (e) {
+        return E.left(classifyPgError(e, this.scrub))
+      }
+      try {
+        await client.query('SELECT pg_advisory_lock(1986622578, hashtext($1))', [key])
+      } catch (e) {
+        client.release(e as Error)
+        return E.left(classifyPgError(e, this.scrub))
+      }
+      try {
+        return E.right(await task())
+      } finally {
+        await client.query('SELECT pg_advisory_unlock(1986622578, hashtext($1))', [key]).then(
+          () => client.release(),
+          (e: unknown) => client.release(e as Error),
+        )
+      }
+    }
+
   /** Encodes a message for `append` (pure; call it as messages arrive). */
   prepare(message: DecodedMessage): PreparedEvent {
     return prepareEvent(message)

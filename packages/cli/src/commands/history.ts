@@ -122,42 +122,60 @@ const counts = async (config: QueryConfig, input: CommandInput, io: Io): Promise
 
 /**
  * `history end-open --at T`: records a Vitrage cold start (see projections' end-open.ts) as
- * deactivation events for everything open at T. Refused while the projection is behind the log:
- * alarms opened in events it has not applied would be missed.
+ * deactivation events for everything open at T. It first waits (--wait) for the projection to
+ * apply what the log holds, since alarms opened in events it has not applied would be missed, and
+ * runs one at a time.
  */
 const endOpen = async (config: QueryConfig, input: CommandInput, io: Io): Promise<number> => {
   const at = timestampArg('--at', input.options['at'])
   if (at === undefined) throw new UsageError('--at: the time vitrage-graph started without a snapshot (its log says "Init Started", then "Starting for the first time")')
   const dryRun = input.options['dryRun'] === true
-  const { store } = openStore(config.databaseUrl, 'vitrage-persistor history')
+  const waitMs = (positiveIntArg('--wait', input.options['wait']) ?? 60) * 1000
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor history', 3)
+  const fail = (message: string): E.Either<string, never> => E.left(message)
+  const orFail = async <T>(task: TE.TaskEither<{ message: string }, T>): Promise<E.Either<string, T>> => E.mapLeft((f: { message: string }) => `${redactUrl(config.databaseUrl)}: ${f.message}`)(await task())
   try {
-    const checkpoint = await orReport(io, 'history end-open', config.databaseUrl, store.historyCheckpoint('history'))
-    const head = await orReport(io, 'history end-open', config.databaseUrl, store.headId())
-    if (checkpoint === undefined || head === undefined) return 1
-    if (checkpoint < head) {
-      io.err(`vitrage-persistor history end-open: the history projection is at event ${checkpoint}, the log at ${head}: let it catch up first (vitrage-persistor project history), so that every alarm open at ${at} is known\n`)
+    // One run at a time: two at once would both find the same alarms open and append them twice.
+    const outcome = await store.exclusively('maintenance:history end-open', async (): Promise<E.Either<string, Record<string, unknown>>> => {
+      // Everything appended up to now must be applied first (an alarm opened in an event not yet
+      // applied would be missed): wait for the projection to reach this head.
+      const head = await orFail(store.headId())
+      if (E.isLeft(head)) return head
+      for (const giveUp = Date.now() + waitMs; ; ) {
+        const checkpoint = await orFail(store.historyCheckpoint('history'))
+        if (E.isLeft(checkpoint)) return checkpoint
+        if (checkpoint.right >= head.right) break
+        if (Date.now() >= giveUp) {
+          return fail(
+            `the history projection is at event ${checkpoint.right} and did not reach event ${head.right} within ${waitMs / 1000} s: is it running (run, or project history --follow)? Without it, run project history first`,
+          )
+        }
+        await new Promise((r) => setTimeout(r, 200))
+      }
+      const open = await orFail(store.openAt(at))
+      if (E.isLeft(open)) return open
+      const summary = { at, alarms: open.right.alarms.length, edges: open.right.edges.length }
+      if (dryRun) return E.right({ ...summary, dryRun: true })
+      const events = endOpenEvents(open.right, at, randomUUID)
+      let appended = 0
+      for (let i = 0; i < events.length; i += 1000) {
+        const r = await orFail(store.append(events.slice(i, i + 1000).map((m) => store.prepare(m))))
+        if (E.isLeft(r)) return fail(`${r.left}; ${appended} of ${events.length} events appended before the failure, running it again appends the rest`)
+        appended += r.right.stored.length
+      }
+      return E.right({ ...summary, appended })
+    })()
+    if (E.isLeft(outcome)) {
+      io.err(`vitrage-persistor history end-open: ${redactUrl(config.databaseUrl)}: ${outcome.left.message}\n`)
       return 1
     }
-    const open = await orReport(io, 'history end-open', config.databaseUrl, store.openAt(at))
-    if (open === undefined) return 1
-    const events = endOpenEvents(open, at, randomUUID)
-    const summary = { at, alarms: open.alarms.length, edges: open.edges.length }
-    const show = (result: Record<string, unknown>): void =>
-      chooseFormat(input.options, io) === 'json' ? printJson(io, result) : printTable(io, Object.keys(result), [result])
-    if (dryRun) {
-      show({ ...summary, dryRun: true })
-      return 0
+    if (E.isLeft(outcome.right)) {
+      io.err(`vitrage-persistor history end-open: ${outcome.right.left}\n`)
+      return 1
     }
-    let appended = 0
-    for (let i = 0; i < events.length; i += 1000) {
-      const r = await orReport(io, 'history end-open', config.databaseUrl, store.append(events.slice(i, i + 1000).map((m) => store.prepare(m))))
-      if (r === undefined) {
-        io.err(`vitrage-persistor history end-open: ${appended} of ${events.length} events appended before the failure; running it again appends the rest (what is ended is no longer open)\n`)
-        return 1
-      }
-      appended += r.stored.length
-    }
-    show({ ...summary, appended })
+    const result = outcome.right.right
+    if (chooseFormat(input.options, io) === 'json') printJson(io, result)
+    else printTable(io, Object.keys(result), [result])
     return 0
   } finally {
     await store.close()
@@ -248,6 +266,7 @@ const specs = [
     options: [
       new Option('--at <time>', 'when vitrage-graph started without a snapshot (required)'),
       new Option('--dry-run', 'count what would be ended; append nothing'),
+      new Option('--wait <seconds>', 'how long to wait for the history projection to apply what is already in the log (default 60)'),
       formatOption(),
     ],
     action: endOpen,
