@@ -79,3 +79,32 @@ t.test("--compat-queue twice on oslo's queue: the second stands by (the queue is
   second.kill('SIGTERM')
   t.equal((await second.exited).code, 0)
 })
+
+t.test("--compat-queue twice on a quorum queue (RabbitMQ does not enforce exclusive there): the lease keeps the second standing by", async (t) => {
+  const world = await setupWorld(t)
+  const flags = world.flags(['--compat-queue', '--amqp-quorum-queues', '--batch-size', '50'])
+  const first = startPersistor(flags)
+  t.teardown(() => first.kill('SIGKILL'))
+  await first.waitFor(isConsuming, 'consuming')
+  const second = startPersistor(flags)
+  t.teardown(() => second.kill('SIGKILL'))
+  await second.waitFor((l) => /standing by/.test(String(l.msg)), 'the second to stand by')
+  const publish = async (from: number, to: number): Promise<void> => {
+    for (let seq = from; seq < to; seq++) {
+      world.broker.channel.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq })), { contentType: 'application/json', deliveryMode: 2 })
+    }
+    await world.broker.channel.waitForConfirms()
+  }
+  await publish(0, 2_000)
+  await eventually('stored', async () => (await rowCount(world)) === 2_000)
+  t.notOk(second.lines.some(isConsuming), 'the second never consumed')
+  t.same(await storedSeqs(world), Array.from({ length: 2_000 }, (_, i) => i), 'in publish order')
+  // kill -9: PostgreSQL ends its session, and with it the lease.
+  first.kill('SIGKILL')
+  await second.waitFor(isConsuming, 'the second to take over')
+  await publish(2_000, 3_000)
+  await eventually('everything stored once', async () => (await rowCount(world)) === 3_000, { timeoutMs: 60_000 })
+  t.same(await storedSeqs(world), Array.from({ length: 3_000 }, (_, i) => i))
+  second.kill('SIGTERM')
+  t.equal((await second.exited).code, 0)
+})

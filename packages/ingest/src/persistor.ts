@@ -73,6 +73,18 @@ export interface PersistorDeps {
   readonly scrub: (text: string) => string
   /** A defect (a bug, not an outside failure) stopped the pipeline; the process should exit. */
   readonly onDefect: (error: unknown) => void
+  /**
+   * With --compat-queue: takes the lease that makes this instance the only consumer of oslo's
+   * queue (undefined: another instance holds it). The broker's exclusive consumer is not enough:
+   * RabbitMQ does not enforce it on a quorum queue.
+   */
+  readonly acquireLease?: (name: string) => Promise<E.Either<Failure, ConsumerLease | undefined>>
+}
+
+export interface ConsumerLease {
+  /** Resolves when the lease is lost: stop consuming. */
+  readonly lost: Promise<void>
+  readonly release: () => Promise<void>
 }
 
 export type PersistorState = 'idle' | 'connecting' | 'consuming' | 'backoff' | 'draining' | 'closed'
@@ -92,6 +104,8 @@ interface Session {
   readonly unconfirmed: Set<number>
   /** The broker returned a dead letter as unroutable. */
   returned: boolean
+  /** --compat-queue: the lease this session consumes under. */
+  lease?: ConsumerLease
 }
 
 interface Delivery {
@@ -255,6 +269,7 @@ export class Persistor {
         await closeConnection(connection, Math.max(grace, Date.now() + 500))
       }
       await Promise.all([closePair(s.channel, s.connection), closePair(s.deadLetters, s.publisher)])
+      await s.lease?.release()
     }
     this.deps.metrics.brokerConnected.set(0)
     this.state = 'closed'
@@ -293,10 +308,18 @@ export class Persistor {
       return c
     }
     const unwanted = (): boolean => (this.state as PersistorState) === 'draining' || (this.state as PersistorState) === 'closed'
+    let lease: ConsumerLease | undefined
     try {
+      if (this.options.compatQueue && this.deps.acquireLease !== undefined) {
+        const taken = await this.deps.acquireLease(`consume ${names(this.options).consumeQueue}`)
+        if (E.isLeft(taken)) throw new Error(`cannot take the consumer lease: ${taken.left.message}`)
+        if (taken.right === undefined) throw Object.assign(new Error('another instance holds the consumer lease'), { exclusiveInUse: true })
+        lease = taken.right
+      }
       connection = await open('consume')
       if (unwanted()) {
         await connection.close().catch(() => {})
+        await lease?.release()
         return
       }
       const topology = await declareTopology(connection, this.options)
@@ -314,9 +337,11 @@ export class Persistor {
         alive: true,
         unconfirmed: new Set(),
         returned: false,
+        ...(lease ? { lease } : {}),
       }
       current = session
       if (closedWhileStarting !== undefined) throw new Error(`${closedWhileStarting} while starting`)
+      void lease?.lost.then(() => this.lost(session, 'the consumer lease was lost (its database connection failed)'))
       // A return comes before the confirm of the same message, so the confirm sees the flag.
       deadLetters.on('return', () => {
         session.returned = true
@@ -331,7 +356,7 @@ export class Persistor {
       // close() ran while connecting (and may have finished): this connection is not wanted.
       if (unwanted()) {
         session.alive = false
-        await Promise.all([connection.close().catch(() => {}), publisher.close().catch(() => {})])
+        await Promise.all([connection.close().catch(() => {}), publisher.close().catch(() => {}), lease?.release()])
         return
       }
       this.session = session
@@ -362,6 +387,7 @@ export class Persistor {
     } catch (e) {
       await connection?.close().catch(() => {})
       await publisher?.close().catch(() => {})
+      await lease?.release()
       if ((e as { exclusiveInUse?: boolean }).exclusiveInUse === true) {
         // ACCESS_REFUSED on an exclusive consume: another consumer holds oslo's queue. Standing
         // by, trying again at a steady pace (not an error that escalates).
@@ -399,8 +425,8 @@ export class Persistor {
     if (this.session !== session || this.state === 'draining' || this.state === 'closed' || this.state === 'connecting') return
     this.log.warn({ reason, generation: session.generation }, 'broker session lost; held messages will be redelivered')
     // Bounded: a blocked connection never answers a close; its pending confirms then fail at once.
-    void closeConnection(session.connection, Date.now() + 2_000)
-    void closeConnection(session.publisher, Date.now() + 2_000)
+    // The lease goes once the broker has the consumer back (no overlap with the next holder).
+    void Promise.all([closeConnection(session.connection, Date.now() + 2_000), closeConnection(session.publisher, Date.now() + 2_000)]).then(() => session.lease?.release())
     this.scheduleReconnect(backoffDelay(this.options.reconnect, this.reconnectAttempt++))
   }
 

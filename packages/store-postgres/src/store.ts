@@ -34,6 +34,7 @@ import { moveCheckpoint, raiseCheckpoint, readCheckpoint, settlePartitionCheckpo
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, openAt, QueryError, queryAlarms } from './history-queries.js'
+import { type Lease, tryLease } from './lease.js'
 import { listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
 import { streamRange } from './stream.js'
@@ -141,6 +142,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
         )
       }
     }
+
+  /** Takes lease `name` on a connection of its own if nobody holds it (lease.ts). */
+  readonly tryLease = (name: string): Promise<E.Either<Failure, Lease | undefined>> => tryLease(this.options.connectionString, name, this.scrub)
 
   /** Encodes a message for `append` (pure; call it as messages arrive). */
   prepare(message: DecodedMessage): PreparedEvent {

@@ -164,6 +164,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       defect = true
       shutdown('defect', 70)
     },
+    acquireLease: (name) => store.tryLease(name),
   })
 
   const listening = await listenOrReport(io, 'run', config.httpPort, config.httpHost, {
