@@ -104,8 +104,6 @@ interface Session {
   readonly unconfirmed: Set<number>
   /** The broker returned a dead letter as unroutable. */
   returned: boolean
-  /** --compat-queue: the lease this session consumes under. */
-  lease?: ConsumerLease
 }
 
 interface Delivery {
@@ -185,6 +183,8 @@ export class Persistor {
   private held = 0
   /** The latest connection attempt (connect() never rejects). */
   private connecting: Promise<void> | undefined
+  /** --compat-queue: held while this instance is the consumer of oslo's queue. */
+  private lease: ConsumerLease | undefined
   /** Refused as a second consumer of oslo's queue (--compat-queue), and waiting for it. */
   private standingBy = false
   /** Dead letters a batch went on without (see the module comment); settled when confirmed or lost. */
@@ -269,8 +269,11 @@ export class Persistor {
         await closeConnection(connection, Math.max(grace, Date.now() + 500))
       }
       await Promise.all([closePair(s.channel, s.connection), closePair(s.deadLetters, s.publisher)])
-      await s.lease?.release()
+
     }
+    const lease = this.lease
+    this.lease = undefined
+    await lease?.release()
     this.deps.metrics.brokerConnected.set(0)
     this.state = 'closed'
     this.log.info({ from: wasState, flushed }, 'persistor closed')
@@ -308,18 +311,29 @@ export class Persistor {
       return c
     }
     const unwanted = (): boolean => (this.state as PersistorState) === 'draining' || (this.state as PersistorState) === 'closed'
-    let lease: ConsumerLease | undefined
     try {
-      if (this.options.compatQueue && this.deps.acquireLease !== undefined) {
+      // The lease is the persistor's, not a session's: kept across broker reconnects (this
+      // instance is still the consumer), given up when closing or when it is lost.
+      if (this.options.compatQueue && this.deps.acquireLease !== undefined && this.lease === undefined) {
         const taken = await this.deps.acquireLease(`consume ${names(this.options).consumeQueue}`)
         if (E.isLeft(taken)) throw new Error(`cannot take the consumer lease: ${taken.left.message}`)
         if (taken.right === undefined) throw Object.assign(new Error('another instance holds the consumer lease'), { exclusiveInUse: true })
-        lease = taken.right
+        const lease = taken.right
+        if (unwanted()) {
+          await lease.release()
+          return
+        }
+        this.lease = lease
+        void lease.lost.then(() => {
+          if (this.lease !== lease) return // given up on purpose
+          this.lease = undefined
+          this.log.warn({}, 'the consumer lease was lost (its database connection failed); stopping consuming until it is taken again')
+          if (this.session !== undefined) this.lost(this.session, 'consumer lease lost')
+        })
       }
       connection = await open('consume')
       if (unwanted()) {
         await connection.close().catch(() => {})
-        await lease?.release()
         return
       }
       const topology = await declareTopology(connection, this.options)
@@ -337,11 +351,9 @@ export class Persistor {
         alive: true,
         unconfirmed: new Set(),
         returned: false,
-        ...(lease ? { lease } : {}),
       }
       current = session
       if (closedWhileStarting !== undefined) throw new Error(`${closedWhileStarting} while starting`)
-      void lease?.lost.then(() => this.lost(session, 'the consumer lease was lost (its database connection failed)'))
       // A return comes before the confirm of the same message, so the confirm sees the flag.
       deadLetters.on('return', () => {
         session.returned = true
@@ -356,7 +368,7 @@ export class Persistor {
       // close() ran while connecting (and may have finished): this connection is not wanted.
       if (unwanted()) {
         session.alive = false
-        await Promise.all([connection.close().catch(() => {}), publisher.close().catch(() => {}), lease?.release()])
+        await Promise.all([connection.close().catch(() => {}), publisher.close().catch(() => {})])
         return
       }
       this.session = session
@@ -375,6 +387,7 @@ export class Persistor {
       // Either connection or channel closed while the consumer was starting (lost() leaves that
       // to this attempt): start again.
       if (!session.alive) throw new Error('a broker connection or channel closed while starting')
+      if (this.options.compatQueue && this.deps.acquireLease !== undefined && this.lease === undefined) throw new Error('the consumer lease was lost while starting')
       this.state = 'consuming'
       this.reconnectAttempt = 0
       this.standingBy = false
@@ -387,7 +400,6 @@ export class Persistor {
     } catch (e) {
       await connection?.close().catch(() => {})
       await publisher?.close().catch(() => {})
-      await lease?.release()
       if ((e as { exclusiveInUse?: boolean }).exclusiveInUse === true) {
         // ACCESS_REFUSED on an exclusive consume: another consumer holds oslo's queue. Standing
         // by, trying again at a steady pace (not an error that escalates).
@@ -425,8 +437,8 @@ export class Persistor {
     if (this.session !== session || this.state === 'draining' || this.state === 'closed' || this.state === 'connecting') return
     this.log.warn({ reason, generation: session.generation }, 'broker session lost; held messages will be redelivered')
     // Bounded: a blocked connection never answers a close; its pending confirms then fail at once.
-    // The lease goes once the broker has the consumer back (no overlap with the next holder).
-    void Promise.all([closeConnection(session.connection, Date.now() + 2_000), closeConnection(session.publisher, Date.now() + 2_000)]).then(() => session.lease?.release())
+    void closeConnection(session.connection, Date.now() + 2_000)
+    void closeConnection(session.publisher, Date.now() + 2_000)
     this.scheduleReconnect(backoffDelay(this.options.reconnect, this.reconnectAttempt++))
   }
 

@@ -20,33 +20,75 @@ export interface Lease {
   readonly release: () => Promise<void>
 }
 
-/** Takes lease `name` if nobody holds it: the lease, or undefined when another session has it. */
+/** How often the holder checks its lease connection; a check that takes longer than this fails it. */
+const CHECK_MS = 5_000
+
+/**
+ * Takes lease `name` if nobody holds it: the lease, or undefined when another session has it.
+ *
+ * A holder whose host or network dies must not keep the lease for the OS's two-hour TCP keepalive:
+ * the server probes the connection after 10 s of silence (every 5 s, 3 times), and the holder
+ * runs a check every CHECK_MS, so each side learns within about half a minute.
+ */
 export const tryLease = async (connectionString: string, name: string, scrub: (s: string) => string = (s) => s): Promise<E.Either<Failure, Lease | undefined>> => {
-  const client = new pg.Client({ connectionString, application_name: `vitrage-persistor lease ${name}`.slice(0, 63), keepAlive: true, connectionTimeoutMillis: 5_000 })
+  const client = new pg.Client({
+    connectionString,
+    application_name: `vitrage-persistor lease ${name}`.slice(0, 63),
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+    connectionTimeoutMillis: 5_000,
+    query_timeout: CHECK_MS,
+    options: '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3',
+  })
   let markLost: () => void = () => {}
   const lost = new Promise<void>((r) => {
     markLost = r
   })
-  client.on('error', () => markLost())
+  const drop = (): void => {
+    markLost()
+    ;(client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
+  }
+  client.on('error', drop)
   client.on('end', () => markLost())
   try {
     await client.connect()
     const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(1986622578, hashtext($1)) AS ok', [`lease:${name}`])
     if (rows[0]?.ok !== true) {
-      await client.end().catch(() => {})
+      await endWithin(client, 2_000)
       return E.right(undefined)
     }
   } catch (e) {
-    await client.end().catch(() => {})
+    await endWithin(client, 2_000)
     return E.left(classifyPgError(e, scrub))
   }
+  const check = setInterval(() => void client.query('SELECT 1').catch(drop), CHECK_MS)
+  check.unref()
+  void lost.then(() => clearInterval(check))
   let released: Promise<void> | undefined
   return E.right({
     lost,
     release: () => {
-      // Ending the session releases its locks.
-      released ??= client.end().catch(() => {})
+      clearInterval(check)
+      // Ending the session releases its locks; a server that does not answer is not waited for.
+      released ??= endWithin(client, 2_000)
       return released
     },
   })
+}
+
+/** client.end(), or the socket dropped if the server has not answered within `ms`. */
+const endWithin = async (client: pg.Client, ms: number): Promise<void> => {
+  let timer: NodeJS.Timeout | undefined
+  const ended = await Promise.race([
+    client.end().then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), ms)
+      timer.unref()
+    }),
+  ])
+  clearTimeout(timer)
+  if (!ended) (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
 }

@@ -24,7 +24,7 @@ import type {
   SnapshotStore,
   StoredEvent,
 } from '@vitrage-persistor/core'
-import { partitionCheckpoint } from '@vitrage-persistor/core'
+import { failure, partitionCheckpoint } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
@@ -114,32 +114,33 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   }
 
   /**
-   * Runs `task` holding the session-level advisory lock `key` (waiting for it), on a connection
-   * of its own: one-off maintenance commands run one at a time. The task gets the other pool
-   * connections.
+   * Runs `task` holding the session-level advisory lock `key` (waiting for it as long as it
+   * takes), on a connection of its own outside the pool (no statement timeout): one-off
+   * maintenance commands run one at a time. If that connection fails meanwhile the lock is gone:
+   * the task's result is then a failure saying so (what it did stays done).
    */
   readonly exclusively =
     <T>(key: string, task: () => Promise<T>): TE.TaskEither<Failure, T> =>
     async () => {
-      let client: pg.PoolClient
+      const client = new pg.Client({ connectionString: this.options.connectionString, application_name: `${this.options.applicationName ?? 'vitrage-persistor'} lock`.slice(0, 63) })
+      let broken: unknown
+      client.on('error', (e) => {
+        broken ??= e
+      })
       try {
-        client = await this.pool.connect()
-      } catch (e) {
-        return E.left(classifyPgError(e, this.scrub))
-      }
-      try {
+        await client.connect()
         await client.query('SELECT pg_advisory_lock(1986622578, hashtext($1))', [key])
       } catch (e) {
-        client.release(e as Error)
+        await client.end().catch(() => {})
         return E.left(classifyPgError(e, this.scrub))
       }
       try {
-        return E.right(await task())
+        const value = await task()
+        if (broken !== undefined) return E.left(failure('transient', `the connection holding the lock failed while the command ran: ${this.scrub(String((broken as Error).message ?? broken))}`))
+        return E.right(value)
       } finally {
-        await client.query('SELECT pg_advisory_unlock(1986622578, hashtext($1))', [key]).then(
-          () => client.release(),
-          (e: unknown) => client.release(e as Error),
-        )
+        // Ending the session releases the lock.
+        await client.end().catch(() => {})
       }
     }
 
