@@ -330,6 +330,21 @@ export class EventStoreMirror {
     if (E.isLeft(head)) return head
     const start = await this.deps.checkpoints.checkpoint(this.options.checkpointName)()
     if (E.isLeft(start)) return start
+    // Events past the checkpoint that retention already deleted can never be mirrored: say so
+    // (the loop retries and logs it at error level) rather than skip them.
+    if (this.deps.reader.prunedBelow !== undefined) {
+      const below = await this.deps.reader.prunedBelow()()
+      if (E.isLeft(below)) return below
+      if (start.right + 1 < below.right) {
+        return E.left(
+          failure(
+            'fatal',
+            `events ${start.right + 1} to ${below.right - 1} were pruned before the mirror copied them; they cannot be mirrored (restore them from a backup, or move the checkpoint ${this.options.checkpointName} to ${below.right - 1} to accept the gap)`,
+            'pruned',
+          ),
+        )
+      }
+    }
     const reader = this.deps.reader
     const range = { toId: head.right }
     const read = (from: number): Promise<E.Either<Failure, readonly MirroredEvent[]>> =>

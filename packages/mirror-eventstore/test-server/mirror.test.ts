@@ -188,3 +188,21 @@ t.test('against a real EventStoreDB/KurrentDB server (ESDB_URL)', { skip: realUr
   t.same(read, messageIds)
   t.same(await mirrorOf(t, store, realUrl as string, { stream }).catchUp(), E.right(400), 'a second mirror from a reset checkpoint adds nothing')
 })
+
+t.test('events pruned before the mirror copied them are refused, not skipped; a mirror that has read its checkpoint holds prune back', async (t) => {
+  const { store } = await logWithFixtures(t)
+  const esdb = await server(t)
+  const c = await store.pool.connect()
+  t.teardown(() => c.release())
+  await c.query(`INSERT INTO projection_snapshot (kind, event_id, format, data) VALUES ('graph', 250, 'test/1', '\\x00')`)
+  // The mirror reads its checkpoint (registering it at 0) but its server is unreachable.
+  const down = mirrorOf(t, store, 'esdb://127.0.0.1:1?tls=false')
+  t.match(await down.catchUp(), E.left({ kind: 'transient' }))
+  t.equal(Number((await c.query('SELECT event_prune() AS n')).rows[0].n), 0, 'prune deleted nothing the mirror still needs')
+  // A mirror whose checkpoint was lost (or a prune run by hand past it): the gap is an error.
+  await c.query(`DELETE FROM projection_checkpoint WHERE name = 'mirror-eventstore'`)
+  t.ok(Number((await c.query('SELECT event_prune() AS n')).rows[0].n) > 0, 'without a checkpoint, prune deletes up to the snapshot')
+  const r = await mirrorOf(t, store, esdb.connectionString).catchUp()
+  t.match(r, E.left({ kind: 'fatal', code: 'pruned' }))
+  if (E.isLeft(r)) t.match(r.left.message, /events 1 to 249 were pruned before the mirror copied them/)
+})

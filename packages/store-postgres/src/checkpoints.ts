@@ -19,6 +19,16 @@ export class CheckpointConflict extends Error {
   }
 }
 
+/**
+ * Checkpoint `name`, registered at 0 if it does not exist yet: retention (event_prune) waits for
+ * every registered checkpoint, so a reader that has not yet copied anything (a mirror whose
+ * server is unreachable) holds prune back from the start instead of after its first success.
+ */
+export const registerCheckpoint = async (db: Client | pg.Pool, name: string): Promise<number> => {
+  await db.query('INSERT INTO projection_checkpoint (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING', [name])
+  return readCheckpoint(db, name)
+}
+
 export const readCheckpoint = async (db: Client | pg.Pool, name: string): Promise<number> =>
   Number((await db.query<{ position: string }>('SELECT position FROM projection_checkpoint WHERE name = $1', [name])).rows[0]?.position ?? 0)
 

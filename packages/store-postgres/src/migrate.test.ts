@@ -2,7 +2,7 @@ import { createEmptyDatabase, databaseUrl, uniqueName } from '@vitrage-persistor
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import t from 'tap'
-import { loadMigrations, migrate, setupDatabase } from './migrate.js'
+import { loadMigrations, migrate, pendingMigrations, setupDatabase } from './migrate.js'
 
 t.test('setup creates a missing database and migrates it; running it again changes nothing', async (t) => {
   const name = uniqueName('vp_setup')
@@ -48,6 +48,25 @@ t.test('a migration edited after it was applied is refused', async (t) => {
   if (E.isLeft(r)) {
     t.equal(r.left.kind, 'fatal')
     t.match(r.left.message, /0001_event was changed after it was applied/)
+  }
+  // run's start-up check sees it too (it compared versions only, and started on that schema).
+  const pending = await pendingMigrations(db.url)()
+  t.ok(E.isLeft(pending) && /0001_event was changed after it was applied/.test(pending.left.message), 'pendingMigrations refuses a drifted schema')
+})
+
+t.test('migrate four times at once on a database that does not exist yet: all succeed', async (t) => {
+  const name = uniqueName('vp_test_concurrent')
+  const url = databaseUrl(name)
+  const admin = new pg.Client({ connectionString: databaseUrl('test') })
+  await admin.connect()
+  t.teardown(async () => {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    await admin.end()
+  })
+  for (let round = 0; round < 3; round++) {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    const results = await Promise.all([0, 1, 2, 3].map(() => setupDatabase(url)()))
+    t.same(results.filter(E.isLeft).map((r) => (r as E.Left<{ message: string }>).left.message), [], `round ${round}: none failed`)
   }
 })
 

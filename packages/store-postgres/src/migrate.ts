@@ -88,7 +88,9 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
           await admin.query(`CREATE DATABASE ${quoteIdent(target)}`)
           return true
         } catch (e) {
-          if ((e as { code?: string }).code === '42P04') return false // created concurrently
+          // Created concurrently: 42P04, or 23505 when the two CREATE DATABASE collide in the catalog.
+          const code = (e as { code?: string }).code
+          if (code === '42P04' || code === '23505') return false
           throw e
         } finally {
           await admin.end().catch(() => {})
@@ -171,7 +173,12 @@ export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => str
       try {
         const table = await client.query<{ t: string | null }>(`SELECT to_regclass('schema_migration')::text AS t`)
         if (table.rows[0]?.t == null) return all.map((m) => m.name)
-        const applied = new Set((await client.query<{ version: number }>('SELECT version FROM schema_migration')).rows.map((r) => r.version))
+        const applied = new Map((await client.query<{ version: number; checksum: string }>('SELECT version, checksum FROM schema_migration')).rows.map((r) => [r.version, r.checksum]))
+        // A migration changed after it was applied: the schema is not what this version expects.
+        const drifted = all.find((m) => applied.has(m.version) && applied.get(m.version) !== m.checksum)
+        if (drifted !== undefined) {
+          throw Object.assign(new Error(`migration ${drifted.name} was changed after it was applied (checksum differs); restore it and add a new migration instead`), { code: 'migration-drift' })
+        }
         return all.filter((m) => !applied.has(m.version)).map((m) => m.name)
       } finally {
         await client.end().catch(() => {})

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { testDatabaseClient } from '@vitrage-persistor/testing'
 import type pg from 'pg'
 import t, { type Test } from 'tap'
+import { registerCheckpoint } from './checkpoints.js'
 import { schemaTemplate } from './migrate.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
@@ -61,4 +62,15 @@ t.test('prune needs a snapshot, deletes below the oldest one, and never past a c
   t.equal(await pruneEvents(c, 3), 0, 'a lower bound deletes nothing more')
   t.equal(await prunedBelow(c), 8, 'and never moves the watermark down')
   await t.rejects(c.query('DELETE FROM event'), { message: /append-only/ }, 'a plain DELETE is still refused')
+})
+
+t.test('a reader that has read its checkpoint but copied nothing yet (a mirror whose server is down) holds prune back', async (t) => {
+  const c = await setup(t, 10)
+  await saveSnapshot(c, { kind: 'graph', eventId: 8, format: 'test/1', data: bytes('s') })
+  t.equal(await registerCheckpoint(c, 'mirror-eventstore'), 0, 'registered at 0')
+  t.equal(await registerCheckpoint(c, 'mirror-eventstore'), 0, 'idempotent')
+  t.equal(await pruneEvents(c), 0, 'nothing deleted: the mirror has not copied event 1 yet')
+  await c.query(`UPDATE projection_checkpoint SET position = 5 WHERE name = 'mirror-eventstore'`)
+  t.equal(await registerCheckpoint(c, 'mirror-eventstore'), 5, 'registering again keeps the position')
+  t.equal(await pruneEvents(c), 5, 'then only what it copied')
 })

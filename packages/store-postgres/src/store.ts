@@ -30,7 +30,7 @@ import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError } from './classify.js'
-import { moveCheckpoint, raiseCheckpoint, readCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
+import { moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, openAt, QueryError, queryAlarms } from './history-queries.js'
@@ -191,7 +191,8 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   readonly historyCheckpoint = (name: string): TE.TaskEither<Failure, number> => this.withClient((c) => readCheckpoint(c, name))
 
-  readonly checkpoint = (name: string): TE.TaskEither<Failure, number> => this.withClient((c) => readCheckpoint(c, name))
+  /** The reader's checkpoint, registered at 0 on first use so that prune waits for it (checkpoints.ts). */
+  readonly checkpoint = (name: string): TE.TaskEither<Failure, number> => this.withClient((c) => registerCheckpoint(c, name))
 
   /** Compare-and-set; a conflict is a `rejected` failure with code 'checkpoint-conflict'. */
   readonly moveCheckpoint = (name: string, from: number, to: number): TE.TaskEither<Failure, void> => this.withClient((c) => moveCheckpoint(c, name, from, to))
