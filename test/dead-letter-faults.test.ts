@@ -1,11 +1,9 @@
 import { declareTopology } from '@vitrage-persistor/ingest'
-import { schemaTemplate } from '@vitrage-persistor/store-postgres'
-import { connectTestBroker, createTestDatabase, eventually, startPrivateRabbit, uniqueName } from '@vitrage-persistor/testing'
-import pg from 'pg'
+import { connectTestBroker, eventually } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { message, OSLO_PROPERTIES, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { setupWorld } from './support/setup.js'
+import { setupPrivateWorld, setupWorld } from './support/setup.js'
 
 t.test('the dead-letter queue deleted while running: a bad message is not acked into nothing, it lands in the queue declared again', async (t) => {
   const world = await setupWorld(t)
@@ -33,15 +31,7 @@ t.test('the dead-letter queue deleted while running: a bad message is not acked 
 
 t.test('a broker in a memory alarm: good messages are stored and acked around a bad one, SIGTERM keeps its deadline, the bad one is dead-lettered after the alarm', async (t) => {
   // A private node: the alarm blocks every publisher on it.
-  const rabbit = await startPrivateRabbit()
-  t.teardown(rabbit.destroy)
-  const db = await createTestDatabase(schemaTemplate)
-  t.teardown(db.drop)
-  const sql = new pg.Pool({ connectionString: db.url, max: 1 })
-  sql.on('error', () => {})
-  t.teardown(() => sql.end())
-  const count = async (): Promise<number> => Number((await sql.query('SELECT count(*) AS n FROM event')).rows[0].n)
-  const names = { exchange: uniqueName('vpt_x'), topic: uniqueName('vpt_t'), queue: uniqueName('vpt_q') }
+  const { rabbit, db, count, names } = await setupPrivateWorld(t)
   const queueCounts = async (queue: string): Promise<{ ready: number; unacked: number }> => {
     const line = (await rabbit.ctl('list_queues', 'name', 'messages_ready', 'messages_unacknowledged', '--no-table-headers', '--quiet'))
       .split('\n')

@@ -1,25 +1,14 @@
-import { connectTestBroker, createTestDatabase, eventually, startPrivateRabbit, uniqueName } from '@vitrage-persistor/testing'
-import { schemaTemplate } from '@vitrage-persistor/store-postgres'
-import pg from 'pg'
+import { connectTestBroker, eventually } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { message, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
+import { setupPrivateWorld } from './support/setup.js'
 
 const HALF = 15_000
 
 t.test('RabbitMQ restarted during ingest: the persistor reconnects, re-declares, resumes; nothing lost or doubled', async (t) => {
   // A private broker node, so restarting it disturbs no other test.
-  const rabbit = await startPrivateRabbit()
-  t.teardown(rabbit.destroy)
-  const db = await createTestDatabase(schemaTemplate)
-  t.teardown(db.drop)
-  const sql = new pg.Pool({ connectionString: db.url, max: 1 })
-  // pool.end() resolves before its idle connection has closed; the database dropped right after
-  // (WITH (FORCE)) can terminate that connection first, and the pool would raise it unhandled.
-  sql.on('error', () => {})
-  t.teardown(() => sql.end())
-  const count = async (): Promise<number> => Number((await sql.query('SELECT count(*) AS n FROM event')).rows[0].n)
-  const names = { exchange: uniqueName('vpt_x'), topic: uniqueName('vpt_t'), queue: uniqueName('vpt_q') }
+  const { rabbit, db, sql, count, names } = await setupPrivateWorld(t)
   const routingKey = `${names.topic}.info`
   const publishRange = async (from: number, to: number): Promise<void> => {
     // A fresh connection each time: the broker restarts in between.

@@ -1,8 +1,8 @@
 import { eventually, freePort } from '@vitrage-persistor/testing'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { message, v2Body } from './support/messages.js'
-import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { declarePersistorTopology, metricValue, rowCount, setupWorld, storedSeqs } from './support/setup.js'
+import { isConsuming, type PersistorProcess, startPersistor } from './support/persistor-process.js'
+import { declarePersistorTopology, metricValue, rowCount, setupWorld, storedSeqs, type World } from './support/setup.js'
 
 const TOTAL = 30_000
 
@@ -52,12 +52,13 @@ t.test('two instances on one queue: kill -9 the active one, the standby takes ov
   t.equal((await instances[standby]?.exited)?.code, 0)
 })
 
-t.test("--compat-queue twice on oslo's queue: the second stands by (the queue is never split), and takes over when the first stops", async (t) => {
-  const world = await setupWorld(t)
-  const first = startPersistor(world.flags(['--compat-queue', '--batch-size', '100']))
+/** Two instances with --compat-queue: the first consuming, the second standing by. */
+const compatPair = async (t: Test, world: World, extra: readonly string[]): Promise<{ first: PersistorProcess; second: PersistorProcess; publish: (from: number, to: number) => Promise<void> }> => {
+  const flags = world.flags(['--compat-queue', ...extra])
+  const first = startPersistor(flags)
   t.teardown(() => first.kill('SIGKILL'))
   await first.waitFor(isConsuming, 'consuming')
-  const second = startPersistor(world.flags(['--compat-queue', '--batch-size', '100']))
+  const second = startPersistor(flags)
   t.teardown(() => second.kill('SIGKILL'))
   await second.waitFor((l) => /standing by/.test(String(l.msg)), 'the second to stand by')
   const publish = async (from: number, to: number): Promise<void> => {
@@ -66,6 +67,12 @@ t.test("--compat-queue twice on oslo's queue: the second stands by (the queue is
     }
     await world.broker.channel.waitForConfirms()
   }
+  return { first, second, publish }
+}
+
+t.test("--compat-queue twice on oslo's queue: the second stands by (the queue is never split), and takes over when the first stops", async (t) => {
+  const world = await setupWorld(t)
+  const { first, second, publish } = await compatPair(t, world, ['--batch-size', '100'])
   await publish(0, 3_000)
   await eventually('stored', async () => (await rowCount(world)) === 3_000)
   t.notOk(second.lines.some(isConsuming), 'the second never consumed')
@@ -82,19 +89,7 @@ t.test("--compat-queue twice on oslo's queue: the second stands by (the queue is
 
 t.test("--compat-queue twice on a quorum queue (RabbitMQ does not enforce exclusive there): the lease keeps the second standing by", async (t) => {
   const world = await setupWorld(t)
-  const flags = world.flags(['--compat-queue', '--amqp-quorum-queues', '--batch-size', '50'])
-  const first = startPersistor(flags)
-  t.teardown(() => first.kill('SIGKILL'))
-  await first.waitFor(isConsuming, 'consuming')
-  const second = startPersistor(flags)
-  t.teardown(() => second.kill('SIGKILL'))
-  await second.waitFor((l) => /standing by/.test(String(l.msg)), 'the second to stand by')
-  const publish = async (from: number, to: number): Promise<void> => {
-    for (let seq = from; seq < to; seq++) {
-      world.broker.channel.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq })), { contentType: 'application/json', deliveryMode: 2 })
-    }
-    await world.broker.channel.waitForConfirms()
-  }
+  const { first, second, publish } = await compatPair(t, world, ['--amqp-quorum-queues', '--batch-size', '50'])
   await publish(0, 2_000)
   await eventually('stored', async () => (await rowCount(world)) === 2_000)
   t.notOk(second.lines.some(isConsuming), 'the second never consumed')

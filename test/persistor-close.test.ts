@@ -2,7 +2,7 @@ import { silentLogger } from '@vitrage-persistor/core'
 import { createIngestMetrics, Persistor } from '@vitrage-persistor/ingest'
 import { PgEventStore } from '@vitrage-persistor/store-postgres'
 import { Registry } from 'prom-client'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { eventually } from '@vitrage-persistor/testing'
 import { message, OSLO_PROPERTIES, v2Body } from './support/messages.js'
 import { closeConnectionsNamed } from './support/rabbitmqctl.js'
@@ -25,6 +25,14 @@ const options = (world: Awaited<ReturnType<typeof setupWorld>>, connectionName: 
   shutdownTimeoutMs: 10_000,
   queueDepthIntervalMs: 60_000,
   connectionName,
+})
+
+const deps = (t: Test, store: PgEventStore) => ({
+  store,
+  logger: silentLogger,
+  metrics: createIngestMetrics(new Registry()),
+  scrub: (s: string) => s,
+  onDefect: (e: unknown) => t.fail(`defect: ${String(e)}`),
 })
 
 t.test('the dead-letter connection lost while the consumer starts: it starts again and consumes (it stayed dead, reporting consuming)', async (t) => {
@@ -50,13 +58,7 @@ t.test('the dead-letter connection lost while the consumer starts: it starts aga
   t.teardown(() => {
     Channel.prototype.consume = consume
   })
-  const persistor = new Persistor(options(world, name), {
-    store,
-    logger: silentLogger,
-    metrics: createIngestMetrics(new Registry()),
-    scrub: (s) => s,
-    onDefect: (e) => t.fail(`defect: ${String(e)}`),
-  })
+  const persistor = new Persistor(options(world, name), deps(t, store))
   t.teardown(() => persistor.close())
   persistor.start()
   await eventually('consuming on a live session', async () => persistor.consuming, { timeoutMs: 20_000 })
@@ -68,27 +70,7 @@ t.test('close() while still connecting: once it resolves, nothing of that attemp
   const world = await setupWorld(t)
   const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 1 })
   t.teardown(() => store.close())
-  const persistor = new Persistor(
-    {
-      amqpUrl: world.broker.url,
-      exchange: world.names.exchange,
-      topic: world.names.topic,
-      queue: world.names.queue,
-      compatQueue: false,
-      osloDurable: false,
-      prefetch: 10,
-      batchSize: 5,
-      batchMaxWaitMs: 10,
-      maxMessageBytes: 1 << 20,
-      heartbeatSeconds: 30,
-      reconnect: { initialMs: 100, maxMs: 1_000 },
-      appendRetry: { initialMs: 100, maxMs: 1_000 },
-      shutdownTimeoutMs: 10_000,
-      queueDepthIntervalMs: 60_000,
-      connectionName: 'persistor-close-test',
-    },
-    { store, logger: silentLogger, metrics: createIngestMetrics(new Registry()), scrub: (s) => s, onDefect: (e) => t.fail(`defect: ${String(e)}`) },
-  )
+  const persistor = new Persistor(options(world, 'persistor-close-test'), deps(t, store))
   persistor.start()
   t.equal(persistor.currentState, 'connecting')
   await persistor.close()

@@ -3,7 +3,7 @@
  * topic and queue names, and cleanup of both when the test ends.
  */
 import { schemaTemplate } from '@vitrage-persistor/store-postgres'
-import { connectTestBroker, createTestDatabase, type TestBroker, type TestDatabase, uniqueName } from '@vitrage-persistor/testing'
+import { connectTestBroker, createTestDatabase, type PrivateRabbit, startPrivateRabbit, type TestBroker, type TestDatabase, uniqueName } from '@vitrage-persistor/testing'
 import pg from 'pg'
 import { message, v2Body } from './messages.js'
 import type { Test } from 'tap'
@@ -138,3 +138,23 @@ export const streamSeqs = async (world: World, total: number, perSecond: number)
   }
 }
 
+
+/**
+ * For fault tests that disturb the broker (restart it, raise an alarm): a private RabbitMQ node,
+ * a database of its own, and names; everything removed at teardown.
+ */
+export const setupPrivateWorld = async (
+  t: Test,
+): Promise<{ rabbit: PrivateRabbit; db: TestDatabase; sql: pg.Pool; count: () => Promise<number>; names: { exchange: string; topic: string; queue: string } }> => {
+  const rabbit = await startPrivateRabbit()
+  t.teardown(rabbit.destroy)
+  const db = await createTestDatabase(schemaTemplate)
+  t.teardown(db.drop)
+  const sql = new pg.Pool({ connectionString: db.url, max: 1 })
+  // pool.end() resolves before its idle connection has closed; the database dropped right after
+  // (WITH (FORCE)) can terminate that connection first, and the pool would raise it unhandled.
+  sql.on('error', () => {})
+  t.teardown(() => sql.end())
+  const count = async (): Promise<number> => Number((await sql.query('SELECT count(*) AS n FROM event')).rows[0].n)
+  return { rabbit, db, sql, count, names: { exchange: uniqueName('vpt_x'), topic: uniqueName('vpt_t'), queue: uniqueName('vpt_q') } }
+}

@@ -30,7 +30,7 @@
  * ids follow delivery order.
  */
 import type { BackoffPolicy, DecodedMessage, Failure, Logger, Rejection } from '@vitrage-persistor/core'
-import { backoffDelay, decodeMessage } from '@vitrage-persistor/core'
+import { backoffDelay, decodeMessage, within } from '@vitrage-persistor/core'
 import type { IsolatedAppendResult, PreparedEvent } from '@vitrage-persistor/store-postgres'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
@@ -128,20 +128,8 @@ const COMPAT_STANDBY_MS = 2_000
 /** How long a batch waits for its dead letters' confirms before going on without them. */
 const DEAD_LETTER_WAIT_MS = 2_000
 
-/**
- * Resolves with `p`'s value, or with `fallback` once `deadline` (epoch ms) has passed. The timer
- * does not keep the process alive: a wait still pending at exit must not delay it.
- */
-const until = <T>(deadline: number, p: Promise<T>, fallback: T): Promise<T> => {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    p,
-    new Promise<T>((r) => {
-      timer = setTimeout(() => r(fallback), Math.max(0, deadline - Date.now()))
-      timer.unref()
-    }),
-  ]).finally(() => clearTimeout(timer))
-}
+/** `p`'s value, or `fallback` once `deadline` (epoch ms) has passed. */
+const until = <T>(deadline: number, p: Promise<T>, fallback: T): Promise<T> => within(p, deadline - Date.now(), fallback)
 
 /**
  * Closes a broker connection, waiting for the broker's close-ok until the deadline, then drops

@@ -8,7 +8,7 @@
  * --compat-queue mode has no single-active-consumer, and RabbitMQ does not enforce an exclusive
  * consumer on a quorum queue.
  */
-import type { Failure } from '@vitrage-persistor/core'
+import { type Failure, within } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import { classifyPgError } from './classify.js'
@@ -78,17 +78,13 @@ export const tryLease = async (connectionString: string, name: string, scrub: (s
 
 /** client.end(), or the socket dropped if the server has not answered within `ms`. */
 const endWithin = async (client: pg.Client, ms: number): Promise<void> => {
-  let timer: NodeJS.Timeout | undefined
-  const ended = await Promise.race([
+  const ended = await within(
     client.end().then(
       () => true,
       () => true,
     ),
-    new Promise<boolean>((r) => {
-      timer = setTimeout(() => r(false), ms)
-      timer.unref()
-    }),
-  ])
-  clearTimeout(timer)
+    ms,
+    false,
+  )
   if (!ended) (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
 }

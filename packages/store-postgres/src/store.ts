@@ -24,7 +24,7 @@ import type {
   SnapshotStore,
   StoredEvent,
 } from '@vitrage-persistor/core'
-import { failure, partitionCheckpoint } from '@vitrage-persistor/core'
+import { failure, partitionCheckpoint, within } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
@@ -264,10 +264,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     this.closing ??= (async () => {
       const ended = Promise.all([...this.listeners].map((l) => l.close())).then(() => this.pool.end().catch(() => {}))
       if (options.timeoutMs === undefined) return ended
-      const inTime = (ms: number): Promise<boolean> => {
-        let timer: NodeJS.Timeout | undefined
-        return Promise.race([ended.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)))]).finally(() => clearTimeout(timer))
-      }
+      const inTime = (ms: number): Promise<boolean> => within(ended.then(() => true), ms, false)
       if (await inTime(options.timeoutMs)) return
       // Busy connections (and, with a server that stopped answering, idle ones whose goodbye is
       // never acknowledged) are dropped; their transactions roll back on the server.

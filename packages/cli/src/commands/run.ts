@@ -4,7 +4,7 @@
  * SIGTERM/SIGINT: stop consuming, flush and commit, ack, close. A second SIGINT exits at once
  * (unacked messages are redelivered; nothing is lost either way).
  */
-import { backoffDelay, type Failure, type Logger, makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
+import { backoffDelay, type Failure, type Logger, makeScrubber, redactUrl, secretsOf, within } from '@vitrage-persistor/core'
 import { createIngestMetrics, Persistor, type PersistorOptions } from '@vitrage-persistor/ingest'
 import { PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
@@ -171,7 +171,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
     '/healthz': () => json(200, { status: 'ok' }),
     '/readyz': async () => {
-      const database = await Promise.race([store.ping()(), sleep(2_000).then(() => E.left({ kind: 'transient', message: 'ping timed out' }))])
+      const database = await within(store.ping()(), 2_000, E.left({ kind: 'transient' as const, message: 'ping timed out' }))
       const checks = {
         broker: persistor.consuming ? 'ok' : persistor.currentState,
         database: E.isRight(database) ? 'ok' : database.left.message,
@@ -223,11 +223,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       // Past the deadline (and a grace for closing), whatever still runs is abandoned: nothing
       // unacked is lost, the broker redelivers it.
       const left = (): number => Math.max(1_000, deadline - Date.now())
-      const bounded = async (closing: Promise<void> | undefined): Promise<void> => {
-        let timer: NodeJS.Timeout | undefined
-        await Promise.race([closing, new Promise<void>((r) => (timer = setTimeout(r, left())))])
-        clearTimeout(timer)
-      }
+      const bounded = (closing: Promise<void>): Promise<void> => within(closing, left(), undefined)
       await persistor.close()
       // The projection's and the mirror's work in flight may wait on the database; the store's
       // bounded close below ends their connections, and then they end too.
