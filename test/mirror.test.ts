@@ -84,3 +84,42 @@ t.test('the mirror killed at random moments and restarted: the stream holds each
   last.kill('SIGTERM')
   t.equal((await last.exited).code, 0)
 })
+
+t.test('mirror /readyz: 503 with the reason while EventStoreDB refuses, 200 with the position once it mirrors', async (t) => {
+  const esdb = await TestEventStore.start()
+  t.teardown(() => esdb.close())
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const ingest = startPersistor(world.flags(['--no-history-projection']))
+  t.teardown(() => ingest.kill('SIGKILL'))
+  await ingest.waitFor(isConsuming, 'consuming')
+  await publishMany(world, 50, (seq) => v2Body(message({ seq })))
+  await eventually('stored', async () => (await rowCount(world)) === 50)
+
+  esdb.refuse(true)
+  const port = await freePort()
+  const m = startPersistor(['mirror', '--database-url', world.db.url, '--mirror-url', esdb.connectionString, '--http-port', String(port)])
+  t.teardown(() => m.kill('SIGKILL'))
+  const readyz = async (): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const r = await fetch(`http://127.0.0.1:${port}/readyz`)
+    return { status: r.status, body: (await r.json()) as Record<string, unknown> }
+  }
+  const down = await eventually('/readyz to report the refusal', async () => {
+    m.assertAlive()
+    const r = await readyz().catch(() => undefined)
+    return r?.body['status'] === 'retrying' ? r : undefined
+  })
+  t.equal(down.status, 503)
+  t.equal(down.body['kind'], 'transient')
+  t.match(String(down.body['reason']), /refusing calls|unavailable/i, 'the reason is the server’s')
+
+  esdb.refuse(false)
+  const up = await eventually('/readyz to turn ready', async () => {
+    const r = await readyz()
+    return r.status === 200 ? r : undefined
+  }, { timeoutMs: 60_000 })
+  t.same(up.body, { status: 'ready', position: 50 }, 'ready at the log head')
+  t.equal(esdb.streams().get('vitrage-events')?.length, 50)
+  m.kill('SIGTERM')
+  t.equal((await m.exited).code, 0)
+})

@@ -72,9 +72,12 @@ export const benchIngest = async (args: readonly string[]): Promise<void> => {
     const routingKey = `${names.topic}.info`
     const fillB = await prefill((b) => ch.publish(names.exchange, routingKey, b, props), () => ch.waitForConfirms(), n, body)
     console.log(`prefilled persistor queue in ${(fillB / 1000).toFixed(1)} s`)
+    // BENCH_PERSISTOR_NODE_FLAGS (space-separated) reaches only the persistor's process, for
+    // profiling it (`--cpu-prof --cpu-prof-dir=DIR`), which NODE_OPTIONS does not allow.
+    const nodeFlags = (process.env['BENCH_PERSISTOR_NODE_FLAGS'] ?? '').split(' ').filter((f) => f !== '')
     const child = spawn(
       process.execPath,
-      [CLI, 'run', '--database-url', db.url, '--amqp-url', broker.url, '--exchange', names.exchange, '--topic', names.topic, '--queue', names.queue,
+      [...nodeFlags, CLI, 'run', '--database-url', db.url, '--amqp-url', broker.url, '--exchange', names.exchange, '--topic', names.topic, '--queue', names.queue,
         '--http-port', '0', '--batch-size', String(batchSize), '--prefetch', String(prefetch), '--log-level', 'warn'],
       { stdio: ['ignore', 'inherit', 'inherit'] },
     )

@@ -1,1 +1,1 @@
-export { defaultMirrorOptions, EventStoreMirror, type MirrorDeps, type MirrorOptions, type MirrorProgress, streamOf } from './mirror.js'
+export { defaultMirrorOptions, EventStoreMirror, type MirrorDeps, type MirrorOptions, type MirrorProgress, type MirrorStatus, streamOf } from './mirror.js'

@@ -92,6 +92,15 @@ export interface MirrorProgress {
   readonly lagSeconds: number
 }
 
+/**
+ * What `/readyz` reports: `starting` until the first catch-up ends, `mirroring` while the last
+ * one succeeded, `retrying` (with its failure) while the loop backs off.
+ */
+export type MirrorStatus =
+  | { readonly state: 'starting' }
+  | { readonly state: 'mirroring'; readonly position: number }
+  | { readonly state: 'retrying'; readonly failure: Failure }
+
 export interface MirrorDeps {
   readonly reader: EventLogReader
   readonly checkpoints: CheckpointStore
@@ -156,6 +165,7 @@ export class EventStoreMirror {
    */
   private broken = false
   private closed = false
+  private current: MirrorStatus = { state: 'starting' }
   private readonly loop: CatchUpLoop
   private closing: Promise<void> | undefined
 
@@ -167,7 +177,11 @@ export class EventStoreMirror {
     this.client = EventStoreDBClient.connectionString(this.options.url)
     this.log = (deps.logger ?? silentLogger).child({ component: 'mirror-eventstore' })
     this.loop = catchUpLoop({
-      step: () => this.catchUp(),
+      step: async () => {
+        const r = await this.catchUp()
+        this.current = E.isRight(r) ? { state: 'mirroring', position: r.right } : { state: 'retrying', failure: r.left }
+        return r
+      },
       ...(deps.signal ? { signal: deps.signal } : {}),
       idlePollMs: this.options.idlePollMs,
       retry: this.options.retry,
@@ -405,6 +419,11 @@ export class EventStoreMirror {
     }
     this.deps.onProgress?.({ position: at, head: head.right, lagEvents: Math.max(0, head.right - at), lagSeconds: 0 })
     return E.right(at)
+  }
+
+  /** The outcome of the latest catch-up (see MirrorStatus). */
+  status(): MirrorStatus {
+    return this.current
   }
 
   /** Mirrors until close(): catches up, waits for appends, retries failures with capped backoff. */

@@ -3,6 +3,7 @@
  * The mirror package (and the EventStoreDB client with it) is loaded only when a URL is given.
  */
 import { type Logger, makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
+import type { MirrorStatus } from '@vitrage-persistor/mirror-eventstore'
 import type { PgEventStore } from '@vitrage-persistor/store-postgres'
 import { Gauge, type Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io } from '../command.js'
@@ -13,6 +14,7 @@ import { unrecoverableDatabase } from '../resources.js'
 import { stopSignal } from '../signals.js'
 
 export interface RunningMirror {
+  readonly status: () => MirrorStatus
   readonly close: () => Promise<void>
 }
 
@@ -48,7 +50,7 @@ export const startMirror = async (settings: MirrorSettings, store: PgEventStore,
   )
   mirror.start()
   log.info({ url: redactUrl(settings.mirrorUrl), streamPerType: settings.mirrorStreamPerType, stream: settings.mirrorStream }, 'mirroring to EventStoreDB')
-  return { close: () => mirror.close() }
+  return { status: () => mirror.status(), close: () => mirror.close() }
 }
 
 const MIRROR_SETTINGS = ['databaseUrl', 'logLevel', 'mirrorUrl', 'mirrorStreamPerType', 'mirrorStream', 'httpPort', 'httpHost'] as const
@@ -71,16 +73,24 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
     }
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })
+    let mirror: RunningMirror | undefined
     const listening = await listenOrReport(io, 'mirror', config.httpPort, config.httpHost, {
       '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
       '/healthz': () => json(200, { status: 'ok' }),
+      // Ready while the latest catch-up succeeded: an unreachable EventStoreDB or database, or
+      // events pruned before they were copied, show here with the reason (already scrubbed).
+      '/readyz': () => {
+        const s = mirror?.status() ?? { state: 'starting' as const }
+        if (s.state === 'mirroring') return json(200, { status: 'ready', position: s.position })
+        if (s.state === 'retrying') return json(503, { status: 'retrying', reason: scrub(s.failure.message), kind: s.failure.kind, ...(s.failure.code ? { code: s.failure.code } : {}) })
+        return json(503, { status: 'starting' })
+      },
     })
     if (!listening.ok) {
       await store.close()
       return 1
     }
     const http = listening.server
-    let mirror: RunningMirror
     try {
       mirror = await startMirror(config, store, log, registry, scrub)
     } catch (e) {
