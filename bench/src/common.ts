@@ -27,6 +27,22 @@ export const peakRssMiB = (pid: number): number => {
   return m ? Math.round(Number(m[1]) / 1024) : Number.NaN
 }
 
+/** CPU seconds (user + system) a process has used so far; Linux reports them in 1/100 s ticks. */
+export const cpuSeconds = (pid: number): number => {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the parenthesised command name (which may hold spaces): utime and stime are 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+/** Machine-wide CPU counters (/proc/stat): busy and total ticks, for the busy share of an interval. */
+export const machineTicks = (): { busy: number; total: number } => {
+  const cpu = (readFileSync('/proc/stat', 'utf8').split('\n')[0] as string).trim().split(/\s+/).slice(1).map(Number)
+  const total = cpu.reduce((a, b) => a + b, 0)
+  const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0) // idle + iowait
+  return { busy: total - idle, total }
+}
+
 export const rate = (count: number, ms: number): number => Math.round((count / ms) * 1000)
 
 export const fmt = (n: number): string => n.toLocaleString('en-US')

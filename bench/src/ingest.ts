@@ -7,14 +7,16 @@
  * and prints both, their ratio, and the persistor's peak RSS.
  */
 import { spawn } from 'node:child_process'
+import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { declareTopology } from '@vitrage-persistor/ingest'
 import { schemaTemplate } from '@vitrage-persistor/store-postgres'
 import { connectTestBroker, createTestDatabase, uniqueName } from '@vitrage-persistor/testing'
 import pg from 'pg'
-import { argValue, fmt, machine, peakRssMiB, rate } from './common.js'
+import { argValue, cpuSeconds, fmt, machine, machineTicks, peakRssMiB, rate } from './common.js'
 import { makeBodies } from './messages.js'
 
+const cpus = availableParallelism()
 const CLI = fileURLToPath(new URL('../../packages/cli/bin/vitrage-persistor.js', import.meta.url))
 const DRAIN = fileURLToPath(new URL('./broker-drain.ts', import.meta.url))
 
@@ -85,11 +87,19 @@ export const benchIngest = async (args: readonly string[]): Promise<void> => {
     let first = 0
     let last = 0
     let peak = 0
+    // The persistor's own CPU and the machine's busy share over the same interval as the rate:
+    // where the time goes, in every run (the ratio is bounded by the machine's two vCPUs).
+    let cpuAtFirst = 0
+    let ticksAtFirst = { busy: 0, total: 0 }
     for (;;) {
       const { rows } = await sql.query<{ max: string | null }>('SELECT max(id) AS max FROM event')
       const stored = Number(rows[0]?.max ?? 0)
       const now = performance.now()
-      if (stored > 0 && first === 0) first = now
+      if (stored > 0 && first === 0) {
+        first = now
+        cpuAtFirst = cpuSeconds(child.pid as number)
+        ticksAtFirst = machineTicks()
+      }
       peak = Math.max(peak, peakRssMiB(child.pid as number))
       if (stored >= n) {
         last = now
@@ -99,6 +109,9 @@ export const benchIngest = async (args: readonly string[]): Promise<void> => {
       await new Promise((r) => setTimeout(r, 20))
     }
     peak = Math.max(peak, peakRssMiB(child.pid as number))
+    const persistorCpu = cpuSeconds(child.pid as number) - cpuAtFirst
+    const ticks = machineTicks()
+    const machineBusy = (ticks.busy - ticksAtFirst.busy) / Math.max(1, ticks.total - ticksAtFirst.total)
     child.kill('SIGTERM')
     await new Promise((r) => child.once('exit', r))
     // The first poll that saw rows may be up to one poll late; the n rows include the first batch.
@@ -106,7 +119,10 @@ export const benchIngest = async (args: readonly string[]): Promise<void> => {
     console.log(`(b) persistor drain into PostgreSQL: ${fmt(persistorRate)} events/s (${((last - first) / 1000).toFixed(2)} s)`)
     console.log(`ratio (b)/(a): ${(persistorRate / brokerRate).toFixed(2)}`)
     console.log(`persistor peak RSS: ${peak} MiB`)
-    console.log(JSON.stringify({ bench: 'ingest', messages: n, meanBytes: sample, batchSize, prefetch, brokerRate, persistorRate, ratio: persistorRate / brokerRate, peakRssMiB: peak }))
+    // Rows stored before the first poll saw any are charged to the interval: a slight overestimate.
+    const cpuMicros = Math.round((persistorCpu * 1e6) / n)
+    console.log(`persistor CPU: ${cpuMicros} µs an event; machine busy ${(100 * machineBusy).toFixed(0)}% of its ${cpus} vCPUs during (b)`)
+    console.log(JSON.stringify({ bench: 'ingest', messages: n, meanBytes: sample, batchSize, prefetch, brokerRate, persistorRate, ratio: persistorRate / brokerRate, peakRssMiB: peak, persistorCpuMicros: cpuMicros, machineBusy: Number(machineBusy.toFixed(3)), nodeFlags }))
   } finally {
     await cleanup()
   }
