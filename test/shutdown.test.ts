@@ -67,3 +67,44 @@ t.test('SIGTERM while an append waits on a lock: exits by the deadline, the appe
   second.kill('SIGTERM')
   t.equal((await second.exited).code, 0)
 })
+
+t.test('appends refused while the database answers: /readyz 503 with the reason; SIGTERM ends the retry wait at the deadline', async (t) => {
+  const world = await setupWorld(t)
+  const port = await freePort()
+  const p = startPersistor(world.flags(['--no-history-projection', '--shutdown-timeout-ms', '1000', '--batch-max-wait-ms', '20', '--http-port', String(port)]))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  const readyz = async (): Promise<{ status: number; body: { checks?: Record<string, string> } }> => {
+    const r = await fetch(`http://127.0.0.1:${port}/readyz`)
+    return { status: r.status, body: (await r.json()) as { checks?: Record<string, string> } }
+  }
+  t.equal((await readyz()).status, 200, 'ready before')
+  // The table gone from under it (a botched manual migration): pings succeed, appends fail.
+  await world.sql.query('ALTER TABLE event RENAME TO event_away')
+  t.teardown(() => world.sql.query('ALTER TABLE IF EXISTS event_away RENAME TO event'))
+  await publishMany(world, 5, (seq) => v2Body(message({ seq })))
+  const down = await eventually('not ready while appends fail', async () => {
+    const r = await readyz()
+    return r.status === 503 ? r : undefined
+  })
+  t.match(down.body.checks?.['database'], /append failing \(fatal\): .*event/, `the append's reason: ${down.body.checks?.['database']}`)
+  t.equal(down.body.checks?.['broker'], 'ok')
+
+  // A long retry wait under way (full jitter: wait for one of at least 4 s).
+  await p.waitFor((l) => l.msg === 'append failed; holding the batch unacked and retrying' && Number(l['retryInMs']) >= 4_000, 'a long retry wait', 90_000)
+  const stopping = Date.now()
+  p.kill('SIGTERM')
+  const exit = await p.exited
+  const tookMs = Date.now() - stopping
+  t.same(exit, { code: 0, signal: null }, 'exits 0')
+  t.ok(tookMs < 1_000 + 2_000, `within the 1 s deadline and its grace, not at the end of the retry wait (${tookMs} ms)`)
+
+  await world.sql.query('ALTER TABLE event_away RENAME TO event')
+  await eventually('all 5 back in the queue', async () => (await world.broker.depth(world.names.queue)) === 5)
+  const second = startPersistor(world.flags(['--no-history-projection', '--http-port', String(port)]))
+  t.teardown(() => second.kill('SIGKILL'))
+  await eventually('stored once the table is back', async () => (await rowCount(world)) === 5)
+  await eventually('ready again', async () => (await readyz()).status === 200)
+  second.kill('SIGTERM')
+  t.equal((await second.exited).code, 0)
+})

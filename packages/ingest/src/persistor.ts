@@ -117,7 +117,18 @@ interface DeadLetter {
   readonly rejection: Rejection
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+/** Resolves after `ms`, or at once when `signal` aborts. */
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal?.aborted) return resolve()
+    const done = (): void => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal?.addEventListener('abort', done, { once: true })
+  })
 
 const deadLetterFailure = (s: Session): string =>
   s.returned ? 'a dead letter came back unroutable (was the dead-letter queue deleted?)' : 'dead-letter publish not confirmed'
@@ -168,6 +179,10 @@ export class Persistor {
   private closing: Promise<void> | undefined
   /** Set when the shutdown deadline passes: retry loops give up without acking. */
   private abandoned = false
+  /** Cuts short the append retry's wait when the shutdown deadline passes. */
+  private readonly abandon = new AbortController()
+  /** The failure of the batch being retried, until an append succeeds (readiness). */
+  private appendFailing: Failure | undefined
   private held = 0
   /** The latest connection attempt (connect() never rejects). */
   private connecting: Promise<void> | undefined
@@ -198,6 +213,14 @@ export class Persistor {
 
   get currentState(): PersistorState {
     return this.state
+  }
+
+  /**
+   * Why appends fail, while a batch is held and retried (the database answers pings but refuses
+   * the append: a missing table, revoked rights, a full disk); undefined once one succeeds.
+   */
+  get appendFailure(): Failure | undefined {
+    return this.appendFailing
   }
 
   /** Consuming on a live channel. */
@@ -243,6 +266,7 @@ export class Persistor {
     const flushed = await until(deadline, this.pipeline.then(() => Promise.all(this.pendingDeadLetters)).then(() => true), false)
     if (!flushed) {
       this.abandoned = true
+      this.abandon.abort()
       this.log.warn({ held: this.held, timeoutMs: this.options.shutdownTimeoutMs }, 'shutdown deadline passed; unacked messages will be redelivered')
     }
     if (s !== undefined) {
@@ -534,10 +558,12 @@ export class Persistor {
       if (E.isRight(r)) {
         this.deps.metrics.appendSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
         this.deps.metrics.databaseConnected.set(1)
+        this.appendFailing = undefined
         if (attempt > 0) this.log.info({ attempts: attempt + 1 }, 'database append succeeded after retries')
         return r.right
       }
       this.deps.metrics.databaseConnected.set(0)
+      this.appendFailing = r.left
       this.deps.metrics.appendRetries.labels(r.left.kind).inc()
       const delay = backoffDelay(this.options.appendRetry, attempt)
       this.log[r.left.kind === 'fatal' || attempt >= 5 ? 'error' : 'warn'](
@@ -545,7 +571,7 @@ export class Persistor {
         'append failed; holding the batch unacked and retrying',
       )
       if (this.abandoned) return undefined
-      await sleep(delay)
+      await sleep(delay, this.abandon.signal)
       if (this.abandoned || !valid.some((d) => d.session.alive)) return undefined
     }
   }

@@ -172,9 +172,12 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     '/healthz': () => json(200, { status: 'ok' }),
     '/readyz': async () => {
       const database = await within(store.ping()(), 2_000, E.left({ kind: 'transient' as const, message: 'ping timed out' }))
+      // The database may answer a ping and still refuse every append (a missing table, revoked
+      // rights): held batches then make the persistor not ready, with the append's reason.
+      const appending = persistor.appendFailure
       const checks = {
         broker: persistor.consuming ? 'ok' : persistor.currentState,
-        database: E.isRight(database) ? 'ok' : database.left.message,
+        database: E.isRight(database) ? (appending === undefined ? 'ok' : `append failing (${appending.kind}): ${appending.message}`) : database.left.message,
       }
       const ready = checks.broker === 'ok' && checks.database === 'ok'
       return json(ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
