@@ -46,3 +46,39 @@ t.test('the persistor runs as a login in vitrage_persistor_writer; that role can
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
 })
+
+t.test('rolling upgrade: a service role that may not migrate ingests when only later migrations are pending, and stops with the instruction otherwise', async (t) => {
+  const world = await setupWorld(t)
+  const login = uniqueName('vp_service')
+  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL })
+  await admin.connect()
+  await admin.query(`CREATE ROLE ${login} LOGIN IN ROLE vitrage_persistor_writer`)
+  t.teardown(async () => {
+    await admin.query(`DROP ROLE IF EXISTS ${login}`).catch(() => {})
+    await admin.end()
+  })
+  const url = new URL(databaseUrl(world.db.name))
+  url.username = login
+  await declarePersistorTopology(world)
+
+  // A schema from before 0007: the new version's migrations 0007 and 0008 are pending.
+  await world.sql.query('DELETE FROM schema_migration WHERE version >= 7')
+  const p = startPersistor(world.flags(['--database-url', url.toString(), '--no-history-projection']))
+  t.teardown(() => p.kill('SIGKILL'))
+  const warned = await p.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('this role may not apply the pending migrations'), 'the warning')
+  t.same(warned['pending'], ['0007_history_in_database', '0008_retention_watermark'], 'names what is pending')
+  await p.waitFor(isConsuming, 'consuming')
+  await publishMany(world, 100, (seq) => v2Body(message({ seq })))
+  await eventually('ingesting', async () => (await rowCount(world)) === 100)
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+
+  // Without the event table's own migration, nothing can be ingested: stop, saying what to do.
+  await world.sql.query('DELETE FROM schema_migration')
+  const q = startPersistor(world.flags(['--database-url', url.toString(), '--no-history-projection']))
+  t.teardown(() => q.kill('SIGKILL'))
+  const exit = await q.exited
+  t.equal(exit.code, 1)
+  t.match(q.output(), /migrations 0001_event, .* are pending and this role may not apply them \(.*permission denied.*\): run `vitrage-persistor migrate` as the schema owner first/)
+  t.notOk(q.lines.some((l) => l.msg === 'consuming'), 'never consumed')
+})

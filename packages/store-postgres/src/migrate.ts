@@ -46,6 +46,14 @@ export const loadMigrations = (): Migration[] => {
   return cached
 }
 
+/**
+ * The newest migration the persistor's append path needs (0001: the event table). A service role
+ * that may not migrate keeps ingesting on a schema at or past it while later migrations wait for
+ * `migrate` (they serve projections and retention). Raise it when a migration changes what
+ * appendBatch writes to.
+ */
+export const INGEST_SCHEMA_VERSION = 1
+
 /** Changes whenever any migration changes: names test templates and snapshot compatibility. */
 export const schemaVersion = (): string =>
   createHash('sha256')

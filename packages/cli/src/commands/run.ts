@@ -6,7 +6,7 @@
  */
 import { backoffDelay, type Failure, type Logger, makeScrubber, redactUrl, secretsOf, within } from '@vitrage-persistor/core'
 import { createIngestMetrics, Persistor, type PersistorOptions } from '@vitrage-persistor/ingest'
-import { PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
+import { INGEST_SCHEMA_VERSION, PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
 import { HistoryRunner } from '@vitrage-persistor/projections'
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
@@ -44,12 +44,18 @@ export const RUN_SETTINGS = [
 export type RunConfig = Config<(typeof RUN_SETTINGS)[number]>
 
 const DATABASE_RETRY = { initialMs: 200, maxMs: 10_000 }
+const INSUFFICIENT_PRIVILEGE = '42501'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 /**
  * Brings the schema up to date before consuming. Transient failures (database not up yet) are
  * retried; a fatal one (authentication, permissions) ends the program with its reason.
+ *
+ * Rolling upgrades under a least-privilege role: a service role may not apply migrations. When
+ * every pending one is past what ingest needs (INGEST_SCHEMA_VERSION), run goes on ingesting and
+ * says which are pending (the projections that need them fail and retry until `migrate` has run
+ * as the schema owner); otherwise it stops with that instruction.
  */
 const prepareDatabase = async (config: RunConfig, scrub: (s: string) => string, log: Logger, stopping: () => boolean): Promise<Failure | undefined> => {
   for (let attempt = 0; !stopping(); attempt++) {
@@ -59,6 +65,17 @@ const prepareDatabase = async (config: RunConfig, scrub: (s: string) => string, 
     else if (pending.right.length > 0) {
       log.info({ pending: pending.right }, 'applying migrations')
       const r = await setupDatabase(config.databaseUrl, scrub)()
+      if (E.isLeft(r) && r.left.code === INSUFFICIENT_PRIVILEGE) {
+        const ingestNeeds = pending.right.filter((name) => Number(name.slice(0, 4)) <= INGEST_SCHEMA_VERSION)
+        if (ingestNeeds.length === 0) {
+          log.warn(
+            { pending: pending.right, failure: r.left },
+            'this role may not apply the pending migrations; ingesting anyway (the event table is current); the history projection and retention wait for them: run `vitrage-persistor migrate` as the schema owner',
+          )
+          return undefined
+        }
+        return { ...r.left, message: `migrations ${pending.right.join(', ')} are pending and this role may not apply them (${r.left.message}): run \`vitrage-persistor migrate\` as the schema owner first` }
+      }
       if (E.isLeft(r)) failure = r.left
     }
     if (failure === undefined) return undefined
