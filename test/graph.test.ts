@@ -3,6 +3,7 @@ import { decodeMessage } from '@vitrage-persistor/core'
 import { randomUUID } from 'node:crypto'
 import type { AppendSignal, DecodedMessage, EventLogReader } from '@vitrage-persistor/core'
 import { caughtUp, canonicalJson, encodeGraphSnapshot, followGraph, GRAPH_SNAPSHOT_KIND, graphAt } from '@vitrage-persistor/projections'
+import { republish } from '@vitrage-persistor/ingest'
 import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
@@ -343,4 +344,103 @@ t.test('prune against a follower behind it, and during a replay: rebuilt or refu
   const raced = await graphAt({ ...sources, reader }, { eventId: 560 })
   t.ok(E.isLeft(raced) && raced.left.code === 'pruned', 'refused: its range was pruned while it read it')
   t.match(E.isLeft(raced) ? raced.left.message : '', /pruned while the graph at event 560 was being built from event 500/)
+})
+
+t.test('replay and prune: a prune during the replay stops it with the range it lost; a --from-id below the watermark is refused', async (t) => {
+  const source = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: source.db.url, maxConnections: 2 })
+  t.teardown(() => store.close())
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+  const client = await source.sql.connect()
+  await appendBatch(client, Array.from({ length: 3_000 }, (_, i) => prepareEvent({ ...(decoded[i % decoded.length] as DecodedMessage), messageId: randomUUID() })))
+  client.release()
+  const snap = await cli(['snapshot', 'create', '--database-url', source.db.url, '--at-event', '2500', '--keep', '1'])
+  t.equal(snap.code, 0, snap.err)
+  const target = await setupWorld(t)
+  await declarePersistorTopology(target)
+
+  // The prune lands between the first page and the second.
+  let reads = 0
+  const reader = {
+    readRawPage: (...a: Parameters<typeof store.readRawPage>) => async () => {
+      if (++reads === 2) t.same(await store.prune()(), E.right(2_499), 'pruned below the snapshot at 2500')
+      return store.readRawPage(...a)()
+    },
+    prunedBelow: () => store.prunedBelow(),
+  }
+  const r = await republish(reader, { amqpUrl: target.broker.url, exchange: target.names.exchange, routingKey: target.names.routingKey, fromId: 0, toId: 3_000, maxInFlight: 100, pageSize: 500 })
+  t.ok(E.isLeft(r) && r.left.code === 'pruned', 'refused, not a silent skip of 2,000 events')
+  if (E.isLeft(r)) {
+    t.match(r.left.message, /events 501 to 2499 were pruned during the replay/)
+    t.equal(r.left.lastConfirmedId, 500, 'the first page was published and confirmed')
+  }
+  t.equal(await target.broker.depth(target.names.queue), 500)
+
+  const base = ['replay', '--database-url', source.db.url, '--to-amqp', target.broker.url, '--exchange', target.names.exchange, '--routing-key', target.names.routingKey]
+  const resumed = await cli([...base, '--from-id', '501'])
+  t.equal(resumed.code, 1, 'a resume below the watermark is refused')
+  t.match(resumed.err, /events below 2500 were pruned, so events 501 to 2499 cannot be republished; pass --from-id 2500 \(or --allow-pruned\)/)
+  t.equal(await target.broker.depth(target.names.queue), 500, 'nothing published')
+  const allowed = await cli([...base, '--from-id', '501', '--allow-pruned'])
+  t.equal(allowed.code, 0, allowed.err)
+  t.match(JSON.parse(allowed.out), { published: 501, fromId: 2_500, toId: 3_000 })
+  t.match(allowed.err, /events below 2500 were pruned; republishing what is stored from there \(--allow-pruned\)/)
+  const whole = await cli(base)
+  t.equal(whole.code, 0, 'without --from-id: from the first stored event')
+  t.match(JSON.parse(whole.out), { published: 501, fromId: 2_500 })
+  t.equal(await target.broker.depth(target.names.queue), 1_502)
+})
+
+t.test('follow --snapshot-every counts from the newest stored snapshot: a follower restarted more often than every N events still writes them', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
+  t.teardown(() => store.close())
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  const append = (n: number): Promise<unknown> => appendBatch(client, Array.from({ length: n }, (_, i) => prepareEvent({ ...(decoded[i % decoded.length] as DecodedMessage), messageId: randomUUID() })))
+  const snapshotIds = async (): Promise<number[]> => {
+    const listed = await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
+    if (E.isLeft(listed)) throw new Error(listed.left.message)
+    return listed.right.map((m) => m.eventId).sort((a, b) => a - b)
+  }
+  await append(250)
+  // Each run loads and is killed; 60 events are appended between runs: fewer than
+  // --snapshot-every since any run loaded.
+  for (let run = 0; run < 3; run++) {
+    const follower = startPersistor(['follow', '--database-url', world.db.url, '--http-port', '0', '--snapshot-every', '100'])
+    t.teardown(() => follower.kill('SIGKILL'))
+    await follower.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load')
+    if (run === 0) await follower.waitFor((l) => l.msg === 'snapshot saved', 'a snapshot at once: none stored, 250 events')
+    // Loaded at 370, 120 past the stored one at 250 (the code before counted from 370).
+    if (run === 2) await follower.waitFor((l) => l.msg === 'snapshot saved' && l['position'] === 370, 'a snapshot 100+ events after the newest stored')
+    follower.kill('SIGKILL')
+    await follower.exited
+    await append(60)
+  }
+  t.same(await snapshotIds(), [250, 370], 'written at 250 (loaded with none) and at 370 (120 past it, over three short runs)')
+})
+
+t.test('prune says what limits it: a stale checkpoint is named with how to remove it', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
+  t.teardown(() => store.close())
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+  const client = await world.sql.connect()
+  await appendBatch(client, Array.from({ length: 400 }, (_, i) => prepareEvent({ ...(decoded[i] as DecodedMessage), messageId: randomUUID() })))
+  client.release()
+  t.equal((await cli(['snapshot', 'create', '--database-url', world.db.url, '--at-event', '300'])).code, 0)
+  // A reader that stopped at event 10 long ago (a mirror taken out of service).
+  t.same(await store.checkpoint('old-mirror')(), E.right(0))
+  t.same(await store.moveCheckpoint('old-mirror', 0, 10)(), E.right(undefined))
+  const held = await cli(['prune', '--database-url', world.db.url])
+  t.equal(held.code, 0, held.err)
+  t.match(held.out, /^deleted 10 events below event 11: checkpoint old-mirror \(at event 10, moved \d{4}-/)
+  t.match(held.err, /checkpoint old-mirror holds retention back; if its reader no longer runs, remove it as the schema owner: DELETE FROM projection_checkpoint WHERE name = 'old-mirror'/)
+  await world.sql.query(`DELETE FROM projection_checkpoint WHERE name = 'old-mirror'`)
+  const freed = await cli(['prune', '--database-url', world.db.url])
+  t.equal(freed.out, 'deleted 289 events below event 300: the oldest kept snapshot\n')
+  t.equal(freed.err, '')
+  const limited = await cli(['prune', '--database-url', world.db.url, '--below', '200'])
+  t.equal(limited.out, 'deleted 0 events below event 200: --below\n')
 })

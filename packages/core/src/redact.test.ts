@@ -12,3 +12,15 @@ t.test('a scrubber removes every known secret from driver text', async (t) => {
   t.equal(scrub('auth failed for s3cr@t and hunter2 and s3cr%40t'), 'auth failed for *** and *** and ***')
   t.equal(makeScrubber([])('unchanged'), 'unchanged')
 })
+
+t.test('a short password is scrubbed where it stands as a password, not in the words of a log line', async (t) => {
+  const scrub = makeScrubber(secretsOf(['amqp://guest:info@h/', 'postgres://u@h/db?password=warn']))
+  const line = '{"level":"info","msg":"connect amqp://guest:info@h/ failed","note":"warn me","url":"postgres://u@h/db?password=warn&x=1"}'
+  t.equal(scrub(line), '{"level":"info","msg":"connect amqp://guest:***@h/ failed","note":"warn me","url":"postgres://u@h/db?password=***&x=1"}')
+})
+
+t.test("any URL's password is scrubbed, known or not (a driver echoing another connection string)", async (t) => {
+  const scrub = makeScrubber([])
+  t.equal(scrub('Unknown option key "x"\nesdb://admin:EsPw@127.0.0.1:1?tls=false&x=1\n'), 'Unknown option key "x"\nesdb://admin:***@127.0.0.1:1?tls=false&x=1\n')
+  t.equal(scrub('postgres://root@127.0.0.1/db and mailto:a@b'), 'postgres://root@127.0.0.1/db and mailto:a@b')
+})

@@ -37,17 +37,40 @@ export const secretsOf = (urls: ReadonlyArray<string | undefined>): string[] => 
       if (m?.[1]) out.add(m[1])
     }
   }
-  // Very short "secrets" would scrub ordinary words; a one-letter password is not protected by hiding it.
+  // A one- or two-letter password is not protected by hiding it, and would scrub ordinary text.
   return [...out].filter((s) => s.length >= 3)
 }
 
-/** Returns a function replacing every occurrence of each secret with `***`. */
+/**
+ * A secret this short is replaced only where it stands as a secret (`user:secret@`, `=secret`):
+ * everywhere, a password such as `info` or `guest` would also replace JSON keys and level names
+ * of the log lines it scrubs (`"level":"***"`).
+ */
+const BARE_SECRET_MIN = 6
+
+/** Any `scheme://user:password@` in driver text, known password or not. */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*):[^\s@/"'<>]+@/gi
+
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
+/**
+ * Returns a function that replaces each secret with `***`: a secret of six characters or more
+ * wherever it occurs, a shorter one in a URL's userinfo or as a parameter's value; and the
+ * password of any URL with userinfo.
+ */
 export const makeScrubber = (secrets: readonly string[]): ((text: string) => string) => {
-  if (secrets.length === 0) return (text) => text
   // A secret inside a JSON log line appears JSON-escaped; scrub that form too. Longest first,
   // so a secret that contains another is replaced whole.
   const forms = [...new Set(secrets.flatMap((s) => [s, JSON.stringify(s).slice(1, -1)]))].sort((a, b) => b.length - a.length)
-  const escaped = forms.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
-  const pattern = new RegExp(escaped.join('|'), 'g')
-  return (text) => text.replace(pattern, '***')
+  const bare = forms.filter((f) => f.length >= BARE_SECRET_MIN).map(escapeRegExp)
+  const short = forms.filter((f) => f.length < BARE_SECRET_MIN).map(escapeRegExp)
+  const alternatives = [
+    ...bare,
+    ...(short.length > 0 ? [`(?<=:)(?:${short.join('|')})(?=@)`, `(?<==)(?:${short.join('|')})(?=$|[&;\\s"'#,)])`] : []),
+  ]
+  const pattern = alternatives.length > 0 ? new RegExp(alternatives.join('|'), 'g') : undefined
+  return (text) => {
+    const known = pattern === undefined ? text : text.replace(pattern, '***')
+    return known.replace(URL_USERINFO, '$1:***@')
+  }
 }

@@ -22,8 +22,11 @@ import {
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
 
-/** What republishing needs of the log: core's raw page read, not optional here. */
-export type RawEventReader = Required<Pick<EventLogReader, 'readRawPage'>>
+/**
+ * What republishing needs of the log: core's raw page read, not optional here; and, where the
+ * log can be pruned, its watermark, so that a prune during the replay is seen (see republish).
+ */
+export type RawEventReader = Required<Pick<EventLogReader, 'readRawPage'>> & Pick<EventLogReader, 'prunedBelow'>
 
 export interface RepublishOptions {
   readonly amqpUrl: string
@@ -100,6 +103,23 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
     while (after < o.toId && !stopped) {
       const page = await reader.readRawPage(after, o.pageSize, { toId: o.toId, ...(o.eventTypes ? { eventTypes: o.eventTypes } : {}) })()
       if (E.isLeft(page)) return E.left({ ...page.left, lastConfirmedId })
+      // A prune may run during a long replay (a follower's snapshots move the oldest one up). A
+      // keyset read after it silently starts past the deleted events, so the watermark is read
+      // after each page: past `after + 1`, with the page starting at or past it, the page may
+      // have been read after the prune, and events of the range are gone. (A page holding ids
+      // below the watermark was read before the prune, whole; the next page is checked then.)
+      if (reader.prunedBelow !== undefined) {
+        const below = await reader.prunedBelow()()
+        if (E.isLeft(below)) return E.left({ ...below.left, lastConfirmedId })
+        const first = page.right[0]?.id
+        if (below.right > after + 1 && (first === undefined || first >= below.right)) {
+          for (const p of window) lastConfirmedId = Math.max(lastConfirmedId, await p.catch(() => lastConfirmedId))
+          return E.left({
+            ...failure('fatal', `events ${after + 1} to ${below.right - 1} were pruned during the replay; they cannot be republished (the range is incomplete from event ${after + 1})`, 'pruned'),
+            lastConfirmedId,
+          })
+        }
+      }
       if (page.right.length === 0) break
       for (const event of page.right) {
         if (o.stopRequested?.() === true) {

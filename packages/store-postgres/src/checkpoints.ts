@@ -93,3 +93,16 @@ export const settlePartitionCheckpoints = async (client: Client | pg.Pool, name:
   )
   return Number(rows[0]?.position ?? 0)
 }
+
+export interface CheckpointInfo {
+  readonly name: string
+  readonly position: number
+  /** When it was registered or last moved (ISO). */
+  readonly updatedAt: string
+}
+
+/** Every registered checkpoint: retention waits for the slowest (event_prune). */
+export const listCheckpoints = async (db: Client | pg.Pool): Promise<CheckpointInfo[]> =>
+  (
+    await db.query<{ name: string; position: string; updated_at: Date }>('SELECT name, position, updated_at FROM projection_checkpoint ORDER BY position, name')
+  ).rows.map((r) => ({ name: r.name, position: Number(r.position), updatedAt: r.updated_at.toISOString() }))

@@ -30,7 +30,7 @@ import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError } from './classify.js'
-import { moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
+import { type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, openAt, QueryError, queryAlarms } from './history-queries.js'
@@ -195,6 +195,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   readonly checkpoint = (name: string): TE.TaskEither<Failure, number> => this.withClient((c) => registerCheckpoint(c, name))
 
   /** Compare-and-set; a conflict is a `rejected` failure with code 'checkpoint-conflict'. */
+  /** Every registered checkpoint, slowest first (what holds `prune` back). */
+  readonly listCheckpoints = (): TE.TaskEither<Failure, CheckpointInfo[]> => this.withClient((c) => listCheckpoints(c))
+
   readonly moveCheckpoint = (name: string, from: number, to: number): TE.TaskEither<Failure, void> => this.withClient((c) => moveCheckpoint(c, name, from, to))
 
   readonly applyHistory = (name: string, commands: readonly HistoryCommand[], from: number, to: number): TE.TaskEither<Failure, void> =>

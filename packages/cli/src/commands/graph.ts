@@ -137,9 +137,26 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
   const below = positiveIntArg('--below', input.options['below'])
   const { store } = openStore(config.databaseUrl, 'vitrage-persistor prune')
   try {
+    // What limits this prune (event_prune takes the lowest): said with the result, so that a
+    // prune that deletes nothing is explained (a stale reader's checkpoint holds it back for ever).
+    const snapshots = await orReport(io, 'prune', config.databaseUrl, store.listSnapshots(GRAPH_SNAPSHOT_KIND))
+    if (snapshots === undefined) return 1
+    const checkpoints = await orReport(io, 'prune', config.databaseUrl, store.listCheckpoints())
+    if (checkpoints === undefined) return 1
     const deleted = await orReport(io, 'prune', config.databaseUrl, store.prune(below))
     if (deleted === undefined) return 1
-    io.out(`deleted ${deleted} events below the oldest kept snapshot\n`)
+    const limits = [
+      ...(snapshots.length > 0 ? [{ at: Math.min(...snapshots.map((m) => m.eventId)), what: 'the oldest kept snapshot' }] : []),
+      ...checkpoints.map((c) => ({ at: c.position + 1, what: `checkpoint ${c.name} (at event ${c.position}, moved ${c.updatedAt})`, checkpoint: c.name })),
+      ...(below !== undefined ? [{ at: below, what: '--below' }] : []),
+    ].sort((a, b) => a.at - b.at)
+    const limit = limits[0]
+    io.out(`deleted ${deleted} events${limit ? ` below event ${limit.at}: ${limit.what}` : ''}\n`)
+    if (limit !== undefined && 'checkpoint' in limit && limit.at < (limits.find((l) => !('checkpoint' in l))?.at ?? Number.POSITIVE_INFINITY)) {
+      io.err(
+        `vitrage-persistor prune: checkpoint ${limit.checkpoint} holds retention back; if its reader no longer runs, remove it as the schema owner: DELETE FROM projection_checkpoint WHERE name = '${limit.checkpoint.replaceAll("'", "''")}'\n`,
+      )
+    }
     return 0
   } finally {
     await store.close()
@@ -185,7 +202,12 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     if (http) log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
     const bar = startProgress(io, 'loading the graph, by event id')
     const follow$ = followGraph({ reader: store, snapshots: store, clock: store, signal: store }, { logger: log, onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)) })
-    let lastSnapshot = 0
+    // Counted from the newest stored snapshot, not from where this process loaded: a follower
+    // restarted more often than every N events would otherwise never write one, and its load
+    // (snapshot + tail) would grow with every restart. Unknown (the database failing): from 0,
+    // so the first emission past N writes one.
+    const stored = every === undefined ? E.right([]) : await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
+    let lastSnapshot = E.isRight(stored) ? Math.max(0, ...stored.right.map((m) => m.eventId)) : 0
     let snapshotting: Promise<void> = Promise.resolve()
     let saving = false
     let failed: (code: number) => void = () => {}
@@ -197,7 +219,6 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
         if (latest === undefined) {
           bar.finish()
           log.info({ position: s.position, vertices: s.graph.vertexCount }, 'graph loaded; following')
-          lastSnapshot = s.position
         }
         latest = s
         gauges.position.set(s.position)
@@ -206,6 +227,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
         // One snapshot at a time: while one is compressed and saved, later positions wait for the
         // next emission after it (captured snapshots would otherwise pile up in memory).
         if (every !== undefined && s.position - lastSnapshot >= every && !saving) {
+          const previous = lastSnapshot
           lastSnapshot = s.position
           saving = true
           // Captured now, synchronously: the graph moves on with the next events while this one
@@ -216,16 +238,20 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
             log.warn({ reason: captured.left }, 'snapshot not taken')
             return
           }
+          let savedOk = false
           const compress = captured.right
           snapshotting = (async () => {
             try {
               const snap = await compress()
               const saved = await store.saveSnapshot(snap)()
-              if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved')
+              if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved; trying again with the next event')
+              savedOk = true
               gauges.snapshot.set(snap.eventId)
               await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep)()
               log.info({ position: snap.eventId, bytes: snap.data.byteLength }, 'snapshot saved')
             } finally {
+              // Not saved: due again at once, not another --snapshot-every events later.
+              if (!savedOk) lastSnapshot = previous
               saving = false
             }
           })()
@@ -262,7 +288,8 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
   const routingKey = o['routingKey'] as string | undefined
   if (exchange === undefined || routingKey === undefined) throw new UsageError('--exchange and --routing-key are required')
   // The range is inclusive at both ends: --from-id 5 --to-id 9 republishes events 5 to 9.
-  const fromId = Math.max(1, eventIdArg('--from-id', o['fromId']) ?? 1)
+  const explicitFrom = eventIdArg('--from-id', o['fromId'])
+  let fromId = Math.max(1, explicitFrom ?? 1)
   const requestedToId = positiveIntArg('--to-id', o['toId'])
   if (requestedToId !== undefined && fromId > requestedToId) throw new UsageError(`--from-id ${fromId} is after --to-id ${requestedToId}`)
   const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor replay')
@@ -272,7 +299,20 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
     if (head === undefined) return 1
     const prunedBelow = await orReport(io, 'replay', config.databaseUrl, store.prunedBelow())
     if (prunedBelow === undefined) return 1
-    if (fromId < prunedBelow) io.err(`vitrage-persistor replay: events below ${prunedBelow} were pruned; republishing what is stored from there\n`)
+    // Part of the range is gone: say so rather than republish the rest as if it were whole (a
+    // resume hint followed after a prune). --allow-pruned takes what is stored.
+    // Without --from-id the range starts at the first stored event.
+    if (explicitFrom === undefined) fromId = Math.max(fromId, prunedBelow)
+    if (fromId < prunedBelow) {
+      if (o['allowPruned'] !== true) {
+        io.err(
+          `vitrage-persistor replay: events below ${prunedBelow} were pruned, so events ${fromId} to ${prunedBelow - 1} cannot be republished; pass --from-id ${prunedBelow} (or --allow-pruned) to republish what is stored from there\n`,
+        )
+        return 1
+      }
+      io.err(`vitrage-persistor replay: events below ${prunedBelow} were pruned; republishing what is stored from there (--allow-pruned)\n`)
+      fromId = prunedBelow
+    }
     const toId = Math.min(requestedToId ?? head, head)
     const after = fromId - 1
     const bar = startProgress(io, 'republishing, by event id')
@@ -362,6 +402,7 @@ export const graphCommands: readonly CommandSpec<SettingKey>[] = [
       new Option('--to-id <id>', 'the last event id to republish, inclusive (default: the head when starting)'),
       new Option('--event-type <type>', 'only this event type (repeatable)').argParser(collect),
       new Option('--max-in-flight <n>', 'unconfirmed messages at most (default 1000)'),
+      new Option('--allow-pruned', 'with a --from-id below the pruned watermark, republish what is stored from there instead of refusing'),
     ],
     action: replay,
     claimsSignals: () => true,
