@@ -272,18 +272,28 @@ t.test('follow and mirror end with the reason, exit 1, on a taken port or a data
   }
   const missing = new URL(world.db.url)
   missing.pathname = '/vp_no_such_database_here'
-  for (const command of [['follow'], ['mirror', '--mirror-url', 'esdb://127.0.0.1:2113?tls=false']]) {
-    const r = await cli([...command, '--database-url', missing.toString(), '--http-port', '0'])
-    t.equal(r.code, 1, `${command[0]}: no such database`)
+  for (const command of [['follow', '--http-port', '0'], ['mirror', '--mirror-url', 'esdb://127.0.0.1:2113?tls=false', '--http-port', '0'], ['project', 'history', '--follow']]) {
+    const r = await cli([...command, '--database-url', missing.toString()])
+    t.equal(r.code, 1, `${command.join(' ')}: no such database`)
     t.match(r.err, /database "vp_no_such_database_here" does not exist/)
   }
-  // A connection string the EventStoreDB client cannot parse: the reason, exit 1, nothing left running.
+  // A connection string the EventStoreDB client cannot use: a usage error (exit 2) before
+  // anything starts, with the client's reason, never its echo of the password.
   const badMirror = await cli(['mirror', '--database-url', world.db.url, '--mirror-url', 'esdb://:::bad', '--http-port', '0'])
-  t.equal(badMirror.code, 1)
-  t.match(badMirror.err, /vitrage-persistor mirror: --mirror-url: /)
-  const badRun = await cli(world.flags(['--mirror-url', 'esdb://:::bad', '--http-port', '0']))
-  t.equal(badRun.code, 1, 'run with a mirror URL the client refuses stops, exit 1')
-  t.match(badRun.err, /vitrage-persistor run: --mirror-url: /)
+  t.equal(badMirror.code, 2)
+  t.match(badMirror.err, /vitrage-persistor mirror: --mirror-url esdb:\/\/:::bad: Unexpected "::bad" at position 8/)
+  for (const url of ['esdb://admin:EsPw@127.0.0.1:1?tls=false&badopt=1', 'esdb://admin:EsPw@127.0.0.1:1?tls=false&tlsVerifyCert=maybe']) {
+    const badRun = await cli(world.flags(['--mirror-url', url, '--http-port', '0']))
+    t.equal(badRun.code, 2, `run --mirror-url ${url}: exit 2`)
+    t.match(badRun.err, /^vitrage-persistor run: --mirror-url esdb:\/\/admin:\*\*\*@127\.0\.0\.1:1\?tls=false&\w+=\w+: (Unknown option key "badopt"|Unexpected "maybe")/)
+    t.notMatch(badRun.out + badRun.err, /EsPw/, 'the password is never printed')
+    t.notMatch(badRun.out, /"msg":"starting"/, 'nothing started')
+  }
+  const warned = startPersistor(['mirror', '--database-url', missing.toString(), '--mirror-url', 'esdb://admin:EsPw@127.0.0.1:1?tls=false&tlsVerifyCert=false', '--http-port', '0'])
+  t.teardown(() => warned.kill('SIGKILL'))
+  t.equal((await warned.exited).code, 1, 'then the missing database ends it')
+  t.notMatch(warned.output(), /EsPw/, "the client's tlsVerifyCert warning goes to the scrubbed log")
+  t.ok(warned.lines.some((l) => l.msg === 'EventStoreDB client: --mirror-url' && String(l['warning']).startsWith('"tlsVerifyCert" is not currently supported')))
   t.equal(process.listenerCount('SIGTERM'), before, 'the commands gave the stop signals back')
 })
 

@@ -108,3 +108,24 @@ t.test('appends refused while the database answers: /readyz 503 with the reason;
   second.kill('SIGTERM')
   t.equal((await second.exited).code, 0)
 })
+
+t.test('stdout closed under run (its log reader gone): it keeps storing and logging fails quietly; SIGTERM still exits 0', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const p = startPersistor(world.flags(['--no-history-projection']))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  p.child.stdout?.destroy()
+  // A bad message makes it log (a warning per dead letter): the first write after the close.
+  await world.broker.publish(world.names.exchange, world.names.routingKey, Buffer.from('not json'), { deliveryMode: 2 })
+  await publishMany(world, 10, (seq) => v2Body(message({ seq })))
+  await eventually('stored', async () => {
+    p.assertAlive()
+    return (await rowCount(world)) === 10
+  })
+  await eventually('dead-lettered', async () => (await world.broker.depth(`${world.names.queue}.dead`)) === 1)
+  p.assertAlive()
+  p.kill('SIGTERM')
+  t.same(await p.exited, { code: 0, signal: null })
+  t.notMatch(p.output(), /EPIPE|Unhandled 'error' event/)
+})

@@ -14,7 +14,7 @@ import type { Config, SettingKey } from '../config.js'
 import { createLogger } from '../logger.js'
 import { stopSignal } from '../signals.js'
 import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
-import { openStore, orReport } from '../resources.js'
+import { openStore, orReport, unrecoverableDatabase } from '../resources.js'
 
 const QUERY_SETTINGS = ['databaseUrl', 'logLevel'] as const
 type QueryConfig = Config<(typeof QUERY_SETTINGS)[number]>
@@ -183,7 +183,6 @@ const endOpen = async (config: QueryConfig, input: CommandInput, io: Io): Promis
 }
 
 const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: Env): Promise<number> => {
-  const log = createLogger(config.logLevel, (s) => s)
   const pageSize = positiveIntArg('--page-size', input.options['pageSize'])
   const derive = input.options['derive'] === 'in-node' ? 'in-node' : 'in-database'
   const partitions = positiveIntArg('--partitions', input.options['partitions']) ?? 1
@@ -191,7 +190,8 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
   if (partitions > 1 && derive === 'in-node') throw new UsageError('--partitions: needs --derive in-database')
   const stop = input.options['follow'] === true ? stopSignal() : undefined
   // A connection per partition, one to read the head and wait for appends, one for the checkpoint.
-  const { store } = openStore(config.databaseUrl, 'vitrage-persistor project history', partitions + 2)
+  const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor project history', partitions + 2)
+  const log = createLogger(config.logLevel, scrub)
   const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log }, { derive, partitions, ...(pageSize ? { pageSize } : {}) })
   try {
     if (input.options['rebuild'] === true) {
@@ -215,6 +215,9 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
       io.out(`history projection at event ${r.right}\n`)
       return 0
     }
+    // As follow and mirror do: a database that retrying cannot fix (no such database,
+    // credentials refused, no schema) ends --follow at once, rather than a warning every 15 s.
+    if (await unrecoverableDatabase(io, 'project history', config.databaseUrl, store)) return 1
     runner.start()
     await stop?.received
     return 0

@@ -13,6 +13,21 @@ import { createLogger } from '../logger.js'
 import { unrecoverableDatabase } from '../resources.js'
 import { stopSignal } from '../signals.js'
 
+/**
+ * Checks --mirror-url with the EventStoreDB client's own parser before anything starts: a
+ * string it cannot use is a usage error (exit 2), and its warnings go to the scrubbed log (the
+ * client would print them, connection string and password included, on the console).
+ */
+export const checkMirrorUrl = async (program: string, url: string, io: Io, scrub: (s: string) => string): Promise<{ ok: true; warnings: readonly string[] } | { ok: false }> => {
+  const { checkConnectionString } = await import('@vitrage-persistor/mirror-eventstore')
+  const checked = checkConnectionString(url)
+  if (checked._tag === 'Left') {
+    io.err(`vitrage-persistor ${program}: --mirror-url ${redactUrl(url)}: ${scrub(checked.left)}\n`)
+    return { ok: false }
+  }
+  return { ok: true, warnings: checked.right }
+}
+
 export interface RunningMirror {
   readonly status: () => MirrorStatus
   readonly close: () => Promise<void>
@@ -60,10 +75,13 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
     io.err('vitrage-persistor mirror: --mirror-url (or PERSISTOR_MIRROR_URL) is required\n')
     return 2
   }
+  const scrub = makeScrubber(secretsOf([config.databaseUrl, config.mirrorUrl]))
+  const checked = await checkMirrorUrl('mirror', config.mirrorUrl, io, scrub)
+  if (!checked.ok) return 2
   const stop = stopSignal()
   try {
-    const scrub = makeScrubber(secretsOf([config.databaseUrl, config.mirrorUrl]))
     const log = createLogger(config.logLevel, scrub)
+    for (const warning of checked.warnings) log.warn({ warning }, 'EventStoreDB client: --mirror-url')
     const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
     const { Registry, collectDefaultMetrics } = await import('prom-client')
     const store = new PgEventStore({ connectionString: config.databaseUrl, maxConnections: 2, applicationName: 'vitrage-persistor mirror', scrub, logger: log })

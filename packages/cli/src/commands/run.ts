@@ -12,7 +12,7 @@ import { HistoryRunner } from '@vitrage-persistor/projections'
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import type { Config } from '../config.js'
 import { json, listenOrReport } from '../http.js'
-import { type RunningMirror, startMirror } from './mirror.js'
+import { checkMirrorUrl, type RunningMirror, startMirror } from './mirror.js'
 import { createLogger } from '../logger.js'
 import { endHold } from '../signals.js'
 import type { CommandInput, Env, Io } from '../command.js'
@@ -92,8 +92,12 @@ const DATABASE_PROBE_MS = 5_000
 
 export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io, _env: Env): Promise<number> => {
   const scrub = makeScrubber(secretsOf([config.amqpUrl, config.databaseUrl, config.mirrorUrl]))
+  // A mirror URL the client cannot use stops run before anything starts (exit 2).
+  const mirrorChecked = config.mirrorUrl === '' ? { ok: true as const, warnings: [] } : await checkMirrorUrl('run', config.mirrorUrl, io, scrub)
+  if (!mirrorChecked.ok) return 2
   const log = createLogger(config.logLevel, scrub)
   log.info({ config: { ...config, amqpUrl: redactUrl(config.amqpUrl), databaseUrl: redactUrl(config.databaseUrl), mirrorUrl: redactUrl(config.mirrorUrl) } }, 'starting')
+  for (const warning of mirrorChecked.warnings) log.warn({ warning }, 'EventStoreDB client: --mirror-url')
   if (config.prefetch < config.batchSize) {
     log.warn({ prefetch: config.prefetch, batchSize: config.batchSize }, 'prefetch is below batch size: batches close on time only; set prefetch to about twice the batch size')
   }

@@ -1,0 +1,29 @@
+/**
+ * Checking an EventStoreDB connection string before anything starts, with the client's own
+ * parser. The client reports some problems only as console warnings that quote the whole string,
+ * password included (an unknown option key, which it then ignores); here they are captured: an
+ * unknown key is refused like a parse error, and the other warnings are returned, first line only
+ * (the line that quotes the string is dropped), for the caller's scrubbed log.
+ */
+import { parseConnectionString } from '@eventstore/db-client/dist/Client/parseConnectionString.js'
+import * as E from 'fp-ts/lib/Either.js'
+
+const firstLine = (text: string): string => text.split('\n', 1)[0] as string
+
+export const checkConnectionString = (url: string): E.Either<string, readonly string[]> => {
+  const warnings: string[] = []
+  const original = console.warn
+  console.warn = (...args: unknown[]) => {
+    warnings.push(firstLine(args.map(String).join(' ')))
+  }
+  try {
+    parseConnectionString(url)
+  } catch (e) {
+    return E.left(firstLine(e instanceof Error ? e.message : String(e)))
+  } finally {
+    console.warn = original
+  }
+  const unknown = warnings.filter((w) => w.startsWith('Unknown option key'))
+  if (unknown.length > 0) return E.left(unknown.map((w) => w.replace(', setting will be ignored.', '')).join('; '))
+  return E.right(warnings)
+}
