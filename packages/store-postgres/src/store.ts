@@ -37,7 +37,7 @@ import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, openAt, Qu
 import { type Lease, tryLease } from './lease.js'
 import { listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
-import { streamRange } from './stream.js'
+import { StreamConsumerDefect, streamRange } from './stream.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
 export interface EventStoreOptions {
@@ -105,6 +105,12 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       } catch (e) {
         this.busy.delete(client)
         client.off('error', onError)
+        // A defect of the caller's code, not of the database: its connection (mid-COPY) is
+        // dropped and the defect thrown, as defects are (not retried as a fatal Failure).
+        if (e instanceof StreamConsumerDefect) {
+          client.release(e)
+          throw e.defect
+        }
         const f = classifyPgError(e, this.scrub)
         // A connection that failed is not reused.
         client.release(f.kind === 'transient' || broken !== undefined ? ((broken ?? e) as Error) : undefined)

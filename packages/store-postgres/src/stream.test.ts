@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import type { LogEntry } from '@vitrage-persistor/core'
-import { testDatabaseClient } from '@vitrage-persistor/testing'
+import { createTestDatabase, testDatabaseClient } from '@vitrage-persistor/testing'
 import { to as copyTo } from 'pg-copy-streams'
 import t from 'tap'
 import { schemaTemplate } from './migrate.js'
 import { readPage } from './read.js'
+import { PgEventStore } from './store.js'
 import { BinaryCopyParser, streamRange, streamSql } from './stream.js'
 
 t.test('a streamed range equals the pages, whatever the chunking', async (t) => {
@@ -92,4 +93,25 @@ t.test('BinaryCopyParser: ids past 2^32 exact, any chunking; a NULL field or ano
   t.throws(() => new BinaryCopyParser(() => {}).push(withNull), /event_type is NULL/)
   const threeFields = copyBytes([[int8(1n), Buffer.from('m'), Buffer.from('t')]])
   t.throws(() => new BinaryCopyParser(() => {}).push(threeFields), /3 fields, expected 4/)
+})
+
+t.test("a throw in the stream's consumer is a defect: thrown at once, its connection dropped, the pool still usable", async (t) => {
+  const db = await createTestDatabase(schemaTemplate)
+  t.teardown(() => db.drop())
+  const store = new PgEventStore({ connectionString: db.url, maxConnections: 1 })
+  t.teardown(() => store.close())
+  await store.pool.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload)
+    SELECT gen_random_uuid(), 'a', now(), jsonb_build_object('i', i, 'pad', repeat('x', 200)) FROM generate_series(1, 50000) i`)
+  let n = 0
+  const boom = new Error('boom')
+  const started = Date.now()
+  await t.rejects(
+    store.streamRange(0, 50_000, {}, () => {
+      if (++n === 10) throw boom
+    })(),
+    boom,
+    'the defect itself, thrown (not a Left to retry for ever)',
+  )
+  t.ok(Date.now() - started < 5_000, `settled in ${Date.now() - started} ms, not after the whole range`)
+  t.same(await store.headId()(), { _tag: 'Right', right: 50_000 }, 'the one pooled connection is usable again (replaced)')
 })

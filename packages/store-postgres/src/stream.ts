@@ -181,21 +181,39 @@ export const streamRange = async (client: pg.PoolClient | pg.Client, afterId: nu
     await client.query('COMMIT')
     return count
   } catch (e) {
-    await client.query('ROLLBACK').catch(() => {})
+    // A ROLLBACK would queue behind the COPY still streaming; the connection is dropped instead.
+    if (!(e instanceof StreamConsumerDefect)) await client.query('ROLLBACK').catch(() => {})
     throw e
+  }
+}
+
+/**
+ * What the caller's `onEntry` threw (or the parser, on bytes it cannot read): a defect, not a
+ * database failure. The COPY is still running on the connection, so the connection is dropped
+ * (withClient), not rolled back, and the defect is rethrown, not turned into a Failure.
+ */
+export class StreamConsumerDefect extends Error {
+  constructor(readonly defect: unknown) {
+    super(`the stream's consumer failed: ${defect instanceof Error ? defect.message : String(defect)}`)
+    this.name = 'StreamConsumerDefect'
   }
 }
 
 const copyOut = (client: pg.PoolClient | pg.Client, sql: string, onEntry: (e: LogEntry) => void): Promise<number> =>
   new Promise((resolve, reject) => {
     let count = 0
+    let failed = false
     const parser = new BinaryCopyParser(onEntry)
     const stream = client.query(copyTo(sql))
     stream.on('data', (chunk: Buffer) => {
+      if (failed) return
       try {
         count += parser.push(chunk)
       } catch (e) {
-        stream.destroy(e as Error)
+        // Settled here: a destroyed copy stream does not always emit 'error'.
+        failed = true
+        reject(new StreamConsumerDefect(e))
+        stream.destroy()
       }
     })
     stream.on('error', reject)
