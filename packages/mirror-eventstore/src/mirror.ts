@@ -37,6 +37,7 @@ import {
   type EventLogReader,
   type Failure,
   failure,
+  within,
   type Logger,
   silentLogger,
   type RawEvent,
@@ -64,9 +65,16 @@ export interface MirrorOptions {
   readonly idlePollMs: number
   /**
    * An append not acknowledged within this time counts as a failure (unavailable): a gRPC call
-   * that died without a status must not hold the mirror forever.
+   * that died without a status must not hold the mirror forever. The same bound holds for the
+   * reads that learn a stream's state and the server's features (a server that accepts
+   * connections and never answers held the mirror at 'starting' for ever).
    */
   readonly appendTimeoutMs: number
+  /**
+   * close() waits this long for the step in progress and the client's disposal; calls a server
+   * that never answers still holds are then abandoned (logged), not waited for.
+   */
+  readonly closeTimeoutMs: number
   readonly retry: BackoffPolicy
 }
 
@@ -79,6 +87,7 @@ export const defaultMirrorOptions = (url: string): MirrorOptions => ({
   pagesInFlight: 2,
   idlePollMs: 5_000,
   appendTimeoutMs: 60_000,
+  closeTimeoutMs: 5_000,
   retry: { initialMs: 200, maxMs: 15_000 },
 })
 
@@ -202,7 +211,7 @@ export class EventStoreMirror {
   private reconcile(stream: string): Promise<StreamState> {
     let state = this.streams.get(stream)
     if (state === undefined) {
-      state = this.readStreamState(stream)
+      state = this.withTimeout(this.readStreamState(stream), `no answer to reading the state of ${stream}`)
       this.streams.set(stream, state)
     }
     return state
@@ -253,18 +262,20 @@ export class EventStoreMirror {
    */
   private async appendsKeepOrder(): Promise<boolean> {
     const client = this.client as unknown as { supports: (method: unknown) => Promise<boolean> }
-    return client.supports(streamsGrpc.StreamsService.batchAppend)
+    return this.withTimeout(client.supports(streamsGrpc.StreamsService.batchAppend), "no answer to the server's features")
   }
 
-  private withTimeout<T>(append: Promise<T>, stream: string): Promise<T> {
+  /** `call`, or an unavailable error (code 14) saying `what` after appendTimeoutMs. */
+  private withTimeout<T>(call: Promise<T>, what: string): Promise<T> {
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const error = new Error(`no acknowledgement of an append to ${stream} within ${this.options.appendTimeoutMs} ms`)
+        const error = new Error(`${what} within ${this.options.appendTimeoutMs} ms`)
         reject(Object.assign(error, { code: 14 }))
       }, this.options.appendTimeoutMs)
     })
-    return Promise.race([append, timeout]).finally(() => clearTimeout(timer))
+    call.catch(() => undefined) // settled late, after the timeout: nobody awaits it then
+    return Promise.race([call, timeout]).finally(() => clearTimeout(timer))
   }
 
   /** One append at its exact expected revision; resolves once acknowledged at the expected end. */
@@ -284,7 +295,7 @@ export class EventStoreMirror {
           ),
           { expectedRevision: expectedOf(expected) },
         ),
-        stream,
+        `no acknowledgement of an append to ${stream}`,
       )
       // An idempotent retry answers with the revision of the same last event, so anything else
       // means the stream is not what this mirror believes: reconcile and retry.
@@ -431,12 +442,17 @@ export class EventStoreMirror {
     this.loop.start()
   }
 
-  /** Stops after the current page; disposes the client. Idempotent. */
+  /**
+   * Stops after the current page; disposes the client. Idempotent. Bounded by closeTimeoutMs:
+   * a call to a server that never answers is abandoned, not waited for.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.closed = true
-      await this.loop.close()
-      await this.client.dispose()
+      const deadline = Date.now() + this.options.closeTimeoutMs
+      const stopped = await within(this.loop.close().then(() => true), this.options.closeTimeoutMs, false)
+      const disposed = await within(this.client.dispose().then(() => true), Math.max(500, deadline - Date.now()), false)
+      if (!stopped || !disposed) this.log.warn({ closeTimeoutMs: this.options.closeTimeoutMs }, 'EventStoreDB calls still unanswered at close; abandoned')
     })()
     return this.closing
   }

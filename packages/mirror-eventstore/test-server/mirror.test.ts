@@ -141,6 +141,32 @@ t.test('close() returns after reconciling, even when the server has gone away', 
   t.equal(closed, 'closed')
 })
 
+t.test('a server that accepts connections and never answers: the catch-up fails (unavailable) within the deadline, status says so, close() is bounded', async (t) => {
+  const { store } = await logWithFixtures(t)
+  const { createServer } = await import('node:net')
+  const sockets = new Set<import('node:net').Socket>()
+  const hole = createServer((s) => void sockets.add(s))
+  await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r))
+  t.teardown(() => {
+    for (const s of sockets) s.destroy()
+    return new Promise<void>((r) => hole.close(() => r()))
+  })
+  const url = `esdb://127.0.0.1:${(hole.address() as { port: number }).port}?tls=false`
+  const m = new EventStoreMirror({ reader: store, checkpoints: store }, { url, appendTimeoutMs: 1_000, closeTimeoutMs: 1_000, retry: { initialMs: 10, maxMs: 50 } })
+  const started = Date.now()
+  const r = await m.catchUp()
+  t.match(r, E.left({ kind: 'transient', code: 'unavailable' }), 'a value, not a hang')
+  t.match(E.isLeft(r) ? r.left.message : '', /no answer to reading the state of vitrage-events within 1000 ms/)
+  t.ok(Date.now() - started < 5_000, `failed after ${Date.now() - started} ms`)
+  m.start()
+  const status = m.status()
+  t.ok(status.state === 'starting' || status.state === 'retrying')
+  const closing = Date.now()
+  const closed = await Promise.race([m.close().then(() => 'closed'), new Promise((r) => setTimeout(r, 10_000, 'still closing after 10 s').unref())])
+  t.equal(closed, 'closed')
+  t.ok(Date.now() - closing < 3_500, `closed in ${Date.now() - closing} ms`)
+})
+
 t.test('an outage fails the catch-up (transient), and the mirror resumes where it was', async (t) => {
   const { store, messageIds } = await logWithFixtures(t)
   const esdb = await server(t)
