@@ -454,3 +454,18 @@ t.test('prune says what limits it: a stale checkpoint is named with how to remov
   const limited = await cli(['prune', '--database-url', world.db.url, '--below', '200'])
   t.equal(limited.out, 'deleted 0 events below event 200: --below\n')
 })
+
+t.test('library entry points refuse zero or negative sizes and ids as defects (TypeError), not as a silent empty graph or a stalled loop', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 1 })
+  t.teardown(() => store.close())
+  const sources = { reader: store, snapshots: store, clock: store }
+  await t.rejects(graphAt(sources, { eventId: -5 }), { name: 'TypeError', message: /graphAt: eventId must be an integer >= 0, got -5/ })
+  await t.rejects(graphAt(sources, 'head', { pageSize: 0 }), { name: 'TypeError', message: /graphAt: pageSize/ })
+  await t.rejects(
+    republish(store, { amqpUrl: world.broker.url, exchange: 'x', routingKey: 'k', fromId: 0, toId: 10, maxInFlight: 0, pageSize: 100 }),
+    { name: 'TypeError', message: /republish: maxInFlight must be an integer >= 1, got 0/ },
+  )
+  const followError = await new Promise<unknown>((resolve) => followGraph(sources, { pageSize: -1 }).subscribe({ error: resolve }))
+  t.match(followError, { name: 'TypeError', message: /followGraph: pageSize must be an integer >= 1, got -1/ }, 'the follower errors at once')
+})

@@ -30,7 +30,7 @@
  * ids follow delivery order.
  */
 import type { BackoffPolicy, DecodedMessage, Failure, Logger, Rejection } from '@vitrage-persistor/core'
-import { backoffDelay, decodeMessage, within } from '@vitrage-persistor/core'
+import { backoffDelay, decodeMessage, requireNonNegativeInts, requirePositiveInts, within } from '@vitrage-persistor/core'
 import type { IsolatedAppendResult, PreparedEvent } from '@vitrage-persistor/store-postgres'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
@@ -198,6 +198,15 @@ export class Persistor {
     private readonly options: PersistorOptions,
     private readonly deps: PersistorDeps,
   ) {
+    // prefetch 0 is "unlimited" to AMQP: memory would no longer be bounded by configuration.
+    requirePositiveInts('Persistor', {
+      prefetch: options.prefetch,
+      batchSize: options.batchSize,
+      batchMaxWaitMs: options.batchMaxWaitMs,
+      maxMessageBytes: options.maxMessageBytes,
+      queueDepthIntervalMs: options.queueDepthIntervalMs,
+    })
+    requireNonNegativeInts('Persistor', { heartbeatSeconds: options.heartbeatSeconds, shutdownTimeoutMs: options.shutdownTimeoutMs })
     this.log = deps.logger.child({ component: 'persistor' })
     this.pipeline = lastValueFrom(
       this.deliveries.pipe(

@@ -18,6 +18,8 @@ import {
   OSLO_PUBLISH_PROPERTIES,
   type EventLogReader,
   type RawEvent,
+  requireNonNegativeInts,
+  requirePositiveInts,
 } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
@@ -65,6 +67,8 @@ export const notificationBody = (e: RawEvent): Buffer =>
   )
 
 export const republish = async (reader: RawEventReader, o: RepublishOptions): Promise<E.Either<Failure & { readonly lastConfirmedId: number }, RepublishResult>> => {
+  requirePositiveInts('republish', { maxInFlight: o.maxInFlight, pageSize: o.pageSize })
+  requireNonNegativeInts('republish', { fromId: o.fromId, toId: o.toId })
   const scrub = o.scrub ?? ((s: string) => s)
   let lastConfirmedId = o.fromId
   let published = 0

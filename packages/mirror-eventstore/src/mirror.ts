@@ -37,6 +37,7 @@ import {
   type EventLogReader,
   type Failure,
   failure,
+  requirePositiveInts,
   within,
   type Logger,
   silentLogger,
@@ -183,6 +184,13 @@ export class EventStoreMirror {
     options: Partial<MirrorOptions> & { url: string },
   ) {
     this.options = { ...defaultMirrorOptions(options.url), ...options }
+    requirePositiveInts('EventStoreMirror', {
+      pageSize: this.options.pageSize,
+      pagesInFlight: this.options.pagesInFlight,
+      idlePollMs: this.options.idlePollMs,
+      appendTimeoutMs: this.options.appendTimeoutMs,
+      closeTimeoutMs: this.options.closeTimeoutMs,
+    })
     this.client = EventStoreDBClient.connectionString(this.options.url)
     this.log = (deps.logger ?? silentLogger).child({ component: 'mirror-eventstore' })
     this.loop = catchUpLoop({

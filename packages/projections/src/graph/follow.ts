@@ -13,7 +13,7 @@
  * Observable is shared: every subscriber sees the same follower (and the latest state at once),
  * which stops when the last one unsubscribes.
  */
-import { type AppendSignal, backoffDelay, type BackoffPolicy, type Failure, type Logger, silentLogger, waker } from '@vitrage-persistor/core'
+import { type AppendSignal, backoffDelay, type BackoffPolicy, type Failure, type Logger, requirePositiveInts, silentLogger, waker } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import { filter, firstValueFrom, Observable, shareReplay } from 'rxjs'
 import type { EntityGraph } from './model.js'
@@ -36,6 +36,7 @@ export interface FollowOptions {
 
 export const followGraph = (sources: GraphSources & { readonly signal?: AppendSignal }, options: FollowOptions = {}): Observable<FollowState> =>
   new Observable<FollowState>((subscriber) => {
+    requirePositiveInts('followGraph', { pageSize: options.pageSize, pollMs: options.pollMs })
     const log = options.logger ?? silentLogger
     const retry = options.retry ?? { initialMs: 200, maxMs: 10_000 }
     let closed = false

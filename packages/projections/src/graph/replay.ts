@@ -14,6 +14,8 @@ import {
   failure,
   type LogClock,
   type NewSnapshot,
+  requireNonNegativeInts,
+  requirePositiveInts,
   type Snapshot,
   type SnapshotStore,
   type StoredEvent,
@@ -66,6 +68,8 @@ export const replayInto = async (
   graph: EntityGraph,
   options: ReplayOptions,
 ): Promise<E.Either<Failure & { readonly position: number }, number>> => {
+  requirePositiveInts('replayInto', { pageSize: options.pageSize })
+  requireNonNegativeInts('replayInto', { fromId: options.fromId, toId: options.toId })
   const pageSize = options.pageSize ?? 5_000
   let position = options.fromId
   let applied = 0
@@ -182,6 +186,8 @@ export const graphAt = async (
   target: GraphTarget,
   options: { readonly useSnapshots?: boolean; readonly pageSize?: number; readonly onProgress?: (p: ReplayProgress) => void } = {},
 ): Promise<E.Either<Failure, GraphAt>> => {
+  requirePositiveInts('graphAt', { pageSize: options.pageSize })
+  if (target !== 'head' && 'eventId' in target) requireNonNegativeInts('graphAt', { eventId: target.eventId })
   const resolved =
     target === 'head'
       ? await sources.reader.headId()()
