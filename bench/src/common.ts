@@ -47,11 +47,14 @@ export const rate = (count: number, ms: number): number => Math.round((count / m
 
 export const fmt = (n: number): string => n.toLocaleString('en-US')
 
+/** A bad option of a benchmark: printed as a usage message, exit 2 (main.ts). */
+export class BenchUsageError extends Error {}
+
 export const argValue = (args: readonly string[], flag: string, fallback: number): number => {
   const i = args.indexOf(flag)
   if (i < 0) return fallback
   const v = Number(args[i + 1])
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${flag} takes a positive integer`)
+  if (!Number.isInteger(v) || v <= 0) throw new BenchUsageError(`${flag} takes a positive integer, got ${JSON.stringify(args[i + 1] ?? '')}`)
   return v
 }
 

@@ -15,7 +15,7 @@ import { HISTORY_EVENT_TYPES, HistoryRunner } from '@vitrage-persistor/projectio
 import { PgEventStore, schemaTemplate } from '@vitrage-persistor/store-postgres'
 import { createTestDatabase, historyStream } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
-import { argValue, fmt, loadBodies, machine, rate, timed } from './common.js'
+import { argValue, BenchUsageError, fmt, loadBodies, machine, rate, timed } from './common.js'
 
 function* historyBatches(events: number): Generator<Buffer[]> {
   let produced = 0
@@ -34,7 +34,7 @@ export const benchHistory = async (args: readonly string[]): Promise<void> => {
   const queries = argValue(args, '--queries', 200)
   const deriveAt = args.indexOf('--derive')
   const derive = deriveAt < 0 ? 'in-database' : args[deriveAt + 1]
-  if (derive !== 'in-database' && derive !== 'in-node') throw new Error('--derive takes in-database or in-node')
+  if (derive !== 'in-database' && derive !== 'in-node') throw new BenchUsageError(`--derive takes in-database or in-node, got ${JSON.stringify(derive ?? '')}`)
   // Catching up on a long log is what the bench measures: one partition per core of this machine.
   const partitions = derive === 'in-node' ? 1 : argValue(args, '--partitions', 2)
   const db = await createTestDatabase(schemaTemplate)

@@ -1,4 +1,5 @@
 /** `pnpm bench <name> [options]` */
+import { BenchUsageError } from './common.js'
 import { benchHistory } from './history.js'
 import { benchIngest } from './ingest.js'
 import { benchMirror } from './mirror.js'
@@ -12,4 +13,10 @@ if (bench === undefined) {
   process.stderr.write(`usage: pnpm bench <${Object.keys(benches).join('|')}> [options]\n`)
   process.exit(2)
 }
-await bench(args)
+try {
+  await bench(args)
+} catch (e) {
+  if (!(e instanceof BenchUsageError)) throw e
+  process.stderr.write(`pnpm bench ${name}: ${e.message}\n`)
+  process.exit(2)
+}

@@ -37,3 +37,12 @@ t.test('a database URL without a user gets the operating-system user, as libpq d
   t.equal(withDefaultUser('postgres://app@localhost/db', { USER: 'vitrage' }), 'postgres://app@localhost/db')
   t.equal(withDefaultUser('postgres://localhost/db', { PGUSER: 'x', USER: 'vitrage' }), 'postgres://localhost/db')
 })
+
+t.test('--http-host is an IP address or a host name, and --mirror-stream an EventStoreDB stream name', async (t) => {
+  for (const ok of ['0.0.0.0', '::', '127.0.0.1', 'localhost', 'persistor-1.example.org']) t.same(resolve(['httpHost'], { httpHost: ok }, {}), E.right({ httpHost: ok }), ok)
+  t.same(resolve(['httpHost'], { httpHost: 'not a host' }, {}), E.left(['--http-host: must be an IP address or a host name, got "not a host"']))
+  t.same(resolve(['mirrorStream'], { mirrorStream: 'vitrage.events-1' }, {}), E.right({ mirrorStream: 'vitrage.events-1' }))
+  for (const bad of ['', '$all', 'a b']) {
+    t.same(resolve(['mirrorStream'], { mirrorStream: bad }, {}), E.left([`--mirror-stream: must be a non-empty EventStoreDB stream name without spaces, not starting with $ (system streams), got ${JSON.stringify(bad)}`]), JSON.stringify(bad))
+  }
+})

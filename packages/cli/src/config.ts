@@ -4,6 +4,7 @@
  * are parsed and validated here, so the rest of the program receives typed options, and a bad
  * value is reported with its flag, its variable and what was wrong before anything starts.
  */
+import { isIP } from 'node:net'
 import { userInfo } from 'node:os'
 import * as E from 'fp-ts/lib/Either.js'
 
@@ -62,6 +63,18 @@ const amqpName =
   }
 
 const name = amqpName()
+
+/** An EventStoreDB stream name: non-empty, not a system stream (`$…`), printable. */
+const streamName = (raw: string): E.Either<string, string> =>
+  raw.length > 0 && !raw.startsWith('$') && !/[\s]/.test(raw) && Buffer.byteLength(raw, 'utf8') <= 1000
+    ? E.right(raw)
+    : E.left(`must be a non-empty EventStoreDB stream name without spaces, not starting with $ (system streams), got ${JSON.stringify(raw)}`)
+
+/** An IP address or a host name (RFC 1123): checked before anything starts, not at listen time. */
+const hostName = (raw: string): E.Either<string, string> =>
+  isIP(raw) !== 0 || (raw.length <= 253 && /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/.test(raw))
+    ? E.right(raw)
+    : E.left(`must be an IP address or a host name, got ${JSON.stringify(raw)}`)
 
 const oneOf =
   <T extends string>(values: readonly T[]) =>
@@ -153,7 +166,7 @@ export const settings = {
     default: 9464,
     parse: integer(0, 65535),
   },
-  httpHost: { flag: 'http-host', env: 'PERSISTOR_HTTP_HOST', describe: 'address the HTTP server listens on', default: '0.0.0.0', parse: (raw: string) => E.right(raw) },
+  httpHost: { flag: 'http-host', env: 'PERSISTOR_HTTP_HOST', describe: 'address the HTTP server listens on', default: '0.0.0.0', parse: hostName },
   shutdownTimeoutMs: {
     flag: 'shutdown-timeout-ms',
     env: 'PERSISTOR_SHUTDOWN_TIMEOUT_MS',
@@ -178,7 +191,7 @@ export const settings = {
     switch: true,
     parse: bool,
   },
-  mirrorStream: { flag: 'mirror-stream', env: 'PERSISTOR_MIRROR_STREAM', describe: 'mirror stream name (or prefix, with --stream-per-type)', default: 'vitrage-events', parse: name },
+  mirrorStream: { flag: 'mirror-stream', env: 'PERSISTOR_MIRROR_STREAM', describe: 'mirror stream name (or prefix, with --stream-per-type)', default: 'vitrage-events', parse: streamName },
   historyProjection: {
     flag: 'history-projection',
     env: 'PERSISTOR_HISTORY_PROJECTION',

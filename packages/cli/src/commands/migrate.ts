@@ -5,7 +5,7 @@ import type { Config } from '../config.js'
 import type { CommandInput, Env, Io } from '../command.js'
 
 /** The settings `migrate` takes. */
-export const MIGRATE_SETTINGS = ['databaseUrl', 'logLevel'] as const
+export const MIGRATE_SETTINGS = ['databaseUrl'] as const
 
 export const migrateCommand = async (config: Config<(typeof MIGRATE_SETTINGS)[number]>, _input: CommandInput, io: Io, _env: Env): Promise<number> => {
   const scrub = makeScrubber(secretsOf([config.databaseUrl]))
