@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { decodeMessage } from '@vitrage-persistor/core'
 import { randomUUID } from 'node:crypto'
-import type { AppendSignal, DecodedMessage, EventLogReader } from '@vitrage-persistor/core'
-import { caughtUp, canonicalJson, encodeGraphSnapshot, followGraph, GRAPH_SNAPSHOT_KIND, graphAt } from '@vitrage-persistor/projections'
+import { type AppendSignal, type DecodedMessage, type EventLogReader, silentLogger, STORE_CLOSED } from '@vitrage-persistor/core'
+import { caughtUp, canonicalJson, encodeGraphSnapshot, followGraph, GRAPH_SNAPSHOT_KIND, graphAt, HistoryRunner } from '@vitrage-persistor/projections'
 import { republish } from '@vitrage-persistor/ingest'
 import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { eventually, freePort } from '@vitrage-persistor/testing'
@@ -468,4 +468,30 @@ t.test('library entry points refuse zero or negative sizes and ids as defects (T
   )
   const followError = await new Promise<unknown>((resolve) => followGraph(sources, { pageSize: -1 }).subscribe({ error: resolve }))
   t.match(followError, { name: 'TypeError', message: /followGraph: pageSize must be an integer >= 1, got -1/ }, 'the follower errors at once')
+})
+
+t.test('a store closed under its readers: they stop (the follower completes, the history loop ends) instead of retrying for ever; onAppend after close is a defect', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+  const client = await world.sql.connect()
+  await appendBatch(client, decoded.slice(0, 50).map((d) => prepareEvent({ ...d, messageId: randomUUID() })))
+  client.release()
+  const warnings: string[] = []
+  const logger = { ...silentLogger, warn: (_o: unknown, m?: string) => void warnings.push(String(m)), error: (_o: unknown, m?: string) => void warnings.push(String(m)), child: () => logger } as typeof silentLogger
+  const follow$ = followGraph({ reader: store, snapshots: store, clock: store }, { pollMs: 20, retry: { initialMs: 5, maxMs: 10 }, logger })
+  let completed = false
+  const sub = follow$.subscribe({ complete: () => void (completed = true) })
+  t.teardown(() => sub.unsubscribe())
+  await caughtUp(follow$, 50)
+  const runner = new HistoryRunner({ reader: store, store, logger }, { name: 'history', idlePollMs: 20, retry: { initialMs: 5, maxMs: 10 } })
+  runner.start()
+  await store.close()
+  t.same(await store.headId()(), E.left({ kind: 'fatal', message: 'the event store is closed', code: STORE_CLOSED }))
+  t.throws(() => store.onAppend(() => {}), /onAppend: the event store is closed/)
+  await eventually('the follower completes', () => completed)
+  const closing = Date.now()
+  await runner.close()
+  t.ok(Date.now() - closing < 1_000, `the history loop had already ended (close took ${Date.now() - closing} ms)`)
+  t.same(warnings, [], 'no retries logged')
 })

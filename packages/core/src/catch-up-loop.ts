@@ -4,12 +4,13 @@
  *   catching-up --caught up--> idle --append signal or poll timer--> catching-up ...
  *   catching-up --failure--> backoff (capped, jittered) --timer--> catching-up
  *   any --close()--> closed (after the step in progress, whose transaction commits or not)
+ *   catching-up --its store closed (STORE_CLOSED)--> closed
  *
  * An append signal that arrives while catching up is remembered, so no wake-up is lost.
  */
 import type * as E from 'fp-ts/lib/Either.js'
 import { type BackoffPolicy, backoffDelay } from './backoff.js'
-import type { Failure } from './failure.js'
+import { type Failure, STORE_CLOSED } from './failure.js'
 import type { Logger } from './logger.js'
 import type { AppendSignal } from './ports.js'
 
@@ -66,6 +67,10 @@ export const catchUpLoop = (o: CatchUpLoopOptions): CatchUpLoop => {
         while (!closed) {
           pending = false
           const r = await o.step()
+          if (r._tag === 'Left' && r.left.code === STORE_CLOSED) {
+            o.logger.info(`${o.what} stopped: its store was closed`)
+            break
+          }
           if (r._tag === 'Left') {
             const delay = backoffDelay(o.retry, failures++)
             o.logger[failures > 5 ? 'error' : 'warn']({ failure: r.left, retryInMs: delay }, `${o.what} failed; retrying`)

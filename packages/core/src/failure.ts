@@ -22,3 +22,10 @@ export interface Failure {
 export const failure = (kind: FailureKind, message: string, code?: string): Failure => ({ kind, message, code })
 
 export const isRetryable = (f: Failure): boolean => f.kind !== 'rejected'
+
+/**
+ * The code of the failure a closed store answers with. Readers that loop until closed (the
+ * catch-up loop, the graph follower) stop on it instead of retrying for ever: their owner closed
+ * the store under them (a shutdown whose bounded wait for them ran out).
+ */
+export const STORE_CLOSED = 'store-closed'

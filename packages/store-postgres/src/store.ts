@@ -24,7 +24,7 @@ import type {
   SnapshotStore,
   StoredEvent,
 } from '@vitrage-persistor/core'
-import { failure, partitionCheckpoint, within } from '@vitrage-persistor/core'
+import { failure, partitionCheckpoint, STORE_CLOSED, within } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
@@ -63,6 +63,11 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   private readonly options: EventStoreOptions
   /** Clients checked out of the pool: a bounded close() ends the ones still busy. */
   private readonly busy = new Set<pg.PoolClient>()
+  private closed = false
+  private markClosed: () => void = () => {}
+  private readonly closedSignal = new Promise<void>((resolve) => {
+    this.markClosed = resolve
+  })
 
   constructor(options: EventStoreOptions) {
     this.options = options
@@ -81,12 +86,27 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   private withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): TE.TaskEither<Failure, T> {
     return async () => {
-      let client: pg.PoolClient
-      try {
-        client = await this.pool.connect()
-      } catch (e) {
-        return E.left(classifyPgError(e, this.scrub))
+      // A value, not pg's "Cannot use a pool after calling end": readers looping until closed
+      // recognise it and stop (core STORE_CLOSED).
+      if (this.closed) return E.left(failure('fatal', 'the event store is closed', STORE_CLOSED))
+      const closedMeanwhile = (): E.Either<Failure, T> => E.left(failure('fatal', 'the event store is closed', STORE_CLOSED))
+      // pg-pool never settles a connect() that an end() overtook (an idle client handed out on
+      // the next tick, ended in between): without the race a call made just before close()
+      // hung for ever, and with it whatever awaited it (a reader's loop, its owner's shutdown).
+      const connecting = this.pool.connect()
+      const raced = await Promise.race([
+        connecting.then(
+          (c) => ({ client: c }),
+          (e: unknown) => ({ error: e }),
+        ),
+        this.closedSignal.then(() => ({ closedFirst: true as const })),
+      ])
+      if ('closedFirst' in raced) {
+        connecting.then((c) => c.release(), () => {})
+        return closedMeanwhile()
       }
+      if ('error' in raced) return this.closed ? closedMeanwhile() : E.left(classifyPgError(raced.error, this.scrub))
+      const client: pg.PoolClient = raced.client
       // A checked-out client emits 'error' when its connection dies between two queries (the
       // pool listens only to idle ones); unhandled, that would crash the process. The next
       // query then fails with "not queryable", which is classified and retried.
@@ -111,7 +131,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
           client.release(e)
           throw e.defect
         }
-        const f = classifyPgError(e, this.scrub)
+        const f = this.closed ? failure('fatal', 'the event store is closed', STORE_CLOSED) : classifyPgError(e, this.scrub)
         // A connection that failed is not reused.
         client.release(f.kind === 'transient' || broken !== undefined ? ((broken ?? e) as Error) : undefined)
         return E.left(f)
@@ -250,6 +270,8 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   /** Wake-ups on append over a dedicated LISTEN connection; closed with the handle or the store. */
   readonly onAppend = (listener: () => void): { readonly close: () => Promise<void> } => {
+    // A LISTEN connection opened after close() would have no owner and keep the process alive.
+    if (this.closed) throw new Error('onAppend: the event store is closed')
     const handle = listenForAppends({ connectionString: this.options.connectionString, ...(this.options.logger ? { logger: this.options.logger } : {}) }, listener)
     this.listeners.add(handle)
     return {
@@ -270,6 +292,8 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
    * shutdown must not wait for an append stuck behind a lock until the statement timeout.
    */
   close(options: { readonly timeoutMs?: number } = {}): Promise<void> {
+    this.closed = true
+    this.markClosed()
     this.closing ??= (async () => {
       const ended = Promise.all([...this.listeners].map((l) => l.close())).then(() => this.pool.end().catch(() => {}))
       if (options.timeoutMs === undefined) return ended

@@ -13,7 +13,7 @@
  * Observable is shared: every subscriber sees the same follower (and the latest state at once),
  * which stops when the last one unsubscribes.
  */
-import { type AppendSignal, backoffDelay, type BackoffPolicy, type Failure, type Logger, requirePositiveInts, silentLogger, waker } from '@vitrage-persistor/core'
+import { type AppendSignal, backoffDelay, type BackoffPolicy, type Failure, type Logger, requirePositiveInts, silentLogger, STORE_CLOSED, waker } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import { filter, firstValueFrom, Observable, shareReplay } from 'rxjs'
 import type { EntityGraph } from './model.js'
@@ -89,6 +89,12 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
           }
         }
         if (closed) return
+        // The store was closed under the follower (its owner shut down): nothing more to follow.
+        if (E.isLeft(step) && step.left.code === STORE_CLOSED) {
+          log.info({ position: state?.position ?? null }, 'graph follower stopped: its store was closed')
+          subscriber.complete()
+          return
+        }
         if (E.isLeft(step)) {
           const delay = backoffDelay(retry, failures++)
           log[failures > 5 ? 'error' : 'warn']({ failure: step.left, retryInMs: delay }, 'graph follower cannot read the log; retrying')

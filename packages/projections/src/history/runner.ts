@@ -43,6 +43,7 @@ import {
   type HistoryPartition,
   type HistoryStore,
   type Logger,
+  requirePositiveInts,
   silentLogger,
   type StoredEvent,
 } from '@vitrage-persistor/core'
@@ -108,6 +109,7 @@ export class HistoryRunner {
     if (!Number.isInteger(partitions) || partitions < 1 || (partitions > 1 && derive !== 'in-database')) {
       throw new TypeError(`HistoryRunner: partitions must be a positive integer, and 1 unless derive is 'in-database' (got ${partitions}, '${derive}')`)
     }
+    requirePositiveInts('HistoryRunner', { pageSize: this.options.pageSize, idlePollMs: this.options.idlePollMs })
     this.log = (deps.logger ?? silentLogger).child({ component: 'history-runner', checkpoint: this.options.name })
     this.loop = catchUpLoop({
       step: () => this.catchUp(),
