@@ -495,3 +495,32 @@ t.test('a store closed under its readers: they stop (the follower completes, the
   t.ok(Date.now() - closing < 1_000, `the history loop had already ended (close took ${Date.now() - closing} ms)`)
   t.same(warnings, [], 'no retries logged')
 })
+
+t.test('unsubscribing a follower during its initial build stops the replay (the store closes at once); caughtUp can time out', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+  const client = await world.sql.connect()
+  await appendBatch(client, decoded.map((d) => prepareEvent({ ...d, messageId: randomUUID() })))
+  // 300,000 more graph changes (a copy of one, again and again): a replay of a few seconds.
+  await client.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload)
+    SELECT gen_random_uuid(), e.event_type, e.collector_timestamp, e.payload
+    FROM generate_series(1, 300000), (SELECT * FROM event WHERE event_type = 'vitrage.graph.change' ORDER BY id DESC LIMIT 1) e`)
+  client.release()
+  let progressed = 0
+  const follow$ = followGraph({ reader: store, snapshots: store, clock: store }, { onInitialProgress: (p) => void (progressed = p.applied) })
+  const sub = follow$.subscribe(() => {})
+  await eventually('the initial build under way', () => progressed >= 20_000, { intervalMs: 1 })
+  sub.unsubscribe()
+  const closing = Date.now()
+  await store.close()
+  t.ok(Date.now() - closing < 500, `the store closed in ${Date.now() - closing} ms: the replay stopped with its subscriber (it ran on to the end)`)
+  t.ok(progressed < 300_000, `stopped at ${progressed} changes`)
+
+  const again = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
+  t.teardown(() => again.close())
+  const follow2$ = followGraph({ reader: again, snapshots: again, clock: again })
+  const keep = follow2$.subscribe(() => {})
+  t.teardown(() => keep.unsubscribe())
+  await t.rejects(caughtUp(follow2$, 10_000_000, { timeoutMs: 200 }), { name: 'TimeoutError' }, 'an id that never comes: rejected after the timeout')
+})

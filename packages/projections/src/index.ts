@@ -38,5 +38,6 @@ export {
   type GraphTarget,
   type ReplayOptions,
   type ReplayProgress,
+  REPLAY_ABORTED,
   replayInto,
 } from './graph/replay.js'

@@ -15,7 +15,7 @@
  */
 import { type AppendSignal, backoffDelay, type BackoffPolicy, type Failure, type Logger, requirePositiveInts, silentLogger, STORE_CLOSED, waker } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
-import { filter, firstValueFrom, Observable, shareReplay } from 'rxjs'
+import { filter, firstValueFrom, Observable, shareReplay, timeout } from 'rxjs'
 import type { EntityGraph } from './model.js'
 import { type GraphSources, graphAt, type ReplayProgress, replayInto } from './replay.js'
 
@@ -40,6 +40,9 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
     const log = options.logger ?? silentLogger
     const retry = options.retry ?? { initialMs: 200, maxMs: 10_000 }
     let closed = false
+    // Unsubscribing stops a replay in progress too (the initial build of a large graph, a long
+    // tail), not only the loop after it.
+    const stop = new AbortController()
     const { sleep, wake } = waker()
     let signalled = false
     const signal = sources.signal?.onAppend(() => {
@@ -63,6 +66,7 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
         let step: E.Either<Failure, FollowState>
         if (state === undefined) {
           const built = await graphAt(sources, 'head', {
+            signal: stop.signal,
             ...(options.pageSize ? { pageSize: options.pageSize } : {}),
             ...(options.onInitialProgress ? { onProgress: options.onInitialProgress } : {}),
           })
@@ -74,7 +78,7 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
           if (E.isLeft(head)) step = head
           else if (head.right <= current.position) step = E.right(current)
           else {
-            const moved = await replayInto(sources.reader, current.graph, { fromId: current.position, toId: head.right, ...(options.pageSize ? { pageSize: options.pageSize } : {}) })
+            const moved = await replayInto(sources.reader, current.graph, { fromId: current.position, toId: head.right, signal: stop.signal, ...(options.pageSize ? { pageSize: options.pageSize } : {}) })
             // Prune does not wait for a follower (it has no checkpoint). Checked after the read (the
             // watermark only rises, so this also covers a prune before it): if events the follower
             // had not applied are gone, the graph can only be rebuilt from the newest snapshot.
@@ -112,11 +116,25 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
     run().catch((e: unknown) => subscriber.error(e))
     return () => {
       closed = true
+      stop.abort()
       wake()
       void signal?.close()
     }
   }).pipe(shareReplay({ bufferSize: 1, refCount: true }))
 
-/** Resolves when the follower has applied every event up to `id`. */
-export const caughtUp = (follow$: Observable<FollowState>, id: number): Promise<FollowState> =>
-  firstValueFrom(follow$.pipe(filter((s) => s.position >= id)))
+/**
+ * Resolves when the follower has applied every event up to `id`. Rejects after `timeoutMs`
+ * (rxjs TimeoutError) when given, and when the follower ends first (its store closed). The
+ * follower is shared with reference counting: when this is its only subscriber, resolving
+ * unsubscribes it, and the next subscriber builds the graph again; keep one subscription open
+ * for as long as the graph is wanted (as `follow` does).
+ */
+export const caughtUp = (follow$: Observable<FollowState>, id: number, options: { readonly timeoutMs?: number } = {}): Promise<FollowState> =>
+  firstValueFrom(
+    options.timeoutMs === undefined
+      ? follow$.pipe(filter((s) => s.position >= id))
+      : follow$.pipe(
+          filter((s) => s.position >= id),
+          timeout({ first: options.timeoutMs }),
+        ),
+  )

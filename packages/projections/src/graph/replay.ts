@@ -54,7 +54,18 @@ export interface ReplayOptions {
   /** Read keyset pages of this size instead of one streamed range. */
   readonly pageSize?: number
   readonly onProgress?: (p: ReplayProgress) => void
+  /**
+   * Stops the replay (between two events): it resolves with a `rejected` failure, code
+   * `aborted`, and the position reached. The graph is then partly updated; a follower whose
+   * subscriber went away uses it to stop building a graph nobody will read.
+   */
+  readonly signal?: AbortSignal
 }
+
+/** The failure of a replay stopped through its AbortSignal. */
+export const REPLAY_ABORTED = 'aborted'
+
+class ReplayAborted extends Error {}
 
 const GRAPH_TYPES = [EventTypes.graphChange]
 
@@ -73,13 +84,25 @@ export const replayInto = async (
   const pageSize = options.pageSize ?? 5_000
   let position = options.fromId
   let applied = 0
+  const { signal } = options
+  const aborted = (): E.Either<Failure & { readonly position: number }, number> =>
+    E.left({ ...failure('rejected', `replay aborted at event ${position}`, REPLAY_ABORTED), position })
+  if (signal?.aborted) return aborted()
   if (reader.streamRange !== undefined && options.pageSize === undefined) {
-    // Fast path: one streamed read of the whole range.
-    const streamed = await reader.streamRange(options.fromId, options.toId, { eventTypes: GRAPH_TYPES }, (event) => {
-      evolve(graph, event)
-      position = event.id
-      if (++applied % 10_000 === 0) options.onProgress?.({ position, target: options.toId, applied })
-    })()
+    // Fast path: one streamed read of the whole range. An abort ends it from inside the
+    // callback: the store drops the connection of a COPY its consumer threw in.
+    let streamed: E.Either<Failure, number>
+    try {
+      streamed = await reader.streamRange(options.fromId, options.toId, { eventTypes: GRAPH_TYPES }, (event) => {
+        if (signal?.aborted) throw new ReplayAborted()
+        evolve(graph, event)
+        position = event.id
+        if (++applied % 10_000 === 0) options.onProgress?.({ position, target: options.toId, applied })
+      })()
+    } catch (e) {
+      if (e instanceof ReplayAborted) return aborted()
+      throw e
+    }
     if (E.isLeft(streamed)) return E.left({ ...streamed.left, position })
     options.onProgress?.({ position: options.toId, target: options.toId, applied })
     return E.right(options.toId)
@@ -89,6 +112,7 @@ export const replayInto = async (
   let pending = position < options.toId ? read(position) : undefined
   while (pending !== undefined) {
     const page = await pending
+    if (signal?.aborted) return aborted()
     if (E.isLeft(page)) return E.left({ ...page.left, position })
     const last = page.right.at(-1)
     // Ask for the next page before applying this one.
@@ -184,7 +208,7 @@ export interface GraphSources {
 export const graphAt = async (
   sources: GraphSources,
   target: GraphTarget,
-  options: { readonly useSnapshots?: boolean; readonly pageSize?: number; readonly onProgress?: (p: ReplayProgress) => void } = {},
+  options: { readonly useSnapshots?: boolean; readonly pageSize?: number; readonly onProgress?: (p: ReplayProgress) => void; readonly signal?: AbortSignal } = {},
 ): Promise<E.Either<Failure, GraphAt>> => {
   requirePositiveInts('graphAt', { pageSize: options.pageSize })
   if (target !== 'head' && 'eventId' in target) requireNonNegativeInts('graphAt', { eventId: target.eventId })
@@ -245,6 +269,7 @@ export const graphAt = async (
     toId,
     ...(options.pageSize ? { pageSize: options.pageSize } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
   })
   if (E.isLeft(replayed)) return replayed
   // A prune that ran during the replay may have deleted part of its range before it was read
