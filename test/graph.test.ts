@@ -378,7 +378,18 @@ t.test('replay and prune: a prune during the replay stops it with the range it l
     },
     prunedBelow: () => store.prunedBelow(),
   }
-  const r = await republish(reader, { amqpUrl: target.broker.url, exchange: target.names.exchange, routingKey: target.names.routingKey, fromId: 0, toId: 3_000, maxInFlight: 100, pageSize: 500 })
+  const progress: Array<{ lastId: number; confirmedId: number }> = []
+  const r = await republish(reader, {
+    amqpUrl: target.broker.url,
+    exchange: target.names.exchange,
+    routingKey: target.names.routingKey,
+    fromId: 0,
+    toId: 3_000,
+    maxInFlight: 100,
+    pageSize: 500,
+    onProgress: (p) => void progress.push({ lastId: p.lastId, confirmedId: p.confirmedId }),
+  })
+  t.ok(progress.length > 0 && progress.every((p) => p.confirmedId <= p.lastId && p.confirmedId >= 400), `each page reports how far the broker confirmed: ${JSON.stringify(progress)}`)
   t.ok(E.isLeft(r) && r.left.code === 'pruned', 'refused, not a silent skip of 2,000 events')
   if (E.isLeft(r)) {
     t.match(r.left.message, /events 501 to 2499 were pruned during the replay/)

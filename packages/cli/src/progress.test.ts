@@ -6,6 +6,7 @@ t.test('the line shows fraction, counts, rate and ETA', async (t) => {
   t.equal(bar, 'replaying [###.......] 25.0% 250/1,000 250/s ETA 3s')
   t.equal(plain, 'replaying: 25.0% 250/1,000 250/s ETA 3s')
   t.match(progressLine('x', 0, 10, 0).plain, /ETA \?/)
+  t.equal(progressLine('r', 5, 10, 1000, 10, 'confirmed up to event 4 (resume with --from-id 5)').plain, 'r: 50.0% 5/10 5/s ETA 1s; confirmed up to event 4 (resume with --from-id 5)')
   t.match(progressLine('x', 10, 100_000, 1000).plain, /ETA 2h|ETA 2\.8h/)
 })
 

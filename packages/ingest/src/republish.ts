@@ -41,7 +41,8 @@ export interface RepublishOptions {
   readonly eventTypes?: readonly string[]
   readonly maxInFlight: number
   readonly pageSize: number
-  readonly onProgress?: (p: { readonly lastId: number; readonly published: number }) => void
+  /** After each page: the last id read, how many were published, and the last id the broker confirmed. */
+  readonly onProgress?: (p: { readonly lastId: number; readonly published: number; readonly confirmedId: number }) => void
   readonly scrub?: (s: string) => string
   /** Asked before each message: true stops publishing; what was published is still confirmed. */
   readonly stopRequested?: () => boolean
@@ -157,7 +158,7 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
       }
       if (stopped) break
       after = page.right.at(-1)?.id ?? o.toId
-      o.onProgress?.({ lastId: after, published })
+      o.onProgress?.({ lastId: after, published, confirmedId: lastConfirmedId })
     }
     for (const p of window) lastConfirmedId = Math.max(lastConfirmedId, await p)
     return E.right({ published, lastConfirmedId, stopped })

@@ -329,7 +329,9 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
       ...(o['eventType'] !== undefined ? { eventTypes: o['eventType'] as string[] } : {}),
       maxInFlight: positiveIntArg('--max-in-flight', o['maxInFlight']) ?? 1000,
       pageSize: 2_000,
-      onProgress: (p) => bar.update(p.lastId - after, toId - after),
+      // Where to resume is in every progress line: a replay killed without a word (kill -9, OOM)
+      // is resumed from the last line logged instead of from the start.
+      onProgress: (p) => bar.update(p.lastId - after, toId - after, `confirmed up to event ${p.confirmedId} (resume with --from-id ${p.confirmedId + 1})`),
       scrub: (s) => scrub(s).replaceAll(toAmqp, redactUrl(toAmqp)),
     })
     bar.finish()
