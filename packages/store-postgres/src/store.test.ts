@@ -19,3 +19,28 @@ t.test('a call made just before close() settles as store-closed (pg-pool never s
     t.same(await store.headId()(), E.left({ kind: 'fatal', message: 'the event store is closed', code: STORE_CLOSED }), 'and every call after')
   }
 })
+
+t.test('close() without a deadline, then close({ timeoutMs }): the later deadline cuts the work off ("graceful, then forced")', async (t) => {
+  const db = await createTestDatabase(schemaTemplate)
+  t.teardown(() => db.drop())
+  const pg = (await import('pg')).default
+  const locker = new pg.Client({ connectionString: db.url })
+  await locker.connect()
+  t.teardown(() => locker.end())
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
+  const store = new PgEventStore({ connectionString: db.url, maxConnections: 2 })
+  const blocked = store.headId()()
+  // The query reaches the server and waits on the lock.
+  for (let i = 0; i < 200; i++) {
+    const { rows } = await locker.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)
+    if ((rows[0] as { n: number }).n > 0) break
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  void store.close()
+  const started = Date.now()
+  await store.close({ timeoutMs: 200 })
+  t.ok(Date.now() - started < 1_500, `closed in ${Date.now() - started} ms, not when the lock goes`)
+  t.ok(E.isLeft(await blocked), 'the cut-off query failed')
+  await locker.query('ROLLBACK')
+})

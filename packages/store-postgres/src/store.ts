@@ -289,24 +289,26 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   /**
    * Ends the pool after in-flight queries finish. Idempotent. With `timeoutMs`, queries still
    * running then are cut off (their connections closed, so their transactions roll back): a
-   * shutdown must not wait for an append stuck behind a lock until the statement timeout.
+   * shutdown must not wait for an append stuck behind a lock until the statement timeout. Each
+   * call's own `timeoutMs` counts: a later call with a deadline cuts short an earlier close that
+   * had none ("graceful, then forced").
    */
   close(options: { readonly timeoutMs?: number } = {}): Promise<void> {
     this.closed = true
     this.markClosed()
-    this.closing ??= (async () => {
-      const ended = Promise.all([...this.listeners].map((l) => l.close())).then(() => this.pool.end().catch(() => {}))
-      if (options.timeoutMs === undefined) return ended
-      const inTime = (ms: number): Promise<boolean> => within(ended.then(() => true), ms, false)
-      if (await inTime(options.timeoutMs)) return
+    const ended = (this.closing ??= Promise.all([...this.listeners].map((l) => l.close())).then(() => this.pool.end().catch(() => {})))
+    if (options.timeoutMs === undefined) return ended
+    const inTime = (ms: number): Promise<boolean> => within(ended.then(() => true), ms, false)
+    const timeoutMs = options.timeoutMs
+    return (async () => {
+      if (await inTime(timeoutMs)) return
       // Busy connections (and, with a server that stopped answering, idle ones whose goodbye is
       // never acknowledged) are dropped; their transactions roll back on the server.
-      this.options.logger?.warn({ busy: this.busy.size, timeoutMs: options.timeoutMs }, 'database work still running at close; ending its connections')
+      this.options.logger?.warn({ busy: this.busy.size, timeoutMs }, 'database work still running at close; ending its connections')
       const pooled = (this.pool as unknown as { _clients?: pg.PoolClient[] })._clients ?? []
       for (const c of new Set([...this.busy, ...pooled])) (c as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
       await inTime(1_000)
     })()
-    return this.closing
   }
 }
 
