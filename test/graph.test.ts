@@ -477,6 +477,11 @@ t.test('library entry points refuse zero or negative sizes and ids as defects (T
     republish(store, { amqpUrl: world.broker.url, exchange: 'x', routingKey: 'k', fromId: 0, toId: 10, maxInFlight: 0, pageSize: 100 }),
     { name: 'TypeError', message: /republish: maxInFlight must be an integer >= 1, got 0/ },
   )
+  t.match(
+    await republish(store, { amqpUrl: 'not a url', exchange: 'x', routingKey: 'k', fromId: 0, toId: 10, maxInFlight: 10, pageSize: 100 }),
+    E.left({ kind: 'fatal', code: 'invalid-url' }),
+    'a target URL that is not one: fatal, not a connection failure to retry',
+  )
   const followError = await new Promise<unknown>((resolve) => followGraph(sources, { pageSize: -1 }).subscribe({ error: resolve }))
   t.match(followError, { name: 'TypeError', message: /followGraph: pageSize must be an integer >= 1, got -1/ }, 'the follower errors at once')
 })

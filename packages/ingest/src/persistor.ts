@@ -207,6 +207,14 @@ export class Persistor {
       queueDepthIntervalMs: options.queueDepthIntervalMs,
     })
     requireNonNegativeInts('Persistor', { heartbeatSeconds: options.heartbeatSeconds, shutdownTimeoutMs: options.shutdownTimeoutMs })
+    // Not a URL amqplib can use: a configuration defect, not a broker outage to retry for ever.
+    let protocol = ''
+    try {
+      protocol = new URL(options.amqpUrl).protocol
+    } catch {
+      // protocol stays empty
+    }
+    if (protocol !== 'amqp:' && protocol !== 'amqps:') throw new TypeError('Persistor: amqpUrl must be an amqp:// or amqps:// URL')
     this.log = deps.logger.child({ component: 'persistor' })
     this.pipeline = lastValueFrom(
       this.deliveries.pipe(

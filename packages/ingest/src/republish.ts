@@ -56,6 +56,14 @@ export interface RepublishResult {
   readonly stopped: boolean
 }
 
+const isAmqpUrl = (url: string): boolean => {
+  try {
+    return ['amqp:', 'amqps:'].includes(new URL(url).protocol)
+  } catch {
+    return false
+  }
+}
+
 /** The notification body for a stored event (pure). */
 export const notificationBody = (e: RawEvent): Buffer =>
   Buffer.from(
@@ -73,8 +81,11 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
   const scrub = o.scrub ?? ((s: string) => s)
   let lastConfirmedId = o.fromId
   let published = 0
-  const fail = (kind: Failure['kind'], message: string): E.Either<Failure & { lastConfirmedId: number }, RepublishResult> =>
-    E.left({ ...failure(kind, scrub(message)), lastConfirmedId })
+  const fail = (kind: Failure['kind'], message: string, code?: string): E.Either<Failure & { lastConfirmedId: number }, RepublishResult> =>
+    E.left({ ...failure(kind, scrub(message), code), lastConfirmedId })
+  // A URL that is not one is configuration: fatal now, not a connection failure to retry.
+  if (!isAmqpUrl(o.amqpUrl)) return fail('fatal', 'the target broker URL is not an amqp:// or amqps:// URL', 'invalid-url')
+  let unroutableSeen = false
   let connection: amqp.ChannelModel
   try {
     connection = await amqp.connect(o.amqpUrl, { timeout: 10_000 })
@@ -134,7 +145,7 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
         let ok = true
         const confirmed = new Promise<number>((resolve, reject) => {
           ok = channel.publish(o.exchange, o.routingKey, notificationBody(event), { ...OSLO_PUBLISH_PROPERTIES, mandatory: true }, (err) =>
-            err ? reject(err) : returned ? reject(unroutable()) : resolve(event.id),
+            err ? reject(err) : returned ? ((unroutableSeen = true), reject(unroutable())) : resolve(event.id),
           )
         })
         // When the channel dies every pending confirm rejects at once; only the oldest is awaited.
@@ -163,7 +174,8 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
     for (const p of window) lastConfirmedId = Math.max(lastConfirmedId, await p)
     return E.right({ published, lastConfirmedId, stopped })
   } catch (e) {
-    return fail('transient', `publishing stopped: ${(e as Error).message}`)
+    // Nothing bound for the routing key: retrying fails the same way until someone binds a queue.
+    return unroutableSeen ? fail('fatal', `publishing stopped: ${(e as Error).message}`, 'unroutable') : fail('transient', `publishing stopped: ${(e as Error).message}`)
   } finally {
     await connection.close().catch(() => {})
   }

@@ -42,3 +42,19 @@ export const classifyPgError = (error: unknown, scrub: (s: string) => string = (
   }
   return failure('fatal', message, code)
 }
+
+/**
+ * Why `url` is not a PostgreSQL URL (postgres://, postgresql:// or socket:), or undefined. pg
+ * takes any text and fails later as an unreachable host ("getaddrinfo ENOTFOUND base" for
+ * "not a url"), which reads as an outage and is retried; this is configuration. The text is
+ * never echoed: it may hold a password.
+ */
+export const databaseUrlProblem = (url: string): string | undefined => {
+  let protocol: string
+  try {
+    protocol = new URL(url).protocol
+  } catch {
+    return 'the database URL is not a URL (postgres://user@host:5432/database)'
+  }
+  return ['postgres:', 'postgresql:', 'socket:'].includes(protocol) ? undefined : `the database URL must be postgres:// or postgresql://, got a ${protocol}// URL`
+}

@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { type Failure, failure } from '@vitrage-persistor/core'
 import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
-import { classifyPgError } from './classify.js'
+import { classifyPgError, databaseUrlProblem } from './classify.js'
 
 export interface Migration {
   readonly version: number
@@ -69,6 +69,8 @@ const quoteIdent = (name: string): string => `"${name.replaceAll('"', '""')}"`
 export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string = (s) => s): TE.TaskEither<Failure, boolean> =>
   TE.tryCatch(
     async () => {
+      const problem = databaseUrlProblem(databaseUrl)
+      if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
       const target = decodeURIComponent(new URL(databaseUrl).pathname.slice(1))
       if (target === '') throw Object.assign(new Error('the database URL names no database'), { code: 'config' })
       // Connecting to the target first covers roles that may not connect to `postgres`.
@@ -113,6 +115,8 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
 export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) => s): TE.TaskEither<Failure, MigrateReport> =>
   TE.tryCatch(
     async () => {
+      const problem = databaseUrlProblem(databaseUrl)
+      if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
       const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate' })
       await client.connect()
       try {
@@ -169,6 +173,8 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
 export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => string = (s) => s): TE.TaskEither<Failure, string[]> =>
   TE.tryCatch(
     async () => {
+      const problem = databaseUrlProblem(databaseUrl)
+      if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
       const all = loadMigrations()
       const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate' })
       try {

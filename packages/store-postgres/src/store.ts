@@ -29,7 +29,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
-import { classifyPgError } from './classify.js'
+import { classifyPgError, databaseUrlProblem } from './classify.js'
 import { type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
@@ -70,6 +70,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   })
 
   constructor(options: EventStoreOptions) {
+    // Configuration, checked once: otherwise every call fails as an unreachable host, retried.
+    const problem = databaseUrlProblem(options.connectionString)
+    if (problem !== undefined) throw new TypeError(`PgEventStore: ${problem}`)
     this.options = options
     this.scrub = options.scrub ?? ((s) => s)
     this.pool = new pg.Pool({
