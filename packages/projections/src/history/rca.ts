@@ -62,6 +62,11 @@ const walk = async (
   return E.right({ ids, edges })
 }
 
+/**
+ * The causal graph around `alarmId` (BFS over `causes` edges both ways), in Vitrage's RCA form.
+ * An alarm the history does not hold (or not active at `at`) gives, as Vitrage's own `get_rca`
+ * does, an empty graph with `inspected_index` 0: check `nodes.length` (the CLI says so, exit 1).
+ */
 export const rca = async (reader: HistoryReader, alarmId: string, options: RcaOptions = {}): Promise<E.Either<Failure, RcaGraph>> => {
   const forward = await walk(reader, alarmId, 'forward', options)
   if (E.isLeft(forward)) return forward
