@@ -1,5 +1,5 @@
 export { batchBySizeOrTime } from './batch.js'
 export { createIngestMetrics, type IngestMetrics } from './metrics.js'
-export { type AppendPort, Persistor, type PersistorDeps, type PersistorOptions, type PersistorState } from './persistor.js'
+export { type AppendPort, defaultPersistorOptions, Persistor, type PersistorDeps, type PersistorOptions, type PersistorState } from './persistor.js'
 export { declareTopology, names as topologyNames, persistorQueueArguments, type Topology, type TopologyOptions } from './topology.js'
 export { notificationBody, type RawEventReader, republish, type RepublishOptions, type RepublishResult } from './republish.js'

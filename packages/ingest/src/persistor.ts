@@ -58,6 +58,30 @@ export interface PersistorOptions extends TopologyOptions {
   readonly connectionName: string
 }
 
+/**
+ * The defaults of design §8 (those of `vitrage-persistor run`), for a persistor run as a library:
+ * `new Persistor({ ...defaultPersistorOptions(url), queue: 'mine' }, deps)`.
+ */
+export const defaultPersistorOptions = (amqpUrl: string): PersistorOptions => ({
+  amqpUrl,
+  exchange: 'vitrage',
+  topic: 'vitrage_persistor',
+  queue: 'vitrage_persistor.persistor',
+  compatQueue: false,
+  osloDurable: false,
+  osloQuorum: false,
+  prefetch: 2000,
+  batchSize: 1000,
+  batchMaxWaitMs: 50,
+  maxMessageBytes: 1 << 20,
+  heartbeatSeconds: 15,
+  reconnect: { initialMs: 200, maxMs: 15_000 },
+  appendRetry: { initialMs: 100, maxMs: 10_000 },
+  shutdownTimeoutMs: 30_000,
+  queueDepthIntervalMs: 5_000,
+  connectionName: `vitrage-persistor pid ${process.pid}`,
+})
+
 /** What the persistor needs from the event store. */
 export interface AppendPort {
   /** Encodes a message for append; called as each message arrives, off the commit path. */

@@ -5,7 +5,7 @@
  * (unacked messages are redelivered; nothing is lost either way).
  */
 import { backoffDelay, type Failure, type Logger, makeScrubber, redactUrl, secretsOf, within } from '@vitrage-persistor/core'
-import { createIngestMetrics, Persistor, type PersistorOptions } from '@vitrage-persistor/ingest'
+import { createIngestMetrics, defaultPersistorOptions, Persistor, type PersistorOptions } from '@vitrage-persistor/ingest'
 import { INGEST_SCHEMA_VERSION, PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
 import { HistoryRunner } from '@vitrage-persistor/projections'
@@ -157,7 +157,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     anomalies: new Counter({ name: 'vitrage_persistor_history_anomalies_total', help: 'Alarm-history events skipped as unusable (logged with their reason).', registers: [registry] }),
   }
   const options: PersistorOptions = {
-    amqpUrl: config.amqpUrl,
+    ...defaultPersistorOptions(config.amqpUrl),
     exchange: config.exchange,
     topic: config.topic,
     queue: config.queue,
@@ -168,12 +168,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     batchSize: config.batchSize,
     batchMaxWaitMs: config.batchMaxWaitMs,
     maxMessageBytes: config.maxMessageBytes,
-    heartbeatSeconds: 15,
-    reconnect: { initialMs: 200, maxMs: 15_000 },
-    appendRetry: { initialMs: 100, maxMs: 10_000 },
     shutdownTimeoutMs: config.shutdownTimeoutMs,
-    queueDepthIntervalMs: 5_000,
-    connectionName: `vitrage-persistor pid ${process.pid}`,
   }
   let defect = false
   const persistor = new Persistor(options, {
