@@ -3,7 +3,8 @@ import { decodeMessage } from '@vitrage-persistor/core'
 import { randomUUID } from 'node:crypto'
 import { type AppendSignal, type DecodedMessage, type EventLogReader, silentLogger, STORE_CLOSED } from '@vitrage-persistor/core'
 import { caughtUp, canonicalJson, encodeGraphSnapshot, followGraph, GRAPH_SNAPSHOT_KIND, graphAt, HistoryRunner } from '@vitrage-persistor/projections'
-import { republish } from '@vitrage-persistor/ingest'
+import { createIngestMetrics, defaultPersistorOptions, Persistor, republish } from '@vitrage-persistor/ingest'
+import { Registry } from 'prom-client'
 import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
@@ -289,11 +290,17 @@ t.test('follow and mirror end with the reason, exit 1, on a taken port or a data
     t.notMatch(badRun.out + badRun.err, /EsPw/, 'the password is never printed')
     t.notMatch(badRun.out, /"msg":"starting"/, 'nothing started')
   }
-  const warned = startPersistor(['mirror', '--database-url', missing.toString(), '--mirror-url', 'esdb://admin:EsPw@127.0.0.1:1?tls=false&tlsVerifyCert=false', '--http-port', '0'])
-  t.teardown(() => warned.kill('SIGKILL'))
-  t.equal((await warned.exited).code, 1, 'then the missing database ends it')
-  t.notMatch(warned.output(), /EsPw/, "the client's tlsVerifyCert warning goes to the scrubbed log")
-  t.ok(warned.lines.some((l) => l.msg === 'EventStoreDB client: --mirror-url' && String(l['warning']).startsWith('"tlsVerifyCert" is not currently supported')))
+  // The client prints its tlsVerifyCert warning with the whole URL when it is created: with a
+  // database that exists, so that the mirror does create it.
+  for (const command of [['mirror', '--database-url', world.db.url], world.flags(['--no-history-projection'])]) {
+    const warned = startPersistor([...command, '--mirror-url', 'esdb://admin:EsPw@127.0.0.1:1?tls=false&tlsVerifyCert=false', '--http-port', '0'])
+    t.teardown(() => warned.kill('SIGKILL'))
+    await warned.waitFor((l) => l.msg === 'mirroring to EventStoreDB', 'the mirror to start')
+    warned.kill('SIGTERM')
+    t.equal((await warned.exited).code, 0)
+    t.notMatch(warned.output(), /EsPw/, `${command[0]}: the client's tlsVerifyCert warning goes to the scrubbed log`)
+    t.ok(warned.lines.some((l) => l.msg === 'EventStoreDB client: connection string' && String(l['warning']).startsWith('"tlsVerifyCert" is not currently supported')))
+  }
   t.equal(process.listenerCount('SIGTERM'), before, 'the commands gave the stop signals back')
 })
 
@@ -410,6 +417,13 @@ t.test('replay and prune: a prune during the replay stops it with the range it l
   t.equal(whole.code, 0, 'without --from-id: from the first stored event')
   t.match(JSON.parse(whole.out), { published: 501, fromId: 2_500 })
   t.equal(await target.broker.depth(target.names.queue), 1_502)
+  const belowOnly = await cli([...base, '--to-id', '100'])
+  t.equal(belowOnly.code, 1, 'a range wholly below the watermark: refused, not an empty success')
+  t.match(belowOnly.err, /events below 2500 were pruned: nothing of the range up to event 100 is stored/)
+  const early = await republish(store, { amqpUrl: target.broker.url, exchange: target.names.exchange, routingKey: target.names.routingKey, fromId: 100, toId: 3_000, maxInFlight: 10, pageSize: 500 })
+  t.match(early, E.left({ kind: 'fatal', code: 'pruned', lastConfirmedId: 100 }))
+  t.match(E.isLeft(early) ? early.left.message : '', /^events 101 to 2499 were pruned; they cannot be republished/, 'pruned before the replay, said so')
+  t.equal(await target.broker.depth(target.names.queue), 1_502, 'nothing published')
 })
 
 t.test('follow --snapshot-every counts from the newest stored snapshot: a follower restarted more often than every N events still writes them', async (t) => {
@@ -482,6 +496,10 @@ t.test('library entry points refuse zero or negative sizes and ids as defects (T
     E.left({ kind: 'fatal', code: 'invalid-url' }),
     'a target URL that is not one: fatal, not a connection failure to retry',
   )
+  // The CLI's lowest values are the library's too (run --batch-max-wait-ms 0 crashed with exit 70).
+  const deps = { store, logger: silentLogger, metrics: createIngestMetrics(new Registry()), scrub: (s: string) => s, onDefect: () => {} }
+  t.doesNotThrow(() => new Persistor({ ...defaultPersistorOptions(world.broker.url), batchMaxWaitMs: 0, heartbeatSeconds: 0, shutdownTimeoutMs: 0, prefetch: 1, batchSize: 1, maxMessageBytes: 64 }, deps))
+  t.throws(() => new Persistor({ ...defaultPersistorOptions(world.broker.url), prefetch: 0 }, deps), { name: 'TypeError', message: /prefetch must be an integer >= 1/ })
   const followError = await new Promise<unknown>((resolve) => followGraph(sources, { pageSize: -1 }).subscribe({ error: resolve }))
   t.match(followError, { name: 'TypeError', message: /followGraph: pageSize must be an integer >= 1, got -1/ }, 'the follower errors at once')
 })
@@ -539,4 +557,28 @@ t.test('unsubscribing a follower during its initial build stops the replay (the 
   const keep = follow2$.subscribe(() => {})
   t.teardown(() => keep.unsubscribe())
   await t.rejects(caughtUp(follow2$, 10_000_000, { timeoutMs: 200 }), { name: 'TimeoutError' }, 'an id that never comes: rejected after the timeout')
+})
+
+t.test('follow --snapshot-every with saves that keep failing: one retry at once, then every N events (not a capture on every batch)', async (t) => {
+  const world = await setupWorld(t)
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  const append = (n: number, from: number): Promise<unknown> => appendBatch(client, Array.from({ length: n }, (_, i) => prepareEvent({ ...(decoded[(from + i) % decoded.length] as DecodedMessage), messageId: randomUUID() })))
+  await append(10, 0)
+  const port = await freePort()
+  const follower = startPersistor(['follow', '--database-url', world.db.url, '--http-port', String(port), '--snapshot-every', '20'])
+  t.teardown(() => follower.kill('SIGKILL'))
+  await follower.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load')
+  // Saving fails from now on (as without the INSERT right, or with a full disk).
+  await world.sql.query('ALTER TABLE projection_snapshot RENAME TO projection_snapshot_away')
+  t.teardown(() => world.sql.query('ALTER TABLE IF EXISTS projection_snapshot_away RENAME TO projection_snapshot'))
+  for (let i = 0; i < 100; i++) {
+    await append(1, 10 + i)
+    await eventually('applied', async () => ((await (await fetch(`http://127.0.0.1:${port}/position`)).json()) as { lag: number }).lag === 0, { intervalMs: 2 })
+  }
+  follower.kill('SIGTERM')
+  t.equal((await follower.exited).code, 0)
+  const failures = follower.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('snapshot not saved')).length
+  t.ok(failures >= 4 && failures <= 12, `${failures} failed saves over 100 events at --snapshot-every 20 (every 20 events, and one retry at once)`)
 })

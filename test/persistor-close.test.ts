@@ -96,3 +96,22 @@ t.test('close() while still connecting: once it resolves, nothing of that attemp
   }
   t.notOk(seen, 'the queue is never declared after close()')
 })
+
+t.test('the store closed under a running persistor: the owner hears of it (onDefect) at the first append, nothing is acked, close() does not wait out its deadline', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 1 })
+  const defects: unknown[] = []
+  const p = new Persistor(options(world, `persistor-closed-store-${process.pid}`), { ...deps(t, store), onDefect: (e) => void defects.push(e) })
+  t.teardown(() => p.close())
+  p.start()
+  await eventually('consuming', () => p.consuming)
+  await store.close()
+  world.broker.channel.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq: 1 })), OSLO_PROPERTIES)
+  await eventually('the defect reported', () => defects.length === 1)
+  t.match(String(defects[0]), /the event store was closed while the persistor was running/)
+  const closing = Date.now()
+  await p.close()
+  t.ok(Date.now() - closing < 3_000, `closed in ${Date.now() - closing} ms (the deadline is 10 s)`)
+  await eventually('the message back in the queue, unacked', async () => (await world.broker.depth(world.names.queue)) === 1)
+  t.equal(await rowCount(world), 0)
+})

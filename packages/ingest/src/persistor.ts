@@ -30,7 +30,7 @@
  * ids follow delivery order.
  */
 import type { BackoffPolicy, DecodedMessage, Failure, Logger, Rejection } from '@vitrage-persistor/core'
-import { backoffDelay, decodeMessage, requireNonNegativeInts, requirePositiveInts, within } from '@vitrage-persistor/core'
+import { backoffDelay, decodeMessage, requireNonNegativeInts, requirePositiveInts, STORE_CLOSED, within } from '@vitrage-persistor/core'
 import type { IsolatedAppendResult, PreparedEvent } from '@vitrage-persistor/store-postgres'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
@@ -226,11 +226,11 @@ export class Persistor {
     requirePositiveInts('Persistor', {
       prefetch: options.prefetch,
       batchSize: options.batchSize,
-      batchMaxWaitMs: options.batchMaxWaitMs,
       maxMessageBytes: options.maxMessageBytes,
       queueDepthIntervalMs: options.queueDepthIntervalMs,
     })
-    requireNonNegativeInts('Persistor', { heartbeatSeconds: options.heartbeatSeconds, shutdownTimeoutMs: options.shutdownTimeoutMs })
+    // 0 is meaningful for these (no heartbeat; a batch does not wait; no drain), as in run's flags.
+    requireNonNegativeInts('Persistor', { batchMaxWaitMs: options.batchMaxWaitMs, heartbeatSeconds: options.heartbeatSeconds, shutdownTimeoutMs: options.shutdownTimeoutMs })
     // Not a URL amqplib can use: a configuration defect, not a broker outage to retry for ever.
     let protocol = ''
     try {
@@ -604,6 +604,13 @@ export class Persistor {
         return r.right
       }
       this.deps.metrics.databaseConnected.set(0)
+      // The store was closed under the persistor (its owner closed them in the wrong order): no
+      // retry can succeed. The batch stays unacked (redelivered), and the owner hears of it.
+      if (r.left.code === STORE_CLOSED) {
+        this.log.error({ batch: messages.length }, 'the event store was closed under the persistor; holding the batch unacked and stopping')
+        this.deps.onDefect(new Error('the event store was closed while the persistor was running'))
+        return undefined
+      }
       this.appendFailing = r.left
       this.deps.metrics.appendRetries.labels(r.left.kind).inc()
       const delay = backoffDelay(this.options.appendRetry, attempt)
@@ -613,7 +620,13 @@ export class Persistor {
       )
       if (this.abandoned) return undefined
       await sleep(delay, this.abandon.signal)
-      if (this.abandoned || !valid.some((d) => d.session.alive)) return undefined
+      if (this.abandoned) return undefined
+      if (!valid.some((d) => d.session.alive)) {
+        // The batch goes back to the queue with its session: its failure is no longer a held
+        // batch's (readiness would keep reporting it on a quiet queue).
+        this.appendFailing = undefined
+        return undefined
+      }
     }
   }
 

@@ -86,6 +86,14 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
   // A URL that is not one is configuration: fatal now, not a connection failure to retry.
   if (!isAmqpUrl(o.amqpUrl)) return fail('fatal', 'the target broker URL is not an amqp:// or amqps:// URL', 'invalid-url')
   let unroutableSeen = false
+  // Pruned before the replay began: said as such (the per-page check below would call it "during").
+  if (reader.prunedBelow !== undefined) {
+    const below = await reader.prunedBelow()()
+    if (E.isLeft(below)) return E.left({ ...below.left, lastConfirmedId })
+    if (below.right > o.fromId + 1) {
+      return fail('fatal', `events ${o.fromId + 1} to ${below.right - 1} were pruned; they cannot be republished (start after event ${below.right - 1})`, 'pruned')
+    }
+  }
   let connection: amqp.ChannelModel
   try {
     connection = await amqp.connect(o.amqpUrl, { timeout: 10_000 })

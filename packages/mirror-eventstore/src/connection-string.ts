@@ -10,18 +10,29 @@ import * as E from 'fp-ts/lib/Either.js'
 
 const firstLine = (text: string): string => text.split('\n', 1)[0] as string
 
-export const checkConnectionString = (url: string): E.Either<string, readonly string[]> => {
-  const warnings: string[] = []
+/**
+ * Runs `fn` (which may parse a connection string: the client's constructor does) with the
+ * client's console warnings diverted to `onWarning`, first line only: the rest quotes the
+ * string, password included.
+ */
+export const divertingClientWarnings = <T>(fn: () => T, onWarning: (line: string) => void): T => {
   const original = console.warn
   console.warn = (...args: unknown[]) => {
-    warnings.push(firstLine(args.map(String).join(' ')))
+    onWarning(firstLine(args.map(String).join(' ')))
   }
   try {
-    parseConnectionString(url)
-  } catch (e) {
-    return E.left(firstLine(e instanceof Error ? e.message : String(e)))
+    return fn()
   } finally {
     console.warn = original
+  }
+}
+
+export const checkConnectionString = (url: string): E.Either<string, readonly string[]> => {
+  const warnings: string[] = []
+  try {
+    divertingClientWarnings(() => parseConnectionString(url), (w) => warnings.push(w))
+  } catch (e) {
+    return E.left(firstLine(e instanceof Error ? e.message : String(e)))
   }
   const unknown = warnings.filter((w) => w.startsWith('Unknown option key'))
   if (unknown.length > 0) return E.left(unknown.map((w) => w.replace(', setting will be ignored.', '')).join('; '))

@@ -45,6 +45,7 @@ import {
   type StoredEvent,
 } from '@vitrage-persistor/core'
 import streamsGrpc from '@eventstore/db-client/generated/streams_grpc_pb.js'
+import { divertingClientWarnings } from './connection-string.js'
 import * as E from 'fp-ts/lib/Either.js'
 
 export interface MirrorOptions {
@@ -191,8 +192,13 @@ export class EventStoreMirror {
       appendTimeoutMs: this.options.appendTimeoutMs,
       closeTimeoutMs: this.options.closeTimeoutMs,
     })
-    this.client = EventStoreDBClient.connectionString(this.options.url)
     this.log = (deps.logger ?? silentLogger).child({ component: 'mirror-eventstore' })
+    // The client prints some warnings itself, quoting the whole connection string (password
+    // included): they go to the logger instead, which scrubs.
+    this.client = divertingClientWarnings(
+      () => EventStoreDBClient.connectionString(this.options.url),
+      (warning) => this.log.warn({ warning }, 'EventStoreDB client: connection string'),
+    )
     this.loop = catchUpLoop({
       step: async () => {
         const r = await this.catchUp()

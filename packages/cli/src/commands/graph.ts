@@ -208,6 +208,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     // so the first emission past N writes one.
     const stored = every === undefined ? E.right([]) : await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
     let lastSnapshot = E.isRight(stored) ? Math.max(0, ...stored.right.map((m) => m.eventId)) : 0
+    let failedSaves = 0
     let snapshotting: Promise<void> = Promise.resolve()
     let saving = false
     let failed: (code: number) => void = () => {}
@@ -250,8 +251,11 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
               await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep)()
               log.info({ position: snap.eventId, bytes: snap.data.byteLength }, 'snapshot saved')
             } finally {
-              // Not saved: due again at once, not another --snapshot-every events later.
-              if (!savedOk) lastSnapshot = previous
+              // Not saved: due again with the next event once (a passing failure costs no more
+              // than N events of tail); failing again, every N events as usual, so a lasting
+              // failure (no INSERT right, a full disk) does not capture the graph on every batch.
+              if (savedOk) failedSaves = 0
+              else if (++failedSaves === 1) lastSnapshot = previous
               saving = false
             }
           })()
@@ -301,7 +305,12 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
     if (prunedBelow === undefined) return 1
     // Part of the range is gone: say so rather than republish the rest as if it were whole (a
     // resume hint followed after a prune). --allow-pruned takes what is stored.
-    // Without --from-id the range starts at the first stored event.
+    // Without --from-id the range starts at the first stored event; a --to-id below it names
+    // only pruned events.
+    if (requestedToId !== undefined && requestedToId < prunedBelow) {
+      io.err(`vitrage-persistor replay: events below ${prunedBelow} were pruned: nothing of the range up to event ${requestedToId} is stored\n`)
+      return 1
+    }
     if (explicitFrom === undefined) fromId = Math.max(fromId, prunedBelow)
     if (fromId < prunedBelow) {
       if (o['allowPruned'] !== true) {

@@ -15,8 +15,8 @@ import { stopSignal } from '../signals.js'
 
 /**
  * Checks --mirror-url with the EventStoreDB client's own parser before anything starts: a
- * string it cannot use is a usage error (exit 2), and its warnings go to the scrubbed log (the
- * client would print them, connection string and password included, on the console).
+ * string it cannot use is a usage error (exit 2). Its warnings are logged (scrubbed) by the
+ * mirror when it creates the client (the client would print them, password included).
  */
 export const checkMirrorUrl = async (program: string, url: string, io: Io, scrub: (s: string) => string): Promise<{ ok: true; warnings: readonly string[] } | { ok: false }> => {
   const { checkConnectionString } = await import('@vitrage-persistor/mirror-eventstore')
@@ -81,7 +81,6 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
   const stop = stopSignal()
   try {
     const log = createLogger(config.logLevel, scrub)
-    for (const warning of checked.warnings) log.warn({ warning }, 'EventStoreDB client: --mirror-url')
     const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
     const { Registry, collectDefaultMetrics } = await import('prom-client')
     const store = new PgEventStore({ connectionString: config.databaseUrl, maxConnections: 2, applicationName: 'vitrage-persistor mirror', scrub, logger: log })

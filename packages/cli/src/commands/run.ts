@@ -97,7 +97,6 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   if (!mirrorChecked.ok) return 2
   const log = createLogger(config.logLevel, scrub)
   log.info({ config: { ...config, amqpUrl: redactUrl(config.amqpUrl), databaseUrl: redactUrl(config.databaseUrl), mirrorUrl: redactUrl(config.mirrorUrl) } }, 'starting')
-  for (const warning of mirrorChecked.warnings) log.warn({ warning }, 'EventStoreDB client: --mirror-url')
   if (config.prefetch < config.batchSize) {
     log.warn({ prefetch: config.prefetch, batchSize: config.batchSize }, 'prefetch is below batch size: batches close on time only; set prefetch to about twice the batch size')
   }
