@@ -50,6 +50,8 @@ export const classifyPgError = (error: unknown, scrub: (s: string) => string = (
  * never echoed: it may hold a password.
  */
 export const databaseUrlProblem = (url: string): string | undefined => {
+  // pg's own socket form (postgres://user@/db?host=/var/run/postgresql) is no WHATWG URL.
+  if (/^(postgres|postgresql|socket):\/\//i.test(url)) return undefined
   let protocol: string
   try {
     protocol = new URL(url).protocol

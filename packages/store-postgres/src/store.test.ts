@@ -48,6 +48,9 @@ t.test('close() without a deadline, then close({ timeoutMs }): the later deadlin
 t.test('a database URL that is not one is configuration, said at once: a TypeError for the store, a fatal value for migrate', async (t) => {
   t.throws(() => new PgEventStore({ connectionString: 'not a url' }), { name: 'TypeError', message: 'PgEventStore: the database URL is not a URL (postgres://user@host:5432/database)' })
   t.throws(() => new PgEventStore({ connectionString: 'mysql://u:pw@h/db' }), { message: /must be postgres:\/\/ or postgresql:\/\/, got a mysql:\/\/ URL/ })
+  const socket = new PgEventStore({ connectionString: 'postgres://root@/test?host=/var/run/postgresql' })
+  t.teardown(() => socket.close())
+  t.pass("pg's socket form is taken (it is no WHATWG URL)")
   const { migrate, pendingMigrations } = await import('./migrate.js')
   for (const r of [await migrate('not a url')(), await pendingMigrations('http://u:pw@h/db')()]) {
     t.match(r, E.left({ kind: 'fatal', code: 'config' }))
