@@ -606,7 +606,10 @@ export class Persistor {
       this.deps.metrics.databaseConnected.set(0)
       // The store was closed under the persistor (its owner closed them in the wrong order): no
       // retry can succeed. The batch stays unacked (redelivered), and the owner hears of it.
+      // (After a shutdown that gave up on this batch, the store's bounded close cuts the append
+      // off: expected, not the owner's mistake.)
       if (r.left.code === STORE_CLOSED) {
+        if (this.abandoned) return undefined
         this.log.error({ batch: messages.length }, 'the event store was closed under the persistor; holding the batch unacked and stopping')
         this.deps.onDefect(new Error('the event store was closed while the persistor was running'))
         return undefined
