@@ -94,6 +94,7 @@ t.test('the fixtures through the persistor: graph equals Vitrage replay, now and
     const r = await cli(['graph', ...target, '--database-url', db])
     t.equal(r.code, 1, `graph ${target.join(' ')} after the prune`)
     t.match(r.err, /events below 333 were pruned/)
+    if (target.includes('--no-snapshots')) t.match(r.err, /\(snapshots not used\)/, 'not "no snapshot at or before it": there is one')
   }
   const rebuild = await cli(['project', 'history', '--rebuild', '--database-url', db])
   t.equal(rebuild.code, 1, 'a history rebuild would lose what the pruned events held')

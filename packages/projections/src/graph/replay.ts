@@ -259,7 +259,7 @@ export const graphAt = async (
     return E.left(
       failure(
         'rejected',
-        `events below ${prunedBelow} were pruned and the graph at event ${toId} would need them (${used ? `nearest snapshot at event ${used.eventId}` : 'no snapshot at or before it'}${unreadable.length > 0 ? `; unreadable: ${unreadable.map((u) => u.reason).join('; ')}` : ''}); the oldest graph the log can give is at its oldest snapshot (snapshot list)`,
+        `events below ${prunedBelow} were pruned and the graph at event ${toId} would need them (${used ? `nearest snapshot at event ${used.eventId}` : options.useSnapshots === false ? 'snapshots not used' : 'no snapshot at or before it'}${unreadable.length > 0 ? `; unreadable: ${unreadable.map((u) => u.reason).join('; ')}` : ''}); the oldest graph the log can give is at its oldest snapshot (snapshot list)`,
         'pruned',
       ),
     )
