@@ -115,3 +115,44 @@ t.test('the store closed under a running persistor: the owner hears of it (onDef
   await eventually('the message back in the queue, unacked', async () => (await world.broker.depth(world.names.queue)) === 1)
   t.equal(await rowCount(world), 0)
 })
+
+t.test('the queue deleted under the consumer: what it had delivered is stored, not dropped; then it declares the queue again and consumes', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 1 })
+  t.teardown(() => store.close())
+  const p = new Persistor({ ...options(world, `persistor-cancel-${process.pid}`), prefetch: 30, batchSize: 5, batchMaxWaitMs: 5 }, deps(t, store))
+  t.teardown(() => p.close())
+  p.start()
+  await eventually('consuming', () => p.consuming)
+  // The first batch waits on a lock; the next ones are delivered and wait behind it.
+  const locker = await world.sql.connect()
+  t.teardown(() => locker.release(true))
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
+  for (let seq = 0; seq < 20; seq++) world.broker.channel.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq })), OSLO_PROPERTIES)
+  await eventually('the first append waits on the lock', async () => {
+    const { rows } = await world.sql.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'COPY%'`)
+    return rows.length > 0
+  })
+  await eventually('all 20 delivered (none ready)', async () => (await world.broker.depth(world.names.queue)) === 0)
+  // An operator deletes the queue: its 20 unacked messages exist only in the persistor now.
+  await world.broker.channel.deleteQueue(world.names.queue)
+  await locker.query('ROLLBACK')
+  await eventually('all 20 stored', async () => (await rowCount(world)) === 20)
+  const queueExists = async (): Promise<boolean> => {
+    // A channel of its own: a failed check closes the channel it ran on.
+    const ch = await world.broker.connection.createChannel()
+    ch.on('error', () => {})
+    try {
+      await ch.checkQueue(world.names.queue)
+      return true
+    } catch {
+      return false
+    } finally {
+      await ch.close().catch(() => {})
+    }
+  }
+  await eventually('consuming again, on a queue declared again', async () => p.consuming && (await queueExists()))
+  world.broker.channel.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq: 20 })), OSLO_PROPERTIES)
+  await eventually('and the next one stored', async () => (await rowCount(world)) === 21)
+})

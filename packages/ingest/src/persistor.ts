@@ -5,7 +5,8 @@
  *
  *   idle ──start()──▶ connecting ──topology declared, consumer started──▶ consuming
  *   connecting ──failure──▶ backoff ──timer──▶ connecting
- *   consuming ──connection, channel or consumer lost──▶ backoff
+ *   consuming ──connection or channel lost──▶ backoff
+ *   consuming ──consumer cancelled by the broker──▶ (what it delivered is stored) ──▶ backoff
  *   any ──close()──▶ draining ──pipeline flushed (or deadline)──▶ closed
  *
  * Each connection gets a fresh `Session` with a generation number. A delivery remembers the
@@ -142,6 +143,9 @@ interface DeadLetter {
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
+/** How long a consumer the broker cancelled may take to store what it delivered before it is dropped. */
+const CANCEL_DRAIN_MS = 30_000
+
 const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
     if (signal?.aborted) return resolve()
@@ -203,6 +207,10 @@ export class Persistor {
   private closing: Promise<void> | undefined
   /** Set when the shutdown deadline passes: retry loops give up without acking. */
   private abandoned = false
+  /** Deliveries received, and those processBatch has finished with (stored, dead-lettered or given up). */
+  private delivered = 0
+  private processed = 0
+  private processedWaiters: Array<{ readonly upTo: number; readonly resolve: () => void }> = []
   /** Cuts short the append retry's wait when the shutdown deadline passes. */
   private readonly abandon = new AbortController()
   /** The failure of the batch being retried, until an append succeeds (readiness). */
@@ -497,11 +505,19 @@ export class Persistor {
 
   private onMessage(session: Session, message: amqp.ConsumeMessage | null): void {
     if (message === null) {
-      // The broker cancelled the consumer (queue deleted, or failover of its node).
-      this.lost(session, 'consumer cancelled by the broker')
+      // The broker cancelled the consumer (queue deleted, or failover of its node). What it
+      // delivered before the cancel is stored first (AMQP orders the cancel after them): with
+      // the queue deleted, nothing would deliver those messages again. Then the session goes
+      // and a new one declares the queue again. (After a failover their acks may be refused;
+      // they are then redelivered and recognised by message_id.)
+      const upTo = this.delivered
+      if (this.processed >= upTo) return this.lost(session, 'consumer cancelled by the broker')
+      this.log.warn({ held: upTo - this.processed, generation: session.generation }, 'consumer cancelled by the broker; storing what it delivered, then reconnecting')
+      void within(this.processedUpTo(upTo), CANCEL_DRAIN_MS, undefined).then(() => this.lost(session, 'consumer cancelled by the broker'))
       return
     }
     if (message.fields.redelivered) this.deps.metrics.redelivered.inc()
+    this.delivered++
     this.held++
     this.deps.metrics.inFlight.set(this.held)
     const decoded = E.map((m: DecodedMessage) => this.deps.store.prepare(m))(decodeMessage(message.content, { maxMessageBytes: this.options.maxMessageBytes }))
@@ -528,12 +544,29 @@ export class Persistor {
     this.depthTimer.unref()
   }
 
+  /** Resolves once processBatch has finished with the first `upTo` deliveries. */
+  private processedUpTo(upTo: number): Promise<void> {
+    if (this.processed >= upTo) return Promise.resolve()
+    return new Promise((resolve) => this.processedWaiters.push({ upTo, resolve }))
+  }
+
   private release(count: number): void {
     this.held -= count
     this.deps.metrics.inFlight.set(this.held)
   }
 
   private async processBatch(batch: Delivery[]): Promise<void> {
+    try {
+      await this.storeBatch(batch)
+    } finally {
+      this.processed += batch.length
+      const due = this.processedWaiters.filter((w) => w.upTo <= this.processed)
+      this.processedWaiters = this.processedWaiters.filter((w) => w.upTo > this.processed)
+      for (const w of due) w.resolve()
+    }
+  }
+
+  private async storeBatch(batch: Delivery[]): Promise<void> {
     // Deliveries of a lost session are back in the queue already; storing them now would only
     // be undone as duplicates on redelivery.
     const live = batch.filter((d) => d.session.alive)
