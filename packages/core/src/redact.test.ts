@@ -23,4 +23,5 @@ t.test("any URL's password is scrubbed, known or not (a driver echoing another c
   const scrub = makeScrubber([])
   t.equal(scrub('Unknown option key "x"\nesdb://admin:EsPw@127.0.0.1:1?tls=false&x=1\n'), 'Unknown option key "x"\nesdb://admin:***@127.0.0.1:1?tls=false&x=1\n')
   t.equal(scrub('postgres://root@127.0.0.1/db and mailto:a@b'), 'postgres://root@127.0.0.1/db and mailto:a@b')
+  t.equal(scrub('connect amqp://u:p@ss@h:5672/ failed, then esdb://a:b@c:1?x=1'), 'connect amqp://u:***@h:5672/ failed, then esdb://a:***@c:1?x=1', 'a raw @ in the password, and two URLs on a line')
 })

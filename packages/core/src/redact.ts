@@ -48,8 +48,12 @@ export const secretsOf = (urls: ReadonlyArray<string | undefined>): string[] => 
  */
 const BARE_SECRET_MIN = 6
 
-/** Any `scheme://user:password@` in driver text, known password or not. */
-const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*):[^\s@/"'<>]+@/gi
+/**
+ * Any `scheme://user:password@` in driver text, known password or not. The password runs to the
+ * last `@` before the host (a raw `@` in it, invalid in a URL but echoed by drivers, must not
+ * leave its tail behind).
+ */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*):[^\s/"'<>]+@/gi
 
 const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 
