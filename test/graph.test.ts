@@ -583,3 +583,52 @@ t.test('follow --snapshot-every with saves that keep failing: one retry at once,
   const failures = follower.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('snapshot not saved')).length
   t.ok(failures >= 4 && failures <= 12, `${failures} failed saves over 100 events at --snapshot-every 20 (every 20 events, and one retry at once)`)
 })
+
+t.test('replay reads each page with the watermark of its own snapshot: a prune before the read stops it, one after the read of only published events does not', async (t) => {
+  const source = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: source.db.url, maxConnections: 2 })
+  t.teardown(() => store.close())
+  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+  const client = await source.sql.connect()
+  await appendBatch(client, Array.from({ length: 3_000 }, (_, i) => prepareEvent({ ...(decoded[i % decoded.length] as DecodedMessage), messageId: randomUUID() })))
+  client.release()
+  const target = await setupWorld(t)
+  await declarePersistorTopology(target)
+  const types = ['vitrage.graph.change']
+  const { rows } = await source.sql.query<{ n: number; id: number }>(`SELECT count(*)::int AS n, (array_agg(id ORDER BY id))[200]::int AS id FROM event WHERE event_type = 'vitrage.graph.change'`)
+  const changes = rows[0]?.n ?? 0
+  const afterTwoHundred = rows[0]?.id ?? 0
+  // A snapshot just past the first page of 200 graph changes; pruning below it deletes only
+  // events that page held (or that the filter skips).
+  t.equal((await cli(['snapshot', 'create', '--database-url', source.db.url, '--at-event', String(afterTwoHundred + 1), '--keep', '1'])).code, 0)
+  let reads = 0
+  const pruneAfterFirstRead = {
+    readRawPage: store.readRawPage,
+    prunedBelow: store.prunedBelow,
+    readRawPageWithWatermark: (...a: Parameters<typeof store.readRawPageWithWatermark>) => async () => {
+      const r = await store.readRawPageWithWatermark(...a)()
+      if (++reads === 1) t.ok(E.isRight(await store.prune()()), 'pruned right after the first page was read')
+      return r
+    },
+  }
+  const base = { amqpUrl: target.broker.url, exchange: target.names.exchange, routingKey: target.names.routingKey, maxInFlight: 100, pageSize: 200, eventTypes: types }
+  const whole = await republish(pruneAfterFirstRead, { ...base, fromId: 0, toId: 3_000 })
+  t.match(whole, E.right({ published: changes }), `every graph change published: the prune removed only what was already read ${JSON.stringify(whole)}`)
+  t.equal(await target.broker.depth(target.names.queue), changes)
+
+  // A prune between two reads, of events not yet published: stopped, exactly where they start.
+  t.equal((await cli(['snapshot', 'create', '--database-url', source.db.url, '--at-event', '2500', '--keep', '1'])).code, 0)
+  let reads2 = 0
+  const pruneBeforeSecondRead = {
+    readRawPage: store.readRawPage,
+    prunedBelow: store.prunedBelow,
+    readRawPageWithWatermark: (...a: Parameters<typeof store.readRawPageWithWatermark>) => async () => {
+      if (++reads2 === 2) t.ok(E.isRight(await store.prune()()), 'pruned below 2500 before the second page')
+      return store.readRawPageWithWatermark(...a)()
+    },
+  }
+  const first = (await source.sql.query<{ id: number }>(`SELECT min(id)::int AS id FROM event`)).rows[0]?.id ?? 0
+  const cut = await republish(pruneBeforeSecondRead, { ...base, fromId: first - 1, toId: 3_000 })
+  t.match(cut, E.left({ code: 'pruned' }))
+  t.match(E.isLeft(cut) ? cut.left.message : '', /^events \d+ to 2499 were pruned during the replay/)
+})

@@ -27,6 +27,16 @@ export interface EventLogReader {
    */
   readonly prunedBelow?: () => TE.TaskEither<Failure, number>
   /**
+   * readRawPage and prunedBelow as of one snapshot of the log: whether events after `afterId`
+   * had been pruned when the page was read, exactly (a reader that reads the two apart cannot
+   * tell a prune before its read from one after it). Optional.
+   */
+  readonly readRawPageWithWatermark?: (
+    afterId: number,
+    limit: number,
+    options?: ReadPageOptions,
+  ) => TE.TaskEither<Failure, { readonly events: RawEvent[]; readonly prunedBelow: number }>
+  /**
    * Optional fast path for long reads: every event in (afterId, toId] (of the given types), in id
    * order, handed to `onEntry` as it streams in (memory stays bounded). Resolves with the count.
    */

@@ -28,7 +28,7 @@ import * as E from 'fp-ts/lib/Either.js'
  * What republishing needs of the log: core's raw page read, not optional here; and, where the
  * log can be pruned, its watermark, so that a prune during the replay is seen (see republish).
  */
-export type RawEventReader = Required<Pick<EventLogReader, 'readRawPage'>> & Pick<EventLogReader, 'prunedBelow'>
+export type RawEventReader = Required<Pick<EventLogReader, 'readRawPage'>> & Pick<EventLogReader, 'prunedBelow' | 'readRawPageWithWatermark'>
 
 export interface RepublishOptions {
   readonly amqpUrl: string
@@ -125,14 +125,26 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
     // Ids published but not yet confirmed, in order: confirms arrive in publish order on one channel.
     const window: Array<Promise<number>> = []
     while (after < o.toId && !stopped) {
-      const page = await reader.readRawPage(after, o.pageSize, { toId: o.toId, ...(o.eventTypes ? { eventTypes: o.eventTypes } : {}) })()
+      const pageOptions = { toId: o.toId, ...(o.eventTypes ? { eventTypes: o.eventTypes } : {}) }
+      // With the watermark of the page's own snapshot, a prune during the replay is seen exactly:
+      // past `after + 1` then, events of the range were deleted before this page was read.
+      const checked = reader.readRawPageWithWatermark === undefined ? undefined : await reader.readRawPageWithWatermark(after, o.pageSize, pageOptions)()
+      if (checked !== undefined && E.isLeft(checked)) return E.left({ ...checked.left, lastConfirmedId })
+      if (checked !== undefined && E.isRight(checked) && checked.right.prunedBelow > after + 1) {
+        for (const p of window) lastConfirmedId = Math.max(lastConfirmedId, await p.catch(() => lastConfirmedId))
+        return E.left({
+          ...failure('fatal', `events ${after + 1} to ${checked.right.prunedBelow - 1} were pruned during the replay; they cannot be republished (the range is incomplete from event ${after + 1})`, 'pruned'),
+          lastConfirmedId,
+        })
+      }
+      const page = checked !== undefined && E.isRight(checked) ? E.right(checked.right.events) : await reader.readRawPage(after, o.pageSize, pageOptions)()
       if (E.isLeft(page)) return E.left({ ...page.left, lastConfirmedId })
       // A prune may run during a long replay (a follower's snapshots move the oldest one up). A
       // keyset read after it silently starts past the deleted events, so the watermark is read
       // after each page: past `after + 1`, with the page starting at or past it, the page may
       // have been read after the prune, and events of the range are gone. (A page holding ids
       // below the watermark was read before the prune, whole; the next page is checked then.)
-      if (reader.prunedBelow !== undefined) {
+      if (checked === undefined && reader.prunedBelow !== undefined) {
         const below = await reader.prunedBelow()()
         if (E.isLeft(below)) return E.left({ ...below.left, lastConfirmedId })
         const first = page.right[0]?.id

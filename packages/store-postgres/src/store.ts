@@ -207,6 +207,21 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   readonly readRawPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, RawEvent[]> =>
     this.withClient((client) => readRawPage(client, afterId, limit, options))
 
+  /** readRawPage and the pruned watermark from one snapshot (REPEATABLE READ, read only). */
+  readonly readRawPageWithWatermark = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, { events: RawEvent[]; prunedBelow: number }> =>
+    this.withClient(async (client) => {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+      try {
+        const below = await prunedBelow(client)
+        const events = await readRawPage(client, afterId, limit, options)
+        await client.query('COMMIT')
+        return { events, prunedBelow: below }
+      } catch (e) {
+        await client.query('ROLLBACK').catch(() => {})
+        throw e
+      }
+    })
+
   /** The highest stored id (0 when empty). */
   readonly headId = (): TE.TaskEither<Failure, number> =>
     this.withClient(async (c) => Number((await c.query<{ max: string | null }>('SELECT max(id) AS max FROM event')).rows[0]?.max ?? 0))
