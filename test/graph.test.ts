@@ -27,6 +27,24 @@ const ingestFixtures = async (t: Test, world: World): Promise<void> => {
   await p.exited
 }
 
+/** The captured traffic, decoded once. */
+const decodedFixtures = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+
+/** `n` events cycling through the captured traffic from its `from`-th message, each under a fresh message id: more changes to the same graph. */
+const fixtureEvents = (n: number, from = 0): PreparedEvent[] =>
+  Array.from({ length: n }, (_, i) => prepareEvent({ ...(decodedFixtures[(from + i) % decodedFixtures.length] as DecodedMessage), messageId: randomUUID() }))
+
+/** A private world whose log holds `n` fixture events, and a store over it (closed at teardown). */
+const worldWithLog = async (t: Test, n: number, maxConnections = 2): Promise<{ world: World; store: PgEventStore }> => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections })
+  t.teardown(() => store.close())
+  const client = await world.sql.connect()
+  await appendBatch(client, fixtureEvents(n))
+  client.release()
+  return { world, store }
+}
+
 const graphCli = async (db: string, ...extra: string[]): Promise<string> => {
   const r = await cli(['graph', '--database-url', db, ...extra])
   if (r.code !== 0) throw new Error(`graph ${extra.join(' ')}: ${r.err}`)
@@ -133,8 +151,7 @@ t.test('a follower converges to the same graph while events are appended concurr
 
 t.test('replay stopped by SIGTERM: what was published is confirmed, it says where to resume, and the resumed run completes it exactly', async (t) => {
   const source = await setupWorld(t)
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
-  const events = Array.from({ length: 50 }, () => decoded.map((d) => prepareEvent({ ...d, messageId: randomUUID() }))).flat()
+  const events = fixtureEvents(20_000)
   const client = await source.sql.connect()
   for (let i = 0; i < events.length; i += 1000) await appendBatch(client, events.slice(i, i + 1000))
   client.release()
@@ -182,9 +199,8 @@ t.test('follow --snapshot-every while appends go on: every snapshot equals a ful
   const world = await setupWorld(t)
   const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
   t.teardown(() => store.close())
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
   // The captured traffic ten times over (fresh message ids): a graph that keeps changing.
-  const events = Array.from({ length: 10 }, () => decoded.map((d) => prepareEvent({ ...d, messageId: randomUUID() }))).flat()
+  const events = fixtureEvents(4_000)
   const client = await world.sql.connect()
   await appendBatch(client, events.slice(0, 400))
   const port = await freePort()
@@ -309,13 +325,9 @@ t.test('prune against a follower behind it, and during a replay: rebuilt or refu
   const world = await setupWorld(t)
   const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 3 })
   t.teardown(() => store.close())
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
-  // The fixtures again under fresh message ids: more changes to the same graph.
-  const events = (n: number, from: number): PreparedEvent[] =>
-    Array.from({ length: n }, (_, i) => prepareEvent({ ...(decoded[(from + i) % decoded.length] as DecodedMessage), messageId: randomUUID() }))
   const client = await world.sql.connect()
   t.teardown(() => client.release())
-  await appendBatch(client, events(400, 0))
+  await appendBatch(client, fixtureEvents(400, 0))
   const sources = { reader: store, snapshots: store, clock: store }
   const snapshotAtHeadKeepingOne = async (): Promise<void> => {
     const g = await graphAt(sources, 'head')
@@ -333,11 +345,11 @@ t.test('prune against a follower behind it, and during a replay: rebuilt or refu
   const sub = follow$.subscribe(() => {})
   t.teardown(() => sub.unsubscribe())
   t.equal((await caughtUp(follow$, 400)).position, 400)
-  await appendBatch(client, events(100, 400))
+  await appendBatch(client, fixtureEvents(100, 400))
   await snapshotAtHeadKeepingOne()
   const pruned = await store.prune()()
   t.same(pruned, E.right(499), 'events 1-499 pruned while the follower was at 400')
-  await appendBatch(client, events(50, 500))
+  await appendBatch(client, fixtureEvents(50, 500))
   for (const l of wake) l()
   const followed = await caughtUp(follow$, 550)
   const expected = await graphAt(sources, 'head')
@@ -346,7 +358,7 @@ t.test('prune against a follower behind it, and during a replay: rebuilt or refu
 
   // A prune that runs while graphAt replays: a snapshot at 550 is kept alone and the log pruned
   // below it after graphAt chose the one at 500 and before it read the events.
-  await appendBatch(client, events(20, 550))
+  await appendBatch(client, fixtureEvents(20, 550))
   let pruneDuring = true
   const reader: EventLogReader = {
     ...store,
@@ -365,13 +377,7 @@ t.test('prune against a follower behind it, and during a replay: rebuilt or refu
 })
 
 t.test('replay and prune: a prune during the replay stops it with the range it lost; a --from-id below the watermark is refused', async (t) => {
-  const source = await setupWorld(t)
-  const store = new PgEventStore({ connectionString: source.db.url, maxConnections: 2 })
-  t.teardown(() => store.close())
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
-  const client = await source.sql.connect()
-  await appendBatch(client, Array.from({ length: 3_000 }, (_, i) => prepareEvent({ ...(decoded[i % decoded.length] as DecodedMessage), messageId: randomUUID() })))
-  client.release()
+  const { world: source, store } = await worldWithLog(t, 3_000)
   const snap = await cli(['snapshot', 'create', '--database-url', source.db.url, '--at-event', '2500', '--keep', '1'])
   t.equal(snap.code, 0, snap.err)
   const target = await setupWorld(t)
@@ -431,10 +437,9 @@ t.test('follow --snapshot-every counts from the newest stored snapshot: a follow
   const world = await setupWorld(t)
   const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
   t.teardown(() => store.close())
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
   const client = await world.sql.connect()
   t.teardown(() => client.release())
-  const append = (n: number): Promise<unknown> => appendBatch(client, Array.from({ length: n }, (_, i) => prepareEvent({ ...(decoded[i % decoded.length] as DecodedMessage), messageId: randomUUID() })))
+  const append = (n: number): Promise<unknown> => appendBatch(client, fixtureEvents(n))
   const snapshotIds = async (): Promise<number[]> => {
     const listed = await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
     if (E.isLeft(listed)) throw new Error(listed.left.message)
@@ -458,13 +463,7 @@ t.test('follow --snapshot-every counts from the newest stored snapshot: a follow
 })
 
 t.test('prune says what limits it: a stale checkpoint is named with how to remove it', async (t) => {
-  const world = await setupWorld(t)
-  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
-  t.teardown(() => store.close())
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
-  const client = await world.sql.connect()
-  await appendBatch(client, Array.from({ length: 400 }, (_, i) => prepareEvent({ ...(decoded[i] as DecodedMessage), messageId: randomUUID() })))
-  client.release()
+  const { world, store } = await worldWithLog(t, 400)
   t.equal((await cli(['snapshot', 'create', '--database-url', world.db.url, '--at-event', '300'])).code, 0)
   // A reader that stopped at event 10 long ago (a mirror taken out of service).
   t.same(await store.checkpoint('old-mirror')(), E.right(0))
@@ -506,12 +505,7 @@ t.test('library entry points refuse zero or negative sizes and ids as defects (T
 })
 
 t.test('a store closed under its readers: they stop (the follower completes, the history loop ends) instead of retrying for ever; onAppend after close is a defect', async (t) => {
-  const world = await setupWorld(t)
-  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
-  const client = await world.sql.connect()
-  await appendBatch(client, decoded.slice(0, 50).map((d) => prepareEvent({ ...d, messageId: randomUUID() })))
-  client.release()
+  const { store } = await worldWithLog(t, 50)
   const warnings: string[] = []
   const logger = { ...silentLogger, warn: (_o: unknown, m?: string) => void warnings.push(String(m)), error: (_o: unknown, m?: string) => void warnings.push(String(m)), child: () => logger } as typeof silentLogger
   const follow$ = followGraph({ reader: store, snapshots: store, clock: store }, { pollMs: 20, retry: { initialMs: 5, maxMs: 10 }, logger })
@@ -534,9 +528,8 @@ t.test('a store closed under its readers: they stop (the follower completes, the
 t.test('unsubscribing a follower during its initial build stops the replay (the store closes at once); caughtUp can time out', async (t) => {
   const world = await setupWorld(t)
   const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
   const client = await world.sql.connect()
-  await appendBatch(client, decoded.map((d) => prepareEvent({ ...d, messageId: randomUUID() })))
+  await appendBatch(client, fixtureEvents(400))
   // 300,000 more graph changes (a copy of one, again and again): a replay of a few seconds.
   await client.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload)
     SELECT gen_random_uuid(), e.event_type, e.collector_timestamp, e.payload
@@ -562,10 +555,9 @@ t.test('unsubscribing a follower during its initial build stops the replay (the 
 
 t.test('follow --snapshot-every with saves that keep failing: one retry at once, then every N events (not a capture on every batch)', async (t) => {
   const world = await setupWorld(t)
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
   const client = await world.sql.connect()
   t.teardown(() => client.release())
-  const append = (n: number, from: number): Promise<unknown> => appendBatch(client, Array.from({ length: n }, (_, i) => prepareEvent({ ...(decoded[(from + i) % decoded.length] as DecodedMessage), messageId: randomUUID() })))
+  const append = (n: number, from: number): Promise<unknown> => appendBatch(client, fixtureEvents(n, from))
   await append(10, 0)
   const port = await freePort()
   const follower = startPersistor(['follow', '--database-url', world.db.url, '--http-port', String(port), '--snapshot-every', '20'])
@@ -585,13 +577,7 @@ t.test('follow --snapshot-every with saves that keep failing: one retry at once,
 })
 
 t.test('replay reads each page with the watermark of its own snapshot: a prune before the read stops it, one after the read of only published events does not', async (t) => {
-  const source = await setupWorld(t)
-  const store = new PgEventStore({ connectionString: source.db.url, maxConnections: 2 })
-  t.teardown(() => store.close())
-  const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
-  const client = await source.sql.connect()
-  await appendBatch(client, Array.from({ length: 3_000 }, (_, i) => prepareEvent({ ...(decoded[i % decoded.length] as DecodedMessage), messageId: randomUUID() })))
-  client.release()
+  const { world: source, store } = await worldWithLog(t, 3_000)
   const target = await setupWorld(t)
   await declarePersistorTopology(target)
   const types = ['vitrage.graph.change']

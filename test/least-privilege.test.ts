@@ -3,13 +3,13 @@ import { type DecodedMessage, decodeMessage } from '@vitrage-persistor/core'
 import { appendBatch, prepareEvent } from '@vitrage-persistor/store-postgres'
 import type * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { message, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { declarePersistorTopology, publishMany, rowCount, setupWorld, storedSeqs } from './support/setup.js'
+import { declarePersistorTopology, publishMany, rowCount, setupWorld, storedSeqs, type World } from './support/setup.js'
 
-t.test('the persistor runs as a login in vitrage_persistor_writer; that role cannot UPDATE', async (t) => {
-  const world = await setupWorld(t)
+/** A login role in vitrage_persistor_writer (dropped at teardown), as the URL of the world's database. */
+const serviceLogin = async (t: Test, world: World): Promise<URL> => {
   const login = uniqueName('vp_service')
   const admin = new pg.Client({ connectionString: TEST_DATABASE_URL })
   await admin.connect()
@@ -20,6 +20,12 @@ t.test('the persistor runs as a login in vitrage_persistor_writer; that role can
   })
   const url = new URL(databaseUrl(world.db.name))
   url.username = login
+  return url
+}
+
+t.test('the persistor runs as a login in vitrage_persistor_writer; that role cannot UPDATE', async (t) => {
+  const world = await setupWorld(t)
+  const url = await serviceLogin(t, world)
 
   await declarePersistorTopology(world)
   const bodies = Array.from({ length: 500 }, (_, seq) => v2Body(message({ seq })))
@@ -49,16 +55,7 @@ t.test('the persistor runs as a login in vitrage_persistor_writer; that role can
 
 t.test('rolling upgrade: a service role that may not migrate ingests when only later migrations are pending, and stops with the instruction otherwise', async (t) => {
   const world = await setupWorld(t)
-  const login = uniqueName('vp_service')
-  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL })
-  await admin.connect()
-  await admin.query(`CREATE ROLE ${login} LOGIN IN ROLE vitrage_persistor_writer`)
-  t.teardown(async () => {
-    await admin.query(`DROP ROLE IF EXISTS ${login}`).catch(() => {})
-    await admin.end()
-  })
-  const url = new URL(databaseUrl(world.db.name))
-  url.username = login
+  const url = await serviceLogin(t, world)
   await declarePersistorTopology(world)
 
   // A schema from before 0007: the new version's migrations 0007 and 0008 are pending.

@@ -1,11 +1,27 @@
 import { eventually, freePort } from '@vitrage-persistor/testing'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { TestEventStore } from '../packages/mirror-eventstore/test-server/server.js'
 import { message, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld } from './support/setup.js'
+import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, type World } from './support/setup.js'
 
 const storedIds = async (sql: import('pg').Pool): Promise<string[]> => (await sql.query<{ m: string }>('SELECT message_id::text AS m FROM event ORDER BY id')).rows.map((r) => r.m)
+
+/** An EventStoreDB test server and a private world whose log holds `n` events stored by a persistor that has stopped. */
+const storedWorld = async (t: Test, n: number, pad?: string): Promise<{ esdb: TestEventStore; world: World }> => {
+  const esdb = await TestEventStore.start()
+  t.teardown(() => esdb.close())
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const ingest = startPersistor(world.flags(['--no-history-projection']))
+  t.teardown(() => ingest.kill('SIGKILL'))
+  await ingest.waitFor(isConsuming, 'consuming')
+  await publishMany(world, n, (seq) => v2Body(message(pad === undefined ? { seq } : { seq, pad })))
+  await eventually('stored', async () => (await rowCount(world)) === n, { timeoutMs: 120_000 })
+  ingest.kill('SIGTERM')
+  await ingest.exited
+  return { esdb, world }
+}
 
 t.test('run --mirror-url: an EventStoreDB outage never stops ingest; the mirror reports its lag and catches up', async (t) => {
   const esdb = await TestEventStore.start()
@@ -42,17 +58,7 @@ t.test('run --mirror-url: an EventStoreDB outage never stops ingest; the mirror 
 })
 
 t.test('the mirror killed at random moments and restarted: the stream holds each event once, in id order', async (t) => {
-  const esdb = await TestEventStore.start()
-  t.teardown(() => esdb.close())
-  const world = await setupWorld(t)
-  await declarePersistorTopology(world)
-  const ingest = startPersistor(world.flags(['--no-history-projection']))
-  t.teardown(() => ingest.kill('SIGKILL'))
-  await ingest.waitFor(isConsuming, 'consuming')
-  await publishMany(world, 20_000, (seq) => v2Body(message({ seq, pad: 'x'.repeat(300) })))
-  await eventually('stored', async () => (await rowCount(world)) === 20_000, { timeoutMs: 120_000 })
-  ingest.kill('SIGTERM')
-  await ingest.exited
+  const { esdb, world } = await storedWorld(t, 20_000, 'x'.repeat(300))
 
   const mirrored = (): number => esdb.streams().get('vitrage-events')?.length ?? 0
   const counts: number[] = []
@@ -86,15 +92,7 @@ t.test('the mirror killed at random moments and restarted: the stream holds each
 })
 
 t.test('mirror /readyz: 503 with the reason while EventStoreDB refuses, 200 with the position once it mirrors', async (t) => {
-  const esdb = await TestEventStore.start()
-  t.teardown(() => esdb.close())
-  const world = await setupWorld(t)
-  await declarePersistorTopology(world)
-  const ingest = startPersistor(world.flags(['--no-history-projection']))
-  t.teardown(() => ingest.kill('SIGKILL'))
-  await ingest.waitFor(isConsuming, 'consuming')
-  await publishMany(world, 50, (seq) => v2Body(message({ seq })))
-  await eventually('stored', async () => (await rowCount(world)) === 50)
+  const { esdb, world } = await storedWorld(t, 50)
 
   esdb.refuse(true)
   const port = await freePort()

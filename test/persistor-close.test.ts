@@ -1,5 +1,5 @@
 import { silentLogger } from '@vitrage-persistor/core'
-import { createIngestMetrics, Persistor } from '@vitrage-persistor/ingest'
+import { createIngestMetrics, defaultPersistorOptions, Persistor } from '@vitrage-persistor/ingest'
 import { PgEventStore } from '@vitrage-persistor/store-postgres'
 import { Registry } from 'prom-client'
 import t, { type Test } from 'tap'
@@ -9,16 +9,13 @@ import { closeConnectionsNamed } from './support/rabbitmqctl.js'
 import { rowCount, setupWorld } from './support/setup.js'
 
 const options = (world: Awaited<ReturnType<typeof setupWorld>>, connectionName: string) => ({
-  amqpUrl: world.broker.url,
+  ...defaultPersistorOptions(world.broker.url),
   exchange: world.names.exchange,
   topic: world.names.topic,
   queue: world.names.queue,
-  compatQueue: false,
-  osloDurable: false,
   prefetch: 10,
   batchSize: 5,
   batchMaxWaitMs: 10,
-  maxMessageBytes: 1 << 20,
   heartbeatSeconds: 30,
   reconnect: { initialMs: 100, maxMs: 1_000 },
   appendRetry: { initialMs: 100, maxMs: 1_000 },

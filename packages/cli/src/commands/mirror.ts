@@ -18,14 +18,12 @@ import { stopSignal } from '../signals.js'
  * string it cannot use is a usage error (exit 2). Its warnings are logged (scrubbed) by the
  * mirror when it creates the client (the client would print them, password included).
  */
-export const checkMirrorUrl = async (program: string, url: string, io: Io, scrub: (s: string) => string): Promise<{ ok: true; warnings: readonly string[] } | { ok: false }> => {
+export const checkMirrorUrl = async (program: string, url: string, io: Io, scrub: (s: string) => string): Promise<boolean> => {
   const { checkConnectionString } = await import('@vitrage-persistor/mirror-eventstore')
   const checked = checkConnectionString(url)
-  if (checked._tag === 'Left') {
-    io.err(`vitrage-persistor ${program}: --mirror-url ${redactUrl(url)}: ${scrub(checked.left)}\n`)
-    return { ok: false }
-  }
-  return { ok: true, warnings: checked.right }
+  if (checked._tag === 'Right') return true
+  io.err(`vitrage-persistor ${program}: --mirror-url ${redactUrl(url)}: ${scrub(checked.left)}\n`)
+  return false
 }
 
 export interface RunningMirror {
@@ -76,8 +74,7 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
     return 2
   }
   const scrub = makeScrubber(secretsOf([config.databaseUrl, config.mirrorUrl]))
-  const checked = await checkMirrorUrl('mirror', config.mirrorUrl, io, scrub)
-  if (!checked.ok) return 2
+  if (!(await checkMirrorUrl('mirror', config.mirrorUrl, io, scrub))) return 2
   const stop = stopSignal()
   try {
     const log = createLogger(config.logLevel, scrub)

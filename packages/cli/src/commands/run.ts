@@ -93,8 +93,7 @@ const DATABASE_PROBE_MS = 5_000
 export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io, _env: Env): Promise<number> => {
   const scrub = makeScrubber(secretsOf([config.amqpUrl, config.databaseUrl, config.mirrorUrl]))
   // A mirror URL the client cannot use stops run before anything starts (exit 2).
-  const mirrorChecked = config.mirrorUrl === '' ? { ok: true as const, warnings: [] } : await checkMirrorUrl('run', config.mirrorUrl, io, scrub)
-  if (!mirrorChecked.ok) return 2
+  if (config.mirrorUrl !== '' && !(await checkMirrorUrl('run', config.mirrorUrl, io, scrub))) return 2
   const log = createLogger(config.logLevel, scrub)
   log.info({ config: { ...config, amqpUrl: redactUrl(config.amqpUrl), databaseUrl: redactUrl(config.databaseUrl), mirrorUrl: redactUrl(config.mirrorUrl) } }, 'starting')
   if (config.prefetch < config.batchSize) {
