@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
 import { MIGRATE_SETTINGS, migrateCommand } from './commands/migrate.js'
+import { deadLetterCommands } from './commands/dead-letters.js'
 import { graphCommands } from './commands/graph.js'
 import { historyCommands } from './commands/history.js'
 import { mirrorCommands } from './commands/mirror.js'
@@ -52,6 +53,7 @@ const commands: readonly CommandSpec<SettingKey>[] = [
   ...historyCommands,
   ...graphCommands,
   ...mirrorCommands,
+  ...deadLetterCommands,
 ]
 
 export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo): Promise<number> => {

@@ -3,3 +3,16 @@ export { createIngestMetrics, type IngestMetrics } from './metrics.js'
 export { type AppendPort, defaultPersistorOptions, Persistor, type PersistorDeps, type PersistorOptions, type PersistorState } from './persistor.js'
 export { declareTopology, names as topologyNames, persistorQueueArguments, type Topology, type TopologyOptions } from './topology.js'
 export { notificationBody, type RawEventReader, republish, type RepublishOptions, type RepublishResult } from './republish.js'
+export {
+  DEAD_LETTER_REASONS,
+  type DeadLetterListing,
+  type DeadLetterScanOptions,
+  type DeadLetterSummary,
+  describeDeadLetter,
+  inspectDeadLetters,
+  MAX_INSPECT,
+  type RequeueOptions,
+  type RequeueResult,
+  requeueDeadLetters,
+  requeueHeaders,
+} from './dead-letters.js'

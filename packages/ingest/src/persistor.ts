@@ -38,6 +38,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import { concatMap, defer, lastValueFrom, Subject } from 'rxjs'
 import { batchBySizeOrTime } from './batch.js'
+import { originOf } from './dead-letters.js'
 import type { IngestMetrics } from './metrics.js'
 import { declareTopology, names, type Topology, type TopologyOptions } from './topology.js'
 
@@ -687,14 +688,16 @@ export class Persistor {
       const tag = message.fields.deliveryTag
       session.unconfirmed.add(tag)
       const confirmed = new Promise<boolean>((resolve) => {
+        const p = message.properties
+        // A requeued dead letter comes through the default exchange: its headers name the original.
+        const origin = originOf(message.fields, p.headers)
         const ours = {
           'x-persistor-error': rejection.reason,
           'x-persistor-error-detail': rejection.detail.slice(0, 1000),
-          'x-persistor-original-exchange': message.fields.exchange,
-          'x-persistor-original-routing-key': message.fields.routingKey,
+          'x-persistor-original-exchange': origin.exchange,
+          'x-persistor-original-routing-key': origin.routingKey,
           'x-persistor-dead-lettered-at': new Date().toISOString(),
         }
-        const p = message.properties
         const publish = (headers: Record<string, unknown>): void => {
           session.deadLetters.publish(
             session.topology.deadLetterExchange,

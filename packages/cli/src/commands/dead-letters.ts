@@ -1,0 +1,135 @@
+/**
+ * `vitrage-persistor dead-letters list|requeue`: what is in `<queue>.dead` and why, and sending
+ * dead letters back to the persistor once their cause is fixed (ingest dead-letters.ts has the
+ * guarantees: listing removes nothing; a requeued letter leaves the dead-letter queue only once
+ * the persistor's queue has confirmed its copy).
+ */
+import { makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
+import { DEAD_LETTER_REASONS, inspectDeadLetters, MAX_INSPECT, requeueDeadLetters, topologyNames } from '@vitrage-persistor/ingest'
+import { Option } from 'commander'
+import * as E from 'fp-ts/lib/Either.js'
+import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
+import type { Config, SettingKey } from '../config.js'
+import { chooseFormat, formatOption, positiveIntArg, printJson, printTable } from '../output.js'
+import { startProgress } from '../progress.js'
+import { stopSignal } from '../signals.js'
+
+const DEAD_LETTER_SETTINGS = ['amqpUrl', 'exchange', 'topic', 'queue', 'compatQueue'] as const
+type DeadLetterConfig = Config<(typeof DEAD_LETTER_SETTINGS)[number]>
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
+const reasonsArg = (value: unknown): string[] => {
+  const reasons = (value as string[] | undefined) ?? []
+  for (const r of reasons) {
+    if (!DEAD_LETTER_REASONS.includes(r)) throw new UsageError(`--reason: ${JSON.stringify(r)} is not a dead-letter reason; one of ${DEAD_LETTER_REASONS.join(', ')}`)
+  }
+  return reasons
+}
+
+const queues = (config: DeadLetterConfig): { consumeQueue: string; deadLetterQueue: string } =>
+  topologyNames({ exchange: config.exchange, topic: config.topic, queue: config.queue, compatQueue: config.compatQueue, osloDurable: false })
+
+const reasonCounts = (byReason: Readonly<Record<string, number>>): string =>
+  Object.entries(byReason)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([r, n]) => `${r} ${n}`)
+    .join(', ')
+
+const list = async (config: DeadLetterConfig, input: CommandInput, io: Io): Promise<number> => {
+  const reasons = reasonsArg(input.options['reason'])
+  const limit = positiveIntArg('--limit', input.options['limit']) ?? 100
+  // RabbitMQ cannot peek: what is read is held and put back, at a cost to the broker that grows
+  // faster than the count (ingest dead-letters.ts).
+  if (limit > MAX_INSPECT) throw new UsageError(`--limit: at most ${MAX_INSPECT} (a listing holds what it reads and puts it back), got ${limit}`)
+  const format = chooseFormat(input.options, io)
+  const { deadLetterQueue } = queues(config)
+  const scrub = makeScrubber(secretsOf([config.amqpUrl]))
+  const r = await inspectDeadLetters({ amqpUrl: config.amqpUrl, deadLetterQueue, reasons, limit, scrub })
+  if (E.isLeft(r)) {
+    io.err(`vitrage-persistor dead-letters list: ${redactUrl(config.amqpUrl)}: ${r.left.message}\n`)
+    return 1
+  }
+  const { depth, scanned, letters, byReason } = r.right
+  if (format === 'json') {
+    printJson(io, { queue: deadLetterQueue, depth, scanned, byReason, letters })
+    return 0
+  }
+  printTable(
+    io,
+    ['position', 'dead_lettered_at', 'reason', 'message_id', 'event_type', 'bytes', 'requeued', 'detail'],
+    letters.map((l) => ({
+      position: l.position,
+      dead_lettered_at: l.deadLetteredAt,
+      reason: l.reason,
+      message_id: l.messageId,
+      event_type: l.eventType,
+      bytes: l.bytes,
+      requeued: l.requeued,
+      detail: l.detail !== null && l.detail.length > 100 ? `${l.detail.slice(0, 99)}…` : l.detail,
+    })),
+  )
+  io.out(`${deadLetterQueue}: ${depth} dead letters; ${scanned} read (${reasonCounts(byReason) || 'none'}), ${letters.length} shown${scanned === MAX_INSPECT && depth > scanned ? ` (a listing reads at most ${MAX_INSPECT})` : ''}\n`)
+  return 0
+}
+
+const requeue = async (config: DeadLetterConfig, input: CommandInput, io: Io): Promise<number> => {
+  const reasons = reasonsArg(input.options['reason'])
+  const limit = positiveIntArg('--limit', input.options['limit']) ?? Number.MAX_SAFE_INTEGER
+  const maxInFlight = positiveIntArg('--max-in-flight', input.options['maxInFlight']) ?? 100
+  const { consumeQueue, deadLetterQueue } = queues(config)
+  const scrub = makeScrubber(secretsOf([config.amqpUrl]))
+  const stop = stopSignal()
+  let stopping: NodeJS.Signals | undefined
+  void stop.received.then((s) => (stopping = s))
+  const bar = startProgress(io, `requeueing ${deadLetterQueue} to ${consumeQueue}`)
+  try {
+    const r = await requeueDeadLetters({
+      amqpUrl: config.amqpUrl,
+      deadLetterQueue,
+      targetQueue: consumeQueue,
+      reasons,
+      limit,
+      maxInFlight,
+      scrub,
+      stopRequested: () => stopping !== undefined,
+      onProgress: (p) => bar.update(p.scanned, Math.max(p.depth, p.scanned), `${p.requeued} requeued`),
+    })
+    bar.finish()
+    if (E.isLeft(r)) {
+      io.err(`vitrage-persistor dead-letters requeue: ${redactUrl(config.amqpUrl)}: ${r.left.message}; ${r.left.requeued} requeued before that, the rest left in ${deadLetterQueue}\n`)
+      return 1
+    }
+    const { depth, scanned, requeued, byReason, skipped, stopped } = r.right
+    printJson(io, { from: deadLetterQueue, to: consumeQueue, depth, scanned, requeued, byReason, skipped, ...(stopped ? { stopped: stopping } : {}) })
+    if (stopped) {
+      io.err(`vitrage-persistor dead-letters requeue: stopped by ${stopping}; ${requeued} requeued, the rest left in ${deadLetterQueue}\n`)
+      return 1
+    }
+    return 0
+  } finally {
+    bar.finish()
+    stop.release()
+  }
+}
+
+const reasonOption = (): Option =>
+  new Option('--reason <reason>', `only dead letters with this reason (repeatable): ${DEAD_LETTER_REASONS.join(', ')}`).argParser(collect)
+
+export const deadLetterCommands: readonly CommandSpec<SettingKey>[] = [
+  command({
+    path: ['dead-letters', 'list'],
+    summary: 'list the dead letters in <queue>.dead with their reasons, without removing any',
+    keys: DEAD_LETTER_SETTINGS,
+    options: [reasonOption(), new Option('--limit <n>', `show at most n (default 100, at most ${MAX_INSPECT}; at most ${MAX_INSPECT} letters are read)`), formatOption()],
+    action: list,
+  }),
+  command({
+    path: ['dead-letters', 'requeue'],
+    summary: "send dead letters back to the persistor's queue (after fixing their cause); the others stay, in their order",
+    keys: DEAD_LETTER_SETTINGS,
+    options: [reasonOption(), new Option('--limit <n>', 'requeue at most n (default: all)'), new Option('--max-in-flight <n>', 'unconfirmed copies at most (default 100)')],
+    action: requeue,
+    claimsSignals: () => true,
+  }),
+]

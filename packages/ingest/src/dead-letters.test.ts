@@ -1,0 +1,76 @@
+import { encodeEnvelopeV2, encodeMessageText } from '@vitrage-persistor/core'
+import t from 'tap'
+import { deadLetterReason, describeDeadLetter, originOf, requeueHeaders } from './dead-letters.js'
+
+const messageId = '0b6f6a3e-1c1d-4a43-9d0e-7bd2a0f5d7a1'
+const body = (payload: string): Buffer =>
+  Buffer.from(
+    encodeEnvelopeV2(encodeMessageText({ messageId, eventType: 'vitrage.graph.change', publisherId: 'vitrage.graph', priority: 'INFO', timestamp: '2026-11-30 10:00:00.000000' }, payload)),
+  )
+
+const persistorHeaders = {
+  'x-app': 'kept',
+  'x-persistor-error': 'body-too-large',
+  'x-persistor-error-detail': 'body is 3000 bytes, the limit is 2000',
+  'x-persistor-original-exchange': 'vitrage',
+  'x-persistor-original-routing-key': 'vitrage_persistor.info',
+  'x-persistor-dead-lettered-at': '2026-11-30T10:00:01.000Z',
+}
+
+t.test('a dead letter of the persistor is described by its headers, and by the notification inside it', async (t) => {
+  const content = body('{"blob": "xxxx"}')
+  t.same(describeDeadLetter(3, content, persistorHeaders), {
+    position: 3,
+    reason: 'body-too-large',
+    detail: 'body is 3000 bytes, the limit is 2000',
+    deadLetteredAt: '2026-11-30T10:00:01.000Z',
+    originalExchange: 'vitrage',
+    originalRoutingKey: 'vitrage_persistor.info',
+    requeued: 0,
+    bytes: content.byteLength,
+    // decoded whatever its size: a body-too-large letter still names its message
+    messageId,
+    eventType: 'vitrage.graph.change',
+  })
+})
+
+t.test('a message RabbitMQ dead-lettered itself is described by its x-death record', async (t) => {
+  const time = new Date('2026-11-30T09:00:00Z')
+  const d = describeDeadLetter(1, Buffer.from('not json'), {
+    'x-death': [{ count: 1, reason: 'expired', queue: 'q', time, exchange: 'vitrage', 'routing-keys': ['vitrage_persistor.info'] }],
+  })
+  t.equal(d.reason, 'broker:expired')
+  t.equal(d.originalExchange, 'vitrage')
+  t.equal(d.originalRoutingKey, 'vitrage_persistor.info')
+  t.equal(d.deadLetteredAt, time.toISOString())
+  t.equal(d.messageId, null, 'a body that does not decode has no message id')
+})
+
+t.test('a message with neither header is unknown, not an error', async (t) => {
+  t.equal(deadLetterReason(undefined), 'unknown')
+  t.equal(deadLetterReason({ 'x-death': 'not a list' }), 'unknown')
+  t.same(describeDeadLetter(1, Buffer.alloc(0), undefined).detail, null)
+})
+
+t.test('a requeued copy drops the error headers and death records, keeps its origin and counts the requeue', async (t) => {
+  const headers = { ...persistorHeaders, 'x-death': [{ reason: 'rejected' }], 'x-first-death-queue': 'q', 'x-persistor-requeued': 1 }
+  const summary = describeDeadLetter(1, body('{}'), headers)
+  t.equal(summary.requeued, 1)
+  t.same(requeueHeaders(headers, summary), {
+    'x-app': 'kept',
+    'x-persistor-original-exchange': 'vitrage',
+    'x-persistor-original-routing-key': 'vitrage_persistor.info',
+    'x-persistor-requeued': 2,
+  })
+})
+
+t.test('the persistor names a requeued message by its original exchange and key, any other by its delivery', async (t) => {
+  const delivery = { exchange: '', routingKey: 'vitrage_persistor.persistor' }
+  t.same(originOf(delivery, { 'x-persistor-requeued': 1, 'x-persistor-original-exchange': 'vitrage', 'x-persistor-original-routing-key': 'vitrage_persistor.info' }), {
+    exchange: 'vitrage',
+    routingKey: 'vitrage_persistor.info',
+  })
+  // Without the requeue mark, headers a publisher set are not trusted to rename the origin.
+  t.same(originOf(delivery, { 'x-persistor-original-exchange': 'forged', 'x-persistor-original-routing-key': 'forged' }), delivery)
+  t.same(originOf(delivery, { 'x-persistor-requeued': 1 }), delivery, 'a mark without both names keeps the delivery')
+})

@@ -1,0 +1,213 @@
+import { eventually } from '@vitrage-persistor/testing'
+import t from 'tap'
+import { cli } from './support/cli.js'
+import { message, OSLO_PROPERTIES, v2Body, v2BodyWithPayloadText } from './support/messages.js'
+import { isConsuming, startPersistor } from './support/persistor-process.js'
+import { declarePersistorTopology, rowCount, setupWorld, type World } from './support/setup.js'
+
+interface Letter {
+  readonly position: number
+  readonly reason: string
+  readonly messageId: string | null
+  readonly originalExchange: string | null
+  readonly originalRoutingKey: string | null
+  readonly requeued: number
+  readonly detail: string | null
+}
+interface Listing {
+  readonly queue: string
+  readonly depth: number
+  readonly scanned: number
+  readonly byReason: Record<string, number>
+  readonly letters: Letter[]
+}
+
+const names = (world: World): string[] => ['--amqp-url', world.broker.url, '--exchange', world.names.exchange, '--topic', world.names.topic, '--queue', world.names.queue]
+
+const list = async (world: World, extra: readonly string[] = []): Promise<Listing> => {
+  const r = await cli(['dead-letters', 'list', ...names(world), '--format', 'json', ...extra])
+  if (r.code !== 0) throw new Error(`dead-letters list exited ${r.code}: ${r.err}`)
+  return JSON.parse(r.out) as Listing
+}
+
+const storedIds = async (world: World): Promise<string[]> =>
+  (await world.sql.query<{ message_id: string }>('SELECT message_id::text FROM event ORDER BY id')).rows.map((r) => r.message_id)
+
+t.test('dead letters are listed without being consumed, and requeued ones are stored once their cause is fixed', async (t) => {
+  const world = await setupWorld(t)
+  const first = startPersistor(world.flags(['--max-message-bytes', '2000', '--batch-size', '4']))
+  t.teardown(() => first.kill('SIGKILL'))
+  await first.waitFor(isConsuming, 'consuming')
+
+  const good1 = message({ n: 1 })
+  const big1 = message({ blob: 'x'.repeat(3000) })
+  const good2 = message({ n: 2 })
+  const big2 = message({ blob: 'y'.repeat(3000) })
+  for (const body of [v2Body(good1), v2Body(big1), Buffer.from('not json at all'), v2Body(good2), v2Body(big2)]) {
+    await world.broker.publish(world.names.exchange, world.names.routingKey, body, OSLO_PROPERTIES)
+  }
+  await eventually('three dead letters', async () => (await world.broker.depth(world.names.deadQueue)) === 3)
+  await eventually('two stored', async () => (await rowCount(world)) === 2)
+
+  const listed = await list(world)
+  t.equal(listed.queue, world.names.deadQueue)
+  t.equal(listed.depth, 3)
+  t.same(listed.byReason, { 'body-too-large': 2, 'invalid-json': 1 })
+  t.same(
+    listed.letters.map((l) => [l.position, l.reason, l.messageId]),
+    [
+      [1, 'body-too-large', big1['message_id']],
+      [2, 'invalid-json', null],
+      [3, 'body-too-large', big2['message_id']],
+    ],
+    'in queue order, a too-large letter named by its message id',
+  )
+  t.equal(listed.letters[0]?.originalExchange, world.names.exchange)
+  t.equal(listed.letters[0]?.originalRoutingKey, world.names.routingKey)
+  t.match(listed.letters[0]?.detail, /limit is 2000/)
+  t.same(await list(world), listed, 'listing again finds the same letters in the same order: listing removed nothing')
+  t.equal(await world.broker.depth(world.names.deadQueue), 3)
+
+  const filtered = await list(world, ['--reason', 'invalid-json'])
+  t.same(filtered.letters.map((l) => l.position), [2], '--reason selects')
+  const limited = await list(world, ['--limit', '1'])
+  t.same([limited.scanned, limited.letters.length], [1, 1], '--limit stops the scan')
+
+  const table = await cli(['dead-letters', 'list', ...names(world), '--format', 'table'])
+  t.equal(table.code, 0)
+  t.match(table.out, /^position\s+dead_lettered_at\s+reason/)
+  t.match(table.out, new RegExp(`${world.names.deadQueue}: 3 dead letters; 3 read \\(body-too-large 2, invalid-json 1\\), 3 shown`))
+
+  // The cause is fixed: the persistor restarted with a higher limit.
+  first.kill('SIGTERM')
+  await first.exited
+  const second = startPersistor(world.flags(['--max-message-bytes', '1048576', '--batch-size', '4']))
+  t.teardown(() => second.kill('SIGKILL'))
+  await second.waitFor(isConsuming, 'consuming')
+
+  const requeued = await cli(['dead-letters', 'requeue', ...names(world), '--reason', 'body-too-large'])
+  t.equal(requeued.code, 0, requeued.err)
+  t.same(JSON.parse(requeued.out), {
+    from: world.names.deadQueue,
+    to: world.names.queue,
+    depth: 3,
+    scanned: 3,
+    requeued: 2,
+    byReason: { 'body-too-large': 2 },
+    skipped: 1,
+  })
+  await eventually('the requeued letters stored', async () => (await rowCount(world)) === 4)
+  t.same(await storedIds(world), [good1, good2, big1, big2].map((m) => m['message_id']), 'stored after what was stored before, in their dead-letter order')
+  const left = await list(world)
+  t.same(left.letters.map((l) => [l.position, l.reason]), [[1, 'invalid-json']], 'the letter not selected stayed')
+
+  // Requeued again without a fix, a bad message comes back with its count and its first origin.
+  const again = await cli(['dead-letters', 'requeue', ...names(world)])
+  t.equal(again.code, 0, again.err)
+  t.equal((JSON.parse(again.out) as { requeued: number }).requeued, 1)
+  await eventually('back in the dead-letter queue', async () => (await world.broker.depth(world.names.deadQueue)) === 1)
+  const back = await list(world)
+  t.same(
+    back.letters.map((l) => [l.reason, l.requeued, l.originalExchange, l.originalRoutingKey]),
+    [['invalid-json', 1, world.names.exchange, world.names.routingKey]],
+    'it names the exchange and key it first came through, not the default exchange it was requeued through',
+  )
+  t.equal(await rowCount(world), 4, 'nothing stored twice')
+  second.kill('SIGTERM')
+  t.same(await second.exited, { code: 0, signal: null })
+})
+
+t.test('requeue refuses when the persistor queue is missing and leaves the dead letters in place', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  await world.broker.publish('', world.names.deadQueue, v2BodyWithPayloadText('{}'), { ...OSLO_PROPERTIES, headers: { 'x-persistor-error': 'database-rejected' } })
+  const ch = await world.broker.connection.createChannel()
+  await ch.deleteQueue(world.names.queue)
+  await ch.close()
+
+  const r = await cli(['dead-letters', 'requeue', ...names(world)])
+  t.equal(r.code, 1)
+  t.match(r.err, new RegExp(`the persistor's queue "${world.names.queue}" does not exist`))
+  t.notMatch(r.err, /guest:guest/, 'the password is not printed')
+  t.equal(await world.broker.depth(world.names.deadQueue), 1, 'the dead letter stayed')
+
+  const refused = await cli(['dead-letters', 'list', ...names(world), '--amqp-url', 'amqp://guest:n0t-the-password@127.0.0.1:5672/'])
+  t.equal(refused.code, 1)
+  t.match(refused.err, /cannot connect to the broker/)
+  t.notMatch(refused.err, /n0t-the-password/, 'a refused password is not printed')
+
+  const other = await cli(['dead-letters', 'list', ...names(world).slice(0, -1), `${world.names.queue}_other`])
+  t.equal(other.code, 1)
+  t.match(other.err, /there is no dead-letter queue .*_other\.dead/)
+})
+
+t.test('a bad flag says what is wrong and touches nothing', async (t) => {
+  const world = await setupWorld(t)
+  for (const [args, expected] of [
+    [['--limit', '0'], /--limit: must be a positive integer/],
+    [['--reason', 'nope'], /--reason: "nope" is not a dead-letter reason; one of body-too-large, .*broker:expired/],
+  ] as const) {
+    const r = await cli(['dead-letters', 'list', ...names(world), ...args])
+    t.equal(r.code, 2, args.join(' '))
+    t.match(r.err, expected)
+  }
+  const r = await cli(['dead-letters', 'requeue', ...names(world), '--max-in-flight', 'x'])
+  t.equal(r.code, 2)
+  t.match(r.err, /--max-in-flight: must be a positive integer/)
+})
+
+t.test('a requeue stopped midway loses nothing: every letter is either requeued once or still a dead letter, in order', async (t) => {
+  const { requeueDeadLetters } = await import('@vitrage-persistor/ingest')
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const ids: string[] = []
+  for (let i = 0; i < 300; i++) {
+    const m = message({ i })
+    ids.push(m['message_id'] as string)
+    world.broker.channel.publish('', world.names.deadQueue, v2Body(m), { ...OSLO_PROPERTIES, headers: { 'x-persistor-error': i % 3 === 0 ? 'invalid-field' : 'database-rejected' } })
+  }
+  await world.broker.channel.waitForConfirms()
+  let progress = 0
+  const r = await requeueDeadLetters({
+    amqpUrl: world.broker.url,
+    deadLetterQueue: world.names.deadQueue,
+    targetQueue: world.names.queue,
+    reasons: ['database-rejected'],
+    limit: 1_000,
+    maxInFlight: 16,
+    onProgress: () => void progress++,
+    stopRequested: () => progress >= 50,
+  })
+  if (r._tag === 'Left') throw new Error(r.left.message)
+  t.equal(r.right.stopped, true)
+  t.ok(r.right.requeued + r.right.skipped >= 50 && r.right.requeued < 200, `stopped early (${r.right.requeued} of 200 selected requeued)`)
+  const copies = await world.broker.drain(world.names.queue)
+  const dead = await world.broker.drain(world.names.deadQueue)
+  const idOf = (m: { content: Buffer }): string => (JSON.parse((JSON.parse(m.content.toString()) as Record<string, string>)['oslo.message'] as string) as { message_id: string }).message_id
+  t.equal(copies.length, r.right.requeued, 'every confirmed copy is in the persistor queue')
+  t.same(
+    [...copies.map(idOf), ...dead.map(idOf)].sort(),
+    [...ids].sort(),
+    'each letter exactly once: requeued or still dead',
+  )
+  // Read letters not selected went to the tail, behind those not read yet; each group in order.
+  const read = ids.slice(0, r.right.scanned)
+  t.same(dead.map(idOf), [...ids.slice(r.right.scanned), ...read.filter((_, i) => i % 3 === 0)], 'the ones left keep their order')
+  t.equal(r.right.skipped, read.filter((_, i) => i % 3 === 0).length)
+  t.ok(copies.every((m) => m.properties.headers?.['x-persistor-requeued'] === 1 && m.properties.headers?.['x-persistor-error'] === undefined))
+})
+
+t.test('a listing reads at most 1,000 letters, and puts every one back', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  for (let i = 0; i < 1_500; i++) {
+    world.broker.channel.publish('', world.names.deadQueue, v2Body(message({ i })), { ...OSLO_PROPERTIES, headers: { 'x-persistor-error': 'invalid-field' } })
+  }
+  await world.broker.channel.waitForConfirms()
+  const none = await list(world, ['--reason', 'invalid-json', '--limit', '1000'])
+  t.same([none.depth, none.scanned, none.letters.length], [1_500, 1_000, 0])
+  await eventually('all 1,500 ready again', async () => (await world.broker.depth(world.names.deadQueue)) === 1_500)
+  const over = await cli(['dead-letters', 'list', ...names(world), '--limit', '1001'])
+  t.equal(over.code, 2)
+  t.match(over.err, /--limit: at most 1000/)
+})
