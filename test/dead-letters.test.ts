@@ -1,9 +1,9 @@
-import { eventually } from '@vitrage-persistor/testing'
+import { eventually, freePort } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { cli } from './support/cli.js'
 import { message, OSLO_PROPERTIES, v2Body, v2BodyWithPayloadText } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { declarePersistorTopology, rowCount, setupWorld, type World } from './support/setup.js'
+import { declarePersistorTopology, metricValue, rowCount, setupWorld, type World } from './support/setup.js'
 
 interface Letter {
   readonly position: number
@@ -81,9 +81,13 @@ t.test('dead letters are listed without being consumed, and requeued ones are st
   // The cause is fixed: the persistor restarted with a higher limit.
   first.kill('SIGTERM')
   await first.exited
-  const second = startPersistor(world.flags(['--max-message-bytes', '1048576', '--batch-size', '4']))
+  const port = await freePort()
+  const second = startPersistor(world.flags(['--max-message-bytes', '1048576', '--batch-size', '4', '--http-port', String(port)]))
   t.teardown(() => second.kill('SIGKILL'))
   await second.waitFor(isConsuming, 'consuming')
+  await eventually('the letters waiting show in /metrics', async () =>
+    metricValue(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), 'vitrage_persistor_dead_letter_queue_depth') === 3,
+  )
 
   const requeued = await cli(['dead-letters', 'requeue', ...names(world), '--reason', 'body-too-large'])
   t.equal(requeued.code, 0, requeued.err)

@@ -11,6 +11,7 @@ export interface IngestMetrics {
   readonly appendSeconds: Histogram
   readonly appendRetries: Counter<'kind'>
   readonly queueDepth: Gauge
+  readonly deadLetterQueueDepth: Gauge
   readonly brokerConnected: Gauge
   readonly brokerBlocked: Gauge<'connection'>
   readonly databaseConnected: Gauge
@@ -55,6 +56,11 @@ export const createIngestMetrics = (registry: Registry): IngestMetrics => {
       registers,
     }),
     queueDepth: new Gauge({ name: 'vitrage_persistor_queue_depth', help: 'Messages ready in the consumed queue (sampled).', registers }),
+    deadLetterQueueDepth: new Gauge({
+      name: 'vitrage_persistor_dead_letter_queue_depth',
+      help: 'Dead letters waiting in <queue>.dead (sampled): `vitrage-persistor dead-letters list` shows them.',
+      registers,
+    }),
     brokerConnected: new Gauge({ name: 'vitrage_persistor_broker_connected', help: '1 while consuming from the broker.', registers }),
     brokerBlocked: new Gauge({
       name: 'vitrage_persistor_broker_blocked',

@@ -533,6 +533,8 @@ export class Persistor {
       ch.on('error', () => {})
       try {
         this.deps.metrics.queueDepth.set((await ch.checkQueue(session.topology.consumeQueue)).messageCount)
+        // Letters waiting for an operator: dead_lettered_total says they came, this that they stay.
+        this.deps.metrics.deadLetterQueueDepth.set((await ch.checkQueue(session.topology.deadLetterQueue)).messageCount)
       } catch {
         // The session is going away; the next one samples again.
       } finally {
