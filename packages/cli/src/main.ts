@@ -12,6 +12,7 @@ import { graphCommands } from './commands/graph.js'
 import { historyCommands } from './commands/history.js'
 import { mirrorCommands } from './commands/mirror.js'
 import { RUN_SETTINGS, runCommand } from './commands/run.js'
+import { statusCommands } from './commands/status.js'
 import { type CommandSpec, command, type Env, type Io, UsageError } from './command.js'
 import { resolve, type Setting, type SettingKey, settings } from './config.js'
 import { releaseHeldSignals } from './signals.js'
@@ -54,6 +55,7 @@ const commands: readonly CommandSpec<SettingKey>[] = [
   ...graphCommands,
   ...mirrorCommands,
   ...deadLetterCommands,
+  ...statusCommands,
 ]
 
 export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo): Promise<number> => {

@@ -16,3 +16,4 @@ export {
   requeueDeadLetters,
   requeueHeaders,
 } from './dead-letters.js'
+export { type QueueState, queueStates } from './queue-status.js'

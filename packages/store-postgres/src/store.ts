@@ -40,6 +40,13 @@ import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.j
 import { StreamConsumerDefect, streamRange } from './stream.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
+export interface HeadEvent {
+  readonly id: number
+  readonly collectorTimestamp: string
+  /** When PostgreSQL stored it. */
+  readonly persistedAt: string
+}
+
 export interface EventStoreOptions {
   readonly connectionString: string
   /** Pool size. Ingest needs 2 (appends, health); keep it small: PostgreSQL allows ~100 in all. */
@@ -225,6 +232,15 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   /** The highest stored id (0 when empty). */
   readonly headId = (): TE.TaskEither<Failure, number> =>
     this.withClient(async (c) => Number((await c.query<{ max: string | null }>('SELECT max(id) AS max FROM event')).rows[0]?.max ?? 0))
+
+  /** The newest stored event's id and times (ISO, UTC), or undefined when none is stored. */
+  readonly headEvent = (): TE.TaskEither<Failure, HeadEvent | undefined> =>
+    this.withClient(async (c) => {
+      const r = (
+        await c.query<{ id: string; collector_timestamp: Date; persisted_at: Date }>('SELECT id, collector_timestamp, persisted_at FROM event ORDER BY id DESC LIMIT 1')
+      ).rows[0]
+      return r === undefined ? undefined : { id: Number(r.id), collectorTimestamp: r.collector_timestamp.toISOString(), persistedAt: r.persisted_at.toISOString() }
+    })
 
   readonly saveSnapshot = (snapshot: NewSnapshot): TE.TaskEither<Failure, SnapshotMeta> => this.withClient((c) => saveSnapshot(c, snapshot))
 

@@ -1,0 +1,45 @@
+import t from 'tap'
+import { type BrokerStatus, type DatabaseStatus, problemsOf, STALE_CHECKPOINT_MS } from './status.js'
+
+const now = new Date('2026-11-30T12:00:00Z')
+const before = (ms: number): string => new Date(now.getTime() - ms).toISOString()
+
+const database = (over: Partial<Extract<DatabaseStatus, { ok: true }>> = {}): DatabaseStatus => ({
+  ok: true,
+  pendingMigrations: [],
+  events: { prunedBelow: 1, head: 100, newest: { id: 100, collectorTimestamp: before(1000), persistedAt: before(1000) } },
+  checkpoints: [],
+  snapshots: { kept: 0, newest: null },
+  ...over,
+})
+const broker = (over: Partial<Extract<BrokerStatus, { ok: true }>> = {}): BrokerStatus => ({
+  ok: true,
+  queue: 'q',
+  ready: 0,
+  consumers: 1,
+  deadLetterQueue: 'q.dead',
+  deadLetters: 0,
+  ...over,
+})
+
+t.test('a healthy persistor has no problems', async (t) => {
+  t.same(problemsOf(database(), broker(), now), [])
+  t.same(problemsOf(database(), undefined, now), [], 'the broker left out')
+})
+
+t.test('each condition that needs an operator is named with what to do', async (t) => {
+  t.same(problemsOf(database({ pendingMigrations: ['0009_x'] }), broker({ consumers: 0, deadLetters: 2 }), now), [
+    'migrations pending: 0009_x (run `vitrage-persistor migrate`)',
+    'nothing consumes q (is `vitrage-persistor run` up?)',
+    '2 dead letters in q.dead (`vitrage-persistor dead-letters list`)',
+  ])
+  t.same(problemsOf({ ok: false, error: 'down' }, { ok: false, error: 'refused' }, now), ['database: down', 'broker: refused'])
+  t.same(problemsOf(database(), { ok: true, queue: 'q', deadLetterQueue: 'q.dead' }, now), ['queue q does not exist (the persistor declares it when it starts)'])
+})
+
+t.test('a checkpoint is stale only when it is behind and has not moved for ten minutes', async (t) => {
+  const checkpoint = (behind: number, idleMs: number) => database({ checkpoints: [{ name: 'history', position: 100 - behind, updatedAt: before(idleMs), behind }] })
+  t.same(problemsOf(checkpoint(5, STALE_CHECKPOINT_MS - 1000), undefined, now), [], 'behind but moving')
+  t.same(problemsOf(checkpoint(0, 3_600_000), undefined, now), [], 'idle but caught up (no events)')
+  t.same(problemsOf(checkpoint(5, 3_600_000), undefined, now), ['checkpoint history is 5 events behind and has not moved for 60 min (its reader stopped? it holds back prune)'])
+})

@@ -1,0 +1,168 @@
+/**
+ * `vitrage-persistor status`: where the log, its readers and the broker stand, in one look, and
+ * what needs an operator (`problems`). Exit 0 when nothing does, 1 otherwise (also when the
+ * database or the broker cannot be read), so a script or a probe can run it as a check.
+ */
+import { makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
+import { queueStates, topologyNames } from '@vitrage-persistor/ingest'
+import { GRAPH_SNAPSHOT_KIND } from '@vitrage-persistor/projections'
+import { type CheckpointInfo, type HeadEvent, pendingMigrations } from '@vitrage-persistor/store-postgres'
+import { Option } from 'commander'
+import * as E from 'fp-ts/lib/Either.js'
+import { type CommandInput, type CommandSpec, command, type Io } from '../command.js'
+import type { Config, SettingKey } from '../config.js'
+import { chooseFormat, formatOption, printJson } from '../output.js'
+import { openStore } from '../resources.js'
+
+const STATUS_SETTINGS = ['databaseUrl', 'amqpUrl', 'exchange', 'topic', 'queue', 'compatQueue'] as const
+type StatusConfig = Config<(typeof STATUS_SETTINGS)[number]>
+
+/** A checkpoint behind the head that has not moved for this long is reported: its reader stopped. */
+export const STALE_CHECKPOINT_MS = 10 * 60_000
+
+export type DatabaseStatus =
+  | {
+      readonly ok: true
+      readonly pendingMigrations: readonly string[]
+      readonly events: { readonly prunedBelow: number; readonly head: number; readonly newest: HeadEvent | null }
+      readonly checkpoints: ReadonlyArray<CheckpointInfo & { readonly behind: number }>
+      readonly snapshots: { readonly kept: number; readonly newest: { readonly eventId: number; readonly createdAt: string; readonly behind: number } | null }
+    }
+  | { readonly ok: false; readonly error: string }
+
+export type BrokerStatus =
+  | {
+      readonly ok: true
+      readonly queue: string
+      /** Undefined (absent from JSON) when the queue does not exist. */
+      readonly ready?: number
+      readonly consumers?: number
+      readonly deadLetterQueue: string
+      readonly deadLetters?: number
+    }
+  | { readonly ok: false; readonly error: string }
+
+/** What needs an operator, in words (pure). */
+export const problemsOf = (database: DatabaseStatus, broker: BrokerStatus | undefined, now: Date): string[] => {
+  const problems: string[] = []
+  if (!database.ok) problems.push(`database: ${database.error}`)
+  else {
+    if (database.pendingMigrations.length > 0) problems.push(`migrations pending: ${database.pendingMigrations.join(', ')} (run \`vitrage-persistor migrate\`)`)
+    for (const c of database.checkpoints) {
+      const idleMs = now.getTime() - Date.parse(c.updatedAt)
+      if (c.behind > 0 && idleMs > STALE_CHECKPOINT_MS) {
+        problems.push(`checkpoint ${c.name} is ${c.behind} events behind and has not moved for ${Math.floor(idleMs / 60_000)} min (its reader stopped? it holds back prune)`)
+      }
+    }
+  }
+  if (broker !== undefined) {
+    if (!broker.ok) problems.push(`broker: ${broker.error}`)
+    else {
+      if (broker.consumers === undefined) problems.push(`queue ${broker.queue} does not exist (the persistor declares it when it starts)`)
+      else if (broker.consumers === 0) problems.push(`nothing consumes ${broker.queue} (is \`vitrage-persistor run\` up?)`)
+      if (broker.deadLetters !== undefined && broker.deadLetters > 0) {
+        problems.push(`${broker.deadLetters} dead letters in ${broker.deadLetterQueue} (\`vitrage-persistor dead-letters list\`)`)
+      }
+    }
+  }
+  return problems
+}
+
+const databaseStatus = async (config: StatusConfig): Promise<DatabaseStatus> => {
+  const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor status', 1)
+  const fail = (message: string): DatabaseStatus => ({ ok: false, error: `${redactUrl(config.databaseUrl)}: ${message}` })
+  try {
+    const pending = await pendingMigrations(config.databaseUrl, scrub)()
+    if (E.isLeft(pending)) return fail(pending.left.message)
+    const head = await store.headEvent()()
+    if (E.isLeft(head)) return fail(head.left.message)
+    const prunedBelow = await store.prunedBelow()()
+    if (E.isLeft(prunedBelow)) return fail(prunedBelow.left.message)
+    const checkpoints = await store.listCheckpoints()()
+    if (E.isLeft(checkpoints)) return fail(checkpoints.left.message)
+    const snapshots = await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
+    if (E.isLeft(snapshots)) return fail(snapshots.left.message)
+    const headId = head.right?.id ?? 0
+    const newest = snapshots.right.at(-1)
+    return {
+      ok: true,
+      pendingMigrations: pending.right,
+      events: { prunedBelow: prunedBelow.right, head: headId, newest: head.right ?? null },
+      checkpoints: checkpoints.right.map((c) => ({ ...c, behind: Math.max(0, headId - c.position) })),
+      snapshots: {
+        kept: snapshots.right.length,
+        newest: newest === undefined ? null : { eventId: newest.eventId, createdAt: newest.createdAt, behind: Math.max(0, headId - newest.eventId) },
+      },
+    }
+  } finally {
+    await store.close()
+  }
+}
+
+const brokerStatus = async (config: StatusConfig): Promise<BrokerStatus> => {
+  const { consumeQueue, deadLetterQueue } = topologyNames({ exchange: config.exchange, topic: config.topic, queue: config.queue, compatQueue: config.compatQueue, osloDurable: false })
+  const r = await queueStates(config.amqpUrl, [consumeQueue, deadLetterQueue], makeScrubber(secretsOf([config.amqpUrl])))
+  if (E.isLeft(r)) return { ok: false, error: `${redactUrl(config.amqpUrl)}: ${r.left.message}` }
+  const [queue, dead] = r.right
+  return {
+    ok: true,
+    queue: consumeQueue,
+    ...(queue?.ready !== undefined ? { ready: queue.ready, consumers: queue.consumers as number } : {}),
+    deadLetterQueue,
+    ...(dead?.ready !== undefined ? { deadLetters: dead.ready } : {}),
+  }
+}
+
+const ago = (iso: string, now: Date): string => {
+  const s = Math.max(0, Math.round((now.getTime() - Date.parse(iso)) / 1000))
+  return s < 120 ? `${s} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : `${(s / 3600).toFixed(1)} h ago`
+}
+
+const printLines = (io: Io, database: DatabaseStatus, broker: BrokerStatus | undefined, problems: readonly string[], now: Date): void => {
+  const lines: Array<[string, string]> = []
+  if (!database.ok) lines.push(['database', `unreadable: ${database.error}`])
+  else {
+    const { events } = database
+    lines.push(['schema', database.pendingMigrations.length === 0 ? 'up to date' : `pending: ${database.pendingMigrations.join(', ')}`])
+    lines.push([
+      'events',
+      events.newest === null
+        ? `none stored${events.prunedBelow > 1 ? ` (pruned below ${events.prunedBelow})` : ''}`
+        : `ids ${events.prunedBelow} to ${events.head}; the newest stored ${ago(events.newest.persistedAt, now)} (collected ${events.newest.collectorTimestamp})`,
+    ])
+    for (const c of database.checkpoints) lines.push([`checkpoint ${c.name}`, `at ${c.position} (${c.behind} behind), moved ${ago(c.updatedAt, now)}`])
+    const s = database.snapshots
+    lines.push(['graph snapshots', s.newest === null ? 'none' : `${s.kept} kept; the newest at event ${s.newest.eventId} (${s.newest.behind} behind), taken ${ago(s.newest.createdAt, now)}`])
+  }
+  if (broker !== undefined) {
+    if (!broker.ok) lines.push(['broker', `unreadable: ${broker.error}`])
+    else {
+      lines.push(['queue', broker.consumers === undefined ? `${broker.queue}: does not exist` : `${broker.queue}: ${broker.ready} ready, ${broker.consumers} consumer${broker.consumers === 1 ? '' : 's'}`])
+      lines.push(['dead letters', broker.deadLetters === undefined ? `${broker.deadLetterQueue}: does not exist` : `${broker.deadLetterQueue}: ${broker.deadLetters}`])
+    }
+  }
+  lines.push(['problems', problems.length === 0 ? 'none' : problems[0] as string])
+  for (const p of problems.slice(1)) lines.push(['', p])
+  const width = Math.max(...lines.map(([k]) => k.length))
+  for (const [k, v] of lines) io.out(`${k.padEnd(width)}  ${v}\n`)
+}
+
+const status = async (config: StatusConfig, input: CommandInput, io: Io): Promise<number> => {
+  const withBroker = input.options['broker'] !== false
+  const [database, broker] = await Promise.all([databaseStatus(config), withBroker ? brokerStatus(config) : Promise.resolve(undefined)])
+  const now = new Date()
+  const problems = problemsOf(database, broker, now)
+  if (chooseFormat(input.options, io) === 'json') printJson(io, { database, ...(broker !== undefined ? { broker } : {}), problems })
+  else printLines(io, database, broker, problems, now)
+  return problems.length === 0 ? 0 : 1
+}
+
+export const statusCommands: readonly CommandSpec<SettingKey>[] = [
+  command({
+    path: ['status'],
+    summary: 'where the log, its readers (checkpoints, snapshots) and the queues stand, and what needs an operator (exit 1 if anything does)',
+    keys: STATUS_SETTINGS,
+    options: [formatOption(), new Option('--no-broker', 'the database only')],
+    action: status,
+  }),
+]
