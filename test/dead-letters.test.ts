@@ -215,3 +215,23 @@ t.test('a listing reads at most 1,000 letters, and puts every one back', async (
   t.equal(over.code, 2)
   t.match(over.err, /--limit: at most 1000/)
 })
+
+t.test('a user the broker does not let read the dead letters gets its reason, not a retry', async (t) => {
+  const { execFile } = await import('node:child_process')
+  const { promisify } = await import('node:util')
+  const rabbitmqctl = (...args: string[]): Promise<unknown> => promisify(execFile)('rabbitmqctl', ['-q', ...args])
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const user = `${world.names.queue}_user`
+  await rabbitmqctl('add_user', user, 'no-read-pw')
+  t.teardown(() => rabbitmqctl('delete_user', user).catch(() => {}))
+  await rabbitmqctl('set_permissions', '-p', '/', user, '^$', '^$', '^$')
+  const url = world.broker.url.replace(/\/\/[^@]*@/, `//${user}:no-read-pw@`)
+  const r = await cli(['dead-letters', 'list', ...names(world), '--amqp-url', url])
+  t.equal(r.code, 1)
+  t.match(r.err, /403 \(ACCESS-REFUSED\).*access to queue/)
+  t.notMatch(r.err, /no-read-pw/)
+  const { inspectDeadLetters } = await import('@vitrage-persistor/ingest')
+  const lib = await inspectDeadLetters({ amqpUrl: url, deadLetterQueue: world.names.deadQueue, limit: 10 })
+  t.match(lib, { _tag: 'Left', left: { kind: 'fatal', code: 'access-refused' } }, 'fatal for the library: retrying does not help')
+})
