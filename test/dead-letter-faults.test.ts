@@ -89,3 +89,44 @@ t.test('a broker in a memory alarm: good messages are stored and acked around a 
   second.kill('SIGTERM')
   t.equal((await second.exited).code, 0)
 })
+
+t.test('many bad messages during a memory alarm do not stop ingest: past half the prefetch window held, the broker dead-letters them itself', async (t) => {
+  const { rabbit, db, count, names } = await setupPrivateWorld(t)
+  const alarmed = async (): Promise<boolean> => /memory/.test(await rabbit.ctl('eval', 'rabbit_alarm:get_alarms().'))
+  const broker = await connectTestBroker(rabbit.url)
+  await declareTopology(broker.connection, { ...names, compatQueue: false, osloDurable: false })
+  const key = `${names.topic}.info`
+  // 150 bad ones first: held unconfirmed, they alone would fill a prefetch window of 100.
+  for (let i = 0; i < 150; i++) broker.channel.publish(names.exchange, key, Buffer.from(`not JSON ${i}`), OSLO_PROPERTIES)
+  for (let seq = 0; seq < 100; seq++) broker.channel.publish(names.exchange, key, v2Body(message({ seq })), OSLO_PROPERTIES)
+  await broker.channel.waitForConfirms()
+  await broker.close()
+
+  await rabbit.ctl('set_vm_memory_high_watermark', 'absolute', '1')
+  await eventually('memory alarm raised', alarmed, { timeoutMs: 30_000 })
+  const flags = [
+    'run', '--amqp-url', rabbit.url, '--database-url', db.url, '--exchange', names.exchange, '--topic', names.topic, '--queue', names.queue,
+    '--http-port', '0', '--prefetch', '100', '--batch-size', '50', '--batch-max-wait-ms', '20',
+  ]
+  const p = startPersistor(flags)
+  t.teardown(() => p.kill('SIGKILL'))
+  await eventually('every good message stored during the alarm', async () => (await count()) === 100, { timeoutMs: 60_000 })
+  t.ok(await alarmed(), 'the alarm is still on')
+  t.ok(p.lines.some((l) => l.msg.startsWith('message dead-lettered by the broker') && l['reason'] === 'invalid-json'), 'the reason is logged for the ones the broker dead-letters')
+
+  await rabbit.ctl('set_vm_memory_high_watermark', '0.4')
+  await eventually('memory alarm cleared', async () => !(await alarmed()), { timeoutMs: 30_000 })
+  const after = await connectTestBroker(rabbit.url)
+  t.teardown(() => after.close())
+  await eventually('all 150 bad ones in the dead-letter queue, the queue empty', async () =>
+    (await after.depth(`${names.queue}.dead`)) >= 150 && (await after.depth(names.queue)) === 0,
+  { timeoutMs: 30_000 })
+  const letters = await after.drain(`${names.queue}.dead`)
+  const bodies = new Set(letters.map((m) => m.content.toString()))
+  t.equal(bodies.size, 150, `each bad message is a dead letter (${letters.length} letters: at least once)`)
+  const byBroker = letters.filter((m) => m.properties.headers?.['x-persistor-error'] === undefined)
+  t.ok(byBroker.length > 0 && byBroker.every((m) => (m.properties.headers?.['x-death'] as Array<{ reason: string }>)[0]?.reason === 'rejected'), `${byBroker.length} dead-lettered by the broker, with x-death`)
+  t.equal(await count(), 100, 'nothing stored twice')
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})

@@ -18,9 +18,15 @@
  * included; the consuming connection never publishes, so consuming and acking (which is what
  * relieves the alarm) go on. A dead letter is acked only once the broker confirmed it into the
  * dead-letter queue; one not confirmed within DEAD_LETTER_WAIT_MS is held (not acked) while later
- * batches go on, acked one delivery at a time around it, and acked when its confirm comes. A
- * dead letter the broker returns (the dead-letter queue was deleted) drops the session: what is
- * unacked comes back, and the reconnect declares the queue again.
+ * batches go on, acked one delivery at a time around it, and acked when its confirm comes. Held
+ * dead letters use up the prefetch window, so they are capped at half of it: past that, while
+ * earlier ones are still held, a bad message on the persistor's own queue is rejected to the
+ * broker instead, which dead-letters it itself through the queue's dead-letter exchange (into the
+ * same `<queue>.dead`, with `x-death` and without the reason header, which the log line gives).
+ * Without that, enough bad messages during an alarm stopped ingest until it cleared. oslo's queue
+ * (--compat-queue) has no dead-letter exchange: there they stay held. A dead letter the broker
+ * returns (the dead-letter queue was deleted) drops the session: what is unacked comes back, and
+ * the reconnect declares the queue again.
  *
  * Pipeline: deliveries ─▶ decode (Either) ─▶ batchBySizeOrTime ─▶ concatMap(processBatch).
  * Backpressure is the prefetch window: the broker sends at most `prefetch` unacked messages,
@@ -607,10 +613,11 @@ export class Persistor {
     // Dead letters keep delivery order, whatever stage rejected them.
     const position = new Map(live.map((d, i) => [d, i]))
     dead.sort((a, b) => (position.get(a.delivery) ?? 0) - (position.get(b.delivery) ?? 0))
-    const { failed, parked } = await this.deadLetter(dead)
+    const { failed, parked, rejected } = await this.deadLetter(dead)
     for (const s of sessions) {
       if (!s.alive || failed.has(s)) continue
-      const mine = live.filter((d) => d.session === s && !parked.has(d))
+      // Rejected ones were settled by their nack; acking them again would close the channel.
+      const mine = live.filter((d) => d.session === s && !parked.has(d) && !rejected.has(d))
       const last = mine.at(-1)
       if (last === undefined) continue
       // Acking the session's last delivery with allUpTo acks the whole batch (and nothing later:
@@ -675,13 +682,14 @@ export class Persistor {
    * confirmed yet: those stay unacked, and are acked (or given up with their session) when their
    * confirm comes.
    */
-  private async deadLetter(dead: DeadLetter[]): Promise<{ failed: Set<Session>; parked: Set<Delivery> }> {
+  private async deadLetter(dead: DeadLetter[]): Promise<{ failed: Set<Session>; parked: Set<Delivery>; rejected: Set<Delivery> }> {
     const failed = new Set<Session>()
     const parked = new Set<Delivery>()
-    if (dead.length === 0) return { failed, parked }
+    const rejected = await this.rejectPastHoldLimit(dead)
+    if (dead.length === rejected.size) return { failed, parked, rejected }
     let waiting = true
     const settled = new Set<Delivery>()
-    const outcomes = dead.map(({ delivery, rejection }) => {
+    const outcomes = dead.filter(({ delivery }) => !rejected.has(delivery)).map(({ delivery, rejection }) => {
       const { session, message } = delivery
       if (!session.alive) {
         settled.add(delivery)
@@ -757,7 +765,69 @@ export class Persistor {
       void all.finally(() => this.pendingDeadLetters.delete(all))
       this.log.warn({ unconfirmed: parked.size, waitedMs: DEAD_LETTER_WAIT_MS }, 'dead letters not confirmed yet (is the broker blocked?); holding them unacked and going on')
     }
-    return { failed, parked }
+    return { failed, parked, rejected }
+  }
+
+  /**
+   * The dead letters to reject to the broker instead of publishing (see the module comment):
+   * those past the hold limit while dead letters of earlier batches are still unconfirmed, on the
+   * persistor's own queue, once the route the broker will use is checked to exist (a deleted
+   * `<queue>.dead` would make the broker drop them: those are published and held instead).
+   */
+  private async rejectPastHoldLimit(dead: readonly DeadLetter[]): Promise<Set<Delivery>> {
+    const rejected = new Set<Delivery>()
+    if (this.options.compatQueue) return rejected
+    const limit = Math.max(1, Math.floor(this.options.prefetch / 2))
+    const held = new Map<Session, number>()
+    const candidates: DeadLetter[] = []
+    for (const d of dead) {
+      const s = d.delivery.session
+      if (!s.alive || s.unconfirmed.size === 0) continue
+      const n = held.get(s) ?? s.unconfirmed.size
+      if (n >= limit) candidates.push(d)
+      else held.set(s, n + 1)
+    }
+    const routed = new Map<Session, boolean>()
+    for (const { delivery, rejection } of candidates) {
+      const { session, message } = delivery
+      let ok = routed.get(session)
+      if (ok === undefined) {
+        ok = await this.deadLetterRouteExists(session)
+        routed.set(session, ok)
+      }
+      if (!ok || !session.alive) continue
+      session.channel.nack(message, false, false)
+      rejected.add(delivery)
+      this.deps.metrics.deadLettered.labels(rejection.reason).inc()
+      this.log.warn(
+        {
+          reason: rejection.reason,
+          detail: rejection.detail,
+          routingKey: message.fields.routingKey,
+          bytes: message.content.byteLength,
+          messageId: message.properties.messageId,
+          held: session.unconfirmed.size,
+        },
+        'message dead-lettered by the broker (too many dead letters held unconfirmed); the letter carries x-death, not this reason',
+      )
+    }
+    return rejected
+  }
+
+  /** Passive checks on the consuming connection (which an alarm does not block). */
+  private async deadLetterRouteExists(session: Session): Promise<boolean> {
+    const ch = await session.connection.createChannel().catch(() => undefined)
+    if (ch === undefined) return false
+    ch.on('error', () => {})
+    try {
+      await ch.checkExchange(session.topology.deadLetterExchange)
+      await ch.checkQueue(session.topology.deadLetterQueue)
+      return true
+    } catch {
+      return false
+    } finally {
+      await ch.close().catch(() => {})
+    }
   }
 
   private describe(e: unknown): string {
