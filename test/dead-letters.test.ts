@@ -235,3 +235,94 @@ t.test('a user the broker does not let read the dead letters gets its reason, no
   const lib = await inspectDeadLetters({ amqpUrl: url, deadLetterQueue: world.names.deadQueue, limit: 10 })
   t.match(lib, { _tag: 'Left', left: { kind: 'fatal', code: 'access-refused' } }, 'fatal for the library: retrying does not help')
 })
+
+t.test('letters whose headers cannot be encoded again do not stop a requeue: selected, they go with the headers dropped; not, they stay', async (t) => {
+  const { requeueDeadLetters } = await import('@vitrage-persistor/ingest')
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  // Just under amqplib's 64 KiB table: encodable as published, not with the requeue's headers added.
+  const big = { 'x-persistor-error': 'invalid-json', padding: 'h'.repeat(65_470) }
+  const bigOther = { 'x-persistor-error': 'invalid-field', padding: 'h'.repeat(65_470) }
+  const bodies = ['a', 'big-selected', 'b', 'big-other', 'c']
+  for (const [i, body] of bodies.entries()) {
+    const headers = body === 'big-selected' ? big : body === 'big-other' ? bigOther : { 'x-persistor-error': i === 2 ? 'invalid-field' : 'invalid-json' }
+    world.broker.channel.publish('', world.names.deadQueue, Buffer.from(body), { ...OSLO_PROPERTIES, headers })
+  }
+  await world.broker.channel.waitForConfirms()
+  for (let run = 0; run < 2; run++) {
+    const r = await requeueDeadLetters({ amqpUrl: world.broker.url, deadLetterQueue: world.names.deadQueue, targetQueue: world.names.queue, reasons: ['invalid-json'], limit: 100, maxInFlight: 10 })
+    if (r._tag === 'Left') throw new Error(`run ${run}: ${r.left.message}`)
+    t.same([r.right.requeued, r.right.skipped], run === 0 ? [3, 1] : [0, 1], `run ${run}: counts (the big letter not selected held, not moved)`)
+  }
+  const copies = await world.broker.drain(world.names.queue)
+  t.same(copies.map((m) => m.content.toString()), ['a', 'big-selected', 'c'], 'each selected letter requeued once, in order')
+  t.equal(copies[1]?.properties.headers?.['x-persistor-original-headers-dropped'], true)
+  t.equal(copies[1]?.properties.headers?.['padding'], undefined)
+  const left = await world.broker.drain(world.names.deadQueue)
+  t.same(left.map((m) => m.content.toString()).sort(), ['b', 'big-other'], 'the letters not selected are still there, once each')
+})
+
+t.test('a requeue that fails midway settles every confirmed copy: the letters removed are exactly those requeued', async (t) => {
+  const { requeueDeadLetters } = await import('@vitrage-persistor/ingest')
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  for (let i = 0; i < 2_000; i++) world.broker.channel.publish('', world.names.deadQueue, Buffer.from(`m${i}`), { ...OSLO_PROPERTIES, headers: { 'x-persistor-error': 'invalid-json' } })
+  await world.broker.channel.waitForConfirms()
+  let progress = 0
+  let deleted: Promise<unknown> | undefined
+  const r = await requeueDeadLetters({
+    amqpUrl: world.broker.url,
+    deadLetterQueue: world.names.deadQueue,
+    targetQueue: world.names.queue,
+    limit: 10_000,
+    maxInFlight: 200,
+    // The persistor's queue deleted by an operator while it runs: later copies come back unroutable.
+    onProgress: () => {
+      if (++progress === 300) deleted = world.broker.channel.deleteQueue(world.names.queue)
+    },
+  })
+  await deleted
+  t.match(r, { _tag: 'Left', left: { kind: 'fatal', code: 'unroutable' } })
+  const requeued = r._tag === 'Left' ? r.left.requeued : -1
+  t.ok(requeued >= 300 && requeued < 2_000, `${requeued} requeued before it stopped`)
+  t.equal(await world.broker.depth(world.names.deadQueue), 2_000 - requeued, 'every letter not counted as requeued is still a dead letter, and no other')
+})
+
+t.test('when the broker starts refusing copies, the letters removed are exactly the copies it took', async (t) => {
+  const { requeueDeadLetters } = await import('@vitrage-persistor/ingest')
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  // A target that takes 300 messages, then nacks publishes (reject-publish): a refusal mid-run.
+  const target = `${world.names.queue}_bounded`
+  world.names.queues.push(target)
+  await world.broker.channel.assertQueue(target, { durable: true, arguments: { 'x-max-length': 300, 'x-overflow': 'reject-publish' } })
+  for (let i = 0; i < 2_000; i++) world.broker.channel.publish('', world.names.deadQueue, Buffer.from(`m${i}`), { ...OSLO_PROPERTIES, headers: { 'x-persistor-error': 'invalid-json' } })
+  await world.broker.channel.waitForConfirms()
+  const r = await requeueDeadLetters({ amqpUrl: world.broker.url, deadLetterQueue: world.names.deadQueue, targetQueue: target, limit: 10_000, maxInFlight: 200 })
+  t.match(r, { _tag: 'Left', left: { message: /the broker refused a copy/ } })
+  t.equal(r._tag === 'Left' ? r.left.requeued : -1, 300, 'the 300 the target took are counted')
+  t.equal(await world.broker.depth(target), 300)
+  t.equal(await world.broker.depth(world.names.deadQueue), 1_700, 'and removed from the dead letters; all the others are still there')
+})
+
+t.test('a dead letter whose headers the persistor must drop keeps the requeue marks, so a requeue still knows its own copy', async (t) => {
+  const world = await setupWorld(t)
+  const p = startPersistor(world.flags())
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  const run = '6f1c2a8e-5d43-4c51-9d7e-0a4f0e7f3b11'
+  // As a requeued copy arrives: near 64 KiB of headers, which the dead letter's own cannot join.
+  const headers = { padding: 'h'.repeat(65_300), 'x-persistor-requeued': 1, 'x-persistor-requeue-run': run }
+  await world.broker.publish('', world.names.queue, Buffer.from('still not json'), { ...OSLO_PROPERTIES, headers })
+  await eventually('dead-lettered', async () => (await world.broker.depth(world.names.deadQueue)) === 1)
+  const [letter] = await world.broker.drain(world.names.deadQueue)
+  t.match(letter?.properties.headers, {
+    'x-persistor-error': 'invalid-json',
+    'x-persistor-original-headers-dropped': true,
+    'x-persistor-requeued': 1,
+    'x-persistor-requeue-run': run,
+  })
+  t.equal(letter?.properties.headers?.['padding'], undefined)
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})

@@ -36,6 +36,12 @@ t.test('a table cell cannot break its row: control characters are escaped, null 
   t.equal(text(), 'name             note\ntwo\\nlines       -\ntab\\there\\u0001  ok\n')
 })
 
+t.test('C1 controls, line separators and bidirectional overrides are escaped too', async (t) => {
+  const { io, text } = captured()
+  printTable(io, ['v'], [{ v: 'csi\u009b2J' }, { v: 'a\u2028b\u2029c' }, { v: 'user\u202etxt.exe\u2066' }])
+  t.equal(text(), 'v\ncsi\\u009b2J\na\\u2028b\\u2029c\nuser\\u202etxt.exe\\u2066\n')
+})
+
 t.test('numeric flags take plain decimal digits only: not empty, hex, exponent or past 2^53', async (t) => {
   t.equal(positiveIntArg('--limit', '25'), 25)
   t.equal(eventIdArg('--at-event', '0'), 0)

@@ -19,11 +19,20 @@ export const printJson = (io: Io, value: unknown): void => io.out(`${JSON.string
 const escapeControl = (c: string): string =>
   c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`
 
-/** One line per row: control characters in a value are escaped so a value cannot break its row. */
+/**
+ * Characters a value must not print raw: C0 and C1 controls (an 8-bit CSI drives a terminal),
+ * line and paragraph separators, and the bidirectional overrides and isolates (they reorder what
+ * follows them on the line).
+ */
+// eslint-disable-next-line no-control-regex
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
+// eslint-disable-next-line no-control-regex
+const UNSAFE_ALL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
+
+/** One line per row: such characters in a value are escaped so a value cannot break or disguise its row. */
 const tableCell = (v: unknown): string => {
   const text = v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v)
-  // eslint-disable-next-line no-control-regex
-  return /[\u0000-\u001f\u007f]/.test(text) ? text.replace(/[\u0000-\u001f\u007f]/g, escapeControl) : text
+  return UNSAFE.test(text) ? text.replace(UNSAFE_ALL, escapeControl) : text
 }
 
 /** Aligned columns; null shows as '-'. */

@@ -1,6 +1,6 @@
 import { encodeEnvelopeV2, encodeMessageText } from '@vitrage-persistor/core'
 import t from 'tap'
-import { deadLetterReason, describeDeadLetter, originOf, requeueHeaders } from './dead-letters.js'
+import { deadLetterReason, describeDeadLetter, originOf, requeueHeaders, requeueMarks } from './dead-letters.js'
 
 const messageId = '0b6f6a3e-1c1d-4a43-9d0e-7bd2a0f5d7a1'
 const body = (payload: string): Buffer =>
@@ -73,4 +73,20 @@ t.test('the persistor names a requeued message by its original exchange and key,
   // Without the requeue mark, headers a publisher set are not trusted to rename the origin.
   t.same(originOf(delivery, { 'x-persistor-original-exchange': 'forged', 'x-persistor-original-routing-key': 'forged' }), delivery)
   t.same(originOf(delivery, { 'x-persistor-requeued': 1 }), delivery, 'a mark without both names keeps the delivery')
+})
+
+t.test('dead-letter times: amqplib timestamps are read, and a time no Date can hold is null, never a throw', async (t) => {
+  const amqpTimestamp = { '!': 'timestamp', value: 1_796_000_000 }
+  t.equal(describeDeadLetter(1, Buffer.alloc(0), { 'x-death': [{ reason: 'expired', time: amqpTimestamp }] }).deadLetteredAt, new Date(1_796_000_000_000).toISOString())
+  for (const bad of [1e20, Number.NaN, { '!': 'timestamp', value: 1e20 }, new Date(Number.NaN), { nested: true }]) {
+    t.equal(describeDeadLetter(1, Buffer.alloc(0), { 'x-persistor-error': 'invalid-json', 'x-persistor-dead-lettered-at': bad }).deadLetteredAt, null, JSON.stringify(bad))
+  }
+})
+
+t.test('the requeue marks the persistor keeps when it must drop the headers are small and its own', async (t) => {
+  t.same(requeueMarks({ 'x-persistor-requeued': 2, 'x-persistor-requeue-run': '6f1c2a8e-5d43-4c51-9d7e-0a4f0e7f3b11', other: 'x' }), {
+    'x-persistor-requeued': 2,
+    'x-persistor-requeue-run': '6f1c2a8e-5d43-4c51-9d7e-0a4f0e7f3b11',
+  })
+  t.same(requeueMarks({ 'x-persistor-requeue-run': 'r'.repeat(70_000), 'x-persistor-requeued': 'many' }), {}, 'a forged, oversized mark is not carried')
 })

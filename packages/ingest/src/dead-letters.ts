@@ -97,7 +97,19 @@ const requeueCount = (headers: Headers): number => {
   return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : 0
 }
 
-/** A dead letter as an operator reads it (pure: no broker). */
+/**
+ * A header time as ISO text, or null: amqplib gives AMQP timestamps as `{'!': 'timestamp', value:
+ * seconds}` (RabbitMQ's `x-death` time), a publisher may have put anything there, and a value no
+ * Date can hold must not stop a listing.
+ */
+const timeOf = (v: unknown): string | null => {
+  const seconds = typeof v === 'number' ? v : typeof v === 'object' && v !== null && (v as Record<string, unknown>)['!'] === 'timestamp' ? (v as { value: unknown }).value : undefined
+  const date = v instanceof Date ? v : typeof seconds === 'number' ? new Date(seconds * 1000) : undefined
+  if (date !== undefined) return Number.isFinite(date.getTime()) ? date.toISOString() : null
+  return text(v)
+}
+
+/** A dead letter as an operator reads it (pure: no broker; whatever the headers hold, it does not throw). */
 export const describeDeadLetter = (position: number, content: Buffer, headers: Headers): DeadLetterSummary => {
   const death = firstDeath(headers)
   const deathKeys = death?.['routing-keys']
@@ -108,7 +120,7 @@ export const describeDeadLetter = (position: number, content: Buffer, headers: H
     position,
     reason: deadLetterReason(headers),
     detail: text(headers?.['x-persistor-error-detail']),
-    deadLetteredAt: at instanceof Date ? at.toISOString() : typeof at === 'number' ? new Date(at * 1000).toISOString() : text(at),
+    deadLetteredAt: timeOf(at),
     originalExchange: text(headers?.[ORIGINAL_EXCHANGE]) ?? text(death?.['exchange']),
     originalRoutingKey: text(headers?.[ORIGINAL_ROUTING_KEY]) ?? (Array.isArray(deathKeys) ? text(deathKeys[0]) : null),
     requeued: requeueCount(headers),
@@ -116,6 +128,19 @@ export const describeDeadLetter = (position: number, content: Buffer, headers: H
     messageId: E.isRight(decoded) ? decoded.right.messageId : null,
     eventType: E.isRight(decoded) ? decoded.right.eventType : null,
   }
+}
+
+/**
+ * What a letter carries of requeue runs (the count and the last run's id): the persistor keeps
+ * them when it can keep nothing else of a message's headers, so the walk still knows its own.
+ */
+export const requeueMarks = (headers: Headers): Record<string, unknown> => {
+  const out: Record<string, unknown> = {}
+  const run = text(headers?.[RUN_HEADER])
+  if (requeueCount(headers) > 0) out[REQUEUED_HEADER] = requeueCount(headers)
+  // Only a run id this module could have written (a UUID): the fallback must stay small.
+  if (run !== null && run.length <= 64) out[RUN_HEADER] = run
+  return out
 }
 
 /**
@@ -347,89 +372,135 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Fa
   let skipped = 0
   let stopped = false
   let ownLetter: number | undefined
+  // The first copy that failed: nothing more is read or published after it.
+  let failed: Error | undefined
+  // Letters left unacked to go back at the end: this run's own copy, and letters whose headers
+  // cannot be published again (amqplib encodes at most 64 KiB of them).
+  const held: number[] = []
   // Copies published and not confirmed yet, oldest first (confirms come in publish order).
   const window: Array<{ readonly message: amqp.GetMessage; readonly reason: string | undefined; readonly confirmed: Promise<void> }> = []
-  const settleOldest = async (): Promise<void> => {
-    const oldest = window.shift()
-    if (oldest === undefined) return
-    let timer: NodeJS.Timeout | undefined
-    try {
-      await Promise.race([
-        oldest.confirmed,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`the broker did not confirm a copy within ${confirmTimeoutMs} ms${blocked ? ' (it blocks this connection: a memory or disk alarm)' : ''}`)),
-            confirmTimeoutMs,
-          )
-        }),
-      ])
-    } finally {
-      clearTimeout(timer)
-    }
-    channel.ack(oldest.message, false)
-    if (oldest.reason === undefined) skipped++
+  const settle = (entry: (typeof window)[number]): void => {
+    channel.ack(entry.message, false)
+    if (entry.reason === undefined) skipped++
     else {
       requeued++
-      byReason[oldest.reason] = (byReason[oldest.reason] ?? 0) + 1
+      byReason[entry.reason] = (byReason[entry.reason] ?? 0) + 1
     }
-    o.onProgress?.({ scanned: scan.scanned(), requeued, depth: scan.depth })
+    o.onProgress?.({ scanned: requeued + skipped, requeued, depth: scan.depth })
   }
-  const copy = (m: amqp.GetMessage, queue: string, headers: Record<string, unknown>): Promise<void> => {
+  const withDeadline = <T>(p: Promise<T>): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined
+    return Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`the broker did not confirm a copy within ${confirmTimeoutMs} ms${blocked ? ' (it blocks this connection: a memory or disk alarm)' : ''}`)),
+          confirmTimeoutMs,
+        )
+      }),
+    ]).finally(() => clearTimeout(timer))
+  }
+  // Throws what publish throws (a RangeError for headers it cannot encode) to the caller, not into
+  // the returned promise.
+  const publishCopy = (m: amqp.GetMessage, queue: string, headers: Record<string, unknown>): Promise<void> => {
     const p = m.properties
-    const confirmed = new Promise<void>((resolve, reject) => {
-      channel.publish(
-        '',
-        queue,
-        m.content,
-        {
-          mandatory: true,
-          contentType: p.contentType,
-          contentEncoding: p.contentEncoding,
-          deliveryMode: 2,
-          priority: p.priority,
-          correlationId: p.correlationId,
-          messageId: p.messageId,
-          timestamp: p.timestamp,
-          type: p.type,
-          appId: p.appId,
-          headers,
-        },
-        (err) =>
-          err !== null && err !== undefined
-            ? reject(new Error('the broker refused a copy (nack)'))
-            : returned !== undefined
-              ? reject(Object.assign(new Error(`a copy came back unroutable: the queue ${JSON.stringify(returned)} was deleted`), { unroutable: true }))
-              : resolve(),
-      )
+    let resolve!: () => void
+    let reject!: (e: Error) => void
+    const confirmed = new Promise<void>((res, rej) => {
+      resolve = res
+      reject = rej
     })
-    confirmed.catch(() => {}) // awaited in order by settleOldest
+    channel.publish(
+      '',
+      queue,
+      m.content,
+      {
+        mandatory: true,
+        contentType: p.contentType,
+        contentEncoding: p.contentEncoding,
+        deliveryMode: 2,
+        priority: p.priority,
+        correlationId: p.correlationId,
+        messageId: p.messageId,
+        timestamp: p.timestamp,
+        type: p.type,
+        appId: p.appId,
+        headers,
+      },
+      (err) =>
+        err !== null && err !== undefined
+          ? reject(new Error('the broker refused a copy (nack)'))
+          : returned !== undefined
+            ? reject(Object.assign(new Error(`a copy came back unroutable: the queue ${JSON.stringify(returned)} was deleted`), { unroutable: true }))
+            : resolve(),
+    )
+    // Noted at once, so that the walk stops; awaited in order below.
+    confirmed.catch((e: unknown) => (failed ??= e as Error))
     return confirmed
   }
   try {
-    while (selected < o.limit) {
+    while (selected < o.limit && failed === undefined) {
       if (o.stopRequested?.() === true) {
         stopped = true
         break
       }
       const m = await scan.next()
       if (m === false) break
-      if (m.properties.headers?.[RUN_HEADER] === runId) {
+      const headers = m.properties.headers
+      if (headers?.[RUN_HEADER] === runId) {
         // This run's own copy (a letter put back, or a requeued one that failed again): the walk
         // went round once. It stays where it is.
         ownLetter = m.fields.deliveryTag
+        held.push(ownLetter)
         break
       }
-      const summary = describeDeadLetter(scan.scanned(), m.content, m.properties.headers)
-      if (selects(o, summary.reason)) {
-        selected++
-        window.push({ message: m, reason: summary.reason, confirmed: copy(m, o.targetQueue, requeueHeaders(m.properties.headers, summary, runId)) })
-      } else {
-        window.push({ message: m, reason: undefined, confirmed: copy(m, o.deadLetterQueue, { ...(m.properties.headers ?? {}), [RUN_HEADER]: runId }) })
+      const summary = describeDeadLetter(scan.scanned(), m.content, headers)
+      const chosen = selects(o, summary.reason)
+      let confirmed: Promise<void> | undefined
+      try {
+        confirmed = chosen
+          ? publishCopy(m, o.targetQueue, requeueHeaders(headers, summary, runId))
+          : publishCopy(m, o.deadLetterQueue, { ...(headers ?? {}), [RUN_HEADER]: runId })
+      } catch (e) {
+        if (!(e instanceof RangeError)) throw e
+        // Headers too large to encode again (near 64 KiB, or past it with RabbitMQ's x-death).
+        // A letter going back to the persistor keeps only the headers this module writes, as the
+        // persistor does for its dead letters; one not selected is left where it is.
+        if (chosen) {
+          const ours = requeueHeaders({}, summary, runId)
+          confirmed = publishCopy(m, o.targetQueue, { ...ours, 'x-persistor-original-headers-dropped': true })
+        } else held.push(m.fields.deliveryTag)
       }
-      while (window.length >= o.maxInFlight) await settleOldest()
+      if (chosen) selected++
+      if (confirmed !== undefined) window.push({ message: m, reason: chosen ? summary.reason : undefined, confirmed })
+      while (window.length >= o.maxInFlight && failed === undefined) {
+        const oldest = window.shift() as (typeof window)[number]
+        await withDeadline(oldest.confirmed).then(
+          () => settle(oldest),
+          (e: unknown) => {
+            window.unshift(oldest)
+            failed ??= e as Error
+          },
+        )
+      }
     }
-    while (window.length > 0) await settleOldest()
-    if (ownLetter !== undefined) scan.release([ownLetter])
+    // Every copy the broker confirmed is settled, also after a failure: its letter must not stay
+    // behind as well. Confirms come in order, so the first one that fails ends it.
+    while (window.length > 0) {
+      const oldest = window[0] as (typeof window)[number]
+      const ok = await withDeadline(oldest.confirmed).then(
+        () => true,
+        (e: unknown) => {
+          failed ??= e as Error
+          return false
+        },
+      )
+      if (!ok) break
+      window.shift()
+      settle(oldest)
+    }
+    if (failed !== undefined) throw failed
+    scan.release(held)
     return E.right({ depth: scan.depth, scanned: scan.scanned() - (ownLetter === undefined ? 0 : 1), requeued, byReason, skipped, stopped })
   } catch (e) {
     // Closing the connection puts every letter not acked back in its place; a copy published

@@ -44,7 +44,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import { concatMap, defer, lastValueFrom, Subject } from 'rxjs'
 import { batchBySizeOrTime } from './batch.js'
-import { originOf } from './dead-letters.js'
+import { originOf, requeueMarks } from './dead-letters.js'
 import type { IngestMetrics } from './metrics.js'
 import { declareTopology, names, type Topology, type TopologyOptions } from './topology.js'
 
@@ -734,7 +734,7 @@ export class Persistor {
           publish({ ...(p.headers ?? {}), ...ours })
         } catch (e) {
           // Original headers too large to re-encode (amqplib caps a table at 64 KiB): keep ours.
-          if (e instanceof RangeError) publish({ ...ours, 'x-persistor-original-headers-dropped': true })
+          if (e instanceof RangeError) publish({ ...requeueMarks(p.headers), ...ours, 'x-persistor-original-headers-dropped': true })
           else throw e
         }
         this.log.warn(

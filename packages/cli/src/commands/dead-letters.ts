@@ -97,7 +97,7 @@ const requeue = async (config: DeadLetterConfig, input: CommandInput, io: Io): P
     })
     bar.finish()
     if (E.isLeft(r)) {
-      io.err(`vitrage-persistor dead-letters requeue: ${redactUrl(config.amqpUrl)}: ${r.left.message}; ${r.left.requeued} requeued before that, the rest left in ${deadLetterQueue}\n`)
+      io.err(`vitrage-persistor dead-letters requeue: ${redactUrl(config.amqpUrl)}: ${r.left.message}; ${r.left.requeued} requeued before that; no letter was removed without its copy confirmed\n`)
       return 1
     }
     const { depth, scanned, requeued, byReason, skipped, stopped } = r.right
