@@ -5,6 +5,19 @@ import { message, OSLO_PROPERTIES, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
 import { setupPrivateWorld, setupWorld } from './support/setup.js'
 
+type PrivateWorld = Awaited<ReturnType<typeof setupPrivateWorld>>
+
+/** Every publisher on the private node blocked: RabbitMQ's memory alarm. */
+const raiseMemoryAlarm = async (rabbit: PrivateWorld['rabbit'], alarmed: () => Promise<boolean>): Promise<void> => {
+  await rabbit.ctl('set_vm_memory_high_watermark', 'absolute', '1')
+  await eventually('memory alarm raised', alarmed, { timeoutMs: 30_000 })
+}
+
+const runFlags = (rabbit: PrivateWorld['rabbit'], db: PrivateWorld['db'], names: PrivateWorld['names'], extra: readonly string[]): string[] => [
+  'run', '--amqp-url', rabbit.url, '--database-url', db.url, '--exchange', names.exchange, '--topic', names.topic, '--queue', names.queue,
+  '--http-port', '0', ...extra,
+]
+
 t.test('the dead-letter queue deleted while running: a bad message is not acked into nothing, it lands in the queue declared again', async (t) => {
   const world = await setupWorld(t)
   const p = startPersistor(world.flags(['--batch-size', '10', '--batch-max-wait-ms', '20']))
@@ -50,12 +63,8 @@ t.test('a broker in a memory alarm: good messages are stored and acked around a 
   await broker.channel.waitForConfirms()
   await broker.close()
 
-  await rabbit.ctl('set_vm_memory_high_watermark', 'absolute', '1')
-  await eventually('memory alarm raised', alarmed, { timeoutMs: 30_000 })
-  const flags = [
-    'run', '--amqp-url', rabbit.url, '--database-url', db.url, '--exchange', names.exchange, '--topic', names.topic, '--queue', names.queue,
-    '--http-port', '0', '--prefetch', '500', '--batch-size', '200', '--shutdown-timeout-ms', '2000',
-  ]
+  await raiseMemoryAlarm(rabbit, alarmed)
+  const flags = runFlags(rabbit, db, names, ['--prefetch', '500', '--batch-size', '200', '--shutdown-timeout-ms', '2000'])
   const first = startPersistor(flags)
   t.teardown(() => first.kill('SIGKILL'))
   await eventually('every good message stored', async () => (await count()) === 2_100, { timeoutMs: 60_000 })
@@ -102,13 +111,8 @@ t.test('many bad messages during a memory alarm do not stop ingest: past half th
   await broker.channel.waitForConfirms()
   await broker.close()
 
-  await rabbit.ctl('set_vm_memory_high_watermark', 'absolute', '1')
-  await eventually('memory alarm raised', alarmed, { timeoutMs: 30_000 })
-  const flags = [
-    'run', '--amqp-url', rabbit.url, '--database-url', db.url, '--exchange', names.exchange, '--topic', names.topic, '--queue', names.queue,
-    '--http-port', '0', '--prefetch', '100', '--batch-size', '50', '--batch-max-wait-ms', '20',
-  ]
-  const p = startPersistor(flags)
+  await raiseMemoryAlarm(rabbit, alarmed)
+  const p = startPersistor(runFlags(rabbit, db, names, ['--prefetch', '100', '--batch-size', '50', '--batch-max-wait-ms', '20']))
   t.teardown(() => p.kill('SIGKILL'))
   await eventually('every good message stored during the alarm', async () => (await count()) === 100, { timeoutMs: 60_000 })
   t.ok(await alarmed(), 'the alarm is still on')

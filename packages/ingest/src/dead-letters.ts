@@ -30,6 +30,7 @@ import { randomUUID } from 'node:crypto'
 import { decodeMessage, type Failure, failure, REJECTION_REASONS, requirePositiveInts } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
+import { isAmqpUrl, republishOptions } from './amqp-shared.js'
 
 /** What RabbitMQ writes in `x-death` when it dead-letters a message itself (queue TTL, length limits). */
 export const BROKER_DEATH_REASONS = ['rejected', 'expired', 'maxlen', 'delivery_limit'] as const
@@ -212,14 +213,6 @@ export interface RequeueResult {
   /** Read but not selected: put back at the tail of the dead-letter queue, in their order. */
   readonly skipped: number
   readonly stopped: boolean
-}
-
-const isAmqpUrl = (url: string): boolean => {
-  try {
-    return ['amqp:', 'amqps:'].includes(new URL(url).protocol)
-  } catch {
-    return false
-  }
 }
 
 interface Scan {
@@ -414,19 +407,7 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Fa
       '',
       queue,
       m.content,
-      {
-        mandatory: true,
-        contentType: p.contentType,
-        contentEncoding: p.contentEncoding,
-        deliveryMode: 2,
-        priority: p.priority,
-        correlationId: p.correlationId,
-        messageId: p.messageId,
-        timestamp: p.timestamp,
-        type: p.type,
-        appId: p.appId,
-        headers,
-      },
+      republishOptions(p, headers),
       (err) =>
         err !== null && err !== undefined
           ? reject(new Error('the broker refused a copy (nack)'))

@@ -44,6 +44,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import { concatMap, defer, lastValueFrom, Subject } from 'rxjs'
 import { batchBySizeOrTime } from './batch.js'
+import { republishOptions } from './amqp-shared.js'
 import { originOf, requeueMarks } from './dead-letters.js'
 import type { IngestMetrics } from './metrics.js'
 import { declareTopology, names, type Topology, type TopologyOptions } from './topology.js'
@@ -713,20 +714,8 @@ export class Persistor {
             session.topology.deadLetterExchange,
             message.fields.routingKey,
             message.content,
-            {
-              // Unroutable (the dead-letter queue deleted) comes back as a return, not silence.
-              mandatory: true,
-              contentType: p.contentType,
-              contentEncoding: p.contentEncoding,
-              deliveryMode: 2,
-              priority: p.priority,
-              correlationId: p.correlationId,
-              messageId: p.messageId,
-              timestamp: p.timestamp,
-              type: p.type,
-              appId: p.appId,
-              headers,
-            },
+            // mandatory: unroutable (the dead-letter queue deleted) comes back as a return, not silence.
+            republishOptions(p, headers),
             (err) => resolve(err === null || err === undefined ? !session.returned : false),
           )
         }

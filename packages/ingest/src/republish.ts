@@ -23,6 +23,7 @@ import {
 } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
+import { isAmqpUrl } from './amqp-shared.js'
 
 /**
  * What republishing needs of the log: core's raw page read, not optional here; and, where the
@@ -54,14 +55,6 @@ export interface RepublishResult {
   readonly lastConfirmedId: number
   /** Stopped on request before the end of the range. */
   readonly stopped: boolean
-}
-
-const isAmqpUrl = (url: string): boolean => {
-  try {
-    return ['amqp:', 'amqps:'].includes(new URL(url).protocol)
-  } catch {
-    return false
-  }
 }
 
 /** The notification body for a stored event (pure). */
