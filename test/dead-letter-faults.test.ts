@@ -1,9 +1,9 @@
 import { declareTopology } from '@vitrage-persistor/ingest'
-import { connectTestBroker, eventually } from '@vitrage-persistor/testing'
+import { connectTestBroker, eventually, freePort } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { message, OSLO_PROPERTIES, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { setupPrivateWorld, setupWorld } from './support/setup.js'
+import { metricValue, setupPrivateWorld, setupWorld } from './support/setup.js'
 
 type PrivateWorld = Awaited<ReturnType<typeof setupPrivateWorld>>
 
@@ -112,7 +112,8 @@ t.test('many bad messages during a memory alarm do not stop ingest: past half th
   await broker.close()
 
   await raiseMemoryAlarm(rabbit, alarmed)
-  const p = startPersistor(runFlags(rabbit, db, names, ['--prefetch', '100', '--batch-size', '50', '--batch-max-wait-ms', '20']))
+  const port = await freePort()
+  const p = startPersistor(runFlags(rabbit, db, names, ['--prefetch', '100', '--batch-size', '30', '--batch-max-wait-ms', '20', '--http-port', String(port)]))
   t.teardown(() => p.kill('SIGKILL'))
   await eventually('every good message stored during the alarm', async () => (await count()) === 100, { timeoutMs: 60_000 })
   t.ok(await alarmed(), 'the alarm is still on')
@@ -131,6 +132,11 @@ t.test('many bad messages during a memory alarm do not stop ingest: past half th
   const byBroker = letters.filter((m) => m.properties.headers?.['x-persistor-error'] === undefined)
   t.ok(byBroker.length > 0 && byBroker.every((m) => (m.properties.headers?.['x-death'] as Array<{ reason: string }>)[0]?.reason === 'rejected'), `${byBroker.length} dead-lettered by the broker, with x-death`)
   t.equal(await count(), 100, 'nothing stored twice')
+  // Rejected deliveries were settled by their nack: none is still counted in flight.
+  await eventually('nothing held in flight', async () =>
+    metricValue(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), 'vitrage_persistor_in_flight_messages') === 0,
+  )
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
+  t.notOk(p.lines.some((l) => l.msg.startsWith('shutdown deadline passed')), 'the shutdown had nothing left to wait for')
 })

@@ -3,7 +3,7 @@ import { cli } from './support/cli.js'
 import { message, OSLO_PROPERTIES, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
 import { rowCount, setupWorld, type World } from './support/setup.js'
-import { eventually } from '@vitrage-persistor/testing'
+import { createEmptyDatabase, eventually } from '@vitrage-persistor/testing'
 
 interface Status {
   readonly database: {
@@ -93,4 +93,48 @@ t.test('status says what it cannot read, and prints no password', async (t) => {
   const dbOnly = await cli(['status', '--database-url', world.db.url, '--no-broker', '--format', 'json'])
   t.equal(dbOnly.code, 0, 'the database alone, healthy (an empty log)')
   t.notMatch(dbOnly.out, /"broker"/)
+})
+
+t.test('status on a database without the schema names the pending migrations, not only the missing table', async (t) => {
+  const empty = await createEmptyDatabase()
+  t.teardown(() => empty.drop())
+  const r = await cli(['status', '--database-url', empty.url, '--no-broker', '--format', 'json'])
+  t.equal(r.code, 1)
+  const s = JSON.parse(r.out) as { database: { ok: boolean; pendingMigrations: string[] }; problems: string[] }
+  t.equal(s.database.ok, false)
+  t.match(s.database.pendingMigrations[0], /^0001_/)
+  t.match(s.problems[0], /^migrations pending: 0001_event, .* \(run `vitrage-persistor migrate`\)$/)
+})
+
+t.test('status against a server that accepts the connection and never answers ends, saying so', async (t) => {
+  const net = await import('node:net')
+  const sockets = new Set<import('node:net').Socket>()
+  const silent = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('error', () => {})
+  })
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    for (const s of sockets) s.destroy()
+    silent.close()
+  })
+  const port = (silent.address() as import('node:net').AddressInfo).port
+  const r = await cli(['status', '--database-url', `postgres://root:pw@127.0.0.1:${port}/db`, '--no-broker', '--format', 'json'])
+  t.equal(r.code, 1)
+  t.match((JSON.parse(r.out) as { problems: string[] }).problems[0], /^database: .*timeout/)
+})
+
+t.test('many stale checkpoints are counted, not listed one by one', async (t) => {
+  const world = await setupWorld(t)
+  await world.sql.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES (gen_random_uuid(), 'x', now(), '{}')`)
+  await world.sql.query(
+    `INSERT INTO projection_checkpoint (name, position, updated_at) SELECT 'reader-' || i, 0, now() - interval '1 hour' FROM generate_series(1, 1000) i`,
+  )
+  const r = await cli(['status', '--database-url', world.db.url, '--no-broker', '--format', 'table'])
+  t.equal(r.code, 1)
+  t.equal(r.out.split('\n').filter((l) => l.startsWith('checkpoint ')).length, 20, 'the table shows 20')
+  t.match(r.out, /and 980 more checkpoints \(--format json lists them all\)/)
+  t.match(r.out, /997 more checkpoints are behind and have not moved for 10 min/)
+  const json = await cli(['status', '--database-url', world.db.url, '--no-broker', '--format', 'json'])
+  t.equal((JSON.parse(json.out) as { database: { checkpoints: unknown[] } }).database.checkpoints.length, 1000)
 })

@@ -748,7 +748,8 @@ export class Persistor {
     const all = Promise.all(outcomes).then(() => undefined)
     await until(Date.now() + DEAD_LETTER_WAIT_MS, all, undefined)
     waiting = false
-    for (const { delivery } of dead) if (!settled.has(delivery)) parked.add(delivery)
+    // Rejected ones were settled by their nack (they are in no outcome).
+    for (const { delivery } of dead) if (!settled.has(delivery) && !rejected.has(delivery)) parked.add(delivery)
     if (parked.size > 0) {
       this.pendingDeadLetters.add(all)
       void all.finally(() => this.pendingDeadLetters.delete(all))

@@ -52,6 +52,12 @@ export const loadMigrations = (): Migration[] => {
  * `migrate` (they serve projections and retention). Raise it when a migration changes what
  * appendBatch writes to.
  */
+/**
+ * A server that accepts the connection and never answers (a half-dead host, a wrong port behind
+ * a proxy) must not hang migrate, run's start or status: node-postgres waits for ever by default.
+ */
+const CONNECT_TIMEOUT_MS = 10_000
+
 export const INGEST_SCHEMA_VERSION = 1
 
 /** Changes whenever any migration changes: names test templates and snapshot compatibility. */
@@ -74,7 +80,7 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
       const target = decodeURIComponent(new URL(databaseUrl).pathname.slice(1))
       if (target === '') throw Object.assign(new Error('the database URL names no database'), { code: 'config' })
       // Connecting to the target first covers roles that may not connect to `postgres`.
-      const direct = new pg.Client({ connectionString: databaseUrl })
+      const direct = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
       try {
         await direct.connect()
         await direct.end()
@@ -86,7 +92,7 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
       for (const maintenance of ['postgres', 'template1']) {
         const u = new URL(databaseUrl)
         u.pathname = `/${maintenance}`
-        const admin = new pg.Client({ connectionString: u.toString() })
+        const admin = new pg.Client({ connectionString: u.toString(), connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
         try {
           await admin.connect()
         } catch (e) {
@@ -117,7 +123,7 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
     async () => {
       const problem = databaseUrlProblem(databaseUrl)
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
-      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate' })
+      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
       await client.connect()
       try {
         await client.query('SET client_min_messages = warning')
@@ -176,7 +182,7 @@ export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => str
       const problem = databaseUrlProblem(databaseUrl)
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
       const all = loadMigrations()
-      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate' })
+      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
       try {
         await client.connect()
       } catch (e) {

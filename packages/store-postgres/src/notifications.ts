@@ -27,7 +27,7 @@ export const listenForAppends = (options: AppendListenerOptions, listener: () =>
 
   const connect = async (): Promise<void> => {
     if (closed) return
-    const c = new pg.Client({ connectionString: options.connectionString, application_name: 'vitrage-persistor follow', keepAlive: true })
+    const c = new pg.Client({ connectionString: options.connectionString, application_name: 'vitrage-persistor follow', keepAlive: true, connectionTimeoutMillis: 10_000 })
     c.on('error', (e) => {
       log.warn({ err: e.message }, 'append listener connection lost')
       retry(c)

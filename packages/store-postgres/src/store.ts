@@ -168,7 +168,11 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   readonly exclusively =
     <T>(key: string, task: () => Promise<T>): TE.TaskEither<Failure, T> =>
     async () => {
-      const client = new pg.Client({ connectionString: this.options.connectionString, application_name: `${this.options.applicationName ?? 'vitrage-persistor'} lock`.slice(0, 63) })
+      const client = new pg.Client({
+        connectionString: this.options.connectionString,
+        application_name: `${this.options.applicationName ?? 'vitrage-persistor'} lock`.slice(0, 63),
+        connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
+      })
       let broken: unknown
       client.on('error', (e) => {
         broken ??= e

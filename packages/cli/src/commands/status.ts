@@ -19,6 +19,10 @@ type StatusConfig = Config<(typeof STATUS_SETTINGS)[number]>
 
 /** A checkpoint behind the head that has not moved for this long is reported: its reader stopped. */
 export const STALE_CHECKPOINT_MS = 10 * 60_000
+/** Stale checkpoints named one by one; past this many they are counted in one problem. */
+const STALE_NAMED = 3
+/** Checkpoints the table shows (the furthest behind first); JSON has them all. */
+const TABLE_CHECKPOINTS = 20
 
 export type DatabaseStatus =
   | {
@@ -28,7 +32,7 @@ export type DatabaseStatus =
       readonly checkpoints: ReadonlyArray<CheckpointInfo & { readonly behind: number }>
       readonly snapshots: { readonly kept: number; readonly newest: { readonly eventId: number; readonly createdAt: string; readonly behind: number } | null }
     }
-  | { readonly ok: false; readonly error: string }
+  | { readonly ok: false; readonly error: string; readonly pendingMigrations?: readonly string[] }
 
 export type BrokerStatus =
   | {
@@ -45,15 +49,19 @@ export type BrokerStatus =
 /** What needs an operator, in words (pure). */
 export const problemsOf = (database: DatabaseStatus, broker: BrokerStatus | undefined, now: Date): string[] => {
   const problems: string[] = []
+  // Pending migrations first: when a later read failed, they are usually why (a missing table).
+  const pending = database.pendingMigrations ?? []
+  if (pending.length > 0) problems.push(`migrations pending: ${pending.join(', ')} (run \`vitrage-persistor migrate\`)`)
   if (!database.ok) problems.push(`database: ${database.error}`)
   else {
-    if (database.pendingMigrations.length > 0) problems.push(`migrations pending: ${database.pendingMigrations.join(', ')} (run \`vitrage-persistor migrate\`)`)
-    for (const c of database.checkpoints) {
-      const idleMs = now.getTime() - Date.parse(c.updatedAt)
-      if (c.behind > 0 && idleMs > STALE_CHECKPOINT_MS) {
-        problems.push(`checkpoint ${c.name} is ${c.behind} events behind and has not moved for ${Math.floor(idleMs / 60_000)} min (its reader stopped? it holds back prune)`)
-      }
+    const stale = database.checkpoints
+      .map((c) => ({ ...c, idleMs: now.getTime() - Date.parse(c.updatedAt) }))
+      .filter((c) => c.behind > 0 && c.idleMs > STALE_CHECKPOINT_MS)
+      .sort((a, b) => b.behind - a.behind)
+    for (const c of stale.slice(0, STALE_NAMED)) {
+      problems.push(`checkpoint ${c.name} is ${c.behind} events behind and has not moved for ${Math.floor(c.idleMs / 60_000)} min (its reader stopped? it holds back prune)`)
     }
+    if (stale.length > STALE_NAMED) problems.push(`${stale.length - STALE_NAMED} more checkpoints are behind and have not moved for ${STALE_CHECKPOINT_MS / 60_000} min`)
   }
   if (broker !== undefined) {
     if (!broker.ok) problems.push(`broker: ${broker.error}`)
@@ -70,10 +78,16 @@ export const problemsOf = (database: DatabaseStatus, broker: BrokerStatus | unde
 
 const databaseStatus = async (config: StatusConfig): Promise<DatabaseStatus> => {
   const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor status', 1)
-  const fail = (message: string): DatabaseStatus => ({ ok: false, error: `${redactUrl(config.databaseUrl)}: ${message}` })
+  let pendingNow: readonly string[] | undefined
+  const fail = (message: string): DatabaseStatus => ({
+    ok: false,
+    error: `${redactUrl(config.databaseUrl)}: ${message}`,
+    ...(pendingNow !== undefined ? { pendingMigrations: pendingNow } : {}),
+  })
   try {
     const pending = await pendingMigrations(config.databaseUrl, scrub)()
     if (E.isLeft(pending)) return fail(pending.left.message)
+    pendingNow = pending.right
     const head = await store.headEvent()()
     if (E.isLeft(head)) return fail(head.left.message)
     const prunedBelow = await store.prunedBelow()()
@@ -120,7 +134,10 @@ const ago = (iso: string, now: Date): string => {
 
 const printLines = (io: Io, database: DatabaseStatus, broker: BrokerStatus | undefined, problems: readonly string[], now: Date): void => {
   const lines: Array<[string, string]> = []
-  if (!database.ok) lines.push(['database', `unreadable: ${database.error}`])
+  if (!database.ok) {
+    if (database.pendingMigrations !== undefined) lines.push(['schema', database.pendingMigrations.length === 0 ? 'up to date' : `pending: ${database.pendingMigrations.join(', ')}`])
+    lines.push(['database', `unreadable: ${database.error}`])
+  }
   else {
     const { events } = database
     lines.push(['schema', database.pendingMigrations.length === 0 ? 'up to date' : `pending: ${database.pendingMigrations.join(', ')}`])
@@ -130,7 +147,9 @@ const printLines = (io: Io, database: DatabaseStatus, broker: BrokerStatus | und
         ? `none stored${events.prunedBelow > 1 ? ` (pruned below ${events.prunedBelow})` : ''}`
         : `ids ${events.prunedBelow} to ${events.head}; the newest stored ${ago(events.newest.persistedAt, now)} (collected ${events.newest.collectorTimestamp})`,
     ])
-    for (const c of database.checkpoints) lines.push([`checkpoint ${c.name}`, `at ${c.position} (${c.behind} behind), moved ${ago(c.updatedAt, now)}`])
+    const furthest = [...database.checkpoints].sort((a, b) => b.behind - a.behind)
+    for (const c of furthest.slice(0, TABLE_CHECKPOINTS)) lines.push([`checkpoint ${c.name}`, `at ${c.position} (${c.behind} behind), moved ${ago(c.updatedAt, now)}`])
+    if (furthest.length > TABLE_CHECKPOINTS) lines.push(['', `and ${furthest.length - TABLE_CHECKPOINTS} more checkpoints (--format json lists them all)`])
     const s = database.snapshots
     lines.push(['graph snapshots', s.newest === null ? 'none' : `${s.kept} kept; the newest at event ${s.newest.eventId} (${s.newest.behind} behind), taken ${ago(s.newest.createdAt, now)}`])
   }
@@ -143,7 +162,8 @@ const printLines = (io: Io, database: DatabaseStatus, broker: BrokerStatus | und
   }
   lines.push(['problems', problems.length === 0 ? 'none' : problems[0] as string])
   for (const p of problems.slice(1)) lines.push(['', p])
-  const width = Math.max(...lines.map(([k]) => k.length))
+  let width = 0
+  for (const [k] of lines) width = Math.max(width, k.length)
   for (const [k, v] of lines) io.out(`${k.padEnd(width)}  ${v}\n`)
 }
 
