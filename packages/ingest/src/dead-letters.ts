@@ -9,22 +9,28 @@
  * RabbitMQ 3.10, measured: 2,000 messages back in 0.4 s, 10,000 in 28 s, 20,000 in 88 s), so an
  * inspection reads at most MAX_INSPECT letters.
  *
- * Requeue holds nothing back. It walks the queue once from its head: a selected letter is
+ * Requeue holds nothing back (but a letter whose headers cannot be encoded again, below). It
+ * walks the queue once from its head: a selected letter is
  * published to the queue the persistor consumes, through the default exchange (only the
  * persistor gets it: republishing to oslo's exchange would copy it into every queue bound
  * there, oslo's own `<topic>.info` included); a letter not selected is published again to the
- * tail of the dead-letter queue (so the ones left keep their order among themselves). Either copy
+ * tail of the dead-letter queue (so, once the walk comes round, the ones left are in their order;
+ * a run that ends early leaves those it passed behind those it did not reach). Either copy
  * is `mandatory`, confirmed, with at most `maxInFlight` unconfirmed, and the letter is acked only
  * once its copy is confirmed: a crash in between leaves both (at least once; the persistor stores
  * a message_id once, and a letter twice in the dead-letter queue is only listed twice). Every
  * copy carries the run's id, and the persistor keeps a message's headers when it dead-letters it
  * again, so the walk ends at the first letter of its own it meets (a letter put back, or a copy
  * that failed again: each letter is handled once per run, never in a loop), when the queue is
- * empty, at its limit, or when asked to stop. Memory is the window of unconfirmed copies.
+ * empty, at its limit, or when asked to stop. After a copy fails nothing more is read, and the
+ * copies confirmed before it are settled. Memory is the window of unconfirmed copies.
  *
  * A requeued copy's headers: the persistor's error headers and RabbitMQ's death records are
  * dropped, `x-persistor-original-*` kept (a message that fails again still names where it first
- * came from), `x-persistor-requeued` counts the requeues.
+ * came from), `x-persistor-requeued` counts the requeues. Headers amqplib cannot encode again
+ * (it writes at most 64 KiB of them) are dropped from a selected letter's copy
+ * (`x-persistor-original-headers-dropped`); such a letter not selected is left in place, held
+ * unacked until the end.
  */
 import { randomUUID } from 'node:crypto'
 import { decodeMessage, type Failure, failure, REJECTION_REASONS, requirePositiveInts } from '@vitrage-persistor/core'
