@@ -27,3 +27,23 @@ export const republishOptions = (p: amqp.MessageProperties, headers: Record<stri
   appId: p.appId,
   headers,
 })
+
+/** Runs `fn` on a short-lived channel; a passive check that fails closes only that channel. */
+export const onScratchChannel = async <T>(connection: amqp.ChannelModel, fn: (ch: amqp.Channel) => Promise<T>): Promise<T> => {
+  const ch = await connection.createChannel()
+  ch.on('error', () => {}) // the failure is reported by the rejected promise
+  try {
+    return await fn(ch)
+  } finally {
+    await ch.close().catch(() => {})
+  }
+}
+
+export const isNotFound = (e: unknown): boolean => (e as { code?: unknown }).code === 404
+
+/** A queue's ready messages and consumers; undefined when it does not exist (other failures throw). */
+export const queueCounts = (connection: amqp.ChannelModel, name: string): Promise<{ ready: number; consumers: number } | undefined> =>
+  onScratchChannel(connection, (ch) => ch.checkQueue(name)).then(
+    (q) => ({ ready: q.messageCount, consumers: q.consumerCount }),
+    (e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e)),
+  )

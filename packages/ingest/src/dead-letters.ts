@@ -36,7 +36,7 @@ import { randomUUID } from 'node:crypto'
 import { decodeMessage, type Failure, failure, REJECTION_REASONS, requirePositiveInts } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
-import { isAmqpUrl, republishOptions } from './amqp-shared.js'
+import { isAmqpUrl, queueCounts, republishOptions } from './amqp-shared.js'
 
 /** What RabbitMQ writes in `x-death` when it dead-letters a message itself (queue TTL, length limits). */
 export const BROKER_DEATH_REASONS = ['rejected', 'expired', 'maxlen', 'delivery_limit'] as const
@@ -248,19 +248,7 @@ const openScan = async (o: DeadLetterScanOptions, fail: (kind: Failure['kind'], 
   const close = async (): Promise<void> => {
     await connection.close().catch(() => {})
   }
-  // A passive check of a missing queue closes its channel, so each check has its own.
-  const check = async (queue: string): Promise<number | undefined> => {
-    const ch = await connection.createChannel()
-    ch.on('error', () => {})
-    try {
-      return (await ch.checkQueue(queue)).messageCount
-    } catch (e) {
-      if ((e as { code?: unknown }).code === 404) return undefined
-      throw e
-    } finally {
-      await ch.close().catch(() => {})
-    }
-  }
+  const check = async (queue: string): Promise<number | undefined> => (await queueCounts(connection, queue))?.ready
   try {
     const depth = await check(o.deadLetterQueue)
     if (depth === undefined) {

@@ -44,7 +44,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import { concatMap, defer, lastValueFrom, Subject } from 'rxjs'
 import { batchBySizeOrTime } from './batch.js'
-import { republishOptions } from './amqp-shared.js'
+import { onScratchChannel, republishOptions } from './amqp-shared.js'
 import { originOf, requeueMarks } from './dead-letters.js'
 import type { IngestMetrics } from './metrics.js'
 import { declareTopology, names, type Topology, type TopologyOptions } from './topology.js'
@@ -805,19 +805,13 @@ export class Persistor {
   }
 
   /** Passive checks on the consuming connection (which an alarm does not block). */
-  private async deadLetterRouteExists(session: Session): Promise<boolean> {
-    const ch = await session.connection.createChannel().catch(() => undefined)
-    if (ch === undefined) return false
-    ch.on('error', () => {})
-    try {
-      await ch.checkExchange(session.topology.deadLetterExchange)
-      await ch.checkQueue(session.topology.deadLetterQueue)
+  private deadLetterRouteExists(session: Session): Promise<boolean> {
+    const { deadLetterExchange, deadLetterQueue } = session.topology
+    return onScratchChannel(session.connection, async (ch) => {
+      await ch.checkExchange(deadLetterExchange)
+      await ch.checkQueue(deadLetterQueue)
       return true
-    } catch {
-      return false
-    } finally {
-      await ch.close().catch(() => {})
-    }
+    }).catch(() => false)
   }
 
   private describe(e: unknown): string {

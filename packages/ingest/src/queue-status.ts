@@ -6,6 +6,7 @@
 import { type Failure, failure } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
+import { queueCounts } from './amqp-shared.js'
 
 export interface QueueState {
   readonly name: string
@@ -24,20 +25,7 @@ export const queueStates = async (amqpUrl: string, queues: readonly string[], sc
   connection.on('error', () => {})
   try {
     const out: QueueState[] = []
-    for (const name of queues) {
-      // A passive check of a missing queue closes its channel: one channel per check.
-      const ch = await connection.createChannel()
-      ch.on('error', () => {})
-      try {
-        const q = await ch.checkQueue(name)
-        out.push({ name, ready: q.messageCount, consumers: q.consumerCount })
-      } catch (e) {
-        if ((e as { code?: number }).code !== 404) throw e
-        out.push({ name })
-      } finally {
-        await ch.close().catch(() => {})
-      }
-    }
+    for (const name of queues) out.push({ name, ...(await queueCounts(connection, name)) })
     return E.right(out)
   } catch (e) {
     return E.left(failure('transient', scrub(`broker: ${(e as Error).message}`)))

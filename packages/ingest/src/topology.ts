@@ -16,6 +16,7 @@
  * Vitrage's own persistor); dead letters still go to `<queue>.dead`.
  */
 import type amqp from 'amqplib'
+import { isNotFound, onScratchChannel, queueCounts } from './amqp-shared.js'
 
 export interface TopologyOptions {
   readonly exchange: string
@@ -53,18 +54,6 @@ export const persistorQueueArguments = (o: TopologyOptions): Record<string, unkn
   'x-dead-letter-exchange': names(o).deadLetterExchange,
 })
 
-/** Runs `fn` on a short-lived channel; a passive check that fails closes only that channel. */
-const onScratchChannel = async <T>(connection: amqp.ChannelModel, fn: (ch: amqp.Channel) => Promise<T>): Promise<T> => {
-  const ch = await connection.createChannel()
-  ch.on('error', () => {}) // the failure is reported by the rejected promise
-  try {
-    return await fn(ch)
-  } finally {
-    await ch.close().catch(() => {})
-  }
-}
-
-const isNotFound = (e: unknown): boolean => (e as { code?: unknown }).code === 404
 const isPreconditionFailed = (e: unknown): boolean => (e as { code?: unknown }).code === 406
 
 const exchangeExists = (c: amqp.ChannelModel, name: string): Promise<boolean> =>
@@ -73,11 +62,7 @@ const exchangeExists = (c: amqp.ChannelModel, name: string): Promise<boolean> =>
     (e: unknown) => (isNotFound(e) ? false : Promise.reject(e)),
   )
 
-const queueExists = (c: amqp.ChannelModel, name: string): Promise<boolean> =>
-  onScratchChannel(c, (ch) => ch.checkQueue(name)).then(
-    () => true,
-    (e: unknown) => (isNotFound(e) ? false : Promise.reject(e)),
-  )
+const queueExists = async (c: amqp.ChannelModel, name: string): Promise<boolean> => (await queueCounts(c, name)) !== undefined
 
 /**
  * Declares what is missing for oslo (as oslo would) and what the persistor owns. Idempotent.
