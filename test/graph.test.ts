@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { decodeMessage } from '@vitrage-persistor/core'
 import { randomUUID } from 'node:crypto'
-import { type AppendSignal, type DecodedMessage, type EventLogReader, silentLogger, STORE_CLOSED } from '@vitrage-persistor/core'
+import { type AppendSignal, type DecodedMessage, type EventLogReader, NOT_IN_LOG, silentLogger, STORE_CLOSED } from '@vitrage-persistor/core'
 import { caughtUp, canonicalJson, encodeGraphSnapshot, followGraph, GRAPH_SNAPSHOT_KIND, graphAt, HistoryRunner } from '@vitrage-persistor/projections'
 import { createIngestMetrics, defaultPersistorOptions, Persistor, republish } from '@vitrage-persistor/ingest'
 import { Registry } from 'prom-client'
@@ -12,7 +12,7 @@ import t, { type Test } from 'tap'
 import { cli } from './support/cli.js'
 import { fixturePath, rawFixtures } from './support/fixtures.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { declarePersistorTopology, rowCount, setupWorld, type World } from './support/setup.js'
+import { declarePersistorTopology, rewindLog, rowCount, setupWorld, type World } from './support/setup.js'
 
 const expectedFull = JSON.parse(readFileSync(fixturePath('vitrage-seed7-400.graph.json'), 'utf8')) as unknown
 const expected150 = JSON.parse(readFileSync(fixturePath('vitrage-seed7-400.graph-after-150-changes.json'), 'utf8')) as unknown
@@ -319,6 +319,58 @@ t.test('follow and mirror end with the reason, exit 1, on a taken port or a data
     t.ok(warned.lines.some((l) => l.msg === 'EventStoreDB client: connection string' && String(l['warning']).startsWith('"tlsVerifyCert" is not currently supported')))
   }
   t.equal(process.listenerCount('SIGTERM'), before, 'the commands gave the stop signals back')
+})
+
+t.test('a follower whose database is restored or failed over under it rebuilds from the log as it is: no reused id skipped, no lost event kept', async (t) => {
+  const { world, store } = await worldWithLog(t, 300, 3)
+  const sources = { reader: store, snapshots: store, clock: store }
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  const wake: Array<() => void> = []
+  const signal: AppendSignal = { onAppend: (l) => (wake.push(l), { close: async () => {} }) }
+  const follow$ = followGraph({ ...sources, signal }, { pollMs: 600_000 })
+  const states: Array<{ position: number; generation: number }> = []
+  const sub = follow$.subscribe((s) => states.push({ position: s.position, generation: s.generation }))
+  t.teardown(() => sub.unsubscribe())
+  const wakeUntil = async (what: string, done: () => boolean): Promise<void> => {
+    for (const l of wake) l()
+    await eventually(what, async () => done())
+  }
+  const sameAsFullReplay = async (what: string): Promise<void> => {
+    const followed = await caughtUp(follow$, 0)
+    const full = await graphAt(sources, 'head', { useSnapshots: false })
+    if (E.isLeft(full)) throw new Error(full.left.message)
+    t.equal(followed.position, full.right.position, `${what}: at the head`)
+    t.equal(canonicalJson(followed.graph), canonicalJson(full.right.graph), `${what}: the graph of the log as it is`)
+  }
+  t.equal((await caughtUp(follow$, 300)).generation, 0)
+  await appendBatch(client, fixtureEvents(100, 300))
+  await wakeUntil('at 400', () => states.at(-1)?.position === 400)
+  const lost = await caughtUp(follow$, 0)
+  const lostMessage = lost.messageId as string
+  t.match(lostMessage, /^[0-9a-f-]{36}$/, 'the follower knows which message its position is')
+  const staleSnapshot = await encodeGraphSnapshot(lost.graph, 400)
+  if (E.isLeft(staleSnapshot)) throw new Error(staleSnapshot.left)
+
+  // Restored to 300, nothing new yet: the head is below the follower.
+  await rewindLog(world, 300)
+  await wakeUntil('rebuilt at 300', () => states.at(-1)?.generation === 1)
+  t.same(states.at(-1), { position: 300, generation: 1 }, 'rebuilt at the head')
+  await sameAsFullReplay('head below the position')
+  const refused = await store.saveSnapshot({ ...staleSnapshot.right, eventMessageId: lostMessage })()
+  t.ok(E.isLeft(refused) && refused.left.code === NOT_IN_LOG, 'a snapshot of the state the log lost is refused')
+
+  // Events again, then a failover to a replica 30 events behind; the new primary takes more
+  // than the follower had before it is woken: the head is past its position, the event there
+  // another message.
+  await appendBatch(client, fixtureEvents(150, 100))
+  await wakeUntil('at 450', () => states.at(-1)?.position === 450)
+  await rewindLog(world, 420)
+  await appendBatch(client, fixtureEvents(60, 250))
+  await wakeUntil('rebuilt at 480', () => states.at(-1)?.generation === 2)
+  t.same(states.at(-1), { position: 480, generation: 2 })
+  await sameAsFullReplay('reused ids past the position')
+  t.equal(states.filter((s) => s.generation === 2).length, 1, 'one rebuild, straight to the head')
 })
 
 t.test('prune against a follower behind it, and during a replay: rebuilt or refused, never a graph with a hole', async (t) => {

@@ -3,7 +3,7 @@ import t, { type Test } from 'tap'
 import { TestEventStore } from '../packages/mirror-eventstore/test-server/server.js'
 import { message, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, type World } from './support/setup.js'
+import { declarePersistorTopology, metricValue, publishMany, rewindLog, rowCount, setupWorld, type World } from './support/setup.js'
 
 const storedIds = async (sql: import('pg').Pool): Promise<string[]> => (await sql.query<{ m: string }>('SELECT message_id::text AS m FROM event ORDER BY id')).rows.map((r) => r.m)
 
@@ -120,4 +120,38 @@ t.test('mirror /readyz: 503 with the reason while EventStoreDB refuses, 200 with
   t.equal(esdb.streams().get('vitrage-events')?.length, 50)
   m.kill('SIGTERM')
   t.equal((await m.exited).code, 0)
+})
+
+t.test('a mirror whose database was restored behind it stops with the reason instead of skipping the events that take the lost ids again', async (t) => {
+  const { esdb, world } = await storedWorld(t, 100)
+  const mirrorFlags = (port: number): string[] => ['mirror', '--database-url', world.db.url, '--mirror-url', esdb.connectionString, '--http-port', String(port)]
+  const mirrored = (): string[] => esdb.streams().get('vitrage-events')?.map((e) => e.id) ?? []
+  const first = startPersistor(mirrorFlags(0))
+  t.teardown(() => first.kill('SIGKILL'))
+  await eventually('100 mirrored', () => mirrored().length === 100)
+  first.kill('SIGTERM')
+  t.equal((await first.exited).code, 0)
+  const before = mirrored()
+
+  // The backup was taken at event 60; 20 new events arrive after the restore, ids 61-80.
+  await rewindLog(world, 60)
+  for (let i = 0; i < 20; i++) {
+    await world.sql.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES (gen_random_uuid(), 'vitrage.alarm.activate', now(), '{}')`)
+  }
+  const port = await freePort()
+  const m = startPersistor(mirrorFlags(port))
+  t.teardown(() => m.kill('SIGKILL'))
+  const refused = await eventually('/readyz to give the reason', async () => {
+    m.assertAlive()
+    const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined)
+    const body = r === undefined ? undefined : ((await r.json()) as Record<string, unknown>)
+    return body?.['kind'] === 'fatal' ? { status: r?.status, body } : undefined
+  })
+  t.equal(refused.status, 503)
+  t.match(String(refused.body['reason']), /holds log event 100 \(message [0-9a-f-]{36}\), which the log no longer has \(no event 100; the newest stored is 80\): the PostgreSQL database was restored or failed over/)
+  t.same(mirrored(), before, 'nothing appended: neither the new 61-80 skipped as mirrored nor mixed into the stream')
+  const checkpoint = (await world.sql.query<{ position: string }>(`SELECT position FROM projection_checkpoint WHERE name = 'mirror-eventstore'`)).rows[0]?.position
+  t.equal(Number(checkpoint), 60, 'the checkpoint stays where the restore put it')
+  m.kill('SIGTERM')
+  await m.exited
 })

@@ -29,3 +29,9 @@ export const isRetryable = (f: Failure): boolean => f.kind !== 'rejected'
  * the store under them (a shutdown whose bounded wait for them ran out).
  */
 export const STORE_CLOSED = 'store-closed'
+
+/**
+ * The code of the failure a snapshot save answers when its event is no longer in the log (the
+ * database was restored or failed over under the projection that built it; or pruned).
+ */
+export const NOT_IN_LOG = 'not-in-log'

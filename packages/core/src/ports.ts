@@ -21,6 +21,13 @@ export interface EventLogReader {
   /** The highest stored id (0 when the log is empty). */
   readonly headId: () => TE.TaskEither<Failure, number>
   /**
+   * The head and the message_id of the event at `position`, read together. A reader that keeps
+   * its position in memory checks with it that the event it stopped at is still the one it
+   * applied: a database restored from a backup, or failed over to a replica that had not
+   * received the newest events, hands the lost ids out again to other events. Optional.
+   */
+  readonly tip?: (position: number) => TE.TaskEither<Failure, LogTip>
+  /**
    * Every event with an id below this was deleted by retention (1 when nothing was). Readers
    * that rebuild state from a starting point check it: a replay across a pruned range would
    * build from part of the log. Optional: a log without retention never prunes.
@@ -41,6 +48,14 @@ export interface EventLogReader {
    * order, handed to `onEntry` as it streams in (memory stays bounded). Resolves with the count.
    */
   readonly streamRange?: (afterId: number, toId: number, options: Pick<ReadPageOptions, 'eventTypes'>, onEntry: (entry: LogEntry) => void) => TE.TaskEither<Failure, number>
+}
+
+/** The newest event of the log and the one at a reader's position (message ids: null when absent). */
+export interface LogTip {
+  /** The highest stored id (0 when the log is empty). */
+  readonly head: number
+  readonly headMessageId: string | null
+  readonly messageIdAtPosition: string | null
 }
 
 /** A stored projection snapshot (the data is opaque to the store). */
@@ -69,6 +84,13 @@ export interface NewSnapshot {
   readonly format: string
   readonly data: Uint8Array
   readonly stats?: Readonly<Record<string, unknown>>
+  /**
+   * The message_id of the log's event `eventId` when the state was built. Given, the snapshot is
+   * saved only while that event is still in the log (else `rejected`, code `not-in-log`): a
+   * follower whose database was restored or failed over under it must not save a state the log
+   * does not hold, which graphs at later points would start from.
+   */
+  readonly eventMessageId?: string
 }
 
 export interface SnapshotStore {

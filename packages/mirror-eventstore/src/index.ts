@@ -1,2 +1,2 @@
-export { defaultMirrorOptions, EventStoreMirror, type MirrorDeps, type MirrorOptions, type MirrorProgress, type MirrorStatus, streamOf } from './mirror.js'
+export { defaultMirrorOptions, EventStoreMirror, type MirrorDeps, type MirrorOptions, type MirrorProgress, type MirrorStatus, LOG_DIVERGED, streamOf } from './mirror.js'
 export { checkConnectionString } from './connection-string.js'

@@ -143,6 +143,14 @@ interface StreamState {
   lastId: number
 }
 
+/**
+ * The stream holds a log event that the log no longer has at its id: the database was restored
+ * or failed over behind the mirror, and the ids it lost are handed out again. Skipping them as
+ * "already mirrored" would lose the new events; appending them would mix two histories.
+ */
+export const LOG_DIVERGED = 'log-diverged'
+class LogDiverged extends Error {}
+
 const expectedOf = (revision: bigint): AppendExpectedRevision => (revision < 0n ? NO_STREAM : revision)
 
 /** The stream an event goes to (pure). */
@@ -250,6 +258,7 @@ export class EventStoreMirror {
           const meta = e.metadata as { id?: unknown; collector_timestamp?: unknown } | undefined
           if (Number.isSafeInteger(meta?.id) && (meta?.id as number) > 0 && typeof meta?.collector_timestamp === 'string') {
             state = { revision, lastId: meta.id as number }
+            await this.checkAgainstLog(stream, meta.id as number, e.id)
             break scan
           }
           foreign++
@@ -266,6 +275,31 @@ export class EventStoreMirror {
     if (foreign > 0) this.log.warn({ stream, foreign }, 'the stream holds events the mirror did not write; appending after them')
     this.log.debug({ stream, revision: String(state.revision), lastId: state.lastId }, 'stream reconciled')
     return state
+  }
+
+  /**
+   * Throws LogDiverged unless the log's event `id` is still message `messageId` (the ESDB event
+   * id), or was pruned since. Checked once per stream whenever its state is learnt (at start,
+   * after a failure): that is when the mirror decides what the stream already holds.
+   */
+  private async checkAgainstLog(stream: string, id: number, messageId: string): Promise<void> {
+    if (this.deps.reader.tip === undefined) return
+    const tip = await this.deps.reader.tip(id)()
+    if (E.isLeft(tip)) throw new Error(tip.left.message)
+    const found = tip.right.messageIdAtPosition
+    if (found !== null && found.toLowerCase() === messageId.toLowerCase()) return
+    if (found === null && tip.right.head >= id && this.deps.reader.prunedBelow !== undefined) {
+      const below = await this.deps.reader.prunedBelow()()
+      if (E.isLeft(below)) throw new Error(below.left.message)
+      if (below.right > id) return // mirrored, then pruned: nothing to compare with
+    }
+    throw new LogDiverged(
+      `EventStoreDB stream ${stream} holds log event ${id} (message ${messageId}), which the log no longer has ` +
+        `(${found === null ? `no event ${id}; the newest stored is ${tip.right.head}` : `event ${id} is message ${found}`}): ` +
+        'the PostgreSQL database was restored or failed over behind the mirror. Mirroring stops rather than skip the events ' +
+        'that take those ids now or mix two histories in one stream: mirror into a new stream (--mirror-stream), or move this ' +
+        'one aside in EventStoreDB (docs/operations.md, "Restore and failover")',
+    )
   }
 
   /**
@@ -404,7 +438,10 @@ export class EventStoreMirror {
         // Unavailable (an outage) or a wrong expected version (someone else wrote): both are
         // retried after reconciling the streams again.
         const code = e instanceof WrongExpectedVersionError ? 'wrong-expected-version' : isUnavailable(e) ? 'unavailable' : undefined
-        failed ??= failure('transient', this.scrub(e instanceof Error ? e.message : String(e)), code)
+        failed ??=
+          e instanceof LogDiverged
+            ? failure('fatal', e.message, LOG_DIVERGED)
+            : failure('transient', this.scrub(e instanceof Error ? e.message : String(e)), code)
       }
       if (failed !== undefined) return
       const moved = await this.deps.checkpoints.moveCheckpoint(this.options.checkpointName, at, to)()

@@ -36,7 +36,18 @@ t.test('snapshots: save, find the newest at or before an id, list, retain the ne
   t.same((await listSnapshots(c, 'graph')).map((s) => s.eventId), [6, 9])
   t.same((await listSnapshots(c, 'other')).map((s) => s.eventId), [10], 'other kinds untouched')
   const again = await saveSnapshot(c, { kind: 'graph', eventId: 9, format: 'test/2', data: bytes('new') })
-  t.equal(again.format, 'test/2', 'saving the same position replaces it')
+  t.equal(again?.format, 'test/2', 'saving the same position replaces it')
+})
+
+t.test('a snapshot that names its event message is saved only while the log holds that message there', async (t) => {
+  const c = await setup(t, 3)
+  const held = (await c.query<{ message_id: string }>('SELECT message_id FROM event WHERE id = 3')).rows[0]?.message_id as string
+  const saved = await saveSnapshot(c, { kind: 'graph', eventId: 3, format: 'test/1', data: bytes('a'), eventMessageId: held })
+  t.equal(saved?.eventId, 3, 'the log holds it: saved')
+  t.equal(await saveSnapshot(c, { kind: 'graph', eventId: 3, format: 'test/1', data: bytes('b'), eventMessageId: randomUUID() }), undefined, 'another message at that id: not saved')
+  t.equal(await saveSnapshot(c, { kind: 'graph', eventId: 7, format: 'test/1', data: bytes('c'), eventMessageId: held }), undefined, 'no event at that id: not saved')
+  t.same((await listSnapshots(c, 'graph')).map((s) => s.eventId), [3])
+  t.equal(new TextDecoder().decode((await latestSnapshot(c, 'graph'))?.data), 'a', 'the refused save did not replace the one saved')
 })
 
 t.test('the last event at or before a time', async (t) => {

@@ -31,19 +31,24 @@ const toMeta = (r: MetaRow): SnapshotMeta => ({
 
 type Queryable = pg.Pool | pg.PoolClient | pg.Client
 
-/** Saves a snapshot; saving the same (kind, event id) again replaces it. */
-export const saveSnapshot = async (db: Queryable, s: NewSnapshot): Promise<SnapshotMeta> => {
+/**
+ * Saves a snapshot; saving the same (kind, event id) again replaces it. With `eventMessageId`,
+ * only while the log's event `eventId` has that message_id: undefined when it does not.
+ */
+export const saveSnapshot = async (db: Queryable, s: NewSnapshot): Promise<SnapshotMeta | undefined> => {
   const { rows } = await db.query<MetaRow>(
     `WITH saved AS (
        INSERT INTO projection_snapshot (kind, event_id, collector_timestamp, format, data, stats)
-       VALUES ($1, $2, (SELECT collector_timestamp FROM event WHERE id = $2), $3, $4, $5)
+       SELECT $1, $2, (SELECT collector_timestamp FROM event WHERE id = $2), $3, $4, $5
+       WHERE $6::uuid IS NULL OR EXISTS (SELECT 1 FROM event WHERE id = $2 AND message_id = $6::uuid)
        ON CONFLICT (kind, event_id) DO UPDATE SET format = EXCLUDED.format, data = EXCLUDED.data,
          stats = EXCLUDED.stats, collector_timestamp = EXCLUDED.collector_timestamp, created_at = now()
        RETURNING *)
      SELECT ${META_COLUMNS} FROM saved s`,
-    [s.kind, s.eventId, s.format, Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength), s.stats ?? {}],
+    [s.kind, s.eventId, s.format, Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength), s.stats ?? {}, s.eventMessageId ?? null],
   )
-  return toMeta(rows[0] as MetaRow)
+  const r = rows[0]
+  return r === undefined ? undefined : toMeta(r)
 }
 
 export const latestSnapshot = async (db: Queryable, kind: string, atOrBeforeEventId?: number): Promise<Snapshot | undefined> => {

@@ -18,15 +18,17 @@ import type {
   LogClock,
   LogEntry,
   Logger,
+  LogTip,
   NewSnapshot,
   Snapshot,
   SnapshotMeta,
   SnapshotStore,
   StoredEvent,
 } from '@vitrage-persistor/core'
-import { failure, partitionCheckpoint, STORE_CLOSED, within } from '@vitrage-persistor/core'
+import { failure, NOT_IN_LOG, partitionCheckpoint, STORE_CLOSED, within } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
-import type * as TE from 'fp-ts/lib/TaskEither.js'
+import { pipe } from 'fp-ts/lib/function.js'
+import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError, databaseUrlProblem } from './classify.js'
@@ -246,7 +248,32 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       return r === undefined ? undefined : { id: Number(r.id), collectorTimestamp: r.collector_timestamp.toISOString(), persistedAt: r.persisted_at.toISOString() }
     })
 
-  readonly saveSnapshot = (snapshot: NewSnapshot): TE.TaskEither<Failure, SnapshotMeta> => this.withClient((c) => saveSnapshot(c, snapshot))
+  /**
+   * The head and the message_id at `position`, in one statement (one snapshot of the log), so a
+   * follower compares what it applied with what the log holds now.
+   */
+  readonly tip = (position: number): TE.TaskEither<Failure, LogTip> =>
+    this.withClient(async (c) => {
+      const r = (
+        await c.query<{ id: string | null; message_id: string | null; at_position: string | null }>(
+          `SELECT h.id, h.message_id, (SELECT message_id FROM event WHERE id = $1) AS at_position
+           FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT id, message_id FROM event ORDER BY id DESC LIMIT 1) AS h ON true`,
+          [position],
+        )
+      ).rows[0]
+      return { head: Number(r?.id ?? 0), headMessageId: r?.message_id ?? null, messageIdAtPosition: r?.at_position ?? null }
+    })
+
+  /** A snapshot whose `eventMessageId` is no longer the log's event at its id is `rejected`, code `not-in-log`. */
+  readonly saveSnapshot = (snapshot: NewSnapshot): TE.TaskEither<Failure, SnapshotMeta> =>
+    pipe(
+      this.withClient((c) => saveSnapshot(c, snapshot)),
+      TE.chain((saved) =>
+        saved !== undefined
+          ? TE.right(saved)
+          : TE.left(failure('rejected', `snapshot at event ${snapshot.eventId} not saved: the log's event ${snapshot.eventId} is no longer message ${snapshot.eventMessageId ?? '?'} (the database was restored or failed over, or the event was pruned)`, NOT_IN_LOG)),
+      ),
+    )
 
   readonly latestSnapshot = (kind: string, atOrBeforeEventId?: number): TE.TaskEither<Failure, Snapshot | undefined> =>
     this.withClient((c) => latestSnapshot(c, kind, atOrBeforeEventId))
@@ -268,10 +295,10 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   /** The reader's checkpoint, registered at 0 on first use so that prune waits for it (checkpoints.ts). */
   readonly checkpoint = (name: string): TE.TaskEither<Failure, number> => this.withClient((c) => registerCheckpoint(c, name))
 
-  /** Compare-and-set; a conflict is a `rejected` failure with code 'checkpoint-conflict'. */
   /** Every registered checkpoint, slowest first (what holds `prune` back). */
   readonly listCheckpoints = (): TE.TaskEither<Failure, CheckpointInfo[]> => this.withClient((c) => listCheckpoints(c))
 
+  /** Compare-and-set; a conflict is a `rejected` failure with code 'checkpoint-conflict'. */
   readonly moveCheckpoint = (name: string, from: number, to: number): TE.TaskEither<Failure, void> => this.withClient((c) => moveCheckpoint(c, name, from, to))
 
   readonly applyHistory = (name: string, commands: readonly HistoryCommand[], from: number, to: number): TE.TaskEither<Failure, void> =>

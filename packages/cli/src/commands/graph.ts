@@ -181,6 +181,11 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
       vertices: new Gauge({ name: 'vitrage_persistor_graph_vertices', help: 'Vertices in the followed graph.', registers: [registry] }),
       edges: new Gauge({ name: 'vitrage_persistor_graph_edges', help: 'Edges in the followed graph.', registers: [registry] }),
       snapshot: new Gauge({ name: 'vitrage_persistor_graph_snapshot_position', help: 'Event id of the newest snapshot written.', registers: [registry] }),
+      rebuilds: new Gauge({
+        name: 'vitrage_persistor_graph_rebuilds',
+        help: 'Times the follower rebuilt its graph from the log since it started: events it had applied were pruned, or are no longer in the log (database restored or failed over).',
+        registers: [registry],
+      }),
     }
     let latest: FollowState | undefined
     // Listening before loading: a taken port fails at once, and /readyz says "loading" meanwhile.
@@ -221,7 +226,11 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
           bar.finish()
           log.info({ position: s.position, vertices: s.graph.vertexCount }, 'graph loaded; following')
         }
+        // Rebuilt below the last snapshot (the log lost what the follower had applied): count
+        // from where it is now.
+        if (s.position < lastSnapshot) lastSnapshot = s.position
         latest = s
+        gauges.rebuilds.set(s.generation)
         gauges.position.set(s.position)
         gauges.vertices.set(s.graph.vertexCount)
         gauges.edges.set(s.graph.edgeCount)
@@ -234,6 +243,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
           // Captured now, synchronously: the graph moves on with the next events while this one
           // is compressed and saved in the background.
           const captured = captureGraphSnapshot(s.graph, s.position)
+          const eventMessageId = s.messageId
           if (E.isLeft(captured)) {
             saving = false
             log.warn({ reason: captured.left }, 'snapshot not taken')
@@ -243,7 +253,8 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
           const compress = captured.right
           snapshotting = (async () => {
             try {
-              const snap = await compress()
+              // Saved only while the log still holds the event it was taken at.
+              const snap = { ...(await compress()), ...(eventMessageId === undefined ? {} : { eventMessageId }) }
               const saved = await store.saveSnapshot(snap)()
               if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved; trying again with the next event')
               savedOk = true

@@ -43,3 +43,17 @@ t.test('a checkpoint is stale only when it is behind and has not moved for ten m
   t.same(problemsOf(checkpoint(0, 3_600_000), undefined, now), [], 'idle but caught up (no events)')
   t.same(problemsOf(checkpoint(5, 3_600_000), undefined, now), ['checkpoint history is 5 events behind and has not moved for 60 min (its reader stopped? it holds back prune)'])
 })
+
+t.test('a checkpoint or the newest snapshot past the newest stored event is named: the log lost events its readers had', async (t) => {
+  const past = database({
+    checkpoints: [
+      { name: 'history', position: 130, updatedAt: before(1000), behind: 0 },
+      { name: 'mirror-eventstore', position: 100, updatedAt: before(1000), behind: 0 },
+    ],
+    snapshots: { kept: 2, newest: { eventId: 120, createdAt: before(1000), behind: 0 } },
+  })
+  t.same(problemsOf(past, undefined, now), [
+    'checkpoint history is at event 130, past the newest stored event (100): the log lost events it had read (restored or failed over?); it would skip the next 30 (docs/operations.md, "Restore and failover")',
+    'the newest graph snapshot is at event 120, past the newest stored event (100): it holds events the log lost (docs/operations.md, "Restore and failover")',
+  ])
+})

@@ -54,6 +54,19 @@ export const problemsOf = (database: DatabaseStatus, broker: BrokerStatus | unde
   if (pending.length > 0) problems.push(`migrations pending: ${pending.join(', ')} (run \`vitrage-persistor migrate\`)`)
   if (!database.ok) problems.push(`database: ${database.error}`)
   else {
+    // Positions past the newest event: the log lost events its readers had (a restore from a
+    // backup or a failover to a replica without them, of the event table alone); such a reader
+    // skips the events that take those ids again.
+    const head = database.events.head
+    const ahead = database.checkpoints.filter((c) => c.position > head)
+    for (const c of ahead.slice(0, STALE_NAMED)) {
+      problems.push(`checkpoint ${c.name} is at event ${c.position}, past the newest stored event (${head}): the log lost events it had read (restored or failed over?); it would skip the next ${c.position - head} (docs/operations.md, "Restore and failover")`)
+    }
+    if (ahead.length > STALE_NAMED) problems.push(`${ahead.length - STALE_NAMED} more checkpoints are past the newest stored event`)
+    const snapshot = database.snapshots.newest
+    if (snapshot !== null && snapshot.eventId > head) {
+      problems.push(`the newest graph snapshot is at event ${snapshot.eventId}, past the newest stored event (${head}): it holds events the log lost (docs/operations.md, "Restore and failover")`)
+    }
     const stale = database.checkpoints
       .map((c) => ({ ...c, idleMs: now.getTime() - Date.parse(c.updatedAt) }))
       .filter((c) => c.behind > 0 && c.idleMs > STALE_CHECKPOINT_MS)

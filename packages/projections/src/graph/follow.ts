@@ -9,11 +9,18 @@
  * is rebuilt from the newest snapshot instead. Failures are retried with backoff; the
  * Observable errors only on a defect. Unsubscribing stops everything.
  *
+ * The position lives in memory, so the follower also checks, before each read, that the log
+ * still holds what it applied: the event at its position must still be the message it was
+ * (the store's `tip`). A database restored from a backup, or failed over to a replica that had
+ * not received the newest events, hands their ids out again to other events; reading on from
+ * the old position would skip those for ever and keep events the log no longer has. Then the
+ * graph is rebuilt from the log as it is (`generation` counts the rebuilds).
+ *
  * Emissions share one mutable graph: read it (or serialize it) before the next emission. The
  * Observable is shared: every subscriber sees the same follower (and the latest state at once),
  * which stops when the last one unsubscribes.
  */
-import { type AppendSignal, backoffDelay, type BackoffPolicy, type Failure, type Logger, requirePositiveInts, silentLogger, STORE_CLOSED, waker } from '@vitrage-persistor/core'
+import { type AppendSignal, backoffDelay, type BackoffPolicy, type EventLogReader, type Failure, type Logger, type LogTip, requirePositiveInts, silentLogger, STORE_CLOSED, waker } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import { filter, firstValueFrom, Observable, shareReplay, timeout } from 'rxjs'
 import type { EntityGraph } from './model.js'
@@ -23,6 +30,20 @@ export interface FollowState {
   readonly graph: EntityGraph
   /** Every event up to this id is applied. */
   readonly position: number
+  /**
+   * The message_id of the log's event at `position` when it was read (undefined when unknown:
+   * position 0, a reader without `tip`, a read that failed part way). A snapshot saved with it
+   * (`eventMessageId`) is refused if the log no longer holds that event.
+   */
+  readonly messageId?: string
+  /** How many times the graph was rebuilt from the log since the subscription (0 at first). */
+  readonly generation: number
+}
+
+/** The head, and what the log holds at `position` now (undefined: the reader cannot tell). */
+const readTip = async (reader: EventLogReader, position: number): Promise<E.Either<Failure, { head: number; headMessageId?: string; atPosition?: string | null }>> => {
+  if (reader.tip === undefined) return E.map((head: number) => ({ head }))(await reader.headId()())
+  return E.map((t: LogTip) => ({ head: t.head, ...(t.headMessageId === null ? {} : { headMessageId: t.headMessageId }), atPosition: t.messageIdAtPosition }))(await reader.tip(position)())
 }
 
 export interface FollowOptions {
@@ -61,35 +82,63 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
     const run = async (): Promise<void> => {
       let failures = 0
       let state: FollowState | undefined
+      let generation = 0
       while (!closed) {
         signalled = false
         let step: E.Either<Failure, FollowState>
         if (state === undefined) {
-          const built = await graphAt(sources, 'head', {
-            signal: stop.signal,
-            ...(options.pageSize ? { pageSize: options.pageSize } : {}),
-            ...(options.onInitialProgress ? { onProgress: options.onInitialProgress } : {}),
-          })
+          // The head and its message read together, then the graph built to that id: the
+          // message is what the next read checks the log against.
+          const tip = await readTip(sources.reader, 0)
+          const built = E.isLeft(tip)
+            ? tip
+            : await graphAt(sources, { eventId: tip.right.head }, {
+                signal: stop.signal,
+                ...(options.pageSize ? { pageSize: options.pageSize } : {}),
+                ...(options.onInitialProgress ? { onProgress: options.onInitialProgress } : {}),
+              })
           if (E.isRight(built)) for (const u of built.right.unreadable) log.warn({ snapshot: u.id, eventId: u.eventId, reason: u.reason }, 'snapshot passed over: it cannot be read')
-          step = E.map((g: { graph: EntityGraph; position: number }) => ({ graph: g.graph, position: g.position }))(built)
+          step = E.isLeft(built) ? built : E.isLeft(tip) ? tip : E.right(followState(built.right.graph, built.right.position, tip.right.headMessageId, generation))
         } else {
           const current: FollowState = state
-          const head = await sources.reader.headId()()
-          if (E.isLeft(head)) step = head
-          else if (head.right <= current.position) step = E.right(current)
+          const tip = await readTip(sources.reader, current.position)
+          if (E.isLeft(tip)) step = tip
           else {
-            const moved = await replayInto(sources.reader, current.graph, { fromId: current.position, toId: head.right, signal: stop.signal, ...(options.pageSize ? { pageSize: options.pageSize } : {}) })
-            // Prune does not wait for a follower (it has no checkpoint). Checked after the read (the
-            // watermark only rises, so this also covers a prune before it): if events the follower
-            // had not applied are gone, the graph can only be rebuilt from the newest snapshot.
-            if (await prunedPast(current.position)) {
-              log.warn({ position: current.position }, 'events the follower had not applied were pruned; rebuilding from the newest snapshot')
+            const { head, headMessageId, atPosition } = tip.right
+            // What the log holds at the position now, against what was applied there (unknown
+            // after a failed read: then only its presence is checked).
+            const moved = atPosition !== undefined && current.position > 0 && (atPosition === null || (current.messageId !== undefined && atPosition !== current.messageId))
+            if (head < current.position || moved) {
+              if (await prunedPast(current.position)) {
+                log.warn({ position: current.position }, 'events the follower had not applied were pruned; rebuilding from the newest snapshot')
+              } else {
+                log.error(
+                  { position: current.position, head, applied: current.messageId ?? null, found: atPosition ?? null },
+                  'the log no longer holds the events this follower applied (the database was restored from a backup, or failed over to a replica without them); rebuilding the graph from the log as it is',
+                )
+              }
+              generation++
               state = undefined
               continue
             }
-            // A failed replay may have applied some pages: keep following from where it got.
-            step = E.isRight(moved) ? E.right({ graph: current.graph, position: moved.right }) : moved
-            if (E.isLeft(moved)) state = { graph: current.graph, position: moved.left.position }
+            if (head === current.position) step = E.right(current.messageId === undefined && atPosition ? { ...current, messageId: atPosition } : current)
+            else {
+              const replayed = await replayInto(sources.reader, current.graph, { fromId: current.position, toId: head, signal: stop.signal, ...(options.pageSize ? { pageSize: options.pageSize } : {}) })
+              // Prune does not wait for a follower (it has no checkpoint). Checked after the read
+              // (the watermark only rises, so this also covers a prune before it): if events the
+              // follower had not applied are gone, the graph can only be rebuilt from the newest
+              // snapshot.
+              if (await prunedPast(current.position)) {
+                log.warn({ position: current.position }, 'events the follower had not applied were pruned; rebuilding from the newest snapshot')
+                generation++
+                state = undefined
+                continue
+              }
+              // A failed replay may have applied some pages: keep following from where it got
+              // (the message there unknown until the next read).
+              step = E.isRight(replayed) ? E.right(followState(current.graph, head, headMessageId, generation)) : replayed
+              if (E.isLeft(replayed)) state = followState(current.graph, replayed.left.position, undefined, generation)
+            }
           }
         }
         if (closed) return
@@ -109,7 +158,7 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
         if (state === undefined || step.right.position !== state.position) {
           state = step.right
           subscriber.next(state)
-        }
+        } else state = step.right
         if (!signalled) await sleep(options.pollMs ?? 5_000)
       }
     }
@@ -121,6 +170,13 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
       void signal?.close()
     }
   }).pipe(shareReplay({ bufferSize: 1, refCount: true }))
+
+const followState = (graph: EntityGraph, position: number, messageId: string | undefined, generation: number): FollowState => ({
+  graph,
+  position,
+  ...(messageId === undefined ? {} : { messageId }),
+  generation,
+})
 
 /**
  * Resolves when the follower has applied every event up to `id`. Rejects after `timeoutMs`
