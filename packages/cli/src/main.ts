@@ -8,6 +8,7 @@ import { Command, CommanderError, Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
 import { MIGRATE_SETTINGS, migrateCommand } from './commands/migrate.js'
 import { deadLetterCommands } from './commands/dead-letters.js'
+import { eventsCommands } from './commands/events.js'
 import { graphCommands } from './commands/graph.js'
 import { historyCommands } from './commands/history.js'
 import { mirrorCommands } from './commands/mirror.js'
@@ -53,6 +54,7 @@ const commands: readonly CommandSpec<SettingKey>[] = [
   }),
   ...historyCommands,
   ...graphCommands,
+  ...eventsCommands,
   ...mirrorCommands,
   ...deadLetterCommands,
   ...statusCommands,

@@ -30,7 +30,7 @@ const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u206
 const UNSAFE_ALL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
 
 /** One line per row: such characters in a value are escaped so a value cannot break or disguise its row. */
-const tableCell = (v: unknown): string => {
+export const tableCell = (v: unknown): string => {
   const text = v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v)
   return UNSAFE.test(text) ? text.replace(UNSAFE_ALL, escapeControl) : text
 }

@@ -62,15 +62,35 @@ export const readRawPage = async (client: pg.Pool | pg.PoolClient | pg.Client, a
   return result.rows.map(toRawEvent)
 }
 
-/** The events with these ids, in id order (the columns and forms of event_page). */
+/** event_page's columns and forms, for the queries beside it. */
+const ROW_COLUMNS = `e.id, e.message_id, e.event_type, e.publisher_id, e.priority,
+  to_char(e.collector_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS collector_timestamp,
+  to_char(e.persisted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS persisted_at,
+  e.payload::text AS payload`
+
+/** The events with these ids, in id order. */
 export const readEventsById = async (client: pg.Pool | pg.PoolClient | pg.Client, ids: readonly number[]): Promise<StoredEvent[]> => {
-  const result = await client.query<Row>(
-    `SELECT e.id, e.message_id, e.event_type, e.publisher_id, e.priority,
-            to_char(e.collector_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS collector_timestamp,
-            to_char(e.persisted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS persisted_at,
-            e.payload::text AS payload
-     FROM event e WHERE e.id = ANY ($1::bigint[]) ORDER BY e.id`,
-    [ids],
-  )
+  const result = await client.query<Row>(`SELECT ${ROW_COLUMNS} FROM event e WHERE e.id = ANY ($1::bigint[]) ORDER BY e.id`, [ids])
   return result.rows.map(toEvent)
+}
+
+/** The event stored for this message (its unique index), payload as text. */
+export const readEventByMessageId = async (client: pg.Pool | pg.PoolClient | pg.Client, messageId: string): Promise<RawEvent | undefined> => {
+  const r = (await client.query<Row>(`SELECT ${ROW_COLUMNS} FROM event e WHERE e.message_id = $1::uuid`, [messageId])).rows[0]
+  return r === undefined ? undefined : toRawEvent(r)
+}
+
+/**
+ * Where the newest `n` events (of these types, up to `toId`) start: the id to read after. Walks
+ * the primary key backwards, so it costs `n` rows (more when few events are of those types).
+ */
+export const tailStart = async (client: pg.Pool | pg.PoolClient | pg.Client, n: number, options: ReadOptions = {}): Promise<number> => {
+  const r = await client.query<{ start: string | null }>(
+    `SELECT min(id) - 1 AS start FROM (
+       SELECT e.id FROM event e
+       WHERE ($2::bigint IS NULL OR e.id <= $2) AND ($3::text[] IS NULL OR e.event_type = ANY ($3))
+       ORDER BY e.id DESC LIMIT $1) AS newest`,
+    [n, options.toId ?? null, options.eventTypes ?? null],
+  )
+  return Number(r.rows[0]?.start ?? 0)
 }

@@ -38,7 +38,7 @@ import { applyHistoryRange } from './history-range.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, openAt, QueryError, queryAlarms } from './history-queries.js'
 import { type Lease, tryLease } from './lease.js'
 import { listenForAppends } from './notifications.js'
-import { type RawEvent, type ReadOptions, readPage, readRawPage } from './read.js'
+import { type RawEvent, type ReadOptions, readEventByMessageId, readPage, readRawPage, tailStart } from './read.js'
 import { StreamConsumerDefect, streamRange } from './stream.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
@@ -234,6 +234,12 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
         throw e
       }
     })
+
+  /** The event stored for this message id (a UUID), or undefined. */
+  readonly eventByMessageId = (messageId: string): TE.TaskEither<Failure, RawEvent | undefined> => this.withClient((c) => readEventByMessageId(c, messageId))
+
+  /** The id to read after for the newest `n` events (of `eventTypes`, up to `toId`); 0 when fewer are stored. */
+  readonly tailStart = (n: number, options?: ReadOptions): TE.TaskEither<Failure, number> => this.withClient((c) => tailStart(c, n, options))
 
   /** The highest stored id (0 when empty). */
   readonly headId = (): TE.TaskEither<Failure, number> =>

@@ -1,0 +1,197 @@
+/**
+ * `vitrage-persistor events`: the stored events themselves, for an operator asking "did message
+ * X arrive, and as what?", "what happened between T1 and T2?" or watching the log as it grows.
+ *
+ * Ranges are log positions, the same points `graph --at` uses: `--since T` starts after the log's
+ * position at T and `--until T` ends at it, so the graph at T1 plus the events listed between T1
+ * and T2 is the graph at T2. Without a start it lists the newest events (like `tail`). JSON is one
+ * event per line (a stream: `--follow` goes on printing), the payload exactly as stored.
+ */
+import { type RawEvent, redactUrl } from '@vitrage-persistor/core'
+import { Option } from 'commander'
+import * as E from 'fp-ts/lib/Either.js'
+import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
+import type { Config, SettingKey } from '../config.js'
+import { chooseFormat, eventIdArg, formatOption, positiveIntArg, tableCell, timestampArg } from '../output.js'
+import { openStore, orReport } from '../resources.js'
+import { stopSignal } from '../signals.js'
+
+const EVENTS_SETTINGS = ['databaseUrl', 'logLevel'] as const
+type EventsConfig = Config<(typeof EVENTS_SETTINGS)[number]>
+
+const PAGE = 500
+/** A follower wakes on each committed batch (LISTEN/NOTIFY) and polls this often besides. */
+const FOLLOW_POLL_MS = 5_000
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/
+
+/** One event as a JSON line, the payload spliced in as stored (jsonb's text: exact numbers). Pure. */
+export const eventJsonLine = (e: RawEvent): string =>
+  `{"id":${e.id},"message_id":${JSON.stringify(e.messageId)},"event_type":${JSON.stringify(e.eventType)},` +
+  `"publisher_id":${JSON.stringify(e.publisherId)},"priority":${JSON.stringify(e.priority)},` +
+  `"collector_timestamp":${JSON.stringify(e.collectorTimestamp)},"persisted_at":${JSON.stringify(e.persistedAt)},"payload":${e.payloadText}}\n`
+
+const PAYLOAD_PREVIEW = 80
+
+/** One event as a table line: fixed columns (a followed log prints as it comes), the payload cut short. Pure. */
+export const eventTableLine = (e: RawEvent, idWidth: number): string => {
+  const payload = e.payloadText.length > PAYLOAD_PREVIEW ? `${e.payloadText.slice(0, PAYLOAD_PREVIEW - 1)}…` : e.payloadText
+  return `${String(e.id).padStart(idWidth)}  ${e.collectorTimestamp}  ${tableCell(e.eventType).padEnd(38)}  ${e.messageId}  ${tableCell(payload)}\n`
+}
+
+export const eventTableHeader = (idWidth: number): string =>
+  `${'id'.padStart(idWidth)}  ${'collector_timestamp'.padEnd(27)}  ${'event_type'.padEnd(38)}  ${'message_id'.padEnd(36)}  payload\n`
+
+interface Range {
+  /** Read after this id; undefined: the newest `limit` events. */
+  readonly after: number | undefined
+  /** Up to this id; undefined: the head (and on, with --follow). */
+  readonly upTo: number | undefined
+}
+
+const rangeFlags = (o: Readonly<Record<string, unknown>>): { fromId?: number; toId?: number; since?: string; until?: string } => {
+  if (o['fromId'] !== undefined && o['since'] !== undefined) throw new UsageError('use --from-id or --since, not both')
+  if (o['toId'] !== undefined && o['until'] !== undefined) throw new UsageError('use --to-id or --until, not both')
+  const fromId = positiveIntArg('--from-id', o['fromId'])
+  const toId = eventIdArg('--to-id', o['toId'])
+  const since = timestampArg('--since', o['since'])
+  const until = timestampArg('--until', o['until'])
+  if (fromId !== undefined && toId !== undefined && toId < fromId) throw new UsageError(`--to-id (${toId}) is below --from-id (${fromId})`)
+  if (since !== undefined && until !== undefined && until < since) throw new UsageError(`--until (${until}) is before --since (${since})`)
+  if (o['follow'] === true && (toId !== undefined || until !== undefined)) throw new UsageError('--follow goes on past the head: not with --to-id or --until')
+  return { ...(fromId !== undefined ? { fromId } : {}), ...(toId !== undefined ? { toId } : {}), ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}) }
+}
+
+const events = async (config: EventsConfig, input: CommandInput, io: Io): Promise<number> => {
+  const o = input.options
+  const messageId = o['messageId'] as string | undefined
+  const types = o['eventType'] as string[] | undefined
+  const follow = o['follow'] === true
+  const format = chooseFormat(o, io)
+  if (messageId !== undefined) {
+    if (!UUID.test(messageId)) throw new UsageError(`--message-id: a message id is a UUID, got ${JSON.stringify(messageId)}`)
+    for (const f of ['fromId', 'toId', 'since', 'until', 'eventType', 'limit', 'follow']) {
+      if (o[f] !== undefined) throw new UsageError('--message-id names one event: not with a range, --event-type, --limit or --follow')
+    }
+  }
+  const flags = rangeFlags(o)
+  const limit = positiveIntArg('--limit', o['limit']) ?? 100
+
+  const { store } = openStore(config.databaseUrl, 'vitrage-persistor events', 2)
+  const stop = follow ? stopSignal() : undefined
+  try {
+    const what = 'events'
+    let idWidth = 8
+    const print = (batch: readonly RawEvent[]): void => {
+      for (const e of batch) io.out(format === 'json' ? eventJsonLine(e) : eventTableLine(e, idWidth))
+    }
+    if (messageId !== undefined) {
+      const found = await store.eventByMessageId(messageId.toLowerCase())()
+      if (E.isLeft(found)) {
+        io.err(`vitrage-persistor events: ${redactUrl(config.databaseUrl)}: ${found.left.message}\n`)
+        return 1
+      }
+      if (found.right === undefined) {
+        io.err(`vitrage-persistor events: no event is stored for message ${messageId.toLowerCase()}\n`)
+        return 1
+      }
+      if (format === 'table') io.out(eventTableHeader(String(found.right.id).length))
+      idWidth = String(found.right.id).length
+      print([found.right])
+      return 0
+    }
+    // Range ends as ids (a time is the log's position at it), fixed now: a listing is one
+    // consistent slice even while events are appended.
+    const head = await orReport(io, what, config.databaseUrl, store.headId())
+    if (head === undefined) return 1
+    const positionAt = async (t: string): Promise<number | undefined> => orReport(io, what, config.databaseUrl, store.lastEventAtOrBefore(t))
+    const range: Range = {
+      after: flags.fromId !== undefined ? flags.fromId - 1 : flags.since !== undefined ? await positionAt(flags.since) : undefined,
+      upTo: flags.toId ?? (flags.until !== undefined ? await positionAt(flags.until) : undefined),
+    }
+    if ((flags.since !== undefined && range.after === undefined) || (flags.until !== undefined && range.upTo === undefined)) return 1
+    const upTo = Math.min(range.upTo ?? head, head)
+    const readOptions = { toId: upTo, ...(types !== undefined ? { eventTypes: types } : {}) }
+    let after = range.after ?? (await orReport(io, what, config.databaseUrl, store.tailStart(limit, readOptions)))
+    if (after === undefined) return 1
+    const pruned = await orReport(io, what, config.databaseUrl, store.prunedBelow())
+    if (pruned === undefined) return 1
+    if (after + 1 < pruned) io.err(`vitrage-persistor events: events below ${pruned} were pruned; listing from there\n`)
+    idWidth = Math.max(2, String(upTo).length)
+    if (format === 'table') io.out(eventTableHeader(idWidth))
+
+    // The listing, in pages (memory bounded by the page, not the range): at most `limit`, but
+    // for a followed log from a start, which prints everything from it. One row past the cap is
+    // asked for, to say whether more are left.
+    const cap = follow && range.after !== undefined ? Number.POSITIVE_INFINITY : limit
+    let listed = 0
+    for (;;) {
+      const want = Math.min(PAGE, cap - listed + 1)
+      const page: RawEvent[] | undefined = await orReport(io, what, config.databaseUrl, store.readRawPage(after, want, readOptions))
+      if (page === undefined) return 1
+      const shown = page.slice(0, cap - listed)
+      print(shown)
+      listed += shown.length
+      if (shown.length > 0) after = (shown.at(-1) as RawEvent).id
+      if (page.length > shown.length) {
+        io.err(`vitrage-persistor events: more events after ${after} (--from-id ${after + 1}); at most ${limit} listed (--limit)\n`)
+        if (follow) io.err('vitrage-persistor events: following from the newest\n')
+        break
+      }
+      if (page.length < want) break
+    }
+    if (!follow || stop === undefined) return 0
+
+    // Following: whatever is appended after what was listed, as it is committed, until stopped.
+    after = Math.max(after, upTo)
+    let wake: () => void = () => {}
+    const appended = store.onAppend(() => wake())
+    try {
+      const stopped = stop.received.then(() => true)
+      for (;;) {
+        const page = await store.readRawPage(after, PAGE, types !== undefined ? { eventTypes: types } : {})()
+        if (E.isLeft(page)) io.err(`vitrage-persistor events: ${page.left.message}; retrying\n`)
+        else if (page.right.length > 0) {
+          print(page.right)
+          after = (page.right.at(-1) as RawEvent).id
+          if (page.right.length === PAGE) continue
+        }
+        const woken = new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), FOLLOW_POLL_MS)
+          wake = () => {
+            clearTimeout(timer)
+            resolve(false)
+          }
+        })
+        if (await Promise.race([stopped, woken])) return 0
+      }
+    } finally {
+      await appended.close()
+    }
+  } finally {
+    stop?.release()
+    await store.close()
+  }
+}
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
+export const eventsCommands: readonly CommandSpec<SettingKey>[] = [
+  command({
+    path: ['events'],
+    summary: 'list stored events (the newest by default; by id range, time range or message id); --follow prints new ones as they are stored',
+    keys: EVENTS_SETTINGS,
+    options: [
+      new Option('--from-id <id>', 'from this event id (inclusive)'),
+      new Option('--to-id <id>', 'up to this event id (inclusive)'),
+      new Option('--since <time>', "after the log's position at this time (what `graph --at` shows)"),
+      new Option('--until <time>', "up to the log's position at this time"),
+      new Option('--event-type <type>', 'only this event type (repeatable)').argParser(collect),
+      new Option('--message-id <uuid>', 'the event stored for this message'),
+      new Option('--limit <n>', 'list at most n (default 100); without a start, the newest n (with --follow and a start: everything from it)'),
+      new Option('--follow', 'then print events as they are stored, until SIGTERM/SIGINT'),
+      formatOption(),
+    ],
+    action: events,
+    claimsSignals: (input) => input.options['follow'] === true,
+  }),
+]
