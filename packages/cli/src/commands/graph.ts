@@ -20,7 +20,7 @@ import {
 } from '@vitrage-persistor/projections'
 import { Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
-import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
 import type { Config, SettingKey } from '../config.js'
 import { json, listenOrReport } from '../http.js'
@@ -176,14 +176,14 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     }
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })
-    const gauges = {
+    const metrics = {
       position: new Gauge({ name: 'vitrage_persistor_graph_position', help: 'Last event id applied to the followed graph.', registers: [registry] }),
       vertices: new Gauge({ name: 'vitrage_persistor_graph_vertices', help: 'Vertices in the followed graph.', registers: [registry] }),
       edges: new Gauge({ name: 'vitrage_persistor_graph_edges', help: 'Edges in the followed graph.', registers: [registry] }),
       snapshot: new Gauge({ name: 'vitrage_persistor_graph_snapshot_position', help: 'Event id of the newest snapshot written.', registers: [registry] }),
-      rebuilds: new Gauge({
-        name: 'vitrage_persistor_graph_rebuilds',
-        help: 'Times the follower rebuilt its graph from the log since it started: events it had applied were pruned, or are no longer in the log (database restored or failed over).',
+      rebuilds: new Counter({
+        name: 'vitrage_persistor_graph_rebuilds_total',
+        help: 'Times the follower rebuilt its graph from the log: events it had applied were pruned, or are no longer in the log (database restored or failed over).',
         registers: [registry],
       }),
     }
@@ -229,11 +229,11 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
         // Rebuilt below the last snapshot (the log lost what the follower had applied): count
         // from where it is now.
         if (s.position < lastSnapshot) lastSnapshot = s.position
+        if (latest !== undefined && s.generation > latest.generation) metrics.rebuilds.inc(s.generation - latest.generation)
         latest = s
-        gauges.rebuilds.set(s.generation)
-        gauges.position.set(s.position)
-        gauges.vertices.set(s.graph.vertexCount)
-        gauges.edges.set(s.graph.edgeCount)
+        metrics.position.set(s.position)
+        metrics.vertices.set(s.graph.vertexCount)
+        metrics.edges.set(s.graph.edgeCount)
         // One snapshot at a time: while one is compressed and saved, later positions wait for the
         // next emission after it (captured snapshots would otherwise pile up in memory).
         if (every !== undefined && s.position - lastSnapshot >= every && !saving) {
@@ -258,7 +258,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
               const saved = await store.saveSnapshot(snap)()
               if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved; trying again with the next event')
               savedOk = true
-              gauges.snapshot.set(snap.eventId)
+              metrics.snapshot.set(snap.eventId)
               await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep)()
               log.info({ position: snap.eventId, bytes: snap.data.byteLength }, 'snapshot saved')
             } finally {

@@ -1,0 +1,63 @@
+import { spawnSync } from 'node:child_process'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const rulesPath = join(root, 'docs', 'prometheus-alerts.yml')
+
+const sources = (dir: string): string[] =>
+  readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name)
+    if (statSync(path).isDirectory()) return name === 'node_modules' || name === 'dist' ? [] : sources(path)
+    return name.endsWith('.ts') && !name.endsWith('.test.ts') ? [path] : []
+  })
+
+/** Every metric the code registers (prom-client's `name:`), from the packages' sources. */
+const registered = new Set(
+  readdirSync(join(root, 'packages')).flatMap((p) => {
+    const src = join(root, 'packages', p, 'src')
+    try {
+      statSync(src)
+    } catch {
+      return []
+    }
+    return sources(src).flatMap((f) => [...readFileSync(f, 'utf8').matchAll(/name: '(vitrage_persistor_[a-z_]+)'/g)].map((m) => m[1] as string))
+  }),
+)
+
+/** A histogram's series carry suffixes; the registered name is the base. */
+const known = (name: string): boolean => registered.has(name) || registered.has(name.replace(/_(bucket|sum|count)$/, ''))
+
+t.test('every metric an alert or the operations guide names is one the code registers, and every registered one is documented', async (t) => {
+  t.ok(registered.size >= 20, `${registered.size} metrics registered`)
+  const rules = readFileSync(rulesPath, 'utf8')
+  const inRules = new Set([...rules.matchAll(/expr: .*/g)].flatMap((m) => [...m[0].matchAll(/vitrage_persistor_[a-z_]+/g)].map((n) => n[0])))
+  t.ok(inRules.size >= 8, `${inRules.size} metrics used by the alerts`)
+  for (const name of inRules) t.ok(known(name), `alert metric ${name} is registered`)
+
+  // Its "Metrics" section; it abbreviates a family as `…_suffix` after naming its first member in full.
+  const whole = readFileSync(join(root, 'docs', 'operations.md'), 'utf8')
+  const guide = whole.slice(whole.indexOf('## Metrics'), whole.indexOf('\n## ', whole.indexOf('## Metrics') + 1))
+  const documented = new Set([...guide.matchAll(/`(?:vitrage_persistor|…)(_[a-z_]+)/g)].map((m) => `vitrage_persistor${m[1] as string}`))
+  for (const name of documented) t.ok(known(name), `documented metric ${name} is registered`)
+  for (const name of registered) t.ok(documented.has(name), `registered metric ${name} is documented`)
+})
+
+t.test('the alert rules are each complete (alert, expr, severity, summary) and promtool accepts the file', async (t) => {
+  const rules = readFileSync(rulesPath, 'utf8').split(/\n(?= {6}- alert: )/).slice(1)
+  t.ok(rules.length >= 8, `${rules.length} rules`)
+  for (const rule of rules) {
+    const name = /- alert: (\w+)/.exec(rule)?.[1] ?? '?'
+    t.match(rule, /\n {8}expr: \S/, `${name}: expr`)
+    t.match(rule, /\n {10}severity: (critical|warning|info)\n/, `${name}: severity`)
+    t.match(rule, /\n {10}summary: "/, `${name}: summary`)
+  }
+  const promtool = spawnSync('promtool', ['check', 'rules', rulesPath], { encoding: 'utf8' })
+  if (promtool.error !== undefined) {
+    t.skip(`promtool is not installed (Debian: apt-get install prometheus): ${promtool.error.message}`)
+    return
+  }
+  t.equal(promtool.status, 0, `promtool check rules: ${promtool.stdout}${promtool.stderr}`)
+})
