@@ -16,7 +16,7 @@ import { chooseFormat, eventIdArg, formatOption, positiveIntArg, tableCell, time
 import { openStore, orReport } from '../resources.js'
 import { stopSignal } from '../signals.js'
 
-const EVENTS_SETTINGS = ['databaseUrl', 'logLevel'] as const
+const EVENTS_SETTINGS = ['databaseUrl'] as const
 type EventsConfig = Config<(typeof EVENTS_SETTINGS)[number]>
 
 const PAGE = 500
