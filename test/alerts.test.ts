@@ -45,7 +45,7 @@ t.test('every metric an alert or the operations guide names is one the code regi
   for (const name of registered) t.ok(documented.has(name), `registered metric ${name} is documented`)
 })
 
-t.test('the alert rules are each complete (alert, expr, severity, summary) and promtool accepts the file', async (t) => {
+t.test('the alert rules are each complete: alert, expr, severity, summary', async (t) => {
   const rules = readFileSync(rulesPath, 'utf8').split(/\n(?= {6}- alert: )/).slice(1)
   t.ok(rules.length >= 8, `${rules.length} rules`)
   for (const rule of rules) {
@@ -54,10 +54,10 @@ t.test('the alert rules are each complete (alert, expr, severity, summary) and p
     t.match(rule, /\n {10}severity: (critical|warning|info)\n/, `${name}: severity`)
     t.match(rule, /\n {10}summary: "/, `${name}: summary`)
   }
-  const promtool = spawnSync('promtool', ['check', 'rules', rulesPath], { encoding: 'utf8' })
-  if (promtool.error !== undefined) {
-    t.skip(`promtool is not installed (Debian: apt-get install prometheus): ${promtool.error.message}`)
-    return
-  }
-  t.equal(promtool.status, 0, `promtool check rules: ${promtool.stdout}${promtool.stderr}`)
+})
+
+const promtool = spawnSync('promtool', ['--version'], { encoding: 'utf8' })
+t.test('promtool accepts the alert rules', { skip: promtool.error === undefined ? false : `promtool is not installed (Debian: apt-get install prometheus): ${promtool.error.message}` }, async (t) => {
+  const checked = spawnSync('promtool', ['check', 'rules', rulesPath], { encoding: 'utf8' })
+  t.equal(checked.status, 0, `promtool check rules: ${checked.stdout}${checked.stderr}`)
 })
