@@ -129,3 +129,26 @@ t.test('stdout closed under run (its log reader gone): it keeps storing and logg
   t.same(await p.exited, { code: 0, signal: null })
   t.notMatch(p.output(), /EPIPE|Unhandled 'error' event/)
 })
+
+t.test('a database not there at start-up: the HTTP endpoint answers meanwhile (alive, not ready, why; metrics), and SIGTERM ends the wait at once', async (t) => {
+  const [port, nothingThere] = [await freePort(), await freePort()]
+  const p = startPersistor(['run', '--database-url', `postgres://root@127.0.0.1:${nothingThere}/vp_absent`, '--http-port', String(port), '--queue', `vpt_q_absent_${nothingThere}`])
+  t.teardown(() => p.kill('SIGKILL'))
+  // The fifth attempt waits about 3 s: long enough to tell an interrupted wait from a finished one.
+  const retry = await p.waitFor((l) => l.msg === 'database not available; retrying' && Number(l['retryInMs']) >= 2_500, 'a long retry wait')
+  t.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200, 'alive')
+  const ready = await fetch(`http://127.0.0.1:${port}/readyz`)
+  t.equal(ready.status, 503, 'not ready')
+  t.match(await ready.json(), { status: 'starting', checks: { broker: 'not started', database: /ECONNREFUSED|connect/ } }, 'with the reason')
+  const page = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  t.equal(metricValue(page, 'vitrage_persistor_database_connected'), 0)
+  for (const series of ['vitrage_persistor_append_retries_total{kind="fatal"} 0', 'vitrage_persistor_broker_blocked{connection="dead-letters"} 0', 'vitrage_persistor_dead_lettered_total{reason="invalid-json"} 0']) {
+    t.ok(page.includes(series), `${series}: exported before it first changes`)
+  }
+  const signalled = Date.now()
+  p.kill('SIGTERM')
+  t.same(await p.exited, { code: 0, signal: null })
+  const took = Date.now() - signalled
+  t.ok(took < Number(retry['retryInMs']), `exited ${took} ms after SIGTERM, inside the ${String(retry['retryInMs'])} ms wait`)
+  t.ok(p.lines.some((l) => l.msg === 'stopped'), 'says it stopped')
+})

@@ -2,6 +2,9 @@
 import { REJECTION_REASONS } from '@vitrage-persistor/core'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 
+/** The persistor's two broker connections (their names in `connection_name` and in metrics). */
+export const BROKER_CONNECTIONS = ['consume', 'dead-letters'] as const
+
 export interface IngestMetrics {
   readonly stored: Counter
   readonly duplicates: Counter
@@ -26,8 +29,23 @@ export const createIngestMetrics = (registry: Registry): IngestMetrics => {
     labelNames: ['reason'],
     registers,
   })
-  // Every reason is exported from the start, so a rate() over it works before the first one.
+  // Every label value is exported from the start, so a rate() or an alert over it works before
+  // the first one (a series that appears at 1 has no increase to see).
   for (const reason of REJECTION_REASONS) deadLettered.labels(reason).inc(0)
+  const appendRetries = new Counter({
+    name: 'vitrage_persistor_append_retries_total',
+    help: 'Append attempts that failed and were retried, by failure kind (transient, fatal).',
+    labelNames: ['kind'],
+    registers,
+  })
+  for (const kind of ['transient', 'fatal']) appendRetries.labels(kind).inc(0)
+  const brokerBlocked = new Gauge({
+    name: 'vitrage_persistor_broker_blocked',
+    help: '1 while the broker blocks the connection (memory or disk alarm), by connection (consume, dead letters).',
+    labelNames: ['connection'],
+    registers,
+  })
+  for (const connection of BROKER_CONNECTIONS) brokerBlocked.labels(connection).set(0)
   return {
     stored: new Counter({ name: 'vitrage_persistor_events_stored_total', help: 'Events appended to the event table.', registers }),
     duplicates: new Counter({
@@ -49,12 +67,7 @@ export const createIngestMetrics = (registry: Registry): IngestMetrics => {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     }),
-    appendRetries: new Counter({
-      name: 'vitrage_persistor_append_retries_total',
-      help: 'Append attempts that failed and were retried, by failure kind (transient, fatal).',
-      labelNames: ['kind'],
-      registers,
-    }),
+    appendRetries,
     queueDepth: new Gauge({ name: 'vitrage_persistor_queue_depth', help: 'Messages ready in the consumed queue (sampled).', registers }),
     deadLetterQueueDepth: new Gauge({
       name: 'vitrage_persistor_dead_letter_queue_depth',
@@ -62,12 +75,7 @@ export const createIngestMetrics = (registry: Registry): IngestMetrics => {
       registers,
     }),
     brokerConnected: new Gauge({ name: 'vitrage_persistor_broker_connected', help: '1 while consuming from the broker.', registers }),
-    brokerBlocked: new Gauge({
-      name: 'vitrage_persistor_broker_blocked',
-      help: '1 while the broker blocks the connection (memory or disk alarm), by connection (consume, dead letters).',
-      labelNames: ['connection'],
-      registers,
-    }),
+    brokerBlocked,
     databaseConnected: new Gauge({ name: 'vitrage_persistor_database_connected', help: '1 while the last database operation succeeded.', registers }),
     inFlight: new Gauge({ name: 'vitrage_persistor_in_flight_messages', help: 'Delivered, not yet acked messages held by the process.', registers }),
   }

@@ -46,7 +46,7 @@ import { concatMap, defer, lastValueFrom, Subject } from 'rxjs'
 import { batchBySizeOrTime } from './batch.js'
 import { onScratchChannel, republishOptions } from './amqp-shared.js'
 import { originOf, requeueMarks } from './dead-letters.js'
-import type { IngestMetrics } from './metrics.js'
+import { BROKER_CONNECTIONS, type IngestMetrics } from './metrics.js'
 import { declareTopology, names, type Topology, type TopologyOptions } from './topology.js'
 
 export interface PersistorOptions extends TopologyOptions {
@@ -356,7 +356,7 @@ export class Persistor {
     // A connection that closes before its session exists is remembered here and fails the start.
     let current: Session | undefined
     let closedWhileStarting: string | undefined
-    const open = async (role: string): Promise<amqp.ChannelModel> => {
+    const open = async (role: (typeof BROKER_CONNECTIONS)[number]): Promise<amqp.ChannelModel> => {
       const c = await amqp.connect(withHeartbeat(this.options.amqpUrl, this.options.heartbeatSeconds), {
         // TLS settings of amqps:// URLs pass through to Node's tls (docs/operations.md).
         timeout: 10_000,

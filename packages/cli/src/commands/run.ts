@@ -46,7 +46,17 @@ export type RunConfig = Config<(typeof RUN_SETTINGS)[number]>
 const DATABASE_RETRY = { initialMs: 200, maxMs: 10_000 }
 const INSUFFICIENT_PRIVILEGE = '42501'
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+/** A wait that a stop request ends at once (SIGTERM during start-up). */
+const sleep = (ms: number, stop: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer)
+      stop.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    stop.addEventListener('abort', done, { once: true })
+  })
 
 /**
  * Brings the schema up to date before consuming. Transient failures (database not up yet) are
@@ -57,8 +67,14 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * says which are pending (the projections that need them fail and retry until `migrate` has run
  * as the schema owner); otherwise it stops with that instruction.
  */
-const prepareDatabase = async (config: RunConfig, scrub: (s: string) => string, log: Logger, stopping: () => boolean): Promise<Failure | undefined> => {
-  for (let attempt = 0; !stopping(); attempt++) {
+const prepareDatabase = async (
+  config: RunConfig,
+  scrub: (s: string) => string,
+  log: Logger,
+  stop: AbortSignal,
+  onRetry: (failure: Failure) => void,
+): Promise<Failure | undefined> => {
+  for (let attempt = 0; !stop.aborted; attempt++) {
     const pending = await pendingMigrations(config.databaseUrl, scrub)()
     let failure: Failure | undefined
     if (E.isLeft(pending)) failure = pending.left
@@ -82,7 +98,8 @@ const prepareDatabase = async (config: RunConfig, scrub: (s: string) => string, 
     if (failure.kind !== 'transient') return failure
     const delay = backoffDelay(DATABASE_RETRY, attempt)
     log.warn({ failure, retryInMs: delay }, 'database not available; retrying')
-    await sleep(delay)
+    onRetry(failure)
+    await sleep(delay, stop)
   }
   return undefined
 }
@@ -105,8 +122,12 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   const finished = new Promise<number>((r) => {
     finish = r
   })
+  // Until the persistor runs, a stop request ends the start-up (its waits included).
+  const startup = new AbortController()
   let shutdown: (reason: string, code: number) => void = (reason) => {
     signalled = reason
+    log.info({ reason }, 'shutting down: nothing consumed yet')
+    startup.abort()
   }
   const onSignal = (signal: NodeJS.Signals): void => {
     if (signalled !== undefined) {
@@ -120,19 +141,77 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  const stopListening = (): void => {
+    process.off('SIGTERM', onSignal)
+    process.off('SIGINT', onSignal)
+  }
+
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const metrics = createIngestMetrics(registry)
+  // Registered only where the projection runs: a position that never moves would read as a
+  // projection stuck at 0 beside `project history` doing the work.
+  const historyMetrics = config.historyProjection
+    ? {
+        position: new Gauge({ name: 'vitrage_persistor_history_position', help: 'Last event id the alarm-history projection has applied.', registers: [registry] }),
+        events: new Counter({
+          name: 'vitrage_persistor_history_events_total',
+          help: 'Alarm-history events the projection applied, by where their rows were derived (database: the fast path for the forms Vitrage writes; node: any other form).',
+          labelNames: ['derived'] as const,
+          registers: [registry],
+        }),
+        anomalies: new Counter({ name: 'vitrage_persistor_history_anomalies_total', help: 'Alarm-history events skipped as unusable (logged with their reason).', registers: [registry] }),
+      }
+    : undefined
+  // What /readyz says before the persistor exists: the database being prepared, and why not yet.
+  let preparing = 'connecting'
+  let store: PgEventStore | undefined
+  let persistor: Persistor | undefined
+  // Listening first: a taken port fails at once, and while the database is not there yet a probe
+  // sees the process alive (/healthz), not ready (/readyz, with the reason) and its metrics.
+  const listening = await listenOrReport(io, 'run', config.httpPort, config.httpHost, {
+    '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
+    '/healthz': () => json(200, { status: 'ok' }),
+    '/readyz': async () => {
+      if (store === undefined || persistor === undefined) return json(503, { status: 'starting', checks: { broker: 'not started', database: preparing } })
+      const database = await within(store.ping()(), 2_000, E.left({ kind: 'transient' as const, message: 'ping timed out' }))
+      // The database may answer a ping and still refuse every append (a missing table, revoked
+      // rights): held batches then make the persistor not ready, with the append's reason.
+      const appending = persistor.appendFailure
+      const checks = {
+        broker: persistor.consuming ? 'ok' : persistor.currentState,
+        database: E.isRight(database) ? (appending === undefined ? 'ok' : `append failing (${appending.kind}): ${appending.message}`) : database.left.message,
+      }
+      const ready = checks.broker === 'ok' && checks.database === 'ok'
+      return json(ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
+    },
+  })
+  if (!listening.ok) {
+    stopListening()
+    return 1
+  }
+  const http = listening.server
+  if (http) log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
   // A signal held while the program was loading (signals.ts) is ours now.
   const held = endHold()
   if (held !== undefined) onSignal(held)
 
-  const prepared = await prepareDatabase(config, scrub, log, () => signalled !== undefined)
-  if (prepared !== undefined) {
-    io.err(`vitrage-persistor run: database ${redactUrl(config.databaseUrl)}: ${prepared.message}\n`)
-    log.error({ failure: prepared }, 'cannot prepare the database')
-    return 1
+  const prepared = await prepareDatabase(config, scrub, log, startup.signal, (f) => {
+    preparing = f.message
+  })
+  if (prepared !== undefined || signalled !== undefined) {
+    if (prepared !== undefined) {
+      io.err(`vitrage-persistor run: database ${redactUrl(config.databaseUrl)}: ${prepared.message}\n`)
+      log.error({ failure: prepared }, 'cannot prepare the database')
+    }
+    await http?.close()
+    stopListening()
+    if (prepared === undefined) log.info({ reason: signalled }, 'stopped')
+    return prepared === undefined ? 0 : 1
   }
-  if (signalled !== undefined) return 0
+  preparing = 'ok'
 
-  const store = new PgEventStore({
+  const runStore = new PgEventStore({
     connectionString: config.databaseUrl,
     // appends, the history projection, readiness checks
     maxConnections: 3,
@@ -141,19 +220,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     scrub,
     onIdleError: (failure) => log.warn({ failure }, 'idle database connection failed; it will be replaced'),
   })
-  const registry = new Registry()
-  collectDefaultMetrics({ register: registry })
-  const metrics = createIngestMetrics(registry)
-  const historyMetrics = {
-    position: new Gauge({ name: 'vitrage_persistor_history_position', help: 'Last event id the alarm-history projection has applied.', registers: [registry] }),
-    events: new Counter({
-      name: 'vitrage_persistor_history_events_total',
-      help: 'Alarm-history events the projection applied, by where their rows were derived (database: the fast path for the forms Vitrage writes; node: any other form).',
-      labelNames: ['derived'] as const,
-      registers: [registry],
-    }),
-    anomalies: new Counter({ name: 'vitrage_persistor_history_anomalies_total', help: 'Alarm-history events skipped as unusable (logged with their reason).', registers: [registry] }),
-  }
+  store = runStore
   const options: PersistorOptions = {
     ...defaultPersistorOptions(config.amqpUrl),
     exchange: config.exchange,
@@ -169,8 +236,8 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     shutdownTimeoutMs: config.shutdownTimeoutMs,
   }
   let defect = false
-  const persistor = new Persistor(options, {
-    store,
+  const runPersistor = new Persistor(options, {
+    store: runStore,
     logger: log,
     metrics,
     scrub,
@@ -178,38 +245,16 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       defect = true
       shutdown('defect', 70)
     },
-    acquireLease: (name) => store.tryLease(name),
+    acquireLease: (name) => runStore.tryLease(name),
   })
+  persistor = runPersistor
 
-  const listening = await listenOrReport(io, 'run', config.httpPort, config.httpHost, {
-    '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
-    '/healthz': () => json(200, { status: 'ok' }),
-    '/readyz': async () => {
-      const database = await within(store.ping()(), 2_000, E.left({ kind: 'transient' as const, message: 'ping timed out' }))
-      // The database may answer a ping and still refuse every append (a missing table, revoked
-      // rights): held batches then make the persistor not ready, with the append's reason.
-      const appending = persistor.appendFailure
-      const checks = {
-        broker: persistor.consuming ? 'ok' : persistor.currentState,
-        database: E.isRight(database) ? (appending === undefined ? 'ok' : `append failing (${appending.kind}): ${appending.message}`) : database.left.message,
-      }
-      const ready = checks.broker === 'ok' && checks.database === 'ok'
-      return json(ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', checks })
-    },
-  })
-  if (!listening.ok) {
-    await store.close()
-    return 1
-  }
-  const http = listening.server
-  if (http) log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
-
-  const history = config.historyProjection
+  const history = historyMetrics
     ? new HistoryRunner(
         {
-          reader: store,
-          store,
-          signal: store,
+          reader: runStore,
+          store: runStore,
+          signal: runStore,
           logger: log,
           hooks: {
             onPage: (p) => {
@@ -241,26 +286,25 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       // unacked is lost, the broker redelivers it.
       const left = (): number => Math.max(1_000, deadline - Date.now())
       const bounded = (closing: Promise<void>): Promise<void> => within(closing, left(), undefined)
-      await persistor.close()
+      await runPersistor.close()
       // The projection's and the mirror's work in flight may wait on the database; the store's
       // bounded close below ends their connections, and then they end too.
       const projections = [history?.close(), mirror?.close()]
       await bounded(Promise.all(projections).then(() => undefined))
       await http?.close()
       await mirrorStore?.close({ timeoutMs: left() })
-      await store.close({ timeoutMs: left() })
+      await runStore.close({ timeoutMs: left() })
       await bounded(Promise.all(projections).then(() => undefined))
-      process.off('SIGTERM', onSignal)
-      process.off('SIGINT', onSignal)
+      stopListening()
       log.info({ reason }, 'stopped')
       finish(defect ? 70 : code)
     })()
   }
-  persistor.start()
+  runPersistor.start()
   history?.start()
   // The database gauge follows a ping every few seconds as well as the appends, so an idle
   // persistor's database is watched too (it stayed 0 until the first append, or 1 after a loss).
-  const probeDatabase = (): void => void store.ping()().then((r) => metrics.databaseConnected.set(E.isRight(r) ? 1 : 0))
+  const probeDatabase = (): void => void runStore.ping()().then((r) => metrics.databaseConnected.set(E.isRight(r) ? 1 : 0))
   probeDatabase()
   databaseProbe = setInterval(probeDatabase, DATABASE_PROBE_MS)
   databaseProbe.unref()
