@@ -409,6 +409,16 @@ export class EventStoreMirror {
       const below = await this.deps.reader.prunedBelow()()
       if (E.isLeft(below)) return below
       if (start.right + 1 < below.right) {
+        // Stuck, not caught up: the lag goes on showing, from the checkpoint to the head, aged
+        // by the oldest event not mirrored that is still stored.
+        const first: E.Either<Failure, ReadonlyArray<{ readonly persistedAt: string }>> = await (this.deps.reader.readRawPage ?? this.deps.reader.readPage)(start.right, 1)()
+        const oldest = E.isRight(first) ? first.right[0] : undefined
+        this.deps.onProgress?.({
+          position: start.right,
+          head: head.right,
+          lagEvents: Math.max(0, head.right - start.right),
+          lagSeconds: oldest === undefined ? 0 : Math.max(0, (Date.now() - Date.parse(oldest.persistedAt)) / 1000),
+        })
         return E.left(
           failure(
             'fatal',

@@ -10,7 +10,7 @@ import { appendBatch, PgEventStore, prepareEvent, schemaTemplate } from '@vitrag
 import { createTestDatabase } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import t, { type Test } from 'tap'
-import { EventStoreMirror, type MirrorOptions } from '../src/mirror.js'
+import { EventStoreMirror, type MirrorOptions, type MirrorProgress } from '../src/mirror.js'
 import { TestEventStore } from './server.js'
 
 const fixture = new URL('../../../test/fixtures/vitrage-seed7-400.raw.jsonl', import.meta.url)
@@ -228,7 +228,13 @@ t.test('events pruned before the mirror copied them are refused, not skipped; a 
   // A mirror whose checkpoint was lost (or a prune run by hand past it): the gap is an error.
   await c.query(`DELETE FROM projection_checkpoint WHERE name = 'mirror-eventstore'`)
   t.ok(Number((await c.query('SELECT event_prune() AS n')).rows[0].n) > 0, 'without a checkpoint, prune deletes up to the snapshot')
-  const r = await mirrorOf(t, store, esdb.connectionString).catchUp()
+  const progress: MirrorProgress[] = []
+  const stuck = new EventStoreMirror({ reader: store, checkpoints: store, onProgress: (p) => progress.push(p) }, { url: esdb.connectionString, pageSize: 64 })
+  t.teardown(() => stuck.close())
+  const r = await stuck.catchUp()
   t.match(r, E.left({ kind: 'fatal', code: 'pruned' }))
   if (E.isLeft(r)) t.match(r.left.message, /events 1 to 249 were pruned before the mirror copied them/)
+  const head = Number((await c.query('SELECT max(id) AS m FROM event')).rows[0].m)
+  t.match(progress.at(-1), { position: 0, head, lagEvents: head }, 'the lag still shows: the mirror is stuck, not caught up')
+  t.ok((progress.at(-1)?.lagSeconds ?? -1) >= 0)
 })
