@@ -94,4 +94,13 @@ t.test('the runner killed at random moments, restarted, ends as a clean rebuild;
   const projected = await cli(['project', 'history', '--database-url', shuffledWorld.db.url])
   t.equal(projected.code, 0, projected.err)
   t.same(await tables(shuffledWorld), afterKills, 'the same tables from a shuffled delivery')
+
+  // Following, it says so, and where it stopped.
+  const following = startPersistor(['project', 'history', '--follow', '--database-url', shuffledWorld.db.url])
+  t.teardown(() => following.kill('SIGKILL'))
+  await following.waitFor((l) => l.msg === 'history projection following the log', 'the projection to say it follows')
+  following.kill('SIGTERM')
+  t.equal((await following.exited).code, 0)
+  const stopped = following.lines.find((l) => l.msg === 'history projection stopped')
+  t.match(stopped, { signal: 'SIGTERM' }, 'says it stopped, and why')
 })

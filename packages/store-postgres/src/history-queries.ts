@@ -9,8 +9,8 @@
  * - sort by columns (vitrage_id always last, for a total order) and keyset pagination after a
  *   marker alarm;
  * - an ended alarm reports vitrage_operational_severity OK and state Inactive;
- * - end_timestamp sorts an alarm not yet ended after every ended one, in both directions (Vitrage
- *   stores "not ended" as 2222-02-22); other NULLs sort last.
+ * - end_timestamp sorts an alarm not yet ended as if it ended in 2222-02-22, as Vitrage stores it
+ *   (last ascending, first descending); other NULLs sort last.
  * `now` given explicitly means "as the history stood then": alarms that started later are left
  * out. Without it the current time is used only for what is active or ended, so an alarm stamped
  * slightly ahead of this clock is still listed.

@@ -182,6 +182,8 @@ const endOpen = async (config: QueryConfig, input: CommandInput, io: Io): Promis
   }
 }
 
+const PROGRESS_LOG_MS = 60_000
+
 const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: Env): Promise<number> => {
   const pageSize = positiveIntArg('--page-size', input.options['pageSize'])
   const derive = input.options['derive'] === 'in-node' ? 'in-node' : 'in-database'
@@ -192,7 +194,21 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
   // A connection per partition, one to read the head and wait for appends, one for the checkpoint.
   const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor project history', partitions + 2)
   const log = createLogger(config.logLevel, scrub)
-  const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log }, { derive, partitions, ...(pageSize ? { pageSize } : {}) })
+  // Following, it says where it is once a minute while it applies events (not per page: a page
+  // per committed batch would flood the log); an idle projection says nothing more.
+  let applied = 0
+  let position = 0
+  let lastReport = Date.now()
+  const onPage = (p: { position: number; events: number }): void => {
+    applied += p.events
+    position = p.position
+    if (input.options['follow'] === true && Date.now() - lastReport >= PROGRESS_LOG_MS) {
+      log.info({ position, applied }, 'history projection applied events')
+      lastReport = Date.now()
+      applied = 0
+    }
+  }
+  const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log, hooks: { onPage } }, { derive, partitions, ...(pageSize ? { pageSize } : {}) })
   try {
     if (input.options['rebuild'] === true) {
       // A rebuild replays the log from its start: after a prune it would lose what the deleted
@@ -219,7 +235,10 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
     // credentials refused, no schema) ends --follow at once, rather than a warning every 15 s.
     if (await unrecoverableDatabase(io, 'project history', config.databaseUrl, store)) return 1
     runner.start()
-    await stop?.received
+    log.info({ derive, partitions }, 'history projection following the log')
+    const signal = await stop?.received
+    await runner.close()
+    log.info({ signal, position: runner.position }, 'history projection stopped')
     return 0
   } finally {
     stop?.release()
