@@ -46,6 +46,16 @@ t.test('a message RabbitMQ dead-lettered itself is described by its x-death reco
   t.equal(d.messageId, null, 'a body that does not decode has no message id')
 })
 
+t.test('a letter that does not decode still shows the message id and event type it has', async (t) => {
+  const badId = Buffer.from(encodeEnvelopeV2(JSON.stringify({ message_id: 'x', event_type: 'vitrage.alarm.activate', payload: {} })))
+  t.match(describeDeadLetter(1, badId, { 'x-persistor-error': 'invalid-message-id' }), { messageId: 'x', eventType: 'vitrage.alarm.activate' })
+  const noType = Buffer.from(JSON.stringify({ message_id: messageId, event_type: 7, payload: {} }))
+  t.match(describeDeadLetter(1, noType, undefined), { messageId, eventType: null }, 'a bare (v1) message; a non-string is not shown')
+  const long = Buffer.from(JSON.stringify({ message_id: 'm'.repeat(500) }))
+  t.equal(describeDeadLetter(1, long, undefined).messageId?.length, 200, 'cut short')
+  t.match(describeDeadLetter(1, Buffer.from(encodeEnvelopeV2('not json')), undefined), { messageId: null, eventType: null })
+})
+
 t.test('a message with neither header is unknown, not an error', async (t) => {
   t.equal(deadLetterReason(undefined), 'unknown')
   t.equal(deadLetterReason({ 'x-death': 'not a list' }), 'unknown')

@@ -132,9 +132,32 @@ export const describeDeadLetter = (position: number, content: Buffer, headers: H
     originalRoutingKey: text(headers?.[ORIGINAL_ROUTING_KEY]) ?? (Array.isArray(deathKeys) ? text(deathKeys[0]) : null),
     requeued: requeueCount(headers),
     bytes: content.byteLength,
-    messageId: E.isRight(decoded) ? decoded.right.messageId : null,
-    eventType: E.isRight(decoded) ? decoded.right.eventType : null,
+    ...(E.isRight(decoded) ? { messageId: decoded.right.messageId, eventType: decoded.right.eventType } : fieldsOfUndecodable(content)),
   }
+}
+
+const FIELD_MAX = 200
+
+/**
+ * `message_id` and `event_type` of a letter that does not decode, as far as it is JSON: a bad
+ * message id still shows its event type, and the reverse. Strings only, cut short; never throws.
+ */
+const fieldsOfUndecodable = (content: Buffer): { messageId: string | null; eventType: string | null } => {
+  const none = { messageId: null, eventType: null }
+  const parse = (text: string): unknown => {
+    try {
+      return JSON.parse(text)
+    } catch {
+      return undefined
+    }
+  }
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+  const outer = parse(content.toString('utf8'))
+  if (!isObject(outer)) return none
+  const inner = typeof outer['oslo.message'] === 'string' ? parse(outer['oslo.message']) : outer
+  if (!isObject(inner)) return none
+  const field = (v: unknown): string | null => (typeof v === 'string' ? (v.length > FIELD_MAX ? `${v.slice(0, FIELD_MAX - 1)}…` : v) : null)
+  return { messageId: field(inner['message_id']), eventType: field(inner['event_type']) }
 }
 
 /**
