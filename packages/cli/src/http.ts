@@ -26,14 +26,19 @@ export const startHttpServer = (port: number, host: string, routes: Readonly<Rec
     const server: Server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0] as string
       const route = routes[path]
-      if (req.method !== 'GET' || route === undefined) {
-        res.writeHead(route === undefined ? 404 : 405, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: 'not found', routes: Object.keys(routes) })}\n`)
+      if (route === undefined) {
+        res.writeHead(404, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: 'not found', routes: Object.keys(routes) })}\n`)
+        return
+      }
+      // HEAD as GET without the body (some probes send it).
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { 'content-type': 'application/json', allow: 'GET, HEAD' }).end(`${JSON.stringify({ error: 'method not allowed', allow: ['GET', 'HEAD'] })}\n`)
         return
       }
       Promise.resolve()
         .then(route)
         .then(
-          (reply) => res.writeHead(reply.status, { 'content-type': reply.contentType }).end(reply.body),
+          (reply) => res.writeHead(reply.status, { 'content-type': reply.contentType }).end(req.method === 'HEAD' ? undefined : reply.body),
           (e: unknown) => res.writeHead(500, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: String(e) })}\n`),
         )
     })
