@@ -76,6 +76,12 @@ t.test('alarm history of the captured Vitrage traffic answers hand-checked quest
   const rca0fAll = await cliJson<Rca>(['history', 'rca', '0f87ce06-35c7-4e33-bfbf-bf6cd5ef05de', ...db, '--depth', '1'])
   t.equal(rca0fAll.nodes.length, 5)
 
+  const page = await cli(['history', 'alarms', ...db, '--limit', '3', '--format', 'table'])
+  const firstThree = (await cliJson<Alarms>(['history', 'alarms', ...db, '--limit', '3'])).alarms
+  t.match(page.err, new RegExp(`3 shown \\(--limit\\); the next page: --marker ${firstThree[2]?.vitrage_id}`), 'a table says how to get the next page')
+  const lastPage = await cli(['history', 'alarms', ...db, '--limit', '1000', '--format', 'table'])
+  t.equal(lastPage.err, '', 'and says nothing when the page is not full')
+
   const badMarker = await cli(['history', 'alarms', ...db, '--marker', 'nope'])
   t.equal(badMarker.code, 2, 'an unknown marker is a usage error')
   t.match(badMarker.err, /--marker: no alarm has vitrage_id "nope"/)

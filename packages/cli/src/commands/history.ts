@@ -70,8 +70,13 @@ const alarms = async (config: QueryConfig, input: CommandInput, io: Io): Promise
       return 1
     }
     const rows = r.right
-    if (chooseFormat(o, io) === 'json') printJson(io, { alarms: rows, next_marker: rows.length === query.limit ? rows.at(-1)?.vitrage_id : null })
-    else printTable(io, TABLE_COLUMNS, rows as unknown as Array<Record<string, unknown>>)
+    const next = rows.length === query.limit ? (rows.at(-1)?.vitrage_id ?? null) : null
+    if (chooseFormat(o, io) === 'json') printJson(io, { alarms: rows, next_marker: next })
+    else {
+      printTable(io, TABLE_COLUMNS, rows as unknown as Array<Record<string, unknown>>)
+      // A full page may not be all of them: say how to get the next (JSON carries next_marker).
+      if (next !== null) io.err(`vitrage-persistor history alarms: ${rows.length} shown (--limit); the next page: --marker ${next}\n`)
+    }
     return 0
   } finally {
     await store.close()
