@@ -373,6 +373,61 @@ t.test('a follower whose database is restored or failed over under it rebuilds f
   t.equal(states.filter((s) => s.generation === 2).length, 1, 'one rebuild, straight to the head')
 })
 
+t.test('a follower whose read failed as the database was restored still notices; retention deleting exactly its event is not a restore', async (t) => {
+  const { world, store } = await worldWithLog(t, 300, 3)
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  // The next streamed read finds the database restored under it (to 200, then 100 other events)
+  // and fails, as reads do across a failover.
+  let restoreOnNextRead = false
+  const reader: EventLogReader = {
+    ...store,
+    streamRange: (after, to, options, onEntry) => async () => {
+      if (!restoreOnNextRead) return store.streamRange(after, to, options, onEntry)()
+      restoreOnNextRead = false
+      await rewindLog(world, 200)
+      await appendBatch(client, fixtureEvents(100, 150))
+      return E.left({ kind: 'transient', message: 'connection terminated unexpectedly' })
+    },
+  }
+  const sources = { reader, snapshots: store, clock: store }
+  const wake: Array<() => void> = []
+  const signal: AppendSignal = { onAppend: (l) => (wake.push(l), { close: async () => {} }) }
+  const follow$ = followGraph({ ...sources, signal }, { pollMs: 600_000, retry: { initialMs: 1, maxMs: 1 } })
+  const states: Array<{ position: number; generation: number }> = []
+  const sub = follow$.subscribe((s) => states.push({ position: s.position, generation: s.generation }))
+  t.teardown(() => sub.unsubscribe())
+  const wakeUntil = async (what: string, done: () => boolean): Promise<void> => {
+    for (const l of wake) l()
+    await eventually(what, async () => done())
+  }
+  const fullReplay = async (): Promise<string> => {
+    const full = await graphAt({ reader: store, snapshots: store, clock: store }, 'head', { useSnapshots: false })
+    if (E.isLeft(full)) throw new Error(full.left.message)
+    return canonicalJson(full.right.graph)
+  }
+  await caughtUp(follow$, 300)
+  await appendBatch(client, fixtureEvents(100, 300))
+  restoreOnNextRead = true
+  await wakeUntil('rebuilt', () => states.at(-1)?.generation === 1)
+  t.same(states.at(-1), { position: 300, generation: 1 }, 'rebuilt at the head of the restored log')
+  t.equal(canonicalJson((await caughtUp(follow$, 0)).graph), await fullReplay(), 'the graph of the log as it is')
+
+  // Retention deletes exactly the event the follower stopped at: nothing after it is missed.
+  await appendBatch(client, fixtureEvents(50, 40))
+  const at301 = await graphAt(sources, { eventId: 301 })
+  if (E.isLeft(at301)) throw new Error(at301.left.message)
+  const encoded = await encodeGraphSnapshot(at301.right.graph, 301)
+  if (E.isLeft(encoded)) throw new Error(encoded.left)
+  await store.saveSnapshot(encoded.right)()
+  t.same(await store.prune()(), E.right(300), 'events 1-300 pruned, the follower at 300')
+  await wakeUntil('at 350', () => states.at(-1)?.position === 350)
+  t.same(states.at(-1), { position: 350, generation: 1 }, 'read on: no rebuild')
+  const fromSnapshot = await graphAt(sources, 'head')
+  if (E.isLeft(fromSnapshot)) throw new Error(fromSnapshot.left.message)
+  t.equal(canonicalJson((await caughtUp(follow$, 0)).graph), canonicalJson(fromSnapshot.right.graph), 'the graph of the log (its snapshot at 301 and the tail)')
+})
+
 t.test('prune against a follower behind it, and during a replay: rebuilt or refused, never a graph with a hole', async (t) => {
   const world = await setupWorld(t)
   const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 3 })

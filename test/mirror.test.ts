@@ -155,3 +155,67 @@ t.test('a mirror whose database was restored behind it stops with the reason ins
   m.kill('SIGTERM')
   await m.exited
 })
+
+t.test('a mirror running through the restore stops too, and so does one per event type whose restored log no longer touches the stream holding the lost events', async (t) => {
+  const esdb = await TestEventStore.start()
+  t.teardown(() => esdb.close())
+  const world = await setupWorld(t)
+  // Events 1-60 are graph changes, 61-100 alarm activations.
+  const insert = async (n: number, type: (i: number) => string): Promise<void> => {
+    await world.sql.query(
+      `INSERT INTO event (message_id, event_type, collector_timestamp, payload)
+       SELECT gen_random_uuid(), t.type, now(), '{}' FROM unnest($1::text[]) WITH ORDINALITY AS t(type, n) ORDER BY t.n`,
+      [Array.from({ length: n }, (_, i) => type(i))],
+    )
+  }
+  await insert(100, (i) => (i < 60 ? 'vitrage.graph.change' : 'vitrage.alarm.activate'))
+  const readyz = async (port: number): Promise<Record<string, unknown> | undefined> => {
+    const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined)
+    return r === undefined ? undefined : ((await r.json()) as Record<string, unknown>)
+  }
+
+  // One stream, the mirror not restarted: woken by the new events' commit.
+  const port = await freePort()
+  const running = startPersistor(['mirror', '--database-url', world.db.url, '--mirror-url', esdb.connectionString, '--http-port', String(port)])
+  t.teardown(() => running.kill('SIGKILL'))
+  await eventually('100 mirrored', () => (esdb.streams().get('vitrage-events')?.length ?? 0) === 100)
+  await rewindLog(world, 60)
+  await insert(20, () => 'vitrage.graph.change')
+  const stopped = await eventually('log-diverged', async () => {
+    running.assertAlive()
+    const body = await readyz(port)
+    return body?.['code'] === 'log-diverged' ? body : undefined
+  })
+  t.match(String(stopped['reason']), /stream vitrage-events holds log event 100 .*\(no event 100; the newest stored is 80\)/)
+  t.equal(esdb.streams().get('vitrage-events')?.length, 100, 'nothing appended')
+  running.kill('SIGTERM')
+  await running.exited
+
+  // One stream per type, in a fresh EventStoreDB: graph changes 1-80 and the restored log's
+  // 81-100 (graph changes too) mirrored, then restored to 80 again with alarm activations
+  // meanwhile: the lost ones live only in the alarm stream, which no new event touches.
+  const perType = await TestEventStore.start()
+  t.teardown(() => perType.close())
+  await world.sql.query(`DELETE FROM projection_checkpoint WHERE name = 'mirror-eventstore'`)
+  const flags = (p: number): string[] => ['mirror', '--database-url', world.db.url, '--mirror-url', perType.connectionString, '--stream-per-type', '--http-port', String(p)]
+  await insert(20, () => 'vitrage.alarm.activate')
+  const first = startPersistor(flags(0))
+  t.teardown(() => first.kill('SIGKILL'))
+  await eventually('all mirrored per type', () => (perType.streams().get('vitrage-events-vitrage.alarm.activate')?.length ?? 0) === 20)
+  first.kill('SIGTERM')
+  await first.exited
+  await rewindLog(world, 80)
+  await insert(5, () => 'vitrage.graph.change')
+  const port2 = await freePort()
+  const restarted = startPersistor(flags(port2))
+  t.teardown(() => restarted.kill('SIGKILL'))
+  const diverged = await eventually('log-diverged per type', async () => {
+    restarted.assertAlive()
+    const body = await readyz(port2)
+    return body?.['code'] === 'log-diverged' ? body : undefined
+  })
+  t.match(String(diverged['reason']), /stream vitrage-events-vitrage\.alarm\.activate holds log event 100/)
+  t.equal(perType.streams().get('vitrage-events-vitrage.graph.change')?.length, 80, 'no new graph change appended beside the lost alarms')
+  restarted.kill('SIGTERM')
+  await restarted.exited
+})

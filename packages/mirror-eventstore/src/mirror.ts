@@ -31,6 +31,7 @@ import {
 import {
   type AppendSignal,
   type BackoffPolicy,
+  EventTypes,
   type CatchUpLoop,
   catchUpLoop,
   type CheckpointStore,
@@ -166,6 +167,8 @@ export class EventStoreMirror {
   private readonly log: Logger
   /** Per stream, learnt once (reconcile) and then advanced as appends start. */
   private readonly streams = new Map<string, Promise<StreamState>>()
+  /** The highest log id an append was started for since the streams were learnt. */
+  private highestStarted = 0
   /** Pages take their expected revisions one after the other, in page order (see appendPage). */
   private assigning: Promise<unknown> = Promise.resolve()
   /**
@@ -382,6 +385,7 @@ export class EventStoreMirror {
         const append = this.append(stream, fresh, state.revision)
         state.revision += BigInt(fresh.length)
         state.lastId = (fresh.at(-1) as MirroredEvent).id
+        this.highestStarted = Math.max(this.highestStarted, state.lastId)
         appends.push(append)
         if (!this.pipelined) {
           await append
@@ -428,6 +432,21 @@ export class EventStoreMirror {
         )
       }
     }
+    // The checkpoint only moves forward under a running mirror: below what it has appended, it
+    // was moved back under it (the database restored or failed over, or by hand). And after a
+    // (re)start or a failure every stream is learnt again, each checked against the log, not
+    // only those the next pages touch (--stream-per-type: a stream may hold lost events of a
+    // type that has none since).
+    if (start.right < this.highestStarted) this.forgetStreams()
+    if (this.streams.size === 0) {
+      const streams = this.options.streamPerType ? Object.values(EventTypes).map((t) => streamOf(this.options, t)) : [this.options.stream]
+      try {
+        await Promise.all(streams.map((s) => this.reconcile(s)))
+      } catch (e) {
+        this.forgetStreams()
+        return E.left(this.failureOf(e))
+      }
+    }
     const reader = this.deps.reader
     const range = { toId: head.right }
     const read = (from: number): Promise<E.Either<Failure, readonly MirroredEvent[]>> =>
@@ -447,11 +466,7 @@ export class EventStoreMirror {
       } catch (e) {
         // Unavailable (an outage) or a wrong expected version (someone else wrote): both are
         // retried after reconciling the streams again.
-        const code = e instanceof WrongExpectedVersionError ? 'wrong-expected-version' : isUnavailable(e) ? 'unavailable' : undefined
-        failed ??=
-          e instanceof LogDiverged
-            ? failure('fatal', e.message, LOG_DIVERGED)
-            : failure('transient', this.scrub(e instanceof Error ? e.message : String(e)), code)
+        failed ??= this.failureOf(e)
       }
       if (failed !== undefined) return
       const moved = await this.deps.checkpoints.moveCheckpoint(this.options.checkpointName, at, to)()
@@ -485,12 +500,24 @@ export class EventStoreMirror {
     while (inFlight.length > 0) await settleOldest()
     await next
     if (failed !== undefined) {
-      this.streams.clear()
+      this.forgetStreams()
       this.pipelined = false
       return E.left(failed)
     }
     this.deps.onProgress?.({ position: at, head: head.right, lagEvents: Math.max(0, head.right - at), lagSeconds: 0 })
     return E.right(at)
+  }
+
+  private forgetStreams(): void {
+    this.streams.clear()
+    this.highestStarted = 0
+  }
+
+  /** An append's or a stream read's error as a failure: the log diverged is fatal, the rest transient. */
+  private failureOf(e: unknown): Failure {
+    if (e instanceof LogDiverged) return failure('fatal', e.message, LOG_DIVERGED)
+    const code = e instanceof WrongExpectedVersionError ? 'wrong-expected-version' : isUnavailable(e) ? 'unavailable' : undefined
+    return failure('transient', this.scrub(e instanceof Error ? e.message : String(e)), code)
   }
 
   /** The outcome of the latest catch-up (see MirrorStatus). */

@@ -39,5 +39,6 @@ export {
   type ReplayOptions,
   type ReplayProgress,
   REPLAY_ABORTED,
+  type ReplayFailure,
   replayInto,
 } from './graph/replay.js'

@@ -101,14 +101,17 @@ const databaseStatus = async (config: StatusConfig): Promise<DatabaseStatus> => 
     const pending = await pendingMigrations(config.databaseUrl, scrub)()
     if (E.isLeft(pending)) return fail(pending.left.message)
     pendingNow = pending.right
-    const head = await store.headEvent()()
-    if (E.isLeft(head)) return fail(head.left.message)
+    // The head last: a reader moves its checkpoint only to events already stored, so a head read
+    // after the checkpoints is at or past each of them unless the log really lost events (read
+    // first, a checkpoint moving meanwhile looked past it).
     const prunedBelow = await store.prunedBelow()()
     if (E.isLeft(prunedBelow)) return fail(prunedBelow.left.message)
     const checkpoints = await store.listCheckpoints()()
     if (E.isLeft(checkpoints)) return fail(checkpoints.left.message)
     const snapshots = await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
     if (E.isLeft(snapshots)) return fail(snapshots.left.message)
+    const head = await store.headEvent()()
+    if (E.isLeft(head)) return fail(head.left.message)
     const headId = head.right?.id ?? 0
     const newest = snapshots.right.at(-1)
     return {

@@ -79,6 +79,23 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
       return E.isRight(below) && below.right > position + 1
     }
 
+    /**
+     * Whether the log still holds what the follower applied up to `position`: 'rewound' when
+     * the head is below it, or the event there is another message, or gone without retention
+     * deleting it; 'pruned' when retention deleted events after it; 'same' otherwise (also when
+     * retention deleted exactly the event at the position: nothing after it is missed).
+     */
+    const checkPosition = async (current: FollowState, head: number, atPosition: string | null | undefined): Promise<'same' | 'rewound' | 'pruned'> => {
+      if (head < current.position) return 'rewound'
+      if (atPosition === undefined || current.position === 0) return 'same'
+      if (atPosition !== null) return current.messageId === undefined || atPosition === current.messageId ? 'same' : 'rewound'
+      if (sources.reader.prunedBelow === undefined) return 'rewound'
+      const below = await sources.reader.prunedBelow()()
+      // Unreadable: the next wake asks again (a failed read is no evidence either way).
+      if (E.isLeft(below)) return 'same'
+      return below.right > current.position + 1 ? 'pruned' : below.right === current.position + 1 ? 'same' : 'rewound'
+    }
+
     const run = async (): Promise<void> => {
       let failures = 0
       let state: FollowState | undefined
@@ -105,11 +122,9 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
           if (E.isLeft(tip)) step = tip
           else {
             const { head, headMessageId, atPosition } = tip.right
-            // What the log holds at the position now, against what was applied there (unknown
-            // after a failed read: then only its presence is checked).
-            const moved = atPosition !== undefined && current.position > 0 && (atPosition === null || (current.messageId !== undefined && atPosition !== current.messageId))
-            if (head < current.position || moved) {
-              if (await prunedPast(current.position)) {
+            const verdict = await checkPosition(current, head, atPosition)
+            if (verdict !== 'same') {
+              if (verdict === 'pruned') {
                 log.warn({ position: current.position }, 'events the follower had not applied were pruned; rebuilding from the newest snapshot')
               } else {
                 log.error(
@@ -121,7 +136,7 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
               state = undefined
               continue
             }
-            if (head === current.position) step = E.right(current.messageId === undefined && atPosition ? { ...current, messageId: atPosition } : current)
+            if (head === current.position) step = E.right(current)
             else {
               const replayed = await replayInto(sources.reader, current.graph, { fromId: current.position, toId: head, signal: stop.signal, ...(options.pageSize ? { pageSize: options.pageSize } : {}) })
               // Prune does not wait for a follower (it has no checkpoint). Checked after the read
@@ -134,10 +149,13 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
                 state = undefined
                 continue
               }
-              // A failed replay may have applied some pages: keep following from where it got
-              // (the message there unknown until the next read).
+              // A failed replay may have applied some pages: keep following from where it got,
+              // with the message it applied there (or, having applied nothing, the one before).
               step = E.isRight(replayed) ? E.right(followState(current.graph, head, headMessageId, generation)) : replayed
-              if (E.isLeft(replayed)) state = followState(current.graph, replayed.left.position, undefined, generation)
+              if (E.isLeft(replayed)) {
+                const { position, messageId } = replayed.left
+                state = followState(current.graph, position, messageId ?? (position === current.position ? current.messageId : undefined), generation)
+              }
             }
           }
         }

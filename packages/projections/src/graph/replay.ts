@@ -70,23 +70,27 @@ class ReplayAborted extends Error {}
 const GRAPH_TYPES = [EventTypes.graphChange]
 
 /**
+ * Where a replay that failed got to: every event up to `position` is applied, and `messageId` is
+ * the message of the event at `position` when the replay applied it (undefined when it applied
+ * nothing: `position` is then where it started).
+ */
+export type ReplayFailure = Failure & { readonly position: number; readonly messageId?: string }
+
+/**
  * Applies the graph changes in (fromId, toId] to `graph`, in id order. Resolves with the
  * position reached (toId) or the read failure (the graph is then partially updated up to
  * the last page applied, reported as `position`).
  */
-export const replayInto = async (
-  reader: EventLogReader,
-  graph: EntityGraph,
-  options: ReplayOptions,
-): Promise<E.Either<Failure & { readonly position: number }, number>> => {
+export const replayInto = async (reader: EventLogReader, graph: EntityGraph, options: ReplayOptions): Promise<E.Either<ReplayFailure, number>> => {
   requirePositiveInts('replayInto', { pageSize: options.pageSize })
   requireNonNegativeInts('replayInto', { fromId: options.fromId, toId: options.toId })
   const pageSize = options.pageSize ?? 5_000
   let position = options.fromId
+  let messageId: string | undefined
   let applied = 0
   const { signal } = options
-  const aborted = (): E.Either<Failure & { readonly position: number }, number> =>
-    E.left({ ...failure('rejected', `replay aborted at event ${position}`, REPLAY_ABORTED), position })
+  const failed = (f: Failure): E.Either<ReplayFailure, number> => E.left({ ...f, position, ...(messageId === undefined ? {} : { messageId }) })
+  const aborted = (): E.Either<ReplayFailure, number> => failed(failure('rejected', `replay aborted at event ${position}`, REPLAY_ABORTED))
   if (signal?.aborted) return aborted()
   if (reader.streamRange !== undefined && options.pageSize === undefined) {
     // Fast path: one streamed read of the whole range. An abort ends it from inside the
@@ -97,13 +101,14 @@ export const replayInto = async (
         if (signal?.aborted) throw new ReplayAborted()
         evolve(graph, event)
         position = event.id
+        messageId = event.messageId
         if (++applied % 10_000 === 0) options.onProgress?.({ position, target: options.toId, applied })
       })()
     } catch (e) {
       if (e instanceof ReplayAborted) return aborted()
       throw e
     }
-    if (E.isLeft(streamed)) return E.left({ ...streamed.left, position })
+    if (E.isLeft(streamed)) return failed(streamed.left)
     options.onProgress?.({ position: options.toId, target: options.toId, applied })
     return E.right(options.toId)
   }
@@ -113,13 +118,16 @@ export const replayInto = async (
   while (pending !== undefined) {
     const page = await pending
     if (signal?.aborted) return aborted()
-    if (E.isLeft(page)) return E.left({ ...page.left, position })
+    if (E.isLeft(page)) return failed(page.left)
     const last = page.right.at(-1)
     // Ask for the next page before applying this one.
     pending = page.right.length === pageSize && last !== undefined ? read(last.id) : undefined
     for (const event of page.right) evolve(graph, event)
     applied += page.right.length
-    position = pending === undefined ? options.toId : (last?.id ?? position)
+    if (pending !== undefined && last !== undefined) {
+      position = last.id
+      messageId = last.messageId
+    } else position = options.toId
     options.onProgress?.({ position, target: options.toId, applied })
   }
   return E.right(Math.max(position, options.toId))
