@@ -292,6 +292,10 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
+/** Where a replay from `fromId` resumes, having had events up to `confirmedId` confirmed (pure). */
+export const resumeHint = (confirmedId: number, fromId: number): string =>
+  confirmedId < fromId ? `nothing confirmed yet (resume with --from-id ${fromId})` : `confirmed up to event ${confirmedId} (resume with --from-id ${confirmedId + 1})`
+
 const REPLAY_SETTINGS = ['databaseUrl', 'logLevel', 'amqpUrl'] as const
 type ReplayConfig = Config<(typeof REPLAY_SETTINGS)[number]>
 
@@ -351,17 +355,17 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
       pageSize: 2_000,
       // Where to resume is in every progress line: a replay killed without a word (kill -9, OOM)
       // is resumed from the last line logged instead of from the start.
-      onProgress: (p) => bar.update(p.lastId - after, toId - after, `confirmed up to event ${p.confirmedId} (resume with --from-id ${p.confirmedId + 1})`),
+      onProgress: (p) => bar.update(p.lastId - after, toId - after, resumeHint(p.confirmedId, fromId)),
       scrub: (s) => scrub(s).replaceAll(toAmqp, redactUrl(toAmqp)),
     })
     bar.finish()
     if (E.isLeft(r)) {
-      io.err(`vitrage-persistor replay: ${r.left.message}; confirmed up to event ${r.left.lastConfirmedId} (resume with --from-id ${r.left.lastConfirmedId + 1})\n`)
+      io.err(`vitrage-persistor replay: ${r.left.message}; ${resumeHint(r.left.lastConfirmedId, fromId)}\n`)
       return 1
     }
     printJson(io, { published: r.right.published, fromId, toId, lastConfirmedId: r.right.lastConfirmedId, ...(r.right.stopped ? { stopped: stopping } : {}) })
     if (r.right.stopped) {
-      io.err(`vitrage-persistor replay: stopped by ${stopping} before the end; confirmed up to event ${r.right.lastConfirmedId} (resume with --from-id ${r.right.lastConfirmedId + 1})\n`)
+      io.err(`vitrage-persistor replay: stopped by ${stopping} before the end; ${resumeHint(r.right.lastConfirmedId, fromId)}\n`)
       return 1
     }
     return 0
