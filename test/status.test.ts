@@ -12,7 +12,7 @@ interface Status {
     readonly checkpoints: Array<{ readonly name: string; readonly behind: number }>
     readonly pendingMigrations: string[]
   }
-  readonly broker: { readonly ok: boolean; readonly consumers?: number; readonly ready?: number; readonly deadLetters?: number }
+  readonly broker: { readonly ok: boolean; readonly consumers?: number; readonly ready?: number; readonly deadLetters?: number; readonly osloQueue?: unknown }
   readonly problems: string[]
 }
 
@@ -65,6 +65,18 @@ t.test('status shows the log, its readers and the queues, and names what needs a
   t.match(table.out, /^events\s+ids 1 to 3; the newest stored \d+ s ago/m)
   t.match(table.out, new RegExp(`^queue\\s+${world.names.queue}: 0 ready, 1 consumer$`, 'm'))
   t.match(table.out, /^problems\s+1 dead letters in/m)
+  t.same(dead.status.broker.osloQueue, { name: `${world.names.topic}.info` }, "oslo's queue: it does not exist here (nothing oslo-like published)")
+
+  // oslo's publisher declares its own queue (and binds it): it fills while nothing reads it.
+  const osloQueue = `${world.names.topic}.info`
+  await world.broker.channel.assertQueue(osloQueue, { durable: false, autoDelete: false })
+  t.teardown(() => world.broker.cleanup({ queues: [osloQueue] }))
+  // Straight into it (through the exchange it would reach the persistor's queue as well).
+  await world.broker.publish('', osloQueue, v2Body(message({ i: 9 })), OSLO_PROPERTIES)
+  const withOslo = await status(world)
+  t.same(withOslo.status.broker.osloQueue, { name: osloQueue, ready: 1, consumers: 0 })
+  const osloTable = await cli([...args(world), '--format', 'table'])
+  t.match(osloTable.out, new RegExp(`^oslo's queue\\s+${osloQueue.replaceAll('.', '\\.')}: 1 ready, 0 consumers \\(nothing reads it: cap it with a policy`, 'm'))
 
   p.kill('SIGTERM')
   await p.exited

@@ -43,6 +43,12 @@ export type BrokerStatus =
       readonly consumers?: number
       readonly deadLetterQueue: string
       readonly deadLetters?: number
+      /**
+       * oslo's own queue beside the persistor's (not in --compat-queue, where it is the one
+       * consumed): it fills while nothing reads it (docs/operations.md, "Broker topology").
+       * Undefined fields when it does not exist.
+       */
+      readonly osloQueue?: { readonly name: string; readonly ready?: number; readonly consumers?: number }
     }
   | { readonly ok: false; readonly error: string }
 
@@ -130,16 +136,18 @@ const databaseStatus = async (config: StatusConfig): Promise<DatabaseStatus> => 
 }
 
 const brokerStatus = async (config: StatusConfig): Promise<BrokerStatus> => {
-  const { consumeQueue, deadLetterQueue } = topologyNames({ exchange: config.exchange, topic: config.topic, queue: config.queue, compatQueue: config.compatQueue, osloDurable: false })
-  const r = await queueStates(config.amqpUrl, [consumeQueue, deadLetterQueue], makeScrubber(secretsOf([config.amqpUrl])))
+  const { consumeQueue, deadLetterQueue, osloQueue } = topologyNames({ exchange: config.exchange, topic: config.topic, queue: config.queue, compatQueue: config.compatQueue, osloDurable: false })
+  const queues = config.compatQueue ? [consumeQueue, deadLetterQueue] : [consumeQueue, deadLetterQueue, osloQueue]
+  const r = await queueStates(config.amqpUrl, queues, makeScrubber(secretsOf([config.amqpUrl])))
   if (E.isLeft(r)) return { ok: false, error: `${redactUrl(config.amqpUrl)}: ${r.left.message}` }
-  const [queue, dead] = r.right
+  const [queue, dead, oslo] = r.right
   return {
     ok: true,
     queue: consumeQueue,
     ...(queue?.ready !== undefined ? { ready: queue.ready, consumers: queue.consumers as number } : {}),
     deadLetterQueue,
     ...(dead?.ready !== undefined ? { deadLetters: dead.ready } : {}),
+    ...(config.compatQueue ? {} : { osloQueue: { name: osloQueue, ...(oslo?.ready !== undefined ? { ready: oslo.ready, consumers: oslo.consumers as number } : {}) } }),
   }
 }
 
@@ -174,6 +182,11 @@ const printLines = (io: Io, database: DatabaseStatus, broker: BrokerStatus | und
     else {
       lines.push(['queue', broker.consumers === undefined ? `${broker.queue}: does not exist` : `${broker.queue}: ${broker.ready} ready, ${broker.consumers} consumer${broker.consumers === 1 ? '' : 's'}`])
       lines.push(['dead letters', broker.deadLetters === undefined ? `${broker.deadLetterQueue}: does not exist` : `${broker.deadLetterQueue}: ${broker.deadLetters}`])
+      const oslo = broker.osloQueue
+      if (oslo !== undefined && oslo.ready !== undefined) {
+        // Not a problem by itself (a max-length policy may hold it), but a number to watch.
+        lines.push(["oslo's queue", `${oslo.name}: ${oslo.ready} ready, ${oslo.consumers} consumer${oslo.consumers === 1 ? '' : 's'}${oslo.consumers === 0 && oslo.ready > 0 ? ' (nothing reads it: cap it with a policy, see docs/operations.md "Broker topology")' : ''}`])
+      }
     }
   }
   lines.push(['problems', problems.length === 0 ? 'none' : problems[0] as string])
