@@ -96,6 +96,9 @@ t.test('the fixtures through the persistor: graph equals Vitrage replay, now and
   const at340 = await graphCli(db, '--at-event', '340')
   const kept = await cli(['snapshot', 'create', '--keep', '2', '--database-url', db])
   t.equal(kept.code, 0)
+  t.equal(JSON.parse(kept.out).replaced, false)
+  const again = await cli(['snapshot', 'create', '--keep', '2', '--database-url', db])
+  t.same([again.code, JSON.parse(again.out).replaced, again.err], [0, true, 'vitrage-persistor snapshot create: replaced the snapshot at event 400\n'], 'taken again at the same event: says it replaced it')
   // One further back than the newest --keep would be deleted by its own retention: refused.
   const tooOld = await cli(['snapshot', 'create', '--at-event', '10', '--keep', '2', '--database-url', db])
   t.equal(tooOld.code, 2, 'not saved only to be removed, reported as created')

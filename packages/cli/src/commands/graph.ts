@@ -113,7 +113,10 @@ const snapshotCreate = async (config: DbConfig, input: CommandInput, io: Io): Pr
     const saved = await orReport(io, 'snapshot create', config.databaseUrl, store.saveSnapshot(snapshot.right))
     if (saved === undefined) return 1
     const removed = await orReport(io, 'snapshot create', config.databaseUrl, store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep))
-    printJson(io, { snapshot: saved, removedOlder: removed ?? 0 })
+    // One snapshot per event id: taking it again replaces the one there (same id, new bytes).
+    const replaced = existing.some((s) => s.eventId === saved.eventId)
+    if (replaced) io.err(`vitrage-persistor snapshot create: replaced the snapshot at event ${saved.eventId}\n`)
+    printJson(io, { snapshot: saved, replaced, removedOlder: removed ?? 0 })
     return 0
   } finally {
     await store.close()
