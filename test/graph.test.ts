@@ -581,8 +581,29 @@ t.test('prune says what limits it: a stale checkpoint is named with how to remov
   const held = await cli(['prune', '--database-url', world.db.url])
   t.equal(held.code, 0, held.err)
   t.match(held.out, /^deleted 10 events below event 11: checkpoint old-mirror \(at event 10, moved \d{4}-/)
-  t.match(held.err, /checkpoint old-mirror holds retention back; if its reader no longer runs, remove it as the schema owner: DELETE FROM projection_checkpoint WHERE name = 'old-mirror'/)
-  await world.sql.query(`DELETE FROM projection_checkpoint WHERE name = 'old-mirror'`)
+  t.match(held.err, /checkpoint old-mirror holds retention back; if its reader no longer runs, remove it: vitrage-persistor checkpoint remove 'old-mirror'/)
+
+  // The checkpoint commands: list, set within what the log holds, never the history's, remove.
+  const db = ['--database-url', world.db.url]
+  const listed = await cli(['checkpoint', 'list', ...db, '--format', 'json'])
+  t.match(JSON.parse(listed.out), { head: 400, checkpoints: [{ name: 'old-mirror', position: 10, behind: 390 }] })
+  for (const [args, code, reason] of [
+    [['set', 'old-mirror', '--position', '401'], 2, /--position 401 is past the newest stored event \(400\)/],
+    [['set', 'old-mirror', '--position', '3'], 2, /events below 11 were pruned: a reader at 3 would need events 4 to 10; --position 10 is the lowest/],
+    [['set', 'old-mirror'], 2, /--position: required/],
+    [['set', 'history', '--position', '0'], 2, /belongs to the history projection.*project history --rebuild/],
+    [['remove', 'history/0/2'], 2, /belongs to the history projection/],
+    [['set', 'nobody', '--position', '20'], 1, /no checkpoint "nobody"/],
+    [['remove', 'nobody'], 1, /no checkpoint "nobody"/],
+  ] as const) {
+    const r = await cli(['checkpoint', ...args, ...db])
+    t.equal(r.code, code, args.join(' '))
+    t.match(r.err, reason)
+  }
+  const moved = await cli(['checkpoint', 'set', 'old-mirror', '--position', '20', ...db])
+  t.same([moved.code, JSON.parse(moved.out)], [0, { name: 'old-mirror', from: 10, to: 20 }])
+  const removed = await cli(['checkpoint', 'remove', 'old-mirror', ...db])
+  t.same([removed.code, JSON.parse(removed.out)], [0, { name: 'old-mirror', removed: true, was: 20 }])
   const freed = await cli(['prune', '--database-url', world.db.url])
   t.equal(freed.out, 'deleted 289 events below event 300: the oldest kept snapshot\n')
   t.equal(freed.err, '')

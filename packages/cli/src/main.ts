@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
 import { MIGRATE_SETTINGS, migrateCommand } from './commands/migrate.js'
+import { checkpointCommands } from './commands/checkpoint.js'
 import { deadLetterCommands } from './commands/dead-letters.js'
 import { eventsCommands } from './commands/events.js'
 import { graphCommands } from './commands/graph.js'
@@ -55,6 +56,7 @@ const commands: readonly CommandSpec<SettingKey>[] = [
   ...historyCommands,
   ...graphCommands,
   ...eventsCommands,
+  ...checkpointCommands,
   ...mirrorCommands,
   ...deadLetterCommands,
   ...statusCommands,

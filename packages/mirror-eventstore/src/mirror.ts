@@ -426,7 +426,7 @@ export class EventStoreMirror {
         return E.left(
           failure(
             'fatal',
-            `events ${start.right + 1} to ${below.right - 1} were pruned before the mirror copied them; they cannot be mirrored (restore them from a backup, or move the checkpoint ${this.options.checkpointName} to ${below.right - 1} to accept the gap)`,
+            `events ${start.right + 1} to ${below.right - 1} were pruned before the mirror copied them; they cannot be mirrored (restore them from a backup, or accept the gap: vitrage-persistor checkpoint set ${this.options.checkpointName} --position ${below.right - 1})`,
             'pruned',
           ),
         )

@@ -106,3 +106,24 @@ export const listCheckpoints = async (db: Client | pg.Pool): Promise<CheckpointI
   (
     await db.query<{ name: string; position: string; updated_at: Date }>('SELECT name, position, updated_at FROM projection_checkpoint ORDER BY position, name')
   ).rows.map((r) => ({ name: r.name, position: Number(r.position), updatedAt: r.updated_at.toISOString() }))
+
+/**
+ * Puts checkpoint `name` at `position` (an operator's move: its reader should be stopped, or it
+ * conflicts with it and re-reads). Returns where it was, or undefined when there is no such
+ * checkpoint (nothing is created).
+ */
+export const setCheckpoint = async (db: Client | pg.Pool, name: string, position: number): Promise<number | undefined> => {
+  const { rows } = await db.query<{ old: string }>(
+    `UPDATE projection_checkpoint c SET position = $2, updated_at = now()
+     FROM (SELECT position AS old FROM projection_checkpoint WHERE name = $1 FOR UPDATE) o
+     WHERE c.name = $1 RETURNING o.old`,
+    [name, position],
+  )
+  return rows[0] === undefined ? undefined : Number(rows[0].old)
+}
+
+/** Removes checkpoint `name` (retention stops waiting for it); returns where it was, or undefined. */
+export const removeCheckpoint = async (db: Client | pg.Pool, name: string): Promise<number | undefined> => {
+  const { rows } = await db.query<{ position: string }>('DELETE FROM projection_checkpoint WHERE name = $1 RETURNING position', [name])
+  return rows[0] === undefined ? undefined : Number(rows[0].position)
+}

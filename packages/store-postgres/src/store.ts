@@ -32,7 +32,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError, databaseUrlProblem } from './classify.js'
-import { type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
+import { type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, removeCheckpoint, setCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, openAt, QueryError, queryAlarms } from './history-queries.js'
@@ -303,6 +303,12 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   /** Every registered checkpoint, slowest first (what holds `prune` back). */
   readonly listCheckpoints = (): TE.TaskEither<Failure, CheckpointInfo[]> => this.withClient((c) => listCheckpoints(c))
+
+  /** An operator's move of checkpoint `name` to `position`: where it was, or undefined when there is none. */
+  readonly setCheckpoint = (name: string, position: number): TE.TaskEither<Failure, number | undefined> => this.withClient((c) => setCheckpoint(c, name, position))
+
+  /** Removes checkpoint `name` (retention stops waiting for it): where it was, or undefined. */
+  readonly removeCheckpoint = (name: string): TE.TaskEither<Failure, number | undefined> => this.withClient((c) => removeCheckpoint(c, name))
 
   /** Compare-and-set; a conflict is a `rejected` failure with code 'checkpoint-conflict'. */
   readonly moveCheckpoint = (name: string, from: number, to: number): TE.TaskEither<Failure, void> => this.withClient((c) => moveCheckpoint(c, name, from, to))

@@ -157,7 +157,7 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
     io.out(`deleted ${deleted} events${limit ? ` below event ${limit.at}: ${limit.what}` : ''}\n`)
     if (limit !== undefined && 'checkpoint' in limit && limit.at < (limits.find((l) => !('checkpoint' in l))?.at ?? Number.POSITIVE_INFINITY)) {
       io.err(
-        `vitrage-persistor prune: checkpoint ${limit.checkpoint} holds retention back; if its reader no longer runs, remove it as the schema owner: DELETE FROM projection_checkpoint WHERE name = '${limit.checkpoint.replaceAll("'", "''")}'\n`,
+        `vitrage-persistor prune: checkpoint ${limit.checkpoint} holds retention back; if its reader no longer runs, remove it: vitrage-persistor checkpoint remove '${limit.checkpoint.replaceAll("'", "'\\''")}'\n`,
       )
     }
     return 0
