@@ -12,7 +12,7 @@ import t, { type Test } from 'tap'
 import { cli } from './support/cli.js'
 import { fixturePath, rawFixtures } from './support/fixtures.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { declarePersistorTopology, rewindLog, rowCount, setupWorld, type World } from './support/setup.js'
+import { declarePersistorTopology, metricValue, rewindLog, rowCount, setupWorld, type World } from './support/setup.js'
 
 const expectedFull = JSON.parse(readFileSync(fixturePath('vitrage-seed7-400.graph.json'), 'utf8')) as unknown
 const expected150 = JSON.parse(readFileSync(fixturePath('vitrage-seed7-400.graph-after-150-changes.json'), 'utf8')) as unknown
@@ -239,6 +239,8 @@ t.test('follow serves the graph and its position; replay republishes history tha
   const served = await (await fetch(`http://127.0.0.1:${port}/graph`)).text()
   t.same(JSON.parse(served), expectedFull)
   t.same(await (await fetch(`http://127.0.0.1:${port}/position`)).json(), { position: 400, head: 400, lag: 0 })
+  const page = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  t.same([metricValue(page, 'vitrage_persistor_graph_position'), metricValue(page, 'vitrage_persistor_graph_lag_events')], [400, 0], 'position and lag in /metrics')
   follower.kill('SIGTERM')
   t.equal((await follower.exited).code, 0)
 

@@ -184,6 +184,16 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
       vertices: new Gauge({ name: 'vitrage_persistor_graph_vertices', help: 'Vertices in the followed graph.', registers: [registry] }),
       edges: new Gauge({ name: 'vitrage_persistor_graph_edges', help: 'Edges in the followed graph.', registers: [registry] }),
       snapshot: new Gauge({ name: 'vitrage_persistor_graph_snapshot_position', help: 'Event id of the newest snapshot written.', registers: [registry] }),
+      lag: new Gauge({
+        name: 'vitrage_persistor_graph_lag_events',
+        help: "Events stored past the followed graph's position (the head read at each scrape).",
+        registers: [registry],
+        async collect() {
+          if (latest === undefined) return
+          const head = await store.headId()()
+          if (E.isRight(head) && latest !== undefined) this.set(Math.max(0, head.right - latest.position))
+        },
+      }),
       rebuilds: new Counter({
         name: 'vitrage_persistor_graph_rebuilds_total',
         help: 'Times the follower rebuilt its graph from the log: events it had applied were pruned, or are no longer in the log (database restored or failed over).',

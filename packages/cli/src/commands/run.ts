@@ -161,6 +161,18 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
           registers: [registry],
         }),
         anomalies: new Counter({ name: 'vitrage_persistor_history_anomalies_total', help: 'Alarm-history events skipped as unusable (logged with their reason).', registers: [registry] }),
+        lag: new Gauge({
+          name: 'vitrage_persistor_history_lag_events',
+          help: 'Events stored past the alarm-history checkpoint (read from the database at each scrape).',
+          registers: [registry],
+          // Read when scraped: between two pages the projection's own position says nothing of
+          // what arrived meanwhile. A database that does not answer leaves the last value.
+          async collect() {
+            if (store === undefined) return
+            const [head, checkpoint] = await Promise.all([store.headId()(), store.historyCheckpoint('history')()])
+            if (E.isRight(head) && E.isRight(checkpoint)) this.set(Math.max(0, head.right - checkpoint.right))
+          },
+        }),
       }
     : undefined
   // What /readyz says before the persistor exists: the database being prepared, and why not yet.
