@@ -61,3 +61,14 @@ t.test('promtool accepts the alert rules', { skip: promtool.error === undefined 
   const checked = spawnSync('promtool', ['check', 'rules', rulesPath], { encoding: 'utf8' })
   t.equal(checked.status, 0, `promtool check rules: ${checked.stdout}${checked.stderr}`)
 })
+
+const unit = join(root, 'docs', 'deploy', 'vitrage-persistor.service')
+const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' })
+t.test('systemd accepts the unit, and its stop timeout outlasts the drain', { skip: analyze.error === undefined ? false : `systemd-analyze is not installed: ${analyze.error.message}` }, async (t) => {
+  const checked = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8', cwd: '/' })
+  t.equal(checked.status, 0, `systemd-analyze verify: ${checked.stdout}${checked.stderr}`)
+  t.equal(`${checked.stdout}${checked.stderr}`.trim(), '', 'no warnings')
+  const text = readFileSync(unit, 'utf8')
+  const stop = Number(/^TimeoutStopSec=(\d+)$/m.exec(text)?.[1])
+  t.ok(stop * 1000 > 30_000, `TimeoutStopSec=${stop} is longer than --shutdown-timeout-ms' default (30 s)`)
+})
