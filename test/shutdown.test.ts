@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { message, v2Body } from './support/messages.js'
@@ -151,4 +152,28 @@ t.test('a database not there at start-up: the HTTP endpoint answers meanwhile (a
   const took = Date.now() - signalled
   t.ok(took < Number(retry['retryInMs']), `exited ${took} ms after SIGTERM, inside the ${String(retry['retryInMs'])} ms wait`)
   t.ok(p.lines.some((l) => l.msg === 'stopped'), 'says it stopped')
+})
+
+t.test('a database server that accepts and never answers at start-up is retried, not fatal; SIGTERM ends the attempt in flight', async (t) => {
+  const held: Socket[] = []
+  const silent = createServer((socket) => void held.push(socket))
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    for (const s of held) s.destroy()
+    silent.close()
+  })
+  const silentPort = (silent.address() as AddressInfo).port
+  const p = startPersistor(['run', '--database-url', `postgres://root@127.0.0.1:${silentPort}/vp_silent`, '--http-port', '0', '--queue', `vpt_q_silent_${silentPort}`])
+  t.teardown(() => p.kill('SIGKILL'))
+  // node-postgres gives up connecting after 10 s ("timeout expired"): retried as the server not up yet.
+  const retry = await p.waitFor((l) => l.msg === 'database not available; retrying', 'the first retry', 30_000)
+  t.match(retry, { failure: { kind: 'transient', message: /timeout expired/ } })
+  // The next attempt is connecting (it waits up to 10 s again) when SIGTERM arrives.
+  await eventually('the next attempt to connect', () => held.length >= 2)
+  const signalled = Date.now()
+  p.kill('SIGTERM')
+  t.same(await p.exited, { code: 0, signal: null }, 'stopped, not a failure')
+  const took = Date.now() - signalled
+  t.ok(took < 5_000, `exited ${took} ms after SIGTERM, not at the end of the 10 s connect timeout`)
+  t.ok(p.lines.some((l) => l.msg === 'stopped'))
 })

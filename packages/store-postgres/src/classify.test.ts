@@ -7,6 +7,8 @@ t.test('driver errors are classified once: transient, rejected or fatal', async 
   t.equal(classifyPgError(pgError('57P01', 'terminating connection due to administrator command')).kind, 'transient')
   t.equal(classifyPgError(pgError('08006', 'connection failure')).kind, 'transient')
   t.equal(classifyPgError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })).kind, 'transient')
+  // pg.Client's connectionTimeoutMillis against a server that accepts and never answers.
+  t.equal(classifyPgError(new Error('timeout expired')).kind, 'transient')
   t.equal(classifyPgError(pgError('22P02', 'invalid input syntax for type json')).kind, 'rejected')
   t.equal(classifyPgError(pgError('23505', 'duplicate key value')).kind, 'rejected')
   t.equal(classifyPgError(pgError('28P01', 'password authentication failed for user "x"')).kind, 'fatal')

@@ -6,7 +6,8 @@ import { type Failure, failure } from '@vitrage-persistor/core'
 
 // Errors without a SQLSTATE come from the socket or from pg itself.
 const TRANSIENT_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND'])
-const TRANSIENT_MESSAGE = /Connection terminated|connection error|timeout exceeded when trying to connect|Client was closed|not queryable|Query read timeout|terminating connection/i
+// `timeout expired`: a pg.Client's connectionTimeoutMillis (a server that accepts and never answers).
+const TRANSIENT_MESSAGE = /Connection terminated|connection error|timeout exceeded when trying to connect|timeout expired|Client was closed|not queryable|Query read timeout|terminating connection/i
 
 const TRANSIENT_SQLSTATE = new Set([
   '40001', // serialization_failure

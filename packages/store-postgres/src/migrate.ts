@@ -58,6 +58,21 @@ export const loadMigrations = (): Migration[] => {
  */
 const CONNECT_TIMEOUT_MS = 10_000
 
+/**
+ * Ends `client` when `signal` aborts (run stopped during start-up): a connect or query in flight
+ * then fails at once instead of running out its timeout. Returns the unsubscribe.
+ */
+const endOnAbort = (client: pg.Client, signal: AbortSignal | undefined): (() => void) => {
+  if (signal === undefined) return () => {}
+  // Not client.end(): that says goodbye and waits for the server to close, which one that never
+  // answers never does, and a connect it interrupts never settles. Closing the socket under the
+  // client fails what is in flight at once ("Connection terminated unexpectedly").
+  const end = (): void => (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
+  if (signal.aborted) end()
+  else signal.addEventListener('abort', end, { once: true })
+  return () => signal.removeEventListener('abort', end)
+}
+
 export const INGEST_SCHEMA_VERSION = 1
 
 /** Changes whenever any migration changes: names test templates and snapshot compatibility. */
@@ -72,7 +87,7 @@ const quoteIdent = (name: string): string => `"${name.replaceAll('"', '""')}"`
  * Creates the database named in `databaseUrl` if it does not exist, connecting to the server's
  * `postgres` database (or `template1`) with the same credentials.
  */
-export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string = (s) => s): TE.TaskEither<Failure, boolean> =>
+export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string = (s) => s, signal?: AbortSignal): TE.TaskEither<Failure, boolean> =>
   TE.tryCatch(
     async () => {
       const problem = databaseUrlProblem(databaseUrl)
@@ -81,6 +96,7 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
       if (target === '') throw Object.assign(new Error('the database URL names no database'), { code: 'config' })
       // Connecting to the target first covers roles that may not connect to `postgres`.
       const direct = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
+      const directUnhook = endOnAbort(direct, signal)
       try {
         await direct.connect()
         await direct.end()
@@ -88,14 +104,18 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
       } catch (e) {
         await direct.end().catch(() => {})
         if ((e as { code?: string }).code !== '3D000') throw e // anything but "database does not exist"
+      } finally {
+        directUnhook()
       }
       for (const maintenance of ['postgres', 'template1']) {
         const u = new URL(databaseUrl)
         u.pathname = `/${maintenance}`
         const admin = new pg.Client({ connectionString: u.toString(), connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
+        const adminUnhook = endOnAbort(admin, signal)
         try {
           await admin.connect()
         } catch (e) {
+          adminUnhook()
           await admin.end().catch(() => {})
           if ((e as { code?: string }).code === '3D000') continue
           throw e
@@ -109,6 +129,7 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
           if (code === '42P04' || code === '23505') return false
           throw e
         } finally {
+          adminUnhook()
           await admin.end().catch(() => {})
         }
       }
@@ -118,13 +139,22 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
   )
 
 /** Applies pending migrations. Idempotent. */
-export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) => s): TE.TaskEither<Failure, MigrateReport> =>
+export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) => s, signal?: AbortSignal): TE.TaskEither<Failure, MigrateReport> =>
   TE.tryCatch(
     async () => {
       const problem = databaseUrlProblem(databaseUrl)
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
       const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
-      await client.connect()
+      // Ended on abort while it connects or waits for the migration lock; a migration's own
+      // transaction then rolls back.
+      const unhook = endOnAbort(client, signal)
+      try {
+        await client.connect()
+      } catch (e) {
+        unhook()
+        await client.end().catch(() => {})
+        throw e
+      }
       try {
         await client.query('SET client_min_messages = warning')
         await client.query('SELECT pg_advisory_lock($1)', [MIGRATE_LOCK])
@@ -161,6 +191,7 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
         const current = loadMigrations().at(-1)?.version ?? 0
         return { database: client.database ?? '', created: false, applied, current }
       } finally {
+        unhook()
         await client.query('SELECT pg_advisory_unlock($1)', [MIGRATE_LOCK]).catch(() => {})
         await client.end().catch(() => {})
       }
@@ -176,16 +207,18 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
  * does not exist). Needs only read access, so a least-privileged service role can check that
  * the schema is current without being able to change it.
  */
-export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => string = (s) => s): TE.TaskEither<Failure, string[]> =>
+export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => string = (s) => s, signal?: AbortSignal): TE.TaskEither<Failure, string[]> =>
   TE.tryCatch(
     async () => {
       const problem = databaseUrlProblem(databaseUrl)
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
       const all = loadMigrations()
       const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
+      const unhook = endOnAbort(client, signal)
       try {
         await client.connect()
       } catch (e) {
+        unhook()
         await client.end().catch(() => {})
         if ((e as { code?: string }).code === '3D000') return all.map((m) => m.name)
         throw e
@@ -201,6 +234,7 @@ export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => str
         }
         return all.filter((m) => !applied.has(m.version)).map((m) => m.name)
       } finally {
+        unhook()
         await client.end().catch(() => {})
       }
     },
@@ -208,8 +242,8 @@ export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => str
   )
 
 /** `ensureDatabase` then `migrate`. */
-export const setupDatabase = (databaseUrl: string, scrub?: (s: string) => string): TE.TaskEither<Failure, MigrateReport> =>
-  TE.chain((created: boolean) => TE.map((r: MigrateReport) => ({ ...r, created }))(migrate(databaseUrl, scrub)))(ensureDatabase(databaseUrl, scrub))
+export const setupDatabase = (databaseUrl: string, scrub?: (s: string) => string, signal?: AbortSignal): TE.TaskEither<Failure, MigrateReport> =>
+  TE.chain((created: boolean) => TE.map((r: MigrateReport) => ({ ...r, created }))(migrate(databaseUrl, scrub, signal)))(ensureDatabase(databaseUrl, scrub, signal))
 
 /**
  * The schema as a recipe for template databases (test databases are cloned from one per schema

@@ -75,12 +75,12 @@ const prepareDatabase = async (
   onRetry: (failure: Failure) => void,
 ): Promise<Failure | undefined> => {
   for (let attempt = 0; !stop.aborted; attempt++) {
-    const pending = await pendingMigrations(config.databaseUrl, scrub)()
+    const pending = await pendingMigrations(config.databaseUrl, scrub, stop)()
     let failure: Failure | undefined
     if (E.isLeft(pending)) failure = pending.left
     else if (pending.right.length > 0) {
       log.info({ pending: pending.right }, 'applying migrations')
-      const r = await setupDatabase(config.databaseUrl, scrub)()
+      const r = await setupDatabase(config.databaseUrl, scrub, stop)()
       if (E.isLeft(r) && r.left.code === INSUFFICIENT_PRIVILEGE) {
         const ingestNeeds = pending.right.filter((name) => Number(name.slice(0, 4)) <= INGEST_SCHEMA_VERSION)
         if (ingestNeeds.length === 0) {
@@ -95,6 +95,8 @@ const prepareDatabase = async (
       if (E.isLeft(r)) failure = r.left
     }
     if (failure === undefined) return undefined
+    // Stopped meanwhile: the attempt was cut off (its connection ended), not refused.
+    if (stop.aborted) return undefined
     if (failure.kind !== 'transient') return failure
     const delay = backoffDelay(DATABASE_RETRY, attempt)
     log.warn({ failure, retryInMs: delay }, 'database not available; retrying')
