@@ -113,7 +113,22 @@ t.test('events --follow prints what is stored after it started, and ends on SIGT
   await p.waitFor((l) => (l as unknown as Listed).id === 20, 'the newest 5 listed')
   await append(world, 30, 20)
   await p.waitFor((l) => (l as unknown as Listed).id === 50, 'the appended events, woken by their commit')
+  const signalled = Date.now()
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
+  const took = Date.now() - signalled
+  t.ok(took < 3_000, `exited ${took} ms after SIGTERM (its 5 s poll timer does not hold it)`)
   t.same(ids(p.lines as unknown as Listed[]), range(16, 50), 'each once, in id order')
+})
+
+t.test('events to a reader that goes away (| head) ends quietly, exit 0', async (t) => {
+  const world = await worldWith(t, 400)
+  const p = startPersistor(['events', '--database-url', world.db.url, '--format', 'json', '--from-id', '1', '--limit', '400', '--follow'])
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor((l) => (l as unknown as Listed).id === 1, 'the first event')
+  p.child.stdout?.destroy()
+  // The next writes fail with EPIPE: the listing's, or the follow's on the next commit.
+  await append(world, 5)
+  t.same(await p.exited, { code: 0, signal: null })
+  t.notMatch(p.output(), /EPIPE|Error|at /, 'no stack trace')
 })

@@ -123,8 +123,12 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
     // for a followed log from a start, which prints everything from it. One row past the cap is
     // asked for, to say whether more are left.
     const cap = follow && range.after !== undefined ? Number.POSITIVE_INFINITY : limit
+    // A stop during a long listing (--follow from an early id) ends it between two pages.
+    let stopping = false
+    void stop?.received.then(() => (stopping = true))
     let listed = 0
     for (;;) {
+      if (stopping) return 0
       const want = Math.min(PAGE, cap - listed + 1)
       const page: RawEvent[] | undefined = await orReport(io, what, config.databaseUrl, store.readRawPage(after, want, readOptions))
       if (page === undefined) return 1
@@ -134,7 +138,6 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
       if (shown.length > 0) after = (shown.at(-1) as RawEvent).id
       if (page.length > shown.length) {
         io.err(`vitrage-persistor events: more events after ${after} (--from-id ${after + 1}); at most ${limit} listed (--limit)\n`)
-        if (follow) io.err('vitrage-persistor events: following from the newest\n')
         break
       }
       if (page.length < want) break
@@ -155,14 +158,15 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
           after = (page.right.at(-1) as RawEvent).id
           if (page.right.length === PAGE) continue
         }
+        let timer: NodeJS.Timeout | undefined
         const woken = new Promise<boolean>((resolve) => {
-          const timer = setTimeout(() => resolve(false), FOLLOW_POLL_MS)
-          wake = () => {
-            clearTimeout(timer)
-            resolve(false)
-          }
+          timer = setTimeout(() => resolve(false), FOLLOW_POLL_MS)
+          wake = () => resolve(false)
         })
-        if (await Promise.race([stopped, woken])) return 0
+        const stop = await Promise.race([stopped, woken])
+        // Not left running after a stop: it held the process up to the poll interval.
+        clearTimeout(timer)
+        if (stop) return 0
       }
     } finally {
       await appended.close()
