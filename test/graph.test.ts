@@ -611,6 +611,20 @@ t.test('prune says what limits it: a stale checkpoint is named with how to remov
   t.equal(freed.err, '')
   const limited = await cli(['prune', '--database-url', world.db.url, '--below', '200'])
   t.equal(limited.out, 'deleted 0 events below event 200: --below\n')
+
+  // The history projection holding retention back: kept running, or retired with its tables.
+  t.same(await store.checkpoint('history')(), E.right(0))
+  t.same(await store.moveCheckpoint('history', 0, 250)(), E.right(undefined))
+  const byHistory = await cli(['prune', ...db])
+  t.match(byHistory.err, /the alarm-history projection \(checkpoint history\) holds retention back: keep it running .*; to retire it: vitrage-persistor checkpoint remove history --drop-history/)
+  const wrongFlag = await cli(['checkpoint', 'remove', 'old-mirror', '--drop-history', ...db])
+  t.equal(wrongFlag.code, 2)
+  const retired = await cli(['checkpoint', 'remove', 'history', '--drop-history', ...db])
+  t.same([retired.code, JSON.parse(retired.out)], [0, { name: 'history', removed: true, historyTablesEmptied: true }])
+  t.same(JSON.parse((await cli(['checkpoint', 'list', ...db, '--format', 'json'])).out).checkpoints, [], 'no checkpoint left')
+  const afterRetire = await cli(['prune', ...db])
+  t.match(afterRetire.out, /below event 300: the oldest kept snapshot/)
+  t.equal(afterRetire.err, '', 'nothing holds it back any more')
 })
 
 t.test('library entry points refuse zero or negative sizes and ids as defects (TypeError), not as a silent empty graph or a stalled loop', async (t) => {

@@ -219,15 +219,19 @@ const applyEdges = async (client: Client, commands: readonly HistoryCommand[]): 
 }
 
 /** Empties the history tables and resets the checkpoint and its partitions' (a rebuild from the log follows). */
-export const resetHistory = async (client: Client, name: string): Promise<void> => {
+export const resetHistory = async (client: Client, name: string, options: { readonly retire?: boolean } = {}): Promise<void> => {
   await client.query('BEGIN')
   try {
     // The writers' lock first, as every writer takes it: TRUNCATE locks its tables one by one, and
     // a writer running meanwhile could hold one of them while waiting for another (a deadlock).
     await client.query(`SELECT ${lockHistory('exclusive')}`, [name])
     await client.query('TRUNCATE history_alarm, history_change, history_edge_event')
-    await client.query(`INSERT INTO projection_checkpoint (name, position) VALUES ($1, 0)
+    // Retired: no checkpoint at all, so retention no longer waits for the projection; reset: from 0.
+    if (options.retire === true) await client.query('DELETE FROM projection_checkpoint WHERE name = $1', [name])
+    else {
+      await client.query(`INSERT INTO projection_checkpoint (name, position) VALUES ($1, 0)
       ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = now()`, [name])
+    }
     // Partition checkpoints (runner.ts) start again from the common one.
     await client.query(`DELETE FROM projection_checkpoint WHERE ${PARTITION_OF}`, [name])
     await client.query('COMMIT')

@@ -333,6 +333,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   readonly resetHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name))
 
+  /** Empties the history tables and removes the projection's checkpoints: retention stops waiting for it. */
+  readonly retireHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name, { retire: true }))
+
   /** A query the arguments make impossible (an unknown marker, say) is a QueryError value, not a failure. */
   readonly queryAlarms = (q: AlarmQuery): TE.TaskEither<Failure | QueryError, AlarmRecord[]> => async () => {
     const r = await this.withClient((c) =>

@@ -12,6 +12,7 @@ import type { Config, SettingKey } from '../config.js'
 import { chooseFormat, eventIdArg, formatOption, printJson, printTable } from '../output.js'
 import { Option } from 'commander'
 import { openStore, orReport } from '../resources.js'
+import * as TE from 'fp-ts/lib/TaskEither.js'
 
 const CHECKPOINT_SETTINGS = ['databaseUrl'] as const
 type CheckpointConfig = Config<(typeof CHECKPOINT_SETTINGS)[number]>
@@ -21,7 +22,9 @@ const isHistory = (name: string): boolean => name === 'history' || name.startsWi
 
 const refuseHistory = (name: string): void => {
   if (isHistory(name)) {
-    throw new UsageError(`checkpoint ${name} belongs to the history projection, whose tables go with it: \`vitrage-persistor project history --rebuild\` recomputes both`)
+    throw new UsageError(
+      `checkpoint ${name} belongs to the history projection, whose tables go with it: \`vitrage-persistor project history --rebuild\` recomputes both; \`checkpoint remove history --drop-history\` retires the projection (its tables emptied)`,
+    )
   }
 }
 
@@ -70,9 +73,19 @@ const set = async (config: CheckpointConfig, input: CommandInput, io: Io): Promi
 
 const remove = async (config: CheckpointConfig, input: CommandInput, io: Io): Promise<number> => {
   const name = input.args[0] as string
-  refuseHistory(name)
+  const dropHistory = input.options['dropHistory'] === true
+  if (dropHistory && name !== 'history') throw new UsageError('--drop-history: only with the history projection\'s checkpoint, `history`')
+  if (!dropHistory) refuseHistory(name)
   const { store } = openStore(config.databaseUrl, 'vitrage-persistor checkpoint')
   try {
+    if (dropHistory) {
+      // Tables and checkpoints together, under the writers' lock: a projection still running
+      // waits for it, then finds no checkpoint and starts again from the log's first event.
+      const done = await orReport(io, 'checkpoint remove', config.databaseUrl, TE.map(() => true)(store.retireHistory('history')))
+      if (done === undefined) return 1
+      printJson(io, { name, removed: true, historyTablesEmptied: true })
+      return 0
+    }
     const at = await orReport(io, 'checkpoint remove', config.databaseUrl, store.removeCheckpoint(name))
     if (at === undefined) {
       io.err(`vitrage-persistor checkpoint remove: no checkpoint ${JSON.stringify(name)} (\`checkpoint list\` shows them)\n`)
@@ -108,6 +121,7 @@ export const checkpointCommands: readonly CommandSpec<SettingKey>[] = [
     summary: `remove a retired reader's checkpoint, so that prune no longer waits for it (not the history projection's); ${STOPPED_FIRST}`,
     keys: CHECKPOINT_SETTINGS,
     arguments: '<name>',
+    options: [new Option('--drop-history', 'with `history`: retire the alarm-history projection (its tables emptied, its checkpoints removed); `project history` can rebuild it while the log still holds every event')],
     action: remove,
   }),
 ]

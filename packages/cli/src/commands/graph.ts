@@ -156,8 +156,11 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
     const limit = limits[0]
     io.out(`deleted ${deleted} events${limit ? ` below event ${limit.at}: ${limit.what}` : ''}\n`)
     if (limit !== undefined && 'checkpoint' in limit && limit.at < (limits.find((l) => !('checkpoint' in l))?.at ?? Number.POSITIVE_INFINITY)) {
+      const name = limit.checkpoint
       io.err(
-        `vitrage-persistor prune: checkpoint ${limit.checkpoint} holds retention back; if its reader no longer runs, remove it: vitrage-persistor checkpoint remove '${limit.checkpoint.replaceAll("'", "'\\''")}'\n`,
+        name === 'history' || name.startsWith('history/')
+          ? `vitrage-persistor prune: the alarm-history projection (checkpoint ${name}) holds retention back: keep it running (run, or project history --follow); to retire it: vitrage-persistor checkpoint remove history --drop-history\n`
+          : `vitrage-persistor prune: checkpoint ${name} holds retention back; if its reader no longer runs, remove it: vitrage-persistor checkpoint remove '${name.replaceAll("'", "'\\''")}'\n`,
       )
     }
     return 0
