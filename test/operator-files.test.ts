@@ -57,9 +57,12 @@ t.test('the alert rules are each complete: alert, expr, severity, summary', asyn
 })
 
 const promtool = spawnSync('promtool', ['--version'], { encoding: 'utf8' })
-t.test('promtool accepts the alert rules', { skip: promtool.error === undefined ? false : `promtool is not installed (Debian: apt-get install prometheus): ${promtool.error.message}` }, async (t) => {
+t.test('promtool accepts the alert rules, and they fire (or not) as their unit tests say', { skip: promtool.error === undefined ? false : `promtool is not installed (Debian: apt-get install prometheus): ${promtool.error.message}` }, async (t) => {
   const checked = spawnSync('promtool', ['check', 'rules', rulesPath], { encoding: 'utf8' })
   t.equal(checked.status, 0, `promtool check rules: ${checked.stdout}${checked.stderr}`)
+  // A standby instance raises nothing; a job where no instance consumes or stores does.
+  const tested = spawnSync('promtool', ['test', 'rules', 'prometheus-alerts.test.yml'], { encoding: 'utf8', cwd: join(root, 'docs') })
+  t.equal(tested.status, 0, `promtool test rules: ${tested.stdout}${tested.stderr}`)
 })
 
 const unit = join(root, 'docs', 'deploy', 'vitrage-persistor.service')
