@@ -38,3 +38,10 @@ t.test('a table line keeps its columns: controls escaped, a long payload cut', a
   t.equal(line.slice(line.indexOf('{"k"')).length, 81, 'the payload preview: 80 characters')
   t.equal(eventTableHeader(5).indexOf('collector_timestamp'), line.indexOf('2024-'), 'the header over its column')
 })
+
+t.test('the payload preview does not cut a surrogate pair in two', async (t) => {
+  const line = eventTableLine(event({ payloadText: `{"k": "${'v'.repeat(71)}😀😀😀😀"}` }), 2)
+  t.notOk(line.includes('\ufffd'), 'no replacement character')
+  t.ok(line.isWellFormed(), 'well-formed text')
+  t.match(line, /"v+…\n$/, "cut before the pair")
+})

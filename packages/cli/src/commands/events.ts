@@ -34,7 +34,10 @@ const PAYLOAD_PREVIEW = 80
 
 /** One event as a table line: fixed columns (a followed log prints as it comes), the payload cut short. Pure. */
 export const eventTableLine = (e: RawEvent, idWidth: number): string => {
-  const payload = e.payloadText.length > PAYLOAD_PREVIEW ? `${e.payloadText.slice(0, PAYLOAD_PREVIEW - 1)}…` : e.payloadText
+  // Cut before a high surrogate whose pair would be cut off (it would print as U+FFFD).
+  const high = e.payloadText.charCodeAt(PAYLOAD_PREVIEW - 2)
+  const cut = high >= 0xd800 && high <= 0xdbff ? PAYLOAD_PREVIEW - 2 : PAYLOAD_PREVIEW - 1
+  const payload = e.payloadText.length > PAYLOAD_PREVIEW ? `${e.payloadText.slice(0, cut)}…` : e.payloadText
   return `${String(e.id).padStart(idWidth)}  ${e.collectorTimestamp}  ${tableCell(e.eventType).padEnd(38)}  ${e.messageId}  ${tableCell(payload)}\n`
 }
 
@@ -152,6 +155,11 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
       const stopped = stop.received.then(() => true)
       for (;;) {
         const page = await store.readRawPage(after, PAGE, types !== undefined ? { eventTypes: types } : {})()
+        // Retrying cannot fix a fatal one (the database dropped, rights revoked): say so and end.
+        if (E.isLeft(page) && page.left.kind === 'fatal') {
+          io.err(`vitrage-persistor events: ${redactUrl(config.databaseUrl)}: ${page.left.message}\n`)
+          return 1
+        }
         if (E.isLeft(page)) io.err(`vitrage-persistor events: ${page.left.message}; retrying\n`)
         else if (page.right.length > 0) {
           print(page.right)

@@ -177,6 +177,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
         }),
       }
     : undefined
+  for (const derived of ['database', 'node']) historyMetrics?.events.labels(derived).inc(0)
   // What /readyz says before the persistor exists: the database being prepared, and why not yet.
   let preparing = 'connecting'
   let store: PgEventStore | undefined
