@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { decodeMessage } from '@vitrage-persistor/core'
 import { randomUUID } from 'node:crypto'
 import { type AppendSignal, type DecodedMessage, type EventLogReader, NOT_IN_LOG, silentLogger, STORE_CLOSED } from '@vitrage-persistor/core'
-import { caughtUp, canonicalJson, encodeGraphSnapshot, followGraph, GRAPH_SNAPSHOT_KIND, graphAt, HistoryRunner } from '@vitrage-persistor/projections'
+import { caughtUp, canonicalJson, encodeGraphSnapshot, type FollowOptions, followGraph, GRAPH_SNAPSHOT_KIND, type GraphSources, graphAt, HistoryRunner } from '@vitrage-persistor/projections'
 import { createIngestMetrics, defaultPersistorOptions, Persistor, republish } from '@vitrage-persistor/ingest'
 import { Registry } from 'prom-client'
 import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
@@ -326,14 +326,14 @@ t.test('follow and mirror end with the reason, exit 1, on a taken port or a data
   t.equal(process.listenerCount('SIGTERM'), before, 'the commands gave the stop signals back')
 })
 
-t.test('a follower whose database is restored or failed over under it rebuilds from the log as it is: no reused id skipped, no lost event kept', async (t) => {
-  const { world, store } = await worldWithLog(t, 300, 3)
-  const sources = { reader: store, snapshots: store, clock: store }
-  const client = await world.sql.connect()
-  t.teardown(() => client.release())
+/**
+ * A follower woken only when the test says (no poll, no notifications), with the positions and
+ * generations it emitted; `wakeUntil` wakes it and waits for a condition on them.
+ */
+const wokenFollower = (t: Test, sources: GraphSources, options: FollowOptions = {}) => {
   const wake: Array<() => void> = []
   const signal: AppendSignal = { onAppend: (l) => (wake.push(l), { close: async () => {} }) }
-  const follow$ = followGraph({ ...sources, signal }, { pollMs: 600_000 })
+  const follow$ = followGraph({ ...sources, signal }, { pollMs: 600_000, ...options })
   const states: Array<{ position: number; generation: number }> = []
   const sub = follow$.subscribe((s) => states.push({ position: s.position, generation: s.generation }))
   t.teardown(() => sub.unsubscribe())
@@ -341,6 +341,15 @@ t.test('a follower whose database is restored or failed over under it rebuilds f
     for (const l of wake) l()
     await eventually(what, async () => done())
   }
+  return { follow$, states, wakeUntil }
+}
+
+t.test('a follower whose database is restored or failed over under it rebuilds from the log as it is: no reused id skipped, no lost event kept', async (t) => {
+  const { world, store } = await worldWithLog(t, 300, 3)
+  const sources = { reader: store, snapshots: store, clock: store }
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  const { follow$, states, wakeUntil } = wokenFollower(t, sources)
   const sameAsFullReplay = async (what: string): Promise<void> => {
     const followed = await caughtUp(follow$, 0)
     const full = await graphAt(sources, 'head', { useSnapshots: false })
@@ -396,16 +405,7 @@ t.test('a follower whose read failed as the database was restored still notices;
     },
   }
   const sources = { reader, snapshots: store, clock: store }
-  const wake: Array<() => void> = []
-  const signal: AppendSignal = { onAppend: (l) => (wake.push(l), { close: async () => {} }) }
-  const follow$ = followGraph({ ...sources, signal }, { pollMs: 600_000, retry: { initialMs: 1, maxMs: 1 } })
-  const states: Array<{ position: number; generation: number }> = []
-  const sub = follow$.subscribe((s) => states.push({ position: s.position, generation: s.generation }))
-  t.teardown(() => sub.unsubscribe())
-  const wakeUntil = async (what: string, done: () => boolean): Promise<void> => {
-    for (const l of wake) l()
-    await eventually(what, async () => done())
-  }
+  const { follow$, states, wakeUntil } = wokenFollower(t, sources, { retry: { initialMs: 1, maxMs: 1 } })
   const fullReplay = async (): Promise<string> => {
     const full = await graphAt({ reader: store, snapshots: store, clock: store }, 'head', { useSnapshots: false })
     if (E.isLeft(full)) throw new Error(full.left.message)

@@ -23,22 +23,23 @@ export interface IngestMetrics {
 
 export const createIngestMetrics = (registry: Registry): IngestMetrics => {
   const registers = [registry]
-  const deadLettered = new Counter({
-    name: 'vitrage_persistor_dead_lettered_total',
-    help: 'Messages sent to the dead-letter queue, by reason (x-persistor-error).',
-    labelNames: ['reason'],
-    registers,
-  })
   // Every label value is exported from the start, so a rate() or an alert over it works before
   // the first one (a series that appears at 1 has no increase to see).
-  for (const reason of REJECTION_REASONS) deadLettered.labels(reason).inc(0)
-  const appendRetries = new Counter({
-    name: 'vitrage_persistor_append_retries_total',
-    help: 'Append attempts that failed and were retried, by failure kind (transient, fatal).',
-    labelNames: ['kind'],
-    registers,
-  })
-  for (const kind of ['transient', 'fatal']) appendRetries.labels(kind).inc(0)
+  const countedFromZero = <L extends string>(metric: { name: string; help: string }, label: L, values: readonly string[]): Counter<L> => {
+    const c = new Counter({ ...metric, labelNames: [label], registers })
+    for (const v of values) c.labels(v).inc(0)
+    return c
+  }
+  const deadLettered = countedFromZero(
+    { name: 'vitrage_persistor_dead_lettered_total', help: 'Messages sent to the dead-letter queue, by reason (x-persistor-error).' },
+    'reason',
+    REJECTION_REASONS,
+  )
+  const appendRetries = countedFromZero(
+    { name: 'vitrage_persistor_append_retries_total', help: 'Append attempts that failed and were retried, by failure kind (transient, fatal).' },
+    'kind',
+    ['transient', 'fatal'],
+  )
   const brokerBlocked = new Gauge({
     name: 'vitrage_persistor_broker_blocked',
     help: '1 while the broker blocks the connection (memory or disk alarm), by connection (consume, dead letters).',

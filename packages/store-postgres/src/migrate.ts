@@ -73,6 +73,22 @@ const endOnAbort = (client: pg.Client, signal: AbortSignal | undefined): (() => 
   return () => signal.removeEventListener('abort', end)
 }
 
+/**
+ * Connects `client`, ended on abort (endOnAbort); returns the unhook. A failed connect is
+ * unhooked and its client ended before the error is thrown on.
+ */
+const connectAbortable = async (client: pg.Client, signal: AbortSignal | undefined): Promise<() => void> => {
+  const unhook = endOnAbort(client, signal)
+  try {
+    await client.connect()
+    return unhook
+  } catch (e) {
+    unhook()
+    await client.end().catch(() => {})
+    throw e
+  }
+}
+
 export const INGEST_SCHEMA_VERSION = 1
 
 /** Changes whenever any migration changes: names test templates and snapshot compatibility. */
@@ -96,27 +112,21 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
       if (target === '') throw Object.assign(new Error('the database URL names no database'), { code: 'config' })
       // Connecting to the target first covers roles that may not connect to `postgres`.
       const direct = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
-      const directUnhook = endOnAbort(direct, signal)
       try {
-        await direct.connect()
+        ;(await connectAbortable(direct, signal))()
         await direct.end()
         return false
       } catch (e) {
-        await direct.end().catch(() => {})
         if ((e as { code?: string }).code !== '3D000') throw e // anything but "database does not exist"
-      } finally {
-        directUnhook()
       }
       for (const maintenance of ['postgres', 'template1']) {
         const u = new URL(databaseUrl)
         u.pathname = `/${maintenance}`
         const admin = new pg.Client({ connectionString: u.toString(), connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
-        const adminUnhook = endOnAbort(admin, signal)
+        let adminUnhook: () => void
         try {
-          await admin.connect()
+          adminUnhook = await connectAbortable(admin, signal)
         } catch (e) {
-          adminUnhook()
-          await admin.end().catch(() => {})
           if ((e as { code?: string }).code === '3D000') continue
           throw e
         }
@@ -147,14 +157,7 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
       const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
       // Ended on abort while it connects or waits for the migration lock; a migration's own
       // transaction then rolls back.
-      const unhook = endOnAbort(client, signal)
-      try {
-        await client.connect()
-      } catch (e) {
-        unhook()
-        await client.end().catch(() => {})
-        throw e
-      }
+      const unhook = await connectAbortable(client, signal)
       try {
         await client.query('SET client_min_messages = warning')
         await client.query('SELECT pg_advisory_lock($1)', [MIGRATE_LOCK])
@@ -214,12 +217,10 @@ export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => str
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
       const all = loadMigrations()
       const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
-      const unhook = endOnAbort(client, signal)
+      let unhook: () => void
       try {
-        await client.connect()
+        unhook = await connectAbortable(client, signal)
       } catch (e) {
-        unhook()
-        await client.end().catch(() => {})
         if ((e as { code?: string }).code === '3D000') return all.map((m) => m.name)
         throw e
       }
