@@ -1,4 +1,8 @@
+import { type DecodedMessage, decodeMessage, type HistoryStore } from '@vitrage-persistor/core'
+import { HistoryRunner } from '@vitrage-persistor/projections'
+import { appendBatch, PgEventStore, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { eventually } from '@vitrage-persistor/testing'
+import * as E from 'fp-ts/lib/Either.js'
 import t, { type Test } from 'tap'
 import { cli, cliJson } from './support/cli.js'
 import { rawFixtures } from './support/fixtures.js'
@@ -153,4 +157,35 @@ t.test('history end-open records a Vitrage cold start: everything open at T ends
   t.same((await cliJson<Alarms>(['history', 'alarms', ...db, '--active'])).alarms, [])
   const again = await cliJson<{ appended: number }>(['history', 'end-open', ...db, '--at', T('00:30:00')])
   t.equal(again.appended, 0, 'run again: nothing is open any more')
+})
+
+t.test('a projection retired under a running runner, then pruned: the runner does not re-derive the history from what is left of the log', async (t) => {
+  const world = await setupWorld(t)
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  const events = rawFixtures().map((m) => prepareEvent((decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right))
+  await appendBatch(client, events)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
+  t.teardown(() => store.close())
+  t.equal((await cli(['snapshot', 'create', '--database-url', world.db.url, '--at-event', '200'])).code, 0)
+  // On its third page the projection is retired (tables emptied, checkpoint removed) and the
+  // log pruned below 200, as an operator would, while this runner is mid-way.
+  let pages = 0
+  const racing: HistoryStore = {
+    ...store,
+    applyHistoryRange: (name, from, to, commandsFor, partition) => async () => {
+      if (++pages === 3) {
+        t.same(await store.retireHistory('history')(), E.right(undefined))
+        t.same(await store.prune()(), E.right(199))
+      }
+      return store.applyHistoryRange(name, from, to, commandsFor, partition)()
+    },
+  }
+  const runner = new HistoryRunner({ reader: store, store: racing }, { name: 'history', pageSize: 20 })
+  const first = await runner.catchUp()
+  t.match(first, E.left({ code: 'checkpoint-moved-back' }), 'the move conflicts, and the checkpoint is found behind it')
+  const second = await runner.catchUp()
+  t.match(second, E.left({ code: 'pruned' }), 'then it refuses to start again over a pruned log')
+  const rows = Number((await world.sql.query('SELECT count(*) AS n FROM history_alarm')).rows[0].n)
+  t.equal(rows, 0, 'nothing re-derived from the events that are left')
 })

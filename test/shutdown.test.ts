@@ -1,5 +1,7 @@
 import { createServer, type AddressInfo, type Socket } from 'node:net'
-import { eventually, freePort } from '@vitrage-persistor/testing'
+import { createEmptyDatabase, eventually, freePort } from '@vitrage-persistor/testing'
+import { MIGRATE_LOCK } from '@vitrage-persistor/store-postgres'
+import pg from 'pg'
 import t from 'tap'
 import { message, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
@@ -176,4 +178,26 @@ t.test('a database server that accepts and never answers at start-up is retried,
   const took = Date.now() - signalled
   t.ok(took < 5_000, `exited ${took} ms after SIGTERM, not at the end of the 10 s connect timeout`)
   t.ok(p.lines.some((l) => l.msg === 'stopped'))
+})
+
+t.test('SIGTERM while start-up migrations wait for their lock: stopped, exit 0, nothing half applied', async (t) => {
+  const db = await createEmptyDatabase()
+  t.teardown(db.drop)
+  // Another migrate holds the lock: run connects, then waits for it.
+  const other = new pg.Client({ connectionString: db.url })
+  await other.connect()
+  t.teardown(() => other.end())
+  await other.query('SELECT pg_advisory_lock($1)', [MIGRATE_LOCK])
+  const p = startPersistor(['run', '--database-url', db.url, '--http-port', '0', '--queue', `vpt_q_locked_${Date.now()}`])
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor((l) => l.msg === 'applying migrations', 'migrations under way')
+  await eventually('run waiting for the migration lock', async () =>
+    Number((await other.query(`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`)).rows[0].n) > 0,
+  )
+  p.kill('SIGTERM')
+  t.same(await p.exited, { code: 0, signal: null }, 'stopped, not a crash')
+  t.notMatch(p.output(), /Emitted 'error' event|Connection terminated unexpectedly\n\s+at /, 'no unhandled error event')
+  t.ok(p.lines.some((l) => l.msg === 'stopped'))
+  const applied = await other.query(`SELECT to_regclass('schema_migration') AS t`)
+  t.equal(applied.rows[0].t, null, 'nothing applied: it never had the lock')
 })

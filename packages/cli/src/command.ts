@@ -11,6 +11,8 @@ export interface Io {
   readonly isTTY: boolean
   /** Standard error is a terminal (progress bars are for people; otherwise plain lines). */
   readonly errIsTTY?: boolean
+  /** The output's reader went away (`| head`): a command that would go on printing ends. */
+  readonly outputClosed?: () => boolean
 }
 
 

@@ -23,25 +23,28 @@ export type { CommandInput, Env, Io } from './command.js'
 
 /**
  * A command's output going to a reader that went away (`events | head`): nothing more can be
- * delivered, so the process ends quietly, exit 0, instead of an unhandled EPIPE. Installed on the
- * first output only: `run` prints none (its logs handle a closed stdout themselves and it keeps
- * running, logger.ts).
+ * delivered, so what follows is dropped (not an unhandled EPIPE), the command ends with its own
+ * exit code, and one that would print for ever (`events --follow`) ends when it sees
+ * `outputClosed`. Installed on the first output only: `run` prints none (its logs handle a
+ * closed stdout themselves and it keeps running, logger.ts).
  */
 let outputGuarded = false
+let outputGone = false
 const guardOutput = (): void => {
   if (outputGuarded) return
   outputGuarded = true
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e
-    process.exit(0)
+    outputGone = true
   })
 }
 
 const defaultIo: Io = {
   out: (t) => {
     guardOutput()
-    process.stdout.write(t)
+    if (!outputGone) process.stdout.write(t)
   },
+  outputClosed: () => outputGone,
   err: (t) => process.stderr.write(t),
   isTTY: process.stdout.isTTY === true,
   errIsTTY: process.stderr.isTTY === true,

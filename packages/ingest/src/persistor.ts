@@ -502,6 +502,10 @@ export class Persistor {
     session.alive = false
     this.deps.metrics.brokerConnected.set(0)
     clearInterval(this.depthTimer)
+    // Not sampled any more: 0, not the last value seen (a --compat-queue instance that lost its
+    // lease kept its old depth for ever, and alerts take the highest over the instances).
+    this.deps.metrics.queueDepth.set(0)
+    this.deps.metrics.deadLetterQueueDepth.set(0)
     // While connecting, the failing step's own error reaches connect(), which retries.
     if (this.session !== session || this.state === 'draining' || this.state === 'closed' || this.state === 'connecting') return
     this.log.warn({ reason, generation: session.generation }, 'broker session lost; held messages will be redelivered')

@@ -2,7 +2,7 @@ export { type AppendResult, appendBatch, appendIsolating, type IsolatedAppendRes
 export { classifyPgError } from './classify.js'
 export { type Lease, tryLease } from './lease.js'
 export { copyField, copyRow } from './copy-text.js'
-export { ensureDatabase, INGEST_SCHEMA_VERSION, loadMigrations, type MigrateReport, type Migration, migrate, pendingMigrations, schemaTemplate, schemaVersion, setupDatabase } from './migrate.js'
+export { ensureDatabase, INGEST_SCHEMA_VERSION, loadMigrations, MIGRATE_LOCK, type MigrateReport, type Migration, migrate, pendingMigrations, schemaTemplate, schemaVersion, setupDatabase } from './migrate.js'
 export { pageQuery, type RawEvent, type ReadOptions, readEventsById, readPage, readRawPage } from './read.js'
 export { type EventStoreOptions, type HeadEvent, PgEventStore } from './store.js'
 export { APPEND_CHANNEL, listenForAppends } from './notifications.js'

@@ -26,7 +26,8 @@ export interface MigrateReport {
 }
 
 const MIGRATIONS_DIR = new URL('../migrations/', import.meta.url)
-const MIGRATE_LOCK = 1986622579 // 'vitr' + 1: distinct from the append lock
+/** The advisory lock migrations serialize on ('vitr' + 1: distinct from the append lock). */
+export const MIGRATE_LOCK = 1986622579
 
 let cached: Migration[] | undefined
 
@@ -63,6 +64,9 @@ const CONNECT_TIMEOUT_MS = 10_000
  * then fails at once instead of running out its timeout. Returns the unsubscribe.
  */
 const endOnAbort = (client: pg.Client, signal: AbortSignal | undefined): (() => void) => {
+  // A connection that dies (closed here, or by the server) makes a connected client emit
+  // 'error' besides failing its query in flight: unheard, that event would crash the process.
+  client.on('error', () => {})
   if (signal === undefined) return () => {}
   // Not client.end(): that says goodbye and waits for the server to close, which one that never
   // answers never does, and a connect it interrupts never settles. Closing the socket under the

@@ -131,7 +131,7 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
     void stop?.received.then(() => (stopping = true))
     let listed = 0
     for (;;) {
-      if (stopping) return 0
+      if (stopping || io.outputClosed?.() === true) return 0
       const want = Math.min(PAGE, cap - listed + 1)
       const page: RawEvent[] | undefined = await orReport(io, what, config.databaseUrl, store.readRawPage(after, want, readOptions))
       if (page === undefined) return 1
@@ -154,6 +154,8 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
     try {
       const stopped = stop.received.then(() => true)
       for (;;) {
+        // Between pages too: a long backlog read page after page does not hold a stop back.
+        if (stopping || io.outputClosed?.() === true) return 0
         const page = await store.readRawPage(after, PAGE, types !== undefined ? { eventTypes: types } : {})()
         // Retrying cannot fix a fatal one (the database dropped, rights revoked): say so and end.
         if (E.isLeft(page) && page.left.kind === 'fatal') {

@@ -178,10 +178,19 @@ export class HistoryRunner {
   }
 
   /** After a checkpoint conflict: where the runner that won left the checkpoint (`resume`). */
-  private async afterConflict(failure: Failure, at: number, resume: () => Promise<E.Either<Failure, number>>): Promise<E.Either<Failure, number>> {
-    if (failure.code !== 'checkpoint-conflict') return E.left(failure)
+  private async afterConflict(conflict: Failure, at: number, resume: () => Promise<E.Either<Failure, number>>): Promise<E.Either<Failure, number>> {
+    if (conflict.code !== 'checkpoint-conflict') return E.left(conflict)
+    const resumed = await resume()
+    if (E.isLeft(resumed)) return resumed
+    // Behind where this runner was: not another runner ahead of it, but a rebuild or a retire
+    // (`checkpoint remove history --drop-history`) that emptied the tables meanwhile. This
+    // catch-up ends; the next starts from the checkpoint with its checks (after a prune, the
+    // log can no longer give the history back: it must not re-derive from what is left).
+    if (resumed.right < at) {
+      return E.left(failure('transient', `the history checkpoint went back from ${at} to ${resumed.right} (a rebuild or retire ran meanwhile); catching up again from it`, 'checkpoint-moved-back'))
+    }
     this.log.info({ at }, 'another runner applied this range; continuing from its checkpoint')
-    return resume()
+    return resumed
   }
 
   private async catchUpInDatabase(common: number, head: number): Promise<E.Either<Failure, number>> {
