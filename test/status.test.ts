@@ -70,7 +70,9 @@ t.test('status shows the log, its readers and the queues, and names what needs a
   // oslo's publisher declares its own queue (and binds it): it fills while nothing reads it.
   const osloQueue = `${world.names.topic}.info`
   await world.broker.channel.assertQueue(osloQueue, { durable: false, autoDelete: false })
-  t.teardown(() => world.broker.cleanup({ queues: [osloQueue] }))
+  // Deleted here, not with broker.cleanup (which closes the broker: the world's own cleanup then
+  // left its queues and exchanges behind).
+  t.teardown(() => world.broker.channel.deleteQueue(osloQueue).then(() => undefined, () => undefined))
   // Straight into it (through the exchange it would reach the persistor's queue as well).
   await world.broker.publish('', osloQueue, v2Body(message({ i: 9 })), OSLO_PROPERTIES)
   const withOslo = await status(world)
