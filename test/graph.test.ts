@@ -433,6 +433,25 @@ t.test('a follower whose read failed as the database was restored still notices;
   t.equal(canonicalJson((await caughtUp(follow$, 0)).graph), canonicalJson(fromSnapshot.right.graph), 'the graph of the log (its snapshot at 301 and the tail)')
 })
 
+t.test('a snapshot of a history the log no longer holds (the event table restored without its snapshots) is passed over, not built on', async (t) => {
+  const { world, store } = await worldWithLog(t, 400)
+  const db = ['--database-url', world.db.url]
+  for (const at of ['200', '400']) t.equal((await cli(['snapshot', 'create', ...db, '--at-event', at])).code, 0)
+  await rewindLog(world, 300, { eventsOnly: true })
+  const client = await world.sql.connect()
+  await appendBatch(client, fixtureEvents(150, 100))
+  client.release()
+  const sources = { reader: store, snapshots: store, clock: store }
+  const built = await graphAt(sources, 'head')
+  if (E.isLeft(built)) throw new Error(built.left.message)
+  t.same(built.right.snapshot?.eventId, 200, 'built from the snapshot at 200, of this log')
+  t.match(built.right.unreadable, [{ eventId: 400, reason: /taken at event 400 = message .*, which the log no longer holds there \(message .*\): the event table was restored/ }])
+  const full = await graphAt(sources, 'head', { useSnapshots: false })
+  if (E.isLeft(full)) throw new Error(full.left.message)
+  t.equal(canonicalJson(built.right.graph), canonicalJson(full.right.graph), 'the graph of the log as it is')
+  t.equal(await graphCli(world.db.url), await graphCli(world.db.url, '--no-snapshots'), 'graph says the same')
+})
+
 t.test('prune against a follower behind it, and during a replay: rebuilt or refused, never a graph with a hole', async (t) => {
   const world = await setupWorld(t)
   const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 3 })

@@ -164,15 +164,18 @@ export const setupPrivateWorld = async (
  * replica that had received it last): the later events gone, and their ids handed out again;
  * checkpoints and snapshots no further than that, as the backup held them.
  */
-export const rewindLog = async (world: World, id: number): Promise<void> => {
+export const rewindLog = async (world: World, id: number, options: { readonly eventsOnly?: boolean } = {}): Promise<void> => {
   const c = await world.sql.connect()
   try {
     await c.query('BEGIN')
     // The append-only triggers stand aside, as they do for a restore (pg_restore loads data so).
     await c.query('SET LOCAL session_replication_role = replica')
     await c.query('DELETE FROM event WHERE id > $1', [id])
-    await c.query('UPDATE projection_checkpoint SET position = $1 WHERE position > $1', [id])
-    await c.query('DELETE FROM projection_snapshot WHERE event_id > $1', [id])
+    // The event table alone restored (eventsOnly): checkpoints and snapshots stay as they were.
+    if (options.eventsOnly !== true) {
+      await c.query('UPDATE projection_checkpoint SET position = $1 WHERE position > $1', [id])
+      await c.query('DELETE FROM projection_snapshot WHERE event_id > $1', [id])
+    }
     await c.query('COMMIT')
     await c.query(`ALTER TABLE event ALTER COLUMN id RESTART WITH ${id + 1}`)
   } finally {

@@ -45,7 +45,9 @@ export const saveSnapshot = async (db: Queryable, s: NewSnapshot): Promise<Snaps
          stats = EXCLUDED.stats, collector_timestamp = EXCLUDED.collector_timestamp, created_at = now()
        RETURNING *)
      SELECT ${META_COLUMNS} FROM saved s`,
-    [s.kind, s.eventId, s.format, Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength), s.stats ?? {}, s.eventMessageId ?? null],
+    // The message goes into stats as well: a reader can then tell a snapshot of another history
+    // (the event table restored without its snapshots) from one of this log (graphAt).
+    [s.kind, s.eventId, s.format, Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength), s.eventMessageId === undefined ? (s.stats ?? {}) : { ...s.stats, eventMessageId: s.eventMessageId }, s.eventMessageId ?? null],
   )
   const r = rows[0]
   return r === undefined ? undefined : toMeta(r)

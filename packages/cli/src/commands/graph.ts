@@ -110,7 +110,12 @@ const snapshotCreate = async (config: DbConfig, input: CommandInput, io: Io): Pr
       io.err(`vitrage-persistor snapshot create: ${snapshot.left}\n`)
       return 1
     }
-    const saved = await orReport(io, 'snapshot create', config.databaseUrl, store.saveSnapshot(snapshot.right))
+    // Named by the message of its event: refused, and later passed over, once the log no longer
+    // holds it (a restore or failover meanwhile).
+    const at = await orReport(io, 'snapshot create', config.databaseUrl, store.tip(r.right.position))
+    if (at === undefined) return 1
+    const named = at.messageIdAtPosition === null ? snapshot.right : { ...snapshot.right, eventMessageId: at.messageIdAtPosition }
+    const saved = await orReport(io, 'snapshot create', config.databaseUrl, store.saveSnapshot(named))
     if (saved === undefined) return 1
     const removed = await orReport(io, 'snapshot create', config.databaseUrl, store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep))
     // One snapshot per event id: taking it again replaces the one there (same id, new bytes).

@@ -206,6 +206,20 @@ export interface GraphSources {
   readonly clock: LogClock
 }
 
+/** Why `snapshot` is not of this log (its event is now another message), or undefined. */
+const foreignSnapshot = async (reader: EventLogReader, snapshot: Snapshot): Promise<E.Either<Failure, string | undefined>> => {
+  const expected = snapshot.stats['eventMessageId']
+  if (typeof expected !== 'string' || reader.tip === undefined) return E.right(undefined)
+  const tip = await reader.tip(snapshot.eventId)()
+  if (E.isLeft(tip)) return tip
+  const found = tip.right.messageIdAtPosition
+  return E.right(
+    found === expected
+      ? undefined
+      : `snapshot ${snapshot.id} was taken at event ${snapshot.eventId} = message ${expected}, which the log no longer holds there (${found === null ? 'no such event' : `message ${found}`}): the event table was restored or failed over without its snapshots`,
+  )
+}
+
 /**
  * The graph as of a target (an event id, a time: the state after the last event whose
  * collector_timestamp is <= T, or the head), from the nearest snapshot at or before it plus
@@ -251,6 +265,15 @@ export const graphAt = async (
       const snap = await sources.snapshots.latestSnapshot(GRAPH_SNAPSHOT_KIND, below)()
       if (E.isLeft(snap)) return snap
       if (snap.right === undefined) break
+      // Of this log? A snapshot that names its event's message is one only while the log holds
+      // that message there (the event table restored without its snapshots hands ids out again).
+      const foreign = await foreignSnapshot(sources.reader, snap.right)
+      if (E.isLeft(foreign)) return foreign
+      if (foreign.right !== undefined) {
+        unreadable.push({ id: snap.right.id, eventId: snap.right.eventId, reason: foreign.right })
+        below = snap.right.eventId - 1
+        continue
+      }
       const decoded = await decodeGraphSnapshot(snap.right)
       if (E.isRight(decoded)) {
         graph = decoded.right
