@@ -7,7 +7,8 @@
  * and T2 is the graph at T2. Without a start it lists the newest events (like `tail`). JSON is one
  * event per line (a stream: `--follow` goes on printing), the payload exactly as stored.
  */
-import { type RawEvent, redactUrl } from '@vitrage-persistor/core'
+import { type RawEvent, redactUrl, waker } from '@vitrage-persistor/core'
+import * as TE from 'fp-ts/lib/TaskEither.js'
 import { Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
 import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
@@ -88,18 +89,15 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
       for (const e of batch) io.out(format === 'json' ? eventJsonLine(e) : eventTableLine(e, idWidth))
     }
     if (messageId !== undefined) {
-      const found = await store.eventByMessageId(messageId.toLowerCase())()
-      if (E.isLeft(found)) {
-        io.err(`vitrage-persistor events: ${redactUrl(config.databaseUrl)}: ${found.left.message}\n`)
-        return 1
-      }
-      if (found.right === undefined) {
+      const found = await orReport(io, what, config.databaseUrl, TE.map((e: RawEvent | undefined) => e ?? null)(store.eventByMessageId(messageId.toLowerCase())))
+      if (found === undefined) return 1
+      if (found === null) {
         io.err(`vitrage-persistor events: no event is stored for message ${messageId.toLowerCase()}\n`)
         return 1
       }
-      if (format === 'table') io.out(eventTableHeader(String(found.right.id).length))
-      idWidth = String(found.right.id).length
-      print([found.right])
+      idWidth = String(found.id).length
+      if (format === 'table') io.out(eventTableHeader(idWidth))
+      print([found])
       return 0
     }
     // Range ends as ids (a time is the log's position at it), fixed now: a listing is one
@@ -148,14 +146,21 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
     if (!follow || stop === undefined) return 0
 
     // Following: whatever is appended after what was listed, as it is committed, until stopped.
+    // A commit (or the stop) cuts the poll's sleep short; one that came during a read is
+    // remembered, so the next read is not a poll interval late.
     after = Math.max(after, upTo)
-    let wake: () => void = () => {}
-    const appended = store.onAppend(() => wake())
+    const { sleep, wake } = waker()
+    let signalled = false
+    const appended = store.onAppend(() => {
+      signalled = true
+      wake()
+    })
+    void stop.received.then(() => wake())
     try {
-      const stopped = stop.received.then(() => true)
       for (;;) {
         // Between pages too: a long backlog read page after page does not hold a stop back.
         if (stopping || io.outputClosed?.() === true) return 0
+        signalled = false
         const page = await store.readRawPage(after, PAGE, types !== undefined ? { eventTypes: types } : {})()
         // Retrying cannot fix a fatal one (the database dropped, rights revoked): say so and end.
         if (E.isLeft(page) && page.left.kind === 'fatal') {
@@ -168,15 +173,7 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
           after = (page.right.at(-1) as RawEvent).id
           if (page.right.length === PAGE) continue
         }
-        let timer: NodeJS.Timeout | undefined
-        const woken = new Promise<boolean>((resolve) => {
-          timer = setTimeout(() => resolve(false), FOLLOW_POLL_MS)
-          wake = () => resolve(false)
-        })
-        const stop = await Promise.race([stopped, woken])
-        // Not left running after a stop: it held the process up to the poll interval.
-        clearTimeout(timer)
-        if (stop) return 0
+        if (!signalled && !stopping) await sleep(FOLLOW_POLL_MS)
       }
     } finally {
       await appended.close()

@@ -4,7 +4,7 @@
  * SIGTERM/SIGINT: stop consuming, flush and commit, ack, close. A second SIGINT exits at once
  * (unacked messages are redelivered; nothing is lost either way).
  */
-import { backoffDelay, type Failure, type Logger, makeScrubber, redactUrl, secretsOf, within } from '@vitrage-persistor/core'
+import { backoffDelay, type Failure, type Logger, makeScrubber, redactUrl, secretsOf, waker, within } from '@vitrage-persistor/core'
 import { createIngestMetrics, defaultPersistorOptions, Persistor, type PersistorOptions } from '@vitrage-persistor/ingest'
 import { INGEST_SCHEMA_VERSION, PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
@@ -46,17 +46,6 @@ export type RunConfig = Config<(typeof RUN_SETTINGS)[number]>
 const DATABASE_RETRY = { initialMs: 200, maxMs: 10_000 }
 const INSUFFICIENT_PRIVILEGE = '42501'
 
-/** A wait that a stop request ends at once (SIGTERM during start-up). */
-const sleep = (ms: number, stop: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer)
-      stop.removeEventListener('abort', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    stop.addEventListener('abort', done, { once: true })
-  })
 
 /**
  * Brings the schema up to date before consuming. Transient failures (database not up yet) are
@@ -74,6 +63,9 @@ const prepareDatabase = async (
   stop: AbortSignal,
   onRetry: (failure: Failure) => void,
 ): Promise<Failure | undefined> => {
+  // A stop request (SIGTERM during start-up) cuts the retry wait short.
+  const { sleep, wake } = waker()
+  stop.addEventListener('abort', wake, { once: true })
   for (let attempt = 0; !stop.aborted; attempt++) {
     const pending = await pendingMigrations(config.databaseUrl, scrub, stop)()
     let failure: Failure | undefined
@@ -101,7 +93,7 @@ const prepareDatabase = async (
     const delay = backoffDelay(DATABASE_RETRY, attempt)
     log.warn({ failure, retryInMs: delay }, 'database not available; retrying')
     onRetry(failure)
-    await sleep(delay, stop)
+    await sleep(delay)
   }
   return undefined
 }
@@ -170,7 +162,8 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
           // Read when scraped: between two pages the projection's own position says nothing of
           // what arrived meanwhile. A database that does not answer leaves the last value.
           async collect() {
-            if (store === undefined) return
+            if (running === undefined) return
+            const { store } = running
             const [head, checkpoint] = await Promise.all([store.headId()(), store.historyCheckpoint('history')()])
             if (E.isRight(head) && E.isRight(checkpoint)) this.set(Math.max(0, head.right - checkpoint.right))
           },
@@ -180,15 +173,15 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   for (const derived of ['database', 'node']) historyMetrics?.events.labels(derived).inc(0)
   // What /readyz says before the persistor exists: the database being prepared, and why not yet.
   let preparing = 'connecting'
-  let store: PgEventStore | undefined
-  let persistor: Persistor | undefined
+  let running: { readonly store: PgEventStore; readonly persistor: Persistor } | undefined
   // Listening first: a taken port fails at once, and while the database is not there yet a probe
   // sees the process alive (/healthz), not ready (/readyz, with the reason) and its metrics.
   const listening = await listenOrReport(io, 'run', config.httpPort, config.httpHost, {
     '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
     '/healthz': () => json(200, { status: 'ok' }),
     '/readyz': async () => {
-      if (store === undefined || persistor === undefined) return json(503, { status: 'starting', checks: { broker: 'not started', database: preparing } })
+      if (running === undefined) return json(503, { status: 'starting', checks: { broker: 'not started', database: preparing } })
+      const { store, persistor } = running
       const database = await within(store.ping()(), 2_000, E.left({ kind: 'transient' as const, message: 'ping timed out' }))
       // The database may answer a ping and still refuse every append (a missing table, revoked
       // rights): held batches then make the persistor not ready, with the append's reason.
@@ -224,9 +217,8 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     if (prepared === undefined) log.info({ reason: signalled }, 'stopped')
     return prepared === undefined ? 0 : 1
   }
-  preparing = 'ok'
 
-  const runStore = new PgEventStore({
+  const store = new PgEventStore({
     connectionString: config.databaseUrl,
     // appends, the history projection, readiness checks
     maxConnections: 3,
@@ -235,7 +227,6 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     scrub,
     onIdleError: (failure) => log.warn({ failure }, 'idle database connection failed; it will be replaced'),
   })
-  store = runStore
   const options: PersistorOptions = {
     ...defaultPersistorOptions(config.amqpUrl),
     exchange: config.exchange,
@@ -251,8 +242,8 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     shutdownTimeoutMs: config.shutdownTimeoutMs,
   }
   let defect = false
-  const runPersistor = new Persistor(options, {
-    store: runStore,
+  const persistor = new Persistor(options, {
+    store,
     logger: log,
     metrics,
     scrub,
@@ -260,16 +251,16 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       defect = true
       shutdown('defect', 70)
     },
-    acquireLease: (name) => runStore.tryLease(name),
+    acquireLease: (name) => store.tryLease(name),
   })
-  persistor = runPersistor
+  running = { store, persistor }
 
   const history = historyMetrics
     ? new HistoryRunner(
         {
-          reader: runStore,
-          store: runStore,
-          signal: runStore,
+          reader: store,
+          store,
+          signal: store,
           logger: log,
           hooks: {
             onPage: (p) => {
@@ -301,25 +292,25 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       // unacked is lost, the broker redelivers it.
       const left = (): number => Math.max(1_000, deadline - Date.now())
       const bounded = (closing: Promise<void>): Promise<void> => within(closing, left(), undefined)
-      await runPersistor.close()
+      await persistor.close()
       // The projection's and the mirror's work in flight may wait on the database; the store's
       // bounded close below ends their connections, and then they end too.
       const projections = [history?.close(), mirror?.close()]
       await bounded(Promise.all(projections).then(() => undefined))
       await http?.close()
       await mirrorStore?.close({ timeoutMs: left() })
-      await runStore.close({ timeoutMs: left() })
+      await store.close({ timeoutMs: left() })
       await bounded(Promise.all(projections).then(() => undefined))
       stopListening()
       log.info({ reason }, 'stopped')
       finish(defect ? 70 : code)
     })()
   }
-  runPersistor.start()
+  persistor.start()
   history?.start()
   // The database gauge follows a ping every few seconds as well as the appends, so an idle
   // persistor's database is watched too (it stayed 0 until the first append, or 1 after a loss).
-  const probeDatabase = (): void => void runStore.ping()().then((r) => metrics.databaseConnected.set(E.isRight(r) ? 1 : 0))
+  const probeDatabase = (): void => void store.ping()().then((r) => metrics.databaseConnected.set(E.isRight(r) ? 1 : 0))
   probeDatabase()
   databaseProbe = setInterval(probeDatabase, DATABASE_PROBE_MS)
   databaseProbe.unref()
