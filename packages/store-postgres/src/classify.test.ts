@@ -9,6 +9,8 @@ t.test('driver errors are classified once: transient, rejected or fatal', async 
   t.equal(classifyPgError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })).kind, 'transient')
   // pg.Client's connectionTimeoutMillis against a server that accepts and never answers.
   t.equal(classifyPgError(new Error('timeout expired')).kind, 'transient')
+  // A server in recovery, or made read-only: a new connection may reach one that writes.
+  t.equal(classifyPgError(pgError('25006', 'cannot execute INSERT in a read-only transaction')).kind, 'transient')
   t.equal(classifyPgError(pgError('22P02', 'invalid input syntax for type json')).kind, 'rejected')
   t.equal(classifyPgError(pgError('23505', 'duplicate key value')).kind, 'rejected')
   t.equal(classifyPgError(pgError('28P01', 'password authentication failed for user "x"')).kind, 'fatal')

@@ -10,6 +10,11 @@ const TRANSIENT_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPI
 const TRANSIENT_MESSAGE = /Connection terminated|connection error|timeout exceeded when trying to connect|timeout expired|Client was closed|not queryable|Query read timeout|terminating connection/i
 
 const TRANSIENT_SQLSTATE = new Set([
+  // read_only_sql_transaction: a server in recovery (a failover left this address on a standby)
+  // or one made read-only (disk-full protection). The session stays read-only: transient, so
+  // its connection is dropped and the retry opens a new one, which reaches the primary once the
+  // address does.
+  '25006',
   '40001', // serialization_failure
   '40P01', // deadlock_detected
   '55P03', // lock_not_available
