@@ -16,3 +16,42 @@ t.test('routes answer GET and HEAD; another method is 405 with Allow, an unknown
   const missing = await fetch(`${url}/nope`)
   t.same([missing.status, await missing.json()], [404, { error: 'not found', routes: ['/healthz'] }])
 })
+
+t.test('close() ends within its grace second although a client keeps polling on a keep-alive socket and a request waits on a route that never answers', async (t) => {
+  const { Agent, request } = await import('node:http')
+  const server = await startHttpServer(0, '127.0.0.1', {
+    '/healthz': () => json(200, { status: 'ok' }),
+    // As a route waiting on a database that stopped answering.
+    '/metrics': () => new Promise<never>(() => {}),
+  })
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  const get = (path: string): Promise<number> =>
+    new Promise((resolve) => {
+      const req = request({ host: '127.0.0.1', port: server.port, path, agent }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode ?? 0))
+      })
+      req.on('error', () => resolve(-1))
+      req.end()
+    })
+  // A health checker polling every 100 ms (faster than any keep-alive timeout), and a scrape stuck.
+  let polling = true
+  const poller = (async () => {
+    while (polling) {
+      await get('/healthz')
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  })()
+  const stuck = new Agent({ keepAlive: true })
+  t.teardown(() => stuck.destroy())
+  void new Promise((resolve) => request({ host: '127.0.0.1', port: server.port, path: '/metrics', agent: stuck }, resolve).on('error', resolve).end())
+  await new Promise((r) => setTimeout(r, 300))
+  const started = performance.now()
+  const closed = await Promise.race([server.close().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 5_000).unref())])
+  const ms = performance.now() - started
+  polling = false
+  await poller
+  t.ok(closed, `close() ended (${Math.round(ms)} ms)`)
+  t.ok(ms < 2_500, `within the grace second (${Math.round(ms)} ms)`)
+})

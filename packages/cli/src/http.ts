@@ -15,9 +15,12 @@ export type Route = () => Promise<Reply> | Reply
 
 export interface HttpServer {
   readonly port: number
-  /** Stops accepting, ends idle keep-alive sockets. Idempotent. */
+  /** Stops accepting, ends idle keep-alive sockets, and the others after a grace second. Idempotent. */
   readonly close: () => Promise<void>
 }
+
+/** How long close() lets requests in progress finish. */
+const CLOSE_GRACE_MS = 1_000
 
 export const json = (status: number, value: unknown): Reply => ({ status, contentType: 'application/json', body: `${JSON.stringify(value)}\n` })
 
@@ -52,6 +55,10 @@ export const startHttpServer = (port: number, host: string, routes: Readonly<Rec
           closing ??= new Promise<void>((r) => {
             server.close(() => r())
             server.closeIdleConnections()
+            // A keep-alive client polling faster than the idle timeout (a health checker), or a
+            // request waiting on a database that stopped answering, kept close() pending for as
+            // long as it lasted: after a grace second every connection is dropped.
+            setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS).unref()
           })
           return closing
         },
