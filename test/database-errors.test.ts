@@ -1,5 +1,6 @@
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import t from 'tap'
+import { appendBatch, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { message, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
 import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, storedSeqs } from './support/setup.js'
@@ -79,4 +80,98 @@ t.test('a database that turns read-only under the persistor (a failover to a sta
   await eventually('ready again', async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200)
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
+})
+
+t.test("a search_path set on the database cannot send appends to another schema's event table", async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const db = `"${world.db.name}"`
+  // A table that would shadow the log: appends stored there would be acked and missing from it.
+  await world.sql.query('CREATE SCHEMA shadow; CREATE TABLE shadow.event (LIKE public.event INCLUDING ALL)')
+  await world.sql.query(`ALTER DATABASE ${db} SET search_path = shadow, public`)
+  const p = startPersistor(world.flags())
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  await publishMany(world, 100, (seq) => v2Body(message({ seq })))
+  await eventually('stored', async () => (await rowCount(world)) === 100)
+  t.equal(Number((await world.sql.query('SELECT count(*) AS n FROM shadow.event')).rows[0].n), 0, 'nothing went to the other schema')
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})
+
+t.test('a follower whose reads fail is not ready and says why, and reads again once the cause is undone', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const p = startPersistor(world.flags())
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  await publishMany(world, 50, (seq) => v2Body(message({ seq })))
+  await eventually('stored', async () => (await rowCount(world)) === 50)
+  const port = await freePort()
+  const follower = startPersistor(['follow', '--database-url', world.db.url, '--http-port', String(port)])
+  t.teardown(() => follower.kill('SIGKILL'))
+  await follower.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load')
+  const position = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${port}/position`)).json()) as { position: number }).position
+
+  // An operator makes the database's sessions act as a role without rights, and the follower
+  // reconnects meanwhile: its sessions keep that role until they end.
+  const db = `"${world.db.name}"`
+  const role = `${world.db.name}_norights`
+  await world.sql.query(`CREATE ROLE "${role}" NOLOGIN`)
+  t.teardown(async () => {
+    await world.sql.query(`ALTER DATABASE ${db} RESET role`).catch(() => {})
+    await world.sql.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`).catch(() => {})
+    await world.sql.query(`DROP ROLE IF EXISTS "${role}"`).catch(() => {})
+  })
+  await world.sql.query(`ALTER DATABASE ${db} SET role = '${role}'`)
+  await world.sql.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'vitrage-persistor follow%'`)
+  await publishMany(world, 50, (seq) => v2Body(message({ seq: 50 + seq })))
+  await eventually('stored', async () => (await rowCount(world)) === 100)
+  const notReady = await eventually('the follower not ready', async () => {
+    const r = await fetch(`http://127.0.0.1:${port}/readyz`)
+    return r.status === 503 && ((await r.json()) as { reason: string })
+  })
+  t.match(notReady, { reason: /reading the log fails/ }, '/readyz says why')
+
+  await world.sql.query(`ALTER DATABASE ${db} RESET role`)
+  await eventually('caught up', async () => (await position()) === 100)
+  t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200)
+  follower.kill('SIGTERM')
+  p.kill('SIGTERM')
+  t.equal((await follower.exited).code, 0)
+  t.equal((await p.exited).code, 0)
+})
+
+t.test("the sessions idle by design (LISTEN, a lease) are exempt from the database's idle_session_timeout", async (t) => {
+  const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
+  const world = await setupWorld(t)
+  await world.sql.query(`ALTER DATABASE "${world.db.name}" SET idle_session_timeout = '300ms'`)
+  const warnings: string[] = []
+  const note = (...args: unknown[]): void => void warnings.push(String(args.find((a) => typeof a === 'string')))
+  const logger = { debug: () => {}, info: () => {}, warn: note, error: note, child: () => logger }
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 1, logger })
+  t.teardown(() => store.close())
+  let wakes = 0
+  const subscription = store.onAppend(() => wakes++)
+  t.teardown(() => subscription.close())
+  const lease = await store.tryLease('idle-test')
+  if (lease._tag === 'Left' || lease.right === undefined) throw new Error('no lease')
+  const held = lease.right
+  t.teardown(() => held.release())
+  let lost = false
+  void held.lost.then(() => (lost = true))
+  await eventually('listening', () => wakes > 0)
+  // Idle for many times the timeout: the server would have ended both sessions (57P05).
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  // Nothing to await: the claim is that nothing happens meanwhile.
+  await new Promise((r) => setTimeout(r, 2_000))
+  t.notOk(lost, 'the lease is still held')
+  t.same(warnings, [], 'the LISTEN connection was not lost')
+  const before = wakes
+  const { decodeMessage } = await import('@vitrage-persistor/core')
+  const decoded = decodeMessage(v2Body(message({ seq: 1 })), { maxMessageBytes: 1 << 20 })
+  if (decoded._tag === 'Left') throw new Error('fixture does not decode')
+  await appendBatch(client, [prepareEvent(decoded.right)])
+  await eventually('woken by the append', () => wakes > before)
 })

@@ -15,6 +15,8 @@ const TRANSIENT_SQLSTATE = new Set([
   // its connection is dropped and the retry opens a new one, which reaches the primary once the
   // address does.
   '25006',
+  '25P03', // idle_in_transaction_session_timeout ended the session
+  '57P05', // idle_session_timeout ended the session
   '40001', // serialization_failure
   '40P01', // deadlock_detected
   '55P03', // lock_not_available

@@ -8,10 +8,11 @@
  * --compat-queue mode has no single-active-consumer, and RabbitMQ does not enforce an exclusive
  * consumer on a quorum queue.
  */
-import { type Failure, within } from '@vitrage-persistor/core'
+import type { Failure } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import { classifyPgError } from './classify.js'
+import { dropConnection, endWithin, keepIdleSession, sessionOptions } from './connection.js'
 
 export interface Lease {
   /** Resolves when the lease is lost (its connection failed or ended). */
@@ -38,7 +39,7 @@ export const tryLease = async (connectionString: string, name: string, scrub: (s
     keepAliveInitialDelayMillis: 10_000,
     connectionTimeoutMillis: 5_000,
     query_timeout: CHECK_MS,
-    options: '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3',
+    options: sessionOptions(connectionString, '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3'),
   })
   let markLost: () => void = () => {}
   const lost = new Promise<void>((r) => {
@@ -46,12 +47,13 @@ export const tryLease = async (connectionString: string, name: string, scrub: (s
   })
   const drop = (): void => {
     markLost()
-    ;(client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
+    dropConnection(client)
   }
   client.on('error', drop)
   client.on('end', () => markLost())
   try {
     await client.connect()
+    await keepIdleSession(client)
     const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(1986622578, hashtext($1)) AS ok', [`lease:${name}`])
     if (rows[0]?.ok !== true) {
       await endWithin(client, 2_000)
@@ -74,17 +76,4 @@ export const tryLease = async (connectionString: string, name: string, scrub: (s
       return released
     },
   })
-}
-
-/** client.end(), or the socket dropped if the server has not answered within `ms`. */
-const endWithin = async (client: pg.Client, ms: number): Promise<void> => {
-  const ended = await within(
-    client.end().then(
-      () => true,
-      () => true,
-    ),
-    ms,
-    false,
-  )
-  if (!ended) (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
 }

@@ -10,6 +10,7 @@ import { type Failure, failure } from '@vitrage-persistor/core'
 import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { classifyPgError, databaseUrlProblem } from './classify.js'
+import { dropConnection, sessionOptions } from './connection.js'
 
 export interface Migration {
   readonly version: number
@@ -71,7 +72,7 @@ const endOnAbort = (client: pg.Client, signal: AbortSignal | undefined): (() => 
   // Not client.end(): that says goodbye and waits for the server to close, which one that never
   // answers never does, and a connect it interrupts never settles. Closing the socket under the
   // client fails what is in flight at once ("Connection terminated unexpectedly").
-  const end = (): void => (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
+  const end = (): void => dropConnection(client)
   if (signal.aborted) end()
   else signal.addEventListener('abort', end, { once: true })
   return () => signal.removeEventListener('abort', end)
@@ -158,7 +159,7 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
     async () => {
       const problem = databaseUrlProblem(databaseUrl)
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
-      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
+      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS, options: sessionOptions(databaseUrl) })
       // Ended on abort while it connects or waits for the migration lock; a migration's own
       // transaction then rolls back.
       const unhook = await connectAbortable(client, signal)
@@ -220,7 +221,7 @@ export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => str
       const problem = databaseUrlProblem(databaseUrl)
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
       const all = loadMigrations()
-      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
+      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS, options: sessionOptions(databaseUrl) })
       let unhook: () => void
       try {
         unhook = await connectAbortable(client, signal)

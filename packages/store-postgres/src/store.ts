@@ -32,12 +32,13 @@ import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError, databaseUrlProblem } from './classify.js'
+import { dropConnection, keepIdleSession, sessionOptions } from './connection.js'
 import { type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, removeCheckpoint, setCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
 import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, openAt, QueryError, queryAlarms } from './history-queries.js'
 import { type Lease, tryLease } from './lease.js'
-import { listenForAppends } from './notifications.js'
+import { type AppendListener, listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readEventByMessageId, readPage, readRawPage, tailStart } from './read.js'
 import { StreamConsumerDefect, streamRange } from './stream.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
@@ -68,10 +69,13 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   readonly pool: pg.Pool
   private readonly scrub: (text: string) => string
   private closing: Promise<void> | undefined
-  private readonly listeners = new Set<{ close: () => Promise<void> }>()
+  /** LISTEN connections not ended yet (also those whose owner is closing them). */
+  private readonly listeners = new Set<AppendListener>()
   private readonly options: EventStoreOptions
   /** Clients checked out of the pool: a bounded close() ends the ones still busy. */
   private readonly busy = new Set<pg.PoolClient>()
+  /** Every client the pool opened whose connection has not ended yet (see the constructor). */
+  private readonly open = new Set<pg.PoolClient>()
   private closed = false
   /** Calls waiting for a connection, woken by close() (see withClient). */
   private readonly closeWaiters = new Set<() => void>()
@@ -88,10 +92,19 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       application_name: options.applicationName ?? 'vitrage-persistor',
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
       statement_timeout: options.statementTimeoutMs ?? 60_000,
+      options: sessionOptions(options.connectionString),
       keepAlive: true,
       idleTimeoutMillis: 30_000,
     })
     this.pool.on('error', (e) => options.onIdleError?.(classifyPgError(e, this.scrub)))
+    // The pool ends the clients it removes (idle too long, released broken, or all of them at
+    // pool.end()) with a goodbye that a frozen server never acknowledges, and forgets them before
+    // it is answered: their sockets would stay open and keep the process alive after a bounded
+    // close(). So every client is tracked until its connection has ended.
+    this.pool.on('connect', (client) => {
+      this.open.add(client)
+      client.once('end', () => this.open.delete(client))
+    })
   }
 
   private withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): TE.TaskEither<Failure, T> {
@@ -154,8 +167,10 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
           throw e.defect
         }
         const f = this.closed ? failure('fatal', 'the event store is closed', STORE_CLOSED) : classifyPgError(e, this.scrub)
-        // A connection that failed is not reused.
-        client.release(f.kind === 'transient' || broken !== undefined ? ((broken ?? e) as Error) : undefined)
+        // A connection that failed is not reused, unless the input was refused: a session can
+        // carry what failed (read-only after a failover, a role's search_path or settings since
+        // changed), and the pool keeps a busy connection for ever, so the retries would fail on it.
+        client.release(f.kind !== 'rejected' || broken !== undefined ? ((broken ?? e) as Error) : undefined)
         return E.left(f)
       }
     }
@@ -174,6 +189,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
         connectionString: this.options.connectionString,
         application_name: `${this.options.applicationName ?? 'vitrage-persistor'} lock`.slice(0, 63),
         connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
+        options: sessionOptions(this.options.connectionString),
       })
       let broken: unknown
       client.on('error', (e) => {
@@ -181,6 +197,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       })
       try {
         await client.connect()
+        await keepIdleSession(client)
         await client.query('SELECT pg_advisory_lock(1986622578, hashtext($1))', [key])
       } catch (e) {
         await client.end().catch(() => {})
@@ -366,8 +383,8 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     this.listeners.add(handle)
     return {
       close: async () => {
-        this.listeners.delete(handle)
         await handle.close()
+        this.listeners.delete(handle)
       },
     }
   }
@@ -386,7 +403,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   close(options: { readonly timeoutMs?: number } = {}): Promise<void> {
     this.closed = true
     for (const wake of this.closeWaiters) wake()
-    const ended = (this.closing ??= Promise.all([...this.listeners].map((l) => l.close())).then(() => this.pool.end().catch(() => {})))
+    const ended = (this.closing ??= Promise.all([...[...this.listeners].map((l) => l.close()), this.pool.end().catch(() => {})]).then(() => undefined))
     if (options.timeoutMs === undefined) return ended
     const inTime = (ms: number): Promise<boolean> => within(ended.then(() => true), ms, false)
     const timeoutMs = options.timeoutMs
@@ -395,8 +412,8 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       // Busy connections (and, with a server that stopped answering, idle ones whose goodbye is
       // never acknowledged) are dropped; their transactions roll back on the server.
       this.options.logger?.warn({ busy: this.busy.size, timeoutMs }, 'database work still running at close; ending its connections')
-      const pooled = (this.pool as unknown as { _clients?: pg.PoolClient[] })._clients ?? []
-      for (const c of new Set([...this.busy, ...pooled])) (c as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.()
+      for (const c of new Set([...this.busy, ...this.open])) dropConnection(c)
+      for (const l of this.listeners) l.drop()
       await inTime(1_000)
     })()
   }

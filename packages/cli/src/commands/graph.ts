@@ -2,7 +2,7 @@
  * Entity-graph commands: `graph`, `snapshot create|list`, `prune`, `follow` (a warm standby),
  * and `replay --to-amqp` (republish history to a broker).
  */
-import { type Failure, redactUrl } from '@vitrage-persistor/core'
+import { type Failure, failure, redactUrl, within } from '@vitrage-persistor/core'
 import { republish } from '@vitrage-persistor/ingest'
 import {
   canonicalJson,
@@ -174,6 +174,12 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
   }
 }
 
+/** How long follow's endpoints and shutdown wait on the database (a frozen one never answers). */
+const DATABASE_WAIT_MS = 2_000
+/** How long a shutdown lets a snapshot being saved finish. */
+const SNAPSHOT_WAIT_MS = 5_000
+const unanswered: E.Either<Failure, never> = E.left(failure('transient', `no answer within ${DATABASE_WAIT_MS} ms`))
+
 const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promise<number> => {
   const every = positiveIntArg('--snapshot-every', input.options['snapshotEvery'])
   const keep = positiveIntArg('--keep-snapshots', input.options['keepSnapshots']) ?? 5
@@ -198,8 +204,17 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
         registers: [registry],
         async collect() {
           if (latest === undefined) return
-          const head = await store.headId()()
-          if (E.isRight(head) && latest !== undefined) this.set(Math.max(0, head.right - latest.position))
+          const head = await within(store.headId()(), DATABASE_WAIT_MS, unanswered)
+          // Unknown, not the last value read: a follower cut off from its database showed 0.
+          this.set(E.isRight(head) && latest !== undefined ? Math.max(0, head.right - latest.position) : Number.NaN)
+        },
+      }),
+      readable: new Gauge({
+        name: 'vitrage_persistor_graph_log_readable',
+        help: "1 while the follower reads the log (its last read succeeded and the database answers within 2 s), else 0.",
+        registers: [registry],
+        async collect() {
+          this.set((await unreadyBecause()) === undefined ? 1 : 0)
         },
       }),
       rebuilds: new Counter({
@@ -209,16 +224,28 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
       }),
     }
     let latest: FollowState | undefined
+    let readFailing: Failure | undefined
+    // Why the follower cannot keep its graph current: its reads fail, or the database does not
+    // answer at all (a frozen server, a partition: a read in progress then just waits).
+    const unreadyBecause = async (): Promise<string | undefined> => {
+      if (readFailing !== undefined) return `reading the log fails: ${readFailing.message}`
+      const ping = await within(store.ping()(), DATABASE_WAIT_MS, unanswered)
+      return E.isLeft(ping) ? `the database: ${ping.left.message}` : undefined
+    }
     // Listening before loading: a taken port fails at once, and /readyz says "loading" meanwhile.
     const listening = await listenOrReport(io, 'follow', config.httpPort, config.httpHost, {
       '/graph': () => (latest ? { status: 200, contentType: 'application/json', body: canonicalJson(latest.graph, 'pretty') } : json(503, { status: 'loading' })),
       '/position': async () => {
-        const head = await store.headId()()
+        const head = await within(store.headId()(), DATABASE_WAIT_MS, unanswered)
         return json(200, { position: latest?.position ?? null, head: E.isRight(head) ? head.right : null, lag: latest && E.isRight(head) ? head.right - latest.position : null })
       },
       '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
       '/healthz': () => json(200, { status: 'ok' }),
-      '/readyz': () => json(latest ? 200 : 503, { status: latest ? 'ready' : 'loading', position: latest?.position ?? null }),
+      '/readyz': async () => {
+        if (latest === undefined) return json(503, { status: 'loading', position: null })
+        const reason = await unreadyBecause()
+        return reason === undefined ? json(200, { status: 'ready', position: latest.position }) : json(503, { status: 'not ready', position: latest.position, reason })
+      },
     })
     if (!listening.ok) {
       await store.close()
@@ -227,7 +254,16 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     const http = listening.server
     if (http) log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
     const bar = startProgress(io, 'loading the graph, by event id')
-    const follow$ = followGraph({ reader: store, snapshots: store, clock: store, signal: store }, { logger: log, onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)) })
+    const follow$ = followGraph(
+      { reader: store, snapshots: store, clock: store, signal: store },
+      {
+        logger: log,
+        onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)),
+        onRead: (f) => {
+          readFailing = f
+        },
+      },
+    )
     // Counted from the newest stored snapshot, not from where this process loaded: a follower
     // restarted more often than every N events would otherwise never write one, and its load
     // (snapshot + tail) would grow with every restart. Unknown (the database failing): from 0,
@@ -302,9 +338,10 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     const code = await Promise.race([stop.received.then(() => 0), stopped])
     bar.finish()
     subscription.unsubscribe()
-    await snapshotting
+    // Bounded: a database that stopped answering held the exit for as long as it did.
+    await within(snapshotting, SNAPSHOT_WAIT_MS, undefined)
     await http?.close()
-    await store.close()
+    await store.close({ timeoutMs: DATABASE_WAIT_MS })
     return code
   } finally {
     stop.release()

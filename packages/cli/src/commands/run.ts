@@ -4,7 +4,7 @@
  * SIGTERM/SIGINT: stop consuming, flush and commit, ack, close. A second SIGINT exits at once
  * (unacked messages are redelivered; nothing is lost either way).
  */
-import { backoffDelay, type Failure, type Logger, makeScrubber, redactUrl, secretsOf, waker, within } from '@vitrage-persistor/core'
+import { backoffDelay, type Failure, failure, type Logger, makeScrubber, redactUrl, secretsOf, waker, within } from '@vitrage-persistor/core'
 import { createIngestMetrics, defaultPersistorOptions, Persistor, type PersistorOptions } from '@vitrage-persistor/ingest'
 import { INGEST_SCHEMA_VERSION, PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
@@ -98,6 +98,12 @@ const prepareDatabase = async (
   return undefined
 }
 
+/** What closing may take past the shutdown deadline, all steps together. */
+const CLOSE_GRACE_MS = 1_000
+
+/** How long run's endpoints wait on the database (a frozen one never answers). */
+const DATABASE_WAIT_MS = 2_000
+
 /** How often run checks the database for the `database_connected` gauge. */
 const DATABASE_PROBE_MS = 5_000
 
@@ -160,12 +166,17 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
           help: 'Events stored past the alarm-history checkpoint (read from the database at each scrape).',
           registers: [registry],
           // Read when scraped: between two pages the projection's own position says nothing of
-          // what arrived meanwhile. A database that does not answer leaves the last value.
+          // what arrived meanwhile. Bounded, so that a database that stopped answering does not
+          // hang the scrape (nor the shutdown's HTTP close behind it); then unknown (NaN).
           async collect() {
             if (running === undefined) return
             const { store } = running
-            const [head, checkpoint] = await Promise.all([store.headId()(), store.historyCheckpoint('history')()])
-            if (E.isRight(head) && E.isRight(checkpoint)) this.set(Math.max(0, head.right - checkpoint.right))
+            const unanswered = E.left(failure('transient', `no answer within ${DATABASE_WAIT_MS} ms`))
+            const [head, checkpoint] = await Promise.all([
+              within(store.headId()(), DATABASE_WAIT_MS, unanswered),
+              within(store.historyCheckpoint('history')(), DATABASE_WAIT_MS, unanswered),
+            ])
+            this.set(E.isRight(head) && E.isRight(checkpoint) ? Math.max(0, head.right - checkpoint.right) : Number.NaN)
           },
         }),
       }
@@ -182,7 +193,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     '/readyz': async () => {
       if (running === undefined) return json(503, { status: 'starting', checks: { broker: 'not started', database: preparing } })
       const { store, persistor } = running
-      const database = await within(store.ping()(), 2_000, E.left({ kind: 'transient' as const, message: 'ping timed out' }))
+      const database = await within(store.ping()(), DATABASE_WAIT_MS, E.left(failure('transient', 'ping timed out')))
       // The database may answer a ping and still refuse every append (a missing table, revoked
       // rights): held batches then make the persistor not ready, with the append's reason.
       const appending = persistor.appendFailure
@@ -288,16 +299,16 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       log.info({ reason }, 'shutting down: draining held messages')
       clearInterval(databaseProbe)
       const deadline = Date.now() + config.shutdownTimeoutMs
-      // Past the deadline (and a grace for closing), whatever still runs is abandoned: nothing
-      // unacked is lost, the broker redelivers it.
-      const left = (): number => Math.max(1_000, deadline - Date.now())
+      // Past the deadline, whatever still runs is abandoned: nothing unacked is lost, the broker
+      // redelivers it. The steps after it share one grace period, not one each (with a database
+      // that stopped answering, each step would otherwise wait out its own).
+      const left = (): number => Math.max(100, deadline + CLOSE_GRACE_MS - Date.now())
       const bounded = (closing: Promise<void>): Promise<void> => within(closing, left(), undefined)
       await persistor.close()
       // The projection's and the mirror's work in flight may wait on the database; the store's
       // bounded close below ends their connections, and then they end too.
       const projections = [history?.close(), mirror?.close()]
-      await bounded(Promise.all(projections).then(() => undefined))
-      await http?.close()
+      await Promise.all([bounded(Promise.all(projections).then(() => undefined)), http?.close()])
       await mirrorStore?.close({ timeoutMs: left() })
       await store.close({ timeoutMs: left() })
       await bounded(Promise.all(projections).then(() => undefined))

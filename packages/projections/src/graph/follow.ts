@@ -53,6 +53,8 @@ export interface FollowOptions {
   readonly logger?: Logger
   /** Progress of the initial build (for a progress bar). */
   readonly onInitialProgress?: (p: ReplayProgress) => void
+  /** After each read of the log: its failure, or undefined (for readiness: failures are retried here). */
+  readonly onRead?: (failure: Failure | undefined) => void
 }
 
 export const followGraph = (sources: GraphSources & { readonly signal?: AppendSignal }, options: FollowOptions = {}): Observable<FollowState> =>
@@ -166,6 +168,7 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
           subscriber.complete()
           return
         }
+        options.onRead?.(E.isLeft(step) ? step.left : undefined)
         if (E.isLeft(step)) {
           const delay = backoffDelay(retry, failures++)
           log[failures > 5 ? 'error' : 'warn']({ failure: step.left, retryInMs: delay }, 'graph follower cannot read the log; retrying')

@@ -1,0 +1,166 @@
+/**
+ * A database that stops answering without closing anything (a frozen VM, a partition that drops
+ * packets): only the process under test reaches it through a proxy that the test freezes with
+ * SIGSTOP (support/freezable-proxy.ts), so the shared server and the other tests go on.
+ */
+import { randomUUID } from 'node:crypto'
+import { decodeMessage, type DecodedMessage } from '@vitrage-persistor/core'
+import { appendBatch, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
+import { eventually, freePort } from '@vitrage-persistor/testing'
+import type * as E from 'fp-ts/lib/Either.js'
+import t from 'tap'
+import { rawFixtures } from './support/fixtures.js'
+import { startFreezableProxy } from './support/freezable-proxy.js'
+import { message, v2Body } from './support/messages.js'
+import { isConsuming, startPersistor } from './support/persistor-process.js'
+import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, storedSeqs } from './support/setup.js'
+
+const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+const fixtureEvents = (n: number, from = 0): PreparedEvent[] =>
+  Array.from({ length: n }, (_, i) => prepareEvent({ ...(decoded[(from + i) % decoded.length] as DecodedMessage), messageId: randomUUID() }))
+
+/** A GET that gives up after `ms` (a route waiting on the frozen database must not hang the test). */
+const get = async (url: string, ms = 10_000): Promise<{ status: number; body: string; ms: number }> => {
+  const started = performance.now()
+  const res = await fetch(url, { signal: AbortSignal.timeout(ms) })
+  return { status: res.status, body: await res.text(), ms: performance.now() - started }
+}
+
+t.test('follow whose database stops answering is not ready within seconds, stops promptly on SIGTERM, and catches up after the thaw', async (t) => {
+  const world = await setupWorld(t)
+  const proxy = await startFreezableProxy(world.db.url)
+  t.teardown(() => proxy.close())
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  await appendBatch(client, fixtureEvents(400))
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const follower = startPersistor(['follow', '--database-url', proxy.url, '--http-port', String(port)])
+  t.teardown(() => follower.kill('SIGKILL'))
+  await follower.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load')
+  t.equal((await get(`${base}/readyz`)).status, 200)
+
+  proxy.freeze()
+  await appendBatch(client, fixtureEvents(100, 400))
+  const notReady = await eventually('not ready', async () => {
+    const r = await get(`${base}/readyz`)
+    return r.status === 503 && r
+  })
+  t.ok(notReady.ms < 5_000, `/readyz answered in ${Math.round(notReady.ms)} ms`)
+  t.match(JSON.parse(notReady.body), { status: 'not ready', reason: /the database: no answer within/ }, 'and says the database does not answer')
+  const metrics = await get(`${base}/metrics`)
+  t.ok(metrics.ms < 5_000, `/metrics answered in ${Math.round(metrics.ms)} ms`)
+  t.ok(Number.isNaN(metricValue(metrics.body, 'vitrage_persistor_graph_lag_events')), 'the lag is unknown, not the last value read')
+  t.equal(metricValue(metrics.body, 'vitrage_persistor_graph_log_readable'), 0)
+
+  proxy.thaw()
+  await eventually('caught up after the thaw', async () => JSON.parse((await get(`${base}/position`)).body).position === 500)
+  t.equal((await get(`${base}/readyz`)).status, 200, 'ready again')
+
+  // Frozen again, with a probe polling on a keep-alive connection as a kubelet would.
+  proxy.freeze()
+  await eventually('not ready again', async () => (await get(`${base}/readyz`)).status === 503)
+  let polling = true
+  const poller = (async () => {
+    while (polling) {
+      await get(`${base}/healthz`, 2_000).catch(() => undefined)
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  })()
+  const started = performance.now()
+  follower.kill('SIGTERM')
+  const exited = await follower.exited
+  const ms = performance.now() - started
+  polling = false
+  await poller
+  t.equal(exited.code, 0)
+  t.ok(ms < 8_000, `exited ${Math.round(ms)} ms after SIGTERM, the database still frozen`)
+})
+
+t.test('run whose database stops answering with messages held exits within its shutdown deadline on SIGTERM, and loses nothing', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const proxy = await startFreezableProxy(world.db.url)
+  t.teardown(() => proxy.close())
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const flags = world.flags(['--database-url', proxy.url, '--http-port', String(port), '--shutdown-timeout-ms', '3000', '--batch-size', '50'])
+  const p = startPersistor(flags)
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  await publishMany(world, 200, (seq) => v2Body(message({ seq })))
+  await eventually('the first messages stored', async () => (await rowCount(world)) === 200)
+
+  proxy.freeze()
+  await publishMany(world, 200, (seq) => v2Body(message({ seq: 200 + seq })))
+  await eventually('not ready', async () => (await get(`${base}/readyz`)).status === 503)
+  // A scrape waiting on the database, and a probe polling on a keep-alive connection.
+  const scrape = get(`${base}/metrics`, 30_000).catch(() => undefined)
+  let polling = true
+  const poller = (async () => {
+    while (polling) {
+      await get(`${base}/healthz`, 2_000).catch(() => undefined)
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  })()
+  const started = performance.now()
+  p.kill('SIGTERM')
+  const exited = await p.exited
+  const ms = performance.now() - started
+  polling = false
+  await poller
+  await scrape
+  // The deadline, then one grace second for closing what waits on the database.
+  t.ok(ms < 3_000 + 4_000, `exited ${Math.round(ms)} ms after SIGTERM (deadline 3 s), the database still frozen`)
+  t.not(exited.code, null, `exit code ${exited.code}`)
+
+  proxy.thaw()
+  const again = startPersistor(world.flags())
+  t.teardown(() => again.kill('SIGKILL'))
+  await eventually('everything stored', async () => (await rowCount(world)) === 400)
+  t.same(await storedSeqs(world), Array.from({ length: 400 }, (_, i) => i), 'each once, in publish order')
+  again.kill('SIGTERM')
+  t.equal((await again.exited).code, 0)
+})
+
+t.test('a LISTEN connection whose path died under it is noticed and opened again: wake-ups on append resume', async (t) => {
+  const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
+  const world = await setupWorld(t)
+  const proxy = await startFreezableProxy(world.db.url)
+  t.teardown(() => proxy.close())
+  const warnings: string[] = []
+  const note = (...args: unknown[]): void => void warnings.push(String(args.find((a) => typeof a === 'string')))
+  const logger = { debug: () => {}, info: () => {}, warn: note, error: note, child: () => logger }
+  const store = new PgEventStore({ connectionString: proxy.url, maxConnections: 1, logger })
+  t.teardown(() => store.close({ timeoutMs: 1_000 }))
+  let wakes = 0
+  let wakesAtReconnect: number | undefined
+  const subscription = store.onAppend(() => {
+    wakes++
+  })
+  t.teardown(() => subscription.close())
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  const append = async (): Promise<void> => void (await appendBatch(client, fixtureEvents(1)))
+  await eventually('listening', async () => {
+    await append()
+    return wakes > 1
+  })
+
+  proxy.cutOpenConnections()
+  // Appends go on; their notifications have no way to the listener until it connects again.
+  await eventually(
+    'the dead connection noticed',
+    async () => {
+      await append()
+      if (warnings.includes('append listener connection does not answer; reconnecting')) wakesAtReconnect ??= wakes
+      return wakesAtReconnect !== undefined
+    },
+    { timeoutMs: 60_000, intervalMs: 500 },
+  )
+  await eventually('woken by appends again', async () => {
+    await append()
+    return wakes >= (wakesAtReconnect ?? 0) + 3
+  })
+  t.pass(`noticed, connected again, and woken ${wakes - (wakesAtReconnect ?? 0)} times since`)
+})

@@ -1,0 +1,47 @@
+/**
+ * A path to a server that a test can freeze: a TCP forwarder in a child process, stopped with
+ * SIGSTOP and resumed with SIGCONT (see tcp-forwarder.mjs). The shared server itself is never
+ * touched, so other tests go on; only the clients given `url` see it stop answering.
+ */
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+
+export interface FreezableProxy {
+  /** `url` with its host and port replaced by the proxy's. */
+  readonly url: string
+  readonly freeze: () => void
+  readonly thaw: () => void
+  /** Blackholes the connections open now (nothing more moves on them, nothing closes them); new ones pass. */
+  readonly cutOpenConnections: () => void
+  /** Idempotent. */
+  readonly close: () => Promise<void>
+}
+
+const FORWARDER = fileURLToPath(new URL('./tcp-forwarder.mjs', import.meta.url))
+
+export const startFreezableProxy = async (url: string): Promise<FreezableProxy> => {
+  const target = new URL(url)
+  const child = spawn(process.execPath, [FORWARDER, target.hostname, target.port || '5432'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const [line] = (await once(child.stdout, 'data')) as [Buffer]
+  const proxied = new URL(url)
+  proxied.hostname = '127.0.0.1'
+  proxied.port = line.toString().trim()
+  let closing: Promise<void> | undefined
+  return {
+    url: proxied.toString(),
+    freeze: () => child.kill('SIGSTOP'),
+    thaw: () => child.kill('SIGCONT'),
+    cutOpenConnections: () => child.kill('SIGUSR1'),
+    close: () => {
+      closing ??= (async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return
+        const exited = once(child, 'exit')
+        child.kill('SIGCONT')
+        child.kill('SIGKILL')
+        await exited
+      })()
+      return closing
+    },
+  }
+}
