@@ -19,7 +19,7 @@ t.test('driver errors are classified once: transient, rejected or fatal', async 
 t.test('a missing table or function says how to fix it', async (t) => {
   const f = classifyPgError(pgError('42P01', 'relation "event" does not exist'))
   t.equal(f.kind, 'fatal')
-  t.equal(f.message, 'relation "event" does not exist (is the schema migrated? vitrage-persistor migrate)')
+  t.equal(f.message, 'relation "event" does not exist (is the schema migrated? vitrage-persistor migrate; may this role use schema public?)')
   t.match(classifyPgError(pgError('42883', 'function event_page(bigint) does not exist')).message, /vitrage-persistor migrate/)
   t.notMatch(classifyPgError(pgError('42501', 'permission denied for table event')).message, /migrate/)
 })

@@ -42,7 +42,7 @@ export const classifyPgError = (error: unknown, scrub: (s: string) => string = (
     if (cls === '22' || cls === '23' || cls === '54') return failure('rejected', message, code)
     // Authentication, missing objects, permissions, syntax: an operator must act. A missing
     // table or function of ours means the schema is behind: say what fixes it.
-    if (code === '42P01' || code === '42883') return failure('fatal', `${message} (is the schema migrated? vitrage-persistor migrate)`, code)
+    if (code === '42P01' || code === '42883') return failure('fatal', `${message} (is the schema migrated? vitrage-persistor migrate; may this role use schema public?)`, code)
     return failure('fatal', message, code)
   }
   if ((code !== undefined && TRANSIENT_ERRNO.has(code)) || TRANSIENT_MESSAGE.test(message)) {
