@@ -12,7 +12,7 @@ import t from 'tap'
 import { rawFixtures } from './support/fixtures.js'
 import { startFreezableProxy } from './support/freezable-proxy.js'
 import { message, v2Body } from './support/messages.js'
-import { isConsuming, startPersistor } from './support/persistor-process.js'
+import { isConsuming, type PersistorProcess, startPersistor } from './support/persistor-process.js'
 import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, storedSeqs } from './support/setup.js'
 
 const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
@@ -24,6 +24,27 @@ const get = async (url: string, ms = 10_000): Promise<{ status: number; body: st
   const started = performance.now()
   const res = await fetch(url, { signal: AbortSignal.timeout(ms) })
   return { status: res.status, body: await res.text(), ms: performance.now() - started }
+}
+
+/**
+ * SIGTERM while a probe polls `/healthz` every 200 ms on a keep-alive connection, as a kubelet
+ * would: how the process exited and how long after the signal.
+ */
+const sigtermWhilePolled = async (p: PersistorProcess, base: string): Promise<{ exited: { code: number | null }; ms: number }> => {
+  let polling = true
+  const poller = (async () => {
+    while (polling) {
+      await get(`${base}/healthz`, 2_000).catch(() => undefined)
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  })()
+  const started = performance.now()
+  p.kill('SIGTERM')
+  const exited = await p.exited
+  const ms = performance.now() - started
+  polling = false
+  await poller
+  return { exited, ms }
 }
 
 t.test('follow whose database stops answering is not ready within seconds, stops promptly on SIGTERM, and catches up after the thaw', async (t) => {
@@ -57,22 +78,10 @@ t.test('follow whose database stops answering is not ready within seconds, stops
   await eventually('caught up after the thaw', async () => JSON.parse((await get(`${base}/position`)).body).position === 500)
   t.equal((await get(`${base}/readyz`)).status, 200, 'ready again')
 
-  // Frozen again, with a probe polling on a keep-alive connection as a kubelet would.
+  // Frozen again, with a probe polling.
   proxy.freeze()
   await eventually('not ready again', async () => (await get(`${base}/readyz`)).status === 503)
-  let polling = true
-  const poller = (async () => {
-    while (polling) {
-      await get(`${base}/healthz`, 2_000).catch(() => undefined)
-      await new Promise((r) => setTimeout(r, 200))
-    }
-  })()
-  const started = performance.now()
-  follower.kill('SIGTERM')
-  const exited = await follower.exited
-  const ms = performance.now() - started
-  polling = false
-  await poller
+  const { exited, ms } = await sigtermWhilePolled(follower, base)
   t.equal(exited.code, 0)
   t.ok(ms < 8_000, `exited ${Math.round(ms)} ms after SIGTERM, the database still frozen`)
 })
@@ -94,21 +103,9 @@ t.test('run whose database stops answering with messages held exits within its s
   proxy.freeze()
   await publishMany(world, 200, (seq) => v2Body(message({ seq: 200 + seq })))
   await eventually('not ready', async () => (await get(`${base}/readyz`)).status === 503)
-  // A scrape waiting on the database, and a probe polling on a keep-alive connection.
+  // A scrape waiting on the database, and a probe polling.
   const scrape = get(`${base}/metrics`, 30_000).catch(() => undefined)
-  let polling = true
-  const poller = (async () => {
-    while (polling) {
-      await get(`${base}/healthz`, 2_000).catch(() => undefined)
-      await new Promise((r) => setTimeout(r, 200))
-    }
-  })()
-  const started = performance.now()
-  p.kill('SIGTERM')
-  const exited = await p.exited
-  const ms = performance.now() - started
-  polling = false
-  await poller
+  const { exited, ms } = await sigtermWhilePolled(p, base)
   await scrape
   // The deadline, then one grace second for closing what waits on the database.
   t.ok(ms < 3_000 + 4_000, `exited ${Math.round(ms)} ms after SIGTERM (deadline 3 s), the database still frozen`)
