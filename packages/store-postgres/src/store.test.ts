@@ -76,3 +76,21 @@ t.test('calls leave nothing behind: heap growth per call stays at noise level (a
   const perCall = (process.memoryUsage().heapUsed - before) / calls
   t.ok(perCall < 100, `${perCall.toFixed(1)} bytes a call`)
 })
+
+t.test('connections are tracked only while open: failed connects and ended ones are forgotten', async (t) => {
+  const { eventually, freePort } = await import('@vitrage-persistor/testing')
+  // Nothing listens there: every connect fails.
+  const down = new PgEventStore({ connectionString: `postgres://root@127.0.0.1:${await freePort()}/none`, maxConnections: 2 })
+  for (let i = 0; i < 20; i++) t.ok(E.isLeft(await down.ping()()))
+  const tracked = (s: PgEventStore): number => (s as unknown as { open: Set<unknown> }).open.size
+  // A client's 'end' comes a tick after its connect failed.
+  await eventually('no failed connect kept', () => tracked(down) === 0)
+  await down.close()
+  const db = await createTestDatabase(schemaTemplate)
+  t.teardown(() => db.drop())
+  const up = new PgEventStore({ connectionString: db.url, maxConnections: 2 })
+  await Promise.all([up.ping()(), up.ping()()])
+  t.equal(tracked(up), 2, 'the open ones are')
+  await up.close()
+  await eventually('forgotten once ended', () => tracked(up) === 0)
+})

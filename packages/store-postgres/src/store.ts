@@ -86,7 +86,21 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     if (problem !== undefined) throw new TypeError(`PgEventStore: ${problem}`)
     this.options = options
     this.scrub = options.scrub ?? ((s) => s)
+    // Every client is tracked from its creation until its connection has ended: the pool
+    // forgets the ones it removes (idle too long, released broken, all of them at pool.end())
+    // before the server acknowledges their goodbye, and does not list a connect in progress;
+    // with a server that stopped answering, either would keep its socket open, and the process
+    // alive, after a bounded close().
+    const open = this.open
+    class TrackedClient extends pg.Client {
+      constructor(config?: string | pg.ClientConfig) {
+        super(config)
+        open.add(this as unknown as pg.PoolClient)
+        this.once('end', () => open.delete(this as unknown as pg.PoolClient))
+      }
+    }
     this.pool = new pg.Pool({
+      Client: TrackedClient,
       connectionString: options.connectionString,
       max: options.maxConnections ?? 2,
       application_name: options.applicationName ?? 'vitrage-persistor',
@@ -97,14 +111,6 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       idleTimeoutMillis: 30_000,
     })
     this.pool.on('error', (e) => options.onIdleError?.(classifyPgError(e, this.scrub)))
-    // The pool ends the clients it removes (idle too long, released broken, or all of them at
-    // pool.end()) with a goodbye that a frozen server never acknowledges, and forgets them before
-    // it is answered: their sockets would stay open and keep the process alive after a bounded
-    // close(). So every client is tracked until its connection has ended.
-    this.pool.on('connect', (client) => {
-      this.open.add(client)
-      client.once('end', () => this.open.delete(client))
-    })
   }
 
   private withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): TE.TaskEither<Failure, T> {
