@@ -25,24 +25,6 @@ export const endWithin = async (client: pg.Client, ms: number): Promise<void> =>
 }
 
 /**
- * The startup `options` of every session. `search_path` is pinned to `public`, where `migrate`
- * creates the schema, so that a role's or database's search_path can neither send appends to
- * another schema's `event` table (they would be acked, and missing from the log) nor make the
- * schema unreachable; `DateStyle` to ISO, the only output node-postgres parses timestamps from.
- * A URL's own `options` parameter (`?options=-c%20search_path%3Dvp`) comes after them, so it
- * wins (pg would otherwise drop it for ours); `extra` last.
- */
-export const sessionOptions = (connectionString: string, extra?: string): string => {
-  let own: string | null = null
-  try {
-    own = new URL(connectionString).searchParams.get('options')
-  } catch {
-    // Not a WHATWG URL (pg's socket forms): nothing of the operator's to keep.
-  }
-  return ['-c search_path=public -c DateStyle=ISO', own, extra].filter((o) => o !== undefined && o !== null && o !== '').join(' ')
-}
-
-/**
  * Exempts a session that is idle by design (a LISTEN connection, a lease, a held lock) from the
  * server's `idle_session_timeout` (PostgreSQL 14+; a no-op before): set on the database, it
  * would end such a session every few seconds. Not a startup option, which older servers refuse.

@@ -12,7 +12,7 @@ import type { Failure } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import { classifyPgError } from './classify.js'
-import { dropConnection, endWithin, keepIdleSession, sessionOptions } from './connection.js'
+import { dropConnection, endWithin, keepIdleSession } from './connection.js'
 
 export interface Lease {
   /** Resolves when the lease is lost (its connection failed or ended). */
@@ -39,7 +39,7 @@ export const tryLease = async (connectionString: string, name: string, scrub: (s
     keepAliveInitialDelayMillis: 10_000,
     connectionTimeoutMillis: 5_000,
     query_timeout: CHECK_MS,
-    options: sessionOptions(connectionString, '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3'),
+    options: '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3',
   })
   let markLost: () => void = () => {}
   const lost = new Promise<void>((r) => {

@@ -10,7 +10,7 @@ import { type Failure, failure } from '@vitrage-persistor/core'
 import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { classifyPgError, databaseUrlProblem } from './classify.js'
-import { dropConnection, sessionOptions } from './connection.js'
+import { dropConnection } from './connection.js'
 
 export interface Migration {
   readonly version: number
@@ -159,7 +159,7 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
     async () => {
       const problem = databaseUrlProblem(databaseUrl)
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
-      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS, options: sessionOptions(databaseUrl) })
+      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
       // Ended on abort while it connects or waits for the migration lock; a migration's own
       // transaction then rolls back.
       const unhook = await connectAbortable(client, signal)
@@ -221,7 +221,7 @@ export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => str
       const problem = databaseUrlProblem(databaseUrl)
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
       const all = loadMigrations()
-      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS, options: sessionOptions(databaseUrl) })
+      const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
       let unhook: () => void
       try {
         unhook = await connectAbortable(client, signal)

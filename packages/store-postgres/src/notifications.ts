@@ -14,7 +14,7 @@
  */
 import { backoffDelay, type BackoffPolicy, type Logger, silentLogger } from '@vitrage-persistor/core'
 import pg from 'pg'
-import { dropConnection, endWithin, keepIdleSession, sessionOptions } from './connection.js'
+import { dropConnection, endWithin, keepIdleSession } from './connection.js'
 
 export const APPEND_CHANNEL = 'vitrage_persistor_event'
 
@@ -55,14 +55,15 @@ export const listenForAppends = (options: AppendListenerOptions, listener: () =>
       keepAliveInitialDelayMillis: 10_000,
       connectionTimeoutMillis: 10_000,
       query_timeout: CHECK_MS,
-      options: sessionOptions(options.connectionString),
     })
     c.on('error', (e) => {
+      // Closing drops the connection: not news. A check that failed already said why.
+      if (closed || (c !== client && c !== opening)) return
       log.warn({ err: e.message }, 'append listener connection lost')
       retry(c)
     })
     c.on('notification', (n) => {
-      if (n.channel === APPEND_CHANNEL) listener()
+      if (n.channel === APPEND_CHANNEL && !closed) listener()
     })
     opening = c
     try {

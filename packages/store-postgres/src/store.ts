@@ -32,7 +32,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError, databaseUrlProblem } from './classify.js'
-import { dropConnection, keepIdleSession, sessionOptions } from './connection.js'
+import { dropConnection, keepIdleSession } from './connection.js'
 import { type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, removeCheckpoint, setCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
@@ -106,7 +106,6 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       application_name: options.applicationName ?? 'vitrage-persistor',
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
       statement_timeout: options.statementTimeoutMs ?? 60_000,
-      options: sessionOptions(options.connectionString),
       keepAlive: true,
       idleTimeoutMillis: 30_000,
     })
@@ -195,7 +194,6 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
         connectionString: this.options.connectionString,
         application_name: `${this.options.applicationName ?? 'vitrage-persistor'} lock`.slice(0, 63),
         connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
-        options: sessionOptions(this.options.connectionString),
       })
       let broken: unknown
       client.on('error', (e) => {
