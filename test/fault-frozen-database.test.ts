@@ -5,9 +5,9 @@
  */
 import { randomUUID } from 'node:crypto'
 import { decodeMessage, type DecodedMessage } from '@vitrage-persistor/core'
-import { appendBatch, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
+import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent, UNANSWERED } from '@vitrage-persistor/store-postgres'
 import { eventually, freePort } from '@vitrage-persistor/testing'
-import type * as E from 'fp-ts/lib/Either.js'
+import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
 import { rawFixtures } from './support/fixtures.js'
 import { startFreezableProxy } from './support/freezable-proxy.js'
@@ -121,7 +121,6 @@ t.test('run whose database stops answering with messages held exits within its s
 })
 
 t.test('a LISTEN connection whose path died under it is noticed and opened again: wake-ups on append resume', async (t) => {
-  const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
   const world = await setupWorld(t)
   const proxy = await startFreezableProxy(world.db.url)
   t.teardown(() => proxy.close())
@@ -160,4 +159,42 @@ t.test('a LISTEN connection whose path died under it is noticed and opened again
     return wakes >= (wakesAtReconnect ?? 0) + 3
   })
   t.pass(`noticed, connected again, and woken ${wakes - (wakesAtReconnect ?? 0)} times since`)
+})
+
+t.test('an append whose answer never comes fails as unanswered after the limit, and its retry stores the batch', async (t) => {
+  const world = await setupWorld(t)
+  const proxy = await startFreezableProxy(world.db.url)
+  t.teardown(() => proxy.close())
+  const warnings: string[] = []
+  const note = (...args: unknown[]): void => void warnings.push(String(args.find((a) => typeof a === 'string')))
+  const logger = { debug: () => {}, info: () => {}, warn: note, error: note, child: () => logger }
+  const store = new PgEventStore({ connectionString: proxy.url, maxConnections: 1, statementTimeoutMs: 4_000, unansweredQueryMs: 6_000, logger })
+  t.teardown(() => store.close({ timeoutMs: 1_000 }))
+  const batch = fixtureEvents(50)
+  // A lock keeps the append in flight while the path under its connection dies.
+  const admin = await world.sql.connect()
+  t.teardown(() => admin.release())
+  await admin.query('BEGIN')
+  await admin.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
+  const started = performance.now()
+  const appending = store.append(batch)()
+  await eventually('the append waits for the lock', async () => {
+    const r = await world.sql.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    return r.rows[0]?.n === 1
+  })
+  proxy.cutOpenConnections()
+  await admin.query('COMMIT')
+  const result = await appending
+  const ms = performance.now() - started
+  t.ok(E.isLeft(result), 'the append fails')
+  if (E.isLeft(result)) {
+    t.equal(result.left.kind, 'transient')
+    t.equal(result.left.code, UNANSWERED)
+    t.match(result.left.message, /did not answer a query for 6 s/)
+  }
+  t.ok(ms >= 6_000, `not before the limit (${Math.round(ms)} ms)`)
+  t.ok(warnings.includes('the database has not answered a query; dropping its connection'), 'logged')
+  const retried = await store.append(batch)()
+  t.ok(E.isRight(retried), 'the retry opens a new connection and stores')
+  t.equal(await rowCount(world), 50, 'stored once')
 })

@@ -5,7 +5,7 @@
  * under the client fails whatever is in flight at once ("Connection terminated unexpectedly").
  */
 import { within } from '@vitrage-persistor/core'
-import type pg from 'pg'
+import pg from 'pg'
 
 /** Closes the client's socket (no goodbye); what is in flight fails at once. */
 export const dropConnection = (client: pg.Client | pg.PoolClient): void =>
@@ -32,3 +32,71 @@ export const endWithin = async (client: pg.Client, ms: number): Promise<void> =>
 export const keepIdleSession = async (client: pg.Client): Promise<void> => {
   await client.query("SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'idle_session_timeout'")
 }
+
+/** Failure code of a query whose connection UnansweredQueryWatch dropped. */
+export const UNANSWERED = 'query-unanswered'
+
+/**
+ * Drops the connection of a query that has gone unanswered for longer than `limitMs`.
+ *
+ * The pool's statement_timeout bounds every statement on the server: a server that still hears
+ * its client answers within it, with 57014 at worst. A query still unanswered well after it has
+ * lost its server: the host froze or died, or the path died under the connection (a failover
+ * moved the address, a firewall or NAT forgot the flow). TCP notices only when it gives up
+ * retransmitting (tcp_retries2, ~15 min on Linux) or, with nothing unacknowledged, not at all,
+ * and every later append waits behind that one. Dropping the connection fails the query
+ * (transient) and its retry opens a new connection. The retry is safe: an append whose commit
+ * was lost is stored once (append.ts, the unique message_id).
+ *
+ * One timer for all clients, checking every `limitMs / 4` (at most 5 s): a query is dropped
+ * between `limitMs` and `limitMs` + one interval after it was sent. node-postgres does not say
+ * when a query was sent, so a query is timed from the first check that sees it active.
+ */
+export class UnansweredQueryWatch {
+  private readonly seen = new Map<pg.PoolClient, { readonly query: unknown; readonly since: number }>()
+  private readonly dropped = new WeakSet<pg.PoolClient>()
+  private readonly timer: NodeJS.Timeout
+
+  constructor(
+    private readonly limitMs: number,
+    private readonly clients: () => Iterable<pg.PoolClient>,
+    private readonly onDrop: (client: pg.PoolClient, ms: number) => void = () => {},
+  ) {
+    if (typeof (pg.Client.prototype as unknown as { _getActiveQuery?: unknown })._getActiveQuery !== 'function') {
+      throw new Error('node-postgres no longer has Client._getActiveQuery: UnansweredQueryWatch needs another way to see a query in flight')
+    }
+    this.timer = setInterval(() => this.check(), Math.max(50, Math.min(5_000, Math.floor(limitMs / 4))))
+    this.timer.unref()
+  }
+
+  /** Whether this watch dropped `client`'s connection (so its failure says why). */
+  droppedIt(client: pg.PoolClient): boolean {
+    return this.dropped.has(client)
+  }
+
+  check(now = performance.now()): void {
+    const active = new Set<pg.PoolClient>()
+    for (const client of this.clients()) {
+      const query = activeQuery(client)
+      if (query === undefined) continue
+      active.add(client)
+      const seen = this.seen.get(client)
+      if (seen === undefined || seen.query !== query) this.seen.set(client, { query, since: now })
+      else if (now - seen.since > this.limitMs && !this.dropped.has(client)) {
+        this.dropped.add(client)
+        this.onDrop(client, Math.round(now - seen.since))
+        dropConnection(client)
+      }
+    }
+    for (const client of this.seen.keys()) if (!active.has(client)) this.seen.delete(client)
+  }
+
+  close(): void {
+    clearInterval(this.timer)
+    this.seen.clear()
+  }
+}
+
+// The query node-postgres has sent and not yet seen finish (its public `activeQuery` getter is
+// deprecated and warns).
+const activeQuery = (client: pg.PoolClient): unknown => (client as unknown as { _getActiveQuery: () => unknown })._getActiveQuery() ?? undefined

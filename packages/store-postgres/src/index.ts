@@ -1,5 +1,6 @@
 export { type AppendResult, appendBatch, appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 export { classifyPgError } from './classify.js'
+export { UNANSWERED } from './connection.js'
 export { type Lease, tryLease } from './lease.js'
 export { copyField, copyRow } from './copy-text.js'
 export { ensureDatabase, INGEST_SCHEMA_VERSION, loadMigrations, MIGRATE_LOCK, type MigrateReport, type Migration, migrate, pendingMigrations, schemaTemplate, schemaVersion, setupDatabase } from './migrate.js'

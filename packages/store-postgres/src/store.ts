@@ -32,7 +32,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError, databaseUrlProblem } from './classify.js'
-import { dropConnection, keepIdleSession } from './connection.js'
+import { dropConnection, keepIdleSession, UNANSWERED, UnansweredQueryWatch } from './connection.js'
 import { type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, removeCheckpoint, setCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
@@ -57,6 +57,13 @@ export interface EventStoreOptions {
   readonly applicationName?: string
   /** Server-side limit for one statement; a stuck append is cancelled and retried. */
   readonly statementTimeoutMs?: number
+  /**
+   * How long a query may go unanswered before its connection is dropped and the query fails
+   * (transient): the server or the path to it is gone (connection.ts, UnansweredQueryWatch).
+   * Default: the statement timeout + 15 s; 0 turns it off (the default without a statement
+   * timeout, which nothing would then bound).
+   */
+  readonly unansweredQueryMs?: number
   readonly connectTimeoutMs?: number
   /** Removes secrets from driver messages. */
   readonly scrub?: (text: string) => string
@@ -77,6 +84,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   /** Every client the pool opened whose connection has not ended yet (see the constructor). */
   private readonly open = new Set<pg.PoolClient>()
   private closed = false
+  private readonly unanswered: { readonly watch: UnansweredQueryWatch; readonly ms: number } | undefined
   /** Calls waiting for a connection, woken by close() (see withClient). */
   private readonly closeWaiters = new Set<() => void>()
 
@@ -110,6 +118,15 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       idleTimeoutMillis: 30_000,
     })
     this.pool.on('error', (e) => options.onIdleError?.(classifyPgError(e, this.scrub)))
+    const statementMs = options.statementTimeoutMs ?? 60_000
+    const unansweredMs = options.unansweredQueryMs ?? (statementMs > 0 ? statementMs + 15_000 : 0)
+    this.unanswered =
+      unansweredMs > 0
+        ? {
+            ms: unansweredMs,
+            watch: new UnansweredQueryWatch(unansweredMs, () => this.busy, (_client, ms) => options.logger?.warn({ unansweredMs: ms }, 'the database has not answered a query; dropping its connection')),
+          }
+        : undefined
   }
 
   private withClient<T>(fn: (client: pg.PoolClient) => Promise<T>): TE.TaskEither<Failure, T> {
@@ -171,7 +188,11 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
           client.release(e)
           throw e.defect
         }
-        const f = this.closed ? failure('fatal', 'the event store is closed', STORE_CLOSED) : classifyPgError(e, this.scrub)
+        const f = this.closed
+          ? failure('fatal', 'the event store is closed', STORE_CLOSED)
+          : this.unanswered?.watch.droppedIt(client)
+            ? failure('transient', `the database did not answer a query for ${this.unanswered.ms / 1000} s (a frozen server, or a path that died under the connection); its connection was dropped`, UNANSWERED)
+            : classifyPgError(e, this.scrub)
         // A connection that failed is not reused, unless the input was refused: a session can
         // carry what failed (read-only after a failover, a role's search_path or settings since
         // changed), and the pool keeps a busy connection for ever, so the retries would fail on it.
@@ -407,7 +428,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   close(options: { readonly timeoutMs?: number } = {}): Promise<void> {
     this.closed = true
     for (const wake of this.closeWaiters) wake()
-    const ended = (this.closing ??= Promise.all([...[...this.listeners].map((l) => l.close()), this.pool.end().catch(() => {})]).then(() => undefined))
+    // The watch stays on until the pool has ended: a query that will never be answered would
+    // otherwise hold an unbounded close() for ever.
+    const ended = (this.closing ??= Promise.all([...[...this.listeners].map((l) => l.close()), this.pool.end().catch(() => {})]).then(() => this.unanswered?.watch.close()))
     if (options.timeoutMs === undefined) return ended
     const inTime = (ms: number): Promise<boolean> => within(ended.then(() => true), ms, false)
     const timeoutMs = options.timeoutMs

@@ -115,3 +115,28 @@ t.test("a throw in the stream's consumer is a defect: thrown at once, its connec
   t.ok(Date.now() - started < 5_000, `settled in ${Date.now() - started} ms, not after the whole range`)
   t.same(await store.headId()(), { _tag: 'Right', right: 50_000 }, 'the one pooled connection is usable again (replaced)')
 })
+
+t.test('a range that takes longer to consume than the statement timeout is read whole, in statements that each fit it', async (t) => {
+  const c = await testDatabaseClient(t, schemaTemplate)
+  await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload)
+    SELECT gen_random_uuid(), 'a', now(), jsonb_build_object('i', i, 'pad', repeat('x', 2000)) FROM generate_series(1, 20000) i`)
+  await c.query('SET statement_timeout = 300')
+  // A consumer that takes ~1 s for the range (50 µs an event), as a replay into a large graph
+  // may. The range is ~40 MB, more than the sockets buffer: the server waits for the consumer.
+  const slowly =
+    (ids: number[]) =>
+    (e: LogEntry): void => {
+      ids.push(e.id)
+      const until = performance.now() + 0.05
+      while (performance.now() < until);
+    }
+  await t.rejects(streamRange(c, 0, 20_000, {}, slowly([]), 1_000_000), { code: '57014' }, 'one statement for the range is cancelled')
+  const ids: number[] = []
+  t.equal(await streamRange(c, 0, 20_000, {}, slowly(ids), 1_000), 20_000)
+  t.same(ids, Array.from({ length: 20_000 }, (_, i) => i + 1), 'every event, in id order')
+  const few: number[] = []
+  t.equal(await streamRange(c, 15_500, 17_250, {}, (e) => void few.push(e.id), 1_000), 1_750, 'a range that does not start or end on a chunk')
+  t.same([few[0], few.at(-1), few.length], [15_501, 17_250, 1_750])
+  t.equal(await streamRange(c, 500, 500, {}, () => t.fail('no events'), 1_000), 0, 'an empty range')
+  await t.rejects(streamRange(c, 0, 1, {}, () => {}, 0), /chunkIds must be a positive integer/)
+})

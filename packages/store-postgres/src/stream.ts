@@ -169,15 +169,36 @@ export class BinaryCopyParser {
 }
 
 /**
- * Streams (afterId, toId] to `onEntry` in id order; resolves with the number of entries. The
- * ordered primary-key scan is forced, as for pages (migration 0005): stale statistics must not
- * turn it into a sort of the whole range.
+ * How many ids one COPY statement covers. Every pooled statement is bounded by the statement
+ * timeout (60 s by default), and a COPY runs as long as its consumer takes: one statement for a
+ * whole range failed any replay that took longer (a standby's first build of a large history,
+ * retried from scratch for ever). 100,000 ids take ~1 s to stream and apply here.
  */
-export const streamRange = async (client: pg.PoolClient | pg.Client, afterId: number, toId: number, options: StreamOptions, onEntry: (e: LogEntry) => void): Promise<number> => {
-  await client.query('BEGIN READ ONLY')
+export const STREAM_CHUNK_IDS = 100_000
+
+/**
+ * Streams (afterId, toId] to `onEntry` in id order; resolves with the number of entries. The
+ * range is read in statements of `chunkIds` ids, in one read-only snapshot (REPEATABLE READ): a
+ * prune that commits meanwhile cannot take events from the later statements, as it could not
+ * from one statement. The ordered primary-key scan is forced, as for pages (migration 0005):
+ * stale statistics must not turn it into a sort of the whole range.
+ */
+export const streamRange = async (
+  client: pg.PoolClient | pg.Client,
+  afterId: number,
+  toId: number,
+  options: StreamOptions,
+  onEntry: (e: LogEntry) => void,
+  chunkIds: number = STREAM_CHUNK_IDS,
+): Promise<number> => {
+  if (!Number.isSafeInteger(chunkIds) || chunkIds < 1) throw new TypeError(`streamRange: chunkIds must be a positive integer, got ${chunkIds}`)
+  await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
   try {
     await client.query('SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off')
-    const count = await copyOut(client, streamSql(afterId, toId, options), onEntry)
+    let count = 0
+    for (let from = afterId; from < toId; from = Math.min(toId, from + chunkIds)) {
+      count += await copyOut(client, streamSql(from, Math.min(toId, from + chunkIds), options), onEntry)
+    }
     await client.query('COMMIT')
     return count
   } catch (e) {
