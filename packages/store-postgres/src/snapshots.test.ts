@@ -85,3 +85,28 @@ t.test('a reader that has read its checkpoint but copied nothing yet (a mirror w
   t.equal(await registerCheckpoint(c, 'mirror-eventstore'), 5, 'registering again keeps the position')
   t.equal(await pruneEvents(c), 5, 'then only what it copied')
 })
+
+t.test('a prune is done in steps, each its own statement, so that none outlives the statement timeout', async (t) => {
+  const c = await testDatabaseClient(t, schemaTemplate)
+  await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload)
+    SELECT gen_random_uuid(), 'e', now(), jsonb_build_object('i', i, 'pad', repeat('x', 400)) FROM generate_series(1, 100000) i`)
+  await saveSnapshot(c, { kind: 'graph', eventId: 95_001, format: 'test/1', data: bytes('s') })
+  // The statements the prune sends, on the real connection.
+  const sent: unknown[][] = []
+  const recorded = {
+    query: (text: string, values?: unknown[]) => {
+      if (text.includes('event_prune')) sent.push([text.match(/event_prune\w*/)?.[0], ...(values ?? [])])
+      return c.query(text, values)
+    },
+  } as unknown as pg.Client
+  t.equal(await pruneEvents(recorded, undefined, 10_000), 95_000, 'in steps, all of it')
+  t.same(
+    sent,
+    [['event_prune_watermark', null], ...Array.from({ length: 10 }, (_, i) => ['event_prune', Math.min(95_001, 1 + (i + 1) * 10_000)])],
+    'the watermark asked for, then one step per 10,000 ids',
+  )
+  t.equal(await prunedBelow(c), 95_001)
+  t.same((await c.query('SELECT min(id)::int AS first, count(*)::int AS n FROM event')).rows[0], { first: 95_001, n: 5_000 })
+  t.equal(await pruneEvents(c, undefined, 10_000), 0, 'again: nothing more')
+  await t.rejects(pruneEvents(c, undefined, 0), /stepIds must be a positive integer/)
+})
