@@ -1,4 +1,5 @@
-import { eventually, freePort } from '@vitrage-persistor/testing'
+import { eventually, freePort, TEST_DATABASE_URL } from '@vitrage-persistor/testing'
+import pg from 'pg'
 import t from 'tap'
 import { appendBatch, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { message, v2Body } from './support/messages.js'
@@ -78,6 +79,43 @@ t.test('a database that turns read-only under the persistor (a failover to a sta
   })
   t.same(await storedSeqs(world), Array.from({ length: 200 }, (_, i) => i), 'each once, in publish order')
   await eventually('ready again', async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200)
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})
+
+t.test('a database closed to connections for a while (ALLOW_CONNECTIONS false) is waited for, as an outage, and nothing is lost', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  // Closing the database also closes it to this test's own pool: the switch is thrown from the
+  // shared database.
+  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  const db = `"${world.db.name}"`
+  const port = await freePort()
+  const p = startPersistor(world.flags(['--http-port', String(port)]))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  await publishMany(world, 100, (seq) => v2Body(message({ seq })))
+  await eventually('the first messages stored', async () => (await rowCount(world)) === 100)
+
+  await admin.query(`ALTER DATABASE ${db} ALLOW_CONNECTIONS false`)
+  t.teardown(() => admin.query(`ALTER DATABASE ${db} ALLOW_CONNECTIONS true`).catch(() => {}))
+  await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'vitrage-persistor run%'`, [world.db.name])
+  await publishMany(world, 100, (seq) => v2Body(message({ seq: 100 + seq })))
+  const metrics = async (): Promise<string> => (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  await eventually('connections refused, counted as transient', async () => (metricValue(await metrics(), 'vitrage_persistor_append_retries_total{kind="transient"}') ?? 0) >= 2)
+  t.equal(metricValue(await metrics(), 'vitrage_persistor_append_retries_total{kind="fatal"}') ?? 0, 0, 'not as an operator error')
+  const ready = await fetch(`http://127.0.0.1:${port}/readyz`)
+  t.equal(ready.status, 503, 'not ready meanwhile')
+  t.match(await ready.text(), /not currently accepting connections/, 'and says why')
+
+  await admin.query(`ALTER DATABASE ${db} ALLOW_CONNECTIONS true`)
+  await eventually('everything stored', async () => {
+    p.assertAlive()
+    return (await rowCount(world)) === 200
+  })
+  t.same(await storedSeqs(world), Array.from({ length: 200 }, (_, i) => i), 'each once, in publish order')
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
 })

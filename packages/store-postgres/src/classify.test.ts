@@ -11,6 +11,10 @@ t.test('driver errors are classified once: transient, rejected or fatal', async 
   t.equal(classifyPgError(new Error('timeout expired')).kind, 'transient')
   // A server in recovery, or made read-only: a new connection may reach one that writes.
   t.equal(classifyPgError(pgError('25006', 'cannot execute INSERT in a read-only transaction')).kind, 'transient')
+  // A database closed for a while (ALTER DATABASE ... ALLOW_CONNECTIONS false); our own 55000
+  // (prune without a snapshot) is not something waiting fixes.
+  t.equal(classifyPgError(pgError('55000', 'database "vitrage" is not currently accepting connections')).kind, 'transient')
+  t.equal(classifyPgError(pgError('55000', 'no graph snapshot: nothing may be pruned')).kind, 'fatal')
   t.equal(classifyPgError(pgError('22P02', 'invalid input syntax for type json')).kind, 'rejected')
   t.equal(classifyPgError(pgError('23505', 'duplicate key value')).kind, 'rejected')
   t.equal(classifyPgError(pgError('28P01', 'password authentication failed for user "x"')).kind, 'fatal')

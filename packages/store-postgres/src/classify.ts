@@ -37,6 +37,10 @@ export const classifyPgError = (error: unknown, scrub: (s: string) => string = (
   if (code !== undefined && /^[0-9A-Z]{5}$/.test(code)) {
     const cls = code.slice(0, 2)
     if (TRANSIENT_SQLSTATE.has(code) || cls === '08' || cls === '53') return failure('transient', message, code)
+    // 55000 is also ours ("no graph snapshot: nothing may be pruned"), which waiting cannot fix;
+    // at connect it is an operator closing the database for a while (ALTER DATABASE ...
+    // ALLOW_CONNECTIONS false, as maintenance or a restore does).
+    if (code === '55000' && /is not currently accepting connections/.test(message)) return failure('transient', message, code)
     // Data exceptions, integrity violations, program limits (nesting depth, value too large):
     // this input will never be accepted.
     if (cls === '22' || cls === '23' || cls === '54') return failure('rejected', message, code)
