@@ -1,10 +1,10 @@
 import { eventually, freePort, TEST_DATABASE_URL } from '@vitrage-persistor/testing'
 import pg from 'pg'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { appendBatch, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { message, v2Body } from './support/messages.js'
-import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, storedSeqs } from './support/setup.js'
+import { isConsuming, type PersistorProcess, startPersistor } from './support/persistor-process.js'
+import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, storedSeqs, type World } from './support/setup.js'
 
 const TOTAL = 20_000
 
@@ -47,8 +47,8 @@ t.test('connections killed under the persistor are retried without acking; nothi
   t.equal((await p.exited).code, 0)
 })
 
-t.test('a database that turns read-only under the persistor (a failover to a standby) holds the batch, and stores it once the server takes writes again', async (t) => {
-  const world = await setupWorld(t)
+/** `run` with an HTTP port, consuming, with messages 0-99 stored. */
+const persistorStoring100 = async (t: Test, world: World): Promise<{ p: PersistorProcess; port: number }> => {
   await declarePersistorTopology(world)
   const port = await freePort()
   const p = startPersistor(world.flags(['--http-port', String(port)]))
@@ -56,6 +56,12 @@ t.test('a database that turns read-only under the persistor (a failover to a sta
   await p.waitFor(isConsuming, 'consuming')
   await publishMany(world, 100, (seq) => v2Body(message({ seq })))
   await eventually('the first messages stored', async () => (await rowCount(world)) === 100)
+  return { p, port }
+}
+
+t.test('a database that turns read-only under the persistor (a failover to a standby) holds the batch, and stores it once the server takes writes again', async (t) => {
+  const world = await setupWorld(t)
+  const { p, port } = await persistorStoring100(t, world)
 
   // As after a failover that left the persistor's address on a server in recovery: every new
   // session is read-only (SQLSTATE 25006 on each write).
@@ -85,19 +91,13 @@ t.test('a database that turns read-only under the persistor (a failover to a sta
 
 t.test('a database closed to connections for a while (ALLOW_CONNECTIONS false) is waited for, as an outage, and nothing is lost', async (t) => {
   const world = await setupWorld(t)
-  await declarePersistorTopology(world)
   // Closing the database also closes it to this test's own pool: the switch is thrown from the
   // shared database.
   const admin = new pg.Client({ connectionString: TEST_DATABASE_URL })
   await admin.connect()
   t.teardown(() => admin.end())
   const db = `"${world.db.name}"`
-  const port = await freePort()
-  const p = startPersistor(world.flags(['--http-port', String(port)]))
-  t.teardown(() => p.kill('SIGKILL'))
-  await p.waitFor(isConsuming, 'consuming')
-  await publishMany(world, 100, (seq) => v2Body(message({ seq })))
-  await eventually('the first messages stored', async () => (await rowCount(world)) === 100)
+  const { p, port } = await persistorStoring100(t, world)
 
   await admin.query(`ALTER DATABASE ${db} ALLOW_CONNECTIONS false`)
   t.teardown(() => admin.query(`ALTER DATABASE ${db} ALLOW_CONNECTIONS true`).catch(() => {}))

@@ -5,15 +5,15 @@
  */
 import { randomUUID } from 'node:crypto'
 import { decodeMessage, type DecodedMessage } from '@vitrage-persistor/core'
-import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent, UNANSWERED } from '@vitrage-persistor/store-postgres'
+import { appendBatch, type EventStoreOptions, PgEventStore, type PreparedEvent, prepareEvent, UNANSWERED } from '@vitrage-persistor/store-postgres'
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { rawFixtures } from './support/fixtures.js'
-import { startFreezableProxy } from './support/freezable-proxy.js'
+import { type FreezableProxy, startFreezableProxy } from './support/freezable-proxy.js'
 import { message, v2Body } from './support/messages.js'
 import { isConsuming, type PersistorProcess, startPersistor } from './support/persistor-process.js'
-import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, storedSeqs } from './support/setup.js'
+import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, storedSeqs, type World } from './support/setup.js'
 
 const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
 const fixtureEvents = (n: number, from = 0): PreparedEvent[] =>
@@ -45,6 +45,19 @@ const sigtermWhilePolled = async (p: PersistorProcess, base: string): Promise<{ 
   polling = false
   await poller
   return { exited, ms }
+}
+
+/** A store reaching this test's database through a freezable proxy, and the warnings it logs. */
+const storeBehindProxy = async (t: Test, options: Partial<EventStoreOptions> = {}): Promise<{ world: World; proxy: FreezableProxy; store: PgEventStore; warnings: string[] }> => {
+  const world = await setupWorld(t)
+  const proxy = await startFreezableProxy(world.db.url)
+  t.teardown(() => proxy.close())
+  const warnings: string[] = []
+  const note = (...args: unknown[]): void => void warnings.push(String(args.find((a) => typeof a === 'string')))
+  const logger = { debug: () => {}, info: () => {}, warn: note, error: note, child: () => logger }
+  const store = new PgEventStore({ connectionString: proxy.url, maxConnections: 1, logger, ...options })
+  t.teardown(() => store.close({ timeoutMs: 1_000 }))
+  return { world, proxy, store, warnings }
 }
 
 t.test('follow whose database stops answering is not ready within seconds, stops promptly on SIGTERM, and catches up after the thaw', async (t) => {
@@ -121,14 +134,7 @@ t.test('run whose database stops answering with messages held exits within its s
 })
 
 t.test('a LISTEN connection whose path died under it is noticed and opened again: wake-ups on append resume', async (t) => {
-  const world = await setupWorld(t)
-  const proxy = await startFreezableProxy(world.db.url)
-  t.teardown(() => proxy.close())
-  const warnings: string[] = []
-  const note = (...args: unknown[]): void => void warnings.push(String(args.find((a) => typeof a === 'string')))
-  const logger = { debug: () => {}, info: () => {}, warn: note, error: note, child: () => logger }
-  const store = new PgEventStore({ connectionString: proxy.url, maxConnections: 1, logger })
-  t.teardown(() => store.close({ timeoutMs: 1_000 }))
+  const { world, proxy, store, warnings } = await storeBehindProxy(t)
   let wakes = 0
   let wakesAtReconnect: number | undefined
   const subscription = store.onAppend(() => {
@@ -162,14 +168,7 @@ t.test('a LISTEN connection whose path died under it is noticed and opened again
 })
 
 t.test('an append whose answer never comes fails as unanswered after the limit, and its retry stores the batch', async (t) => {
-  const world = await setupWorld(t)
-  const proxy = await startFreezableProxy(world.db.url)
-  t.teardown(() => proxy.close())
-  const warnings: string[] = []
-  const note = (...args: unknown[]): void => void warnings.push(String(args.find((a) => typeof a === 'string')))
-  const logger = { debug: () => {}, info: () => {}, warn: note, error: note, child: () => logger }
-  const store = new PgEventStore({ connectionString: proxy.url, maxConnections: 1, statementTimeoutMs: 4_000, unansweredQueryMs: 6_000, logger })
-  t.teardown(() => store.close({ timeoutMs: 1_000 }))
+  const { world, proxy, store, warnings } = await storeBehindProxy(t, { statementTimeoutMs: 4_000, unansweredQueryMs: 6_000 })
   const batch = fixtureEvents(50)
   // A lock keeps the append in flight while the path under its connection dies.
   const admin = await world.sql.connect()
