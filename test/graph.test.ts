@@ -229,6 +229,53 @@ t.test('follow --snapshot-every while appends go on: every snapshot equals a ful
   t.equal(differing, 0, `of ${listed.right.length} snapshots, none holds another state than its event id's`)
 })
 
+t.test('follow is not ready while it rebuilds its graph after a restore, and ready again once rebuilt', async (t) => {
+  const { world } = await worldWithLog(t, 300)
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const follower = startPersistor(['follow', '--database-url', world.db.url, '--http-port', String(port)])
+  t.teardown(() => follower.kill('SIGKILL'))
+  await follower.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load')
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  await appendBatch(client, fixtureEvents(100, 300))
+  const readyz = async (): Promise<{ status: number; body: { status: string; position: number | null; reason?: string } }> => {
+    const res = await fetch(`${base}/readyz`)
+    return { status: res.status, body: (await res.json()) as { status: string; position: number | null; reason?: string } }
+  }
+  await eventually('following at 400', async () => (await readyz()).body.position === 400)
+
+  // Restored to 300, then 50 other events. The rebuild is held at its first read of the
+  // snapshots, so that what /readyz says meanwhile can be seen.
+  await rewindLog(world, 300)
+  const admin = await world.sql.connect()
+  await admin.query('BEGIN')
+  await admin.query('LOCK TABLE projection_snapshot IN ACCESS EXCLUSIVE MODE')
+  let held = true
+  const released = async (): Promise<void> => {
+    if (!held) return
+    held = false
+    await admin.query('COMMIT').catch(() => {})
+    admin.release()
+  }
+  t.teardown(released)
+  await appendBatch(client, fixtureEvents(50, 150))
+  await eventually('not ready while rebuilding', async () => {
+    const r = await readyz()
+    return r.status === 503 && r.body.status === 'rebuilding'
+  })
+  const during = await readyz()
+  t.same(during.body.position, 400, 'the position of the graph it still serves')
+  t.match(during.body.reason, /no longer holds events this follower applied/)
+  await released()
+  await eventually('ready again, at the head of the restored log', async () => {
+    const r = await readyz()
+    return r.status === 200 && r.body.position === 350
+  })
+  follower.kill('SIGTERM')
+  t.equal((await follower.exited).code, 0)
+})
+
 t.test('follow serves the graph and its position; replay republishes history that another persistor stores identically', async (t) => {
   const source = await setupWorld(t)
   await ingestFixtures(t, source)
@@ -349,7 +396,8 @@ t.test('a follower whose database is restored or failed over under it rebuilds f
   const sources = { reader: store, snapshots: store, clock: store }
   const client = await world.sql.connect()
   t.teardown(() => client.release())
-  const { follow$, states, wakeUntil } = wokenFollower(t, sources)
+  const rebuilds: string[] = []
+  const { follow$, states, wakeUntil } = wokenFollower(t, sources, { onRebuild: (reason) => void rebuilds.push(reason) })
   const sameAsFullReplay = async (what: string): Promise<void> => {
     const followed = await caughtUp(follow$, 0)
     const full = await graphAt(sources, 'head', { useSnapshots: false })
@@ -385,6 +433,7 @@ t.test('a follower whose database is restored or failed over under it rebuilds f
   t.same(states.at(-1), { position: 480, generation: 2 })
   await sameAsFullReplay('reused ids past the position')
   t.equal(states.filter((s) => s.generation === 2).length, 1, 'one rebuild, straight to the head')
+  t.same(rebuilds, ['rewound', 'rewound'], 'each rebuild announced, with its reason')
 })
 
 t.test('a follower whose read failed as the database was restored still notices; retention deleting exactly its event is not a restore', async (t) => {
@@ -472,7 +521,8 @@ t.test('prune against a follower behind it, and during a replay: rebuilt or refu
   // A follower woken only when the test says (appends do not wake it): it stays at 400.
   const wake: Array<() => void> = []
   const signal: AppendSignal = { onAppend: (l) => (wake.push(l), { close: async () => {} }) }
-  const follow$ = followGraph({ ...sources, signal }, { pollMs: 600_000 })
+  const rebuilds: string[] = []
+  const follow$ = followGraph({ ...sources, signal }, { pollMs: 600_000, onRebuild: (reason) => void rebuilds.push(reason) })
   const sub = follow$.subscribe(() => {})
   t.teardown(() => sub.unsubscribe())
   t.equal((await caughtUp(follow$, 400)).position, 400)
@@ -486,6 +536,7 @@ t.test('prune against a follower behind it, and during a replay: rebuilt or refu
   const expected = await graphAt(sources, 'head')
   t.ok(E.isRight(expected))
   if (E.isRight(expected)) t.equal(canonicalJson(followed.graph), canonicalJson(expected.right.graph), 'the follower rebuilt from the snapshot at 500: the graph of the whole log')
+  t.same(rebuilds, ['pruned'], 'the rebuild announced, with its reason')
 
   // A prune that runs while graphAt replays: a snapshot at 550 is kept alone and the log pruned
   // below it after graphAt chose the one at 500 and before it read the events.

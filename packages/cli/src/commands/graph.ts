@@ -225,6 +225,8 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     }
     let latest: FollowState | undefined
     let readFailing: Failure | undefined
+    // Set while a rebuild runs: `latest` is then the graph of a log that no longer is.
+    let rebuilding: string | undefined
     // Why the follower cannot keep its graph current: its reads fail, or the database does not
     // answer at all (a frozen server, a partition: a read in progress then just waits).
     const unreadyBecause = async (): Promise<string | undefined> => {
@@ -243,6 +245,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
       '/healthz': () => json(200, { status: 'ok' }),
       '/readyz': async () => {
         if (latest === undefined) return json(503, { status: 'loading', position: null })
+        if (rebuilding !== undefined) return json(503, { status: 'rebuilding', position: latest.position, reason: rebuilding })
         const reason = await unreadyBecause()
         return reason === undefined ? json(200, { status: 'ready', position: latest.position }) : json(503, { status: 'not ready', position: latest.position, reason })
       },
@@ -261,6 +264,12 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
         onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)),
         onRead: (f) => {
           readFailing = f
+        },
+        onRebuild: (reason) => {
+          rebuilding =
+            reason === 'pruned'
+              ? 'events this follower had not applied were pruned; rebuilding from the newest snapshot'
+              : 'the log no longer holds events this follower applied (restored or failed over); rebuilding from the log as it is'
         },
       },
     )
@@ -287,6 +296,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
         // from where it is now.
         if (s.position < lastSnapshot) lastSnapshot = s.position
         if (latest !== undefined && s.generation > latest.generation) metrics.rebuilds.inc(s.generation - latest.generation)
+        rebuilding = undefined
         latest = s
         metrics.position.set(s.position)
         metrics.vertices.set(s.graph.vertexCount)

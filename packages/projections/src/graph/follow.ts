@@ -55,6 +55,12 @@ export interface FollowOptions {
   readonly onInitialProgress?: (p: ReplayProgress) => void
   /** After each read of the log: its failure, or undefined (for readiness: failures are retried here). */
   readonly onRead?: (failure: Failure | undefined) => void
+  /**
+   * A rebuild starts: the log lost events the follower applied ('rewound': a restore or a
+   * failover) or retention deleted events it had not applied yet ('pruned'). Until the next
+   * emission (a new `generation`) the last graph emitted is not a state of the log (readiness).
+   */
+  readonly onRebuild?: (reason: 'rewound' | 'pruned') => void
 }
 
 export const followGraph = (sources: GraphSources & { readonly signal?: AppendSignal }, options: FollowOptions = {}): Observable<FollowState> =>
@@ -135,6 +141,7 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
                 )
               }
               generation++
+              options.onRebuild?.(verdict)
               state = undefined
               continue
             }
@@ -148,6 +155,7 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
               if (await prunedPast(current.position)) {
                 log.warn({ position: current.position }, 'events the follower had not applied were pruned; rebuilding from the newest snapshot')
                 generation++
+                options.onRebuild?.('pruned')
                 state = undefined
                 continue
               }
