@@ -58,7 +58,8 @@ export interface FollowOptions {
   /**
    * A rebuild starts: the log lost events the follower applied ('rewound': a restore or a
    * failover) or retention deleted events it had not applied yet ('pruned'). Until the next
-   * emission (a new `generation`) the last graph emitted is not a state of the log (readiness).
+   * emission (a new `generation`) the follower is not following, and after 'rewound' the last
+   * graph emitted is not even a state of the log (readiness).
    */
   readonly onRebuild?: (reason: 'rewound' | 'pruned') => void
 }
