@@ -107,19 +107,31 @@ export const listCheckpoints = async (db: Client | pg.Pool): Promise<CheckpointI
     await db.query<{ name: string; position: string; updated_at: Date }>('SELECT name, position, updated_at FROM projection_checkpoint ORDER BY position, name')
   ).rows.map((r) => ({ name: r.name, position: Number(r.position), updatedAt: r.updated_at.toISOString() }))
 
+/** What `setCheckpoint` did: moved it (from where), found no such checkpoint, or refused. */
+export type SetCheckpointResult = { readonly from: number } | { readonly missing: true } | { readonly prunedBelow: number }
+
 /**
  * Puts checkpoint `name` at `position` (an operator's move: its reader should be stopped, or it
- * conflicts with it and re-reads). Returns where it was, or undefined when there is no such
- * checkpoint (nothing is created).
+ * conflicts with it and re-reads); nothing is created. Refused when events after `position`
+ * were pruned (its reader would skip them), checked under a lock on the retention row that
+ * event_prune takes too (migration 0009): a prune running meanwhile either finishes first (and
+ * the check sees its watermark) or waits and then counts this checkpoint.
  */
-export const setCheckpoint = async (db: Client | pg.Pool, name: string, position: number): Promise<number | undefined> => {
-  const { rows } = await db.query<{ old: string }>(
-    `UPDATE projection_checkpoint c SET position = $2, updated_at = now()
-     FROM (SELECT position AS old FROM projection_checkpoint WHERE name = $1 FOR UPDATE) o
-     WHERE c.name = $1 RETURNING o.old`,
+export const setCheckpoint = async (db: Client | pg.Pool, name: string, position: number): Promise<SetCheckpointResult> => {
+  const { rows } = await db.query<{ moved: string | null; found: boolean; pruned_below: string }>(
+    `WITH retention AS (SELECT pruned_below FROM event_retention FOR SHARE),
+          old AS (SELECT position FROM projection_checkpoint WHERE name = $1 FOR UPDATE),
+          moved AS (
+            UPDATE projection_checkpoint c SET position = $2, updated_at = now()
+            FROM old, retention
+            WHERE c.name = $1 AND $2 + 1 >= retention.pruned_below
+            RETURNING old.position AS old)
+     SELECT (SELECT old FROM moved) AS moved, EXISTS (SELECT 1 FROM old) AS found, (SELECT pruned_below FROM retention) AS pruned_below`,
     [name, position],
   )
-  return rows[0] === undefined ? undefined : Number(rows[0].old)
+  const row = rows[0]
+  if (row === undefined || !row.found) return { missing: true }
+  return row.moved === null ? { prunedBelow: Number(row.pruned_below) } : { from: Number(row.moved) }
 }
 
 /** Removes checkpoint `name` (retention stops waiting for it); returns where it was, or undefined. */

@@ -37,25 +37,32 @@ export const keepIdleSession = async (client: pg.Client): Promise<void> => {
 export const UNANSWERED = 'query-unanswered'
 
 /**
- * Drops the connection of a query that has gone unanswered for longer than `limitMs`.
+ * Drops the connection of a query that has heard nothing from its server for longer than
+ * `limitMs`.
  *
  * The pool's statement_timeout bounds every statement on the server: a server that still hears
- * its client answers within it, with 57014 at worst. A query still unanswered well after it has
- * lost its server: the host froze or died, or the path died under the connection (a failover
- * moved the address, a firewall or NAT forgot the flow). TCP notices only when it gives up
- * retransmitting (tcp_retries2, ~15 min on Linux) or, with nothing unacknowledged, not at all,
+ * its client answers within it, with 57014 at worst. A query that has heard nothing for well
+ * longer has lost its server: the host froze or died, or the path died under the connection (a
+ * failover moved the address, a firewall or NAT forgot the flow). TCP notices only when it gives
+ * up retransmitting (tcp_retries2, ~15 min on Linux) or, with nothing unacknowledged, not at all,
  * and every later append waits behind that one. Dropping the connection fails the query
  * (transient) and its retry opens a new connection. The retry is safe: an append whose commit
  * was lost is stored once (append.ts, the unique message_id).
  *
- * One timer for all clients, checking every `limitMs / 4` (at most 5 s): a query is dropped
- * between `limitMs` and `limitMs` + one interval after it was sent. node-postgres does not say
- * when a query was sent, so a query is timed from the first check that sees it active.
+ * Silence, not age: a query is timed from the last bytes its connection received, so a streamed
+ * read whose consumer is still working through rows the server sent long ago (the server done,
+ * the rows in the socket buffers) is not taken for a lost server. One timer for all clients,
+ * checking every `limitMs / 4` (at most 5 s); node-postgres does not say when a query was sent,
+ * so a query is timed from the first check that sees it. A check that runs late (the event loop
+ * was blocked) times everything afresh: a reply that arrived meanwhile is read only after the
+ * timer's callback, so the silence it measured is not the server's.
  */
 export class UnansweredQueryWatch {
-  private readonly seen = new Map<pg.PoolClient, { readonly query: unknown; readonly since: number }>()
+  private readonly seen = new Map<pg.PoolClient, { readonly query: unknown; readonly bytes: number; readonly since: number }>()
   private readonly dropped = new WeakSet<pg.PoolClient>()
   private readonly timer: NodeJS.Timeout
+  private readonly intervalMs: number
+  private lastCheck: number | undefined
 
   constructor(
     private readonly limitMs: number,
@@ -65,7 +72,8 @@ export class UnansweredQueryWatch {
     if (typeof (pg.Client.prototype as unknown as { _getActiveQuery?: unknown })._getActiveQuery !== 'function') {
       throw new Error('node-postgres no longer has Client._getActiveQuery: UnansweredQueryWatch needs another way to see a query in flight')
     }
-    this.timer = setInterval(() => this.check(), Math.max(50, Math.min(5_000, Math.floor(limitMs / 4))))
+    this.intervalMs = Math.max(50, Math.min(5_000, Math.floor(limitMs / 4)))
+    this.timer = setInterval(() => this.check(), this.intervalMs)
     this.timer.unref()
   }
 
@@ -75,13 +83,16 @@ export class UnansweredQueryWatch {
   }
 
   check(now = performance.now()): void {
+    const late = this.lastCheck !== undefined && now - this.lastCheck > 2 * this.intervalMs
+    this.lastCheck = now
     const active = new Set<pg.PoolClient>()
     for (const client of this.clients()) {
       const query = activeQuery(client)
       if (query === undefined) continue
       active.add(client)
+      const bytes = bytesRead(client)
       const seen = this.seen.get(client)
-      if (seen === undefined || seen.query !== query) this.seen.set(client, { query, since: now })
+      if (late || seen === undefined || seen.query !== query || seen.bytes !== bytes) this.seen.set(client, { query, bytes, since: now })
       else if (now - seen.since > this.limitMs && !this.dropped.has(client)) {
         this.dropped.add(client)
         this.onDrop(client, Math.round(now - seen.since))
@@ -100,3 +111,6 @@ export class UnansweredQueryWatch {
 // The query node-postgres has sent and not yet seen finish (its public `activeQuery` getter is
 // deprecated and warns).
 const activeQuery = (client: pg.PoolClient): unknown => (client as unknown as { _getActiveQuery: () => unknown })._getActiveQuery() ?? undefined
+
+// Bytes the connection's socket has received (TLS or not: the socket pg reads from).
+const bytesRead = (client: pg.PoolClient): number => (client as unknown as { connection?: { stream?: { bytesRead?: number } } }).connection?.stream?.bytesRead ?? 0

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
-import { testDatabaseClient } from '@vitrage-persistor/testing'
-import type pg from 'pg'
+import { createTestDatabase, eventually, testDatabaseClient } from '@vitrage-persistor/testing'
+import pg from 'pg'
 import t, { type Test } from 'tap'
-import { registerCheckpoint } from './checkpoints.js'
+import { readCheckpoint, registerCheckpoint, setCheckpoint } from './checkpoints.js'
 import { schemaTemplate } from './migrate.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
 
@@ -102,11 +102,65 @@ t.test('a prune is done in steps, each its own statement, so that none outlives 
   t.equal(await pruneEvents(recorded, undefined, 10_000), 95_000, 'in steps, all of it')
   t.same(
     sent,
-    [['event_prune_watermark', null], ...Array.from({ length: 10 }, (_, i) => ['event_prune', Math.min(95_001, 1 + (i + 1) * 10_000)])],
-    'the watermark asked for, then one step per 10,000 ids',
+    [['event_prune_watermark', null], ...Array.from({ length: 10 }, (_, i) => ['event_prune_step', 1 + i * 10_000, Math.min(95_001, 1 + (i + 1) * 10_000)])],
+    'the watermark asked for, then one step per 10,000 ids, each from where the last ended',
   )
   t.equal(await prunedBelow(c), 95_001)
   t.same((await c.query('SELECT min(id)::int AS first, count(*)::int AS n FROM event')).rows[0], { first: 95_001, n: 5_000 })
   t.equal(await pruneEvents(c, undefined, 10_000), 0, 'again: nothing more')
+
+  // Ids with a gap (rolled-back appends consume ids): steps over the gap delete nothing and
+  // still move the watermark, as one DELETE would have.
+  const g = await testDatabaseClient(t, schemaTemplate)
+  const insert = (n: number) => g.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', now(), '{}' FROM generate_series(1, ${n})`)
+  await insert(10)
+  await g.query(`SELECT setval(pg_get_serial_sequence('event', 'id'), 24)`)
+  await insert(6)
+  await saveSnapshot(g, { kind: 'graph', eventId: 25, format: 'test/1', data: bytes('s') })
+  t.equal(await pruneEvents(g, undefined, 5), 10)
+  t.equal(await prunedBelow(g), 25, 'the watermark at the snapshot, past the gap')
   await t.rejects(pruneEvents(c, undefined, 0), /stepIds must be a positive integer/)
+})
+
+t.test('checkpoint set and a prune running at the same time: the prune counts the moved checkpoint, or the move is refused', async (t) => {
+  const db = await createTestDatabase(schemaTemplate)
+  t.teardown(() => db.drop())
+  const session = async (): Promise<pg.Client> => {
+    const c = new pg.Client({ connectionString: db.url })
+    await c.connect()
+    t.teardown(() => c.end())
+    return c
+  }
+  const [a, b] = [await session(), await session()]
+  await a.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', now(), '{}' FROM generate_series(1, 100)`)
+  await saveSnapshot(a, { kind: 'graph', eventId: 90, format: 'test/1', data: bytes('s') })
+  await a.query(`INSERT INTO projection_checkpoint (name, position) VALUES ('r', 100)`)
+
+  // The move first, the prune while it is not committed yet: the prune waits, then keeps what
+  // the moved reader needs.
+  await a.query('BEGIN')
+  t.same(await setCheckpoint(a, 'r', 20), { from: 100 })
+  const pruning = pruneEvents(b)
+  await eventually('the prune waits for the move', async () => {
+    const r = await a.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    return r.rows[0]?.n === 1
+  })
+  await a.query('COMMIT')
+  t.equal(await pruning, 20, 'events 1-20 deleted, not 1-89')
+  t.equal(await prunedBelow(a), 21)
+
+  // The prune first (in a transaction of its own, not committed yet), then a move below it.
+  await a.query(`UPDATE projection_checkpoint SET position = 100`)
+  await b.query('BEGIN')
+  t.equal(Number((await b.query('SELECT event_prune(90) AS n')).rows[0].n), 69)
+  const moving = setCheckpoint(a, 'r', 30)
+  await eventually('the move waits for the prune', async () => {
+    const r = await b.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    return r.rows[0]?.n === 1
+  })
+  await b.query('COMMIT')
+  t.same(await moving, { prunedBelow: 90 }, 'refused: events 31-89 are gone')
+  t.equal(await readCheckpoint(a, 'r'), 100, 'the checkpoint did not move')
+  t.same(await setCheckpoint(a, 'r', 89), { from: 100 }, 'the lowest it can take')
+  t.same(await setCheckpoint(a, 'nobody', 95), { missing: true })
 })

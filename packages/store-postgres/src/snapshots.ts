@@ -91,8 +91,8 @@ export const PRUNE_STEP_IDS = 1_000_000
  * Runs the retention routine (migrations 0003, 0008, 0009); returns the number of events
  * deleted. In steps of `stepIds` ids, each its own statement and transaction (autocommit), so
  * that no statement outlives the statement timeout however long the history: each step is
- * `event_prune(below)` with a rising `below`, and still stops at the snapshots and checkpoints
- * as they are when it runs.
+ * `event_prune_step(from, to)` over the next range, and still stops at the snapshots and
+ * checkpoints as they are when it runs.
  */
 export const pruneEvents = async (db: Queryable, below?: number, stepIds: number = PRUNE_STEP_IDS): Promise<number> => {
   if (!Number.isSafeInteger(stepIds) || stepIds < 1) throw new TypeError(`pruneEvents: stepIds must be a positive integer, got ${stepIds}`)
@@ -100,8 +100,9 @@ export const pruneEvents = async (db: Queryable, below?: number, stepIds: number
   const first = (await db.query<{ id: string | null }>('SELECT min(id) AS id FROM event')).rows[0]?.id
   let deleted = 0
   for (let at = first == null ? target : Number(first); at < target; ) {
+    const from = at
     at = Math.min(target, at + stepIds)
-    deleted += Number((await db.query<{ n: string }>('SELECT event_prune($1) AS n', [at])).rows[0]?.n ?? 0)
+    deleted += Number((await db.query<{ n: string }>('SELECT event_prune_step($1, $2) AS n', [from, at])).rows[0]?.n ?? 0)
   }
   return deleted
 }

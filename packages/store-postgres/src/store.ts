@@ -347,7 +347,15 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   readonly listCheckpoints = (): TE.TaskEither<Failure, CheckpointInfo[]> => this.withClient((c) => listCheckpoints(c))
 
   /** An operator's move of checkpoint `name` to `position`: where it was, or undefined when there is none. */
-  readonly setCheckpoint = (name: string, position: number): TE.TaskEither<Failure, number | undefined> => this.withClient((c) => setCheckpoint(c, name, position))
+  readonly setCheckpoint = (name: string, position: number): TE.TaskEither<Failure, number | undefined> =>
+    pipe(
+      this.withClient((c) => setCheckpoint(c, name, position)),
+      TE.chainEitherK((r) =>
+        'prunedBelow' in r
+          ? E.left(failure('rejected', `events below ${r.prunedBelow} were pruned: a reader at ${position} would need events ${position + 1} to ${r.prunedBelow - 1}; ${r.prunedBelow - 1} is the lowest position it can take`, 'pruned'))
+          : E.right('from' in r ? r.from : undefined),
+      ),
+    )
 
   /** Removes checkpoint `name` (retention stops waiting for it): where it was, or undefined. */
   readonly removeCheckpoint = (name: string): TE.TaskEither<Failure, number | undefined> => this.withClient((c) => removeCheckpoint(c, name))
