@@ -43,7 +43,47 @@ const adminQuery = async (sql: string): Promise<pg.QueryResult> => {
 const exists = async (name: string): Promise<boolean> =>
   (await adminQuery(`SELECT 1 FROM pg_database WHERE datname = '${name}'`)).rowCount === 1
 
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+// uniqueName's form (prefix, pid, 8 hex digits), with a suffix for roles named after a database.
+const UNIQUE = /^vp_[a-z_]+?_([0-9]+)_[0-9a-f]{8}(_[a-z]+)?$/
+
+const pidOf = (name: string): number | undefined => {
+  const m = UNIQUE.exec(name)
+  return m === null ? undefined : Number(m[1])
+}
+
+/**
+ * Drops what test processes killed before their teardown left behind: databases and roles
+ * named by uniqueName (or after such a database: `<database>_norights`) whose process is gone
+ * from this host and that no session uses (a test runner on another host sharing the server
+ * keeps its sessions open). Once per process, before its first database.
+ */
+export const sweepAbandoned = async (): Promise<{ databases: string[]; roles: string[] }> => {
+  const abandoned = (name: string): boolean => {
+    const pid = pidOf(name)
+    return pid !== undefined && !alive(pid)
+  }
+  const dbs = await adminQuery(`SELECT datname FROM pg_database d WHERE datname LIKE 'vp\\_%' AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)`)
+  const databases = dbs.rows.map((r: { datname: string }) => r.datname).filter((name) => !name.startsWith('vp_tpl_') && abandoned(name))
+  for (const name of databases) await adminQuery(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`).catch(() => {})
+  const rs = await adminQuery(`SELECT rolname FROM pg_roles r WHERE rolname LIKE 'vp\\_%' AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.usename = r.rolname)`)
+  const roles = rs.rows.map((r: { rolname: string }) => r.rolname).filter(abandoned)
+  for (const role of roles) await adminQuery(`DROP ROLE IF EXISTS "${role}"`).catch(() => {})
+  return { databases, roles }
+}
+let swept: Promise<unknown> | undefined
+
 const ensureTemplate = async (spec: TemplateSpec): Promise<string> => {
+  swept ??= sweepAbandoned().catch(() => {})
+  await swept
   const name = `vp_tpl_${spec.version.slice(0, 16)}`
   if (await exists(name)) return name
   const building = uniqueName('vp_tplbuild')

@@ -1,5 +1,5 @@
 export { type TestBroker, connectTestBroker } from './broker.js'
-export { createEmptyDatabase, createTestDatabase, databaseUrl, type TemplateSpec, type TestDatabase, testDatabaseClient } from './database.js'
+export { createEmptyDatabase, createTestDatabase, databaseUrl, sweepAbandoned, type TemplateSpec, type TestDatabase, testDatabaseClient } from './database.js'
 export { TEST_AMQP_URL, TEST_DATABASE_URL } from './env.js'
 export { freePort, uniqueName } from './names.js'
 export { type PostgresStopMode, type PrivatePostgres, type PrivatePostgresOptions, startPrivatePostgres } from './private-postgres.js'
