@@ -80,17 +80,45 @@ export const readEventByMessageId = async (client: pg.Pool | pg.PoolClient | pg.
   return r === undefined ? undefined : toRawEvent(r)
 }
 
+/** How many ids one statement of `tailStart` covers when it filters by type. */
+export const TAIL_CHUNK_IDS = 1_000_000
+
 /**
  * Where the newest `n` events (of these types, up to `toId`) start: the id to read after. Walks
- * the primary key backwards, so it costs `n` rows (more when few events are of those types).
+ * the primary key backwards, so it costs `n` rows; with types, as many rows as lie between the
+ * head and the n-th newest of them, which for a rare type is the whole table: then in
+ * statements of `chunkIds` ids each, newest first, so that none outlives the statement timeout.
  */
-export const tailStart = async (client: pg.Pool | pg.PoolClient | pg.Client, n: number, options: ReadOptions = {}): Promise<number> => {
-  const r = await client.query<{ start: string | null }>(
-    `SELECT min(id) - 1 AS start FROM (
-       SELECT e.id FROM event e
-       WHERE ($2::bigint IS NULL OR e.id <= $2) AND ($3::text[] IS NULL OR e.event_type = ANY ($3))
-       ORDER BY e.id DESC LIMIT $1) AS newest`,
-    [n, options.toId ?? null, options.eventTypes ?? null],
-  )
-  return Number(r.rows[0]?.start ?? 0)
+export const tailStart = async (client: pg.Pool | pg.PoolClient | pg.Client, n: number, options: ReadOptions = {}, chunkIds: number = TAIL_CHUNK_IDS): Promise<number> => {
+  if (options.eventTypes === undefined) {
+    const r = await client.query<{ start: string | null }>(
+      `SELECT min(id) - 1 AS start FROM (
+         SELECT e.id FROM event e WHERE ($2::bigint IS NULL OR e.id <= $2) ORDER BY e.id DESC LIMIT $1) AS newest`,
+      [n, options.toId ?? null],
+    )
+    return Number(r.rows[0]?.start ?? 0)
+  }
+  if (options.eventTypes.length === 0) return 0
+  const bounds = (await client.query<{ first: string | null; head: string | null }>('SELECT min(id) AS first, max(id) AS head FROM event')).rows[0]
+  if (bounds?.first == null || bounds.head == null) return 0
+  const first = Number(bounds.first)
+  let upper = Math.min(options.toId ?? Number(bounds.head), Number(bounds.head))
+  let remaining = n
+  let start: number | undefined
+  while (remaining > 0 && upper >= first) {
+    const lower = Math.max(first - 1, upper - chunkIds)
+    const r = await client.query<{ found: number; low: string | null }>(
+      `SELECT count(*)::int AS found, min(id) AS low FROM (
+         SELECT e.id FROM event e WHERE e.id > $1 AND e.id <= $2 AND e.event_type = ANY ($3)
+         ORDER BY e.id DESC LIMIT $4) AS newest`,
+      [lower, upper, options.eventTypes, remaining],
+    )
+    const row = r.rows[0]
+    if (row !== undefined && row.found > 0 && row.low !== null) {
+      remaining -= row.found
+      start = Number(row.low) - 1
+    }
+    upper = lower
+  }
+  return start ?? 0
 }
