@@ -1,9 +1,10 @@
 import { databaseUrl, eventually, TEST_DATABASE_URL, uniqueName } from '@vitrage-persistor/testing'
 import { type DecodedMessage, decodeMessage } from '@vitrage-persistor/core'
-import { appendBatch, prepareEvent } from '@vitrage-persistor/store-postgres'
+import { appendBatch, prepareEvent, saveSnapshot } from '@vitrage-persistor/store-postgres'
 import type * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import t, { type Test } from 'tap'
+import { cli } from './support/cli.js'
 import { message, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
 import { declarePersistorTopology, publishMany, rowCount, setupWorld, storedSeqs, type World } from './support/setup.js'
@@ -78,4 +79,30 @@ t.test('rolling upgrade: a service role that may not migrate ingests when only l
   t.equal(exit.code, 1)
   t.match(q.output(), /migrations 0001_event, .* are pending and this role may not apply them \(.*permission denied.*\): run `vitrage-persistor migrate` as the schema owner first/)
   t.notOk(q.lines.some((l) => l.msg === 'consuming'), 'never consumed')
+})
+
+t.test('the checkpoint commands work as the service role; prune needs the schema owner and says so', async (t) => {
+  const world = await setupWorld(t)
+  const url = await serviceLogin(t, world)
+  await world.sql.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', now(), '{}' FROM generate_series(1, 50)`)
+  await world.sql.query(`INSERT INTO projection_checkpoint (name, position) VALUES ('mirror', 10)`)
+  const asService = ['--database-url', url.toString()]
+
+  const listed = await cli(['checkpoint', 'list', ...asService, '--format', 'json'])
+  t.equal(listed.code, 0, listed.err)
+  t.match(JSON.parse(listed.out), { head: 50, checkpoints: [{ name: 'mirror', position: 10 }] })
+  // set takes the advisory lock event_prune takes (migration 0009): no privilege needed, unlike
+  // a row lock on event_retention, which the role may only read.
+  const moved = await cli(['checkpoint', 'set', 'mirror', '--position', '30', ...asService])
+  t.same([moved.code, moved.err, JSON.parse(moved.out || 'null')], [0, '', { name: 'mirror', from: 10, to: 30 }])
+  const removed = await cli(['checkpoint', 'remove', 'mirror', ...asService])
+  t.same([removed.code, removed.err, JSON.parse(removed.out || 'null')], [0, '', { name: 'mirror', removed: true, was: 30 }])
+
+  const client = await world.sql.connect()
+  await saveSnapshot(client, { kind: 'graph', eventId: 40, format: 'test/1', data: new TextEncoder().encode('s') })
+  client.release()
+  const pruned = await cli(['prune', ...asService])
+  t.equal(pruned.code, 1)
+  t.match(pruned.err, /permission denied/)
+  t.equal(await rowCount(world), 50, 'nothing deleted')
 })

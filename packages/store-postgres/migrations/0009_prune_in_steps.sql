@@ -2,8 +2,8 @@
 -- pool's statement timeout (60 s): a first prune of a long history (~37 million events on the
 -- benchmark machine, 1.6 s a million) was cancelled on every attempt, and it wrote all its WAL
 -- in one transaction. The store now asks where a prune may go (event_prune_watermark) and calls
--- event_prune_step over consecutive id ranges, each its own statement and transaction; each
--- step still takes the lowest of the snapshots, the checkpoints and its `below` at that moment.
+-- event_prune with rising `below`s, each step its own statement and transaction; each step
+-- still takes the lowest of the snapshots, the checkpoints and its `below` at that moment.
 
 -- How far event_prune(below) would delete now: every event with an id below the result.
 CREATE FUNCTION event_prune_watermark(below bigint DEFAULT NULL) RETURNS bigint
@@ -28,42 +28,39 @@ BEGIN
 END
 $$;
 
--- Deletes the events in [from_id, watermark), where the watermark is event_prune_watermark(below)
--- computed under a lock on the retention row; from_id NULL: from the start. The lower bound is
--- what keeps the steps linear: while any transaction holds an older snapshot (pg_dump, a long
--- read), the rows earlier steps deleted cannot be marked dead, and a DELETE from the start walked
--- all of them again at every step (measured: a 100,000-id step 90 ms first, 612 ms after 4
--- million). Every event below from_id must be gone already (the store starts from min(id)).
+-- As in 0008, with three changes.
 --
--- The lock: `checkpoint set` takes the same row (FOR SHARE) while it checks a position against
--- the watermark and moves the checkpoint; otherwise a prune that had read the checkpoints before
--- the move deleted the events the moved reader needs next.
-CREATE FUNCTION event_prune_step(from_id bigint, below bigint) RETURNS bigint
+-- It deletes from the recorded watermark up, not from the start: while any transaction holds
+-- an older snapshot (pg_dump, a long read), the rows earlier steps deleted cannot be marked dead,
+-- and a DELETE from the start walked all of them again at every step (measured: a 100,000-id
+-- step 90 ms first, 612 ms after 4 million). Everything below the recorded watermark is gone, so
+-- the bound loses nothing, and a step held back by a checkpoint is caught up by the next one.
+--
+-- It always records its watermark when that is higher: everything below it is gone, whether
+-- this call deleted it or the ids were never used (a rolled-back append consumes ids).
+--
+-- It holds a transaction-level advisory lock while it reads the checkpoints and deletes:
+-- `checkpoint set` takes it too (shared) while it checks a position against the watermark and
+-- moves the checkpoint, so that a prune which had read the checkpoints before the move cannot
+-- delete the events the moved reader needs next. (An advisory lock, not a row lock on
+-- event_retention: the service roles may read that table, not lock it.)
+CREATE OR REPLACE FUNCTION event_prune(below bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
+    recorded  bigint;
     watermark bigint;
     deleted   bigint;
-    recorded  bigint;
 BEGIN
-    SELECT pruned_below INTO recorded FROM event_retention FOR UPDATE;
+    PERFORM pg_advisory_xact_lock(1986622578, hashtext('event_retention'));
+    SELECT pruned_below INTO recorded FROM event_retention;
     watermark := event_prune_watermark(below);
     PERFORM set_config('vitrage_persistor.retention', 'on', true);
-    IF from_id IS NULL THEN
-        DELETE FROM event WHERE id < watermark;
-    ELSE
-        DELETE FROM event WHERE id >= from_id AND id < watermark;
-    END IF;
+    DELETE FROM event WHERE id >= recorded AND id < watermark;
     GET DIAGNOSTICS deleted = ROW_COUNT;
     PERFORM set_config('vitrage_persistor.retention', 'off', true);
-    -- A step that deleted nothing still moves the watermark when everything below its range was
-    -- pruned before (ids with gaps: a rolled-back append consumes ids).
-    IF deleted > 0 OR recorded >= from_id THEN
-        UPDATE event_retention SET pruned_below = greatest(pruned_below, watermark), pruned_at = now();
+    IF watermark > recorded THEN
+        UPDATE event_retention SET pruned_below = watermark, pruned_at = now();
     END IF;
     RETURN deleted;
 END
 $$;
-
--- As in 0008, in one statement (older versions' `prune`, and SQL callers).
-CREATE OR REPLACE FUNCTION event_prune(below bigint DEFAULT NULL) RETURNS bigint
-LANGUAGE sql AS $$ SELECT event_prune_step(NULL, below) $$;

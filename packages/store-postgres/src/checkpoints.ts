@@ -113,25 +113,33 @@ export type SetCheckpointResult = { readonly from: number } | { readonly missing
 /**
  * Puts checkpoint `name` at `position` (an operator's move: its reader should be stopped, or it
  * conflicts with it and re-reads); nothing is created. Refused when events after `position`
- * were pruned (its reader would skip them), checked under a lock on the retention row that
- * event_prune takes too (migration 0009): a prune running meanwhile either finishes first (and
- * the check sees its watermark) or waits and then counts this checkpoint.
+ * were pruned (its reader would skip them), checked under the advisory lock event_prune holds
+ * (migration 0009; shared here): a prune running meanwhile either finishes first, and the check
+ * sees its watermark, or waits and then counts this checkpoint. Its own transaction: the lock is
+ * taken before the statement that reads the watermark, so that statement sees the prune's.
  */
-export const setCheckpoint = async (db: Client | pg.Pool, name: string, position: number): Promise<SetCheckpointResult> => {
-  const { rows } = await db.query<{ moved: string | null; found: boolean; pruned_below: string }>(
-    `WITH retention AS (SELECT pruned_below FROM event_retention FOR SHARE),
-          old AS (SELECT position FROM projection_checkpoint WHERE name = $1 FOR UPDATE),
-          moved AS (
-            UPDATE projection_checkpoint c SET position = $2, updated_at = now()
-            FROM old, retention
-            WHERE c.name = $1 AND $2 + 1 >= retention.pruned_below
-            RETURNING old.position AS old)
-     SELECT (SELECT old FROM moved) AS moved, EXISTS (SELECT 1 FROM old) AS found, (SELECT pruned_below FROM retention) AS pruned_below`,
-    [name, position],
-  )
-  const row = rows[0]
-  if (row === undefined || !row.found) return { missing: true }
-  return row.moved === null ? { prunedBelow: Number(row.pruned_below) } : { from: Number(row.moved) }
+export const setCheckpoint = async (db: Client, name: string, position: number): Promise<SetCheckpointResult> => {
+  await db.query('BEGIN')
+  try {
+    await db.query("SELECT pg_advisory_xact_lock_shared(1986622578, hashtext('event_retention'))")
+    const { rows } = await db.query<{ moved: string | null; found: boolean; pruned_below: string }>(
+      `WITH old AS (SELECT position FROM projection_checkpoint WHERE name = $1 FOR UPDATE),
+            moved AS (
+              UPDATE projection_checkpoint c SET position = $2, updated_at = now()
+              FROM old
+              WHERE c.name = $1 AND $2 + 1 >= (SELECT pruned_below FROM event_retention)
+              RETURNING old.position AS old)
+       SELECT (SELECT old FROM moved) AS moved, EXISTS (SELECT 1 FROM old) AS found, (SELECT pruned_below FROM event_retention) AS pruned_below`,
+      [name, position],
+    )
+    await db.query('COMMIT')
+    const row = rows[0]
+    if (row === undefined || !row.found) return { missing: true }
+    return row.moved === null ? { prunedBelow: Number(row.pruned_below) } : { from: Number(row.moved) }
+  } catch (e) {
+    await db.query('ROLLBACK').catch(() => {})
+    throw e
+  }
 }
 
 /** Removes checkpoint `name` (retention stops waiting for it); returns where it was, or undefined. */

@@ -102,12 +102,33 @@ t.test('a prune is done in steps, each its own statement, so that none outlives 
   t.equal(await pruneEvents(recorded, undefined, 10_000), 95_000, 'in steps, all of it')
   t.same(
     sent,
-    [['event_prune_watermark', null], ...Array.from({ length: 10 }, (_, i) => ['event_prune_step', 1 + i * 10_000, Math.min(95_001, 1 + (i + 1) * 10_000)])],
-    'the watermark asked for, then one step per 10,000 ids, each from where the last ended',
+    [['event_prune_watermark', null], ...Array.from({ length: 10 }, (_, i) => ['event_prune', Math.min(95_001, 1 + (i + 1) * 10_000)])],
+    'the watermark asked for, then one step per 10,000 ids',
   )
   t.equal(await prunedBelow(c), 95_001)
   t.same((await c.query('SELECT min(id)::int AS first, count(*)::int AS n FROM event')).rows[0], { first: 95_001, n: 5_000 })
   t.equal(await pruneEvents(c, undefined, 10_000), 0, 'again: nothing more')
+
+  // A step held back by a checkpoint set back meanwhile, and the reader moved on before the next
+  // step: the next step deletes from the recorded watermark, not from where it was meant to
+  // start, so no event is left below the watermark.
+  const h = await testDatabaseClient(t, schemaTemplate)
+  await h.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', now(), '{}' FROM generate_series(1, 100)`)
+  await saveSnapshot(h, { kind: 'graph', eventId: 100, format: 'test/1', data: bytes('s') })
+  await h.query(`INSERT INTO projection_checkpoint (name, position) VALUES ('mirror', 99)`)
+  let step = 0
+  const meddling = {
+    query: async (text: string, values?: unknown[]) => {
+      if (text.includes('event_prune(')) {
+        step++
+        if (step === 2) await h.query(`UPDATE projection_checkpoint SET position = 25`)
+        if (step === 3) await h.query(`UPDATE projection_checkpoint SET position = 99`)
+      }
+      return h.query(text, values)
+    },
+  } as unknown as pg.Client
+  t.equal(await pruneEvents(meddling, undefined, 20), 99)
+  t.same((await h.query('SELECT min(id)::int AS first, (SELECT pruned_below::int FROM event_retention) AS watermark FROM event')).rows[0], { first: 100, watermark: 100 })
 
   // Ids with a gap (rolled-back appends consume ids): steps over the gap delete nothing and
   // still move the watermark, as one DELETE would have.
@@ -131,33 +152,31 @@ t.test('checkpoint set and a prune running at the same time: the prune counts th
     t.teardown(() => c.end())
     return c
   }
-  const [a, b] = [await session(), await session()]
+  const [a, b, observer] = [await session(), await session(), await session()]
+  const waitingForLock = async (): Promise<boolean> =>
+    (await observer.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]?.n === 1
   await a.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', now(), '{}' FROM generate_series(1, 100)`)
   await saveSnapshot(a, { kind: 'graph', eventId: 90, format: 'test/1', data: bytes('s') })
   await a.query(`INSERT INTO projection_checkpoint (name, position) VALUES ('r', 100)`)
 
-  // The move first, the prune while it is not committed yet: the prune waits, then keeps what
-  // the moved reader needs.
+  // A move in progress (what setCheckpoint does in its transaction, held open), then a prune:
+  // the prune waits, then keeps what the moved reader needs.
   await a.query('BEGIN')
-  t.same(await setCheckpoint(a, 'r', 20), { from: 100 })
+  await a.query("SELECT pg_advisory_xact_lock_shared(1986622578, hashtext('event_retention'))")
+  await a.query("UPDATE projection_checkpoint SET position = 20 WHERE name = 'r'")
   const pruning = pruneEvents(b)
-  await eventually('the prune waits for the move', async () => {
-    const r = await a.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
-    return r.rows[0]?.n === 1
-  })
+  await eventually('the prune waits for the move', waitingForLock)
   await a.query('COMMIT')
   t.equal(await pruning, 20, 'events 1-20 deleted, not 1-89')
   t.equal(await prunedBelow(a), 21)
 
-  // The prune first (in a transaction of its own, not committed yet), then a move below it.
+  // A prune in progress (in a transaction of its own, held open), then a move below where it
+  // deletes: the move waits, then is refused.
   await a.query(`UPDATE projection_checkpoint SET position = 100`)
   await b.query('BEGIN')
   t.equal(Number((await b.query('SELECT event_prune(90) AS n')).rows[0].n), 69)
   const moving = setCheckpoint(a, 'r', 30)
-  await eventually('the move waits for the prune', async () => {
-    const r = await b.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
-    return r.rows[0]?.n === 1
-  })
+  await eventually('the move waits for the prune', waitingForLock)
   await b.query('COMMIT')
   t.same(await moving, { prunedBelow: 90 }, 'refused: events 31-89 are gone')
   t.equal(await readCheckpoint(a, 'r'), 100, 'the checkpoint did not move')

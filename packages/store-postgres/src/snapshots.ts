@@ -91,18 +91,19 @@ export const PRUNE_STEP_IDS = 1_000_000
  * Runs the retention routine (migrations 0003, 0008, 0009); returns the number of events
  * deleted. In steps of `stepIds` ids, each its own statement and transaction (autocommit), so
  * that no statement outlives the statement timeout however long the history: each step is
- * `event_prune_step(from, to)` over the next range, and still stops at the snapshots and
- * checkpoints as they are when it runs.
+ * `event_prune(below)` with a rising `below`, and still stops at the snapshots and checkpoints
+ * as they are when it runs.
  */
 export const pruneEvents = async (db: Queryable, below?: number, stepIds: number = PRUNE_STEP_IDS): Promise<number> => {
   if (!Number.isSafeInteger(stepIds) || stepIds < 1) throw new TypeError(`pruneEvents: stepIds must be a positive integer, got ${stepIds}`)
   const target = Number((await db.query<{ w: string }>('SELECT event_prune_watermark($1) AS w', [below ?? null])).rows[0]?.w)
   const first = (await db.query<{ id: string | null }>('SELECT min(id) AS id FROM event')).rows[0]?.id
   let deleted = 0
-  for (let at = first == null ? target : Number(first); at < target; ) {
-    const from = at
+  // One step at least: it also records a watermark past ids that hold no event.
+  let at = first == null ? target : Math.min(target, Number(first))
+  do {
     at = Math.min(target, at + stepIds)
-    deleted += Number((await db.query<{ n: string }>('SELECT event_prune_step($1, $2) AS n', [from, at])).rows[0]?.n ?? 0)
-  }
+    deleted += Number((await db.query<{ n: string }>('SELECT event_prune($1) AS n', [at])).rows[0]?.n ?? 0)
+  } while (at < target)
   return deleted
 }

@@ -59,12 +59,14 @@ const set = async (config: CheckpointConfig, input: CommandInput, io: Io): Promi
     if (position + 1 < pruned) {
       throw new UsageError(`events below ${pruned} were pruned: a reader at ${position} would need events ${position + 1} to ${pruned - 1}; --position ${pruned - 1} is the lowest it can go`)
     }
-    const from = await orReport(io, 'checkpoint set', config.databaseUrl, store.setCheckpoint(name, position))
-    if (from === undefined) {
+    // Wrapped: undefined is orReport's "failed (and said why)", not "no such checkpoint".
+    const moved = await orReport(io, 'checkpoint set', config.databaseUrl, TE.map((from: number | undefined) => ({ from }))(store.setCheckpoint(name, position)))
+    if (moved === undefined) return 1
+    if (moved.from === undefined) {
       io.err(`vitrage-persistor checkpoint set: no checkpoint ${JSON.stringify(name)} (\`checkpoint list\` shows them)\n`)
       return 1
     }
-    printJson(io, { name, from, to: position })
+    printJson(io, { name, from: moved.from, to: position })
     return 0
   } finally {
     await store.close()
@@ -86,12 +88,13 @@ const remove = async (config: CheckpointConfig, input: CommandInput, io: Io): Pr
       printJson(io, { name, removed: true, historyTablesEmptied: true })
       return 0
     }
-    const at = await orReport(io, 'checkpoint remove', config.databaseUrl, store.removeCheckpoint(name))
-    if (at === undefined) {
+    const removed = await orReport(io, 'checkpoint remove', config.databaseUrl, TE.map((was: number | undefined) => ({ was }))(store.removeCheckpoint(name)))
+    if (removed === undefined) return 1
+    if (removed.was === undefined) {
       io.err(`vitrage-persistor checkpoint remove: no checkpoint ${JSON.stringify(name)} (\`checkpoint list\` shows them)\n`)
       return 1
     }
-    printJson(io, { name, removed: true, was: at })
+    printJson(io, { name, removed: true, was: removed.was })
     return 0
   } finally {
     await store.close()
