@@ -69,7 +69,7 @@ export interface HistoryStore {
    * checkpoint.
    */
   readonly settleHistoryPartitions: (name: string, of: number) => TE.TaskEither<Failure, number>
-  /** Empties the history tables and resets checkpoint `name` to 0 (for a rebuild from the log). */
+  /** Empties the history tables and resets checkpoint `name` to 0 (for a rebuild from the log); refused (`rejected`, code `pruned`, nothing changed) once events were pruned. */
   readonly resetHistory: (name: string) => TE.TaskEither<Failure, void>
 }
 

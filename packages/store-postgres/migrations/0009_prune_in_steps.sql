@@ -28,34 +28,49 @@ BEGIN
 END
 $$;
 
--- As in 0008, with three changes.
+-- As in 0008, with four changes, and a second argument (hence DROP: an overload beside the old
+-- one would make `event_prune(90)` ambiguous; older versions' `event_prune()` and
+-- `event_prune(below)` resolve to this one, from_id NULL).
 --
--- It deletes from the recorded watermark up, not from the start: while any transaction holds
--- an older snapshot (pg_dump, a long read), the rows earlier steps deleted cannot be marked dead,
--- and a DELETE from the start walked all of them again at every step (measured: a 100,000-id
--- step 90 ms first, 612 ms after 4 million). Everything below the recorded watermark is gone, so
--- the bound loses nothing, and a step held back by a checkpoint is caught up by the next one.
+-- It deletes from least(recorded watermark, from_id) up, not from the start: while any
+-- transaction holds an older snapshot (pg_dump, a long read), the rows earlier steps deleted
+-- cannot be marked dead, and a DELETE from the start walked all of them again at every step
+-- (measured: a 100,000-id step 90 ms first, 612 ms after 4 million). A step held back by a
+-- checkpoint is caught up by the next one, which starts at the recorded watermark. from_id NULL
+-- (one-statement callers) or the store's first step (min(id)) start from the first stored event,
+-- so rows restored below the watermark (a data-only restore writes their old ids) go too.
 --
 -- It always records its watermark when that is higher: everything below it is gone, whether
 -- this call deleted it or the ids were never used (a rolled-back append consumes ids).
 --
 -- It holds a transaction-level advisory lock while it reads the checkpoints and deletes:
--- `checkpoint set` takes it too (shared) while it checks a position against the watermark and
--- moves the checkpoint, so that a prune which had read the checkpoints before the move cannot
--- delete the events the moved reader needs next. (An advisory lock, not a row lock on
--- event_retention: the service roles may read that table, not lock it.)
-CREATE OR REPLACE FUNCTION event_prune(below bigint DEFAULT NULL) RETURNS bigint
+-- `checkpoint set` and `project history --rebuild` take it too (shared) while they check a
+-- position against the watermark and move a checkpoint, so that a prune which had read the
+-- checkpoints before the move cannot delete the events the moved reader needs next. (An
+-- advisory lock, not a row lock on event_retention: the service roles may read that table, not
+-- lock it.)
+--
+-- It runs only at READ COMMITTED: at REPEATABLE READ (or SERIALIZABLE) its snapshot would be
+-- taken before the lock wait, and it would miss a move committed meanwhile (a database whose
+-- default_transaction_isolation is higher: the store's steps pin READ COMMITTED).
+DROP FUNCTION event_prune(bigint);
+CREATE FUNCTION event_prune(below bigint DEFAULT NULL, from_id bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     recorded  bigint;
     watermark bigint;
     deleted   bigint;
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'event_prune runs at READ COMMITTED only, this transaction is %', upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'BEGIN ISOLATION LEVEL READ COMMITTED; SELECT event_prune(...); COMMIT';
+    END IF;
     PERFORM pg_advisory_xact_lock(1986622578, hashtext('event_retention'));
     SELECT pruned_below INTO recorded FROM event_retention;
     watermark := event_prune_watermark(below);
     PERFORM set_config('vitrage_persistor.retention', 'on', true);
-    DELETE FROM event WHERE id >= recorded AND id < watermark;
+    DELETE FROM event WHERE id >= least(recorded, coalesce(from_id, (SELECT min(id) FROM event))) AND id < watermark;
     GET DIAGNOSTICS deleted = ROW_COUNT;
     PERFORM set_config('vitrage_persistor.retention', 'off', true);
     IF watermark > recorded THEN

@@ -111,17 +111,26 @@ export const listCheckpoints = async (db: Client | pg.Pool): Promise<CheckpointI
 export type SetCheckpointResult = { readonly from: number } | { readonly missing: true } | { readonly prunedBelow: number }
 
 /**
+ * The lock event_prune holds while it reads the checkpoints and deletes (migration 0009), taken
+ * shared by whoever moves a checkpoint back within a transaction at READ COMMITTED (so that its
+ * next statement sees a prune that committed meanwhile), then checks the watermark.
+ */
+export const RETENTION_LOCK_SHARED = "pg_advisory_xact_lock_shared(1986622578, hashtext('event_retention'))"
+
+/**
  * Puts checkpoint `name` at `position` (an operator's move: its reader should be stopped, or it
  * conflicts with it and re-reads); nothing is created. Refused when events after `position`
  * were pruned (its reader would skip them), checked under the advisory lock event_prune holds
  * (migration 0009; shared here): a prune running meanwhile either finishes first, and the check
- * sees its watermark, or waits and then counts this checkpoint. Its own transaction: the lock is
- * taken before the statement that reads the watermark, so that statement sees the prune's.
+ * sees its watermark, or waits and then counts this checkpoint. Its own transaction, at READ
+ * COMMITTED whatever the database's default: the lock is taken before the statement that reads
+ * the watermark, so that statement's snapshot sees the prune's (at REPEATABLE READ the snapshot
+ * would be the lock statement's, taken before the wait).
  */
 export const setCheckpoint = async (db: Client, name: string, position: number): Promise<SetCheckpointResult> => {
-  await db.query('BEGIN')
+  await db.query('BEGIN ISOLATION LEVEL READ COMMITTED')
   try {
-    await db.query("SELECT pg_advisory_xact_lock_shared(1986622578, hashtext('event_retention'))")
+    await db.query(`SELECT ${RETENTION_LOCK_SHARED}`)
     const { rows } = await db.query<{ moved: string | null; found: boolean; pruned_below: string }>(
       `WITH old AS (SELECT position FROM projection_checkpoint WHERE name = $1 FOR UPDATE),
             moved AS (

@@ -1,6 +1,6 @@
 import { type EdgeEventPoint, edgeIntervals, type HistoryCommand } from '@vitrage-persistor/core'
-import { testDatabaseClient } from '@vitrage-persistor/testing'
-import type pg from 'pg'
+import { createTestDatabase, eventually, testDatabaseClient } from '@vitrage-persistor/testing'
+import pg from 'pg'
 import t, { type Test } from 'tap'
 import { CheckpointConflict, readCheckpoint } from './checkpoints.js'
 import { applyHistory, foldAlarms, resetHistory } from './history.js'
@@ -241,4 +241,34 @@ t.test('at the instant an alarm or an edge ends, neither is active any more', as
   t.same((await causalEdges(c, ['a1'], 'forward', at(6))).length, 0)
   t.same((await alarmsById(c, ['a1'], at(6))).length, 1)
   t.same((await alarmsById(c, ['a1'], at(7))).length, 0)
+})
+
+t.test('a reset for a rebuild is refused once events were pruned, also by a prune that commits while it waits; the tables are unchanged', async (t) => {
+  const db = await createTestDatabase(schemaTemplate)
+  t.teardown(() => db.drop())
+  const session = async (): Promise<pg.Client> => {
+    const c = new pg.Client({ connectionString: db.url })
+    await c.connect()
+    t.teardown(() => c.end())
+    return c
+  }
+  const [a, b] = [await session(), await session()]
+  await a.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', now(), '{}' FROM generate_series(1, 100)`)
+  await a.query(`INSERT INTO projection_snapshot (kind, event_id, format, data) VALUES ('graph', 90, 'test/1', '\\x00')`)
+  await applyHistory(a, 'h', story, 0, 100)
+  const before = await snapshot(a)
+
+  // A prune step in progress, then the reset: it waits, then sees the watermark and refuses.
+  await b.query('BEGIN ISOLATION LEVEL READ COMMITTED')
+  t.equal(Number((await b.query('SELECT event_prune(90) AS n')).rows[0].n), 89)
+  const resetting = resetHistory(a, 'h')
+  await eventually('the reset waits for the prune', async () =>
+    (await b.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]?.n === 1)
+  await b.query('COMMIT')
+  t.same(await resetting, { prunedBelow: 90 })
+  t.same(await snapshot(a), before, 'the history tables are unchanged')
+  t.equal(await readCheckpoint(a, 'h'), 100, 'the checkpoint is unchanged')
+  // Retiring is not refused: it removes the checkpoint, so retention no longer waits for it.
+  t.equal(await resetHistory(a, 'h', { retire: true }), undefined)
+  t.equal((await a.query(`SELECT count(*)::int AS n FROM projection_checkpoint WHERE name = 'h'`)).rows[0].n, 0)
 })

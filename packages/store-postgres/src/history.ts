@@ -13,7 +13,7 @@
 import type { HistoryCommand } from '@vitrage-persistor/core'
 import type pg from 'pg'
 import { ACTIVATION_ATTRIBUTES } from './history-queries.js'
-import { moveCheckpoint, PARTITION_OF } from './checkpoints.js'
+import { moveCheckpoint, PARTITION_OF, RETENTION_LOCK_SHARED } from './checkpoints.js'
 
 type Client = pg.PoolClient | pg.Client
 
@@ -218,13 +218,27 @@ const applyEdges = async (client: Client, commands: readonly HistoryCommand[]): 
   ])
 }
 
-/** Empties the history tables and resets the checkpoint and its partitions' (a rebuild from the log follows). */
-export const resetHistory = async (client: Client, name: string, options: { readonly retire?: boolean } = {}): Promise<void> => {
-  await client.query('BEGIN')
+/**
+ * Empties the history tables and resets the checkpoint and its partitions' (a rebuild from the
+ * log follows), or with `retire` removes them. A reset is refused ({prunedBelow}, nothing
+ * changed) once events were pruned: the rebuild could not replay them. The check runs under the
+ * retention lock (shared; see RETENTION_LOCK_SHARED) at READ COMMITTED, so a prune running
+ * meanwhile either committed first and is seen, or waits and then counts the checkpoint at 0.
+ */
+export const resetHistory = async (client: Client, name: string, options: { readonly retire?: boolean } = {}): Promise<{ readonly prunedBelow: number } | undefined> => {
+  await client.query('BEGIN ISOLATION LEVEL READ COMMITTED')
   try {
     // The writers' lock first, as every writer takes it: TRUNCATE locks its tables one by one, and
     // a writer running meanwhile could hold one of them while waiting for another (a deadlock).
     await client.query(`SELECT ${lockHistory('exclusive')}`, [name])
+    if (options.retire !== true) {
+      await client.query(`SELECT ${RETENTION_LOCK_SHARED}`)
+      const prunedBelow = Number((await client.query<{ p: string }>('SELECT pruned_below AS p FROM event_retention')).rows[0]?.p ?? 1)
+      if (prunedBelow > 1) {
+        await client.query('ROLLBACK')
+        return { prunedBelow }
+      }
+    }
     await client.query('TRUNCATE history_alarm, history_change, history_edge_event')
     // Retired: no checkpoint at all, so retention no longer waits for the projection; reset: from 0.
     if (options.retire === true) await client.query('DELETE FROM projection_checkpoint WHERE name = $1', [name])
@@ -235,6 +249,7 @@ export const resetHistory = async (client: Client, name: string, options: { read
     // Partition checkpoints (runner.ts) start again from the common one.
     await client.query(`DELETE FROM projection_checkpoint WHERE ${PARTITION_OF}`, [name])
     await client.query('COMMIT')
+    return undefined
   } catch (e) {
     await client.query('ROLLBACK').catch(() => {})
     throw e

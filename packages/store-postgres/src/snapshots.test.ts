@@ -102,8 +102,8 @@ t.test('a prune is done in steps, each its own statement, so that none outlives 
   t.equal(await pruneEvents(recorded, undefined, 10_000), 95_000, 'in steps, all of it')
   t.same(
     sent,
-    [['event_prune_watermark', null], ...Array.from({ length: 10 }, (_, i) => ['event_prune', Math.min(95_001, 1 + (i + 1) * 10_000)])],
-    'the watermark asked for, then one step per 10,000 ids',
+    [['event_prune_watermark', null], ...Array.from({ length: 10 }, (_, i) => ['event_prune', Math.min(95_001, 1 + (i + 1) * 10_000), 1 + i * 10_000])],
+    'the watermark asked for, then one step per 10,000 ids, each from where the last was to end',
   )
   t.equal(await prunedBelow(c), 95_001)
   t.same((await c.query('SELECT min(id)::int AS first, count(*)::int AS n FROM event')).rows[0], { first: 95_001, n: 5_000 })
@@ -130,6 +130,17 @@ t.test('a prune is done in steps, each its own statement, so that none outlives 
   t.equal(await pruneEvents(meddling, undefined, 20), 99)
   t.same((await h.query('SELECT min(id)::int AS first, (SELECT pruned_below::int FROM event_retention) AS watermark FROM event')).rows[0], { first: 100, watermark: 100 })
 
+  // Rows restored below the watermark with their old ids (a data-only restore): the next prune
+  // starts from the first stored event, not the recorded watermark, and deletes them too; so
+  // does a one-statement call (older versions' prune).
+  const restore = (ids: string): Promise<unknown> =>
+    h.query(`INSERT INTO event (id, message_id, event_type, collector_timestamp, payload) OVERRIDING SYSTEM VALUE SELECT i, gen_random_uuid(), 'e', now(), '{}' FROM generate_series(${ids}) AS i`)
+  await restore('10, 19')
+  t.equal(await pruneEvents(h, undefined, 20), 10)
+  await restore('30, 34')
+  t.equal(Number((await h.query('SELECT event_prune() AS n')).rows[0].n), 5)
+  t.same((await h.query('SELECT min(id)::int AS first, (SELECT pruned_below::int FROM event_retention) AS watermark FROM event')).rows[0], { first: 100, watermark: 100 })
+
   // Ids with a gap (rolled-back appends consume ids): steps over the gap delete nothing and
   // still move the watermark, as one DELETE would have.
   const g = await testDatabaseClient(t, schemaTemplate)
@@ -143,43 +154,54 @@ t.test('a prune is done in steps, each its own statement, so that none outlives 
   await t.rejects(pruneEvents(c, undefined, 0), /stepIds must be a positive integer/)
 })
 
-t.test('checkpoint set and a prune running at the same time: the prune counts the moved checkpoint, or the move is refused', async (t) => {
-  const db = await createTestDatabase(schemaTemplate)
-  t.teardown(() => db.drop())
-  const session = async (): Promise<pg.Client> => {
-    const c = new pg.Client({ connectionString: db.url })
-    await c.connect()
-    t.teardown(() => c.end())
-    return c
-  }
-  const [a, b, observer] = [await session(), await session(), await session()]
-  const waitingForLock = async (): Promise<boolean> =>
-    (await observer.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]?.n === 1
-  await a.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', now(), '{}' FROM generate_series(1, 100)`)
-  await saveSnapshot(a, { kind: 'graph', eventId: 90, format: 'test/1', data: bytes('s') })
-  await a.query(`INSERT INTO projection_checkpoint (name, position) VALUES ('r', 100)`)
+for (const isolation of ['read committed', 'repeatable read'] as const) {
+  t.test(`checkpoint set and a prune running at the same time: the prune counts the moved checkpoint, or the move is refused (database default: ${isolation})`, async (t) => {
+    const db = await createTestDatabase(schemaTemplate)
+    t.teardown(() => db.drop())
+    // At a higher default isolation, both sides would take their snapshot before the lock wait
+    // unless they pin READ COMMITTED (event_prune refuses to run otherwise).
+    const admin = new pg.Client({ connectionString: db.url })
+    await admin.connect()
+    await admin.query(`ALTER DATABASE ${pg.escapeIdentifier(db.name)} SET default_transaction_isolation = '${isolation}'`)
+    await admin.end()
+    const session = async (): Promise<pg.Client> => {
+      const c = new pg.Client({ connectionString: db.url })
+      await c.connect()
+      t.teardown(() => c.end())
+      return c
+    }
+    const [a, b, observer] = [await session(), await session(), await session()]
+    const waitingForLock = async (): Promise<boolean> =>
+      (await observer.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]?.n === 1
+    await a.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', now(), '{}' FROM generate_series(1, 100)`)
+    await saveSnapshot(a, { kind: 'graph', eventId: 90, format: 'test/1', data: bytes('s') })
+    await a.query(`INSERT INTO projection_checkpoint (name, position) VALUES ('r', 100)`)
 
-  // A move in progress (what setCheckpoint does in its transaction, held open), then a prune:
-  // the prune waits, then keeps what the moved reader needs.
-  await a.query('BEGIN')
-  await a.query("SELECT pg_advisory_xact_lock_shared(1986622578, hashtext('event_retention'))")
-  await a.query("UPDATE projection_checkpoint SET position = 20 WHERE name = 'r'")
-  const pruning = pruneEvents(b)
-  await eventually('the prune waits for the move', waitingForLock)
-  await a.query('COMMIT')
-  t.equal(await pruning, 20, 'events 1-20 deleted, not 1-89')
-  t.equal(await prunedBelow(a), 21)
+    // A move in progress (what setCheckpoint does in its transaction, held open), then a prune:
+    // the prune waits, then keeps what the moved reader needs.
+    await a.query('BEGIN')
+    await a.query("SELECT pg_advisory_xact_lock_shared(1986622578, hashtext('event_retention'))")
+    await a.query("UPDATE projection_checkpoint SET position = 20 WHERE name = 'r'")
+    const pruning = pruneEvents(b)
+    await eventually('the prune waits for the move', waitingForLock)
+    await a.query('COMMIT')
+    t.equal(await pruning, 20, 'events 1-20 deleted, not 1-89')
+    t.equal(await prunedBelow(a), 21)
 
-  // A prune in progress (in a transaction of its own, held open), then a move below where it
-  // deletes: the move waits, then is refused.
-  await a.query(`UPDATE projection_checkpoint SET position = 100`)
-  await b.query('BEGIN')
-  t.equal(Number((await b.query('SELECT event_prune(90) AS n')).rows[0].n), 69)
-  const moving = setCheckpoint(a, 'r', 30)
-  await eventually('the move waits for the prune', waitingForLock)
-  await b.query('COMMIT')
-  t.same(await moving, { prunedBelow: 90 }, 'refused: events 31-89 are gone')
-  t.equal(await readCheckpoint(a, 'r'), 100, 'the checkpoint did not move')
-  t.same(await setCheckpoint(a, 'r', 89), { from: 100 }, 'the lowest it can take')
-  t.same(await setCheckpoint(a, 'nobody', 95), { missing: true })
-})
+    // A prune in progress (in a transaction of its own, held open), then a move below where it
+    // deletes: the move waits, then is refused.
+    await a.query(`UPDATE projection_checkpoint SET position = 100`)
+    if (isolation !== 'read committed') {
+      await t.rejects(b.query('SELECT event_prune(90)'), { code: '25000', message: /event_prune runs at READ COMMITTED only, this transaction is REPEATABLE READ/ })
+    }
+    await b.query('BEGIN ISOLATION LEVEL READ COMMITTED')
+    t.equal(Number((await b.query('SELECT event_prune(90) AS n')).rows[0].n), 69)
+    const moving = setCheckpoint(a, 'r', 30)
+    await eventually('the move waits for the prune', waitingForLock)
+    await b.query('COMMIT')
+    t.same(await moving, { prunedBelow: 90 }, 'refused: events 31-89 are gone')
+    t.equal(await readCheckpoint(a, 'r'), 100, 'the checkpoint did not move')
+    t.same(await setCheckpoint(a, 'r', 89), { from: 100 }, 'the lowest it can take')
+    t.same(await setCheckpoint(a, 'nobody', 95), { missing: true })
+  })
+}

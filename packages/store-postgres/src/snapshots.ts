@@ -89,21 +89,33 @@ export const PRUNE_STEP_IDS = 1_000_000
 
 /**
  * Runs the retention routine (migrations 0003, 0008, 0009); returns the number of events
- * deleted. In steps of `stepIds` ids, each its own statement and transaction (autocommit), so
- * that no statement outlives the statement timeout however long the history: each step is
- * `event_prune(below)` with a rising `below`, and still stops at the snapshots and checkpoints
- * as they are when it runs.
+ * deleted. In steps of `stepIds` ids, each its own transaction, so that no statement outlives
+ * the statement timeout however long the history: each step is `event_prune(below, from)` with
+ * a rising `below`, and still stops at the snapshots and checkpoints as they are when it runs.
+ * Each step pins READ COMMITTED (event_prune refuses anything else: its snapshot must follow
+ * its lock wait), whatever the database's default_transaction_isolation. `db` is one
+ * connection, not a pool (a transaction per step).
  */
-export const pruneEvents = async (db: Queryable, below?: number, stepIds: number = PRUNE_STEP_IDS): Promise<number> => {
+export const pruneEvents = async (db: pg.PoolClient | pg.Client, below?: number, stepIds: number = PRUNE_STEP_IDS): Promise<number> => {
   if (!Number.isSafeInteger(stepIds) || stepIds < 1) throw new TypeError(`pruneEvents: stepIds must be a positive integer, got ${stepIds}`)
   const target = Number((await db.query<{ w: string }>('SELECT event_prune_watermark($1) AS w', [below ?? null])).rows[0]?.w)
   const first = (await db.query<{ id: string | null }>('SELECT min(id) AS id FROM event')).rows[0]?.id
   let deleted = 0
-  // One step at least: it also records a watermark past ids that hold no event.
+  // One step at least: it also records a watermark past ids that hold no event. The first step
+  // starts from the first stored event (rows restored below the watermark go too), each later
+  // one from where the last was meant to end, or below it from the recorded watermark.
   let at = first == null ? target : Math.min(target, Number(first))
   do {
+    const from = at
     at = Math.min(target, at + stepIds)
-    deleted += Number((await db.query<{ n: string }>('SELECT event_prune($1) AS n', [at])).rows[0]?.n ?? 0)
+    await db.query('BEGIN ISOLATION LEVEL READ COMMITTED')
+    try {
+      deleted += Number((await db.query<{ n: string }>('SELECT event_prune($1, $2) AS n', [at, from])).rows[0]?.n ?? 0)
+      await db.query('COMMIT')
+    } catch (e) {
+      await db.query('ROLLBACK').catch(() => {})
+      throw e
+    }
   } while (at < target)
   return deleted
 }

@@ -381,10 +381,19 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   readonly settleHistoryPartitions = (name: string, of: number): TE.TaskEither<Failure, number> =>
     this.withClient((c) => settlePartitionCheckpoints(c, name, Array.from({ length: of }, (_, index) => partitionCheckpoint(name, { index, of }))))
 
-  readonly resetHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name))
+  /** Refused (`rejected`, code 'pruned', nothing changed) once events were pruned: the rebuild could not replay them. */
+  readonly resetHistory = (name: string): TE.TaskEither<Failure, void> =>
+    pipe(
+      this.withClient((c) => resetHistory(c, name)),
+      TE.chainEitherK((r) =>
+        r === undefined
+          ? E.right(undefined)
+          : E.left(failure('rejected', `events below ${r.prunedBelow} were pruned: a rebuild from the log would lose the history they hold; the history tables are unchanged`, 'pruned')),
+      ),
+    )
 
   /** Empties the history tables and removes the projection's checkpoints: retention stops waiting for it. */
-  readonly retireHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name, { retire: true }))
+  readonly retireHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name, { retire: true }).then(() => undefined))
 
   /** A query the arguments make impossible (an unknown marker, say) is a QueryError value, not a failure. */
   readonly queryAlarms = (q: AlarmQuery): TE.TaskEither<Failure | QueryError, AlarmRecord[]> => async () => {
