@@ -15,6 +15,11 @@ t.test('driver errors are classified once: transient, rejected or fatal', async 
   // (prune without a snapshot) is not something waiting fixes.
   t.equal(classifyPgError(pgError('55000', 'database "vitrage" is not currently accepting connections')).kind, 'transient')
   t.equal(classifyPgError(pgError('55000', 'no graph snapshot: nothing may be pruned')).kind, 'fatal')
+  // The same under lc_messages = 'de_DE': the reporting function (CheckMyDatabase, postinit.c;
+  // ours is exec_stmt_raise) is not translated.
+  const closedDe = Object.assign(pgError('55000', 'Datenbank »vitrage« akzeptiert gegenwärtig keine Verbindungen'), { routine: 'CheckMyDatabase' })
+  t.equal(classifyPgError(closedDe).kind, 'transient')
+  t.equal(classifyPgError(Object.assign(pgError('55000', 'keine Graph-Momentaufnahme'), { routine: 'exec_stmt_raise' })).kind, 'fatal')
   t.equal(classifyPgError(pgError('22P02', 'invalid input syntax for type json')).kind, 'rejected')
   t.equal(classifyPgError(pgError('23505', 'duplicate key value')).kind, 'rejected')
   t.equal(classifyPgError(pgError('28P01', 'password authentication failed for user "x"')).kind, 'fatal')

@@ -30,7 +30,7 @@ const TRANSIENT_SQLSTATE = new Set([
 ])
 
 export const classifyPgError = (error: unknown, scrub: (s: string) => string = (s) => s): Failure => {
-  const e = error as { code?: unknown; message?: unknown }
+  const e = error as { code?: unknown; message?: unknown; routine?: unknown }
   const code = typeof e?.code === 'string' ? e.code : undefined
   const message = scrub(typeof e?.message === 'string' ? e.message : String(error)).replace(/\s+/g, ' ')
   if (code === 'checkpoint-conflict') return failure('rejected', message, code)
@@ -39,8 +39,10 @@ export const classifyPgError = (error: unknown, scrub: (s: string) => string = (
     if (TRANSIENT_SQLSTATE.has(code) || cls === '08' || cls === '53') return failure('transient', message, code)
     // 55000 is also ours ("no graph snapshot: nothing may be pruned"), which waiting cannot fix;
     // at connect it is an operator closing the database for a while (ALTER DATABASE ...
-    // ALLOW_CONNECTIONS false, as maintenance or a restore does).
-    if (code === '55000' && /is not currently accepting connections/.test(message)) return failure('transient', message, code)
+    // ALLOW_CONNECTIONS false, as maintenance or a restore does). Told apart by the server
+    // function that reported it (the R field, never translated, unlike the message under a
+    // non-English lc_messages); by the English text when a proxy left the field out.
+    if (code === '55000' && (e.routine === 'CheckMyDatabase' || /is not currently accepting connections/.test(message))) return failure('transient', message, code)
     // Data exceptions, integrity violations, program limits (nesting depth, value too large):
     // this input will never be accepted.
     if (cls === '22' || cls === '23' || cls === '54') return failure('rejected', message, code)
