@@ -23,4 +23,4 @@ export {
   queryAlarms,
   SEVERITIES,
 } from './history-queries.js'
-export { BinaryCopyParser, streamRange, streamSql } from './stream.js'
+export { BinaryCopyParser, type ChunkMeasure, nextChunkIds, STREAM_CHUNKING, type StreamChunking, streamRange, streamSql } from './stream.js'

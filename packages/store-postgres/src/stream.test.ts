@@ -6,7 +6,7 @@ import t from 'tap'
 import { schemaTemplate } from './migrate.js'
 import { readPage } from './read.js'
 import { PgEventStore } from './store.js'
-import { BinaryCopyParser, streamRange, streamSql } from './stream.js'
+import { BinaryCopyParser, nextChunkIds, STREAM_CHUNKING, streamRange, streamSql } from './stream.js'
 
 t.test('a streamed range equals the pages, whatever the chunking', async (t) => {
   const c = await testDatabaseClient(t, schemaTemplate)
@@ -130,13 +130,67 @@ t.test('a range that takes longer to consume than the statement timeout is read 
       const until = performance.now() + 0.05
       while (performance.now() < until);
     }
-  await t.rejects(streamRange(c, 0, 20_000, {}, slowly([]), 1_000_000), { code: '57014' }, 'one statement for the range is cancelled')
+  const whole = { startIds: 1_000_000, maxIds: 1_000_000 }
+  await t.rejects(streamRange(c, 0, 20_000, {}, slowly([]), whole), { code: '57014' }, 'one statement for the range is cancelled')
   const ids: number[] = []
-  t.equal(await streamRange(c, 0, 20_000, {}, slowly(ids), 1_000), 20_000)
+  t.equal(await streamRange(c, 0, 20_000, {}, slowly(ids), { startIds: 1_000, maxIds: 1_000 }), 20_000)
   t.same(ids, Array.from({ length: 20_000 }, (_, i) => i + 1), 'every event, in id order')
+  // The default sizing, with room for 100,000 ids a statement: it takes the statement timeout
+  // (300 ms here) into account and keeps each statement to a sixth of it.
+  const adaptive: number[] = []
+  t.equal(await streamRange(c, 0, 20_000, {}, slowly(adaptive)), 20_000, 'read whole by the default sizing')
+  t.same(adaptive, ids)
   const few: number[] = []
-  t.equal(await streamRange(c, 15_500, 17_250, {}, (e) => void few.push(e.id), 1_000), 1_750, 'a range that does not start or end on a chunk')
+  t.equal(await streamRange(c, 15_500, 17_250, {}, (e) => void few.push(e.id), { startIds: 1_000, maxIds: 1_000 }), 1_750, 'a range that does not start or end on a chunk')
   t.same([few[0], few.at(-1), few.length], [15_501, 17_250, 1_750])
-  t.equal(await streamRange(c, 500, 500, {}, () => t.fail('no events'), 1_000), 0, 'an empty range')
-  await t.rejects(streamRange(c, 0, 1, {}, () => {}, 0), /chunkIds must be a positive integer/)
+  t.equal(await streamRange(c, 500, 500, {}, () => t.fail('no events')), 0, 'an empty range')
+  await t.rejects(streamRange(c, 0, 1, {}, () => {}, { maxIds: 0 }), /maxIds must be a positive integer/)
+  await t.rejects(streamRange(c, 0, 1, {}, () => {}, { timeoutShare: 0 }), /timeoutShare must be in \(0, 1\]/)
+})
+
+t.test('large payloads: each statement is sized so that it stays within the byte budget, whatever the ids', async (t) => {
+  const c = await testDatabaseClient(t, schemaTemplate)
+  // 400 events of ~256 KiB (100 MB in all), then 10,000 small ones.
+  await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload)
+    SELECT gen_random_uuid(), 'a', now(), jsonb_build_object('i', i, 'pad', repeat(md5(i::text), 8192)) FROM generate_series(1, 400) i`)
+  await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload)
+    SELECT gen_random_uuid(), 'a', now(), jsonb_build_object('i', i) FROM generate_series(401, 10400) i`)
+  const statements: Array<[number, number]> = []
+  const spied = new Proxy(c, {
+    get(target, key, receiver) {
+      if (key !== 'query') return Reflect.get(target, key, receiver)
+      return (q: unknown, ...rest: unknown[]) => {
+        const text = (q as { text?: string })?.text ?? (typeof q === 'string' ? q : '')
+        const m = /WHERE id > (\d+) AND id <= (\d+)/.exec(text)
+        if (m) statements.push([Number(m[1]), Number(m[2])])
+        return (target.query as (...a: unknown[]) => unknown).call(target, q, ...rest)
+      }
+    },
+  })
+  let n = 0
+  let last = 0
+  const budget = 4 * 1024 * 1024
+  t.equal(await streamRange(spied, 0, 10_400, {}, (e) => {
+    n++
+    if (e.id !== last + 1) t.fail(`event ${e.id} after ${last}`)
+    last = e.id
+  }, { startIds: 100, bytes: budget }), 10_400)
+  t.equal(n, 10_400)
+  const spans = statements.map(([a, b]) => b - a)
+  t.same(statements[0], [0, 100], 'the first covers startIds')
+  t.same(statements.map(([a]) => a).slice(1), statements.map(([, b]) => b).slice(0, -1), 'each starts where the last ended')
+  // ~256 KiB an event: after the first (100 events, ~26 MB), 16 events a statement (4 MiB).
+  t.ok(spans.slice(1).filter((_, i) => (statements[i + 1]?.[1] ?? 0) <= 400).every((span) => span <= 16), `big events: at most 16 a statement (${spans.join(', ')})`)
+  t.ok(Math.max(...spans) > 1_000, 'and more ids a statement again once the events are small')
+})
+
+t.test('nextChunkIds: the last statement scaled to the byte and time budgets, at most 8 times more ids, at least 1', async (t) => {
+  const c = STREAM_CHUNKING
+  t.equal(nextChunkIds({ ids: 1_000, bytes: 700_000, ms: 5 }, c, 60_000), 8_000, 'small and fast: 8 times more')
+  t.equal(nextChunkIds({ ids: 80_000, bytes: 56_000_000, ms: 400 }, c, 60_000), 95_869, 'bounded by 64 MiB')
+  t.equal(nextChunkIds({ ids: 100_000, bytes: 1_000_000, ms: 10 }, c, 60_000), 100_000, 'never past maxIds')
+  t.equal(nextChunkIds({ ids: 10_000, bytes: 1_000_000, ms: 20_000 }, c, 60_000), 5_000, 'a slow consumer: a sixth of the timeout')
+  t.equal(nextChunkIds({ ids: 10_000, bytes: 1_000_000, ms: 20_000 }, c, 0), 80_000, 'no statement timeout: no time bound')
+  t.equal(nextChunkIds({ ids: 1_000, bytes: 0, ms: 1 }, c, 60_000), 8_000, 'a range of no events grows')
+  t.equal(nextChunkIds({ ids: 2, bytes: 1_000_000_000, ms: 100_000 }, c, 60_000), 1, 'at least one id')
 })

@@ -169,19 +169,52 @@ export class BinaryCopyParser {
 }
 
 /**
- * How many ids one COPY statement covers. Every pooled statement is bounded by the statement
+ * How the range is cut into COPY statements. Every pooled statement is bounded by the statement
  * timeout (60 s by default), and a COPY runs as long as its consumer takes: one statement for a
  * whole range failed any replay that took longer (a standby's first build of a large history,
- * retried from scratch for ever). 100,000 ids take ~1 s to stream and apply here.
+ * retried from scratch for ever). Ids alone do not bound a statement's time: 100,000 ids of
+ * ~700-byte graph changes stream and apply in ~1 s here, 100,000 ids of 1 MiB payloads would be
+ * 100 GB. So each statement is sized from the one before it: no more bytes than `bytes`, no
+ * longer than `timeoutShare` of the session's statement_timeout, no more ids than `maxIds`, and
+ * at most 8 times the ids of the last one; the first covers `startIds`.
  */
-export const STREAM_CHUNK_IDS = 100_000
+export interface StreamChunking {
+  readonly startIds: number
+  readonly maxIds: number
+  readonly bytes: number
+  readonly timeoutShare: number
+}
+
+export const STREAM_CHUNKING: StreamChunking = { startIds: 1_000, maxIds: 100_000, bytes: 64 * 1024 * 1024, timeoutShare: 1 / 6 }
+
+/** What the last statement covered and cost. */
+export interface ChunkMeasure {
+  readonly ids: number
+  readonly bytes: number
+  readonly ms: number
+}
+
+/** The ids the next statement covers (pure); `timeoutMs` 0: no statement timeout. */
+export const nextChunkIds = (last: ChunkMeasure, chunking: StreamChunking, timeoutMs: number): number => {
+  let ids = Math.min(chunking.maxIds, last.ids * 8)
+  if (last.bytes > 0) ids = Math.min(ids, Math.floor((last.ids * chunking.bytes) / last.bytes))
+  if (timeoutMs > 0 && last.ms > 0) ids = Math.min(ids, Math.floor((last.ids * timeoutMs * chunking.timeoutShare) / last.ms))
+  return Math.max(1, ids)
+}
+
+const checkChunking = (c: StreamChunking): void => {
+  for (const k of ['startIds', 'maxIds', 'bytes'] as const) {
+    if (!Number.isSafeInteger(c[k]) || c[k] < 1) throw new TypeError(`streamRange: ${k} must be a positive integer, got ${c[k]}`)
+  }
+  if (!(c.timeoutShare > 0 && c.timeoutShare <= 1)) throw new TypeError(`streamRange: timeoutShare must be in (0, 1], got ${c.timeoutShare}`)
+}
 
 /**
  * Streams (afterId, toId] to `onEntry` in id order; resolves with the number of entries. The
- * range is read in statements of `chunkIds` ids, in one read-only snapshot (REPEATABLE READ): a
- * prune that commits meanwhile cannot take events from the later statements, as it could not
- * from one statement. The ordered primary-key scan is forced, as for pages (migration 0005):
- * stale statistics must not turn it into a sort of the whole range.
+ * range is read in statements sized by `chunking` (see StreamChunking), in one read-only
+ * snapshot (REPEATABLE READ): a prune that commits meanwhile cannot take events from the later
+ * statements, as it could not from one statement. The ordered primary-key scan is forced, as for
+ * pages (migration 0005): stale statistics must not turn it into a sort of the whole range.
  */
 export const streamRange = async (
   client: pg.PoolClient | pg.Client,
@@ -189,15 +222,24 @@ export const streamRange = async (
   toId: number,
   options: StreamOptions,
   onEntry: (e: LogEntry) => void,
-  chunkIds: number = STREAM_CHUNK_IDS,
+  chunking: Partial<StreamChunking> = {},
 ): Promise<number> => {
-  if (!Number.isSafeInteger(chunkIds) || chunkIds < 1) throw new TypeError(`streamRange: chunkIds must be a positive integer, got ${chunkIds}`)
+  const c: StreamChunking = { ...STREAM_CHUNKING, ...chunking }
+  checkChunking(c)
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
   try {
     await client.query('SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off')
+    // In milliseconds (the setting's unit); 0 when there is none.
+    const timeoutMs = Number((await client.query<{ ms: string }>("SELECT setting AS ms FROM pg_settings WHERE name = 'statement_timeout'")).rows[0]?.ms ?? 0)
     let count = 0
-    for (let from = afterId; from < toId; from = Math.min(toId, from + chunkIds)) {
-      count += await copyOut(client, streamSql(from, Math.min(toId, from + chunkIds), options), onEntry)
+    let ids = Math.min(c.startIds, c.maxIds)
+    for (let from = afterId; from < toId; ) {
+      const to = Math.min(toId, from + ids)
+      const started = performance.now()
+      const read = await copyOut(client, streamSql(from, to, options), onEntry)
+      count += read.count
+      ids = nextChunkIds({ ids: to - from, bytes: read.bytes, ms: performance.now() - started }, c, timeoutMs)
+      from = to
     }
     await client.query('COMMIT')
     return count
@@ -220,14 +262,16 @@ export class StreamConsumerDefect extends Error {
   }
 }
 
-const copyOut = (client: pg.PoolClient | pg.Client, sql: string, onEntry: (e: LogEntry) => void): Promise<number> =>
+const copyOut = (client: pg.PoolClient | pg.Client, sql: string, onEntry: (e: LogEntry) => void): Promise<{ count: number; bytes: number }> =>
   new Promise((resolve, reject) => {
     let count = 0
+    let bytes = 0
     let failed = false
     const parser = new BinaryCopyParser(onEntry)
     const stream = client.query(copyTo(sql))
     stream.on('data', (chunk: Buffer) => {
       if (failed) return
+      bytes += chunk.length
       try {
         count += parser.push(chunk)
       } catch (e) {
@@ -238,5 +282,5 @@ const copyOut = (client: pg.PoolClient | pg.Client, sql: string, onEntry: (e: Lo
       }
     })
     stream.on('error', reject)
-    stream.on('end', () => resolve(count))
+    stream.on('end', () => resolve({ count, bytes }))
   })
