@@ -4,7 +4,11 @@
  * The template is named after a hash of the migrations, created once per schema version and
  * kept between runs (cloning takes ~50 ms; migrating from scratch takes longer and would race
  * between parallel test files). It is built under a temporary name and renamed, so a clone
- * never sees a half-migrated template.
+ * never sees a half-migrated template. Its comment records when it was built: templates of other
+ * schema versions built more than a day ago are dropped when a new one is built, so a checkout
+ * whose migrations change does not leave one database per version behind; an older checkout
+ * still being tested rebuilds its own in a second (a clone that finds its template gone
+ * meanwhile builds it again).
  */
 import pg from 'pg'
 import { TEST_DATABASE_URL } from './env.js'
@@ -81,6 +85,27 @@ export const sweepAbandoned = async (): Promise<{ databases: string[]; roles: st
 }
 let swept: Promise<unknown> | undefined
 
+const TEMPLATE_COMMENT = 'vitrage-persistor test template, built '
+const TEMPLATE_RETIRED_AFTER_MS = 24 * 3600_000
+
+/**
+ * Drops the templates of other schema versions built more than a day ago (or before templates
+ * carried their build time), except while a session uses one (DROP without FORCE fails then).
+ */
+export const retireTemplates = async (current: string, { now = Date.now(), like = 'vp\\_tpl\\_%' } = {}): Promise<string[]> => {
+  const rows = await adminQuery(
+    `SELECT datname, shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname LIKE '${like}' AND datname <> '${current}'`,
+  )
+  const retired: string[] = []
+  for (const { datname, comment } of rows.rows as { datname: string; comment: string | null }[]) {
+    const built = comment?.startsWith(TEMPLATE_COMMENT) === true ? Date.parse(comment.slice(TEMPLATE_COMMENT.length)) : Number.NaN
+    if (!Number.isNaN(built) && now - built < TEMPLATE_RETIRED_AFTER_MS) continue
+    const dropped = await adminQuery(`DROP DATABASE IF EXISTS "${datname}"`).then(() => true, () => false)
+    if (dropped) retired.push(datname)
+  }
+  return retired
+}
+
 const ensureTemplate = async (spec: TemplateSpec): Promise<string> => {
   swept ??= sweepAbandoned().catch(() => {})
   await swept
@@ -90,6 +115,7 @@ const ensureTemplate = async (spec: TemplateSpec): Promise<string> => {
   await adminQuery(`CREATE DATABASE ${building}`)
   try {
     await spec.migrate(databaseUrl(building))
+    await adminQuery(`COMMENT ON DATABASE ${building} IS '${TEMPLATE_COMMENT}${new Date().toISOString()}'`)
     await adminQuery(`ALTER DATABASE ${building} RENAME TO ${name}`)
   } catch (e) {
     await adminQuery(`DROP DATABASE IF EXISTS ${building} WITH (FORCE)`)
@@ -97,11 +123,12 @@ const ensureTemplate = async (spec: TemplateSpec): Promise<string> => {
     if (await exists(name)) return name
     throw e
   }
+  await retireTemplates(name).catch(() => {})
   return name
 }
 
 export const createTestDatabase = async (spec: TemplateSpec): Promise<TestDatabase> => {
-  const template = await ensureTemplate(spec)
+  let template = await ensureTemplate(spec)
   const name = uniqueName('vp_test')
   for (let attempt = 0; ; attempt++) {
     try {
@@ -112,6 +139,11 @@ export const createTestDatabase = async (spec: TemplateSpec): Promise<TestDataba
       // checking it, for instance); that passes within milliseconds.
       if (attempt < 50 && /being accessed by other users/.test(String(e))) {
         await new Promise((r) => setTimeout(r, 20 + Math.random() * 80))
+        continue
+      }
+      // A checkout of another schema version retired it between our check and the clone.
+      if (attempt < 50 && /template database .* does not exist/.test(String(e))) {
+        template = await ensureTemplate(spec)
         continue
       }
       throw e
