@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process'
-import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
@@ -74,4 +75,50 @@ t.test('systemd accepts the unit, and its stop timeout outlasts the drain', { sk
   const text = readFileSync(unit, 'utf8')
   const stop = Number(/^TimeoutStopSec=(\d+)$/m.exec(text)?.[1])
   t.ok(stop * 1000 > 30_000, `TimeoutStopSec=${stop} is longer than --shutdown-timeout-ms' default (30 s)`)
+})
+
+const dashboardPath = join(root, 'docs', 'deploy', 'grafana-dashboard.json')
+interface DashboardPanel {
+  readonly id: number
+  readonly type: string
+  readonly title: string
+  readonly gridPos: { x: number; y: number; w: number; h: number }
+  readonly datasource?: { uid: string }
+  readonly targets?: readonly { expr: string }[]
+}
+const dashboard = JSON.parse(readFileSync(dashboardPath, 'utf8')) as { panels: DashboardPanel[] }
+const queries = dashboard.panels.flatMap((p) => (p.targets ?? []).map((q) => ({ panel: p.title, expr: q.expr })))
+// Grafana's variables, as Prometheus would see them once Grafana has put them in.
+const asPrometheusSees = (expr: string): string => expr.replaceAll('$__rate_interval', '5m').replaceAll('$job', '.+').replaceAll('$instance', '.+')
+
+t.test("the Grafana dashboard names only metrics that exist, and has a panel for every one the code registers", async (t) => {
+  const { Registry, collectDefaultMetrics } = await import('prom-client')
+  const defaults = new Registry()
+  collectDefaultMetrics({ register: defaults })
+  const processMetrics = new Set((await defaults.getMetricsAsJSON()).map((m) => m.name))
+  t.ok(queries.length >= 20, `${queries.length} queries`)
+  const named = new Set(queries.flatMap((q) => [...q.expr.matchAll(/\b(?:vitrage_persistor|process|nodejs)_[a-z0-9_]+/g)].map((m) => m[0])))
+  for (const name of named) {
+    const ok = name.startsWith('vitrage_persistor_') ? known(name) : processMetrics.has(name.replace(/_(bucket|sum|count)$/, '')) || processMetrics.has(name)
+    t.ok(ok, `dashboard metric ${name} exists`)
+  }
+  for (const name of registered) t.ok(named.has(name) || [...named].some((n) => n.replace(/_(bucket|sum|count)$/, '') === name), `registered metric ${name} is on the dashboard`)
+  for (const p of dashboard.panels.filter((p) => p.type !== 'row')) t.equal(p.datasource?.uid, '${datasource}', `${p.title}: the data source is the dashboard's variable`)
+  t.equal(new Set(dashboard.panels.map((p) => p.id)).size, dashboard.panels.length, 'panel ids are unique')
+  const overlap = (a: DashboardPanel['gridPos'], b: DashboardPanel['gridPos']): boolean =>
+    a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h
+  const clashes = dashboard.panels.flatMap((a, i) => dashboard.panels.slice(i + 1).filter((b) => overlap(a.gridPos, b.gridPos)).map((b) => `${a.title} / ${b.title}`))
+  t.same(clashes, [], 'no two panels overlap')
+  t.ok(dashboard.panels.every((p) => p.gridPos.x + p.gridPos.w <= 24), 'every panel fits the 24-column grid')
+})
+
+t.test("promtool parses every query of the Grafana dashboard", { skip: promtool.error === undefined ? false : `promtool is not installed (Debian: apt-get install prometheus): ${promtool.error.message}` }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vp-dashboard-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  // As recording rules: `check rules` parses each expression and names the one it cannot.
+  const rules = ['groups:', '  - name: dashboard', '    rules:', ...queries.flatMap((q, i) => [`      - record: dashboard:query_${i}`, `        expr: ${JSON.stringify(asPrometheusSees(q.expr))}`])]
+  writeFileSync(join(dir, 'rules.yml'), `${rules.join('\n')}\n`)
+  const checked = spawnSync('promtool', ['check', 'rules', join(dir, 'rules.yml')], { encoding: 'utf8' })
+  t.equal(checked.status, 0, `promtool check rules: ${checked.stdout}${checked.stderr}`)
+  t.match(checked.stdout, new RegExp(`SUCCESS: ${queries.length} rules found`))
 })
