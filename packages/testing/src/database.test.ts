@@ -3,27 +3,40 @@ import pg from 'pg'
 import t from 'tap'
 import { databaseUrl, retireTemplates, sweepAbandoned } from './database.js'
 import { TEST_DATABASE_URL } from './env.js'
+import { hostTag, uniqueName } from './names.js'
 
-t.test("what a killed test process left behind is dropped; a live process's databases and roles are kept", async (t) => {
+t.test("what a killed test process of this host left behind is dropped; a live process's, and another host's, are kept", async (t) => {
   const admin = new pg.Client({ connectionString: TEST_DATABASE_URL })
   await admin.connect()
   t.teardown(() => admin.end())
-  // A process that has exited: its pid is free.
+  // A process that has exited: its pid is free. Names as uniqueName makes them (with this host's
+  // tag), as another host or container makes them (another tag: its pid says nothing here), and
+  // as they were made before the tag.
   const dead = spawnSync('true').pid
-  const [deadDb, liveDb] = [`vp_test_${dead}_0badf00d`, `vp_test_${process.pid}_0badf00d`]
-  const roles = [`${deadDb}_norights`, `vp_service_${dead}_0badf00d`, `${liveDb}_norights`]
-  for (const db of [deadDb, liveDb]) await admin.query(`CREATE DATABASE ${db}`)
+  const otherTag = hostTag === 'ffff' ? 'fffe' : 'ffff'
+  const deadDb = `vp_test_${dead}_${hostTag}0badf00d`
+  const liveDb = `vp_test_${process.pid}_${hostTag}0badf00d`
+  const otherHostDb = `vp_test_${dead}_${otherTag}0badf00d`
+  const legacyDb = `vp_test_${dead}_0badf00d`
+  const dbs = [deadDb, liveDb, otherHostDb, legacyDb]
+  const roles = [`${deadDb}_norights`, `vp_service_${dead}_${hostTag}0badf00d`, `${liveDb}_norights`, `vp_service_${dead}_${otherTag}0badf00d`]
+  for (const db of dbs) await admin.query(`CREATE DATABASE ${db}`)
   for (const role of roles) await admin.query(`CREATE ROLE "${role}" NOLOGIN`)
   t.teardown(async () => {
-    for (const db of [deadDb, liveDb]) await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
+    for (const db of dbs) await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
     for (const role of roles) await admin.query(`DROP ROLE IF EXISTS "${role}"`)
   })
   const swept = await sweepAbandoned()
-  t.ok(swept.databases.includes(deadDb) && !swept.databases.includes(liveDb))
-  t.ok(swept.roles.includes(`${deadDb}_norights`) && swept.roles.includes(`vp_service_${dead}_0badf00d`) && !swept.roles.includes(`${liveDb}_norights`))
+  t.same(swept.databases.filter((db) => dbs.includes(db)).sort(), [deadDb, legacyDb].sort())
+  t.same(swept.roles.filter((r) => roles.includes(r)).sort(), [`${deadDb}_norights`, `vp_service_${dead}_${hostTag}0badf00d`].sort())
   const left = async (sql: string, names: string[]): Promise<string[]> => (await admin.query<{ n: string }>(sql, [names])).rows.map((r) => r.n).sort()
-  t.same(await left('SELECT datname AS n FROM pg_database WHERE datname = ANY($1)', [deadDb, liveDb]), [liveDb])
-  t.same(await left('SELECT rolname AS n FROM pg_roles WHERE rolname = ANY($1)', roles), [`${liveDb}_norights`])
+  t.same(await left('SELECT datname AS n FROM pg_database WHERE datname = ANY($1)', dbs), [liveDb, otherHostDb].sort())
+  t.same(await left('SELECT rolname AS n FROM pg_roles WHERE rolname = ANY($1)', roles), [`${liveDb}_norights`, `vp_service_${dead}_${otherTag}0badf00d`].sort())
+})
+
+t.test('uniqueName carries the pid and this host\'s tag, in the form the sweep reads', async (t) => {
+  t.match(uniqueName('vp_test'), new RegExp(`^vp_test_${process.pid}_${hostTag}[0-9a-f]{8}$`))
+  t.match(hostTag, /^[0-9a-f]{4}$/)
 })
 
 t.test("templates of other schema versions built over a day ago are dropped; recent ones and the current one are kept", async (t) => {

@@ -12,7 +12,7 @@
  */
 import pg from 'pg'
 import { TEST_DATABASE_URL } from './env.js'
-import { uniqueName } from './names.js'
+import { hostTag, uniqueName } from './names.js'
 
 export interface TemplateSpec {
   /** Changes whenever the schema changes (store-postgres exports `schemaVersion()`). */
@@ -56,19 +56,22 @@ const alive = (pid: number): boolean => {
   }
 }
 
-// uniqueName's form (prefix, pid, 8 hex digits), with a suffix for roles named after a database.
-const UNIQUE = /^vp_[a-z_]+?_([0-9]+)_[0-9a-f]{8}(_[a-z]+)?$/
+// uniqueName's form (prefix, pid, host tag and 8 hex digits; before the tag, 8 hex digits alone),
+// with a suffix for roles named after a database.
+const UNIQUE = /^vp_[a-z_]+?_([0-9]+)_([0-9a-f]{4})?[0-9a-f]{8}(_[a-z]+)?$/
 
+/** The process a name was made by, when it was made on this host (or before names had a tag). */
 const pidOf = (name: string): number | undefined => {
   const m = UNIQUE.exec(name)
-  return m === null ? undefined : Number(m[1])
+  if (m === null) return undefined
+  return m[2] === undefined || m[2] === hostTag ? Number(m[1]) : undefined
 }
 
 /**
  * Drops what test processes killed before their teardown left behind: databases and roles
- * named by uniqueName (or after such a database: `<database>_norights`) whose process is gone
- * from this host and that no session uses (a test runner on another host sharing the server
- * keeps its sessions open). Once per process, before its first database.
+ * named by uniqueName (or after such a database: `<database>_norights`) on this host and pid
+ * namespace whose process is gone, and that no session uses. Names another host or container
+ * made are left to it. Once per process, before its first database.
  */
 export const sweepAbandoned = async (): Promise<{ databases: string[]; roles: string[] }> => {
   const abandoned = (name: string): boolean => {

@@ -1,7 +1,27 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { readlinkSync } from 'node:fs'
+import { hostname } from 'node:os'
 
-/** A name no other test file or run uses: prefix, pid and random hex, valid as an identifier. */
-export const uniqueName = (prefix: string): string => `${prefix}_${process.pid}_${randomBytes(4).toString('hex')}`
+/**
+ * Four hex digits naming this host and pid namespace. A pid means a process only within its
+ * namespace: test runners in two containers sharing one server can both have a process 1234,
+ * so what a name's pid says is checked only where its tag is ours.
+ */
+export const hostTag: string = (() => {
+  let namespace = ''
+  try {
+    namespace = readlinkSync('/proc/self/ns/pid')
+  } catch {
+    // Not Linux: the host name alone.
+  }
+  return createHash('sha256').update(`${hostname()}\0${namespace}`).digest('hex').slice(0, 4)
+})()
+
+/**
+ * A name no other test file or run uses, valid as an identifier: prefix, pid, this host's tag and
+ * 8 random hex digits (`vp_test_4711_3fa2c0ffee12`).
+ */
+export const uniqueName = (prefix: string): string => `${prefix}_${process.pid}_${hostTag}${randomBytes(4).toString('hex')}`
 
 /** A TCP port that was free a moment ago (the OS picks it). */
 export const freePort = async (): Promise<number> => {
