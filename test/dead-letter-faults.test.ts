@@ -3,15 +3,9 @@ import { connectTestBroker, eventually, freePort } from '@vitrage-persistor/test
 import t from 'tap'
 import { message, OSLO_PROPERTIES, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { metricValue, setupPrivateWorld, setupWorld } from './support/setup.js'
+import { memoryAlarm, metricValue, setupPrivateWorld, setupWorld } from './support/setup.js'
 
 type PrivateWorld = Awaited<ReturnType<typeof setupPrivateWorld>>
-
-/** Every publisher on the private node blocked: RabbitMQ's memory alarm. */
-const raiseMemoryAlarm = async (rabbit: PrivateWorld['rabbit'], alarmed: () => Promise<boolean>): Promise<void> => {
-  await rabbit.ctl('set_vm_memory_high_watermark', 'absolute', '1')
-  await eventually('memory alarm raised', alarmed, { timeoutMs: 30_000 })
-}
 
 const runFlags = (rabbit: PrivateWorld['rabbit'], db: PrivateWorld['db'], names: PrivateWorld['names'], extra: readonly string[]): string[] => [
   'run', '--amqp-url', rabbit.url, '--database-url', db.url, '--exchange', names.exchange, '--topic', names.topic, '--queue', names.queue,
@@ -52,7 +46,7 @@ t.test('a broker in a memory alarm: good messages are stored and acked around a 
       .find((f) => f[0] === queue)
     return { ready: Number(line?.[1] ?? NaN), unacked: Number(line?.[2] ?? NaN) }
   }
-  const alarmed = async (): Promise<boolean> => /memory/.test(await rabbit.ctl('eval', 'rabbit_alarm:get_alarms().'))
+  const alarm = memoryAlarm(rabbit)
 
   const broker = await connectTestBroker(rabbit.url)
   await declareTopology(broker.connection, { ...names, compatQueue: false, osloDurable: false })
@@ -63,7 +57,7 @@ t.test('a broker in a memory alarm: good messages are stored and acked around a 
   await broker.channel.waitForConfirms()
   await broker.close()
 
-  await raiseMemoryAlarm(rabbit, alarmed)
+  await alarm.raise()
   const flags = runFlags(rabbit, db, names, ['--prefetch', '500', '--batch-size', '200', '--shutdown-timeout-ms', '2000'])
   const first = startPersistor(flags)
   t.teardown(() => first.kill('SIGKILL'))
@@ -83,8 +77,7 @@ t.test('a broker in a memory alarm: good messages are stored and acked around a 
   t.same(exit, { code: 0, signal: null }, 'exits 0')
   t.ok(tookMs < 2_000 + 4_000, `within the 2 s deadline and the closing grace (${tookMs} ms)${tookMs < 6_000 ? '' : `: ${first.output().slice(-3000)}`}`)
 
-  await rabbit.ctl('set_vm_memory_high_watermark', '0.4')
-  await eventually('memory alarm cleared', async () => !(await alarmed()), { timeoutMs: 30_000 })
+  await alarm.clear()
   const second = startPersistor(flags)
   t.teardown(() => second.kill('SIGKILL'))
   await second.waitFor(isConsuming, 'consuming')
@@ -101,7 +94,7 @@ t.test('a broker in a memory alarm: good messages are stored and acked around a 
 
 t.test('many bad messages during a memory alarm do not stop ingest: past half the prefetch window held, the broker dead-letters them itself', async (t) => {
   const { rabbit, db, count, names } = await setupPrivateWorld(t)
-  const alarmed = async (): Promise<boolean> => /memory/.test(await rabbit.ctl('eval', 'rabbit_alarm:get_alarms().'))
+  const alarm = memoryAlarm(rabbit)
   const broker = await connectTestBroker(rabbit.url)
   await declareTopology(broker.connection, { ...names, compatQueue: false, osloDurable: false })
   const key = `${names.topic}.info`
@@ -111,16 +104,15 @@ t.test('many bad messages during a memory alarm do not stop ingest: past half th
   await broker.channel.waitForConfirms()
   await broker.close()
 
-  await raiseMemoryAlarm(rabbit, alarmed)
+  await alarm.raise()
   const port = await freePort()
   const p = startPersistor(runFlags(rabbit, db, names, ['--prefetch', '100', '--batch-size', '30', '--batch-max-wait-ms', '20', '--http-port', String(port)]))
   t.teardown(() => p.kill('SIGKILL'))
   await eventually('every good message stored during the alarm', async () => (await count()) === 100, { timeoutMs: 60_000 })
-  t.ok(await alarmed(), 'the alarm is still on')
+  t.ok(await alarm.raised(), 'the alarm is still on')
   t.ok(p.lines.some((l) => l.msg.startsWith('message dead-lettered by the broker') && l['reason'] === 'invalid-json'), 'the reason is logged for the ones the broker dead-letters')
 
-  await rabbit.ctl('set_vm_memory_high_watermark', '0.4')
-  await eventually('memory alarm cleared', async () => !(await alarmed()), { timeoutMs: 30_000 })
+  await alarm.clear()
   const after = await connectTestBroker(rabbit.url)
   t.teardown(() => after.close())
   await eventually('all 150 bad ones in the dead-letter queue, the queue empty', async () =>

@@ -578,7 +578,7 @@ t.test('replay and prune: a prune during the replay stops it with the range it l
   const r = await republish(reader, {
     amqpUrl: target.broker.url,
     exchange: target.names.exchange,
-    routingKey: target.names.routingKey,
+    route: { routingKey: target.names.routingKey },
     fromId: 0,
     toId: 3_000,
     maxInFlight: 100,
@@ -609,7 +609,7 @@ t.test('replay and prune: a prune during the replay stops it with the range it l
   const belowOnly = await cli([...base, '--to-id', '100'])
   t.equal(belowOnly.code, 1, 'a range wholly below the watermark: refused, not an empty success')
   t.match(belowOnly.err, /events below 2500 were pruned: nothing of the range up to event 100 is stored/)
-  const early = await republish(store, { amqpUrl: target.broker.url, exchange: target.names.exchange, routingKey: target.names.routingKey, fromId: 100, toId: 3_000, maxInFlight: 10, pageSize: 500 })
+  const early = await republish(store, { amqpUrl: target.broker.url, exchange: target.names.exchange, route: { routingKey: target.names.routingKey }, fromId: 100, toId: 3_000, maxInFlight: 10, pageSize: 500 })
   t.match(early, E.left({ kind: 'fatal', code: 'pruned', lastConfirmedId: 100 }))
   t.match(E.isLeft(early) ? early.left.message : '', /^events 101 to 2499 were pruned; they cannot be republished/, 'pruned before the replay, said so')
   t.equal(await target.broker.depth(target.names.queue), 1_502, 'nothing published')
@@ -705,11 +705,11 @@ t.test('library entry points refuse zero or negative sizes and ids as defects (T
   await t.rejects(graphAt(sources, { eventId: -5 }), { name: 'TypeError', message: /graphAt: eventId must be an integer >= 0, got -5/ })
   await t.rejects(graphAt(sources, 'head', { pageSize: 0 }), { name: 'TypeError', message: /graphAt: pageSize/ })
   await t.rejects(
-    republish(store, { amqpUrl: world.broker.url, exchange: 'x', routingKey: 'k', fromId: 0, toId: 10, maxInFlight: 0, pageSize: 100 }),
+    republish(store, { amqpUrl: world.broker.url, exchange: 'x', route: { routingKey: 'k' }, fromId: 0, toId: 10, maxInFlight: 0, pageSize: 100 }),
     { name: 'TypeError', message: /republish: maxInFlight must be an integer >= 1, got 0/ },
   )
   t.match(
-    await republish(store, { amqpUrl: 'not a url', exchange: 'x', routingKey: 'k', fromId: 0, toId: 10, maxInFlight: 10, pageSize: 100 }),
+    await republish(store, { amqpUrl: 'not a url', exchange: 'x', route: { routingKey: 'k' }, fromId: 0, toId: 10, maxInFlight: 10, pageSize: 100 }),
     E.left({ kind: 'fatal', code: 'invalid-url' }),
     'a target URL that is not one: fatal, not a connection failure to retry',
   )
@@ -814,7 +814,7 @@ t.test('replay reads each page with the watermark of its own snapshot: a prune b
       return r
     },
   }
-  const base = { amqpUrl: target.broker.url, exchange: target.names.exchange, routingKey: target.names.routingKey, maxInFlight: 100, pageSize: 200, eventTypes: types }
+  const base = { amqpUrl: target.broker.url, exchange: target.names.exchange, route: { routingKey: target.names.routingKey }, maxInFlight: 100, pageSize: 200, eventTypes: types }
   const whole = await republish(pruneAfterFirstRead, { ...base, fromId: 0, toId: 3_000 })
   t.match(whole, E.right({ published: changes }), `every graph change published: the prune removed only what was already read ${JSON.stringify(whole)}`)
   t.equal(await target.broker.depth(target.names.queue), changes)

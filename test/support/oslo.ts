@@ -3,7 +3,7 @@
  * interop/oslo_publish.py. Needs /usr/bin/python3: the `python3` on PATH may be an interpreter
  * without Debian's packages.
  */
-import { execFile, spawnSync } from 'node:child_process'
+import { execFile, spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
@@ -60,4 +60,57 @@ export const osloPublish = (o: OsloPublish, amqpUrl = 'rabbit://guest:guest@127.
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, sends, stderr })
     })
   })
+}
+
+const LISTEN_SCRIPT = fileURLToPath(new URL('../interop/oslo_listen.py', import.meta.url))
+
+/** A notification as oslo's listener dispatched it (interop/oslo_listen.py). */
+export interface OsloReceived {
+  /** The endpoint method it was dispatched to: the message's priority. */
+  readonly method: string
+  readonly publisher_id: string | null
+  readonly event_type: string
+  readonly message_id: string
+  readonly timestamp: string
+  readonly payload: unknown
+}
+
+/**
+ * The real oslo.messaging notification listener on `<topic>.<priority>` of `exchange` (declared
+ * as oslo declares them), with endpoint methods `methods`. `ready` resolves once it consumes;
+ * `done` once it has dispatched `count` notifications or heard nothing for `idleSeconds`.
+ */
+export const osloListen = (o: {
+  readonly exchange: string
+  readonly topic: string
+  readonly count: number
+  readonly durable?: boolean
+  readonly methods?: readonly string[]
+  readonly idleSeconds?: number
+  readonly amqpUrl?: string
+}): { ready: Promise<void>; done: Promise<{ code: number | null; received: OsloReceived[]; stderr: string }>; kill: () => void } => {
+  const args = [LISTEN_SCRIPT, '--url', o.amqpUrl ?? 'rabbit://guest:guest@127.0.0.1:5672/', '--exchange', o.exchange, '--topic', o.topic, '--count', String(o.count), '--idle', String(o.idleSeconds ?? 30)]
+  if (o.durable) args.push('--durable')
+  if (o.methods) args.push('--methods', o.methods.join(','))
+  const child = spawn(PYTHON, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  let readyNow: () => void = () => {}
+  const ready = new Promise<void>((resolve) => (readyNow = resolve))
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    out += d
+    if (out.startsWith('ready\n')) readyNow()
+  })
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
+  const done = new Promise<{ code: number | null; received: OsloReceived[]; stderr: string }>((resolve) => {
+    child.on('close', (code) => {
+      readyNow()
+      const received = out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as OsloReceived)
+      resolve({ code, received, stderr: err })
+    })
+  })
+  return { ready, done, kill: () => void child.kill('SIGKILL') }
 }

@@ -3,7 +3,7 @@
  * topic and queue names, and cleanup of both when the test ends.
  */
 import { schemaTemplate } from '@vitrage-persistor/store-postgres'
-import { connectTestBroker, createTestDatabase, type PrivateRabbit, startPrivateRabbit, type TestBroker, type TestDatabase, uniqueName } from '@vitrage-persistor/testing'
+import { connectTestBroker, createTestDatabase, eventually, type PrivateRabbit, startPrivateRabbit, type TestBroker, type TestDatabase, uniqueName } from '@vitrage-persistor/testing'
 import pg from 'pg'
 import { message, v2Body } from './messages.js'
 import type { Test } from 'tap'
@@ -180,5 +180,21 @@ export const rewindLog = async (world: World, id: number, options: { readonly ev
     await c.query(`ALTER TABLE event ALTER COLUMN id RESTART WITH ${id + 1}`)
   } finally {
     c.release()
+  }
+}
+
+/** RabbitMQ's memory alarm on a private node: every publisher blocked while it is raised. */
+export const memoryAlarm = (rabbit: PrivateRabbit): { readonly raised: () => Promise<boolean>; readonly raise: () => Promise<void>; readonly clear: () => Promise<void> } => {
+  const raised = async (): Promise<boolean> => /memory/.test(await rabbit.ctl('eval', 'rabbit_alarm:get_alarms().'))
+  return {
+    raised,
+    raise: async () => {
+      await rabbit.ctl('set_vm_memory_high_watermark', 'absolute', '1')
+      await eventually('memory alarm raised', raised, { timeoutMs: 30_000 })
+    },
+    clear: async () => {
+      await rabbit.ctl('set_vm_memory_high_watermark', '0.4')
+      await eventually('memory alarm cleared', async () => !(await raised()), { timeoutMs: 30_000 })
+    },
   }
 }

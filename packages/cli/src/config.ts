@@ -170,7 +170,7 @@ export const settings = {
   shutdownTimeoutMs: {
     flag: 'shutdown-timeout-ms',
     env: 'PERSISTOR_SHUTDOWN_TIMEOUT_MS',
-    describe: 'on SIGTERM, how long to wait for held messages to be committed and acked',
+    describe: 'on SIGTERM, how long to wait for work in flight (run: held messages committed and acked; replay: published messages confirmed)',
     default: 30_000,
     parse: integer(0, 3_600_000),
   },

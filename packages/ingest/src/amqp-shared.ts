@@ -1,4 +1,5 @@
 /** Small pieces every broker client of this package uses the same way. */
+import { within } from '@vitrage-persistor/core'
 import type amqp from 'amqplib'
 
 export const isAmqpUrl = (url: string): boolean => {
@@ -47,3 +48,17 @@ export const queueCounts = (connection: amqp.ChannelModel, name: string): Promis
     (q) => ({ ready: q.messageCount, consumers: q.consumerCount }),
     (e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e)),
   )
+
+/**
+ * Closes a broker connection, waiting for the broker's close-ok until the deadline, then drops
+ * the socket: a blocked connection, or one the broker stopped answering, would otherwise keep it
+ * half-open (amqplib only ends its side) and the process alive.
+ */
+export const closeConnection = async (connection: amqp.ChannelModel, deadline: number): Promise<void> => {
+  await within(connection.close().catch(() => {}), deadline - Date.now(), undefined)
+  // amqplib stops its heartbeat timers only once the close completes: cut short, they would keep
+  // the process alive.
+  const inner = (connection as unknown as { connection?: { stream?: { destroy?: () => void }; heartbeater?: { clear?: () => void } | null } }).connection
+  inner?.heartbeater?.clear?.()
+  inner?.stream?.destroy?.()
+}

@@ -44,7 +44,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import { concatMap, defer, lastValueFrom, Subject } from 'rxjs'
 import { batchBySizeOrTime } from './batch.js'
-import { onScratchChannel, republishOptions } from './amqp-shared.js'
+import { closeConnection, onScratchChannel, republishOptions } from './amqp-shared.js'
 import { originOf, requeueMarks } from './dead-letters.js'
 import { BROKER_CONNECTIONS, type IngestMetrics } from './metrics.js'
 import { declareTopology, names, type Topology, type TopologyOptions } from './topology.js'
@@ -177,20 +177,6 @@ const DEAD_LETTER_WAIT_MS = 2_000
 
 /** `p`'s value, or `fallback` once `deadline` (epoch ms) has passed. */
 const until = <T>(deadline: number, p: Promise<T>, fallback: T): Promise<T> => within(p, deadline - Date.now(), fallback)
-
-/**
- * Closes a broker connection, waiting for the broker's close-ok until the deadline, then drops
- * the socket: a blocked connection, or one the broker stopped answering, would otherwise keep it
- * half-open (amqplib only ends its side) and the process alive.
- */
-const closeConnection = async (connection: amqp.ChannelModel, deadline: number): Promise<void> => {
-  await until(deadline, connection.close().catch(() => {}), undefined)
-  // amqplib stops its heartbeat timers only once the close completes: cut short, they would keep
-  // the process alive.
-  const inner = (connection as unknown as { connection?: { stream?: { destroy?: () => void }; heartbeater?: { clear?: () => void } | null } }).connection
-  inner?.heartbeater?.clear?.()
-  inner?.stream?.destroy?.()
-}
 
 /** The heartbeat goes in the URL (amqplib reads it there); one the operator set wins. */
 const withHeartbeat = (url: string, seconds: number): string => {

@@ -3,7 +3,7 @@
  * and `replay --to-amqp` (republish history to a broker).
  */
 import { type Failure, failure, redactUrl, within } from '@vitrage-persistor/core'
-import { republish } from '@vitrage-persistor/ingest'
+import { republish, type RepublishProgress } from '@vitrage-persistor/ingest'
 import {
   canonicalJson,
   captureGraphSnapshot,
@@ -364,8 +364,11 @@ const collect = (value: string, previous: string[] = []): string[] => [...previo
 export const resumeHint = (confirmedId: number, fromId: number): string =>
   confirmedId < fromId ? `nothing confirmed yet (resume with --from-id ${fromId})` : `confirmed up to event ${confirmedId} (resume with --from-id ${confirmedId + 1})`
 
-const REPLAY_SETTINGS = ['databaseUrl', 'logLevel', 'amqpUrl'] as const
+const REPLAY_SETTINGS = ['databaseUrl', 'logLevel', 'amqpUrl', 'shutdownTimeoutMs'] as const
 type ReplayConfig = Config<(typeof REPLAY_SETTINGS)[number]>
+
+/** Unconfirmed messages at most: each costs a callback, not its body, but the bound must be one. */
+const MAX_IN_FLIGHT = 100_000
 
 const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promise<number> => {
   const o = input.options
@@ -373,7 +376,13 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
   if (!/^amqps?:\/\//.test(toAmqp)) throw new UsageError(`--to-amqp: an amqp:// or amqps:// URL, got ${JSON.stringify(redactUrl(toAmqp))}`)
   const exchange = o['exchange'] as string | undefined
   const routingKey = o['routingKey'] as string | undefined
-  if (exchange === undefined || routingKey === undefined) throw new UsageError('--exchange and --routing-key are required')
+  const toTopic = o['toTopic'] as string | undefined
+  if (exchange === undefined || (routingKey === undefined) === (toTopic === undefined)) {
+    throw new UsageError('--exchange is required, and one of --routing-key (every event under that key) or --to-topic (each under <topic>.<its priority>)')
+  }
+  const route = toTopic !== undefined ? { topic: toTopic } : { routingKey: routingKey as string }
+  const maxInFlight = positiveIntArg('--max-in-flight', o['maxInFlight']) ?? 1000
+  if (maxInFlight > MAX_IN_FLIGHT) throw new UsageError(`--max-in-flight: at most ${MAX_IN_FLIGHT.toLocaleString('en-US')}, got ${maxInFlight}`)
   // The range is inclusive at both ends: --from-id 5 --to-id 9 republishes events 5 to 9.
   const explicitFrom = eventIdArg('--from-id', o['fromId'])
   let fromId = Math.max(1, explicitFrom ?? 1)
@@ -381,6 +390,22 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
   if (requestedToId !== undefined && fromId > requestedToId) throw new UsageError(`--from-id ${fromId} is after --to-id ${requestedToId}`)
   const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor replay')
   const stop = stopSignal()
+  // Ctrl-C or SIGTERM: publish nothing more, wait up to --shutdown-timeout-ms for the broker to
+  // confirm what was published, say where to resume. A second one stops the wait.
+  const stopping = new AbortController()
+  const abandoning = new AbortController()
+  let stoppedBy: NodeJS.Signals | undefined
+  const again = (): void => abandoning.abort()
+  let latest: RepublishProgress | undefined
+  void stop.received.then((s) => {
+    stoppedBy = s
+    process.on('SIGTERM', again)
+    process.on('SIGINT', again)
+    stopping.abort()
+    io.err(
+      `vitrage-persistor replay: stopping (${s}): publishing nothing more, waiting up to ${config.shutdownTimeoutMs / 1000} s for the broker to confirm ${latest?.unconfirmed ?? 0} messages; ${s} again stops the wait\n`,
+    )
+  })
   try {
     const head = await orReport(io, 'replay', config.databaseUrl, store.headId())
     if (head === undefined) return 1
@@ -406,38 +431,76 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
       fromId = prunedBelow
     }
     const toId = Math.min(requestedToId ?? head, head)
+    // A resume after the last run reached the head is not an error: it has nothing to do.
+    if (fromId > toId) io.err(`vitrage-persistor replay: nothing to republish: the log ends at event ${head}\n`)
     const after = fromId - 1
     const bar = startProgress(io, 'republishing, by event id')
-    // Ctrl-C or SIGTERM: stop publishing, wait for what is in flight to be confirmed, say where to resume.
-    let stopping: NodeJS.Signals | undefined
-    void stop.received.then((s) => (stopping = s))
+    let blocked: string | undefined
     const r = await republish(store, {
-      stopRequested: () => stopping !== undefined,
+      signal: stopping.signal,
+      abandon: abandoning.signal,
+      settleTimeoutMs: config.shutdownTimeoutMs,
       amqpUrl: toAmqp,
       exchange,
-      routingKey,
+      route,
       fromId: after,
-      toId,
+      toId: Math.max(toId, after),
       ...(o['eventType'] !== undefined ? { eventTypes: o['eventType'] as string[] } : {}),
-      maxInFlight: positiveIntArg('--max-in-flight', o['maxInFlight']) ?? 1000,
+      maxInFlight,
       pageSize: 2_000,
       // Where to resume is in every progress line: a replay killed without a word (kill -9, OOM)
       // is resumed from the last line logged instead of from the start.
-      onProgress: (p) => bar.update(p.lastId - after, toId - after, resumeHint(p.confirmedId, fromId)),
+      onProgress: (p) => {
+        latest = p
+        if (p.blocked !== blocked) {
+          blocked = p.blocked
+          io.err(
+            blocked !== undefined
+              ? `vitrage-persistor replay: the target broker blocks publishing (${blocked}); waiting, ${p.unconfirmed} messages not confirmed yet\n`
+              : 'vitrage-persistor replay: the target broker takes messages again\n',
+          )
+        }
+        const waiting = stoppedBy !== undefined ? `; stopping (${stoppedBy}), ${p.unconfirmed} messages to be confirmed` : blocked !== undefined ? '; the broker blocks publishing' : ''
+        bar.update(p.lastId - after, toId - after, `${resumeHint(p.confirmedId, fromId)}${waiting}`)
+      },
       scrub: (s) => scrub(s).replaceAll(toAmqp, redactUrl(toAmqp)),
     })
     bar.finish()
     if (E.isLeft(r)) {
-      io.err(`vitrage-persistor replay: ${r.left.message}; ${resumeHint(r.left.lastConfirmedId, fromId)}\n`)
+      const pending = r.left.unconfirmed > 0 ? `; ${r.left.unconfirmed} published messages were not confirmed, and a resume may publish them again` : ''
+      io.err(`vitrage-persistor replay: ${r.left.message}; ${resumeHint(r.left.lastConfirmedId, fromId)}${pending}\n`)
       return 1
     }
-    printJson(io, { published: r.right.published, fromId, toId, lastConfirmedId: r.right.lastConfirmedId, ...(r.right.stopped ? { stopped: stopping } : {}) })
-    if (r.right.stopped) {
-      io.err(`vitrage-persistor replay: stopped by ${stopping} before the end; ${resumeHint(r.right.lastConfirmedId, fromId)}\n`)
+    const { published, lastConfirmedId, stopped, unconfirmed, priorityMismatches } = r.right
+    printJson(io, {
+      published,
+      fromId,
+      toId,
+      lastConfirmedId,
+      ...(stopped ? { stopped: stoppedBy } : {}),
+      ...(unconfirmed > 0 ? { unconfirmed } : {}),
+      ...(priorityMismatches > 0 ? { priorityMismatches } : {}),
+    })
+    if (published === 0 && fromId <= toId && o['eventType'] !== undefined && !stopped) {
+      io.err(`vitrage-persistor replay: no event of type ${(o['eventType'] as string[]).map((t) => JSON.stringify(t)).join(' or ')} between ${fromId} and ${toId}\n`)
+    }
+    if (priorityMismatches > 0) {
+      io.err(
+        `vitrage-persistor replay: ${priorityMismatches} events were published under ${JSON.stringify(routingKey)} with another priority than the key names; an oslo.messaging listener dispatches by the message's priority and drops those its endpoints do not take (--to-topic <topic> routes each under <topic>.<its priority>, as oslo does)\n`,
+      )
+    }
+    if (stopped) {
+      const pending =
+        unconfirmed > 0
+          ? `; ${unconfirmed} published messages were not confirmed ${abandoning.signal.aborted ? 'when the wait was cut short' : `within ${config.shutdownTimeoutMs / 1000} s`} (the broker may still deliver them: a resume publishes them again)`
+          : ''
+      io.err(`vitrage-persistor replay: stopped by ${stoppedBy} before the end; ${resumeHint(lastConfirmedId, fromId)}${pending}\n`)
       return 1
     }
     return 0
   } finally {
+    process.off('SIGTERM', again)
+    process.off('SIGINT', again)
     stop.release()
     await store.close()
   }
@@ -491,11 +554,12 @@ export const graphCommands: readonly CommandSpec<SettingKey>[] = [
     options: [
       new Option('--to-amqp <url>', 'target broker (default: --amqp-url / AMQP_URL)'),
       new Option('--exchange <name>', 'target exchange (must exist)'),
-      new Option('--routing-key <key>', 'routing key, e.g. vitrage_persistor.info'),
+      new Option('--routing-key <key>', 'every event under this routing key, e.g. vitrage_persistor.info'),
+      new Option('--to-topic <topic>', 'each event under <topic>.<its priority in lower case>, as oslo.messaging routes it (instead of --routing-key)'),
       new Option('--from-id <id>', 'the first event id to republish (default: the first stored)'),
       new Option('--to-id <id>', 'the last event id to republish, inclusive (default: the head when starting)'),
       new Option('--event-type <type>', 'only this event type (repeatable)').argParser(collect),
-      new Option('--max-in-flight <n>', 'unconfirmed messages at most (default 1000)'),
+      new Option('--max-in-flight <n>', 'unconfirmed messages at most (default 1000, at most 100,000)'),
       new Option('--allow-pruned', 'with a --from-id below the pruned watermark, republish what is stored from there instead of refusing'),
     ],
     action: replay,
