@@ -3,7 +3,8 @@ import { appendBatch, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
-import { message, v2Body } from './support/messages.js'
+import { cli } from './support/cli.js'
+import { message, osloTimestamp, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
 import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, storedSeqs } from './support/setup.js'
 
@@ -46,4 +47,47 @@ t.test('redelivery after a restart before ack stores every message once', async 
   t.equal(metricValue(page, 'vitrage_persistor_redelivered_total'), 50)
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
+})
+
+t.test('a message redelivered after its event was pruned is dead-lettered as pruned-history, not stored again after newer history', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  // Twenty notifications a second apart: the message_id of each is what recognises a redelivery.
+  const at = (seq: number): string => osloTimestamp(new Date(Date.UTC(2024, 0, 1, 0, 0, seq)))
+  const bodies = Array.from({ length: 21 }, (_, seq) => v2Body(message({ seq }, { timestamp: at(seq) })))
+  const first = startPersistor(world.flags())
+  t.teardown(() => first.kill('SIGKILL'))
+  await first.waitFor(isConsuming, 'consuming')
+  await publishMany(world, 20, (i) => bodies[i] as Buffer)
+  await eventually('twenty stored', async () => (await rowCount(world)) === 20)
+  first.kill('SIGTERM')
+  t.equal((await first.exited).code, 0)
+  // Retention: a snapshot at event 10, and everything before it pruned (ids 1-9: seqs 0-8).
+  const snap = await cli(['snapshot', 'create', '--at-event', '10', '--database-url', world.db.url])
+  t.equal(snap.code, 0, snap.err)
+  const pruned = await cli(['prune', '--database-url', world.db.url])
+  t.equal(pruned.code, 0, pruned.err)
+  t.same(await storedSeqs(world), [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
+
+  // oslo's own queue, say, still held copies: the pruned ones, a kept one, and a new message.
+  const second = startPersistor(world.flags())
+  t.teardown(() => second.kill('SIGKILL'))
+  await second.waitFor(isConsuming, 'consuming')
+  const again = [0, 3, 8, 15, 20]
+  await publishMany(world, again.length, (i) => bodies[again[i] as number] as Buffer)
+  await eventually('the three pruned ones dead-lettered', async () => (await world.broker.depth(world.names.deadQueue)) === 3)
+  await eventually('the new one stored', async () => (await storedSeqs(world)).includes(20))
+  t.same(await storedSeqs(world), [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], 'the kept one recognised, the new one appended, the pruned ones not stored again')
+  const letters = await world.broker.drain(world.names.deadQueue)
+  t.same(
+    letters.map((l) => [(JSON.parse(JSON.parse(l.content.toString())['oslo.message']).payload as { seq: number }).seq, l.properties.headers?.['x-persistor-error']]),
+    [
+      [0, 'pruned-history'],
+      [3, 'pruned-history'],
+      [8, 'pruned-history'],
+    ],
+  )
+  t.match(String(letters[0]?.properties.headers?.['x-persistor-error-detail']), /at or before the newest pruned event's \(2024-01-01T00:00:08\.000000Z\)/)
+  second.kill('SIGTERM')
+  t.equal((await second.exited).code, 0)
 })

@@ -19,6 +19,7 @@ export const REJECTION_REASONS = [
   'unsupported-json',
   'database-rejected',
   'message-id-conflict',
+  'pruned-history',
 ] as const
 
 export type RejectionReason = (typeof REJECTION_REASONS)[number]
@@ -30,3 +31,17 @@ export interface Rejection {
 }
 
 export const rejection = (reason: RejectionReason, detail: string): Rejection => ({ reason, detail })
+
+/**
+ * A message at or before the newest collector_timestamp a prune deleted (`prunedThrough`, canonical
+ * UTC text as the store writes it; null while nothing was pruned): its message_id can no longer
+ * be recognised, so it may be a redelivery of a pruned event, and where it belongs in the log is
+ * gone either way. Stored, it would follow newer history (pure).
+ */
+export const pastPrunedHistory = (collectorTimestamp: string, prunedThrough: string | null): Rejection | undefined =>
+  prunedThrough !== null && collectorTimestamp <= prunedThrough
+    ? rejection(
+        'pruned-history',
+        `collector_timestamp ${collectorTimestamp} is at or before the newest pruned event's (${prunedThrough}): a redelivery of a pruned event, or a message whose place in the log was pruned`,
+      )
+    : undefined

@@ -112,6 +112,11 @@ export interface PersistorDeps {
    * RabbitMQ does not enforce it on a quorum queue.
    */
   readonly acquireLease?: (name: string) => Promise<E.Either<Failure, ConsumerLease | undefined>>
+  /**
+   * Asked of every decoded message before it is stored: a rejection dead-letters it (its reason
+   * and detail in the letter's headers). `run` refuses messages from before the pruned history.
+   */
+  readonly admit?: (message: DecodedMessage) => Rejection | undefined
 }
 
 export interface ConsumerLease {
@@ -518,7 +523,10 @@ export class Persistor {
     this.delivered++
     this.held++
     this.deps.metrics.inFlight.set(this.held)
-    const decoded = E.map((m: DecodedMessage) => this.deps.store.prepare(m))(decodeMessage(message.content, { maxMessageBytes: this.options.maxMessageBytes }))
+    const admit = this.deps.admit
+    const checked = decodeMessage(message.content, { maxMessageBytes: this.options.maxMessageBytes })
+    const admitted = admit === undefined ? checked : E.chain((m: DecodedMessage) => { const r = admit(m); return r === undefined ? E.right(m) : E.left(r) })(checked)
+    const decoded = E.map((m: DecodedMessage) => this.deps.store.prepare(m))(admitted)
     this.deliveries.next({ message, session, decoded })
   }
 

@@ -1,7 +1,7 @@
-import { createEmptyDatabase, databaseUrl, uniqueName } from '@vitrage-persistor/testing'
+import { createEmptyDatabase, databaseUrl, type TestDatabase, uniqueName } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { loadMigrations, migrate, pendingMigrations, setupDatabase } from './migrate.js'
 
 t.test('setup creates a missing database and migrates it; running it again changes nothing', async (t) => {
@@ -77,11 +77,25 @@ t.test('an unreachable server is a transient failure, not a throw', async (t) =>
 })
 
 /** Events 1-10, in one statement. */
+/** A database with the schema an earlier version left: the migrations before `version`, applied the way migrate() does. */
+const databaseBefore = async (t: Test, version: number): Promise<{ db: TestDatabase; sql: pg.Client }> => {
+  const db = await createEmptyDatabase()
+  t.teardown(db.drop)
+  const sql = new pg.Client({ connectionString: db.url })
+  await sql.connect()
+  t.teardown(() => sql.end())
+  await sql.query('CREATE TABLE schema_migration (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
+  for (const m of loadMigrations().filter((m) => m.version < version)) {
+    await sql.query(m.sql)
+    await sql.query('INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)', [m.version, m.name, m.checksum])
+  }
+  return { db, sql }
+}
+
 const tenEvents = (sql: pg.Client): Promise<unknown> =>
   sql.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', now(), '{}' FROM generate_series(1, 10)`)
 
 t.test('0008 on a database of an earlier version: the watermark from what is missing, snapshots past the head dropped', async (t) => {
-  const before = loadMigrations().filter((m) => m.version < 8)
   // pruned: the old prune deleted below a snapshot at 8. gap: ids 1-4 went to a rolled-back
   // append, no snapshot, nothing pruned. emptied: a snapshot saved past the head (a mistyped
   // --at-event) let the old prune delete the whole log.
@@ -91,17 +105,7 @@ t.test('0008 on a database of an earlier version: the watermark from what is mis
     { name: 'emptied', snapshotAt: 9_999_999, watermark: 11, snapshotsAfter: 0 },
   ]
   for (const c of cases) {
-    const db = await createEmptyDatabase()
-    t.teardown(db.drop)
-    const sql = new pg.Client({ connectionString: db.url })
-    await sql.connect()
-    t.teardown(() => sql.end())
-    // The schema as an earlier version left it: migrations 1-7 applied the way migrate() does.
-    await sql.query('CREATE TABLE schema_migration (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
-    for (const m of before) {
-      await sql.query(m.sql)
-      await sql.query('INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)', [m.version, m.name, m.checksum])
-    }
+    const { db, sql } = await databaseBefore(t, 8)
     await tenEvents(sql)
     if (c.snapshotAt !== undefined) {
       await sql.query(`INSERT INTO projection_snapshot (kind, event_id, format, data) VALUES ('graph', $1, 'test/1', '\\x00')`, [c.snapshotAt])
@@ -129,4 +133,21 @@ t.test('prune trusts no snapshot past the head', async (t) => {
   await sql.query(`DELETE FROM projection_snapshot WHERE event_id = 6`)
   await t.rejects(sql.query('SELECT event_prune()'), /no graph snapshot/, 'the one past the head does not count')
   t.equal(Number((await sql.query('SELECT count(*) AS n FROM event')).rows[0].n), 10)
+})
+
+t.test('0010 on a log pruned before it: the first kept event stands for the newest pruned one; on one never pruned, nothing', async (t) => {
+  for (const pruned of [true, false]) {
+    const { db, sql } = await databaseBefore(t, 10)
+    await sql.query(
+      `INSERT INTO event (message_id, event_type, collector_timestamp, payload) SELECT gen_random_uuid(), 'e', timestamptz '2024-01-01T00:00:00Z' + i * interval '1 second', '{}' FROM generate_series(1, 10) i`,
+    )
+    if (pruned) {
+      await sql.query(`INSERT INTO projection_snapshot (kind, event_id, format, data) VALUES ('graph', 6, 'test/1', '\\x00')`)
+      await sql.query('SELECT event_prune()')
+    }
+    const r = await migrate(db.url)()
+    t.ok(E.isRight(r) && r.right.applied.includes('0010_pruned_through'), 'migrated')
+    const through = (await sql.query(`SELECT to_char(pruned_through AT TIME ZONE 'UTC', 'HH24:MI:SS') AS t FROM event_retention`)).rows[0].t
+    t.equal(through, pruned ? '00:00:06' : null, pruned ? 'the first kept event (id 6)' : 'never pruned: no bound')
+  }
 })

@@ -4,7 +4,7 @@ import pg from 'pg'
 import t, { type Test } from 'tap'
 import { readCheckpoint, registerCheckpoint, setCheckpoint } from './checkpoints.js'
 import { schemaTemplate } from './migrate.js'
-import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
+import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, retentionWatermark, saveSnapshot } from './snapshots.js'
 
 const setup = async (t: Test, events: number): Promise<pg.Client> => {
   const c = await testDatabaseClient(t, schemaTemplate)
@@ -205,3 +205,19 @@ for (const isolation of ['read committed', 'repeatable read'] as const) {
     t.same(await setCheckpoint(a, 'nobody', 95), { missing: true })
   })
 }
+
+t.test('a prune records the newest collector_timestamp it deleted, whatever the order of the ids', async (t) => {
+  const c = await testDatabaseClient(t, schemaTemplate)
+  t.same(await retentionWatermark(c), { prunedBelow: 1, prunedThrough: null }, 'nothing pruned')
+  // Ids 1-6 out of time order (delivery order is not publish order): id 3 is the newest of them.
+  for (const second of [10, 12, 30, 11, 13, 14, 31, 32]) {
+    await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES ($1, 'e', $2, '{}')`, [randomUUID(), `2024-01-01T00:00:${second}.123456Z`])
+  }
+  await saveSnapshot(c, { kind: 'graph', eventId: 7, format: 'test/1', data: bytes('s') })
+  await c.query(`INSERT INTO projection_checkpoint (name, position) VALUES ('history', 3)`)
+  t.equal(await pruneEvents(c), 3)
+  t.same(await retentionWatermark(c), { prunedBelow: 4, prunedThrough: '2024-01-01T00:00:30.123456Z' }, 'the newest of ids 1-3, to the microsecond')
+  await c.query(`UPDATE projection_checkpoint SET position = 10`)
+  t.equal(await pruneEvents(c), 3)
+  t.same(await retentionWatermark(c), { prunedBelow: 7, prunedThrough: '2024-01-01T00:00:30.123456Z' }, 'ids 4-6 are older: it never moves back')
+})

@@ -84,6 +84,22 @@ export const lastEventAtOrBefore = async (db: Queryable, timestamp: string): Pro
 export const prunedBelow = async (db: Queryable): Promise<number> =>
   Number((await db.query<{ p: string }>('SELECT pruned_below AS p FROM event_retention')).rows[0]?.p ?? 1)
 
+/**
+ * Where retention stands: every event below `prunedBelow` is gone, and `prunedThrough` is the
+ * newest collector_timestamp a prune deleted (canonical UTC text; null while none did, and on a
+ * schema before migration 0010).
+ */
+export const retentionWatermark = async (db: Queryable): Promise<{ prunedBelow: number; prunedThrough: string | null }> => {
+  const columns = await db.query<{ has: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('event_retention') AND attname = 'pruned_through' AND NOT attisdropped) AS has`,
+  )
+  if (columns.rows[0]?.has !== true) return { prunedBelow: await prunedBelow(db), prunedThrough: null }
+  const r = await db.query<{ below: string; through: string | null }>(
+    `SELECT pruned_below AS below, to_char(pruned_through AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS through FROM event_retention`,
+  )
+  return { prunedBelow: Number(r.rows[0]?.below ?? 1), prunedThrough: r.rows[0]?.through ?? null }
+}
+
 /** How many ids one step of a prune covers (~1.6 s a million on the benchmark machine). */
 export const PRUNE_STEP_IDS = 1_000_000
 

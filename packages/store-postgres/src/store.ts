@@ -41,7 +41,7 @@ import { type Lease, tryLease } from './lease.js'
 import { type AppendListener, listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readEventByMessageId, readPage, readRawPage, tailStart } from './read.js'
 import { StreamConsumerDefect, streamRange } from './stream.js'
-import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
+import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, retentionWatermark, saveSnapshot } from './snapshots.js'
 
 export interface HeadEvent {
   readonly id: number
@@ -337,6 +337,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   /** Every event with an id below this was deleted by `prune` (1 when none was). */
   readonly prunedBelow = (): TE.TaskEither<Failure, number> => this.withClient((c) => prunedBelow(c))
+
+  /** The pruned watermark and the newest collector_timestamp a prune deleted (see retentionWatermark). */
+  readonly retention = (): TE.TaskEither<Failure, { prunedBelow: number; prunedThrough: string | null }> => this.withClient((c) => retentionWatermark(c))
 
   readonly historyCheckpoint = (name: string): TE.TaskEither<Failure, number> => this.withClient((c) => readCheckpoint(c, name))
 

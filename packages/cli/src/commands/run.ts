@@ -4,7 +4,7 @@
  * SIGTERM/SIGINT: stop consuming, flush and commit, ack, close. A second SIGINT exits at once
  * (unacked messages are redelivered; nothing is lost either way).
  */
-import { backoffDelay, type Failure, failure, type Logger, makeScrubber, redactUrl, secretsOf, waker, within } from '@vitrage-persistor/core'
+import { backoffDelay, type Failure, failure, type Logger, makeScrubber, pastPrunedHistory, redactUrl, secretsOf, waker, within } from '@vitrage-persistor/core'
 import { createIngestMetrics, defaultPersistorOptions, Persistor, type PersistorOptions } from '@vitrage-persistor/ingest'
 import { INGEST_SCHEMA_VERSION, PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
@@ -253,6 +253,14 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     shutdownTimeoutMs: config.shutdownTimeoutMs,
   }
   let defect = false
+  // The newest collector_timestamp a prune deleted, read at start and with every database probe
+  // (5 s): messages at or before it are dead-lettered (pruned-history), since their message_ids
+  // can no longer be recognised. Unknown (an older schema, a failed read): the last value read.
+  let prunedThrough: string | null = null
+  const refreshRetention = async (): Promise<void> => {
+    const r = await store.retention()()
+    if (E.isRight(r)) prunedThrough = r.right.prunedThrough
+  }
   const persistor = new Persistor(options, {
     store,
     logger: log,
@@ -263,6 +271,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       shutdown('defect', 70)
     },
     acquireLease: (name) => store.tryLease(name),
+    admit: (m) => pastPrunedHistory(m.collectorTimestamp, prunedThrough),
   })
   running = { store, persistor }
 
@@ -317,11 +326,17 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       finish(defect ? 70 : code)
     })()
   }
+  // Before the first delivery: a restart after a prune must not store a redelivered pruned event.
+  await within(refreshRetention(), DATABASE_WAIT_MS, undefined)
   persistor.start()
   history?.start()
   // The database gauge follows a ping every few seconds as well as the appends, so an idle
   // persistor's database is watched too (it stayed 0 until the first append, or 1 after a loss).
-  const probeDatabase = (): void => void store.ping()().then((r) => metrics.databaseConnected.set(E.isRight(r) ? 1 : 0))
+  const probeDatabase = (): void =>
+    void store.ping()().then((r) => {
+      metrics.databaseConnected.set(E.isRight(r) ? 1 : 0)
+      if (E.isRight(r)) void refreshRetention()
+    })
   probeDatabase()
   databaseProbe = setInterval(probeDatabase, DATABASE_PROBE_MS)
   databaseProbe.unref()
