@@ -46,3 +46,15 @@ t.test('--http-host is an IP address or a host name, and --mirror-stream an Even
     t.same(resolve(['mirrorStream'], { mirrorStream: bad }, {}), E.left([`--mirror-stream: must be a non-empty EventStoreDB stream name without spaces, not starting with $ (system streams), got ${JSON.stringify(bad)}`]), JSON.stringify(bad))
   }
 })
+
+t.test('an environment variable set but empty counts as unset: the default, not an error; a flag still wins', async (t) => {
+  t.same(resolve(['prefetch', 'historyProjection', 'compatQueue'], {}, { PERSISTOR_PREFETCH: '', PERSISTOR_HISTORY_PROJECTION: ' ', PERSISTOR_COMPAT_QUEUE: '' }), E.right({ prefetch: 2000, historyProjection: true, compatQueue: false }))
+  t.same(resolve(['prefetch'], { prefetch: '10' }, { PERSISTOR_PREFETCH: '' }), E.right({ prefetch: 10 }))
+  t.same(resolve(['historyProjection'], {}, { PERSISTOR_HISTORY_PROJECTION: 'maybe' }), E.left(['PERSISTOR_HISTORY_PROJECTION (environment): must be true or false (or 1/0, yes/no, on/off), got "maybe"']))
+})
+
+t.test('--mirror-url names a host', async (t) => {
+  t.same(resolve(['mirrorUrl'], { mirrorUrl: 'esdb://es.example:2113?tls=false' }, {}), E.right({ mirrorUrl: 'esdb://es.example:2113?tls=false' }))
+  t.same(resolve(['mirrorUrl'], { mirrorUrl: 'esdb://' }, {}), E.left(['--mirror-url: names no host: esdb://host:2113?tls=false (or esdb+discover://, kurrentdb://)']))
+  t.same(resolve(['mirrorUrl'], { mirrorUrl: 'http://es:2113' }, {}), E.left(['--mirror-url: must be an esdb:// (or esdb+discover://, kurrentdb://) connection string']))
+})

@@ -16,6 +16,8 @@ export interface Setting<T> {
   readonly default: T
   /** A switch takes no value on the command line (`--compat-queue`). */
   readonly switch?: boolean
+  /** A switch that is on by default: what its `--no-` form does (the help shows that form). */
+  readonly describeOff?: string
   /** Connection strings: shown redacted, scrubbed from logs. */
   readonly secret?: boolean
   readonly parse: (raw: string) => E.Either<string, T>
@@ -31,8 +33,8 @@ const integer =
 const bool = (raw: string): E.Either<string, boolean> => {
   const v = raw.trim().toLowerCase()
   if (['1', 'true', 'yes', 'on'].includes(v)) return E.right(true)
-  if (['0', 'false', 'no', 'off', ''].includes(v)) return E.right(false)
-  return E.left(`must be true or false, got ${JSON.stringify(raw)}`)
+  if (['0', 'false', 'no', 'off'].includes(v)) return E.right(false)
+  return E.left(`must be true or false (or 1/0, yes/no, on/off), got ${JSON.stringify(raw)}`)
 }
 
 const url =
@@ -181,7 +183,14 @@ export const settings = {
     describe: 'mirror every stored event to this EventStoreDB/KurrentDB (esdb://host:2113?tls=false); off when empty',
     default: '',
     secret: true,
-    parse: (raw: string) => (raw === '' || /^(esdb|esdb\+discover|kurrentdb|kurrentdb\+discover):\/\//.test(raw) ? E.right(raw) : E.left('must be an esdb:// (or esdb+discover://, kurrentdb://) connection string')),
+    parse: (raw: string) =>
+      raw === '' || /^(esdb|esdb\+discover|kurrentdb|kurrentdb\+discover):\/\/[^/?,\s]+/.test(raw)
+        ? E.right(raw)
+        : E.left(
+            /^(esdb|esdb\+discover|kurrentdb|kurrentdb\+discover):\/\//.test(raw)
+              ? 'names no host: esdb://host:2113?tls=false (or esdb+discover://, kurrentdb://)'
+              : 'must be an esdb:// (or esdb+discover://, kurrentdb://) connection string',
+          ),
   },
   mirrorStreamPerType: {
     flag: 'stream-per-type',
@@ -195,7 +204,8 @@ export const settings = {
   historyProjection: {
     flag: 'history-projection',
     env: 'PERSISTOR_HISTORY_PROJECTION',
-    describe: 'maintain the alarm-history tables while running (--no-history-projection to leave it to `project history`)',
+    describe: 'maintain the alarm-history tables while running',
+    describeOff: 'do not maintain the alarm-history tables while running (leave them to `project history`)',
     default: true,
     switch: true,
     parse: bool,
@@ -222,7 +232,8 @@ export const resolve = <K extends SettingKey>(
     if (flagValue !== undefined) {
       raw = typeof flagValue === 'boolean' ? String(flagValue) : String(flagValue)
       source = `--${s.flag}`
-    } else if (env[s.env] !== undefined) {
+    } else if (env[s.env] !== undefined && env[s.env]?.trim() !== '') {
+      // Set but empty (`PERSISTOR_PREFETCH=`, or a compose file's `${UNSET}`) counts as unset.
       raw = env[s.env]
       source = `${s.env} (environment)`
     } else {

@@ -58,6 +58,15 @@ const version = (): string => {
   }
 }
 
+/** What the commands that only group others (`history alarms`, `snapshot list`...) are for, in the top-level help. */
+const GROUPS: Readonly<Record<string, string>> = {
+  history: 'alarm history questions (alarms, rca, counts) and recording a vitrage-graph cold start (end-open)',
+  project: 'run a projection alone (project history)',
+  snapshot: 'graph snapshots: create, list',
+  checkpoint: "the log readers' checkpoints, which prune waits for: list, set, remove",
+  'dead-letters': 'what is in the dead-letter queue and why (list), and sending letters back (requeue)',
+}
+
 const showDefault = (s: Setting<unknown>): string =>
   s.switch ? (s.default === true ? 'on' : 'off') : s.secret ? String(s.default).replace(/:[^:@/]*@/, ':***@') : JSON.stringify(s.default)
 
@@ -100,7 +109,11 @@ export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo
       const key = spec.path.slice(0, i + 1).join(' ')
       let group = groups.get(key)
       if (group === undefined) {
-        group = parent.command(word).exitOverride().showHelpAfterError('(run with --help for usage)')
+        group = parent
+          .command(word)
+          .description(GROUPS[key] ?? '')
+          .exitOverride()
+          .showHelpAfterError('(run with --help for usage)')
         groups.set(key, group)
       }
       parent = group
@@ -118,7 +131,7 @@ export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo
         // Both forms, so a flag can undo what the environment set (the flag wins): the one that
         // changes the default carries the description.
         const [main, other] = s.default === true ? [`--no-${s.flag}`, `--${s.flag}`] : [`--${s.flag}`, `--no-${s.flag}`]
-        cmd.addOption(new Option(main, help))
+        cmd.addOption(new Option(main, s.default === true ? `${s.describeOff ?? `not: ${s.describe}`} [env ${s.env}=false; default on]` : help))
         cmd.addOption(new Option(other, `the default, whatever ${s.env} says`))
       } else cmd.addOption(new Option(`--${s.flag} <value>`, help))
     }

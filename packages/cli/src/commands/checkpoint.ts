@@ -56,8 +56,10 @@ const set = async (config: CheckpointConfig, input: CommandInput, io: Io): Promi
     if (position > head) throw new UsageError(`--position ${position} is past the newest stored event (${head}): its reader would skip the events that take those ids`)
     const pruned = await orReport(io, 'checkpoint set', config.databaseUrl, store.prunedBelow())
     if (pruned === undefined) return 1
+    // The log said no (as replay's pruned --from-id): exit 1, not a bad flag.
     if (position + 1 < pruned) {
-      throw new UsageError(`events below ${pruned} were pruned: a reader at ${position} would need events ${position + 1} to ${pruned - 1}; --position ${pruned - 1} is the lowest it can go`)
+      io.err(`vitrage-persistor checkpoint set: events below ${pruned} were pruned: a reader at ${position} would need events ${position + 1} to ${pruned - 1}; --position ${pruned - 1} is the lowest it can go\n`)
+      return 1
     }
     // Wrapped: undefined is orReport's "failed (and said why)", not "no such checkpoint".
     const moved = await orReport(io, 'checkpoint set', config.databaseUrl, TE.map((from: number | undefined) => ({ from }))(store.setCheckpoint(name, position)))
