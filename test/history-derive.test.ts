@@ -57,7 +57,8 @@ const odd = (): Buffer[] => [
   body(EventTypes.alarmActivate, alarm('tie', { name: 'second', update_timestamp: '2024-01-01T00:00:00Z' })),
   body(EventTypes.alarmActivate, alarm('tie-2', { name: 'first', update_timestamp: '2024-01-01T00:00:00Z' })),
   body(EventTypes.alarmActivate, alarm('tie-2', { name: 'second', update_timestamp: '2024-01-01T01:00:00+01:00' })),
-  // At one instant an activation's project wins over a project change's, whichever form each is in.
+  // At one instant a project change's project wins over the activation's (as in Vitrage, where the
+  // change is the later write), whichever form each is in.
   body(EventTypes.alarmActivate, alarm('tie-project', { vitrage_resource_project_id: 'from-activation', update_timestamp: '2024-01-01T01:00:00+01:00' })),
   body(EventTypes.alarmChangeProjectId, alarm('tie-project', { vitrage_resource_project_id: 'from-change', update_timestamp: '2024-01-01T00:00:00Z' })),
   // The same edge activated twice at one instant: the earlier event's payload is kept.
@@ -159,7 +160,7 @@ t.test('the database derives the same tables as Node, at any page boundaries, od
   const ties = (await node.sql.query(`SELECT vitrage_id, name FROM history_alarm WHERE vitrage_id IN ('tie', 'tie-2') ORDER BY 1`)).rows
   t.same(ties, [{ vitrage_id: 'tie', name: 'first' }, { vitrage_id: 'tie-2', name: 'first' }], 'on equal activation times the earlier event gives the attributes')
   const tieProject = (await node.sql.query(`SELECT vitrage_resource_project_id AS p FROM history_alarm WHERE vitrage_id = 'tie-project'`)).rows
-  t.same(tieProject, [{ p: 'from-activation' }], 'at one instant the activation sets the project')
+  t.same(tieProject, [{ p: 'from-change' }], 'at one instant the project change sets the project')
   const edgeTie = (await node.sql.query(`SELECT payload->>'which' AS which FROM history_edge_event WHERE source_id = 'tie' AND kind = 'a'`)).rows
   t.same(edgeTie, [{ which: 'first' }], 'of two edge activations at one instant, the earlier event is kept')
 })

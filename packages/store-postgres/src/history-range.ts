@@ -75,8 +75,8 @@ a AS (
   FROM src WHERE plain AND t IN ('${T.alarmActivate}', '${T.alarmDeactivate}', '${T.alarmChangeProjectId}')
 ),
 -- foldAlarms: the earliest activation (the first event on equal times), the latest deactivation,
--- and the latest write of the resource project: the earliest activation's, or a project change
--- strictly later (among equal times, the first event).
+-- and the latest write of the resource project: the earliest activation's, or a project change at
+-- or after it (among equal times a change over the activation, then the last change).
 activation AS (SELECT DISTINCT ON (vid) vid, id, at, p FROM a WHERE t = '${T.alarmActivate}' ORDER BY vid, at, id),
 deactivation AS (SELECT vid, max(at) AS end_at FROM a WHERE t = '${T.alarmDeactivate}' GROUP BY vid),
 project AS (
@@ -84,7 +84,7 @@ project AS (
     SELECT vid, p->>'vitrage_resource_project_id' AS project_id, at, 0 AS rank, id FROM activation
     UNION ALL
     SELECT vid, p->>'vitrage_resource_project_id', at, 1, id FROM a WHERE t = '${T.alarmChangeProjectId}'
-  ) writes ORDER BY vid, at DESC, rank, id
+  ) writes ORDER BY vid, at DESC, rank DESC, CASE WHEN rank = 1 THEN id ELSE -id END DESC
 ),
 alarms AS (
   ${ALARM_INSERT}

@@ -45,11 +45,14 @@ export const ALARM_INSERT = `INSERT INTO history_alarm AS h (vitrage_id, start_t
   vitrage_resource_project_id, resource_project_at, resource_project_rank, resource_project_event_id, payload, activation_event_id)`
 
 // A write of vitrage_resource_project_id replaces the row's when it is later, or as late and of a
-// lower rank (an activation before a project change), or as late, as ranked and an earlier event
-// (migration 0007): the order writes come in never matters.
-const PROJECT_WINS = `EXCLUDED.resource_project_at IS NOT NULL AND (h.resource_project_at IS NULL
-    OR (EXCLUDED.resource_project_at, -EXCLUDED.resource_project_rank, -EXCLUDED.resource_project_event_id)
-       > (h.resource_project_at, -h.resource_project_rank, -h.resource_project_event_id))`
+// higher rank (a project change over the activation), or as late and as ranked and, for changes,
+// a later event, for activations an earlier one (the earliest activation gives the attributes,
+// the first event on equal times) (migration 0007's columns): the order writes come in never
+// matters. At one instant the change wins, as in Vitrage, which applies each change_project_id
+// in turn and sends one only for an alarm already active (its notifier): it is the later write.
+const projectOrder = (row: string): string =>
+  `(${row}.resource_project_at, ${row}.resource_project_rank, CASE WHEN ${row}.resource_project_rank = 1 THEN ${row}.resource_project_event_id ELSE -${row}.resource_project_event_id END)`
+const PROJECT_WINS = `EXCLUDED.resource_project_at IS NOT NULL AND (h.resource_project_at IS NULL OR ${projectOrder('EXCLUDED')} > ${projectOrder('h')})`
 const fromProjectWrite = (column: string): string => `${column} = CASE WHEN ${PROJECT_WINS} THEN EXCLUDED.${column} ELSE h.${column} END`
 
 /**
@@ -97,7 +100,7 @@ interface FoldedAlarm {
   activation: Of<'activate-alarm'> | undefined
   /** The latest deactivation time of the page. */
   end: string | null
-  /** The latest write of vitrage_resource_project_id: the activation's (rank 0), or a later project change (rank 1). */
+  /** The latest write of vitrage_resource_project_id: the activation's (rank 0), or a project change (rank 1) at or after it. */
   resourceProject: { readonly id: string | null; readonly at: string; readonly rank: 0 | 1; readonly eventId: number } | undefined
 }
 
@@ -127,10 +130,14 @@ export const foldAlarms = (commands: readonly HistoryCommand[]): FoldedAlarm[] =
   for (const a of alarms.values()) {
     if (a.activation) a.resourceProject = { id: a.activation.attributes.resourceProjectId, at: a.activation.at, rank: 0, eventId: a.activation.eventId }
   }
-  // After the activations, and only strictly later ones win: as when they were applied in turn.
+  // A change wins over the activation at one instant, and of two changes at one instant the later
+  // event (PROJECT_WINS).
   for (const c of projects) {
     const a = of(c.vitrageId)
-    if (a.resourceProject === undefined || c.at > a.resourceProject.at) a.resourceProject = { id: c.resourceProjectId, at: c.at, rank: 1, eventId: c.eventId }
+    const held = a.resourceProject
+    if (held === undefined || c.at > held.at || (c.at === held.at && (held.rank === 0 || c.eventId > held.eventId))) {
+      a.resourceProject = { id: c.resourceProjectId, at: c.at, rank: 1, eventId: c.eventId }
+    }
   }
   return [...alarms.values()]
 }
