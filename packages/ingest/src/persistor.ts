@@ -259,6 +259,8 @@ export class Persistor {
     })
   }
 
+  private lastBrokerProblem: string | undefined
+
   get currentState(): PersistorState {
     return this.state
   }
@@ -274,6 +276,11 @@ export class Persistor {
   /** Consuming on a live channel. */
   get consuming(): boolean {
     return this.state === 'consuming' && this.session?.alive === true
+  }
+
+  /** Why it is not consuming, as last logged (secrets removed); undefined while consuming or never failed. */
+  get brokerProblem(): string | undefined {
+    return this.consuming ? undefined : this.lastBrokerProblem
   }
 
   /** Starts connecting; failures are retried in the background (see `currentState`). */
@@ -468,9 +475,11 @@ export class Persistor {
           "oslo's queue has another consumer (another persistor with --compat-queue, or Vitrage's own): standing by",
         )
         this.standingBy = true
+        this.lastBrokerProblem = "standing by: oslo's queue has another consumer"
         this.scheduleReconnect(COMPAT_STANDBY_MS)
         return
       }
+      this.lastBrokerProblem = this.describe(e)
       const attempt = this.reconnectAttempt++
       const delay = backoffDelay(this.options.reconnect, attempt)
       const topologyConflict = (e as { topology?: boolean }).topology === true
@@ -491,6 +500,7 @@ export class Persistor {
   private lost(session: Session, reason: string): void {
     if (!session.alive) return
     session.alive = false
+    this.lastBrokerProblem = this.deps.scrub(reason)
     this.deps.metrics.brokerConnected.set(0)
     clearInterval(this.depthTimer)
     // Not sampled any more: 0, not the last value seen (a --compat-queue instance that lost its

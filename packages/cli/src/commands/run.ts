@@ -198,7 +198,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       // rights): held batches then make the persistor not ready, with the append's reason.
       const appending = persistor.appendFailure
       const checks = {
-        broker: persistor.consuming ? 'ok' : persistor.currentState,
+        broker: persistor.consuming ? 'ok' : persistor.brokerProblem === undefined ? persistor.currentState : `${persistor.currentState}: ${persistor.brokerProblem}`,
         database: E.isRight(database) ? (appending === undefined ? 'ok' : `append failing (${appending.kind}): ${appending.message}`) : database.left.message,
       }
       const ready = checks.broker === 'ok' && checks.database === 'ok'
