@@ -20,6 +20,7 @@ import {
 } from '@vitrage-persistor/projections'
 import { Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
+import * as TE from 'fp-ts/lib/TaskEither.js'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
 import type { Config, SettingKey } from '../config.js'
@@ -151,7 +152,9 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
     if (snapshots === undefined) return 1
     const checkpoints = await orReport(io, 'prune', config.databaseUrl, store.listCheckpoints())
     if (checkpoints === undefined) return 1
-    const deleted = await orReport(io, 'prune', config.databaseUrl, store.prune(below))
+    // Only the schema's owner may delete events (docs/operations.md, roles): say so with the refusal.
+    const asOwner = TE.mapLeft((f: Failure) => (f.code === '42501' ? { ...f, message: `${f.message}; prune runs as the schema's owner (the role that ran migrate), not as the service role` } : f))
+    const deleted = await orReport(io, 'prune', config.databaseUrl, asOwner(store.prune(below)))
     if (deleted === undefined) return 1
     const limits = [
       ...(snapshots.length > 0 ? [{ at: Math.min(...snapshots.map((m) => m.eventId)), what: 'the oldest kept snapshot' }] : []),
