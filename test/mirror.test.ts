@@ -179,6 +179,9 @@ t.test('a mirror running through the restore stops too, and so does one per even
   const running = startPersistor(['mirror', '--database-url', world.db.url, '--mirror-url', esdb.connectionString, '--http-port', String(port)])
   t.teardown(() => running.kill('SIGKILL'))
   await eventually('100 mirrored', () => (esdb.streams().get('vitrage-events')?.length ?? 0) === 100)
+  // Its checkpoint moves after EventStoreDB's acknowledgement: caught up and idle before the
+  // restore (a move racing the restore's own transaction would be read before its delete).
+  await eventually('the checkpoint at 100', async () => Number((await world.sql.query(`SELECT position FROM projection_checkpoint WHERE name = 'mirror-eventstore'`)).rows[0]?.position ?? 0) === 100)
   await rewindLog(world, 60)
   await insert(20, () => 'vitrage.graph.change')
   const stopped = await eventually('log-diverged', async () => {

@@ -35,18 +35,41 @@ export const readCheckpoint = async (db: Client | pg.Pool, name: string): Promis
 /**
  * Moves checkpoint `name` from `expected` to `position` (in the caller's transaction, if any);
  * throws CheckpointConflict when it is no longer at `expected`.
+ *
+ * `withinLog`: never past the newest stored event (CheckpointPastHead). A reader that read events
+ * and then moves its checkpoint over them, after the database was restored to before them
+ * meanwhile, would otherwise carry its old position into the restored log (the compare-and-set
+ * passes when the restore left the checkpoint where the reader last saw it) and skip the events
+ * that take those ids next: the mirror, whose moves follow EventStoreDB's acknowledgements, not
+ * its reads. (The history projection's moves share a transaction with its rows and have their
+ * own restore check.)
  */
-export const moveCheckpoint = async (client: Client | pg.Pool, name: string, expected: number, position: number): Promise<void> => {
+export const moveCheckpoint = async (client: Client | pg.Pool, name: string, expected: number, position: number, withinLog = false): Promise<void> => {
+  const guard = withinLog ? 'AND $2::bigint <= coalesce((SELECT max(id) FROM event), 0)' : ''
   const moved =
     expected === 0
       ? await client.query(
-          `INSERT INTO projection_checkpoint (name, position) VALUES ($1, $2)
+          `INSERT INTO projection_checkpoint (name, position) SELECT $1, $2 WHERE true ${guard}
            ON CONFLICT (name) DO UPDATE SET position = $2, updated_at = now() WHERE projection_checkpoint.position = 0`,
           [name, position],
         )
-      : await client.query('UPDATE projection_checkpoint SET position = $3, updated_at = now() WHERE name = $1 AND position = $2', [name, expected, position])
-  // Inserted (first move) or updated from `expected`: 1 row. Anything else, someone else moved it.
+      : await client.query(`UPDATE projection_checkpoint SET position = $2, updated_at = now() WHERE name = $1 AND position = $3 ${guard}`, [name, position, expected])
+  // Inserted (first move) or updated from `expected`: 1 row. Anything else: the log ends before
+  // `position`, or someone else moved it.
+  if (moved.rowCount !== 1 && withinLog) {
+    const head = Number((await client.query<{ head: string }>('SELECT coalesce(max(id), 0) AS head FROM event')).rows[0]?.head ?? 0)
+    if (position > head) throw new CheckpointPastHead(name, position, head)
+  }
   if (moved.rowCount !== 1) throw new CheckpointConflict(name, expected)
+}
+
+/** A move past the newest stored event: the log lost events the reader had read (a restore, a failover). */
+export class CheckpointPastHead extends Error {
+  readonly code = 'checkpoint-past-head'
+  constructor(name: string, position: number, head: number) {
+    super(`checkpoint ${name} cannot move to ${position}: the newest stored event is ${head} (the database was restored or failed over under its reader?)`)
+    this.name = 'CheckpointPastHead'
+  }
 }
 
 /**

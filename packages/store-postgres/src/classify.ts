@@ -34,6 +34,8 @@ export const classifyPgError = (error: unknown, scrub: (s: string) => string = (
   const code = typeof e?.code === 'string' ? e.code : undefined
   const message = scrub(typeof e?.message === 'string' ? e.message : String(error)).replace(/\s+/g, ' ')
   if (code === 'checkpoint-conflict') return failure('rejected', message, code)
+  // The log lost what the reader read (a restore under it): it re-reads from the log as it is now.
+  if (code === 'checkpoint-past-head') return failure('transient', message, code)
   if (code !== undefined && /^[0-9A-Z]{5}$/.test(code)) {
     const cls = code.slice(0, 2)
     if (TRANSIENT_SQLSTATE.has(code) || cls === '08' || cls === '53') return failure('transient', message, code)

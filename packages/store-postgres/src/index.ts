@@ -8,7 +8,7 @@ export { pageQuery, type RawEvent, type ReadOptions, readEventsById, readPage, r
 export { type EventStoreOptions, type HeadEvent, PgEventStore } from './store.js'
 export { APPEND_CHANNEL, listenForAppends } from './notifications.js'
 export { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, saveSnapshot } from './snapshots.js'
-export { CheckpointConflict, type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, removeCheckpoint, setCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
+export { CheckpointConflict, CheckpointPastHead, type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, removeCheckpoint, setCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 export { applyCommands, applyHistory, resetHistory } from './history.js'
 export { applyHistoryRange, historyRangeStatement } from './history-range.js'
 export {

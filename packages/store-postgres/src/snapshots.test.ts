@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { createTestDatabase, eventually, testDatabaseClient } from '@vitrage-persistor/testing'
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import { readCheckpoint, registerCheckpoint, setCheckpoint } from './checkpoints.js'
+import { moveCheckpoint, readCheckpoint, registerCheckpoint, setCheckpoint } from './checkpoints.js'
 import { schemaTemplate } from './migrate.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, retentionWatermark, saveSnapshot } from './snapshots.js'
 
@@ -220,4 +220,21 @@ t.test('a prune records the newest collector_timestamp it deleted, whatever the 
   await c.query(`UPDATE projection_checkpoint SET position = 10`)
   t.equal(await pruneEvents(c), 3)
   t.same(await retentionWatermark(c), { prunedBelow: 7, prunedThrough: '2024-01-01T00:00:30.123456Z' }, 'ids 4-6 are older: it never moves back')
+})
+
+t.test("a reader's checkpoint move never passes the newest stored event: a restore under it is not carried over", async (t) => {
+  const c = await setup(t, 10)
+  await moveCheckpoint(c, 'mirror', 0, 10, true)
+  t.equal(await readCheckpoint(c, 'mirror'), 10)
+  // Restored to event 6 meanwhile, the checkpoint with it (as a backup would hold them): the
+  // reader's next move, from where the restore left it, over events it had read before.
+  await c.query(`SELECT set_config('session_replication_role', 'replica', false)`)
+  await c.query('DELETE FROM event WHERE id > 6')
+  await c.query(`SELECT set_config('session_replication_role', 'origin', false)`)
+  await t.rejects(moveCheckpoint(c, 'mirror', 10, 12, true), { name: 'CheckpointPastHead', message: /cannot move to 12: the newest stored event is 6/ })
+  t.equal(await readCheckpoint(c, 'mirror'), 10, 'unchanged')
+  await t.rejects(moveCheckpoint(c, 'fresh', 0, 7, true), { name: 'CheckpointPastHead' }, 'a first move too')
+  await t.rejects(moveCheckpoint(c, 'mirror', 9, 6, true), { name: 'CheckpointConflict' }, 'within the log, a stale expected position is a conflict as before')
+  await moveCheckpoint(c, 'history-like', 0, 50)
+  t.equal(await readCheckpoint(c, 'history-like'), 50, 'without withinLog, as before')
 })

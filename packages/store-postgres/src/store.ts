@@ -363,8 +363,11 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   /** Removes checkpoint `name` (retention stops waiting for it): where it was, or undefined. */
   readonly removeCheckpoint = (name: string): TE.TaskEither<Failure, number | undefined> => this.withClient((c) => removeCheckpoint(c, name))
 
-  /** Compare-and-set; a conflict is a `rejected` failure with code 'checkpoint-conflict'. */
-  readonly moveCheckpoint = (name: string, from: number, to: number): TE.TaskEither<Failure, void> => this.withClient((c) => moveCheckpoint(c, name, from, to))
+  /**
+   * Compare-and-set, never past the newest stored event (a transient 'checkpoint-past-head': the
+   * log lost what the reader read); a conflict is a `rejected` failure with code 'checkpoint-conflict'.
+   */
+  readonly moveCheckpoint = (name: string, from: number, to: number): TE.TaskEither<Failure, void> => this.withClient((c) => moveCheckpoint(c, name, from, to, true))
 
   readonly applyHistory = (name: string, commands: readonly HistoryCommand[], from: number, to: number): TE.TaskEither<Failure, void> =>
     this.withClient((c) => applyHistory(c, name, commands, from, to))
