@@ -42,6 +42,6 @@ export const pastPrunedHistory = (collectorTimestamp: string, prunedThrough: str
   prunedThrough !== null && collectorTimestamp <= prunedThrough
     ? rejection(
         'pruned-history',
-        `collector_timestamp ${collectorTimestamp} is at or before the newest pruned event's (${prunedThrough}): a redelivery of a pruned event, or a message whose place in the log was pruned`,
+        `collector_timestamp ${collectorTimestamp} is at or before the pruned part of the log (through ${prunedThrough}): a redelivery of a pruned event, or a message whose place in the log was pruned`,
       )
     : undefined

@@ -1,4 +1,4 @@
--- The newest collector_timestamp a prune has deleted. A message's dedup is its message_id in the
+-- The newest time (see below) a prune has deleted. A message's dedup is its message_id in the
 -- event table, so once its event is pruned a redelivered copy would be stored again, at the
 -- tail: after newer history, and the graph replayed its old after-image over newer state
 -- (measured by review 37: oslo's own queue, uncapped, drained with --compat-queue after a prune:
@@ -6,15 +6,21 @@
 -- persistor dead-letters a message whose collector_timestamp is at or before this (reason
 -- `pruned-history`): a redelivery of a pruned event, or a message so late that its place in the
 -- log is gone.
+--
+-- Each deleted event counts with the earlier of its collector_timestamp and its persisted_at: the
+-- collector_timestamp is the publisher's clock (or the payload's vitrage_sample_date), and one
+-- event stamped in the future (a fast clock; review 40: one stamped 2099) would otherwise, once
+-- pruned, make every new message look older than the pruned history. A copy of such an event
+-- then passes the check (it is stored again): the check is for copies with sane clocks.
 ALTER TABLE event_retention ADD COLUMN pruned_through timestamptz;
 
--- A log pruned before this migration: the deleted events' timestamps are gone; the first kept
+-- A log pruned before this migration: the deleted events' times are gone; the first kept
 -- event's is the nearest bound (in id order, which is delivery order).
 UPDATE event_retention
-   SET pruned_through = (SELECT collector_timestamp FROM event ORDER BY id LIMIT 1)
+   SET pruned_through = (SELECT least(collector_timestamp, persisted_at) FROM event ORDER BY id LIMIT 1)
  WHERE pruned_below > 1;
 
--- As in 0009, and it records the newest collector_timestamp it deleted.
+-- As in 0009, and it records the newest time it deleted (see above).
 CREATE OR REPLACE FUNCTION event_prune(below bigint DEFAULT NULL, from_id bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -34,9 +40,9 @@ BEGIN
     PERFORM set_config('vitrage_persistor.retention', 'on', true);
     WITH gone AS (
         DELETE FROM event WHERE id >= least(recorded, coalesce(from_id, (SELECT min(id) FROM event))) AND id < watermark
-        RETURNING collector_timestamp
+        RETURNING least(collector_timestamp, persisted_at) AS at
     )
-    SELECT count(*), max(collector_timestamp) INTO deleted, newest FROM gone;
+    SELECT count(*), max(at) INTO deleted, newest FROM gone;
     PERFORM set_config('vitrage_persistor.retention', 'off', true);
     IF watermark > recorded THEN
         UPDATE event_retention SET pruned_below = watermark, pruned_at = now();

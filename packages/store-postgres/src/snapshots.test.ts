@@ -238,3 +238,16 @@ t.test("a reader's checkpoint move never passes the newest stored event: a resto
   await moveCheckpoint(c, 'history-like', 0, 50)
   t.equal(await readCheckpoint(c, 'history-like'), 50, 'without withinLog, as before')
 })
+
+t.test('an event stamped in the future (a fast publisher clock) bounds the pruned time at when it was stored, not at its stamp', async (t) => {
+  const c = await testDatabaseClient(t, schemaTemplate)
+  for (const at of ['2024-01-01T00:00:10Z', '2099-01-01T00:00:00Z', '2024-01-01T00:00:12Z', '2024-01-01T00:00:13Z']) {
+    await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES ($1, 'e', $2, '{}')`, [randomUUID(), at])
+  }
+  await saveSnapshot(c, { kind: 'graph', eventId: 4, format: 'test/1', data: bytes('s') })
+  const before = Date.now()
+  t.equal(await pruneEvents(c), 3)
+  const through = (await retentionWatermark(c)).prunedThrough as string
+  t.ok(through < '2099', `${through}: not the 2099 stamp`)
+  t.ok(Date.parse(through) <= Date.now() && Date.parse(through) > before - 60_000, `${through}: when that event was stored`)
+})
