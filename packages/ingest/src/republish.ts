@@ -151,7 +151,10 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
     changed = new Promise<void>((r) => (wake = r))
     w()
   }
-  const unconfirmed = (): number => ids.length - head
+  // Published and not confirmed (a failed one stays counted: it may or may not have arrived). Not
+  // the window's length: after a failure, later messages may have been confirmed all the same.
+  let pending = 0
+  const unconfirmed = (): number => pending
   const advance = (): void => {
     while (head < ids.length && outcome[head] === 'confirmed') lastConfirmedId = ids[head++] as number
     // Forget what is settled, now and then, so the arrays stay as large as the window.
@@ -186,6 +189,14 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
   if (o.signal?.aborted === true) onStop()
   if (o.abandon?.aborted === true) onAbandon()
   const stopRequested = (): boolean => o.signal?.aborted === true
+  // A read of the log the stop does not wait for (a table locked, a database that stopped
+  // answering: only the statement timeout would end it); the caller closes the store.
+  const STOPPED = Symbol('stopped')
+  const whenStopped = new Promise<typeof STOPPED>((resolve) => {
+    if (o.signal?.aborted === true) resolve(STOPPED)
+    o.signal?.addEventListener('abort', () => resolve(STOPPED), { once: true })
+  })
+  const unlessStopped = <T>(read: Promise<T>): Promise<T | typeof STOPPED> => Promise.race([read, whenStopped])
   const waitUntil = async (done: () => boolean): Promise<void> => {
     while (!done() && failed === undefined && !givenUp) await changed
   }
@@ -257,6 +268,7 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
         const key = routingKeyOf(o.route, event)
         if ('routingKey' in o.route && priorityMismatch(key, event)) priorityMismatches++
         const seq = dropped + ids.length
+        pending++
         ids.push(event.id)
         outcome.push('pending')
         const ok = channel.publish(o.exchange, key, notificationBody(event), { ...OSLO_PUBLISH_PROPERTIES, mandatory: true }, (err) => {
@@ -267,7 +279,10 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
                 code: 'unroutable',
                 message: `a message was returned unroutable: no queue is bound to exchange ${JSON.stringify(o.exchange)} for routing key ${JSON.stringify(returned)}`,
               }
-            } else outcome[seq - dropped] = 'confirmed'
+            } else {
+              outcome[seq - dropped] = 'confirmed'
+              pending--
+            }
           } else if (failed === undefined) {
             // The broker's reason may come after the failed confirm: it is read when reported.
             failed = { kind: 'transient', message: err.message, fromChannel: true }
@@ -290,12 +305,22 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
         const pageOptions = { toId: o.toId, ...(o.eventTypes ? { eventTypes: o.eventTypes } : {}) }
         // With the watermark of the page's own snapshot, a prune during the replay is seen exactly:
         // past `after + 1` then, events of the range were deleted before this page was read.
-        const checked = reader.readRawPageWithWatermark === undefined ? undefined : await reader.readRawPageWithWatermark(after, o.pageSize, pageOptions)()
+        const checkedOrStop = reader.readRawPageWithWatermark === undefined ? undefined : await unlessStopped(reader.readRawPageWithWatermark(after, o.pageSize, pageOptions)())
+        if (checkedOrStop === STOPPED) {
+          stopped = true
+          break
+        }
+        const checked = checkedOrStop
         if (checked !== undefined && E.isLeft(checked)) return await settleThen(checked.left.kind, `reading the log failed: ${checked.left.message}`, checked.left.code)
         if (checked !== undefined && E.isRight(checked) && checked.right.prunedBelow > after + 1) {
           return await settleThen('fatal', `events ${after + 1} to ${checked.right.prunedBelow - 1} were pruned during the replay; they cannot be republished (the range is incomplete from event ${after + 1})`, 'pruned')
         }
-        const page = checked !== undefined && E.isRight(checked) ? E.right(checked.right.events) : await reader.readRawPage(after, o.pageSize, pageOptions)()
+        const pageOrStop = checked !== undefined && E.isRight(checked) ? E.right(checked.right.events) : await unlessStopped(reader.readRawPage(after, o.pageSize, pageOptions)())
+        if (pageOrStop === STOPPED) {
+          stopped = true
+          break
+        }
+        const page = pageOrStop
         if (E.isLeft(page)) return await settleThen(page.left.kind, `reading the log failed: ${page.left.message}`, page.left.code)
         // A prune may run during a long replay (a follower's snapshots move the oldest one up). A
         // keyset read after it silently starts past the deleted events, so the watermark is read

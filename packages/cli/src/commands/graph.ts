@@ -409,10 +409,22 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
       `vitrage-persistor replay: stopping (${s}): publishing nothing more, waiting up to ${config.shutdownTimeoutMs / 1000} s for the broker to confirm ${latest?.unconfirmed ?? 0} messages; ${s} again stops the wait\n`,
     )
   })
+  // Before publishing, a stop does not wait for the log's answer (a locked table, a database that
+  // stopped answering: only the statement timeout would end the read), nor reports its failure.
+  const beforeStop = async <T>(read: TE.TaskEither<Failure, T>): Promise<T | undefined | 'stopped'> => {
+    const r = await Promise.race([read(), stop.received.then(() => 'stopped' as const)])
+    return r === 'stopped' ? r : orReport(io, 'replay', config.databaseUrl, TE.fromEither(r))
+  }
+  const stoppedBeforePublishing = (): number => {
+    io.err(`vitrage-persistor replay: stopped by ${stoppedBy} before publishing anything (resume with --from-id ${fromId})\n`)
+    return 1
+  }
   try {
-    const head = await orReport(io, 'replay', config.databaseUrl, store.headId())
+    const head = await beforeStop(store.headId())
+    if (head === 'stopped') return stoppedBeforePublishing()
     if (head === undefined) return 1
-    const prunedBelow = await orReport(io, 'replay', config.databaseUrl, store.prunedBelow())
+    const prunedBelow = await beforeStop(store.prunedBelow())
+    if (prunedBelow === 'stopped') return stoppedBeforePublishing()
     if (prunedBelow === undefined) return 1
     // Part of the range is gone: say so rather than republish the rest as if it were whole (a
     // resume hint followed after a prune). --allow-pruned takes what is stored.
@@ -505,7 +517,8 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
     process.off('SIGTERM', again)
     process.off('SIGINT', again)
     stop.release()
-    await store.close()
+    // Bounded: a read the stop left behind is cut off.
+    await store.close({ timeoutMs: 2_000 })
   }
 }
 
