@@ -7,7 +7,7 @@
 import { decodeMessage, EventTypes, type HistoryCommand, type StoredEvent } from '@vitrage-persistor/core'
 import { HistoryRunner, type HistoryRunnerOptions, historyCommand } from '@vitrage-persistor/projections'
 import { appendBatch, PgEventStore, prepareEvent, schemaTemplate } from '@vitrage-persistor/store-postgres'
-import { createTestDatabase, historyStream } from '@vitrage-persistor/testing'
+import { historyStream, openTestDatabase } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import t, { type Test } from 'tap'
@@ -74,12 +74,7 @@ const ODD_ANOMALIES = 5
 
 /** A database holding `bodies` as the persistor stores them. */
 const databaseWith = async (t: Test, bodies: readonly Buffer[]): Promise<{ url: string; sql: pg.Client }> => {
-  const db = await createTestDatabase(schemaTemplate)
-  t.teardown(() => db.drop())
-  const sql = new pg.Client({ connectionString: db.url })
-  sql.on('error', () => {})
-  await sql.connect()
-  t.teardown(() => sql.end())
+  const { db, client: sql } = await openTestDatabase(t, schemaTemplate)
   for (let i = 0; i < bodies.length; i += 1_000) {
     await appendBatch(
       sql,

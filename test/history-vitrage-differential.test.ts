@@ -22,9 +22,8 @@ import { fileURLToPath } from 'node:url'
 import { type AlarmRecord, decodeMessage, EventTypes, parseTimestamp } from '@vitrage-persistor/core'
 import { HistoryRunner, rca } from '@vitrage-persistor/projections'
 import { type AlarmColumn, type AlarmQuery, appendBatch, PgEventStore, prepareEvent, schemaTemplate } from '@vitrage-persistor/store-postgres'
-import { createTestDatabase } from '@vitrage-persistor/testing'
+import { openTestDatabase, prng } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
-import pg from 'pg'
 import t, { type Test } from 'tap'
 import { v2Body } from './support/messages.js'
 import { PYTHON } from './support/oslo.js'
@@ -75,16 +74,6 @@ const canonical = (text: unknown): string | null => {
 // ---------------------------------------------------------------------------------------------
 // Streams
 
-/** mulberry32: deterministic, so a failure names a reproducible seed. */
-const prng = (seed: number): (() => number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)] as T
 const uuid = (r: () => number): string => {
   const h = Array.from({ length: 32 }, () => Math.floor(r() * 16).toString(16)).join('')
@@ -454,12 +443,7 @@ const messageId = (seed: number, i: number): string => `${seed.toString(16).padS
  * so only the case's own events are applied), then asked through the store and the RCA walk.
  */
 const ours = async (t: Test) => {
-  const db = await createTestDatabase(schemaTemplate)
-  t.teardown(() => db.drop())
-  const sql = new pg.Client({ connectionString: db.url })
-  sql.on('error', () => {})
-  await sql.connect()
-  t.teardown(() => sql.end())
+  const { db, client: sql } = await openTestDatabase(t, schemaTemplate)
   const store = new PgEventStore({ connectionString: db.url, maxConnections: 2 })
   t.teardown(() => store.close())
   // Both ways of deriving the rows, alternately (test/history-derive.test.ts holds them equal).

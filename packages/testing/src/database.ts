@@ -172,13 +172,18 @@ export const createEmptyDatabase = async (): Promise<TestDatabase> => {
 }
 
 /** A fresh migrated database and a client connected to it, both dropped at the test's teardown. */
-export const testDatabaseClient = async (t: { teardown: (fn: () => Promise<void>) => void }, spec: TemplateSpec): Promise<pg.Client> => {
+export const openTestDatabase = async (t: { teardown: (fn: () => Promise<void>) => void }, spec: TemplateSpec): Promise<{ db: TestDatabase; client: pg.Client }> => {
   const db = await createTestDatabase(spec)
   const client = new pg.Client({ connectionString: db.url })
+  // Dropping the database (WITH (FORCE)) can end the connection before the client does.
+  client.on('error', () => {})
   await client.connect()
   t.teardown(async () => {
     await client.end()
     await db.drop()
   })
-  return client
+  return { db, client }
 }
+
+/** openTestDatabase's client alone. */
+export const testDatabaseClient = async (t: { teardown: (fn: () => Promise<void>) => void }, spec: TemplateSpec): Promise<pg.Client> => (await openTestDatabase(t, spec)).client

@@ -35,3 +35,14 @@ export const freePort = async (): Promise<number> => {
     })
   })
 }
+
+/** mulberry32: a seeded random sequence in [0, 1), so a failing random case names a reproducible seed. */
+export const prng = (seed: number): (() => number) => {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let x = Math.imul(a ^ (a >>> 15), 1 | a)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}

@@ -17,6 +17,7 @@ import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { EventTypes, type StoredEvent } from '@vitrage-persistor/core'
 import { MultiDirectedGraph } from 'graphology'
+import { prng } from '@vitrage-persistor/testing'
 import { canonicalJson, fromCanonical } from './canonical.js'
 import { applyEvent } from './evolve.js'
 import type { Json, Properties } from './json.js'
@@ -168,15 +169,6 @@ const VARIANTS: Record<string, () => Model> = {
 // ---------------------------------------------------------------------------------------------
 // Synthetic events, shaped like the fixture's (Vitrage 9.0.0 after-images)
 
-const prng = (seed: number): (() => number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const hex = (n: number, width: number): string => (n >>> 0).toString(16).padStart(width, '0').slice(-width)
 const uuid = (i: number): string =>

@@ -6,6 +6,7 @@
  */
 import { spawnSync } from 'node:child_process'
 import { EventTypes, type StoredEvent } from '@vitrage-persistor/core'
+import { prng } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { canonicalJson } from './canonical.js'
 import { replayGraph } from './evolve.js'
@@ -66,16 +67,6 @@ const toEvents = (rows: Row[]): StoredEvent[] =>
     payload: JSON.parse(JSON.stringify(payload)) as Record<string, unknown>,
   }))
 
-/** mulberry32: deterministic, so a failure names a reproducible seed. */
-const prng = (seed: number): (() => number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 // Ids and keys chosen to stress ordering: code point vs UTF-16 (astral vs U+E000+), integer-like
 // keys (which JavaScript objects enumerate first), case, non-ASCII escaping.
