@@ -90,12 +90,11 @@ export const prunedBelow = async (db: Queryable): Promise<number> =>
  * schema before migration 0010).
  */
 export const retentionWatermark = async (db: Queryable): Promise<{ prunedBelow: number; prunedThrough: string | null }> => {
-  const columns = await db.query<{ has: boolean }>(
-    `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('event_retention') AND attname = 'pruned_through' AND NOT attisdropped) AS has`,
-  )
-  if (columns.rows[0]?.has !== true) return { prunedBelow: await prunedBelow(db), prunedThrough: null }
+  // Through to_jsonb, so that a schema without the column (before 0010) reads null, not an error.
   const r = await db.query<{ below: string; through: string | null }>(
-    `SELECT pruned_below AS below, to_char(pruned_through AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS through FROM event_retention`,
+    `SELECT pruned_below AS below,
+            to_char((to_jsonb(r) ->> 'pruned_through')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS through
+       FROM event_retention r`,
   )
   return { prunedBelow: Number(r.rows[0]?.below ?? 1), prunedThrough: r.rows[0]?.through ?? null }
 }

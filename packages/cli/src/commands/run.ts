@@ -113,11 +113,6 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   if (config.mirrorUrl !== '' && !(await checkMirrorUrl('run', config.mirrorUrl, io, scrub))) return 2
   const log = createLogger(config.logLevel, scrub)
   log.info({ config: { ...config, amqpUrl: redactUrl(config.amqpUrl), databaseUrl: redactUrl(config.databaseUrl), mirrorUrl: redactUrl(config.mirrorUrl) } }, 'starting')
-  // At most --prefetch messages are delivered unacked, so a larger batch never fills: every batch
-  // waits out --batch-max-wait-ms. Allowed (nothing breaks), but said.
-  if (config.batchSize > config.prefetch) {
-    log.warn({ batchSize: config.batchSize, prefetch: config.prefetch }, '--batch-size is larger than --prefetch: a batch never fills, each waits --batch-max-wait-ms; set --prefetch to at least twice --batch-size')
-  }
   if (config.prefetch < config.batchSize) {
     log.warn({ prefetch: config.prefetch, batchSize: config.batchSize }, 'prefetch is below batch size: batches close on time only; set prefetch to about twice the batch size')
   }
