@@ -61,14 +61,24 @@ const odd = (): Buffer[] => [
   // change is the later write), whichever form each is in.
   body(EventTypes.alarmActivate, alarm('tie-project', { vitrage_resource_project_id: 'from-activation', update_timestamp: '2024-01-01T01:00:00+01:00' })),
   body(EventTypes.alarmChangeProjectId, alarm('tie-project', { vitrage_resource_project_id: 'from-change', update_timestamp: '2024-01-01T00:00:00Z' })),
+  // Raised again under the same vitrage_id with another resource project, the second time in the
+  // form only Node reads: the first activation's project stays (Vitrage refuses the second
+  // activation), or a change made after the first; whatever the pages and the paths.
+  body(EventTypes.alarmActivate, alarm('again', { vitrage_resource_project_id: 'first', update_timestamp: '2024-01-01T00:00:40Z' })),
+  body(EventTypes.alarmDeactivate, alarm('again', { update_timestamp: '2024-01-01T00:00:41Z' })),
+  body(EventTypes.alarmActivate, alarm('again', { vitrage_resource_project_id: 'second', update_timestamp: '2024-01-01T01:00:42+01:00' })),
+  body(EventTypes.alarmActivate, alarm('again-changed', { vitrage_resource_project_id: 'first', update_timestamp: '2024-01-01T00:00:40Z' })),
+  body(EventTypes.alarmChangeProjectId, alarm('again-changed', { vitrage_resource_project_id: 'changed', update_timestamp: '2024-01-01T00:00:41Z' })),
+  body(EventTypes.alarmActivate, alarm('again-changed', { vitrage_resource_project_id: 'second', update_timestamp: '2024-01-01T00:00:42Z' })),
   // The same edge activated twice at one instant: the earlier event's payload is kept.
   body(EventTypes.causalActivate, { ...edge('tie', 'tie-2', '2024-01-01T01:00:00+01:00'), which: 'first' }),
   body(EventTypes.causalActivate, { ...edge('tie', 'tie-2', '2024-01-01T00:00:00Z'), which: 'second' }),
 ]
 // All but leap-day's activation, its project change without a time (the collector's time orders
-// it), tie's second and tie-2's first activation, tie-project's change and the second tie edge,
-// which are in Vitrage's forms.
-const ODD_IN_NODE = 19
+// it), tie's second and tie-2's first activation, tie-project's change, again's and
+// again-changed's events but again's second activation, and the second tie edge, which are in
+// Vitrage's forms.
+const ODD_IN_NODE = 20
 // 'soon', February 30, the year 0, a change without severity, an edge without target.
 const ODD_ANOMALIES = 5
 
@@ -156,6 +166,8 @@ t.test('the database derives the same tables as Node, at any page boundaries, od
   t.same(ties, [{ vitrage_id: 'tie', name: 'first' }, { vitrage_id: 'tie-2', name: 'first' }], 'on equal activation times the earlier event gives the attributes')
   const tieProject = (await node.sql.query(`SELECT vitrage_resource_project_id AS p FROM history_alarm WHERE vitrage_id = 'tie-project'`)).rows
   t.same(tieProject, [{ p: 'from-change' }], 'at one instant the project change sets the project')
+  const again = (await node.sql.query(`SELECT vitrage_id, vitrage_resource_project_id AS p FROM history_alarm WHERE vitrage_id LIKE 'again%' ORDER BY 1`)).rows
+  t.same(again, [{ vitrage_id: 'again', p: 'first' }, { vitrage_id: 'again-changed', p: 'changed' }], 'raised again: the first activation sets the project, then the changes after it')
   const edgeTie = (await node.sql.query(`SELECT payload->>'which' AS which FROM history_edge_event WHERE source_id = 'tie' AND kind = 'a'`)).rows
   t.same(edgeTie, [{ which: 'first' }], 'of two edge activations at one instant, the earlier event is kept')
 })

@@ -50,6 +50,8 @@ interface Case {
   readonly refused?: readonly number[]
   /** false: no questions as of a time part-way (see the re-activation stream). */
   readonly partWay?: boolean
+  /** Project each event in a page of its own (both paths alternately), not the case in one page. */
+  readonly pagePerEvent?: boolean
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -448,6 +450,7 @@ const ours = async (t: Test) => {
   t.teardown(() => store.close())
   // Both ways of deriving the rows, alternately (test/history-derive.test.ts holds them equal).
   const runners = [new HistoryRunner({ reader: store, store }, { derive: 'in-database' }), new HistoryRunner({ reader: store, store }, { derive: 'in-node' })]
+  const perEvent = [new HistoryRunner({ reader: store, store }, { derive: 'in-database', pageSize: 1 }), new HistoryRunner({ reader: store, store }, { derive: 'in-node', pageSize: 1 })]
   const ask = async (c: Case, q: Question): Promise<unknown> => {
     const now = iso(q.now)
     const must = async <T>(x: Promise<E.Either<unknown, T>>): Promise<T> => {
@@ -497,7 +500,7 @@ const ours = async (t: Test) => {
         return prepareEvent(decoded.right)
       })
       await appendBatch(sql, prepared)
-      const done = await (runners[c.seed % 2] as HistoryRunner).catchUp()
+      const done = await ((c.pagePerEvent === true ? perEvent : runners)[c.seed % 2] as HistoryRunner).catchUp()
       if (E.isLeft(done)) throw new Error(done.left.message)
       const out: unknown[] = []
       for (const q of questions) out.push(await ask(c, q))
@@ -570,7 +573,7 @@ const B = 'bbbbbbbb-0000-4000-8000-00000000000b'
 const HOST: AlarmAttributes = { type: 'nagios', name: 'cpu', severity: 'CRITICAL', resourceId: 'cccccccc-0000-4000-8000-00000000000c', resourceType: 'nova.host' }
 
 /** A stream written out; the times are the payloads' update_timestamp. */
-const handCase = (seed: number, events: readonly Wire[], options: { readonly refused?: number[]; readonly partWay?: boolean } = {}): Case => ({
+const handCase = (seed: number, events: readonly Wire[], options: { readonly refused?: number[]; readonly partWay?: boolean; readonly pagePerEvent?: boolean } = {}): Case => ({
   seed,
   events,
   at: events.map((e) => {
@@ -612,6 +615,24 @@ t.test('hand-written streams: the same answers as Vitrage', { skip }, async (t) 
         { event_type: EventTypes.alarmDeactivate, payload: deactivation(a1, '2024-01-01T00:00:20Z') },
       ],
       { refused: [2], partWay: false },
+    ),
+    // Raised again with another resource project, a page per event (the history held the later
+    // activation's project until 2026-12-01 when the two came in different pages): Vitrage keeps
+    // the first activation's project (A), and the change made while it was first active (B).
+    ...[2_000_004, 2_000_005].map((seed) =>
+      handCase(
+        seed,
+        [
+          { event_type: EventTypes.alarmActivate, payload: activation(A, '2024-01-01T00:00:01Z', { ...HOST, resourceProject: 'p1' }) },
+          { event_type: EventTypes.alarmActivate, payload: activation(B, '2024-01-01T00:00:01Z', { ...HOST, resourceProject: 'p1' }) },
+          { event_type: EventTypes.alarmChangeProjectId, payload: projectChange(activation(B, '2024-01-01T00:00:01Z', HOST), '2024-01-01T00:00:02Z', 'p2') },
+          { event_type: EventTypes.alarmDeactivate, payload: deactivation(activation(A, '2024-01-01T00:00:01Z', HOST), '2024-01-01T00:00:03Z') },
+          { event_type: EventTypes.alarmDeactivate, payload: deactivation(activation(B, '2024-01-01T00:00:01Z', HOST), '2024-01-01T00:00:03Z') },
+          { event_type: EventTypes.alarmActivate, payload: activation(A, '2024-01-01T00:00:04Z', { ...HOST, resourceProject: 'p3' }) },
+          { event_type: EventTypes.alarmActivate, payload: activation(B, '2024-01-01T00:00:04Z', { ...HOST, resourceProject: 'p3' }) },
+        ],
+        { refused: [5, 6], partWay: false, pagePerEvent: true },
+      ),
     ),
     // A chain and a diamond (Vitrage's RCA walk expands a node reached twice again; same graph).
     handCase(2_000_003, [

@@ -72,7 +72,7 @@ export const benchHistory = async (args: readonly string[]): Promise<void> => {
     const [, fillMs] = await timed(async () => {
       await store.pool.query(
         `INSERT INTO history_alarm (vitrage_id, start_timestamp, end_timestamp, name, vitrage_type, vitrage_aggregated_severity,
-           vitrage_operational_severity, project_id, vitrage_resource_type, vitrage_resource_id, vitrage_resource_project_id, payload)
+           vitrage_operational_severity, project_id, vitrage_resource_type, vitrage_resource_id, activation_resource_project_id, payload)
          SELECT 'alarm-' || g, s, CASE WHEN g % 10 = 0 THEN NULL ELSE s + (interval '1 minute' * (1 + (g::bigint * 7919 % 20000))) END,
            (ARRAY['CPU utilization','Memory utilization','Disk IO','Ping'])[1 + g % 4], 'nagios', 'WARNING',
            (ARRAY['WARNING','CRITICAL','SEVERE'])[1 + g % 3], NULL, 'nova.host', 'host-' || (g % 500), 'p' || (g % 40),

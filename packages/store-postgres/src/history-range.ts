@@ -75,24 +75,20 @@ a AS (
   FROM src WHERE plain AND t IN ('${T.alarmActivate}', '${T.alarmDeactivate}', '${T.alarmChangeProjectId}')
 ),
 -- foldAlarms: the earliest activation (the first event on equal times), the latest deactivation,
--- and the latest write of the resource project: the earliest activation's, or a project change at
--- or after it (among equal times a change over the activation, then the last change).
+-- and the latest project change (the later event on equal times).
 activation AS (SELECT DISTINCT ON (vid) vid, id, at, p FROM a WHERE t = '${T.alarmActivate}' ORDER BY vid, at, id),
 deactivation AS (SELECT vid, max(at) AS end_at FROM a WHERE t = '${T.alarmDeactivate}' GROUP BY vid),
-project AS (
-  SELECT DISTINCT ON (vid) vid, project_id, at, rank, id FROM (
-    SELECT vid, p->>'vitrage_resource_project_id' AS project_id, at, 0 AS rank, id FROM activation
-    UNION ALL
-    SELECT vid, p->>'vitrage_resource_project_id', at, 1, id FROM a WHERE t = '${T.alarmChangeProjectId}'
-  ) writes ORDER BY vid, at DESC, rank DESC, CASE WHEN rank = 1 THEN id ELSE -id END DESC
+change AS (
+  SELECT DISTINCT ON (vid) vid, p->>'vitrage_resource_project_id' AS project_id, at, id
+  FROM a WHERE t = '${T.alarmChangeProjectId}' ORDER BY vid, at DESC, id DESC
 ),
 alarms AS (
   ${ALARM_INSERT}
   SELECT ids.vid, activation.at, deactivation.end_at,
     ${ACTIVATION_ATTRIBUTES.map((k) => `activation.p->>'${k}'`).join(', ')},
-    project.project_id, project.at, project.rank, project.id, activation.p, activation.id
+    activation.p->>'vitrage_resource_project_id', change.project_id, change.at, change.id, activation.p, activation.id
   FROM (SELECT DISTINCT vid FROM a) ids
-    LEFT JOIN activation USING (vid) LEFT JOIN deactivation USING (vid) LEFT JOIN project USING (vid)
+    LEFT JOIN activation USING (vid) LEFT JOIN deactivation USING (vid) LEFT JOIN change USING (vid)
   ${ALARM_MERGE}
 ),
 changes AS (

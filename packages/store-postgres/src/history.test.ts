@@ -204,17 +204,42 @@ t.test('two runners cannot both move a checkpoint', async (t) => {
   t.same((await queryAlarms(c, {})).map((a) => a.vitrage_id), ['a'], 'the losing page wrote nothing')
 })
 
-t.test('a page folds each alarm into one row: earliest activation, latest end, latest project write', async (t) => {
+t.test('a page folds each alarm into one row: earliest activation, latest end, latest project change', async (t) => {
   const a = activate('x', 5)
   const late = project('x', 7, 'p-late')
+  const tieFirst = project('y', 3, 'p-y-first')
   const y = project('y', 3, 'p-y')
-  const folded = foldAlarms([deactivate('x', 9), a, late, activate('x', 6), deactivate('x', 8), y, project('x', 5, 'p-tie')])
+  const folded = foldAlarms([deactivate('x', 9), a, late, activate('x', 6), deactivate('x', 8), tieFirst, y, project('x', 5, 'p-early')])
   t.same(folded.map((f) => f.vitrageId), ['x', 'y'])
   const x = folded[0]
   t.equal(x?.activation, a, 'the earliest activation')
   t.equal(x?.end, at(9), 'the latest deactivation')
-  t.same(x?.resourceProject, { id: 'p-late', at: at(7), rank: 1, eventId: late.eventId }, 'a strictly later project change wins over the activation; a tie does not')
-  t.same(folded[1], { vitrageId: 'y', activation: undefined, end: null, resourceProject: { id: 'p-y', at: at(3), rank: 1, eventId: y.eventId } })
+  t.equal(x?.projectChange, late, 'the latest project change')
+  t.same(folded[1], { vitrageId: 'y', activation: undefined, end: null, projectChange: y }, 'on equal times the later event')
+})
+
+t.test('an alarm raised again under its vitrage_id keeps the first activation\'s resource project, in one page or across pages', async (t) => {
+  const c = await setup(t)
+  const activateIn = (id: string, minute: number, p: string): HistoryCommand => ({ ...activate(id, minute), attributes: attrs('CRITICAL', p) } as HistoryCommand)
+  // again: raised in p1, ended, raised in p2. moved: raised in p1, moved to p3, raised in p2.
+  // early: a change stamped before the activation (Vitrage had no row to update yet).
+  const commands = [
+    activateIn('again', 1, 'p1'), deactivate('again', 2), activateIn('again', 3, 'p2'),
+    activateIn('moved', 1, 'p1'), project('moved', 2, 'p3'), activateIn('moved', 3, 'p2'),
+    project('early', 1, 'p-before'), activateIn('early', 2, 'p1'),
+  ]
+  const projects = async (): Promise<unknown> => (await c.query('SELECT vitrage_id, vitrage_resource_project_id AS p FROM history_alarm ORDER BY 1')).rows
+  const expected = [{ vitrage_id: 'again', p: 'p1' }, { vitrage_id: 'early', p: 'p1' }, { vitrage_id: 'moved', p: 'p3' }]
+  await applyHistory(c, 'h', commands, 0, 1)
+  t.same(await projects(), expected, 'one page')
+  await resetHistory(c, 'h')
+  let position = 0
+  for (const cmd of commands) await applyHistory(c, 'h', [cmd], position, ++position)
+  t.same(await projects(), expected, 'a page per event')
+  await resetHistory(c, 'h')
+  position = 0
+  for (const cmd of [...commands].reverse()) await applyHistory(c, 'h', [cmd], position, ++position)
+  t.same(await projects(), expected, 'a page per event, newest first')
 })
 
 t.test('filters, sorting and markers use the severity and state that are reported', async (t) => {

@@ -3,7 +3,8 @@
  * one statement per kind of command for a whole page of events, so the projection keeps up with
  * tens of thousands of events per second. Each statement is idempotent and commutative:
  * - alarms: start is the earliest activation, end the latest deactivation, attributes come from
- *   the earliest activation, vitrage_resource_project_id from the latest write in time;
+ *   the earliest activation; vitrage_resource_project_id is the latest change_project_id at or
+ *   after the start, else the earliest activation's (migration 0011);
  * - changes: one row per message_id;
  * - edges: every activation/deactivation is kept (deduplicated); the intervals are the view
  *   `history_edge` over them (migration 0006, core's edgeIntervals rule), so nothing to rewrite.
@@ -42,18 +43,14 @@ const fromActivation = (column: string): string => `${column} = CASE WHEN ${FRES
 /** The alarm upsert's target (history-range.ts feeds it from a SELECT, applyCommands from arrays). */
 export const ALARM_INSERT = `INSERT INTO history_alarm AS h (vitrage_id, start_timestamp, end_timestamp, name, vitrage_type, vitrage_aggregated_severity,
   vitrage_operational_severity, project_id, vitrage_resource_type, vitrage_resource_id,
-  vitrage_resource_project_id, resource_project_at, resource_project_rank, resource_project_event_id, payload, activation_event_id)`
+  activation_resource_project_id, resource_project_change, resource_project_change_at, resource_project_change_event_id, payload, activation_event_id)`
 
-// A write of vitrage_resource_project_id replaces the row's when it is later, or as late and of a
-// higher rank (a project change over the activation), or as late and as ranked and, for changes,
-// a later event, for activations an earlier one (the earliest activation gives the attributes,
-// the first event on equal times) (migration 0007's columns): the order writes come in never
-// matters. At one instant the change wins, as in Vitrage, which applies each change_project_id
-// in turn and sends one only for an alarm already active (its notifier): it is the later write.
-const projectOrder = (row: string): string =>
-  `(${row}.resource_project_at, ${row}.resource_project_rank, CASE WHEN ${row}.resource_project_rank = 1 THEN ${row}.resource_project_event_id ELSE -${row}.resource_project_event_id END)`
-const PROJECT_WINS = `EXCLUDED.resource_project_at IS NOT NULL AND (h.resource_project_at IS NULL OR ${projectOrder('EXCLUDED')} > ${projectOrder('h')})`
-const fromProjectWrite = (column: string): string => `${column} = CASE WHEN ${PROJECT_WINS} THEN EXCLUDED.${column} ELSE h.${column} END`
+// The latest change_project_id replaces the row's: later in time, or as late and a later event
+// (Vitrage applies each in turn, in arrival order). The project queries read is derived from this
+// slot and the activation's (migration 0011).
+const CHANGE_WINS = `EXCLUDED.resource_project_change_at IS NOT NULL AND (h.resource_project_change_at IS NULL
+    OR (EXCLUDED.resource_project_change_at, EXCLUDED.resource_project_change_event_id) > (h.resource_project_change_at, coalesce(h.resource_project_change_event_id, 0)))`
+const fromChange = (column: string): string => `${column} = CASE WHEN ${CHANGE_WINS} THEN EXCLUDED.${column} ELSE h.${column} END`
 
 /**
  * How an alarm's row for some events merges with what the table holds: every column commutatively,
@@ -62,8 +59,8 @@ const fromProjectWrite = (column: string): string => `${column} = CASE WHEN ${PR
 export const ALARM_MERGE = `ON CONFLICT (vitrage_id) DO UPDATE SET
   start_timestamp = least(h.start_timestamp, EXCLUDED.start_timestamp),
   end_timestamp = greatest(h.end_timestamp, EXCLUDED.end_timestamp),
-  ${[...ACTIVATION_ATTRIBUTES, 'payload', 'activation_event_id'].map(fromActivation).join(',\n  ')},
-  ${['vitrage_resource_project_id', 'resource_project_at', 'resource_project_rank', 'resource_project_event_id'].map(fromProjectWrite).join(',\n  ')}`
+  ${[...ACTIVATION_ATTRIBUTES, 'activation_resource_project_id', 'payload', 'activation_event_id'].map(fromActivation).join(',\n  ')},
+  ${['resource_project_change', 'resource_project_change_at', 'resource_project_change_event_id'].map(fromChange).join(',\n  ')}`
 
 // One upsert per alarm per page: its earliest activation, latest deactivation and latest
 // project change folded together (a short-lived alarm then costs one row version, not two).
@@ -71,7 +68,7 @@ export const ALARM_MERGE = `ON CONFLICT (vitrage_id) DO UPDATE SET
 const ALARM_SQL = `
 ${ALARM_INSERT}
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-  $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::smallint[], $14::bigint[], $15::jsonb[], $16::bigint[])
+  $9::text[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::bigint[], $15::jsonb[], $16::bigint[])
 ${ALARM_MERGE}`
 
 const CHANGE_SQL = `
@@ -100,8 +97,8 @@ interface FoldedAlarm {
   activation: Of<'activate-alarm'> | undefined
   /** The latest deactivation time of the page. */
   end: string | null
-  /** The latest write of vitrage_resource_project_id: the activation's (rank 0), or a project change (rank 1) at or after it. */
-  resourceProject: { readonly id: string | null; readonly at: string; readonly rank: 0 | 1; readonly eventId: number } | undefined
+  /** The latest change_project_id of the page (on equal times the later event). */
+  projectChange: Of<'change-project'> | undefined
 }
 
 /** A page's alarm commands, one entry per alarm (pure). */
@@ -110,33 +107,22 @@ export const foldAlarms = (commands: readonly HistoryCommand[]): FoldedAlarm[] =
   const of = (vitrageId: string): FoldedAlarm => {
     let a = alarms.get(vitrageId)
     if (a === undefined) {
-      a = { vitrageId, activation: undefined, end: null, resourceProject: undefined }
+      a = { vitrageId, activation: undefined, end: null, projectChange: undefined }
       alarms.set(vitrageId, a)
     }
     return a
   }
-  const projects: Array<Of<'change-project'>> = []
   for (const c of commands) {
     if (c.kind === 'activate-alarm') {
       const a = of(c.vitrageId)
-      if (a.activation === undefined || c.at < a.activation.at) a.activation = c
+      if (a.activation === undefined || c.at < a.activation.at || (c.at === a.activation.at && c.eventId < a.activation.eventId)) a.activation = c
     } else if (c.kind === 'deactivate-alarm') {
       const a = of(c.vitrageId)
       if (a.end === null || c.at > a.end) a.end = c.at
     } else if (c.kind === 'change-project') {
-      projects.push(c)
-    }
-  }
-  for (const a of alarms.values()) {
-    if (a.activation) a.resourceProject = { id: a.activation.attributes.resourceProjectId, at: a.activation.at, rank: 0, eventId: a.activation.eventId }
-  }
-  // A change wins over the activation at one instant, and of two changes at one instant the later
-  // event (PROJECT_WINS).
-  for (const c of projects) {
-    const a = of(c.vitrageId)
-    const held = a.resourceProject
-    if (held === undefined || c.at > held.at || (c.at === held.at && (held.rank === 0 || c.eventId > held.eventId))) {
-      a.resourceProject = { id: c.resourceProjectId, at: c.at, rank: 1, eventId: c.eventId }
+      const a = of(c.vitrageId)
+      const held = a.projectChange
+      if (held === undefined || c.at > held.at || (c.at === held.at && c.eventId > held.eventId)) a.projectChange = c
     }
   }
   return [...alarms.values()]
@@ -184,10 +170,10 @@ export const applyCommands = async (client: Client, commands: readonly HistoryCo
       alarms.map((a) => a.activation?.attributes.projectId ?? null),
       alarms.map((a) => a.activation?.attributes.resourceType ?? null),
       alarms.map((a) => a.activation?.attributes.resourceId ?? null),
-      alarms.map((a) => a.resourceProject?.id ?? null),
-      alarms.map((a) => a.resourceProject?.at ?? null),
-      alarms.map((a) => a.resourceProject?.rank ?? null),
-      alarms.map((a) => a.resourceProject?.eventId ?? null),
+      alarms.map((a) => a.activation?.attributes.resourceProjectId ?? null),
+      alarms.map((a) => a.projectChange?.resourceProjectId ?? null),
+      alarms.map((a) => a.projectChange?.at ?? null),
+      alarms.map((a) => a.projectChange?.eventId ?? null),
       alarms.map((a) => (a.activation ? json(a.activation.payload) : null)),
       alarms.map((a) => a.activation?.eventId ?? null),
     ])

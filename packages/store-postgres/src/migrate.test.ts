@@ -151,3 +151,49 @@ t.test('0010 on a log pruned before it: the first kept event stands for the newe
     t.equal(through, pruned ? '00:00:06' : null, pruned ? 'the first kept event (id 6)' : 'never pruned: no bound')
   }
 })
+
+t.test('0011 splits the resource project into the activation\'s and the latest change, keeping what each row reported', async (t) => {
+  const { db, sql } = await databaseBefore(t, 11)
+  // Rows as versions before 0011 left them. The slot's rank (0007) says whose write it holds;
+  // rows from before 0007 have none, and a write at the start is then the activation's.
+  // crossed: a later activation's project replaced the first's (it came in a later page).
+  const rows = [
+    { id: 'activation', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p1', at: '00:01', rank: 0, event: 1 },
+    { id: 'changed', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p2', at: '00:05', rank: 1, event: 7 },
+    { id: 'crossed', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p9', at: '00:09', rank: 0, event: 9 },
+    { id: 'old-activation', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p1', at: '00:01', rank: null, event: null },
+    { id: 'old-changed', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p2', at: '00:05', rank: null, event: null },
+    { id: 'no-activation', start: null, payload: null, project: 'p2', at: '00:05', rank: 1, event: 5 },
+    { id: 'none', start: '00:01', payload: {}, project: null, at: '00:01', rank: 0, event: 1 },
+  ]
+  const time = (hm: string | null): string | null => (hm === null ? null : `2024-01-01T00:${hm}Z`)
+  for (const r of rows) {
+    await sql.query(
+      `INSERT INTO history_alarm (vitrage_id, start_timestamp, payload, vitrage_resource_project_id, resource_project_at, resource_project_rank, resource_project_event_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+      [r.id, time(r.start), r.payload === null ? null : JSON.stringify(r.payload), r.project, time(r.at), r.rank, r.event],
+    )
+  }
+  const r = await migrate(db.url)()
+  t.ok(E.isRight(r) && r.right.applied.includes('0011_resource_project_slots'), 'migrated')
+  const got = (
+    await sql.query<{ vitrage_id: string; p: string | null; a: string | null; c: string | null; e: string | null }>(
+      `SELECT vitrage_id, vitrage_resource_project_id AS p, activation_resource_project_id AS a, resource_project_change AS c, resource_project_change_event_id::text AS e
+       FROM history_alarm ORDER BY vitrage_id`,
+    )
+  ).rows
+  t.same(
+    Object.fromEntries(got.map((g) => [g.vitrage_id, [g.p, g.a, g.c, g.e]])),
+    {
+      activation: ['p1', 'p1', null, null],
+      changed: ['p2', 'p1', 'p2', '7'],
+      crossed: ['p1', 'p1', null, null],
+      'old-activation': ['p1', 'p1', null, null],
+      'old-changed': ['p2', 'p1', 'p2', null],
+      'no-activation': ['p2', null, 'p2', '5'],
+      none: [null, null, null, null],
+    },
+    'each row reports the project it did, but the one a later activation had replaced, which is the first activation\'s again',
+  )
+  await t.rejects(sql.query(`UPDATE history_alarm SET vitrage_resource_project_id = 'x'`), { code: '428C9' }, 'the reported project is derived, never written')
+})
