@@ -49,12 +49,14 @@ t.test('redelivery after a restart before ack stores every message once', async 
   t.equal((await p.exited).code, 0)
 })
 
-t.test('a message redelivered after its event was pruned is dead-lettered as pruned-history, not stored again after newer history', async (t) => {
+t.test('a message redelivered after its event was pruned is dead-lettered as pruned-history, not stored again after newer history; a kept one is still a duplicate', async (t) => {
   const world = await setupWorld(t)
   await declarePersistorTopology(world)
   // Twenty notifications a second apart: the message_id of each is what recognises a redelivery.
-  const at = (seq: number): string => osloTimestamp(new Date(Date.UTC(2024, 0, 1, 0, 0, seq)))
-  const bodies = Array.from({ length: 21 }, (_, seq) => v2Body(message({ seq }, { timestamp: at(seq) })))
+  // Seq 12's publisher clock is behind: it is stamped before the part of the log pruned below.
+  const at = (seq: number): string => osloTimestamp(new Date(Date.UTC(2024, 0, 1, 0, 0, seq === 12 ? 2 : seq)))
+  const messages = Array.from({ length: 21 }, (_, seq) => message({ seq }, { timestamp: at(seq) }))
+  const bodies = messages.map(v2Body)
   const first = startPersistor(world.flags())
   t.teardown(() => first.kill('SIGKILL'))
   await first.waitFor(isConsuming, 'consuming')
@@ -69,25 +71,33 @@ t.test('a message redelivered after its event was pruned is dead-lettered as pru
   t.equal(pruned.code, 0, pruned.err)
   t.same(await storedSeqs(world), [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
 
-  // oslo's own queue, say, still held copies: the pruned ones, a kept one, and a new message.
-  const second = startPersistor(world.flags())
+  // oslo's own queue, say, still held copies: the pruned ones, two kept ones (one stamped before
+  // the pruned part's end), one of a kept event with another payload, and a new message.
+  const port = await freePort()
+  const second = startPersistor(world.flags(['--http-port', String(port)]))
   t.teardown(() => second.kill('SIGKILL'))
   await second.waitFor(isConsuming, 'consuming')
-  const again = [0, 3, 8, 15, 20]
-  await publishMany(world, again.length, (i) => bodies[again[i] as number] as Buffer)
-  await eventually('the three pruned ones dead-lettered', async () => (await world.broker.depth(world.names.deadQueue)) === 3)
+  const altered = v2Body({ ...messages[12], payload: { seq: 12, altered: true } })
+  const again = [bodies[0], bodies[3], bodies[12], altered, bodies[8], bodies[15], bodies[20]] as Buffer[]
+  await publishMany(world, again.length, (i) => again[i] as Buffer)
+  await eventually('four dead-lettered', async () => (await world.broker.depth(world.names.deadQueue)) === 4)
   await eventually('the new one stored', async () => (await storedSeqs(world)).includes(20))
-  t.same(await storedSeqs(world), [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], 'the kept one recognised, the new one appended, the pruned ones not stored again')
+  t.same(await storedSeqs(world), [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], 'the kept ones recognised, the new one appended, the pruned ones not stored again')
   const letters = await world.broker.drain(world.names.deadQueue)
+  const payload = (l: (typeof letters)[number]): { seq: number; altered?: boolean } => JSON.parse(JSON.parse(l.content.toString())['oslo.message']).payload
   t.same(
-    letters.map((l) => [(JSON.parse(JSON.parse(l.content.toString())['oslo.message']).payload as { seq: number }).seq, l.properties.headers?.['x-persistor-error']]),
+    letters.map((l) => [payload(l).seq, l.properties.headers?.['x-persistor-error']]),
     [
       [0, 'pruned-history'],
       [3, 'pruned-history'],
+      [12, 'message-id-conflict'],
       [8, 'pruned-history'],
     ],
+    'in delivery order; the copy of kept seq 12 with another payload is a conflict, as anywhere in the log',
   )
   t.match(String(letters[0]?.properties.headers?.['x-persistor-error-detail']), /at or before the pruned part of the log \(through 2024-01-01T00:00:08\.000000Z\)/)
+  const page = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  t.equal(metricValue(page, 'vitrage_persistor_events_duplicate_total'), 2, 'seq 12, though stamped before the bound, and seq 15 are duplicates')
   second.kill('SIGTERM')
   t.equal((await second.exited).code, 0)
 })

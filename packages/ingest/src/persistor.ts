@@ -95,7 +95,8 @@ export const defaultPersistorOptions = (amqpUrl: string): PersistorOptions => ({
 export interface AppendPort {
   /** Encodes a message for append; called as each message arrives, off the commit path. */
   readonly prepare: (message: DecodedMessage) => PreparedEvent
-  readonly append: (batch: readonly PreparedEvent[]) => TE.TaskEither<Failure, IsolatedAppendResult>
+  /** Appends; the messages at `copiesOnly` (batch indexes) are only recognised as stored, never stored. */
+  readonly append: (batch: readonly PreparedEvent[], copiesOnly?: ReadonlySet<number>) => TE.TaskEither<Failure, IsolatedAppendResult>
 }
 
 export interface PersistorDeps {
@@ -113,8 +114,11 @@ export interface PersistorDeps {
    */
   readonly acquireLease?: (name: string) => Promise<E.Either<Failure, ConsumerLease | undefined>>
   /**
-   * Asked of every decoded message before it is stored: a rejection dead-letters it (its reason
-   * and detail in the letter's headers). `run` refuses messages from before the pruned history.
+   * Asked of every decoded message before it is stored. A message it refuses is not stored: when
+   * an event with its message_id is stored it is a duplicate (acked) or a conflict, as any other;
+   * otherwise it is dead-lettered with the rejection (its reason and detail in the letter's
+   * headers). `run` refuses messages from before the pruned history: a copy of a kept event is
+   * still recognised, one of a pruned event is not stored again.
    */
   readonly admit?: (message: DecodedMessage) => Rejection | undefined
 }
@@ -148,6 +152,8 @@ interface Delivery {
   readonly message: amqp.ConsumeMessage
   readonly session: Session
   readonly decoded: E.Either<Rejection, PreparedEvent>
+  /** What admit refused it for: it is only recognised, never stored. */
+  readonly refused: Rejection | undefined
 }
 
 interface DeadLetter {
@@ -534,13 +540,10 @@ export class Persistor {
     this.held++
     this.deps.metrics.inFlight.set(this.held)
     // Plain branches, not E.chain: fp-ts's chain (dual, variadic) cost 1.7 µs a message here.
-    let admitted: E.Either<Rejection, DecodedMessage> = decodeMessage(message.content, { maxMessageBytes: this.options.maxMessageBytes })
-    if (this.deps.admit !== undefined && E.isRight(admitted)) {
-      const refused = this.deps.admit(admitted.right)
-      if (refused !== undefined) admitted = E.left(refused)
-    }
-    const decoded = E.map((m: DecodedMessage) => this.deps.store.prepare(m))(admitted)
-    this.deliveries.next({ message, session, decoded })
+    const decodedMessage = decodeMessage(message.content, { maxMessageBytes: this.options.maxMessageBytes })
+    const refused = this.deps.admit !== undefined && E.isRight(decodedMessage) ? this.deps.admit(decodedMessage.right) : undefined
+    const decoded = E.map((m: DecodedMessage) => this.deps.store.prepare(m))(decodedMessage)
+    this.deliveries.next({ message, session, decoded, refused })
   }
 
   private sampleDepth(session: Session): void {
@@ -617,6 +620,10 @@ export class Persistor {
           rejection: { reason: 'message-id-conflict', detail: 'an event with this message_id and a different payload is already stored' },
         })
       }
+      for (const i of result.absent) {
+        const d = valid[i] as Delivery
+        dead.push({ delivery: d, rejection: d.refused as Rejection })
+      }
       this.deps.metrics.stored.inc(result.stored.length)
       this.deps.metrics.duplicates.inc(result.duplicates.length)
     }
@@ -648,9 +655,11 @@ export class Persistor {
   /** Appends until it succeeds; undefined when the batch's session is gone or shutdown gave up. */
   private async appendWithRetry(valid: Delivery[]): Promise<IsolatedAppendResult | undefined> {
     const messages = valid.map((d) => (d.decoded as E.Right<PreparedEvent>).right)
+    let copiesOnly: Set<number> | undefined
+    for (let i = 0; i < valid.length; i++) if ((valid[i] as Delivery).refused !== undefined) (copiesOnly ??= new Set()).add(i)
     for (let attempt = 0; ; attempt++) {
       const started = process.hrtime.bigint()
-      const r = await this.deps.store.append(messages)()
+      const r = await this.deps.store.append(messages, copiesOnly)()
       if (E.isRight(r)) {
         this.deps.metrics.appendSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
         this.deps.metrics.databaseConnected.set(1)

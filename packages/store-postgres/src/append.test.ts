@@ -111,6 +111,32 @@ t.test('a row the database refuses is isolated; its neighbours are stored in ord
   t.same(rows.map((e) => e.payload['seq']), [0, 1, 2, 3, 4, 5, 6])
 })
 
+t.test('a message appended as a copy only is recognised when stored, never stored itself', async (t) => {
+  const client = await setup(t)
+  const kept = message('{"kept": 1}')
+  await appendBatch(client, [kept])
+  const twinId = randomUUID()
+  const batch = [
+    message('{"seq": 0}'),
+    message('{"kept": 1}', kept.message.messageId), // a copy of a stored event: a duplicate
+    message('{"kept": 2}', kept.message.messageId), // the same id, another payload: a conflict
+    message('{"pruned": 1}'), // no stored event has its id: absent
+    message('{"twin": 1}', twinId), // a copy of the next one, which this batch stores
+    message('{"twin": 1}', twinId),
+    message('{"seq": 1}'),
+  ]
+  const r = await appendBatch(client, batch, new Set([1, 2, 3, 4]))
+  t.same(r, { stored: [0, 5, 6], duplicates: [1, 4], conflicts: [2], absent: [3] })
+  const { rows } = await client.query<{ p: unknown }>('SELECT payload AS p FROM event ORDER BY id')
+  t.same(rows.map((x) => x.p), [{ kept: 1 }, { seq: 0 }, { twin: 1 }, { seq: 1 }], 'the copies only left nothing behind')
+
+  // Through the isolating append: a row the database refuses splits the batch, and the copies
+  // keep their places.
+  const bad = prepareEvent({ ...decoded('{"seq": 99}'), payloadText: '{"s": "\\u0000"}' })
+  const split = await appendIsolating(client, [message('{"pruned": 2}'), bad, message('{"kept": 1}', kept.message.messageId), message('{"seq": 2}')], undefined, new Set([0, 2]))
+  t.same({ ...split, refused: split.refused.map((x) => x.index) }, { stored: [3], duplicates: [2], conflicts: [], absent: [0], refused: [1] })
+})
+
 t.test('a reader following by id never skips while appenders overlap', async (t) => {
   const client = await setup(t)
   const url = (client as unknown as { connectionParameters: { database: string } }).connectionParameters.database

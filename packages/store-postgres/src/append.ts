@@ -28,6 +28,8 @@ export interface AppendResult {
   readonly duplicates: readonly number[]
   /** Batch indexes of messages whose id is stored with a different payload. */
   readonly conflicts: readonly number[]
+  /** Batch indexes of `copiesOnly` messages whose id no stored event has: not stored. */
+  readonly absent: readonly number[]
 }
 
 const EVENT_COLUMNS = 'message_id, event_type, publisher_id, priority, collector_timestamp, payload'
@@ -42,14 +44,16 @@ const STAGING_DDL = `CREATE TEMP TABLE IF NOT EXISTS event_staging (
   payload text NOT NULL
 ) ON COMMIT DELETE ROWS`
 
+// $1: the ords never to insert (copiesOnly).
 const INSERT_SQL = `INSERT INTO event (${EVENT_COLUMNS})
 SELECT message_id, event_type, publisher_id, priority, collector_timestamp, payload::jsonb
-FROM event_staging ORDER BY ord
+FROM event_staging WHERE ord <> ALL($1::int[]) ORDER BY ord
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id`
 
-const CONFLICT_SQL = `SELECT s.ord FROM event_staging s JOIN event e ON e.message_id = s.message_id
-WHERE s.ord = ANY($1::int[]) AND e.payload IS DISTINCT FROM s.payload::jsonb`
+// Of the staged ords $1, those whose message_id is stored, and whether with another payload.
+const STORED_SQL = `SELECT s.ord, e.payload IS DISTINCT FROM s.payload::jsonb AS differs FROM event_staging s JOIN event e ON e.message_id = s.message_id
+WHERE s.ord = ANY($1::int[])`
 
 
 /**
@@ -123,21 +127,23 @@ const UNIQUE_VIOLATION = '23505'
  */
 const copyBatch = async (client: pg.PoolClient | pg.Client, batch: readonly PreparedEvent[]): Promise<AppendResult> => {
   await copyInto(client, `COPY event (${EVENT_COLUMNS}) FROM STDIN`, eventRows(batch))
-  return { stored: batch.map((_, i) => i), duplicates: [], conflicts: [] }
+  return { stored: batch.map((_, i) => i), duplicates: [], conflicts: [], absent: [] }
 }
 
-/** Slow path: skips stored message ids, telling duplicates from conflicts. */
-const stageBatch = (client: pg.PoolClient | pg.Client, batch: readonly PreparedEvent[]): Promise<AppendResult> =>
+const NONE: ReadonlySet<number> = new Set()
+
+/** Slow path: skips stored message ids, telling duplicates from conflicts; never inserts `copiesOnly`. */
+const stageBatch = (client: pg.PoolClient | pg.Client, batch: readonly PreparedEvent[], copiesOnly: ReadonlySet<number>): Promise<AppendResult> =>
   inTransaction(client, async () => {
     await client.query(STAGING_DDL)
     await copyInto(client, 'COPY event_staging (ord, message_id, event_type, publisher_id, priority, collector_timestamp, payload) FROM STDIN', stagingRows(batch))
-    const inserted = await client.query<{ message_id: string }>(INSERT_SQL)
+    const inserted = await client.query<{ message_id: string }>(INSERT_SQL, [[...copiesOnly]])
     const pendingIds = new Set(inserted.rows.map((r) => r.message_id))
     const stored: number[] = []
     const notInserted: number[] = []
     for (let i = 0; i < batch.length; i++) {
       const messageId = (batch[i] as PreparedEvent).message.messageId
-      if (pendingIds.has(messageId)) {
+      if (!copiesOnly.has(i) && pendingIds.has(messageId)) {
         stored.push(i)
         // The first occurrence in the batch is the one inserted; later ones are duplicates.
         pendingIds.delete(messageId)
@@ -145,25 +151,33 @@ const stageBatch = (client: pg.PoolClient | pg.Client, batch: readonly PreparedE
         notInserted.push(i)
       }
     }
-    let conflicts: number[] = []
+    const differs = new Map<number, boolean>()
     if (notInserted.length > 0) {
-      conflicts = (await client.query<{ ord: number }>(CONFLICT_SQL, [notInserted])).rows.map((r) => r.ord).sort((a, b) => a - b)
+      for (const r of (await client.query<{ ord: number; differs: boolean }>(STORED_SQL, [notInserted])).rows) differs.set(r.ord, r.differs)
     }
-    const conflictSet = new Set(conflicts)
-    return { stored, duplicates: notInserted.filter((i) => !conflictSet.has(i)), conflicts }
+    // Not inserted and not stored: only a copiesOnly one can be (any other lost to a stored id).
+    return {
+      stored,
+      duplicates: notInserted.filter((i) => differs.get(i) === false),
+      conflicts: notInserted.filter((i) => differs.get(i) === true),
+      absent: notInserted.filter((i) => !differs.has(i)),
+    }
   })
 
 /**
- * Appends `batch` in one transaction on `client` (which must not be in a transaction).
+ * Appends `batch` in one transaction on `client` (which must not be in a transaction). The
+ * messages at `copiesOnly` (batch indexes) are never stored: each is reported a duplicate or a
+ * conflict when an event with its message_id is stored (in this batch too), else absent.
  * Throws the driver error; callers classify it with `classifyPgError`.
  */
-export const appendBatch = async (client: pg.PoolClient | pg.Client, batch: readonly PreparedEvent[]): Promise<AppendResult> => {
-  if (batch.length === 0) return { stored: [], duplicates: [], conflicts: [] }
+export const appendBatch = async (client: pg.PoolClient | pg.Client, batch: readonly PreparedEvent[], copiesOnly: ReadonlySet<number> = NONE): Promise<AppendResult> => {
+  if (batch.length === 0) return { stored: [], duplicates: [], conflicts: [], absent: [] }
+  if (copiesOnly.size > 0) return stageBatch(client, batch, copiesOnly)
   try {
     return await copyBatch(client, batch)
   } catch (e) {
     if ((e as { code?: unknown }).code !== UNIQUE_VIOLATION) throw e
-    return stageBatch(client, batch)
+    return stageBatch(client, batch, NONE)
   }
 }
 
@@ -183,17 +197,21 @@ export const appendIsolating = async (
   client: pg.PoolClient | pg.Client,
   batch: readonly PreparedEvent[],
   scrub: (s: string) => string = (s) => s,
+  copiesOnly: ReadonlySet<number> = NONE,
 ): Promise<IsolatedAppendResult> => {
   const stored: number[] = []
   const duplicates: number[] = []
   const conflicts: number[] = []
+  const absent: number[] = []
   const refused: Array<{ index: number; failure: Failure }> = []
   const go = async (offset: number, part: readonly PreparedEvent[]): Promise<void> => {
     try {
-      const r = await appendBatch(client, part)
+      const mine = copiesOnly.size === 0 ? NONE : new Set([...copiesOnly].filter((i) => i >= offset && i < offset + part.length).map((i) => i - offset))
+      const r = await appendBatch(client, part, mine)
       for (const i of r.stored) stored.push(i + offset)
       for (const i of r.duplicates) duplicates.push(i + offset)
       for (const i of r.conflicts) conflicts.push(i + offset)
+      for (const i of r.absent) absent.push(i + offset)
     } catch (e) {
       const f = classifyPgError(e, scrub)
       if (f.kind !== 'rejected') throw e
@@ -207,5 +225,5 @@ export const appendIsolating = async (
     }
   }
   await go(0, batch)
-  return { stored, duplicates, conflicts, refused }
+  return { stored, duplicates, conflicts, absent, refused }
 }

@@ -246,9 +246,12 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     return prepareEvent(message)
   }
 
-  /** Appends a batch in one transaction; refused rows are isolated (see appendIsolating). */
-  append(batch: readonly PreparedEvent[]): TE.TaskEither<Failure, IsolatedAppendResult> {
-    return this.withClient((client) => appendIsolating(client, batch, this.scrub))
+  /**
+   * Appends a batch in one transaction; refused rows are isolated (see appendIsolating). The
+   * messages at `copiesOnly` are only recognised, never stored (appendBatch).
+   */
+  append(batch: readonly PreparedEvent[], copiesOnly?: ReadonlySet<number>): TE.TaskEither<Failure, IsolatedAppendResult> {
+    return this.withClient((client) => appendIsolating(client, batch, this.scrub, copiesOnly))
   }
 
   readonly readPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, StoredEvent[]> =>
