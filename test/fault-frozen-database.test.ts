@@ -197,9 +197,53 @@ t.test('an append whose answer never comes fails as unanswered after the limit, 
   const failures: string[] = []
   await eventually('the retry opens a new connection and stores', async () => {
     const retried = await store.append(batch)()
-    if (E.isLeft(retried)) failures.push(`${retried.left.kind}: ${retried.left.message}`)
-    return E.isRight(retried)
+    if (E.isRight(retried)) return true
+    failures.push(`${retried.left.kind}: ${retried.left.message}`)
+    // Thrown, so a timeout names the last failure.
+    throw new Error(failures.at(-1))
   })
   t.pass(`stored on a new connection${failures.length === 0 ? '' : ` after ${failures.length} failed tries: ${failures.join('; ')}`}`)
   t.equal(await rowCount(world), 50, 'stored once')
+})
+
+t.test('an append whose path dies while the server lives on: the session it left there is ended, so the append lock is free for the retry', async (t) => {
+  const { world, proxy, store, warnings } = await storeBehindProxy(t, { statementTimeoutMs: 2_000, unansweredQueryMs: 3_000 })
+  const batch = fixtureEvents(50)
+  // The append waits for a lock while the path dies; the server never hears of it, so once the
+  // lock is free its session takes the append lock (the event table's statement trigger) and
+  // waits for COPY data that cannot come. A query cancel (statement_timeout) does not reach a
+  // session reading COPY data; only its end does, which the server's TCP would bring after
+  // minutes to hours.
+  const admin = await world.sql.connect()
+  t.teardown(() => admin.release())
+  await admin.query('BEGIN')
+  await admin.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
+  const appending = store.append(batch)()
+  await eventually('the append waits for the lock', async () => {
+    const r = await world.sql.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    return r.rows[0]?.n === 1
+  })
+  proxy.severOpenConnections()
+  await admin.query('COMMIT')
+  const orphan = await eventually('the left session to wait for COPY data', async () => {
+    const r = await world.sql.query<{ pid: number }>(
+      "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND wait_event = 'ClientRead' AND query LIKE 'COPY event %'",
+    )
+    return r.rows[0]?.pid
+  })
+  const first = await appending
+  t.ok(E.isLeft(first) && first.left.code === UNANSWERED, 'the append fails as unanswered')
+  const failures: string[] = []
+  const started = performance.now()
+  await eventually('the retry stores', async () => {
+    const retried = await store.append(batch)()
+    if (E.isRight(retried)) return true
+    failures.push(`${retried.left.kind}: ${retried.left.message}`)
+    throw new Error(failures.at(-1))
+  })
+  t.pass(`stored ${Math.round(performance.now() - started)} ms after the first failure${failures.length === 0 ? '' : `, after ${failures.length} failed tries: ${failures.join('; ')}`}`)
+  t.equal(await rowCount(world), 50, 'stored once')
+  const left = await world.sql.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [orphan])
+  t.equal(left.rowCount, 0, 'the left session is gone')
+  t.ok(warnings.includes('ended the server session of a dropped connection'), 'logged')
 })

@@ -14,6 +14,8 @@ export interface FreezableProxy {
   readonly thaw: () => void
   /** Blackholes the connections open now (nothing more moves on them, nothing closes them); new ones pass. */
   readonly cutOpenConnections: () => void
+  /** As cutOpenConnections, but the server's side of each stays open: the server never hears of it. */
+  readonly severOpenConnections: () => void
   /** Idempotent. */
   readonly close: () => Promise<void>
 }
@@ -33,6 +35,7 @@ export const startFreezableProxy = async (url: string): Promise<FreezableProxy> 
     freeze: () => child.kill('SIGSTOP'),
     thaw: () => child.kill('SIGCONT'),
     cutOpenConnections: () => child.kill('SIGUSR1'),
+    severOpenConnections: () => child.kill('SIGUSR2'),
     close: () => {
       closing ??= (async () => {
         if (child.exitCode !== null || child.signalCode !== null) return

@@ -32,7 +32,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError, databaseUrlProblem } from './classify.js'
-import { dropConnection, keepIdleSession, UNANSWERED, UnansweredQueryWatch } from './connection.js'
+import { dropConnection, endWithin, keepIdleSession, UNANSWERED, UnansweredQueryWatch } from './connection.js'
 import { type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, removeCheckpoint, setCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
@@ -42,6 +42,11 @@ import { type AppendListener, listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readEventByMessageId, readPage, readRawPage, tailStart } from './read.js'
 import { StreamConsumerDefect, streamRange } from './stream.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, retentionWatermark, saveSnapshot } from './snapshots.js'
+
+// How long ending a dropped connection's server session may take (its statement; twice that in all).
+const LEFT_SESSION_MS = 5_000
+const END_LEFT_SESSION = `SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity
+WHERE pid = $1 AND application_name = $2 AND backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_pid()`
 
 export interface HeadEvent {
   readonly id: number
@@ -124,7 +129,10 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       unansweredMs > 0
         ? {
             ms: unansweredMs,
-            watch: new UnansweredQueryWatch(unansweredMs, () => this.busy, (_client, ms) => options.logger?.warn({ unansweredMs: ms }, 'the database has not answered a query; dropping its connection')),
+            watch: new UnansweredQueryWatch(unansweredMs, () => this.busy, (client, ms) => {
+              options.logger?.warn({ unansweredMs: ms }, 'the database has not answered a query; dropping its connection')
+              this.endLeftSession(client)
+            }),
           }
         : undefined
   }
@@ -200,6 +208,49 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
         return E.left(f)
       }
     }
+  }
+
+  /**
+   * Ends on the server the session of a connection the watch dropped, when the server is still
+   * there. A path that died without either side hearing of it (a NAT or firewall that forgot the
+   * flow) leaves that session running: an append's waits for COPY data a query cancel cannot
+   * interrupt (statement_timeout included), holding the event table's append lock, so every later
+   * append times out behind it until the server's TCP gives up (retransmissions ~15 min, keepalive
+   * ~2 h by default). From a connection of its own, bounded, best effort: a session of this
+   * application, that pid, not idle (an idle one holds nothing, and its query did finish).
+   * Behind a pooler (PgBouncer) the pid is the pooler's, which no session here has, or by chance
+   * another busy session of this application, whose query then fails and is retried as any
+   * transient failure.
+   */
+  private endLeftSession(dropped: pg.PoolClient): void {
+    const pid = (dropped as unknown as { processID?: unknown }).processID
+    if (typeof pid !== 'number' || this.closed) return
+    const application = (this.options.applicationName ?? 'vitrage-persistor').slice(0, 63)
+    const ender = new pg.Client({
+      connectionString: this.options.connectionString,
+      application_name: application,
+      connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
+      statement_timeout: LEFT_SESSION_MS,
+    })
+    // Tracked with the pool's clients, so a bounded close() cuts it too.
+    this.open.add(ender as unknown as pg.PoolClient)
+    ender.once('end', () => this.open.delete(ender as unknown as pg.PoolClient))
+    ender.on('error', () => {})
+    const log = this.options.logger
+    void within(
+      (async () => {
+        await ender.connect()
+        const { rows } = await ender.query<{ ended: boolean }>(END_LEFT_SESSION, [pid, application])
+        return rows[0]?.ended === true ? 'ended' : 'gone'
+      })().catch((e: unknown) => this.scrub(String((e as Error)?.message ?? e))),
+      2 * LEFT_SESSION_MS,
+      'no answer',
+    ).then((outcome) => {
+      if (outcome === 'ended') log?.warn({ pid }, 'ended the server session of a dropped connection')
+      else if (outcome === 'gone') log?.debug({ pid }, 'the server session of a dropped connection had already ended or was idle')
+      else log?.debug({ pid, problem: outcome }, 'could not end the server session of a dropped connection')
+      void endWithin(ender, 1_000)
+    })
   }
 
   /**
