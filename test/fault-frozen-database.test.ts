@@ -247,3 +247,38 @@ t.test('an append whose path dies while the server lives on: the session it left
   t.equal(left.rowCount, 0, 'the left session is gone')
   t.ok(warnings.includes('ended the server session of a dropped connection'), 'logged')
 })
+
+t.test('a session an earlier instance left in an append behind a dead path is ended by the next one once its appends time out behind it', async (t) => {
+  // The earlier instance: its watch off (it was stopped before it would have fired), its
+  // connections cut at a bounded close, the path already dead, so the server never hears.
+  const { world, proxy, store: earlier } = await storeBehindProxy(t, { unansweredQueryMs: 0 })
+  const admin = await world.sql.connect()
+  t.teardown(() => admin.release())
+  await admin.query('BEGIN')
+  await admin.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
+  void earlier.append(fixtureEvents(5))()
+  await eventually('the append waits for the lock', async () => {
+    const r = await world.sql.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    return r.rows[0]?.n === 1
+  })
+  proxy.severOpenConnections()
+  await admin.query('COMMIT')
+  await earlier.close({ timeoutMs: 100 })
+
+  const warnings: string[] = []
+  const note = (...args: unknown[]): void => void warnings.push(String(args.find((a) => typeof a === 'string')))
+  const logger = { debug: () => {}, info: () => {}, warn: note, error: note, child: () => logger }
+  const next = new PgEventStore({ connectionString: world.db.url, maxConnections: 1, logger, statementTimeoutMs: 1_000 })
+  t.teardown(() => next.close({ timeoutMs: 1_000 }))
+  const batch = fixtureEvents(50)
+  const failures: string[] = []
+  await eventually('the next instance stores', async () => {
+    const r = await next.append(batch)()
+    if (E.isRight(r)) return true
+    failures.push(`${r.left.code}`)
+    throw new Error(r.left.message)
+  })
+  t.ok(failures.length >= 1 && failures.every((f) => f === '57014'), `its appends timed out behind the left session first (${failures.length})`)
+  t.ok(warnings.includes('ended a session stuck in an append, waiting for COPY data from a client that is gone'), 'logged')
+  t.equal(await rowCount(world), 50, 'stored once; the left append never was')
+})

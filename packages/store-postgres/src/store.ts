@@ -43,10 +43,15 @@ import { type RawEvent, type ReadOptions, readEventByMessageId, readPage, readRa
 import { StreamConsumerDefect, streamRange } from './stream.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, retentionWatermark, saveSnapshot } from './snapshots.js'
 
-// How long ending a dropped connection's server session may take (its statement; twice that in all).
-const LEFT_SESSION_MS = 5_000
-const END_LEFT_SESSION = `SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity
+// How long ending sessions left on the server may take (its statement; twice that in all).
+const END_SESSIONS_MS = 5_000
+const END_LEFT_SESSION = `SELECT pid, pg_terminate_backend(pid) AS ended FROM pg_stat_activity
 WHERE pid = $1 AND application_name = $2 AND backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_pid()`
+const STATEMENT_TIMEOUT = '57014'
+// $2: milliseconds. An append's COPY (event or its staging table) reading from its client.
+const END_STUCK_APPENDS = `SELECT pid, pg_terminate_backend(pid) AS ended FROM pg_stat_activity
+WHERE application_name = $1 AND backend_type = 'client backend' AND state = 'active' AND wait_event = 'ClientRead'
+  AND query LIKE 'COPY event%' AND query_start < now() - $2 * interval '1 millisecond' AND pid <> pg_backend_pid()`
 
 export interface HeadEvent {
   readonly id: number
@@ -89,6 +94,10 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   /** Every client the pool opened whose connection has not ended yet (see the constructor). */
   private readonly open = new Set<pg.PoolClient>()
   private closed = false
+  /** When endStuckAppends last looked (performance.now()). */
+  private stuckCheckedAt: number | undefined
+  /** application_name of its sessions, as the server keeps it. */
+  private readonly application: string
   private readonly unanswered: { readonly watch: UnansweredQueryWatch; readonly ms: number } | undefined
   /** Calls waiting for a connection, woken by close() (see withClient). */
   private readonly closeWaiters = new Set<() => void>()
@@ -99,6 +108,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     if (problem !== undefined) throw new TypeError(`PgEventStore: ${problem}`)
     this.options = options
     this.scrub = options.scrub ?? ((s) => s)
+    this.application = (options.applicationName ?? 'vitrage-persistor').slice(0, 63)
     // Every client is tracked from its creation until its connection has ended: the pool
     // forgets the ones it removes (idle too long, released broken, all of them at pool.end())
     // before the server acknowledges their goodbye, and does not list a connect in progress;
@@ -116,7 +126,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       Client: TrackedClient,
       connectionString: options.connectionString,
       max: options.maxConnections ?? 2,
-      application_name: options.applicationName ?? 'vitrage-persistor',
+      application_name: this.application,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
       statement_timeout: options.statementTimeoutMs ?? 60_000,
       keepAlive: true,
@@ -216,21 +226,41 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
    * flow) leaves that session running: an append's waits for COPY data a query cancel cannot
    * interrupt (statement_timeout included), holding the event table's append lock, so every later
    * append times out behind it until the server's TCP gives up (retransmissions ~15 min, keepalive
-   * ~2 h by default). From a connection of its own, bounded, best effort: a session of this
-   * application, that pid, not idle (an idle one holds nothing, and its query did finish).
-   * Behind a pooler (PgBouncer) the pid is the pooler's, which no session here has, or by chance
-   * another busy session of this application, whose query then fails and is retried as any
-   * transient failure.
+   * ~2 h by default). Only that pid, of this application, not idle (an idle one holds nothing, and
+   * its query did finish). Behind a pooler (PgBouncer) the pid is the pooler's, which no session
+   * here has, or by chance another busy session of this application, whose query then fails and
+   * is retried as any transient failure.
    */
   private endLeftSession(dropped: pg.PoolClient): void {
     const pid = (dropped as unknown as { processID?: unknown }).processID
-    if (typeof pid !== 'number' || this.closed) return
-    const application = (this.options.applicationName ?? 'vitrage-persistor').slice(0, 63)
+    if (typeof pid !== 'number') return
+    this.endSessions(END_LEFT_SESSION, [pid, this.application], 'ended the server session of a dropped connection')
+  }
+
+  /**
+   * Ends appends of this application stuck waiting for their COPY data for twice this store's
+   * statement timeout, which they would have been cancelled by were they not reading from their
+   * client: sessions left by a connection whose path died, this process's (dropped at a bounded
+   * close, before the unanswered-query watch saw them) or an earlier instance's. Each holds the
+   * append lock (or soon would), so appends here time out behind it: called on such a timeout,
+   * at most once per statement timeout.
+   */
+  private endStuckAppends(): void {
+    const statementMs = this.options.statementTimeoutMs ?? 60_000
+    const now = performance.now()
+    if (statementMs <= 0 || (this.stuckCheckedAt !== undefined && now - this.stuckCheckedAt < statementMs)) return
+    this.stuckCheckedAt = now
+    this.endSessions(END_STUCK_APPENDS, [this.application, 2 * statementMs], 'ended a session stuck in an append, waiting for COPY data from a client that is gone')
+  }
+
+  /** Runs `query` (pid, ended) from a connection of its own, bounded, best effort; logs what it ended. */
+  private endSessions(query: string, params: unknown[], ended: string): void {
+    if (this.closed) return
     const ender = new pg.Client({
       connectionString: this.options.connectionString,
-      application_name: application,
+      application_name: this.application,
       connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
-      statement_timeout: LEFT_SESSION_MS,
+      statement_timeout: END_SESSIONS_MS,
     })
     // Tracked with the pool's clients, so a bounded close() cuts it too.
     this.open.add(ender as unknown as pg.PoolClient)
@@ -240,15 +270,13 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     void within(
       (async () => {
         await ender.connect()
-        const { rows } = await ender.query<{ ended: boolean }>(END_LEFT_SESSION, [pid, application])
-        return rows[0]?.ended === true ? 'ended' : 'gone'
+        return (await ender.query<{ pid: number; ended: boolean }>(query, params)).rows.filter((r) => r.ended).map((r) => r.pid)
       })().catch((e: unknown) => this.scrub(String((e as Error)?.message ?? e))),
-      2 * LEFT_SESSION_MS,
+      2 * END_SESSIONS_MS,
       'no answer',
     ).then((outcome) => {
-      if (outcome === 'ended') log?.warn({ pid }, 'ended the server session of a dropped connection')
-      else if (outcome === 'gone') log?.debug({ pid }, 'the server session of a dropped connection had already ended or was idle')
-      else log?.debug({ pid, problem: outcome }, 'could not end the server session of a dropped connection')
+      if (typeof outcome === 'string') log?.debug({ problem: outcome }, `could not end sessions: ${ended}`)
+      else if (outcome.length > 0) log?.warn({ pids: outcome }, ended)
       void endWithin(ender, 1_000)
     })
   }
@@ -302,7 +330,12 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
    * messages at `copiesOnly` are only recognised, never stored (appendBatch).
    */
   append(batch: readonly PreparedEvent[], copiesOnly?: ReadonlySet<number>): TE.TaskEither<Failure, IsolatedAppendResult> {
-    return this.withClient((client) => appendIsolating(client, batch, this.scrub, copiesOnly))
+    const appending = this.withClient((client) => appendIsolating(client, batch, this.scrub, copiesOnly))
+    return async () => {
+      const r = await appending()
+      if (E.isLeft(r) && r.left.code === STATEMENT_TIMEOUT) this.endStuckAppends()
+      return r
+    }
   }
 
   readonly readPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, StoredEvent[]> =>
