@@ -167,23 +167,30 @@ t.test('a LISTEN connection whose path died under it is noticed and opened again
   t.pass(`noticed, connected again, and woken ${wakes - (wakesAtReconnect ?? 0)} times since`)
 })
 
-t.test('an append whose answer never comes fails as unanswered after the limit, and its retry stores the batch', async (t) => {
-  const { world, proxy, store, warnings } = await storeBehindProxy(t, { statementTimeoutMs: 4_000, unansweredQueryMs: 6_000 })
-  const batch = fixtureEvents(50)
-  // A lock keeps the append in flight while the path under its connection dies.
+/**
+ * Starts an append that waits for a lock on the event table, so it is in flight when the path
+ * under its connection dies (`cut`); then frees the lock. Returns the append, still running.
+ */
+const appendAcrossDeadPath = async <T>(t: Test, world: World, append: () => Promise<T>, cut: () => void): Promise<{ appending: Promise<T> }> => {
   const admin = await world.sql.connect()
   t.teardown(() => admin.release())
   await admin.query('BEGIN')
   await admin.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
-  const started = performance.now()
-  const appending = store.append(batch)()
+  const appending = append()
   await eventually('the append waits for the lock', async () => {
     const r = await world.sql.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
     return r.rows[0]?.n === 1
   })
-  proxy.cutOpenConnections()
+  cut()
   await admin.query('COMMIT')
-  const result = await appending
+  return { appending }
+}
+
+t.test('an append whose answer never comes fails as unanswered after the limit, and its retry stores the batch', async (t) => {
+  const { world, proxy, store, warnings } = await storeBehindProxy(t, { statementTimeoutMs: 4_000, unansweredQueryMs: 6_000 })
+  const batch = fixtureEvents(50)
+  const started = performance.now()
+  const result = await (await appendAcrossDeadPath(t, world, store.append(batch), proxy.cutOpenConnections)).appending
   const ms = performance.now() - started
   t.ok(E.isLeft(result), 'the append fails')
   if (E.isLeft(result)) {
@@ -214,17 +221,7 @@ t.test('an append whose path dies while the server lives on: the session it left
   // waits for COPY data that cannot come. A query cancel (statement_timeout) does not reach a
   // session reading COPY data; only its end does, which the server's TCP would bring after
   // minutes to hours.
-  const admin = await world.sql.connect()
-  t.teardown(() => admin.release())
-  await admin.query('BEGIN')
-  await admin.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
-  const appending = store.append(batch)()
-  await eventually('the append waits for the lock', async () => {
-    const r = await world.sql.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
-    return r.rows[0]?.n === 1
-  })
-  proxy.severOpenConnections()
-  await admin.query('COMMIT')
+  const { appending } = await appendAcrossDeadPath(t, world, store.append(batch), proxy.severOpenConnections)
   const orphan = await eventually('the left session to wait for COPY data', async () => {
     const r = await world.sql.query<{ pid: number }>(
       "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND wait_event = 'ClientRead' AND query LIKE 'COPY event %'",
@@ -252,17 +249,7 @@ t.test('a session an earlier instance left in an append behind a dead path is en
   // The earlier instance: its watch off (it was stopped before it would have fired), its
   // connections cut at a bounded close, the path already dead, so the server never hears.
   const { world, proxy, store: earlier } = await storeBehindProxy(t, { unansweredQueryMs: 0 })
-  const admin = await world.sql.connect()
-  t.teardown(() => admin.release())
-  await admin.query('BEGIN')
-  await admin.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
-  void earlier.append(fixtureEvents(5))()
-  await eventually('the append waits for the lock', async () => {
-    const r = await world.sql.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
-    return r.rows[0]?.n === 1
-  })
-  proxy.severOpenConnections()
-  await admin.query('COMMIT')
+  await appendAcrossDeadPath(t, world, earlier.append(fixtureEvents(5)), proxy.severOpenConnections)
   await earlier.close({ timeoutMs: 100 })
 
   const warnings: string[] = []
