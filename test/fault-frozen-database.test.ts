@@ -269,3 +269,20 @@ t.test('a session an earlier instance left in an append behind a dead path is en
   t.ok(warnings.includes('ended a session stuck in an append, waiting for COPY data from a client that is gone'), 'logged')
   t.equal(await rowCount(world), 50, 'stored once; the left append never was')
 })
+
+t.test('a transaction left idle behind a dead path is ended by the server after twice the statement timeout, its locks with it', async (t) => {
+  const { world, proxy, store } = await storeBehindProxy(t, { statementTimeoutMs: 500, unansweredQueryMs: 0 })
+  const client = await store.pool.connect()
+  t.teardown(() => client.release(true))
+  client.on('error', () => {})
+  await client.query('BEGIN')
+  await client.query('SELECT pg_advisory_xact_lock(42)')
+  const pid = (client as unknown as { processID: number }).processID
+  proxy.severOpenConnections()
+  const started = performance.now()
+  await eventually('the left transaction ended', async () => (await world.sql.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rowCount === 0)
+  const ms = performance.now() - started
+  t.ok(ms < 5_000, `ended ${Math.round(ms)} ms after the path died`)
+  const lock = await world.sql.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 42")
+  t.equal(lock.rowCount, 0, 'its lock is free')
+})

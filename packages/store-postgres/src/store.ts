@@ -129,6 +129,11 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       application_name: this.application,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
       statement_timeout: options.statementTimeoutMs ?? 60_000,
+      // A transaction of ours is never idle for long (nothing external is awaited inside one):
+      // one idle for twice the statement timeout lost its client behind a dead path, and the
+      // server ends it rather than keep its locks (the history lock, checkpoint rows) until
+      // its TCP gives up. 0 (none) with no statement timeout.
+      idle_in_transaction_session_timeout: Math.max(0, 2 * (options.statementTimeoutMs ?? 60_000)),
       keepAlive: true,
       idleTimeoutMillis: 30_000,
     })
