@@ -622,7 +622,8 @@ export class Persistor {
       }
       for (const i of result.absent) {
         const d = valid[i] as Delivery
-        dead.push({ delivery: d, rejection: d.refused as Rejection })
+        // Only a refused one can be absent (the store's contract); a reason all the same.
+        dead.push({ delivery: d, rejection: d.refused ?? { reason: 'database-rejected', detail: 'the store reported a message neither stored nor found' } })
       }
       this.deps.metrics.stored.inc(result.stored.length)
       this.deps.metrics.duplicates.inc(result.duplicates.length)

@@ -137,6 +137,37 @@ t.test('a message appended as a copy only is recognised when stored, never store
   t.same({ ...split, refused: split.refused.map((x) => x.index) }, { stored: [3], duplicates: [2], conflicts: [], absent: [0], refused: [1] })
 })
 
+t.test('a redelivery whose stored twin a prune deletes during its append is still a duplicate, not absent', async (t) => {
+  const client = await setup(t)
+  const other = new pg.Client({ host: client.host, port: client.port, user: client.user, password: client.password ?? undefined, database: client.database })
+  await other.connect()
+  t.teardown(() => other.end())
+  const old = message('{"old": 1}')
+  await appendBatch(client, [old])
+  // What event_prune does, committed between the append's INSERT and its lookup of what it skipped.
+  const query = client.query.bind(client) as (...a: unknown[]) => Promise<unknown>
+  ;(client as unknown as { query: unknown }).query = (...a: unknown[]) =>
+    typeof a[0] === 'string' && a[0].startsWith('SELECT s.ord')
+      ? other.query(`BEGIN; SELECT set_config('vitrage_persistor.retention', 'on', true); DELETE FROM event WHERE message_id = '${old.message.messageId}'; COMMIT`).then(() => query(...a))
+      : query(...a)
+  const r = await appendBatch(client, [message('{"new": 1}'), message('{"old": 1}', old.message.messageId)])
+  t.same(r, { stored: [0], duplicates: [1], conflicts: [], absent: [] })
+})
+
+t.test('a copy whose twin comes later in its batch is a duplicate, also when a refused row splits them', async (t) => {
+  const client = await setup(t)
+  const bad = prepareEvent({ ...decoded('{"seq": 99}'), payloadText: '{"s": "\\u0000"}' })
+  const twin = randomUUID()
+  const other = randomUUID()
+  const split = await appendIsolating(
+    client,
+    [message('{"twin": 1}', twin), message('{"other": 1}', other), message('{"gone": 1}'), bad, message('{"twin": 1}', twin), message('{"other": 2}', other)],
+    undefined,
+    new Set([0, 1, 2]),
+  )
+  t.same({ ...split, refused: split.refused.map((x) => x.index) }, { stored: [4, 5], duplicates: [0], conflicts: [1], absent: [2], refused: [3] })
+})
+
 t.test('a reader following by id never skips while appenders overlap', async (t) => {
   const client = await setup(t)
   const url = (client as unknown as { connectionParameters: { database: string } }).connectionParameters.database

@@ -155,12 +155,13 @@ const stageBatch = (client: pg.PoolClient | pg.Client, batch: readonly PreparedE
     if (notInserted.length > 0) {
       for (const r of (await client.query<{ ord: number; differs: boolean }>(STORED_SQL, [notInserted])).rows) differs.set(r.ord, r.differs)
     }
-    // Not inserted and not stored: only a copiesOnly one can be (any other lost to a stored id).
+    // Not found now: a copy whose id no event has, or another message whose stored twin a prune
+    // deleted between the two statements (read committed), which stays a duplicate, as it was.
     return {
       stored,
-      duplicates: notInserted.filter((i) => differs.get(i) === false),
+      duplicates: notInserted.filter((i) => differs.get(i) === false || (!differs.has(i) && !copiesOnly.has(i))),
       conflicts: notInserted.filter((i) => differs.get(i) === true),
-      absent: notInserted.filter((i) => !differs.has(i)),
+      absent: notInserted.filter((i) => !differs.has(i) && copiesOnly.has(i)),
     }
   })
 
@@ -225,5 +226,18 @@ export const appendIsolating = async (
     }
   }
   await go(0, batch)
+  // Split around a refused row, a copy may have been looked up before its twin, later in the
+  // batch, was stored: looked up again, on their own.
+  if (refused.length > 0 && absent.length > 0) {
+    const again = await appendBatch(client, absent.map((i) => batch[i] as PreparedEvent), new Set(absent.keys()))
+    const back = (is: readonly number[]): number[] => is.map((j) => absent[j] as number)
+    for (const i of back(again.duplicates)) duplicates.push(i)
+    for (const i of back(again.conflicts)) conflicts.push(i)
+    const still = back(again.absent)
+    absent.length = 0
+    absent.push(...still)
+    duplicates.sort((a, b) => a - b)
+    conflicts.sort((a, b) => a - b)
+  }
   return { stored, duplicates, conflicts, absent, refused }
 }
