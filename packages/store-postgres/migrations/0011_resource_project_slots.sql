@@ -18,9 +18,13 @@ ALTER TABLE history_alarm
     ADD COLUMN resource_project_change_event_id bigint;
 -- Rows derived before: the activation's project is in the activation's payload, which the row
 -- keeps. The slot held a project change when its rank says so (0007), or, for rows written before
--- 0007, when its time is not the start's. A change the old rule let a later activation replace (in
--- a later page) cannot be told from the row: `vitrage-persistor project history --rebuild`
--- derives such alarms again from the log (docs/operations.md).
+-- 0007, when its time is not the start's (a later activation's write cannot be told from a change
+-- there: `vitrage-persistor project history --rebuild` derives those again, docs/operations.md).
+-- Where it held a later activation's write (rank 0, not the first activation's event), that
+-- activation overwrote the latest change, which is looked for again in the log below.
+CREATE TEMP TABLE history_alarm_crossed ON COMMIT DROP AS
+    SELECT vitrage_id FROM history_alarm
+    WHERE resource_project_rank = 0 AND resource_project_event_id IS DISTINCT FROM activation_event_id;
 --
 -- One statement, so the table is rewritten once (ALTER TYPE ... USING fills the new columns from
 -- the old ones; the generated column is computed from the filled values): 13.0 s for a million
@@ -40,3 +44,29 @@ ALTER TABLE history_alarm
     ADD COLUMN vitrage_resource_project_id text GENERATED ALWAYS AS (
         CASE WHEN resource_project_change_at IS NOT NULL AND (start_timestamp IS NULL OR resource_project_change_at >= start_timestamp)
              THEN resource_project_change ELSE activation_resource_project_id END) STORED;
+
+-- The latest change of each such alarm still in the log, ordered as history-range.ts orders them
+-- (update_timestamp in the forms history_timestamp reads, else the collector's time when it has
+-- none; a change in another form is left to a rebuild). One pass over the log, only when there
+-- are such alarms.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM history_alarm_crossed) THEN
+        UPDATE history_alarm h
+           SET resource_project_change = c.project, resource_project_change_at = c.at, resource_project_change_event_id = c.id
+          FROM (
+            SELECT DISTINCT ON (vid) vid, project, at, id FROM (
+                SELECT e.payload->>'vitrage_id' AS vid, e.payload->>'vitrage_resource_project_id' AS project, e.id,
+                       CASE WHEN jsonb_typeof(e.payload->'update_timestamp') = 'string' THEN history_timestamp(e.payload->>'update_timestamp')
+                            ELSE e.collector_timestamp END AS at
+                FROM event e
+                WHERE e.event_type = 'vitrage.alarm.change_project_id'
+                  AND e.payload->>'vitrage_id' IN (SELECT vitrage_id FROM history_alarm_crossed)
+            ) changes
+            WHERE at IS NOT NULL
+            ORDER BY vid, at DESC, id DESC
+          ) c
+         WHERE h.vitrage_id = c.vid;
+    END IF;
+END
+$$;

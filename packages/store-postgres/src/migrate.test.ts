@@ -161,6 +161,8 @@ t.test('0011 splits the resource project into the activation\'s and the latest c
     { id: 'activation', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p1', at: '00:01', rank: 0, event: 1 },
     { id: 'changed', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p2', at: '00:05', rank: 1, event: 7 },
     { id: 'crossed', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p9', at: '00:09', rank: 0, event: 9 },
+    // crossed-changed: the same, and the change it overwrote is in the log (found again).
+    { id: 'crossed-changed', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p9', at: '00:09', rank: 0, event: 9 },
     { id: 'old-activation', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p1', at: '00:01', rank: null, event: null },
     { id: 'old-changed', start: '00:01', payload: { vitrage_resource_project_id: 'p1' }, project: 'p2', at: '00:05', rank: null, event: null },
     { id: 'no-activation', start: null, payload: null, project: 'p2', at: '00:05', rank: 1, event: 5 },
@@ -169,11 +171,20 @@ t.test('0011 splits the resource project into the activation\'s and the latest c
   const time = (hm: string | null): string | null => (hm === null ? null : `2024-01-01T00:${hm}Z`)
   for (const r of rows) {
     await sql.query(
-      `INSERT INTO history_alarm (vitrage_id, start_timestamp, payload, vitrage_resource_project_id, resource_project_at, resource_project_rank, resource_project_event_id)
-       VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-      [r.id, time(r.start), r.payload === null ? null : JSON.stringify(r.payload), r.project, time(r.at), r.rank, r.event],
+      `INSERT INTO history_alarm (vitrage_id, start_timestamp, payload, vitrage_resource_project_id, resource_project_at, resource_project_rank, resource_project_event_id, activation_event_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      [r.id, time(r.start), r.payload === null ? null : JSON.stringify(r.payload), r.project, time(r.at), r.rank, r.event, r.start === null ? null : 1],
     )
   }
+  // The log: crossed-changed's changes (the latest by update_timestamp wins; one in a form only
+  // Node reads is left to a rebuild), and one of an alarm whose row holds its change already.
+  const change = (vid: string, project: string, at: unknown): string => JSON.stringify({ vitrage_id: vid, vitrage_resource_project_id: project, update_timestamp: at })
+  await sql.query(
+    `INSERT INTO event (message_id, event_type, collector_timestamp, payload)
+     SELECT gen_random_uuid(), 'vitrage.alarm.change_project_id', '2024-01-01T00:30:00Z', p::jsonb FROM unnest($1::text[]) WITH ORDINALITY AS x(p, n) ORDER BY n`,
+    [[change('crossed-changed', 'p5', '2024-01-01T00:05:00Z'), change('crossed-changed', 'p4', '2024-01-01 00:04:00'), change('crossed-changed', 'p-odd', '2024-01-01T01:06:00+01:00'), change('changed', 'p8', '2024-01-01T00:08:00Z')]],
+  )
+  const eventIds = (await sql.query<{ id: string }>('SELECT id FROM event ORDER BY id')).rows.map((x) => Number(x.id))
   const r = await migrate(db.url)()
   t.ok(E.isRight(r) && r.right.applied.includes('0011_resource_project_slots'), 'migrated')
   const got = (
@@ -188,12 +199,13 @@ t.test('0011 splits the resource project into the activation\'s and the latest c
       activation: ['p1', 'p1', null, null],
       changed: ['p2', 'p1', 'p2', '7'],
       crossed: ['p1', 'p1', null, null],
+      'crossed-changed': ['p5', 'p1', 'p5', String(eventIds[0])],
       'old-activation': ['p1', 'p1', null, null],
       'old-changed': ['p2', 'p1', 'p2', null],
       'no-activation': ['p2', null, 'p2', '5'],
       none: [null, null, null, null],
     },
-    'each row reports the project it did, but the one a later activation had replaced, which is the first activation\'s again',
+    'each row reports the project it did, but where a later activation had replaced it: the first activation\'s, or the latest change in the log',
   )
   await t.rejects(sql.query(`UPDATE history_alarm SET vitrage_resource_project_id = 'x'`), { code: '428C9' }, 'the reported project is derived, never written')
 })
