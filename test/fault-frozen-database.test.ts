@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import { decodeMessage, type DecodedMessage } from '@vitrage-persistor/core'
 import { appendBatch, type EventStoreOptions, PgEventStore, type PreparedEvent, prepareEvent, UNANSWERED } from '@vitrage-persistor/store-postgres'
-import { eventually, freePort } from '@vitrage-persistor/testing'
+import { eventually, freePort, uniqueName } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import t, { type Test } from 'tap'
 import { rawFixtures } from './support/fixtures.js'
@@ -48,14 +48,18 @@ const sigtermWhilePolled = async (p: PersistorProcess, base: string): Promise<{ 
 }
 
 /** A store reaching this test's database through a freezable proxy, and the warnings it logs. */
-const storeBehindProxy = async (t: Test, options: Partial<EventStoreOptions> = {}): Promise<{ world: World; proxy: FreezableProxy; store: PgEventStore; warnings: string[] }> => {
-  const world = await setupWorld(t)
-  const proxy = await startFreezableProxy(world.db.url)
+const storeBehindProxy = async (
+  t: Test,
+  options: Partial<EventStoreOptions> = {},
+  world?: World,
+): Promise<{ world: World; proxy: FreezableProxy; store: PgEventStore; warnings: string[] }> => {
+  world ??= await setupWorld(t)
+  const proxy = await startFreezableProxy(options.connectionString ?? world.db.url)
   t.teardown(() => proxy.close())
   const warnings: string[] = []
   const note = (...args: unknown[]): void => void warnings.push(String(args.find((a) => typeof a === 'string')))
   const logger = { debug: () => {}, info: () => {}, warn: note, error: note, child: () => logger }
-  const store = new PgEventStore({ connectionString: proxy.url, maxConnections: 1, logger, ...options })
+  const store = new PgEventStore({ maxConnections: 1, logger, ...options, connectionString: proxy.url })
   t.teardown(() => store.close({ timeoutMs: 1_000 }))
   return { world, proxy, store, warnings }
 }
@@ -214,7 +218,11 @@ t.test('an append whose answer never comes fails as unanswered after the limit, 
 })
 
 t.test('an append whose path dies while the server lives on: the session it left there is ended, so the append lock is free for the retry', async (t) => {
-  const { world, proxy, store, warnings } = await storeBehindProxy(t, { statementTimeoutMs: 2_000, unansweredQueryMs: 3_000 })
+  // Its database URL names the application: the server's name for the session, not the store's.
+  const world = await setupWorld(t)
+  const url = new URL(world.db.url)
+  url.searchParams.set('application_name', 'persistor eu-1')
+  const { proxy, store, warnings } = await storeBehindProxy(t, { connectionString: url.toString(), statementTimeoutMs: 2_000, unansweredQueryMs: 3_000 }, world)
   const batch = fixtureEvents(50)
   // The append waits for a lock while the path dies; the server never hears of it, so once the
   // lock is free its session takes the append lock (the event table's statement trigger) and
@@ -242,32 +250,93 @@ t.test('an append whose path dies while the server lives on: the session it left
   t.equal(await rowCount(world), 50, 'stored once')
   const left = await world.sql.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [orphan])
   t.equal(left.rowCount, 0, 'the left session is gone')
-  t.ok(warnings.includes('ended the server session of a dropped connection'), 'logged')
+  await eventually('logged', () => warnings.includes('ended the server session of a dropped connection'))
 })
 
-t.test('a session an earlier instance left in an append behind a dead path is ended by the next one once its appends time out behind it', async (t) => {
-  // The earlier instance: its watch off (it was stopped before it would have fired), its
-  // connections cut at a bounded close, the path already dead, so the server never hears.
-  const { world, proxy, store: earlier } = await storeBehindProxy(t, { unansweredQueryMs: 0 })
-  await appendAcrossDeadPath(t, world, earlier.append(fixtureEvents(5)), proxy.severOpenConnections)
-  await earlier.close({ timeoutMs: 100 })
+/**
+ * What an earlier instance leaves behind when its path dies under an append and it is stopped
+ * before its unanswered-query watch fires (watch off here): its server session, in the append's
+ * COPY, holding the append lock, waiting for data that cannot come.
+ */
+const leftBehind = async (t: Test, world: World, connectionString = world.db.url): Promise<void> => {
+  const { proxy, store } = await storeBehindProxy(t, { connectionString, unansweredQueryMs: 0 }, world)
+  await appendAcrossDeadPath(t, world, store.append(fixtureEvents(5)), proxy.severOpenConnections)
+  await store.close({ timeoutMs: 100 })
+}
 
+/** A store beside it, with a 1 s statement timeout, and its warnings. */
+const nextInstance = (t: Test, connectionString: string): { store: PgEventStore; warnings: string[] } => {
   const warnings: string[] = []
   const note = (...args: unknown[]): void => void warnings.push(String(args.find((a) => typeof a === 'string')))
   const logger = { debug: () => {}, info: () => {}, warn: note, error: note, child: () => logger }
-  const next = new PgEventStore({ connectionString: world.db.url, maxConnections: 1, logger, statementTimeoutMs: 1_000 })
-  t.teardown(() => next.close({ timeoutMs: 1_000 }))
-  const batch = fixtureEvents(50)
+  const store = new PgEventStore({ connectionString, maxConnections: 1, logger, statementTimeoutMs: 1_000 })
+  t.teardown(() => store.close({ timeoutMs: 1_000 }))
+  return { store, warnings }
+}
+
+/** Appends until stored; the codes of the failures before. */
+const appendUntilStored = async (store: PgEventStore, batch: readonly PreparedEvent[], timeoutMs = 30_000): Promise<string[]> => {
   const failures: string[] = []
-  await eventually('the next instance stores', async () => {
-    const r = await next.append(batch)()
-    if (E.isRight(r)) return true
-    failures.push(`${r.left.code}`)
-    throw new Error(r.left.message)
+  await eventually(
+    'stored',
+    async () => {
+      const r = await store.append(batch)()
+      if (E.isRight(r)) return true
+      failures.push(`${r.left.code}`)
+      throw new Error(r.left.message)
+    },
+    { timeoutMs },
+  )
+  return failures
+}
+
+const ENDED_STUCK = 'ended a session stuck in an append, waiting for COPY data from a client that is gone'
+
+for (const [wait, code] of [['statement', '57014'], ['lock', '55P03']] as const) {
+  t.test(`a session an earlier instance left in an append behind a dead path is ended by the next one once its appends time out behind it (${wait} timeout)`, async (t) => {
+    const world = await setupWorld(t)
+    await leftBehind(t, world)
+    // A lock_timeout the database sets fails the waits first (55P03), before the statement timeout.
+    if (wait === 'lock') await world.sql.query(`ALTER DATABASE ${world.db.name} SET lock_timeout = '300ms'`)
+    const next = nextInstance(t, world.db.url)
+    const failures = await appendUntilStored(next.store, fixtureEvents(50))
+    t.ok(failures.length >= 1 && failures.every((f) => f === code), `its appends failed behind the left session first (${failures.join(', ')})`)
+    // The ender logs once its statement has answered, which may be after the append it freed.
+    await eventually('logged', () => next.warnings.includes(ENDED_STUCK))
+    t.equal(await rowCount(world), 50, 'stored once; the left append never was')
   })
-  t.ok(failures.length >= 1 && failures.every((f) => f === '57014'), `its appends timed out behind the left session first (${failures.length})`)
-  t.ok(warnings.includes('ended a session stuck in an append, waiting for COPY data from a client that is gone'), 'logged')
-  t.equal(await rowCount(world), 50, 'stored once; the left append never was')
+}
+
+t.test('a role that may not end another role\'s left session says so, and ends it once it may', async (t) => {
+  const world = await setupWorld(t)
+  const admin = world.sql
+  const [earlierRole, nextRole] = [uniqueName('vp_earlier'), uniqueName('vp_next')]
+  for (const role of [earlierRole, nextRole]) await admin.query(`CREATE ROLE ${role} LOGIN IN ROLE vitrage_persistor_writer`)
+  t.teardown(async () => {
+    for (const role of [earlierRole, nextRole]) await admin.query(`DROP ROLE IF EXISTS ${role}`).catch(() => {})
+  })
+  // It may read every session (as a monitoring grant gives), not signal another role's.
+  await admin.query(`GRANT pg_read_all_stats TO ${nextRole}`)
+  const as = (role: string): string => {
+    const url = new URL(world.db.url)
+    url.username = role
+    return url.toString()
+  }
+  await leftBehind(t, world, as(earlierRole))
+  const next = nextInstance(t, as(nextRole))
+  const refused = 'could not end a session left on the server by a client that is gone (see docs/operations.md: one login role for every instance)'
+  let tries = 0
+  await eventually('the refusal reported', async () => {
+    const r = await next.store.append(fixtureEvents(50))()
+    if (E.isRight(r)) throw Object.assign(new Error('stored behind the left session'), { fatal: true })
+    tries++
+    return next.warnings.includes(refused)
+  })
+  t.pass(`refused, appends failing (${tries}), until the role may signal it`)
+  await admin.query(`GRANT pg_signal_backend TO ${nextRole}`)
+  await appendUntilStored(next.store, fixtureEvents(50))
+  await eventually('ended once the role may', () => next.warnings.includes(ENDED_STUCK))
+  t.equal(await rowCount(world), 50)
 })
 
 t.test('a transaction left idle behind a dead path is ended by the server after twice the statement timeout, its locks with it', async (t) => {

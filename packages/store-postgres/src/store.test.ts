@@ -1,6 +1,7 @@
 import { STORE_CLOSED } from '@vitrage-persistor/core'
 import { createTestDatabase } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
+import pg from 'pg'
 import t from 'tap'
 import { schemaTemplate } from './migrate.js'
 import { PgEventStore } from './store.js'
@@ -93,4 +94,24 @@ t.test('connections are tracked only while open: failed connects and ended ones 
   t.equal(tracked(up), 2, 'the open ones are')
   await up.close()
   await eventually('forgotten once ended', () => tracked(up) === 0)
+})
+
+t.test('a maintenance command waits for the maintenance lock as long as it takes, whatever statement or lock timeout the role or database sets', async (t) => {
+  const db = await createTestDatabase(schemaTemplate)
+  t.teardown(() => db.drop())
+  const holder = new pg.Client({ connectionString: db.url })
+  await holder.connect()
+  t.teardown(() => holder.end())
+  // As operations.md has PgBouncer users do for the pool's sessions (here on the database).
+  await holder.query(`ALTER DATABASE ${db.name} SET statement_timeout = '200ms'`)
+  await holder.query(`ALTER DATABASE ${db.name} SET lock_timeout = '200ms'`)
+  await holder.query("SELECT pg_advisory_lock(1986622578, hashtext('maintenance'))")
+  const store = new PgEventStore({ connectionString: db.url })
+  t.teardown(() => store.close())
+  const started = performance.now()
+  const running = store.exclusively('maintenance', async () => 'done')()
+  // Held for five times both timeouts: the time passing is what is tested.
+  await new Promise((r) => setTimeout(r, 1_000))
+  await holder.query("SELECT pg_advisory_unlock(1986622578, hashtext('maintenance'))")
+  t.same(await running, E.right('done'), `waited ${Math.round(performance.now() - started)} ms, past both timeouts`)
 })

@@ -45,13 +45,18 @@ import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneE
 
 // How long ending sessions left on the server may take (its statement; twice that in all).
 const END_SESSIONS_MS = 5_000
+// The session's own application_name (a database URL's application_name overrides the one given
+// here, and the server may shorten or rewrite it), so the ender, on the same URL, compares alike.
 const END_LEFT_SESSION = `SELECT pid, pg_terminate_backend(pid) AS ended FROM pg_stat_activity
-WHERE pid = $1 AND application_name = $2 AND backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_pid()`
-const STATEMENT_TIMEOUT = '57014'
-// $2: milliseconds. An append's COPY (event or its staging table) reading from its client.
+WHERE pid = $1 AND application_name = current_setting('application_name') AND backend_type = 'client backend'
+  AND state <> 'idle' AND pid <> pg_backend_pid()`
+// Any appender's (run, follow, history end-open; another instance's): $1 in milliseconds. An
+// append's COPY (into event or its staging table) reading from its client.
 const END_STUCK_APPENDS = `SELECT pid, pg_terminate_backend(pid) AS ended FROM pg_stat_activity
-WHERE application_name = $1 AND backend_type = 'client backend' AND state = 'active' AND wait_event = 'ClientRead'
-  AND query LIKE 'COPY event%' AND query_start < now() - $2 * interval '1 millisecond' AND pid <> pg_backend_pid()`
+WHERE backend_type = 'client backend' AND state = 'active' AND wait_event = 'ClientRead'
+  AND query LIKE 'COPY event%' AND query_start < now() - $1 * interval '1 millisecond' AND pid <> pg_backend_pid()`
+// An append that waited for a lock until its statement or lock timeout.
+const LOCK_WAIT_FAILURES = new Set(['57014', '55P03'])
 
 export interface HeadEvent {
   readonly id: number
@@ -93,6 +98,8 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   private readonly busy = new Set<pg.PoolClient>()
   /** Every client the pool opened whose connection has not ended yet (see the constructor). */
   private readonly open = new Set<pg.PoolClient>()
+  /** Connections ending sessions left on the server (endSessions): close() cuts them. */
+  private readonly enders = new Set<pg.Client>()
   private closed = false
   /** When endStuckAppends last looked (performance.now()). */
   private stuckCheckedAt: number | undefined
@@ -239,26 +246,30 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   private endLeftSession(dropped: pg.PoolClient): void {
     const pid = (dropped as unknown as { processID?: unknown }).processID
     if (typeof pid !== 'number') return
-    this.endSessions(END_LEFT_SESSION, [pid, this.application], 'ended the server session of a dropped connection')
+    this.endSessions(END_LEFT_SESSION, [pid], 'ended the server session of a dropped connection')
   }
 
   /**
-   * Ends appends of this application stuck waiting for their COPY data for twice this store's
-   * statement timeout, which they would have been cancelled by were they not reading from their
-   * client: sessions left by a connection whose path died, this process's (dropped at a bounded
-   * close, before the unanswered-query watch saw them) or an earlier instance's. Each holds the
-   * append lock (or soon would), so appends here time out behind it: called on such a timeout,
-   * at most once per statement timeout.
+   * Ends appends stuck waiting for their COPY data for twice this store's statement timeout,
+   * which they would have been cancelled by were they not reading from their client: sessions
+   * left by a connection whose path died, this process's (dropped at a bounded close, before the
+   * unanswered-query watch saw them), an earlier instance's or another appending command's. Each
+   * holds the append lock (or soon would), so appends here time out behind it: called when one
+   * does (statement or lock timeout), at most once per statement timeout. Sessions of this role
+   * only, unless it may read and signal others' (pg_read_all_stats, pg_signal_backend).
    */
   private endStuckAppends(): void {
     const statementMs = this.options.statementTimeoutMs ?? 60_000
     const now = performance.now()
     if (statementMs <= 0 || (this.stuckCheckedAt !== undefined && now - this.stuckCheckedAt < statementMs)) return
     this.stuckCheckedAt = now
-    this.endSessions(END_STUCK_APPENDS, [this.application, 2 * statementMs], 'ended a session stuck in an append, waiting for COPY data from a client that is gone')
+    this.endSessions(END_STUCK_APPENDS, [2 * statementMs], 'ended a session stuck in an append, waiting for COPY data from a client that is gone')
   }
 
-  /** Runs `query` (pid, ended) from a connection of its own, bounded, best effort; logs what it ended. */
+  /**
+   * Runs `query` (pid, ended) from a connection of its own, bounded, best effort; logs what it
+   * ended, and a refusal (a role that may not end them) at warn. close() cuts it.
+   */
   private endSessions(query: string, params: unknown[], ended: string): void {
     if (this.closed) return
     const ender = new pg.Client({
@@ -267,21 +278,27 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
       statement_timeout: END_SESSIONS_MS,
     })
-    // Tracked with the pool's clients, so a bounded close() cuts it too.
-    this.open.add(ender as unknown as pg.PoolClient)
-    ender.once('end', () => this.open.delete(ender as unknown as pg.PoolClient))
+    this.enders.add(ender)
+    ender.once('end', () => this.enders.delete(ender))
     ender.on('error', () => {})
     const log = this.options.logger
     void within(
       (async () => {
         await ender.connect()
         return (await ender.query<{ pid: number; ended: boolean }>(query, params)).rows.filter((r) => r.ended).map((r) => r.pid)
-      })().catch((e: unknown) => this.scrub(String((e as Error)?.message ?? e))),
+      })().catch((e: unknown) => ({ failure: classifyPgError(e, this.scrub) })),
       2 * END_SESSIONS_MS,
-      'no answer',
+      undefined,
     ).then((outcome) => {
-      if (typeof outcome === 'string') log?.debug({ problem: outcome }, `could not end sessions: ${ended}`)
-      else if (outcome.length > 0) log?.warn({ pids: outcome }, ended)
+      if (Array.isArray(outcome)) {
+        if (outcome.length > 0) log?.warn({ pids: outcome }, ended)
+      } else if (outcome !== undefined && outcome.failure.kind !== 'transient') {
+        // Answered, and refused: the role may not see or signal those sessions.
+        log?.warn({ failure: outcome.failure }, 'could not end a session left on the server by a client that is gone (see docs/operations.md: one login role for every instance)')
+      } else {
+        // The server did not answer, or not yet: an outage, reported as such elsewhere.
+        log?.debug({ failure: outcome?.failure }, 'could not reach the database to end a session left on it')
+      }
       void endWithin(ender, 1_000)
     })
   }
@@ -307,6 +324,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       try {
         await client.connect()
         await keepIdleSession(client)
+        // It waits as long as it takes, whatever the role or database sets (operations.md has
+        // PgBouncer users set statement_timeout on the role).
+        await client.query("SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false)")
         await client.query('SELECT pg_advisory_lock(1986622578, hashtext($1))', [key])
       } catch (e) {
         await client.end().catch(() => {})
@@ -338,7 +358,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     const appending = this.withClient((client) => appendIsolating(client, batch, this.scrub, copiesOnly))
     return async () => {
       const r = await appending()
-      if (E.isLeft(r) && r.left.code === STATEMENT_TIMEOUT) this.endStuckAppends()
+      if (E.isLeft(r) && r.left.code !== undefined && LOCK_WAIT_FAILURES.has(r.left.code)) this.endStuckAppends()
       return r
     }
   }
@@ -543,6 +563,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   close(options: { readonly timeoutMs?: number } = {}): Promise<void> {
     this.closed = true
     for (const wake of this.closeWaiters) wake()
+    // Best effort, and the server may not answer: a session left on it is ended by the next
+    // appender's check instead (endStuckAppends).
+    for (const ender of this.enders) dropConnection(ender)
     // The watch stays on until the pool has ended: a query that will never be answered would
     // otherwise hold an unbounded close() for ever.
     const ended = (this.closing ??= Promise.all([...[...this.listeners].map((l) => l.close()), this.pool.end().catch(() => {})]).then(() => this.unanswered?.watch.close()))
