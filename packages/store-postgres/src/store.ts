@@ -325,8 +325,11 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
         await client.connect()
         await keepIdleSession(client)
         // It waits as long as it takes, whatever the role or database sets (operations.md has
-        // PgBouncer users set statement_timeout on the role).
-        await client.query("SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false)")
+        // PgBouncer users set statement_timeout on the role). And as a lease does (lease.ts), the
+        // server probes it when silent, so a holder behind a dead path frees the lock within ~25 s
+        // rather than at the OS's two-hour keepalive (ignored on a Unix socket).
+        await client.query(`SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false),
+          set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false), set_config('tcp_keepalives_count', '3', false)`)
         await client.query('SELECT pg_advisory_lock(1986622578, hashtext($1))', [key])
       } catch (e) {
         await client.end().catch(() => {})
