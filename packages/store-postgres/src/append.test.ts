@@ -168,6 +168,33 @@ t.test('a copy whose twin comes later in its batch is a duplicate, also when a r
   t.same({ ...split, refused: split.refused.map((x) => x.index) }, { stored: [4, 5], duplicates: [0], conflicts: [1], absent: [2], refused: [3] })
 })
 
+// A batch larger than the socket's buffers (~8-10 MB on loopback) is still being written when
+// the server ends its COPY with an error; pg-copy-streams then threw from the socket's 'drain'
+// event, uncaught, and the process died (brianc/node-pg-copy-streams#171; patched, patches/).
+const big = (n: number, kb: number): PreparedEvent[] => Array.from({ length: n }, (_, i) => message(JSON.stringify({ i, pad: 'x'.repeat(kb * 1024) })))
+
+t.test('a redelivered batch of 20 MB is recognised, not a crash (the server ends the fast COPY while the client still writes)', async (t) => {
+  const client = await setup(t)
+  const batch = big(1000, 20)
+  t.same((await appendBatch(client, batch)).stored.length, 1000)
+  const again = await appendBatch(client, batch)
+  t.same({ stored: again.stored.length, duplicates: again.duplicates.length }, { stored: 0, duplicates: 1000 })
+})
+
+t.test('a 20 MB append cancelled by its statement timeout while it waits for a lock fails as a value, and the connection stays usable', async (t) => {
+  const client = await setup(t)
+  const other = new pg.Client({ host: client.host, port: client.port, user: client.user, password: client.password ?? undefined, database: client.database })
+  await other.connect()
+  t.teardown(() => other.end())
+  await other.query('BEGIN')
+  await other.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
+  await client.query("SET statement_timeout = '300ms'")
+  await t.rejects(appendIsolating(client, big(1000, 20)), { code: '57014' })
+  await other.query('COMMIT')
+  await client.query('RESET statement_timeout')
+  t.same((await appendBatch(client, [message('{"after": 1}')])).stored, [0], 'the next append on the same connection')
+})
+
 t.test('a reader following by id never skips while appenders overlap', async (t) => {
   const client = await setup(t)
   const url = (client as unknown as { connectionParameters: { database: string } }).connectionParameters.database

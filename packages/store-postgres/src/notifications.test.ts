@@ -27,7 +27,7 @@ t.test('a listener wakes once per committed batch, and again after its connectio
   await c.query('ROLLBACK')
   await c.query(insert, [1])
   await eventually('a wake-up for the committed one only', () => wakes === 3)
-  await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'vitrage-persistor follow' AND datname = current_database()`)
+  await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'vitrage-persistor listen' AND datname = current_database()`)
   await eventually('a wake-up after reconnecting', () => wakes === 4)
   await c.query(insert, [1])
   await eventually('and notifications again', () => wakes === 5)

@@ -25,6 +25,8 @@ const END_MS = 2_000
 
 export interface AppendListenerOptions {
   readonly connectionString: string
+  /** The session's application_name (default 'vitrage-persistor listen'). */
+  readonly applicationName?: string
   readonly reconnect?: BackoffPolicy
   readonly logger?: Logger
 }
@@ -50,7 +52,7 @@ export const listenForAppends = (options: AppendListenerOptions, listener: () =>
     if (closed) return
     const c = new pg.Client({
       connectionString: options.connectionString,
-      application_name: 'vitrage-persistor follow',
+      application_name: (options.applicationName ?? 'vitrage-persistor listen').slice(0, 63),
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
       connectionTimeoutMillis: 10_000,

@@ -1,8 +1,10 @@
-import { STORE_CLOSED } from '@vitrage-persistor/core'
-import { createTestDatabase } from '@vitrage-persistor/testing'
+import { decodeMessage, encodeEnvelopeV2, encodeMessageText, STORE_CLOSED } from '@vitrage-persistor/core'
+import { createTestDatabase, eventually } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
+import { from as copyFrom } from 'pg-copy-streams'
 import t from 'tap'
+import { prepareEvent } from './append.js'
 import { schemaTemplate } from './migrate.js'
 import { PgEventStore } from './store.js'
 
@@ -114,4 +116,52 @@ t.test('a maintenance command waits for the maintenance lock as long as it takes
   await new Promise((r) => setTimeout(r, 1_000))
   await holder.query("SELECT pg_advisory_unlock(1986622578, hashtext('maintenance'))")
   t.same(await running, E.right('done'), `waited ${Math.round(performance.now() - started)} ms, past both timeouts`)
+})
+
+t.test('pooled sessions have the server probe them when silent', async (t) => {
+  const db = await createTestDatabase(schemaTemplate)
+  t.teardown(() => db.drop())
+  const store = new PgEventStore({ connectionString: db.url, maxConnections: 1 })
+  t.teardown(() => store.close())
+  const { rows } = await store.pool.query<{ idle: string; interval: string; count: string }>(
+    "SELECT current_setting('tcp_keepalives_idle') AS idle, current_setting('tcp_keepalives_interval') AS interval, current_setting('tcp_keepalives_count') AS count",
+  )
+  const overTcp = !new URL(db.url).hostname.startsWith('/') && new URL(db.url).hostname !== ''
+  t.same(rows[0], overTcp ? { idle: '10', interval: '5', count: '3' } : { idle: '0', interval: '0', count: '0' })
+})
+
+const decodeOne = () => {
+  const text = encodeMessageText({ messageId: crypto.randomUUID(), eventType: 'test.event', publisherId: 'test', priority: 'INFO', timestamp: '2024-01-01 00:00:01.000002' }, '{}')
+  const r = decodeMessage(Buffer.from(encodeEnvelopeV2(text)), { maxMessageBytes: 1 << 20 })
+  if (E.isLeft(r)) throw new Error(r.left.detail)
+  return r.right
+}
+
+t.test('an append timing out behind a stuck COPY ends that one, not one in another database', async (t) => {
+  // A COPY into event that never gets its data, in each of two databases: what a client gone
+  // behind a dead path leaves (it holds the append lock of its database).
+  const stuck = async (url: string): Promise<{ pid: number; alive: () => Promise<boolean> }> => {
+    const c = new pg.Client({ connectionString: url })
+    await c.connect()
+    c.on('error', () => {})
+    t.teardown(() => c.end().catch(() => {}))
+    const pid = (c as unknown as { processID: number }).processID
+    c.query(copyFrom("COPY event (message_id, event_type, publisher_id, priority, collector_timestamp, payload) FROM STDIN")).on('error', () => {})
+    return { pid, alive: async () => (await admin.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rowCount === 1 }
+  }
+  const [a, b] = [await createTestDatabase(schemaTemplate), await createTestDatabase(schemaTemplate)]
+  t.teardown(() => a.drop())
+  t.teardown(() => b.drop())
+  const admin = new pg.Client({ connectionString: a.url })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  const [inA, inB] = [await stuck(a.url), await stuck(b.url)]
+  await eventually('both waiting for COPY data', async () =>
+    (await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1) AND wait_event = 'ClientRead' AND state = 'active'", [[inA.pid, inB.pid]])).rows[0].n === 2)
+  const store = new PgEventStore({ connectionString: b.url, maxConnections: 1, statementTimeoutMs: 300 })
+  t.teardown(() => store.close())
+  const batch = [prepareEvent(decodeOne())]
+  await eventually('stored in b', async () => E.isRight(await store.append(batch)()))
+  t.notOk(await inB.alive(), "b's stuck COPY was ended")
+  t.ok(await inA.alive(), "a's is not this store's business")
 })

@@ -50,11 +50,13 @@ const END_SESSIONS_MS = 5_000
 const END_LEFT_SESSION = `SELECT pid, pg_terminate_backend(pid) AS ended FROM pg_stat_activity
 WHERE pid = $1 AND application_name = current_setting('application_name') AND backend_type = 'client backend'
   AND state <> 'idle' AND pid <> pg_backend_pid()`
-// Any appender's (run, follow, history end-open; another instance's): $1 in milliseconds. An
-// append's COPY (into event or its staging table) reading from its client.
+// Any appender's in this database (run, follow, history end-open; another instance's): $1 in
+// milliseconds. An append's COPY (into event or its staging table, as append.ts words them)
+// reading from its client.
 const END_STUCK_APPENDS = `SELECT pid, pg_terminate_backend(pid) AS ended FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND state = 'active' AND wait_event = 'ClientRead'
-  AND query LIKE 'COPY event%' AND query_start < now() - $1 * interval '1 millisecond' AND pid <> pg_backend_pid()`
+WHERE datname = current_database() AND backend_type = 'client backend' AND state = 'active' AND wait_event = 'ClientRead'
+  AND (query LIKE 'COPY event (%' OR query LIKE 'COPY event\\_staging (%')
+  AND query_start < now() - $1 * interval '1 millisecond' AND pid <> pg_backend_pid()`
 // An append that waited for a lock until its statement or lock timeout.
 const LOCK_WAIT_FAILURES = new Set(['57014', '55P03'])
 
@@ -145,6 +147,15 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       idleTimeoutMillis: 30_000,
     })
     this.pool.on('error', (e) => options.onIdleError?.(classifyPgError(e, this.scrub)))
+    // The server probes a silent session (as a lease's, lease.ts): one its client left behind a
+    // dead path, idle or waiting for COPY data, ends within ~25 s instead of at the OS's two-hour
+    // keepalive, and does not hold a connection slot meanwhile (ignored on a Unix socket). Queued
+    // before the client's first query; if it fails, that query reports why.
+    this.pool.on('connect', (client) => {
+      client
+        .query("SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false), set_config('tcp_keepalives_count', '3', false)")
+        .catch(() => {})
+    })
     const statementMs = options.statementTimeoutMs ?? 60_000
     const unansweredMs = options.unansweredQueryMs ?? (statementMs > 0 ? statementMs + 15_000 : 0)
     this.unanswered =
@@ -542,7 +553,10 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   readonly onAppend = (listener: () => void): { readonly close: () => Promise<void> } => {
     // A LISTEN connection opened after close() would have no owner and keep the process alive.
     if (this.closed) throw new Error('onAppend: the event store is closed')
-    const handle = listenForAppends({ connectionString: this.options.connectionString, ...(this.options.logger ? { logger: this.options.logger } : {}) }, listener)
+    const handle = listenForAppends(
+      { connectionString: this.options.connectionString, applicationName: `${this.application} listen`, ...(this.options.logger ? { logger: this.options.logger } : {}) },
+      listener,
+    )
     this.listeners.add(handle)
     return {
       close: async () => {
