@@ -7,6 +7,12 @@ import { holdStopSignals } from './signals.js'
 // Before the rest of the program is loaded: a SIGTERM during loading is held for the command
 // (see signals.ts), not the default exit by signal.
 holdStopSignals()
+// A throw from an event handler (a library's: pg-copy-streams threw one from a socket's 'drain',
+// review 43) is a defect like any other: said as one, exit 70, not Node's default exit 1.
+process.on('uncaughtException', (e: unknown) => {
+  process.stderr.write(`vitrage-persistor: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+  process.exit(70)
+})
 const { main } = await import('./main.js')
 
 main(process.argv, process.env).then(
