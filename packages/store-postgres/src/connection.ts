@@ -33,6 +33,14 @@ export const keepIdleSession = async (client: pg.Client): Promise<void> => {
   await client.query("SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'idle_session_timeout'")
 }
 
+/**
+ * Settings (an SQL select list) by which the server probes a silent session: one whose client is
+ * gone behind a dead path ends within ~25 s (10 s idle, then 3 probes 5 s apart) instead of at the
+ * OS's two-hour keepalive. The lease's startup options say the same (lease.ts). Ignored on a Unix
+ * socket.
+ */
+export const PROBE_WHEN_SILENT = "set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false), set_config('tcp_keepalives_count', '3', false)"
+
 /** Failure code of a query whose connection UnansweredQueryWatch dropped. */
 export const UNANSWERED = 'query-unanswered'
 

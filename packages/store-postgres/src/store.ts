@@ -32,7 +32,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError, databaseUrlProblem } from './classify.js'
-import { dropConnection, endWithin, keepIdleSession, UNANSWERED, UnansweredQueryWatch } from './connection.js'
+import { dropConnection, endWithin, keepIdleSession, PROBE_WHEN_SILENT, UNANSWERED, UnansweredQueryWatch } from './connection.js'
 import { type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, removeCheckpoint, setCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
@@ -107,6 +107,8 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   private stuckCheckedAt: number | undefined
   /** application_name of its sessions, as the server keeps it. */
   private readonly application: string
+  /** Its sessions' statement_timeout in milliseconds (0: none). */
+  private readonly statementMs: number
   private readonly unanswered: { readonly watch: UnansweredQueryWatch; readonly ms: number } | undefined
   /** Calls waiting for a connection, woken by close() (see withClient). */
   private readonly closeWaiters = new Set<() => void>()
@@ -118,6 +120,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     this.options = options
     this.scrub = options.scrub ?? ((s) => s)
     this.application = (options.applicationName ?? 'vitrage-persistor').slice(0, 63)
+    this.statementMs = options.statementTimeoutMs ?? 60_000
     // Every client is tracked from its creation until its connection has ended: the pool
     // forgets the ones it removes (idle too long, released broken, all of them at pool.end())
     // before the server acknowledges their goodbye, and does not list a connect in progress;
@@ -137,12 +140,12 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       max: options.maxConnections ?? 2,
       application_name: this.application,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
-      statement_timeout: options.statementTimeoutMs ?? 60_000,
+      statement_timeout: this.statementMs,
       // A transaction of ours is never idle for long (nothing external is awaited inside one):
       // one idle for twice the statement timeout lost its client behind a dead path, and the
       // server ends it rather than keep its locks (the history lock, checkpoint rows) until
       // its TCP gives up. 0 (none) with no statement timeout.
-      idle_in_transaction_session_timeout: Math.max(0, 2 * (options.statementTimeoutMs ?? 60_000)),
+      idle_in_transaction_session_timeout: Math.max(0, 2 * this.statementMs),
       keepAlive: true,
       idleTimeoutMillis: 30_000,
     })
@@ -152,12 +155,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     // keepalive, and does not hold a connection slot meanwhile (ignored on a Unix socket). Queued
     // before the client's first query; if it fails, that query reports why.
     this.pool.on('connect', (client) => {
-      client
-        .query("SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false), set_config('tcp_keepalives_count', '3', false)")
-        .catch(() => {})
+      client.query(`SELECT ${PROBE_WHEN_SILENT}`).catch(() => {})
     })
-    const statementMs = options.statementTimeoutMs ?? 60_000
-    const unansweredMs = options.unansweredQueryMs ?? (statementMs > 0 ? statementMs + 15_000 : 0)
+    const unansweredMs = options.unansweredQueryMs ?? (this.statementMs > 0 ? this.statementMs + 15_000 : 0)
     this.unanswered =
       unansweredMs > 0
         ? {
@@ -270,11 +270,10 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
    * only, unless it may read and signal others' (pg_read_all_stats, pg_signal_backend).
    */
   private endStuckAppends(): void {
-    const statementMs = this.options.statementTimeoutMs ?? 60_000
     const now = performance.now()
-    if (statementMs <= 0 || (this.stuckCheckedAt !== undefined && now - this.stuckCheckedAt < statementMs)) return
+    if (this.statementMs <= 0 || (this.stuckCheckedAt !== undefined && now - this.stuckCheckedAt < this.statementMs)) return
     this.stuckCheckedAt = now
-    this.endSessions(END_STUCK_APPENDS, [2 * statementMs], 'ended a session stuck in an append, waiting for COPY data from a client that is gone')
+    this.endSessions(END_STUCK_APPENDS, [2 * this.statementMs], 'ended a session stuck in an append, waiting for COPY data from a client that is gone')
   }
 
   /**
@@ -339,8 +338,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
         // PgBouncer users set statement_timeout on the role). And as a lease does (lease.ts), the
         // server probes it when silent, so a holder behind a dead path frees the lock within ~25 s
         // rather than at the OS's two-hour keepalive (ignored on a Unix socket).
-        await client.query(`SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false),
-          set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false), set_config('tcp_keepalives_count', '3', false)`)
+        await client.query(`SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false), ${PROBE_WHEN_SILENT}`)
         await client.query('SELECT pg_advisory_lock(1986622578, hashtext($1))', [key])
       } catch (e) {
         await client.end().catch(() => {})
