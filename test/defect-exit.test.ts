@@ -4,8 +4,11 @@ import t from 'tap'
 import { cliArgs } from './support/persistor-process.js'
 
 t.test('an exception thrown from an event handler ends the process as a defect: said, exit 70', async (t) => {
-  // `run` waiting for a database that is not there (it retries), while something throws from a timer.
-  const thrower = 'data:text/javascript,setTimeout(() => { throw new Error("thrown from an event handler") }, 500)'
+  // `run` waiting for a database that is not there (it retries), while something throws from a
+  // timer: once the CLI has installed its handler (a fixed delay threw before it, under load), or
+  // after 20 s without one, so that a CLI without the handler fails here rather than hanging.
+  const thrower =
+    'data:text/javascript,const t0 = Date.now(); const w = setInterval(() => { if (process.listenerCount("uncaughtException") > 0 || Date.now() - t0 > 20000) { clearInterval(w); setTimeout(() => { throw new Error("thrown from an event handler") }, 10) } }, 10)'
   const child = spawn(process.execPath, ['--import', thrower, ...cliArgs(['run', '--database-url', 'postgres://root@127.0.0.1:1/nothing', '--amqp-url', 'amqp://guest:guest@127.0.0.1:1'])], {
     env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '/tmp', LOG_LEVEL: 'error' },
     stdio: ['ignore', 'ignore', 'pipe'],

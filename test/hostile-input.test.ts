@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto'
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { message, OSLO_PROPERTIES, v2Body, v2BodyWithPayloadText } from './support/messages.js'
+import { INSPECTABLE, retainedBytes } from './support/inspector.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { metricValue, rowCount, setupWorld } from './support/setup.js'
+import { rowCount, setupWorld } from './support/setup.js'
 
 const MAX_BYTES = 4 * 1024 * 1024
 const deep = (depth: number): string => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`
@@ -67,12 +68,10 @@ t.test('hostile payloads are stored verbatim or dead-lettered with a reason; the
 
 t.test('memory does not grow with repeated hostile input', async (t) => {
   const world = await setupWorld(t)
-  const port = await freePort()
-  const p = startPersistor(world.flags(['--batch-size', '4', '--prefetch', '8', '--max-message-bytes', String(MAX_BYTES), '--http-port', String(port)]))
+  const p = startPersistor(world.flags(['--batch-size', '4', '--prefetch', '8', '--max-message-bytes', String(MAX_BYTES)]), INSPECTABLE)
   t.teardown(() => p.kill('SIGKILL'))
   await p.waitFor(isConsuming, 'consuming')
   const heavy = [cases[2], cases[3], cases[4], cases[9]] as Case[]
-  const rss = async (): Promise<number> => metricValue(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), 'process_resident_memory_bytes') ?? Number.NaN
   const round = async (): Promise<void> => {
     const before = await world.broker.depth(world.names.deadQueue)
     for (const c of heavy) await world.broker.publish(world.names.exchange, world.names.routingKey, c.body(), OSLO_PROPERTIES)
@@ -81,30 +80,16 @@ t.test('memory does not grow with repeated hostile input', async (t) => {
       return (await world.broker.depth(world.names.deadQueue)) === before + 2
     }, { timeoutMs: 60_000 })
   }
-  // What the process retains, not what it has been given: the JavaScript heap in use, lowest of
-  // ten samples each after a round (one sample catches the collector anywhere in its cycle), and
-  // not RSS, whose plateau moved by 60-100 MiB from run to run with no leak (180 rounds: heap in
-  // use 21-76 MiB throughout, RSS 176-213 MiB in one run, 163-235 MiB across runs of two builds).
-  // A message of these sizes retained per round raises every sample.
-  const heap = async (): Promise<number> => metricValue(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), 'nodejs_heap_size_used_bytes') ?? Number.NaN
-  const lowestOver = async (rounds: number): Promise<{ heap: number; rss: number }> => {
-    const lowest = { heap: Number.POSITIVE_INFINITY, rss: Number.POSITIVE_INFINITY }
-    for (let i = 0; i < rounds; i++) {
-      await round()
-      lowest.heap = Math.min(lowest.heap, await heap())
-      lowest.rss = Math.min(lowest.rss, await rss())
-    }
-    return lowest
-  }
+  // What the process retains, not what it has been given: heap and buffers in use after a full
+  // collection (support/inspector.ts). Not RSS, whose plateau moved by 60-100 MiB from run to run
+  // with no leak. The 100,000-key payload alone is 1.7 MB of text and parses to 6.7 MiB of
+  // objects, so keeping either for each round would add several times the margin in 30 rounds.
   const mib = (n: number): number => Math.round(n / 2 ** 20)
   for (let i = 0; i < 5; i++) await round()
-  const early = await lowestOver(10)
-  for (let i = 0; i < 10; i++) await round()
-  const late = await lowestOver(10)
-  t.ok(
-    late.heap < early.heap + 64 * 2 ** 20,
-    `heap in use over rounds 26-35 (lowest ${mib(late.heap)} MiB, RSS ${mib(late.rss)}) within 64 MiB of rounds 6-15 (${mib(early.heap)} MiB, RSS ${mib(early.rss)})`,
-  )
+  const early = await retainedBytes(p.output())
+  for (let i = 0; i < 30; i++) await round()
+  const late = await retainedBytes(p.output())
+  t.ok(late < early + 16 * 2 ** 20, `memory retained (heap and buffers) after 35 rounds (${mib(late)} MiB) within 16 MiB of that after 5 (${mib(early)} MiB)`)
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
 })
