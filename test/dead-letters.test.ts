@@ -2,6 +2,7 @@ import { eventually, freePort } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { cli } from './support/cli.js'
 import { message, OSLO_PROPERTIES, v2Body, v2BodyWithPayloadText } from './support/messages.js'
+import { startFreezableProxy } from './support/freezable-proxy.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
 import { settledDepth } from './support/rabbitmqctl.js'
 import { declarePersistorTopology, metricValue, rowCount, setupWorld, type World } from './support/setup.js'
@@ -173,6 +174,7 @@ t.test('a requeue stopped midway loses nothing: every letter is either requeued 
   }
   await world.broker.channel.waitForConfirms()
   let progress = 0
+  const stop = new AbortController()
   const r = await requeueDeadLetters({
     amqpUrl: world.broker.url,
     deadLetterQueue: world.names.deadQueue,
@@ -180,8 +182,10 @@ t.test('a requeue stopped midway loses nothing: every letter is either requeued 
     reasons: ['database-rejected'],
     limit: 1_000,
     maxInFlight: 16,
-    onProgress: () => void progress++,
-    stopRequested: () => progress >= 50,
+    onProgress: () => {
+      if (++progress >= 50) stop.abort()
+    },
+    signal: stop.signal,
   })
   if (r._tag === 'Left') throw new Error(r.left.message)
   t.equal(r.right.stopped, true)
@@ -326,4 +330,72 @@ t.test('a dead letter whose headers the persistor must drop keeps the requeue ma
   t.equal(letter?.properties.headers?.['padding'], undefined)
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
+})
+
+t.test('a stop does not wait for a broker that stopped answering right after the requeue connected; the letters stay', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  for (let i = 0; i < 5; i++) world.broker.channel.publish('', world.names.deadQueue, v2Body(message({ i })), { ...OSLO_PROPERTIES, headers: { 'x-persistor-error': 'database-rejected' } })
+  await world.broker.channel.waitForConfirms()
+  const proxy = await startFreezableProxy(world.broker.url, { stallAtFirstChannel: true })
+  t.teardown(proxy.close)
+  const p = startPersistor(['dead-letters', 'requeue', ...names(world), '--amqp-url', proxy.url])
+  t.teardown(() => p.kill('SIGKILL'))
+  // Connected, then nothing: the channel it opens to check the queues is never answered.
+  await proxy.stalled()
+  const stopping = Date.now()
+  p.kill('SIGTERM')
+  const exit = await p.exited
+  const took = Date.now() - stopping
+  t.same(exit, { code: 1, signal: null })
+  // Before: it waited for the broker until the heartbeat gave up, ~3 minutes.
+  t.ok(took < 5_000, `exited ${took} ms after SIGTERM`)
+  t.match(p.output(), /stopped by SIGTERM; 0 requeued, the rest left in/)
+  t.equal(await settledDepth(world.names.deadQueue), 5, 'every letter is still a dead letter')
+})
+
+t.test('a requeue whose broker stops answering midway, stopped twice, says how many letters may be in both queues; none is lost', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const ids: string[] = []
+  for (let i = 0; i < 3_000; i++) {
+    const m = message({ i })
+    ids.push(m['message_id'] as string)
+    world.broker.channel.publish('', world.names.deadQueue, v2Body(m), { ...OSLO_PROPERTIES, headers: { 'x-persistor-error': 'database-rejected' } })
+  }
+  await world.broker.channel.waitForConfirms()
+  const proxy = await startFreezableProxy(world.broker.url)
+  t.teardown(proxy.close)
+  const p = startPersistor(['dead-letters', 'requeue', ...names(world), '--amqp-url', proxy.url, '--max-in-flight', '200'])
+  t.teardown(() => p.kill('SIGKILL'))
+  await eventually('copies arriving', async () => {
+    p.assertAlive()
+    return (await world.broker.depth(world.names.queue)) >= 300
+  })
+  proxy.freeze()
+  p.kill('SIGTERM')
+  await eventually('stopping', () => /stopping \(SIGTERM\): reading no more letters/.test(p.output()))
+  const again = Date.now()
+  p.kill('SIGTERM')
+  const exit = await p.exited
+  t.same(exit, { code: 1, signal: null })
+  // The second signal ends the wait for confirms (30 s each); closing is bounded at 2 s + 2 s.
+  t.ok(Date.now() - again < 7_000, `exited ${Date.now() - again} ms after the second SIGTERM`)
+  const said = /(\d+) requeued before that; (?:(\d+) more copies were sent but not confirmed: they may have reached \S+ all the same, and their letters stay in \S+)?(?:; )?(the broker did not confirm the last acks)?/.exec(p.output())
+  t.ok(said, p.output().slice(-800))
+  const unconfirmed = Number(said?.[2] ?? 0)
+  const requeued = Number(said?.[1])
+  t.ok(unconfirmed <= 200, `${unconfirmed} unconfirmed copies, at most --max-in-flight`)
+  // Frozen, the broker cannot have confirmed the channel's close: the acks are in doubt, and said to be.
+  t.ok(requeued > 0 && said?.[3] !== undefined, 'the acks in doubt are said')
+  // Thawed, the path passes the close: what the requeue held unacked goes back to the dead letters.
+  proxy.thaw()
+  await settledDepth(world.names.deadQueue)
+  const idOf = (m: { content: Buffer }): string => (JSON.parse((JSON.parse(m.content.toString()) as Record<string, string>)['oslo.message'] as string) as { message_id: string }).message_id
+  const copies = new Set((await world.broker.drain(world.names.queue)).map(idOf))
+  const dead = new Set((await world.broker.drain(world.names.deadQueue)).map(idOf))
+  t.same([...new Set([...copies, ...dead])].sort(), [...ids].sort(), 'every letter is still somewhere')
+  const inBoth = [...copies].filter((id) => dead.has(id)).length
+  const bound = unconfirmed + (said?.[3] !== undefined ? requeued : 0)
+  t.ok(inBoth <= bound, `${inBoth} letters in both queues, at most the ${bound} said`)
 })

@@ -78,6 +78,13 @@ t.test('events --since/--until are log positions: the events that take the graph
   t.same(ids(listed.listed), range((await position(t1)) + 1, await position(t2)))
   const graph = async (at: string): Promise<string> => (await cli(['graph', '--database-url', world.db.url, '--at', at])).out
   t.not(await graph(t1), await graph(t2), 'the graph changed in between')
+
+  // One more stored late with the earliest time (a dead letter requeued hours later): the position
+  // at both times is now its id, so the range is empty, and said to be.
+  await append(world, 1, 0)
+  const late = await events(world, '--since', t1, '--until', t2)
+  t.same(late.listed, [])
+  t.match(late.err, /nothing between the log's position at --since \(event 401\) and at --until \(event 401\): positions go by id, and an event stored late with an earlier time/)
 })
 
 t.test('events --message-id finds the event stored for a message; bad flags say what is wrong', async (t) => {
@@ -131,4 +138,15 @@ t.test('events to a reader that goes away (| head) ends quietly, exit 0', async 
   await append(world, 5)
   t.same(await p.exited, { code: 0, signal: null })
   t.notMatch(p.output(), /EPIPE|Error|at /, 'no stack trace')
+})
+
+t.test('events whose notices go to a reader that went away (2>&1 | head) ends quietly, exit 0', async (t) => {
+  const world = await worldWith(t, 400)
+  // 400 stored, 100 listed: the notice of what follows goes to stderr after the rows.
+  const p = startPersistor(['events', '--database-url', world.db.url, '--format', 'table', '--from-id', '1'])
+  t.teardown(() => p.kill('SIGKILL'))
+  p.child.stdout?.destroy()
+  p.child.stderr?.destroy()
+  // Before: the notice's EPIPE on stderr ended it as a defect, exit 70.
+  t.same(await p.exited, { code: 0, signal: null })
 })

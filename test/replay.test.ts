@@ -11,6 +11,7 @@ import t, { type Test } from 'tap'
 import { cli } from './support/cli.js'
 import { message, v2Body } from './support/messages.js'
 import { osloListen, osloUnavailable } from './support/oslo.js'
+import { startFreezableProxy } from './support/freezable-proxy.js'
 import { type PersistorProcess, startPersistor } from './support/persistor-process.js'
 import { memoryAlarm, setupPrivateWorld, setupWorld, type World } from './support/setup.js'
 
@@ -126,10 +127,14 @@ t.test('replay under one --routing-key counts and names the events whose priorit
     [['--routing-key', 'a.info', '--to-topic', 'a'], /one of --routing-key .* or --to-topic/],
     [[], /one of --routing-key .* or --to-topic/],
     [['--routing-key', 'a.info', '--max-in-flight', '100001'], /--max-in-flight: at most 100,000, got 100001/],
+    // A URL that is not one (a second port) is a bad flag, not a failed run with a resume point.
+    [['--routing-key', 'a.info', '--to-amqp', 'amqp://u:s3cret@127.0.0.1:1:2/'], /--to-amqp: is not a URL/],
+    [['--routing-key', 'a.info', '--to-amqp', 'http://u:s3cret@127.0.0.1/'], /--to-amqp: must be an amqp:\/\/ or amqps:\/\/ URL, got a http:\/\/ URL/],
   ] as const) {
     const bad = await cli([...base, ...flags])
     t.equal(bad.code, 2, `${flags.join(' ')}: exit 2`)
     t.match(bad.err, said)
+    t.notMatch(bad.err, /s3cret|resume/)
   }
 })
 
@@ -257,4 +262,24 @@ t.test('a stop does not wait for a read of the log that hangs before anything is
   t.ok(took < 5_000, `exited ${took} ms after SIGTERM`)
   t.match(p.output(), /stopped by SIGTERM before publishing anything \(resume with --from-id 3\)/)
   t.notMatch(p.output(), /store-closed/, 'the read it left behind is not reported')
+})
+
+t.test('a stop does not wait for a broker that stopped answering right after the replay connected, and says where to resume', async (t) => {
+  const world = await setupWorld(t)
+  await storeEvents(world.sql, 10)
+  await world.broker.channel.assertExchange(world.names.exchange, 'topic', { durable: false })
+  const proxy = await startFreezableProxy(world.broker.url, { stallAtFirstChannel: true })
+  t.teardown(proxy.close)
+  const p = startPersistor(['replay', '--database-url', world.db.url, '--to-amqp', proxy.url, '--exchange', world.names.exchange, '--to-topic', world.names.topic, '--shutdown-timeout-ms', '3000'])
+  t.teardown(() => p.kill('SIGKILL'))
+  // Connected, then nothing: the channel it opens to check the exchange is never answered.
+  await proxy.stalled()
+  const stopping = Date.now()
+  p.kill('SIGTERM')
+  const exit = await p.exited
+  const took = Date.now() - stopping
+  t.same(exit, { code: 1, signal: null })
+  // Before: each setup call waited for the broker until the heartbeat gave up, ~3 minutes.
+  t.ok(took < 3_000 + 4_000, `exited ${took} ms after SIGTERM`)
+  t.match(p.output(), /stopped by SIGTERM before the end; nothing confirmed yet \(resume with --from-id 1\)/)
 })

@@ -16,16 +16,31 @@ export interface FreezableProxy {
   readonly cutOpenConnections: () => void
   /** As cutOpenConnections, but the server's side of each stays open: the server never hears of it. */
   readonly severOpenConnections: () => void
+  /** With `stallAtFirstChannel`: resolves when a connection has stalled (see tcp-forwarder.mjs). */
+  readonly stalled: () => Promise<void>
   /** Idempotent. */
   readonly close: () => Promise<void>
 }
 
+export interface ProxyOptions {
+  /** AMQP only: each connection stops moving once it is open, at the client's first channel frame. */
+  readonly stallAtFirstChannel?: boolean
+}
+
 const FORWARDER = fileURLToPath(new URL('./tcp-forwarder.mjs', import.meta.url))
 
-export const startFreezableProxy = async (url: string): Promise<FreezableProxy> => {
+export const startFreezableProxy = async (url: string, options: ProxyOptions = {}): Promise<FreezableProxy> => {
   const target = new URL(url)
-  const child = spawn(process.execPath, [FORWARDER, target.hostname, target.port || '5432'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, [FORWARDER, target.hostname, target.port || '5432', ...(options.stallAtFirstChannel === true ? ['--stall-at-first-channel'] : [])], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
   const [line] = (await once(child.stdout, 'data')) as [Buffer]
+  let stalls = 0
+  let onStall = (): void => {}
+  child.stdout.on('data', (d: Buffer) => {
+    stalls += d.toString().split('stalled').length - 1
+    onStall()
+  })
   const proxied = new URL(url)
   proxied.hostname = '127.0.0.1'
   proxied.port = line.toString().trim()
@@ -36,6 +51,13 @@ export const startFreezableProxy = async (url: string): Promise<FreezableProxy> 
     thaw: () => child.kill('SIGCONT'),
     cutOpenConnections: () => child.kill('SIGUSR1'),
     severOpenConnections: () => child.kill('SIGUSR2'),
+    stalled: () =>
+      new Promise<void>((resolve) => {
+        if (stalls > 0) return resolve()
+        onStall = () => {
+          if (stalls > 0) resolve()
+        }
+      }),
     close: () => {
       closing ??= (async () => {
         if (child.exitCode !== null || child.signalCode !== null) return

@@ -6,10 +6,15 @@
 // when the client then closes its side, the server's side is closed too. SIGUSR2 does the same
 // but the server's side stays open until this process ends: the server never hears of it, as
 // when a NAT between them forgot the flow (its session lives on until its TCP gives up).
-// Prints its port on stdout. Usage: node tcp-forwarder.mjs <host> <port>
+// With --stall-at-first-channel (AMQP 0-9-1 only), each connection is forwarded until the client
+// sends its first frame on a channel other than 0, that is once the connection is open; from
+// then on nothing moves either way, as when a broker stops answering right after a client
+// connected. The forwarder prints `stalled` on stdout each time.
+// Prints its port on stdout. Usage: node tcp-forwarder.mjs <host> <port> [--stall-at-first-channel]
 import net from 'node:net'
 
 const [host, port] = process.argv.slice(2)
+const stallAtFirstChannel = process.argv.includes('--stall-at-first-channel')
 const open = new Set()
 const severed = new Set()
 const blackhole = (keepServerSide) => {
@@ -24,7 +29,8 @@ process.on('SIGUSR1', () => blackhole(false))
 process.on('SIGUSR2', () => blackhole(true))
 const server = net.createServer((client) => {
   const upstream = net.connect(Number(port), host)
-  client.pipe(upstream)
+  if (stallAtFirstChannel) forwardUntilFirstChannel(client, upstream)
+  else client.pipe(upstream)
   upstream.pipe(client)
   open.add(client)
   open.add(upstream)
@@ -39,6 +45,31 @@ const server = net.createServer((client) => {
     s.on('close', end)
   }
 })
+// AMQP 0-9-1 from the client: an 8-byte protocol header, then frames of type (1 byte), channel
+// (2), payload size (4), payload, frame end (1).
+function forwardUntilFirstChannel(client, upstream) {
+  let seen = Buffer.alloc(0)
+  let forwarded = 0
+  let next = 8
+  let stallAt
+  client.on('data', (chunk) => {
+    if (stallAt !== undefined) return
+    seen = Buffer.concat([seen, chunk])
+    while (stallAt === undefined && seen.length >= next + 7) {
+      if (seen.readUInt16BE(next + 1) !== 0) stallAt = next
+      else next += 7 + seen.readUInt32BE(next + 3) + 1
+    }
+    const upTo = stallAt ?? seen.length
+    if (upTo > forwarded) upstream.write(seen.subarray(forwarded, upTo))
+    forwarded = upTo
+    if (stallAt !== undefined) {
+      upstream.unpipe(client)
+      upstream.pause()
+      process.stdout.write('stalled\n')
+    }
+  })
+}
+
 server.listen(0, '127.0.0.1', () => process.stdout.write(`${server.address().port}\n`))
 // Ends with its parent (the test): a pipe on stdin closes when the parent is gone.
 process.stdin.on('end', () => process.exit(0))

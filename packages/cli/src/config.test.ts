@@ -20,7 +20,7 @@ t.test('every bad value is reported at once, naming its flag or variable', async
     t.same(r.left, [
       '--prefetch: must be an integer from 1 to 65535, got "0"',
       'PERSISTOR_BATCH_SIZE (environment): must be an integer from 1 to 65535, got "many"',
-      '--amqp-url: must be a amqp:// or amqps:// URL, got a http:// URL',
+      '--amqp-url: must be an amqp:// or amqps:// URL, got a http:// URL',
       'LOG_LEVEL (environment): must be one of fatal, error, warn, info, debug, trace, silent, got "loud"',
     ])
   }

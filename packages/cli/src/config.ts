@@ -37,14 +37,17 @@ const bool = (raw: string): E.Either<string, boolean> => {
   return E.left(`must be true or false (or 1/0, yes/no, on/off), got ${JSON.stringify(raw)}`)
 }
 
-const url =
+const article = (word: string): string => (/^[aeiou]/i.test(word) ? 'an' : 'a')
+
+/** A URL of one of these protocols (the text itself is never echoed: it may hold a password). */
+export const url =
   (protocols: readonly string[]) =>
   (raw: string): E.Either<string, string> => {
     try {
       const u = new URL(raw)
       return protocols.includes(u.protocol)
         ? E.right(raw)
-        : E.left(`must be a ${protocols.map((p) => `${p}//`).join(' or ')} URL, got a ${u.protocol}// URL`)
+        : E.left(`must be ${article(protocols[0] ?? '')} ${protocols.map((p) => `${p}//`).join(' or ')} URL, got ${article(u.protocol)} ${u.protocol}// URL`)
     } catch {
       // The raw text may hold a password: never echo it.
       return E.left('is not a URL')

@@ -39,13 +39,29 @@ const guardOutput = (): void => {
   })
 }
 
+// The same for stderr (`events 2>&1 | head`: the notice after the last row went to a closed
+// pipe and ended the command as a defect, exit 70): what follows is dropped.
+let errorsGuarded = false
+let errorsGone = false
+const guardErrors = (): void => {
+  if (errorsGuarded) return
+  errorsGuarded = true
+  process.stderr.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e
+    errorsGone = true
+  })
+}
+
 const defaultIo: Io = {
   out: (t) => {
     guardOutput()
     if (!outputGone) process.stdout.write(t)
   },
   outputClosed: () => outputGone,
-  err: (t) => process.stderr.write(t),
+  err: (t) => {
+    guardErrors()
+    if (!errorsGone) process.stderr.write(t)
+  },
   isTTY: process.stdout.isTTY === true,
   errIsTTY: process.stderr.isTTY === true,
 }

@@ -33,10 +33,10 @@
  * unacked until the end.
  */
 import { randomUUID } from 'node:crypto'
-import { decodeMessage, type Failure, failure, REJECTION_REASONS, requirePositiveInts } from '@vitrage-persistor/core'
+import { decodeMessage, type Failure, failure, REJECTION_REASONS, requirePositiveInts, within } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
-import { isAmqpUrl, queueCounts, republishOptions } from './amqp-shared.js'
+import { closeConnection, isAmqpUrl, queueCounts, republishOptions } from './amqp-shared.js'
 
 /** What RabbitMQ writes in `x-death` when it dead-letters a message itself (queue TTL, length limits). */
 export const BROKER_DEATH_REASONS = ['rejected', 'expired', 'maxlen', 'delivery_limit'] as const
@@ -226,10 +226,31 @@ export interface RequeueOptions extends DeadLetterScanOptions {
   readonly maxInFlight: number
   /** The oldest unconfirmed copy waits at most this long (a broker in an alarm blocks publishers). */
   readonly confirmTimeoutMs?: number
-  /** Asked before each message: true stops; what was published is still confirmed and acked. */
-  readonly stopRequested?: () => boolean
+  /**
+   * Aborted: read nothing more (a read or a setup call waiting on the broker is not waited for);
+   * what was published is still confirmed and its letters acked, each copy within
+   * confirmTimeoutMs.
+   */
+  readonly signal?: AbortSignal
+  /** Aborted: stop waiting for confirms now (a second Ctrl-C); their letters stay. */
+  readonly abandon?: AbortSignal
   /** After each letter settled (requeued or put back). */
   readonly onProgress?: (p: { readonly scanned: number; readonly requeued: number; readonly depth: number }) => void
+}
+
+export type RequeueFailure = Failure & {
+  /** Confirmed into the target queue and removed from the dead-letter queue before the failure. */
+  readonly requeued: number
+  /**
+   * Copies published and not confirmed when it failed: their letters stay in the dead-letter
+   * queue, and the copies may have arrived all the same (at least once).
+   */
+  readonly unconfirmed: number
+  /**
+   * The broker did not confirm the end (the channel's close): acks sent last may not have
+   * reached it, so letters counted in `requeued` may still be in the dead-letter queue as well.
+   */
+  readonly acksUnconfirmed: boolean
 }
 
 export interface RequeueResult {
@@ -248,48 +269,106 @@ interface Scan {
   readonly connection: amqp.ChannelModel
   readonly channel: amqp.ConfirmChannel
   readonly depth: number
-  /** Reads the next message; false when none is ready. */
-  readonly next: () => Promise<amqp.GetMessage | false>
+  /** Reads the next message; false when none is ready; STOPPED when the scan's signal aborted meanwhile. */
+  readonly next: () => Promise<amqp.GetMessage | false | typeof STOPPED>
   readonly scanned: () => number
   /** Messages read and not acked (by delivery tag): they go back to their places. */
   readonly release: (held: readonly number[]) => void
-  readonly close: () => Promise<void>
+  /**
+   * Closes the channel, then the connection, each bounded. True when the broker confirmed the
+   * channel's close: every ack sent before it reached the broker (they travel in order, unanswered).
+   */
+  readonly close: () => Promise<boolean>
 }
 
-/** Connects, checks that the queues exist, and reads the dead-letter queue from its head. */
-const openScan = async (o: DeadLetterScanOptions, fail: (kind: Failure['kind'], message: string, code?: string) => Failure, targetQueue?: string): Promise<E.Either<Failure, Scan>> => {
+/** How long closing a scan waits for the broker (its channel, then its connection) before dropping the socket. */
+const CLOSE_TIMEOUT_MS = 2_000
+
+/** Resolves when the signal aborts (at once if it has); never without one. */
+const abortedBy = (signal: AbortSignal | undefined): Promise<typeof STOPPED> =>
+  new Promise((resolve) => {
+    if (signal === undefined) return
+    if (signal.aborted) resolve(STOPPED)
+    else signal.addEventListener('abort', () => resolve(STOPPED), { once: true })
+  })
+const STOPPED = Symbol('stopped')
+
+/**
+ * Connects, checks that the queues exist, and reads the dead-letter queue from its head. With a
+ * signal, a stop ends every wait on the broker here (a broker that stopped answering holds each
+ * call until its heartbeat gives up, minutes later): 'stopped', with nothing read.
+ */
+const openScan = async (
+  o: DeadLetterScanOptions,
+  fail: (kind: Failure['kind'], message: string, code?: string) => Failure,
+  targetQueue?: string,
+  signal?: AbortSignal,
+): Promise<E.Either<Failure, Scan | 'stopped'>> => {
   requirePositiveInts('dead letters', { limit: o.limit })
   for (const r of o.reasons ?? []) if (!DEAD_LETTER_REASONS.includes(r)) throw new TypeError(`dead letters: unknown reason ${JSON.stringify(r)}`)
   if (!isAmqpUrl(o.amqpUrl)) return E.left(fail('fatal', 'the broker URL is not an amqp:// or amqps:// URL', 'invalid-url'))
+  const stopped = abortedBy(signal)
+  const unlessStopped = <T>(p: Promise<T>): Promise<T | typeof STOPPED> => Promise.race([p, stopped])
   let connection: amqp.ChannelModel
+  const connecting = amqp.connect(o.amqpUrl, { timeout: 10_000, noDelay: true })
   try {
-    connection = await amqp.connect(o.amqpUrl, { timeout: 10_000, noDelay: true })
+    const connected = await unlessStopped(connecting)
+    if (connected === STOPPED) {
+      // Closed when it completes (or fails by its connect timeout).
+      connecting.then((c) => closeConnection(c, Date.now() + CLOSE_TIMEOUT_MS), () => {})
+      return E.right('stopped')
+    }
+    connection = connected
   } catch (e) {
     return E.left(fail('transient', `cannot connect to the broker: ${(e as Error).message}`))
   }
   connection.on('error', () => {}) // reported through the failing call
-  const close = async (): Promise<void> => {
-    await connection.close().catch(() => {})
+  const close = (): Promise<void> => closeConnection(connection, Date.now() + CLOSE_TIMEOUT_MS)
+  const check = async (queue: string): Promise<number | undefined | typeof STOPPED> => {
+    const counts = await unlessStopped(queueCounts(connection, queue))
+    return counts === STOPPED ? counts : counts?.ready
   }
-  const check = async (queue: string): Promise<number | undefined> => (await queueCounts(connection, queue))?.ready
   try {
     const depth = await check(o.deadLetterQueue)
+    if (depth === STOPPED) {
+      await close()
+      return E.right('stopped')
+    }
     if (depth === undefined) {
       await close()
       return E.left(fail('fatal', `there is no dead-letter queue ${JSON.stringify(o.deadLetterQueue)} (the persistor declares <queue>.dead when it starts: check --queue)`, 'no-queue'))
     }
-    if (targetQueue !== undefined && (await check(targetQueue)) === undefined) {
+    const target = targetQueue === undefined ? 0 : await check(targetQueue)
+    if (target === STOPPED) {
+      await close()
+      return E.right('stopped')
+    }
+    if (target === undefined) {
       await close()
       return E.left(fail('fatal', `the persistor's queue ${JSON.stringify(targetQueue)} does not exist: start the persistor once (it declares it), or check --queue and --compat-queue`, 'no-queue'))
     }
-    const channel = await connection.createConfirmChannel()
+    const opened = await unlessStopped(connection.createConfirmChannel())
+    if (opened === STOPPED) {
+      await close()
+      return E.right('stopped')
+    }
+    const channel = opened
     channel.on('error', () => {})
     // The channel is closed before the connection: amqplib writes a connection's close ahead of
     // channel frames still queued, and acks not sent by then would be lost (the letters then
-    // stay in the dead-letter queue although their copies were delivered).
-    const closeBoth = async (): Promise<void> => {
-      await channel.close().catch(() => {})
+    // stay in the dead-letter queue although their copies were delivered). Both bounded: a
+    // broker that stopped answering would hold either for as long as TCP does.
+    const closeBoth = async (): Promise<boolean> => {
+      const confirmed = await within(
+        channel.close().then(
+          () => true,
+          () => false,
+        ),
+        CLOSE_TIMEOUT_MS,
+        false,
+      )
       await close()
+      return confirmed
     }
     let scanned = 0
     return E.right({
@@ -297,7 +376,10 @@ const openScan = async (o: DeadLetterScanOptions, fail: (kind: Failure['kind'], 
       channel,
       depth,
       next: async () => {
-        const m = await channel.get(o.deadLetterQueue, { noAck: false })
+        const m = await unlessStopped(channel.get(o.deadLetterQueue, { noAck: false }))
+        // Stopped while waiting for the broker's answer: a letter it delivers after this is
+        // held unacked, and goes back to its place when the channel closes.
+        if (m === STOPPED) return m
         if (m !== false) scanned++
         return m
       },
@@ -332,14 +414,15 @@ export const inspectDeadLetters = async (o: DeadLetterScanOptions): Promise<E.Ei
   if (o.limit > MAX_INSPECT) throw new TypeError(`inspectDeadLetters: limit must be at most ${MAX_INSPECT}, got ${o.limit}`)
   const opened = await openScan(o, fail)
   if (E.isLeft(opened)) return opened
-  const scan = opened.right
+  // Without a signal a scan is never stopped.
+  const scan = opened.right as Scan
   const held: number[] = []
   const letters: DeadLetterSummary[] = []
   const byReason: Record<string, number> = {}
   try {
     while (letters.length < o.limit && scan.scanned() < MAX_INSPECT) {
       const m = await scan.next()
-      if (m === false) break
+      if (m === false || m === STOPPED) break
       held.push(m.fields.deliveryTag)
       const summary = describeDeadLetter(scan.scanned(), m.content, m.properties.headers)
       byReason[summary.reason] = (byReason[summary.reason] ?? 0) + 1
@@ -359,15 +442,17 @@ export const inspectDeadLetters = async (o: DeadLetterScanOptions): Promise<E.Ei
  * Sends the selected dead letters (at most `limit`) back to the persistor, in queue order; the
  * others go back to the tail of the dead-letter queue in their order. See the module comment.
  */
-export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Failure & { readonly requeued: number }, RequeueResult>> => {
+export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<RequeueFailure, RequeueResult>> => {
   requirePositiveInts('requeueDeadLetters', { maxInFlight: o.maxInFlight, confirmTimeoutMs: o.confirmTimeoutMs })
   const scrub = o.scrub ?? ((s: string) => s)
   let requeued = 0
   const fail = (kind: Failure['kind'], message: string, code?: string): Failure => failure(kind, scrub(message), code)
-  const opened = await openScan(o, fail, o.targetQueue)
-  if (E.isLeft(opened)) return E.left({ ...opened.left, requeued })
+  const opened = await openScan(o, fail, o.targetQueue, o.signal)
+  if (E.isLeft(opened)) return E.left({ ...opened.left, requeued, unconfirmed: 0, acksUnconfirmed: false })
+  if (opened.right === 'stopped') return E.right({ depth: 0, scanned: 0, requeued: 0, byReason: {}, skipped: 0, stopped: true })
   const scan = opened.right
   const { channel, connection } = scan
+  let outcome: E.Either<RequeueFailure, RequeueResult>
   const confirmTimeoutMs = o.confirmTimeoutMs ?? 30_000
   let blocked = false
   connection.on('blocked', () => (blocked = true))
@@ -398,10 +483,13 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Fa
     }
     o.onProgress?.({ scanned: requeued + skipped, requeued, depth: scan.depth })
   }
+  const abandoned = abortedBy(o.abandon).then(() => Promise.reject(new Error('the wait for the broker to confirm copies was cut short')))
+  abandoned.catch(() => {})
   const withDeadline = <T>(p: Promise<T>): Promise<T> => {
     let timer: NodeJS.Timeout | undefined
     return Promise.race([
       p,
+      abandoned,
       new Promise<never>((_, reject) => {
         timer = setTimeout(
           () => reject(new Error(`the broker did not confirm a copy within ${confirmTimeoutMs} ms${blocked ? ' (it blocks this connection: a memory or disk alarm)' : ''}`)),
@@ -438,11 +526,15 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Fa
   }
   try {
     while (selected < o.limit && failed === undefined) {
-      if (o.stopRequested?.() === true) {
+      if (o.signal?.aborted === true) {
         stopped = true
         break
       }
       const m = await scan.next()
+      if (m === STOPPED) {
+        stopped = true
+        break
+      }
       if (m === false) break
       const headers = m.properties.headers
       if (headers?.[RUN_HEADER] === runId) {
@@ -499,13 +591,27 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Fa
     }
     if (failed !== undefined) throw failed
     scan.release(held)
-    return E.right({ depth: scan.depth, scanned: scan.scanned() - (ownLetter === undefined ? 0 : 1), requeued, byReason, skipped, stopped })
+    outcome = E.right({ depth: scan.depth, scanned: scan.scanned() - (ownLetter === undefined ? 0 : 1), requeued, byReason, skipped, stopped })
   } catch (e) {
     // Closing the connection puts every letter not acked back in its place; a copy published
     // but not confirmed may still arrive (at least once).
     const unroutable = (e as { unroutable?: boolean }).unroutable === true
-    return E.left({ ...(unroutable ? fail('fatal', `requeue stopped: ${(e as Error).message}`, 'unroutable') : brokerFailure(fail, 'requeue stopped', e)), requeued })
-  } finally {
-    await scan.close()
+    const unconfirmed = window.filter((w) => w.reason !== undefined).length
+    outcome = E.left({
+      ...(unroutable ? fail('fatal', `requeue stopped: ${(e as Error).message}`, 'unroutable') : brokerFailure(fail, 'requeue stopped', e)),
+      requeued,
+      unconfirmed,
+      acksUnconfirmed: false,
+    })
   }
+  if (await scan.close()) return outcome
+  // The broker did not confirm the close, so the last acks may not have reached it: the letters
+  // of copies counted as requeued may still be dead letters as well (listed twice, requeued
+  // again safely). Said, not hidden in a success.
+  if (requeued === 0) return outcome
+  return E.left(
+    E.isLeft(outcome)
+      ? { ...outcome.left, acksUnconfirmed: true }
+      : { ...fail('transient', 'the broker did not confirm the end of the requeue'), requeued, unconfirmed: 0, acksUnconfirmed: true },
+  )
 }

@@ -221,9 +221,21 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
         return result('fatal', `events ${o.fromId + 1} to ${below.right - 1} were pruned; they cannot be republished (start after event ${below.right - 1})`, 'pruned')
       }
     }
+    // Stopped before anything was published: nothing to settle, so the stop does not wait for
+    // the broker at all (one that stopped answering would hold each setup call until its
+    // heartbeat gives up, minutes later).
+    const stoppedBeforePublishing = (): E.Either<RepublishFailure, RepublishResult> =>
+      E.right({ published: 0, lastConfirmedId, stopped: true, unconfirmed: 0, priorityMismatches: 0 })
     let connection: amqp.ChannelModel
+    const connecting = amqp.connect(o.amqpUrl, { timeout: 10_000 })
     try {
-      connection = await amqp.connect(o.amqpUrl, { timeout: 10_000 })
+      const connected = await unlessStopped(connecting)
+      if (connected === STOPPED) {
+        // Closed when it completes (or fails by its connect timeout).
+        connecting.then((c) => closeConnection(c, Date.now() + 2_000), () => {})
+        return stoppedBeforePublishing()
+      }
+      connection = connected
     } catch (e) {
       return result('transient', `cannot connect to the target broker: ${(e as Error).message}`)
     }
@@ -241,16 +253,19 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
     try {
       // The default exchange ('') always exists (and may not be declared, even passively).
       if (o.exchange !== '') {
-        const check = await connection.createChannel()
+        const check = await unlessStopped(connection.createChannel())
+        if (check === STOPPED) return stoppedBeforePublishing()
         check.on('error', () => {})
         try {
-          await check.checkExchange(o.exchange)
-          await check.close()
+          if ((await unlessStopped(check.checkExchange(o.exchange))) === STOPPED) return stoppedBeforePublishing()
+          if ((await unlessStopped(check.close())) === STOPPED) return stoppedBeforePublishing()
         } catch {
           return result('fatal', `exchange ${JSON.stringify(o.exchange)} does not exist on the target broker; create it (or start the consumer that declares it) first`)
         }
       }
-      const channel = await connection.createConfirmChannel()
+      const opened = await unlessStopped(connection.createConfirmChannel())
+      if (opened === STOPPED) return stoppedBeforePublishing()
+      const channel = opened
       channel.on('error', (e: Error) => (closeReason ??= e.message))
       channel.on('drain', () => {
         drained = true

@@ -80,8 +80,19 @@ const requeue = async (config: DeadLetterConfig, input: CommandInput, io: Io): P
   const { consumeQueue, deadLetterQueue } = queues(config)
   const scrub = makeScrubber(secretsOf([config.amqpUrl]))
   const stop = stopSignal()
-  let stopping: NodeJS.Signals | undefined
-  void stop.received.then((s) => (stopping = s))
+  // Ctrl-C or SIGTERM: read no more letters, wait for the broker to confirm the copies published
+  // (up to 30 s each), ack their letters. A second one stops the wait; those letters stay.
+  const stopping = new AbortController()
+  const abandoning = new AbortController()
+  let stoppedBy: NodeJS.Signals | undefined
+  const again = (): void => abandoning.abort()
+  void stop.received.then((s) => {
+    stoppedBy = s
+    process.on('SIGTERM', again)
+    process.on('SIGINT', again)
+    stopping.abort()
+    io.err(`vitrage-persistor dead-letters requeue: stopping (${s}): reading no more letters, waiting for the broker to confirm the copies sent; ${s} again stops the wait\n`)
+  })
   const bar = startProgress(io, `requeueing ${deadLetterQueue} to ${consumeQueue}`)
   try {
     const r = await requeueDeadLetters({
@@ -92,23 +103,38 @@ const requeue = async (config: DeadLetterConfig, input: CommandInput, io: Io): P
       limit,
       maxInFlight,
       scrub,
-      stopRequested: () => stopping !== undefined,
+      signal: stopping.signal,
+      abandon: abandoning.signal,
       onProgress: (p) => bar.update(p.scanned, Math.max(p.depth, p.scanned), `${p.requeued} requeued`),
     })
     bar.finish()
     if (E.isLeft(r)) {
-      io.err(`vitrage-persistor dead-letters requeue: ${redactUrl(config.amqpUrl)}: ${r.left.message}; ${r.left.requeued} requeued before that; no letter was removed without its copy confirmed\n`)
+      const { requeued, unconfirmed, acksUnconfirmed } = r.left
+      // A copy the broker did not confirm may still have reached the queue, and an ack it did
+      // not confirm may not have: either way a letter can be in both queues. Said, with how many
+      // at most (the persistor stores a message_id once, so requeueing them again is safe).
+      const both = [
+        ...(unconfirmed > 0 ? [`${unconfirmed} more copies were sent but not confirmed: they may have reached ${consumeQueue} all the same, and their letters stay in ${deadLetterQueue}`] : []),
+        ...(acksUnconfirmed ? [`the broker did not confirm the last acks: letters of the ${requeued} requeued may still be in ${deadLetterQueue} as well`] : []),
+      ]
+      const maybe =
+        both.length > 0
+          ? `; ${both.join('; ')} (the persistor stores a message_id once, so requeueing them again is safe)`
+          : '; no letter was removed without its copy confirmed'
+      io.err(`vitrage-persistor dead-letters requeue: ${redactUrl(config.amqpUrl)}: ${r.left.message}${stoppedBy !== undefined ? ` (stopping on ${stoppedBy})` : ''}; ${requeued} requeued before that${maybe}\n`)
       return 1
     }
     const { depth, scanned, requeued, byReason, skipped, stopped } = r.right
-    printJson(io, { from: deadLetterQueue, to: consumeQueue, depth, scanned, requeued, byReason, skipped, ...(stopped ? { stopped: stopping } : {}) })
+    printJson(io, { from: deadLetterQueue, to: consumeQueue, depth, scanned, requeued, byReason, skipped, ...(stopped ? { stopped: stoppedBy } : {}) })
     if (stopped) {
-      io.err(`vitrage-persistor dead-letters requeue: stopped by ${stopping}; ${requeued} requeued, the rest left in ${deadLetterQueue}\n`)
+      io.err(`vitrage-persistor dead-letters requeue: stopped by ${stoppedBy}; ${requeued} requeued, the rest left in ${deadLetterQueue}\n`)
       return 1
     }
     return 0
   } finally {
     bar.finish()
+    process.off('SIGTERM', again)
+    process.off('SIGINT', again)
     stop.release()
   }
 }

@@ -117,6 +117,14 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
     const pruned = await orReport(io, what, config.databaseUrl, store.prunedBelow())
     if (pruned === undefined) return 1
     if (after + 1 < pruned) io.err(`vitrage-persistor events: events below ${pruned} were pruned; listing from there\n`)
+    // An empty range by time is worth a word: an event stored late with an earlier time (a dead
+    // letter requeued hours later) moves the position for its time to its own id, so the events
+    // stamped after it can fall outside every --since (review 45).
+    if (flags.since !== undefined && after >= upTo && !follow) {
+      io.err(
+        `vitrage-persistor events: nothing between the log's position at --since (event ${after}) and ${flags.until !== undefined ? `at --until (event ${upTo})` : `its newest event (${head})`}: positions go by id, and an event stored late with an earlier time moves the position for its time to its own id (--from-id/--to-id list by id)\n`,
+      )
+    }
     idWidth = Math.max(2, String(upTo).length)
     if (format === 'table') io.out(eventTableHeader(idWidth))
 

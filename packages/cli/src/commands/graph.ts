@@ -23,7 +23,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import * as TE from 'fp-ts/lib/TaskEither.js'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
-import type { Config, SettingKey } from '../config.js'
+import { type Config, type SettingKey, url } from '../config.js'
 import { json, listenOrReport } from '../http.js'
 import { createLogger } from '../logger.js'
 import { stopSignal } from '../signals.js'
@@ -376,7 +376,8 @@ const MAX_IN_FLIGHT = 100_000
 const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promise<number> => {
   const o = input.options
   const toAmqp = (o['toAmqp'] as string | undefined) ?? config.amqpUrl
-  if (!/^amqps?:\/\//.test(toAmqp)) throw new UsageError(`--to-amqp: an amqp:// or amqps:// URL, got ${JSON.stringify(redactUrl(toAmqp))}`)
+  const toAmqpValid = url(['amqp:', 'amqps:'])(toAmqp)
+  if (E.isLeft(toAmqpValid)) throw new UsageError(`--to-amqp: ${toAmqpValid.left}`)
   const exchange = o['exchange'] as string | undefined
   const routingKey = o['routingKey'] as string | undefined
   const toTopic = o['toTopic'] as string | undefined
