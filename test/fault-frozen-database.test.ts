@@ -355,3 +355,77 @@ t.test('a transaction left idle behind a dead path is ended by the server after 
   const lock = await world.sql.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 42")
   t.equal(lock.rowCount, 0, 'its lock is free')
 })
+
+/** `n` graph changes, each giving the one vertex `counter` its own `seq`: every position is a graph of its own. */
+const counterChanges = (n: number, from: number): PreparedEvent[] =>
+  Array.from({ length: n }, (_, i) => {
+    const payload = { is_vertex: true, payload: { vitrage_id: 'counter', vertex_id: 'counter', vitrage_type: 'test.counter', vitrage_category: 'RESOURCE', seq: from + i } }
+    return prepareEvent((decodeMessage(v2Body(message(payload, { event_type: 'vitrage.graph.change' })), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
+  })
+
+t.test('follow part-way through a tail: /graph says which state it serves; stuck there while the log moves, it is not ready within ~15 s; the store warns in its log', async (t) => {
+  const world = await setupWorld(t)
+  const proxy = await startFreezableProxy(world.db.url)
+  t.teardown(() => proxy.close())
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  await appendBatch(client, counterChanges(10, 0))
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const follower = startPersistor(['follow', '--database-url', proxy.url, '--http-port', String(port)])
+  t.teardown(() => follower.kill('SIGKILL'))
+  await follower.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load')
+  const served = async (): Promise<{ position: number; seq: unknown }> => {
+    const res = await fetch(`${base}/graph`, { signal: AbortSignal.timeout(5_000) })
+    const graph = (await res.json()) as { vertices: Array<{ id: string; properties: Record<string, unknown> }> }
+    return { position: Number(res.headers.get('x-graph-position')), seq: graph.vertices.find((v) => v.id === 'counter')?.properties['seq'] }
+  }
+  t.same(await served(), { position: 10, seq: 9 }, 'the header names the state served')
+  /** Appends 200,000 changes after `from` and returns /position once the follower is part-way through them, having called `then`. */
+  const partWay = async (from: number, then: () => void): Promise<{ position: number; applied: number }> => {
+    // One commit: the follower sees the whole tail at once.
+    await appendBatch(client, counterChanges(200_000, from))
+    return eventually(
+      'part-way through the tail',
+      async () => {
+        const p = (await (await fetch(`${base}/position`)).json()) as { position: number; applied?: number }
+        if (p.applied === undefined || p.applied > from + 150_000) return false
+        then()
+        return p as { position: number; applied: number }
+      },
+      { intervalMs: 5 },
+    )
+  }
+
+  // Frozen part-way: before, /graph served the state ~100,000 events past /position's, unsaid.
+  const midway = await partWay(10, proxy.freeze)
+  const stuck = await served()
+  t.ok(stuck.position >= midway.applied && stuck.position > midway.position, `serving the state at ${stuck.position}, past the position ${midway.position}`)
+  t.equal(stuck.seq, stuck.position - 1, 'and it is that state (seq = id - 1 for these changes)')
+  proxy.thaw()
+  await eventually('caught up after the thaw', async () => JSON.parse((await get(`${base}/position`)).body).position === 200_010, { timeoutMs: 60_000 })
+  t.same(await served(), { position: 200_010, seq: 200_009 })
+  t.equal((await get(`${base}/readyz`)).status, 200, 'ready')
+
+  // The store's own warnings reach follow's log (it logged none: its store had no logger).
+  await world.sql.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'vitrage-persistor follow listen'`)
+  await follower.waitFor((l) => l.msg === 'append listener connection lost', 'the listener warning')
+
+  // The path under its connections dies part-way (new ones pass, so the database answers a
+  // probe): before, /readyz said 200 until the unanswered-query watch dropped the read, 75 s.
+  await partWay(200_010, proxy.cutOpenConnections)
+  const cut = performance.now()
+  const stalled = await eventually(
+    'not ready: stuck',
+    async () => {
+      const r = await get(`${base}/readyz`)
+      return r.status === 503 && /the follower has not moved for \d+ s at event \d+ while the log is at 400010/.test(r.body) && r
+    },
+    { timeoutMs: 30_000, intervalMs: 500 },
+  )
+  t.ok(performance.now() - cut < 25_000, `not ready ${Math.round(performance.now() - cut)} ms after the path died: ${stalled.body.trim()}`)
+  const metrics = await get(`${base}/metrics`)
+  t.equal(metricValue(metrics.body, 'vitrage_persistor_graph_log_readable'), 0)
+  follower.kill('SIGTERM')
+  t.equal((await follower.exited).code, 0)
+})

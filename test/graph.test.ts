@@ -283,8 +283,9 @@ t.test('follow serves the graph and its position; replay republishes history tha
   const follower = startPersistor(['follow', '--database-url', source.db.url, '--http-port', String(port), '--snapshot-every', '100'])
   t.teardown(() => follower.kill('SIGKILL'))
   await follower.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load')
-  const served = await (await fetch(`http://127.0.0.1:${port}/graph`)).text()
-  t.same(JSON.parse(served), expectedFull)
+  const graphRes = await fetch(`http://127.0.0.1:${port}/graph`)
+  t.equal(graphRes.headers.get('x-graph-position'), '400', 'the event id of the state served')
+  t.same(JSON.parse(await graphRes.text()), expectedFull)
   t.same(await (await fetch(`http://127.0.0.1:${port}/position`)).json(), { position: 400, head: 400, lag: 0 })
   const page = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
   t.same([metricValue(page, 'vitrage_persistor_graph_position'), metricValue(page, 'vitrage_persistor_graph_lag_events')], [400, 0], 'position and lag in /metrics')
@@ -642,6 +643,45 @@ t.test('follow --snapshot-every counts from the newest stored snapshot: a follow
     await append(60)
   }
   t.same(await snapshotIds(), [250, 370], 'written at 250 (loaded with none) and at 370 (120 past it, over three short runs)')
+})
+
+t.test('follow --snapshot-every: a snapshot that came due while another was being saved is taken once that one is saved, on a quiet log too', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 2 })
+  t.teardown(() => store.close())
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  await appendBatch(client, fixtureEvents(10))
+  const port = await freePort()
+  const follower = startPersistor(['follow', '--database-url', world.db.url, '--http-port', String(port), '--snapshot-every', '100'])
+  t.teardown(() => follower.kill('SIGKILL'))
+  await follower.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load')
+  // Saving is held up by a lock, while the log moves 300 more events past the one being saved.
+  const locker = await world.sql.connect()
+  t.teardown(() => locker.release())
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE projection_snapshot IN EXCLUSIVE MODE')
+  await appendBatch(client, fixtureEvents(100, 10))
+  await eventually('the save of 110 waiting on the lock', async () => (await locker.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rowCount === 1)
+  await appendBatch(client, fixtureEvents(300, 110))
+  await eventually('followed to 410', async () => ((await (await fetch(`http://127.0.0.1:${port}/position`)).json()) as { position: number }).position === 410)
+  await locker.query('COMMIT')
+  // Nothing more is appended: before, 410 waited for the next event, however long the log stayed quiet.
+  await follower.waitFor((l) => l.msg === 'snapshot saved' && l['position'] === 410, 'the snapshot that came due meanwhile')
+  const listed = await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
+  t.same(E.isRight(listed) ? listed.right.map((m) => m.eventId).sort((a, b) => a - b) : listed, [110, 410])
+  const page = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  t.equal(metricValue(page, 'vitrage_persistor_graph_snapshot_position'), 410)
+  follower.kill('SIGTERM')
+  t.equal((await follower.exited).code, 0)
+
+  // Restarted: the gauge says the newest stored snapshot from the start (it read 0 until the next save).
+  const again = startPersistor(['follow', '--database-url', world.db.url, '--http-port', String(port), '--snapshot-every', '100'])
+  t.teardown(() => again.kill('SIGKILL'))
+  await again.waitFor((l) => l.msg === 'graph loaded; following', 'the follower to load again')
+  t.equal(metricValue(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), 'vitrage_persistor_graph_snapshot_position'), 410)
+  again.kill('SIGTERM')
+  await again.exited
 })
 
 t.test('prune says what limits it: a stale checkpoint is named with how to remove it', async (t) => {

@@ -9,6 +9,8 @@ export interface Reply {
   readonly status: number
   readonly contentType: string
   readonly body: string
+  /** More response headers (lower-case names). */
+  readonly headers?: Readonly<Record<string, string>>
 }
 
 export type Route = () => Promise<Reply> | Reply
@@ -41,7 +43,7 @@ export const startHttpServer = (port: number, host: string, routes: Readonly<Rec
       Promise.resolve()
         .then(route)
         .then(
-          (reply) => res.writeHead(reply.status, { 'content-type': reply.contentType }).end(req.method === 'HEAD' ? undefined : reply.body),
+          (reply) => res.writeHead(reply.status, { ...reply.headers, 'content-type': reply.contentType }).end(req.method === 'HEAD' ? undefined : reply.body),
           (e: unknown) => res.writeHead(500, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: String(e) })}\n`),
         )
     })

@@ -1,7 +1,7 @@
 /**
  * Resources commands share, each with one owner: the command that opens it closes it.
  */
-import { type Failure, makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
+import { type Failure, type Logger, makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
 import { PgEventStore } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
@@ -12,10 +12,14 @@ export interface StoreHandle {
   readonly scrub: (text: string) => string
 }
 
-/** Opens the event store for a short-lived command (queries, one-off projections). */
-export const openStore = (databaseUrl: string, applicationName: string, maxConnections = 2): StoreHandle => {
+/**
+ * Opens the event store for a command. A long-running one passes its logger (made with the
+ * scrubber), so that the store's own warnings (a connection dropped, a listener lost) reach it.
+ */
+export const openStore = (databaseUrl: string, applicationName: string, maxConnections = 2, loggerFor?: (scrub: (text: string) => string) => Logger): StoreHandle & { readonly log?: Logger } => {
   const scrub = makeScrubber(secretsOf([databaseUrl]))
-  return { store: new PgEventStore({ connectionString: databaseUrl, maxConnections, applicationName, scrub }), scrub }
+  const log = loggerFor?.(scrub)
+  return { store: new PgEventStore({ connectionString: databaseUrl, maxConnections, applicationName, scrub, ...(log === undefined ? {} : { logger: log }) }), scrub, ...(log === undefined ? {} : { log }) }
 }
 
 /**

@@ -179,6 +179,12 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
 
 /** How long follow's endpoints and shutdown wait on the database (a frozen one never answers). */
 const DATABASE_WAIT_MS = 2_000
+/**
+ * How long the follower may go without moving while the log is ahead before it is not ready: a
+ * catch-up moves with every change applied and an idle follower reads at least every 5 s, so
+ * only a read that does not finish stays still this long.
+ */
+const STALL_MS = 15_000
 /** How long a shutdown lets a snapshot being saved finish. */
 const SNAPSHOT_WAIT_MS = 5_000
 const unanswered: E.Either<Failure, never> = E.left(failure('transient', `no answer within ${DATABASE_WAIT_MS} ms`))
@@ -188,8 +194,9 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
   const keep = positiveIntArg('--keep-snapshots', input.options['keepSnapshots']) ?? 5
   const stop = stopSignal()
   try {
-    const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor follow', 3)
-    const log = createLogger(config.logLevel, scrub)
+    const opened = openStore(config.databaseUrl, 'vitrage-persistor follow', 3, (scrub) => createLogger(config.logLevel, scrub))
+    const { store } = opened
+    const log = opened.log ?? createLogger(config.logLevel, opened.scrub)
     if (await unrecoverableDatabase(io, 'follow', config.databaseUrl, store)) {
       await store.close()
       return 1
@@ -214,7 +221,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
       }),
       readable: new Gauge({
         name: 'vitrage_persistor_graph_log_readable',
-        help: "1 while the follower reads the log (its last read succeeded and the database answers within 2 s), else 0.",
+        help: '1 while the follower reads the log (its last read succeeded, the database answers within 2 s, and it has moved within 15 s when the log is ahead), else 0.',
         registers: [registry],
         async collect() {
           this.set((await unreadyBecause()) === undefined ? 1 : 0)
@@ -227,6 +234,12 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
       }),
     }
     let latest: FollowState | undefined
+    // The event id the shared graph is the state of, moved by each change a catch-up applies.
+    let applied = 0
+    // When the follower last moved (applied a change, or finished a read): a read that hangs
+    // (a path to the database gone dead: the watch ends it after the statement timeout + 15 s;
+    // a lock) while the log is ahead makes it not ready well before that.
+    let movedAt = Date.now()
     let readFailing: Failure | undefined
     // Set while a rebuild runs: `latest` is then the graph of a log that no longer is.
     let rebuilding: string | undefined
@@ -234,15 +247,34 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     // answer at all (a frozen server, a partition: a read in progress then just waits).
     const unreadyBecause = async (): Promise<string | undefined> => {
       if (readFailing !== undefined) return `reading the log fails: ${readFailing.message}`
-      const ping = await within(store.ping()(), DATABASE_WAIT_MS, unanswered)
-      return E.isLeft(ping) ? `the database: ${ping.left.message}` : undefined
+      const head = await within(store.headId()(), DATABASE_WAIT_MS, unanswered)
+      if (E.isLeft(head)) return `the database: ${head.left.message}`
+      const still = Date.now() - movedAt
+      if (latest !== undefined && head.right > applied && still > STALL_MS) {
+        return `the follower has not moved for ${Math.round(still / 1000)} s at event ${applied} while the log is at ${head.right} (a read that does not finish)`
+      }
+      return undefined
     }
     // Listening before loading: a taken port fails at once, and /readyz says "loading" meanwhile.
     const listening = await listenOrReport(io, 'follow', config.httpPort, config.httpHost, {
-      '/graph': () => (latest ? { status: 200, contentType: 'application/json', body: canonicalJson(latest.graph, 'pretty') } : json(503, { status: 'loading' })),
+      // The graph as it is now, with the event id it is the state of: while a long tail is
+      // applied that is past `position` (which moves once the tail is read and checked), so
+      // the header is what to compare with `graph --at-event` (review 44). Not while rebuilding:
+      // the graph held then skipped pruned events or is of a log that no longer is.
+      '/graph': () =>
+        latest === undefined
+          ? json(503, { status: 'loading' })
+          : rebuilding !== undefined
+            ? json(503, { status: 'rebuilding', reason: rebuilding })
+            : { status: 200, contentType: 'application/json', headers: { 'x-graph-position': String(applied) }, body: canonicalJson(latest.graph, 'pretty') },
       '/position': async () => {
         const head = await within(store.headId()(), DATABASE_WAIT_MS, unanswered)
-        return json(200, { position: latest?.position ?? null, head: E.isRight(head) ? head.right : null, lag: latest && E.isRight(head) ? head.right - latest.position : null })
+        return json(200, {
+          position: latest?.position ?? null,
+          ...(latest !== undefined && applied > latest.position ? { applied } : {}),
+          head: E.isRight(head) ? head.right : null,
+          lag: latest && E.isRight(head) ? Math.max(0, head.right - latest.position) : null,
+        })
       },
       '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
       '/healthz': () => json(200, { status: 'ok' }),
@@ -267,6 +299,11 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
         onInitialProgress: (p) => bar.update(p.applied, p.applied + (p.target - p.position)),
         onRead: (f) => {
           readFailing = f
+          movedAt = Date.now()
+        },
+        onApplied: (position) => {
+          applied = position
+          movedAt = Date.now()
         },
         onRebuild: (reason) => {
           rebuilding =
@@ -282,13 +319,61 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     // so the first emission past N writes one.
     const stored = every === undefined ? E.right([]) : await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
     let lastSnapshot = E.isRight(stored) ? Math.max(0, ...stored.right.map((m) => m.eventId)) : 0
+    // The newest written, also by an earlier run (it read 0 until this run wrote one).
+    if (lastSnapshot > 0) metrics.snapshot.set(lastSnapshot)
     let failedSaves = 0
     let snapshotting: Promise<void> = Promise.resolve()
     let saving = false
+    let stopping = false
     let failed: (code: number) => void = () => {}
     const stopped = new Promise<number>((resolve) => {
       failed = resolve
     })
+    // One snapshot at a time: while one is compressed and saved, later positions wait for it
+    // (captured snapshots would otherwise pile up in memory); one that came due meanwhile is
+    // taken when it is saved (review 44: a quiet log left the newest snapshot 3N events behind).
+    // Taken only of an emitted state: between two emissions the graph may be part-way through
+    // a tail not yet checked against retention.
+    const maybeSnapshot = (s: FollowState): void => {
+      if (every === undefined || s.position - lastSnapshot < every || saving) return
+      const previous = lastSnapshot
+      lastSnapshot = s.position
+      saving = true
+      // Captured now, synchronously: the graph moves on with the next events while this one
+      // is compressed and saved in the background.
+      const captured = captureGraphSnapshot(s.graph, s.position)
+      const eventMessageId = s.messageId
+      if (E.isLeft(captured)) {
+        saving = false
+        log.warn({ reason: captured.left }, 'snapshot not taken')
+        return
+      }
+      let savedOk = false
+      const compress = captured.right
+      snapshotting = (async () => {
+        try {
+          // Saved only while the log still holds the event it was taken at.
+          const snap = { ...(await compress()), ...(eventMessageId === undefined ? {} : { eventMessageId }) }
+          const saved = await store.saveSnapshot(snap)()
+          if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved; trying again with the next event')
+          savedOk = true
+          metrics.snapshot.set(snap.eventId)
+          const retained = await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep)()
+          if (E.isLeft(retained)) log.warn({ failure: retained.left, keep }, 'older snapshots not deleted; trying again with the next snapshot')
+          log.info({ position: snap.eventId, bytes: snap.data.byteLength }, 'snapshot saved')
+        } finally {
+          // Not saved: due again with the next event once (a passing failure costs no more
+          // than N events of tail); failing again, every N events as usual, so a lasting
+          // failure (no INSERT right, a full disk) does not capture the graph on every batch.
+          if (savedOk) failedSaves = 0
+          else if (++failedSaves === 1) lastSnapshot = previous
+          saving = false
+          // Due meanwhile, and the graph is still the state emitted last (no tail part-applied):
+          // now. Otherwise the emission that ends the tail takes it.
+          if (savedOk && latest !== undefined && applied === latest.position && !stopping) maybeSnapshot(latest)
+        }
+      })()
+    }
     const subscription = follow$.subscribe({
       next: (s) => {
         if (latest === undefined) {
@@ -301,46 +386,12 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
         if (latest !== undefined && s.generation > latest.generation) metrics.rebuilds.inc(s.generation - latest.generation)
         rebuilding = undefined
         latest = s
+        applied = s.position
+        movedAt = Date.now()
         metrics.position.set(s.position)
         metrics.vertices.set(s.graph.vertexCount)
         metrics.edges.set(s.graph.edgeCount)
-        // One snapshot at a time: while one is compressed and saved, later positions wait for the
-        // next emission after it (captured snapshots would otherwise pile up in memory).
-        if (every !== undefined && s.position - lastSnapshot >= every && !saving) {
-          const previous = lastSnapshot
-          lastSnapshot = s.position
-          saving = true
-          // Captured now, synchronously: the graph moves on with the next events while this one
-          // is compressed and saved in the background.
-          const captured = captureGraphSnapshot(s.graph, s.position)
-          const eventMessageId = s.messageId
-          if (E.isLeft(captured)) {
-            saving = false
-            log.warn({ reason: captured.left }, 'snapshot not taken')
-            return
-          }
-          let savedOk = false
-          const compress = captured.right
-          snapshotting = (async () => {
-            try {
-              // Saved only while the log still holds the event it was taken at.
-              const snap = { ...(await compress()), ...(eventMessageId === undefined ? {} : { eventMessageId }) }
-              const saved = await store.saveSnapshot(snap)()
-              if (E.isLeft(saved)) return log.warn({ failure: saved.left }, 'snapshot not saved; trying again with the next event')
-              savedOk = true
-              metrics.snapshot.set(snap.eventId)
-              await store.retainSnapshots(GRAPH_SNAPSHOT_KIND, keep)()
-              log.info({ position: snap.eventId, bytes: snap.data.byteLength }, 'snapshot saved')
-            } finally {
-              // Not saved: due again with the next event once (a passing failure costs no more
-              // than N events of tail); failing again, every N events as usual, so a lasting
-              // failure (no INSERT right, a full disk) does not capture the graph on every batch.
-              if (savedOk) failedSaves = 0
-              else if (++failedSaves === 1) lastSnapshot = previous
-              saving = false
-            }
-          })()
-        }
+        maybeSnapshot(s)
       },
       // The follower retries what the log's failures; an error here is a defect: stop, non-zero.
       error: (e: unknown) => {
@@ -349,6 +400,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
       },
     })
     const code = await Promise.race([stop.received.then(() => 0), stopped])
+    stopping = true
     bar.finish()
     subscription.unsubscribe()
     // Bounded: a database that stopped answering held the exit for as long as it did.

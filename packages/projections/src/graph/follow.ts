@@ -62,6 +62,14 @@ export interface FollowOptions {
    * graph emitted is not even a state of the log (readiness).
    */
   readonly onRebuild?: (reason: 'rewound' | 'pruned') => void
+  /**
+   * While the follower catches up, after each graph change it applies, synchronously: the
+   * shared graph is now the state as of `position`. An emission comes only once the whole range
+   * is read and checked against retention (a prune during the read leaves a graph that skipped
+   * events: it is rebuilt, never emitted), so a subscriber that reads the graph between two
+   * emissions (serves it while a long tail is applied) learns here which state it reads.
+   */
+  readonly onApplied?: (position: number) => void
 }
 
 export const followGraph = (sources: GraphSources & { readonly signal?: AppendSignal }, options: FollowOptions = {}): Observable<FollowState> =>
@@ -148,7 +156,13 @@ export const followGraph = (sources: GraphSources & { readonly signal?: AppendSi
             }
             if (head === current.position) step = E.right(current)
             else {
-              const replayed = await replayInto(sources.reader, current.graph, { fromId: current.position, toId: head, signal: stop.signal, ...(options.pageSize ? { pageSize: options.pageSize } : {}) })
+              const replayed = await replayInto(sources.reader, current.graph, {
+                fromId: current.position,
+                toId: head,
+                signal: stop.signal,
+                ...(options.onApplied ? { onApplied: options.onApplied } : {}),
+                ...(options.pageSize ? { pageSize: options.pageSize } : {}),
+              })
               // Prune does not wait for a follower (it has no checkpoint). Checked after the read
               // (the watermark only rises, so this also covers a prune before it): if events the
               // follower had not applied are gone, the graph can only be rebuilt from the newest

@@ -60,6 +60,12 @@ export interface ReplayOptions {
    * subscriber went away uses it to stop building a graph nobody will read.
    */
   readonly signal?: AbortSignal
+  /**
+   * After each graph change applied (a page's last, reading by pages), synchronously: the graph
+   * is the state as of `position`, whose event is the message `messageId`. A follower serving
+   * the graph while it catches up says from this which state it serves.
+   */
+  readonly onApplied?: (position: number, messageId: string) => void
 }
 
 /** The failure of a replay stopped through its AbortSignal. */
@@ -88,7 +94,7 @@ export const replayInto = async (reader: EventLogReader, graph: EntityGraph, opt
   let position = options.fromId
   let messageId: string | undefined
   let applied = 0
-  const { signal } = options
+  const { signal, onApplied } = options
   const failed = (f: Failure): E.Either<ReplayFailure, number> => E.left({ ...f, position, ...(messageId === undefined ? {} : { messageId }) })
   const aborted = (): E.Either<ReplayFailure, number> => failed(failure('rejected', `replay aborted at event ${position}`, REPLAY_ABORTED))
   if (signal?.aborted) return aborted()
@@ -102,6 +108,7 @@ export const replayInto = async (reader: EventLogReader, graph: EntityGraph, opt
         evolve(graph, event)
         position = event.id
         messageId = event.messageId
+        onApplied?.(position, messageId)
         if (++applied % 10_000 === 0) options.onProgress?.({ position, target: options.toId, applied })
       })()
     } catch (e) {
@@ -123,6 +130,7 @@ export const replayInto = async (reader: EventLogReader, graph: EntityGraph, opt
     // Ask for the next page before applying this one.
     pending = page.right.length === pageSize && last !== undefined ? read(last.id) : undefined
     for (const event of page.right) evolve(graph, event)
+    if (last !== undefined) onApplied?.(last.id, last.messageId)
     applied += page.right.length
     if (pending !== undefined && last !== undefined) {
       position = last.id
