@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { decodeMessage } from '@vitrage-persistor/core'
 import { randomUUID } from 'node:crypto'
 import { type AppendSignal, type DecodedMessage, type EventLogReader, NOT_IN_LOG, silentLogger, STORE_CLOSED } from '@vitrage-persistor/core'
-import { caughtUp, canonicalJson, encodeGraphSnapshot, type FollowOptions, followGraph, GRAPH_SNAPSHOT_KIND, type GraphSources, graphAt, HistoryRunner } from '@vitrage-persistor/projections'
+import { caughtUp, canonicalJson, replayInto, encodeGraphSnapshot, type FollowOptions, followGraph, GRAPH_SNAPSHOT_KIND, type GraphSources, graphAt, HistoryRunner } from '@vitrage-persistor/projections'
 import { createIngestMetrics, defaultPersistorOptions, Persistor, republish } from '@vitrage-persistor/ingest'
 import { Registry } from 'prom-client'
 import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
@@ -11,6 +11,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import t, { type Test } from 'tap'
 import { cli } from './support/cli.js'
 import { fixturePath, rawFixtures } from './support/fixtures.js'
+import { message, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
 import { declarePersistorTopology, metricValue, rewindLog, rowCount, setupWorld, type World } from './support/setup.js'
 
@@ -682,6 +683,24 @@ t.test('follow --snapshot-every: a snapshot that came due while another was bein
   t.equal(metricValue(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), 'vitrage_persistor_graph_snapshot_position'), 410)
   again.kill('SIGTERM')
   await again.exited
+})
+
+t.test('replayInto says how far it has read, also through a stretch of the log with no graph change (a follower there is moving, not stuck)', async (t) => {
+  const { world, store } = await worldWithLog(t, 10)
+  const other = Array.from({ length: 5_000 }, (_, i) => prepareEvent((decodeMessage(v2Body(message({ i })), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right))
+  const client = await world.sql.connect()
+  await appendBatch(client, other)
+  await appendBatch(client, fixtureEvents(1, 10))
+  client.release()
+  const at10 = await graphAt({ reader: store, snapshots: store, clock: store }, { eventId: 10 })
+  if (E.isLeft(at10)) throw new Error(at10.left.message)
+  const seen: Array<[number, string | undefined]> = []
+  const r = await replayInto(store, at10.right.graph, { fromId: 10, toId: 5_011, onApplied: (position, messageId) => void seen.push([position, messageId]) })
+  t.same(r, E.right(5_011))
+  t.ok(seen.some(([p, m]) => p < 5_011 && p > 10 && m === undefined), 'through the stretch of other events, without a message')
+  t.same(seen.at(-1)?.[0], 5_011, 'to the end')
+  t.ok(seen.some(([p, m]) => p === 5_011 && m !== undefined), 'the graph change at the end with its message')
+  t.ok(seen.every(([p], i) => i === 0 || p >= (seen[i - 1] as [number, unknown])[0]), 'never backwards')
 })
 
 t.test('prune says what limits it: a stale checkpoint is named with how to remove it', async (t) => {

@@ -9,7 +9,7 @@ export { type DecodedMessage, type DecodeOptions, decodeMessage } from './envelo
 export { type Failure, type FailureKind, failure, isRetryable, NOT_IN_LOG, STORE_CLOSED } from './failure.js'
 export { type LogFn, type Logger, silentLogger } from './logger.js'
 export { memberText } from './json-span.js'
-export type { AppendSignal, CheckpointStore, EventLogReader, LogClock, LogTip, NewSnapshot, ReadPageOptions, Snapshot, SnapshotMeta, SnapshotStore } from './ports.js'
+export type { AppendSignal, CheckpointStore, EventLogReader, LogClock, LogTip, NewSnapshot, ReadPageOptions, Snapshot, StreamRangeOptions, SnapshotMeta, SnapshotStore } from './ports.js'
 export { type AlarmAttributes, type AlarmRecord, type CausalEdge, type EdgeEventPoint, type EdgeInterval, edgeIntervals, type HistoryAnomaly, type HistoryCommand, type HistoryPartition, partitionCheckpoint, type HistoryRangeResult, type HistoryReader, type HistoryStore } from './history.js'
 export { type CatchUpLoop, type CatchUpLoopOptions, catchUpLoop, waker } from './catch-up-loop.js'
 export { within } from './within.js'

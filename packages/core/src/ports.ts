@@ -13,6 +13,10 @@ export interface ReadPageOptions {
   readonly toId?: number
 }
 
+export interface StreamRangeOptions extends Pick<ReadPageOptions, 'eventTypes'> {
+  readonly onThrough?: (id: number) => void
+}
+
 export interface EventLogReader {
   /** Up to `limit` events with id > `afterId`, in id order. Never skips a committed event. */
   readonly readPage: (afterId: number, limit: number, options?: ReadPageOptions) => TE.TaskEither<Failure, StoredEvent[]>
@@ -46,8 +50,10 @@ export interface EventLogReader {
   /**
    * Optional fast path for long reads: every event in (afterId, toId] (of the given types), in id
    * order, handed to `onEntry` as it streams in (memory stays bounded). Resolves with the count.
+   * `onThrough(id)`, where given, says that every event up to `id` has been handed over (the
+   * read moves on also where none of the given types is stored).
    */
-  readonly streamRange?: (afterId: number, toId: number, options: Pick<ReadPageOptions, 'eventTypes'>, onEntry: (entry: LogEntry) => void) => TE.TaskEither<Failure, number>
+  readonly streamRange?: (afterId: number, toId: number, options: StreamRangeOptions, onEntry: (entry: LogEntry) => void) => TE.TaskEither<Failure, number>
 }
 
 /** The newest event of the log and the one at a reader's position (message ids: null when absent). */

@@ -40,7 +40,7 @@ import { type AlarmQuery, alarmsById, causalEdges, countActiveAlarms, openAt, Qu
 import { type Lease, tryLease } from './lease.js'
 import { type AppendListener, listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readEventByMessageId, readPage, readRawPage, tailStart } from './read.js'
-import { StreamConsumerDefect, streamRange } from './stream.js'
+import { StreamConsumerDefect, type StreamOptions, streamRange } from './stream.js'
 import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, retentionWatermark, saveSnapshot } from './snapshots.js'
 
 // How long ending sessions left on the server may take (its statement; twice that in all).
@@ -379,7 +379,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     this.withClient((client) => readPage(client, afterId, limit, options))
 
   /** Streams a range with binary COPY (see stream.ts); the fast path for replays. */
-  readonly streamRange = (afterId: number, toId: number, options: ReadOptions, onEntry: (entry: LogEntry) => void): TE.TaskEither<Failure, number> =>
+  readonly streamRange = (afterId: number, toId: number, options: StreamOptions, onEntry: (entry: LogEntry) => void): TE.TaskEither<Failure, number> =>
     this.withClient((client) => streamRange(client, afterId, toId, options, onEntry))
 
   /** Like readPage, with each payload as its stored JSON text (for republishing it exactly). */

@@ -144,6 +144,10 @@ t.test('a range that takes longer to consume than the statement timeout is read 
   t.equal(await streamRange(c, 15_500, 17_250, {}, (e) => void few.push(e.id), { startIds: 1_000, maxIds: 1_000 }), 1_750, 'a range that does not start or end on a chunk')
   t.same([few[0], few.at(-1), few.length], [15_501, 17_250, 1_750])
   t.equal(await streamRange(c, 500, 500, {}, () => t.fail('no events')), 0, 'an empty range')
+  // Where no event of the types is stored, the read still says how far it got, statement by statement.
+  const through: number[] = []
+  t.equal(await streamRange(c, 15_500, 17_250, { eventTypes: ['none'], onThrough: (id) => void through.push(id) }, () => t.fail('no events of that type'), { startIds: 1_000, maxIds: 1_000 }), 0)
+  t.same(through, [16_500, 17_250], "through each statement's end, the range's last")
   await t.rejects(streamRange(c, 0, 1, {}, () => {}, { maxIds: 0 }), /maxIds must be a positive integer/)
   await t.rejects(streamRange(c, 0, 1, {}, () => {}, { timeoutShare: 0 }), /timeoutShare must be in \(0, 1\]/)
 })

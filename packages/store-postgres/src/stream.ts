@@ -16,6 +16,8 @@ const SIGNATURE_LENGTH = 11
 
 export interface StreamOptions {
   readonly eventTypes?: readonly string[]
+  /** After each statement: every event up to this id has been handed to onEntry. */
+  readonly onThrough?: (id: number) => void
 }
 
 const quoteLiteral = (s: string): string => `'${s.replaceAll("'", "''")}'`
@@ -240,6 +242,7 @@ export const streamRange = async (
       count += read.count
       ids = nextChunkIds({ ids: to - from, bytes: read.bytes, ms: performance.now() - started }, c, timeoutMs)
       from = to
+      options.onThrough?.(to)
     }
     await client.query('COMMIT')
     return count

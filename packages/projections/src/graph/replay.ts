@@ -62,10 +62,12 @@ export interface ReplayOptions {
   readonly signal?: AbortSignal
   /**
    * After each graph change applied (a page's last, reading by pages), synchronously: the graph
-   * is the state as of `position`, whose event is the message `messageId`. A follower serving
-   * the graph while it catches up says from this which state it serves.
+   * is the state as of `position`, whose event is the message `messageId`; also after each
+   * streamed statement, without a message (the events it read up to `position` held no graph
+   * change). A follower serving the graph while it catches up says from this which state it
+   * serves, and that it moves.
    */
-  readonly onApplied?: (position: number, messageId: string) => void
+  readonly onApplied?: (position: number, messageId?: string) => void
 }
 
 /** The failure of a replay stopped through its AbortSignal. */
@@ -103,7 +105,8 @@ export const replayInto = async (reader: EventLogReader, graph: EntityGraph, opt
     // callback: the store drops the connection of a COPY its consumer threw in.
     let streamed: E.Either<Failure, number>
     try {
-      streamed = await reader.streamRange(options.fromId, options.toId, { eventTypes: GRAPH_TYPES }, (event) => {
+      const streamOptions = onApplied === undefined ? { eventTypes: GRAPH_TYPES } : { eventTypes: GRAPH_TYPES, onThrough: (id: number) => onApplied(id) }
+      streamed = await reader.streamRange(options.fromId, options.toId, streamOptions, (event) => {
         if (signal?.aborted) throw new ReplayAborted()
         evolve(graph, event)
         position = event.id
