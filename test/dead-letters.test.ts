@@ -332,27 +332,31 @@ t.test('a dead letter whose headers the persistor must drop keeps the requeue ma
   t.equal((await p.exited).code, 0)
 })
 
-t.test('a stop does not wait for a broker that stopped answering right after the requeue connected; the letters stay', async (t) => {
-  const world = await setupWorld(t)
-  await declarePersistorTopology(world)
-  for (let i = 0; i < 5; i++) world.broker.channel.publish('', world.names.deadQueue, v2Body(message({ i })), { ...OSLO_PROPERTIES, headers: { 'x-persistor-error': 'database-rejected' } })
-  await world.broker.channel.waitForConfirms()
-  const proxy = await startFreezableProxy(world.broker.url, { stallAtFirstChannel: true })
-  t.teardown(proxy.close)
-  const p = startPersistor(['dead-letters', 'requeue', ...names(world), '--amqp-url', proxy.url])
-  t.teardown(() => p.kill('SIGKILL'))
-  // Connected, then nothing: the channel it opens to check the queues is never answered.
-  await proxy.stalled()
-  const stopping = Date.now()
-  p.kill('SIGTERM')
-  const exit = await p.exited
-  const took = Date.now() - stopping
-  t.same(exit, { code: 1, signal: null })
-  // Before: it waited for the broker until the heartbeat gave up, ~3 minutes.
-  t.ok(took < 5_000, `exited ${took} ms after SIGTERM`)
-  t.match(p.output(), /stopped by SIGTERM; 0 requeued, the rest left in/)
-  t.equal(await settledDepth(world.names.deadQueue), 5, 'every letter is still a dead letter')
-})
+for (const stall of ['stallAtConnect', 'stallAtFirstChannel'] as const) {
+  t.test(`a stop does not wait for a broker that stopped answering ${stall === 'stallAtConnect' ? 'while the requeue connects' : 'right after the requeue connected'}; the letters stay`, async (t) => {
+    const world = await setupWorld(t)
+    await declarePersistorTopology(world)
+    for (let i = 0; i < 5; i++) world.broker.channel.publish('', world.names.deadQueue, v2Body(message({ i })), { ...OSLO_PROPERTIES, headers: { 'x-persistor-error': 'database-rejected' } })
+    await world.broker.channel.waitForConfirms()
+    const proxy = await startFreezableProxy(world.broker.url, { [stall]: true })
+    t.teardown(proxy.close)
+    const p = startPersistor(['dead-letters', 'requeue', ...names(world), '--amqp-url', proxy.url])
+    t.teardown(() => p.kill('SIGKILL'))
+    // Accepted, then nothing (the AMQP handshake, or the channel it opens to check the queues, is never answered).
+    await proxy.stalled()
+    const stopping = Date.now()
+    p.kill('SIGTERM')
+    const exit = await p.exited
+    const took = Date.now() - stopping
+    t.same(exit, { code: 1, signal: null })
+    // Before: it waited for the broker until the heartbeat gave up, ~3 minutes; the connect, until
+    // its 10 s timeout (the process held open by its socket).
+    t.ok(took < (stall === 'stallAtConnect' ? 2_000 : 5_000), `exited ${took} ms after SIGTERM`)
+    t.match(p.output(), /stopped by SIGTERM; 0 requeued, the rest left in/)
+    t.notMatch(p.output(), /"depth"|handles still open/, 'no depth it did not read')
+    t.equal(await settledDepth(world.names.deadQueue), 5, 'every letter is still a dead letter')
+  })
+}
 
 t.test('a requeue whose broker stops answering midway, stopped twice, says how many letters may be in both queues; none is lost', async (t) => {
   const world = await setupWorld(t)

@@ -84,7 +84,7 @@ t.test('events --since/--until are log positions: the events that take the graph
   await append(world, 1, 0)
   const late = await events(world, '--since', t1, '--until', t2)
   t.same(late.listed, [])
-  t.match(late.err, /nothing between the log's position at --since \(event 401\) and at --until \(event 401\): positions go by id, and an event stored late with an earlier time/)
+  t.match(late.err, /no event after the log's position at --since \(event 401\) up to its position at --until \(event 401\); positions go by id, so an event stored late with an earlier time/)
 })
 
 t.test('events --message-id finds the event stored for a message; bad flags say what is wrong', async (t) => {

@@ -129,6 +129,7 @@ t.test('replay under one --routing-key counts and names the events whose priorit
     [['--routing-key', 'a.info', '--max-in-flight', '100001'], /--max-in-flight: at most 100,000, got 100001/],
     // A URL that is not one (a second port) is a bad flag, not a failed run with a resume point.
     [['--routing-key', 'a.info', '--to-amqp', 'amqp://u:s3cret@127.0.0.1:1:2/'], /--to-amqp: is not a URL/],
+    [['--routing-key', 'a.info', '--to-amqp', 'amqp:s3cret'], /--to-amqp: must be an amqp:\/\/ URL/],
     [['--routing-key', 'a.info', '--to-amqp', 'http://u:s3cret@127.0.0.1/'], /--to-amqp: must be an amqp:\/\/ or amqps:\/\/ URL, got a http:\/\/ URL/],
   ] as const) {
     const bad = await cli([...base, ...flags])
@@ -264,22 +265,26 @@ t.test('a stop does not wait for a read of the log that hangs before anything is
   t.notMatch(p.output(), /store-closed/, 'the read it left behind is not reported')
 })
 
-t.test('a stop does not wait for a broker that stopped answering right after the replay connected, and says where to resume', async (t) => {
-  const world = await setupWorld(t)
-  await storeEvents(world.sql, 10)
-  await world.broker.channel.assertExchange(world.names.exchange, 'topic', { durable: false })
-  const proxy = await startFreezableProxy(world.broker.url, { stallAtFirstChannel: true })
-  t.teardown(proxy.close)
-  const p = startPersistor(['replay', '--database-url', world.db.url, '--to-amqp', proxy.url, '--exchange', world.names.exchange, '--to-topic', world.names.topic, '--shutdown-timeout-ms', '3000'])
-  t.teardown(() => p.kill('SIGKILL'))
-  // Connected, then nothing: the channel it opens to check the exchange is never answered.
-  await proxy.stalled()
-  const stopping = Date.now()
-  p.kill('SIGTERM')
-  const exit = await p.exited
-  const took = Date.now() - stopping
-  t.same(exit, { code: 1, signal: null })
-  // Before: each setup call waited for the broker until the heartbeat gave up, ~3 minutes.
-  t.ok(took < 3_000 + 4_000, `exited ${took} ms after SIGTERM`)
-  t.match(p.output(), /stopped by SIGTERM before the end; nothing confirmed yet \(resume with --from-id 1\)/)
-})
+for (const stall of ['stallAtConnect', 'stallAtFirstChannel'] as const) {
+  t.test(`a stop does not wait for a broker that stopped answering ${stall === 'stallAtConnect' ? 'while the replay connects' : 'right after the replay connected'}, and says where to resume`, async (t) => {
+    const world = await setupWorld(t)
+    await storeEvents(world.sql, 10)
+    await world.broker.channel.assertExchange(world.names.exchange, 'topic', { durable: false })
+    const proxy = await startFreezableProxy(world.broker.url, { [stall]: true })
+    t.teardown(proxy.close)
+    const p = startPersistor(['replay', '--database-url', world.db.url, '--to-amqp', proxy.url, '--exchange', world.names.exchange, '--to-topic', world.names.topic, '--shutdown-timeout-ms', '3000'])
+    t.teardown(() => p.kill('SIGKILL'))
+    // Accepted, then nothing (the AMQP handshake, or the channel it opens to check the exchange, is never answered).
+    await proxy.stalled()
+    const stopping = Date.now()
+    p.kill('SIGTERM')
+    const exit = await p.exited
+    const took = Date.now() - stopping
+    t.same(exit, { code: 1, signal: null })
+    // Before: each setup call waited for the broker until the heartbeat gave up, ~3 minutes; the
+    // connect, until its 10 s timeout (the process held open by its socket).
+    t.ok(took < (stall === 'stallAtConnect' ? 2_000 : 3_000 + 4_000), `exited ${took} ms after SIGTERM`)
+    t.match(p.output(), /stopped by SIGTERM before the end; nothing confirmed yet \(resume with --from-id 1\)/)
+    t.notMatch(p.output(), /handles still open/)
+  })
+}

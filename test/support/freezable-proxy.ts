@@ -16,7 +16,7 @@ export interface FreezableProxy {
   readonly cutOpenConnections: () => void
   /** As cutOpenConnections, but the server's side of each stays open: the server never hears of it. */
   readonly severOpenConnections: () => void
-  /** With `stallAtFirstChannel`: resolves when a connection has stalled (see tcp-forwarder.mjs). */
+  /** With `stallAtFirstChannel` or `stallAtConnect`: resolves when a connection has stalled (see tcp-forwarder.mjs). */
   readonly stalled: () => Promise<void>
   /** Idempotent. */
   readonly close: () => Promise<void>
@@ -25,13 +25,15 @@ export interface FreezableProxy {
 export interface ProxyOptions {
   /** AMQP only: each connection stops moving once it is open, at the client's first channel frame. */
   readonly stallAtFirstChannel?: boolean
+  /** Each connection is accepted, and nothing more. */
+  readonly stallAtConnect?: boolean
 }
 
 const FORWARDER = fileURLToPath(new URL('./tcp-forwarder.mjs', import.meta.url))
 
 export const startFreezableProxy = async (url: string, options: ProxyOptions = {}): Promise<FreezableProxy> => {
   const target = new URL(url)
-  const child = spawn(process.execPath, [FORWARDER, target.hostname, target.port || '5432', ...(options.stallAtFirstChannel === true ? ['--stall-at-first-channel'] : [])], {
+  const child = spawn(process.execPath, [FORWARDER, target.hostname, target.port || '5432', ...(options.stallAtFirstChannel === true ? ['--stall-at-first-channel'] : []), ...(options.stallAtConnect === true ? ['--stall-at-connect'] : [])], {
     stdio: ['pipe', 'pipe', 'inherit'],
   })
   const [line] = (await once(child.stdout, 'data')) as [Buffer]

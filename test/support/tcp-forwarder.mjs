@@ -10,11 +10,14 @@
 // sends its first frame on a channel other than 0, that is once the connection is open; from
 // then on nothing moves either way, as when a broker stops answering right after a client
 // connected. The forwarder prints `stalled` on stdout each time.
-// Prints its port on stdout. Usage: node tcp-forwarder.mjs <host> <port> [--stall-at-first-channel]
+// With --stall-at-connect, each connection is accepted and nothing more: no server behind it
+// (a broker that accepts TCP and never answers); it prints `stalled` too.
+// Prints its port on stdout. Usage: node tcp-forwarder.mjs <host> <port> [--stall-at-first-channel | --stall-at-connect]
 import net from 'node:net'
 
 const [host, port] = process.argv.slice(2)
 const stallAtFirstChannel = process.argv.includes('--stall-at-first-channel')
+const stallAtConnect = process.argv.includes('--stall-at-connect')
 const open = new Set()
 const severed = new Set()
 const blackhole = (keepServerSide) => {
@@ -28,6 +31,11 @@ const blackhole = (keepServerSide) => {
 process.on('SIGUSR1', () => blackhole(false))
 process.on('SIGUSR2', () => blackhole(true))
 const server = net.createServer((client) => {
+  if (stallAtConnect) {
+    client.on('error', () => {})
+    process.stdout.write('stalled\n')
+    return
+  }
   const upstream = net.connect(Number(port), host)
   if (stallAtFirstChannel) forwardUntilFirstChannel(client, upstream)
   else client.pipe(upstream)

@@ -45,6 +45,8 @@ export const url =
   (raw: string): E.Either<string, string> => {
     try {
       const u = new URL(raw)
+      // `amqp:foo` parses, as a URL without a host: amqplib would connect to localhost.
+      if (protocols.includes(u.protocol) && !raw.slice(u.protocol.length).startsWith('//')) return E.left(`must be ${article(u.protocol)} ${u.protocol}// URL`)
       return protocols.includes(u.protocol)
         ? E.right(raw)
         : E.left(`must be ${article(protocols[0] ?? '')} ${protocols.map((p) => `${p}//`).join(' or ')} URL, got ${article(u.protocol)} ${u.protocol}// URL`)

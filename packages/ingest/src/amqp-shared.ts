@@ -29,6 +29,13 @@ export const republishOptions = (p: amqp.MessageProperties, headers: Record<stri
   headers,
 })
 
+/**
+ * Socket options of a one-off client's connect: a 10 s connect timeout, and `signal`, which
+ * destroys the socket when aborted (amqplib hands its socket options to net/tls.connect, which
+ * take one): the only way to end a connect whose broker does not answer before its timeout.
+ */
+export const connectOptions = (signal: AbortSignal): { timeout: number } => ({ timeout: 10_000, signal }) as { timeout: number }
+
 /** Runs `fn` on a short-lived channel; a passive check that fails closes only that channel. */
 export const onScratchChannel = async <T>(connection: amqp.ChannelModel, fn: (ch: amqp.Channel) => Promise<T>): Promise<T> => {
   const ch = await connection.createChannel()

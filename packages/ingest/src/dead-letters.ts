@@ -36,7 +36,7 @@ import { randomUUID } from 'node:crypto'
 import { decodeMessage, type Failure, failure, REJECTION_REASONS, requirePositiveInts, within } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
-import { closeConnection, isAmqpUrl, queueCounts, republishOptions } from './amqp-shared.js'
+import { closeConnection, connectOptions, isAmqpUrl, queueCounts, republishOptions } from './amqp-shared.js'
 
 /** What RabbitMQ writes in `x-death` when it dead-letters a message itself (queue TTL, length limits). */
 export const BROKER_DEATH_REASONS = ['rejected', 'expired', 'maxlen', 'delivery_limit'] as const
@@ -254,8 +254,8 @@ export type RequeueFailure = Failure & {
 }
 
 export interface RequeueResult {
-  /** Messages ready in the dead-letter queue when it started. */
-  readonly depth: number
+  /** Messages ready in the dead-letter queue when it started (undefined: stopped before it was read). */
+  readonly depth: number | undefined
   readonly scanned: number
   /** Confirmed into the target queue and removed from the dead-letter queue. */
   readonly requeued: number
@@ -310,11 +310,15 @@ const openScan = async (
   const stopped = abortedBy(signal)
   const unlessStopped = <T>(p: Promise<T>): Promise<T | typeof STOPPED> => Promise.race([p, stopped])
   let connection: amqp.ChannelModel
-  const connecting = amqp.connect(o.amqpUrl, { timeout: 10_000, noDelay: true })
+  // Its own signal, for the socket: a stop while connecting destroys it (else it would hold the
+  // process until the connect timeout); never aborted once connected.
+  const connectAbort = new AbortController()
+  const connecting = amqp.connect(o.amqpUrl, { ...connectOptions(connectAbort.signal), noDelay: true })
   try {
     const connected = await unlessStopped(connecting)
     if (connected === STOPPED) {
-      // Closed when it completes (or fails by its connect timeout).
+      connectAbort.abort()
+      // Closed should the connect have completed all the same.
       connecting.then((c) => closeConnection(c, Date.now() + CLOSE_TIMEOUT_MS), () => {})
       return E.right('stopped')
     }
@@ -449,7 +453,7 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Re
   const fail = (kind: Failure['kind'], message: string, code?: string): Failure => failure(kind, scrub(message), code)
   const opened = await openScan(o, fail, o.targetQueue, o.signal)
   if (E.isLeft(opened)) return E.left({ ...opened.left, requeued, unconfirmed: 0, acksUnconfirmed: false })
-  if (opened.right === 'stopped') return E.right({ depth: 0, scanned: 0, requeued: 0, byReason: {}, skipped: 0, stopped: true })
+  if (opened.right === 'stopped') return E.right({ depth: undefined, scanned: 0, requeued: 0, byReason: {}, skipped: 0, stopped: true })
   const scan = opened.right
   const { channel, connection } = scan
   let outcome: E.Either<RequeueFailure, RequeueResult>

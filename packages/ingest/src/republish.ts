@@ -23,7 +23,7 @@ import {
 } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
-import { closeConnection, isAmqpUrl } from './amqp-shared.js'
+import { closeConnection, connectOptions, isAmqpUrl } from './amqp-shared.js'
 
 /**
  * What republishing needs of the log: core's raw page read, not optional here; and, where the
@@ -227,11 +227,15 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
     const stoppedBeforePublishing = (): E.Either<RepublishFailure, RepublishResult> =>
       E.right({ published: 0, lastConfirmedId, stopped: true, unconfirmed: 0, priorityMismatches: 0 })
     let connection: amqp.ChannelModel
-    const connecting = amqp.connect(o.amqpUrl, { timeout: 10_000 })
+    // Its own signal, for the socket: a stop while connecting destroys it (else it would hold the
+    // process until the connect timeout); never aborted once connected.
+    const connectAbort = new AbortController()
+    const connecting = amqp.connect(o.amqpUrl, connectOptions(connectAbort.signal))
     try {
       const connected = await unlessStopped(connecting)
       if (connected === STOPPED) {
-        // Closed when it completes (or fails by its connect timeout).
+        connectAbort.abort()
+        // Closed should the connect have completed all the same.
         connecting.then((c) => closeConnection(c, Date.now() + 2_000), () => {})
         return stoppedBeforePublishing()
       }

@@ -125,7 +125,7 @@ const requeue = async (config: DeadLetterConfig, input: CommandInput, io: Io): P
       return 1
     }
     const { depth, scanned, requeued, byReason, skipped, stopped } = r.right
-    printJson(io, { from: deadLetterQueue, to: consumeQueue, depth, scanned, requeued, byReason, skipped, ...(stopped ? { stopped: stoppedBy } : {}) })
+    printJson(io, { from: deadLetterQueue, to: consumeQueue, ...(depth === undefined ? {} : { depth }), scanned, requeued, byReason, skipped, ...(stopped ? { stopped: stoppedBy } : {}) })
     if (stopped) {
       io.err(`vitrage-persistor dead-letters requeue: stopped by ${stoppedBy}; ${requeued} requeued, the rest left in ${deadLetterQueue}\n`)
       return 1

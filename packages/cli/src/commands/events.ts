@@ -122,7 +122,7 @@ const events = async (config: EventsConfig, input: CommandInput, io: Io): Promis
     // stamped after it can fall outside every --since (review 45).
     if (flags.since !== undefined && after >= upTo && !follow) {
       io.err(
-        `vitrage-persistor events: nothing between the log's position at --since (event ${after}) and ${flags.until !== undefined ? `at --until (event ${upTo})` : `its newest event (${head})`}: positions go by id, and an event stored late with an earlier time moves the position for its time to its own id (--from-id/--to-id list by id)\n`,
+        `vitrage-persistor events: no event after the log's position at --since (event ${after})${flags.until !== undefined ? ` up to its position at --until (event ${upTo})` : ''}; positions go by id, so an event stored late with an earlier time (a requeued dead letter) moves the position for its time to its own id; --from-id/--to-id list by id\n`,
       )
     }
     idWidth = Math.max(2, String(upTo).length)

@@ -250,7 +250,8 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
       const head = await within(store.headId()(), DATABASE_WAIT_MS, unanswered)
       if (E.isLeft(head)) return `the database: ${head.left.message}`
       const still = Date.now() - movedAt
-      if (latest !== undefined && head.right > applied && still > STALL_MS) {
+      // Not while rebuilding: that loads a snapshot and replays without reporting each change.
+      if (latest !== undefined && rebuilding === undefined && head.right > applied && still > STALL_MS) {
         return `the follower has not moved for ${Math.round(still / 1000)} s at event ${applied} while the log is at ${head.right} (a read that does not finish)`
       }
       return undefined

@@ -67,7 +67,9 @@ export interface FollowOptions {
    * shared graph is now the state as of `position`. An emission comes only once the whole range
    * is read and checked against retention (a prune during the read leaves a graph that skipped
    * events: it is rebuilt, never emitted), so a subscriber that reads the graph between two
-   * emissions (serves it while a long tail is applied) learns here which state it reads.
+   * emissions (serves it while a long tail is applied) learns here which state it reads (and,
+   * in that rare case, reads a graph that skipped pruned events until the read ends). Also
+   * called after each streamed statement that held no graph change: the follower is moving.
    */
   readonly onApplied?: (position: number) => void
 }
