@@ -337,14 +337,14 @@ t.test('follow and mirror end with the reason, exit 1, on a taken port or a data
   t.teardown(() => new Promise<void>((r) => taken.close(() => r())))
   const port = String((taken.address() as { port: number }).port)
   const before = process.listenerCount('SIGTERM')
-  for (const command of [['follow'], ['mirror', '--mirror-url', 'esdb://127.0.0.1:2113?tls=false']]) {
+  for (const command of [['follow'], ['mirror', '--mirror-url', 'esdb://127.0.0.1:2113?tls=false'], ['project', 'history', '--follow']]) {
     const r = await cli([...command, '--database-url', world.db.url, '--http-port', port, '--http-host', '127.0.0.1'])
     t.equal(r.code, 1, `${command[0]}: port taken`)
-    t.match(r.err, new RegExp(`vitrage-persistor ${command[0]}: cannot listen on 127.0.0.1:${port}: .*EADDRINUSE`))
+    t.match(r.err, new RegExp(`vitrage-persistor ${command[0] === 'project' ? 'project history' : command[0]}: cannot listen on 127.0.0.1:${port}: .*EADDRINUSE`))
   }
   const missing = new URL(world.db.url)
   missing.pathname = '/vp_no_such_database_here'
-  for (const command of [['follow', '--http-port', '0'], ['mirror', '--mirror-url', 'esdb://127.0.0.1:2113?tls=false', '--http-port', '0'], ['project', 'history', '--follow']]) {
+  for (const command of [['follow', '--http-port', '0'], ['mirror', '--mirror-url', 'esdb://127.0.0.1:2113?tls=false', '--http-port', '0'], ['project', 'history', '--follow', '--http-port', '0']]) {
     const r = await cli([...command, '--database-url', missing.toString()])
     t.equal(r.code, 1, `${command.join(' ')}: no such database`)
     t.match(r.err, /database "vp_no_such_database_here" does not exist/)

@@ -1,9 +1,9 @@
-import { eventually } from '@vitrage-persistor/testing'
+import { eventually, freePort } from '@vitrage-persistor/testing'
 import t, { type Test } from 'tap'
 import { cli } from './support/cli.js'
 import { historyStream } from '@vitrage-persistor/testing'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
-import { declarePersistorTopology, publishMany, rowCount, setupWorld, type World } from './support/setup.js'
+import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, type World } from './support/setup.js'
 
 const ALARMS = 3_000
 
@@ -40,7 +40,7 @@ t.test('the runner killed at random moments, restarted, ends as a clean rebuild;
   // three quarters of the log, jittered): mid-page at varied points, never after the end.
   for (let kill = 0; kill < 4; kill++) {
     const threshold = Math.floor(head * (0.05 + kill * 0.17 + Math.random() * 0.12))
-    const runner = startPersistor(['project', 'history', '--follow', '--page-size', '20', '--database-url', world.db.url])
+    const runner = startPersistor(['project', 'history', '--follow', '--page-size', '20', '--http-port', '0', '--database-url', world.db.url])
     t.teardown(() => runner.kill('SIGKILL'))
     await eventually(
       `the checkpoint to pass ${threshold}`,
@@ -70,7 +70,7 @@ t.test('the runner killed at random moments, restarted, ends as a clean rebuild;
   t.same(await tables(world), afterKills, 'running again changes nothing')
 
   // Partitions killed mid-way: their checkpoints stay; three partitions, then one, finish the job.
-  const reset = startPersistor(['project', 'history', '--rebuild', '--page-size', '20', '--partitions', '2', '--follow', '--database-url', world.db.url])
+  const reset = startPersistor(['project', 'history', '--rebuild', '--page-size', '20', '--partitions', '2', '--follow', '--http-port', '0', '--database-url', world.db.url])
   t.teardown(() => reset.kill('SIGKILL'))
   const partitionRows = async (): Promise<number> =>
     Number((await world.sql.query(`SELECT count(*) AS n FROM projection_checkpoint WHERE name LIKE 'history/%' AND position > 0`)).rows[0].n)
@@ -95,10 +95,19 @@ t.test('the runner killed at random moments, restarted, ends as a clean rebuild;
   t.equal(projected.code, 0, projected.err)
   t.same(await tables(shuffledWorld), afterKills, 'the same tables from a shuffled delivery')
 
-  // Following, it says so, and where it stopped.
-  const following = startPersistor(['project', 'history', '--follow', '--database-url', shuffledWorld.db.url])
+  // Following, it says so, serves the history metrics `run` has when it runs the projection
+  // (the history alerts watch this one too), and says where it stopped.
+  const port = await freePort()
+  const following = startPersistor(['project', 'history', '--follow', '--http-port', String(port), '--database-url', shuffledWorld.db.url])
   t.teardown(() => following.kill('SIGKILL'))
   await following.waitFor((l) => l.msg === 'history projection following the log', 'the projection to say it follows')
+  const shuffledHead = Number((await shuffledWorld.sql.query<{ id: string }>('SELECT max(id) AS id FROM event')).rows[0]?.id)
+  const page = await eventually('the history metrics', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+    return metricValue(text, 'vitrage_persistor_history_position') === shuffledHead && text
+  })
+  t.equal(metricValue(page, 'vitrage_persistor_history_lag_events'), 0)
+  t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200)
   following.kill('SIGTERM')
   t.equal((await following.exited).code, 0)
   const stopped = following.lines.find((l) => l.msg === 'history projection stopped')

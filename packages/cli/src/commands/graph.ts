@@ -247,14 +247,16 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     // answer at all (a frozen server, a partition: a read in progress then just waits).
     const unreadyBecause = async (): Promise<string | undefined> => {
       if (readFailing !== undefined) return `reading the log fails: ${readFailing.message}`
-      const head = await within(store.headId()(), DATABASE_WAIT_MS, unanswered)
-      if (E.isLeft(head)) return `the database: ${head.left.message}`
+      const ping = await within(store.ping()(), DATABASE_WAIT_MS, unanswered)
+      if (E.isLeft(ping)) return `the database: ${ping.left.message}`
       const still = Date.now() - movedAt
       // Not while rebuilding: that loads a snapshot and replays without reporting each change.
-      if (latest !== undefined && rebuilding === undefined && head.right > applied && still > STALL_MS) {
-        return `the follower has not moved for ${Math.round(still / 1000)} s at event ${applied} while the log is at ${head.right} (a read that does not finish)`
-      }
-      return undefined
+      if (latest === undefined || rebuilding !== undefined || still <= STALL_MS) return undefined
+      // The head only when it has stood still that long (a failure to read it is the read's to report).
+      const head = await within(store.headId()(), DATABASE_WAIT_MS, unanswered)
+      return E.isRight(head) && head.right > applied
+        ? `the follower has not moved for ${Math.round(still / 1000)} s at event ${applied} while the log is at ${head.right} (a read that does not finish)`
+        : undefined
     }
     // Listening before loading: a taken port fails at once, and /readyz says "loading" meanwhile.
     const listening = await listenOrReport(io, 'follow', config.httpPort, config.httpHost, {

@@ -3,14 +3,17 @@
  * `vitrage-persistor project history` (the projection runner alone).
  */
 import { randomUUID } from 'node:crypto'
-import { redactUrl } from '@vitrage-persistor/core'
-import { endOpenEvents, HistoryRunner, rca } from '@vitrage-persistor/projections'
+import { failure, redactUrl, within } from '@vitrage-persistor/core'
+import { endOpenEvents, HistoryRunner, type HistoryRunnerHooks, rca } from '@vitrage-persistor/projections'
 import { type AlarmColumn, ALARM_COLUMNS, type AlarmQuery, alarmsQuery, QueryError } from '@vitrage-persistor/store-postgres'
 import { Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
 import * as TE from 'fp-ts/lib/TaskEither.js'
+import { collectDefaultMetrics, Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Env, type Io, UsageError } from '../command.js'
 import type { Config, SettingKey } from '../config.js'
+import { countPage, createHistoryMetrics } from '../history-metrics.js'
+import { type HttpServer, json, listenOrReport } from '../http.js'
 import { createLogger } from '../logger.js'
 import { stopSignal } from '../signals.js'
 import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
@@ -189,7 +192,10 @@ const endOpen = async (config: QueryConfig, input: CommandInput, io: Io): Promis
 
 const PROGRESS_LOG_MS = 60_000
 
-const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: Env): Promise<number> => {
+const PROJECT_SETTINGS = ['databaseUrl', 'logLevel', 'httpPort', 'httpHost'] as const
+type ProjectConfig = Config<(typeof PROJECT_SETTINGS)[number]>
+
+const project = async (config: ProjectConfig, input: CommandInput, io: Io, _env: Env): Promise<number> => {
   const pageSize = positiveIntArg('--page-size', input.options['pageSize'])
   const derive = input.options['derive'] === 'in-node' ? 'in-node' : 'in-database'
   const partitions = positiveIntArg('--partitions', input.options['partitions']) ?? 1
@@ -213,7 +219,21 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
       applied = 0
     }
   }
-  const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log, hooks: { onPage } }, { derive, partitions, ...(pageSize ? { pageSize } : {}) })
+  // Following, it serves /metrics (the history metrics `run` has when it runs the projection,
+  // so that the history alerts watch this one too), /healthz and /readyz.
+  const following = input.options['follow'] === true
+  const registry = following ? new Registry() : undefined
+  if (registry !== undefined) collectDefaultMetrics({ register: registry })
+  const metrics = registry === undefined ? undefined : createHistoryMetrics(registry, () => store, () => runner.position)
+  const count = metrics === undefined ? undefined : countPage(metrics)
+  const hooks: HistoryRunnerHooks = {
+    onPage: (p) => {
+      onPage(p)
+      count?.(p)
+    },
+  }
+  const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log, hooks }, { derive, partitions, ...(pageSize ? { pageSize } : {}) })
+  let http: HttpServer | undefined
   try {
     if (input.options['rebuild'] === true) {
       // A rebuild replays the log from its start: after a prune it would lose what the deleted
@@ -239,6 +259,17 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
     // As follow and mirror do: a database that retrying cannot fix (no such database,
     // credentials refused, no schema) ends --follow at once, rather than a warning every 15 s.
     if (await unrecoverableDatabase(io, 'project history', config.databaseUrl, store)) return 1
+    const listening = await listenOrReport(io, 'project history', config.httpPort, config.httpHost, {
+      '/metrics': async () => ({ status: 200, contentType: (registry as Registry).contentType, body: await (registry as Registry).metrics() }),
+      '/healthz': () => json(200, { status: 'ok' }),
+      '/readyz': async () => {
+        const ping = await within(store.ping()(), 2_000, E.left(failure('transient', 'no answer within 2000 ms')))
+        return E.isRight(ping) ? json(200, { status: 'ready', position: runner.position }) : json(503, { status: 'not ready', reason: `the database: ${ping.left.message}` })
+      },
+    })
+    if (!listening.ok) return 1
+    http = listening.server
+    if (http) log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
     runner.start()
     log.info({ derive, partitions }, 'history projection following the log')
     const signal = await stop?.received
@@ -248,6 +279,7 @@ const project = async (config: QueryConfig, input: CommandInput, io: Io, _env: E
   } finally {
     stop?.release()
     await runner.close()
+    await http?.close()
     await store.close()
   }
 }
@@ -300,8 +332,8 @@ const specs = [
   }),
   command({
     path: ['project', 'history'],
-    summary: 'run the alarm-history projection: catch up with the log (or --follow it); --rebuild recomputes it from the log',
-    keys: QUERY_SETTINGS,
+    summary: 'run the alarm-history projection: catch up with the log (or --follow it, serving /metrics, /healthz, /readyz on --http-port); --rebuild recomputes it from the log',
+    keys: PROJECT_SETTINGS,
     options: [
       new Option('--rebuild', 'empty the history tables first'),
       new Option('--follow', 'keep following the log until SIGTERM'),

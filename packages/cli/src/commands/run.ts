@@ -9,8 +9,9 @@ import { createIngestMetrics, defaultPersistorOptions, Persistor, type Persistor
 import { INGEST_SCHEMA_VERSION, PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
 import { HistoryRunner } from '@vitrage-persistor/projections'
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { collectDefaultMetrics, Registry } from 'prom-client'
 import type { Config } from '../config.js'
+import { countPage, createHistoryMetrics } from '../history-metrics.js'
 import { json, listenOrReport } from '../http.js'
 import { checkMirrorUrl, type RunningMirror, startMirror } from './mirror.js'
 import { createLogger } from '../logger.js'
@@ -151,37 +152,9 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   const metrics = createIngestMetrics(registry)
   // Registered only where the projection runs: a position that never moves would read as a
   // projection stuck at 0 beside `project history` doing the work.
-  const historyMetrics = config.historyProjection
-    ? {
-        position: new Gauge({ name: 'vitrage_persistor_history_position', help: 'Last event id the alarm-history projection has applied.', registers: [registry] }),
-        events: new Counter({
-          name: 'vitrage_persistor_history_events_total',
-          help: 'Alarm-history events the projection applied, by where their rows were derived (database: the fast path for the forms Vitrage writes; node: any other form).',
-          labelNames: ['derived'] as const,
-          registers: [registry],
-        }),
-        anomalies: new Counter({ name: 'vitrage_persistor_history_anomalies_total', help: 'Alarm-history events skipped as unusable (logged with their reason).', registers: [registry] }),
-        lag: new Gauge({
-          name: 'vitrage_persistor_history_lag_events',
-          help: 'Events stored past the alarm-history checkpoint (read from the database at each scrape).',
-          registers: [registry],
-          // Read when scraped: between two pages the projection's own position says nothing of
-          // what arrived meanwhile. Bounded, so that a database that stopped answering does not
-          // hang the scrape (nor the shutdown's HTTP close behind it); then unknown (NaN).
-          async collect() {
-            if (running === undefined) return
-            const { store } = running
-            const unanswered = E.left(failure('transient', `no answer within ${DATABASE_WAIT_MS} ms`))
-            const [head, checkpoint] = await Promise.all([
-              within(store.headId()(), DATABASE_WAIT_MS, unanswered),
-              within(store.historyCheckpoint('history')(), DATABASE_WAIT_MS, unanswered),
-            ])
-            this.set(E.isRight(head) && E.isRight(checkpoint) ? Math.max(0, head.right - checkpoint.right) : Number.NaN)
-          },
-        }),
-      }
-    : undefined
-  for (const derived of ['database', 'node']) historyMetrics?.events.labels(derived).inc(0)
+  // Set once the runner exists (a scrape may come before: the position is then unknown).
+  let historyRunner: HistoryRunner | undefined
+  const historyMetrics = config.historyProjection ? createHistoryMetrics(registry, () => running?.store, () => historyRunner?.position) : undefined
   // What /readyz says before the persistor exists: the database being prepared, and why not yet.
   let preparing = 'connecting'
   let running: { readonly store: PgEventStore; readonly persistor: Persistor } | undefined
@@ -282,18 +255,12 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
           store,
           signal: store,
           logger: log,
-          hooks: {
-            onPage: (p) => {
-              historyMetrics.position.set(p.position)
-              historyMetrics.events.inc({ derived: 'database' }, p.events - p.inNode)
-              historyMetrics.events.inc({ derived: 'node' }, p.inNode)
-              historyMetrics.anomalies.inc(p.anomalies)
-            },
-          },
+          hooks: { onPage: countPage(historyMetrics) },
         },
         { name: 'history' },
       )
     : undefined
+  historyRunner = history
   // The mirror reads through its own small pool: an EventStoreDB outage never holds ingest's connections.
   const mirrorStore =
     config.mirrorUrl === ''
