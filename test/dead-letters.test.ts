@@ -3,7 +3,7 @@ import t from 'tap'
 import { cli } from './support/cli.js'
 import { message, OSLO_PROPERTIES, v2Body, v2BodyWithPayloadText } from './support/messages.js'
 import { startFreezableProxy } from './support/freezable-proxy.js'
-import { isConsuming, startPersistor } from './support/persistor-process.js'
+import { isConsuming, startPersistor, stopAndTime } from './support/persistor-process.js'
 import { settledDepth } from './support/rabbitmqctl.js'
 import { declarePersistorTopology, metricValue, rowCount, setupWorld, type World } from './support/setup.js'
 
@@ -344,10 +344,7 @@ for (const stall of ['stallAtConnect', 'stallAtFirstChannel'] as const) {
     t.teardown(() => p.kill('SIGKILL'))
     // Accepted, then nothing (the AMQP handshake, or the channel it opens to check the queues, is never answered).
     await proxy.stalled()
-    const stopping = Date.now()
-    p.kill('SIGTERM')
-    const exit = await p.exited
-    const took = Date.now() - stopping
+    const { exit, took } = await stopAndTime(p)
     t.same(exit, { code: 1, signal: null })
     // Before: it waited for the broker until the heartbeat gave up, ~3 minutes; the connect, until
     // its 10 s timeout (the process held open by its socket).

@@ -12,7 +12,7 @@ import { cli } from './support/cli.js'
 import { message, v2Body } from './support/messages.js'
 import { osloListen, osloUnavailable } from './support/oslo.js'
 import { startFreezableProxy } from './support/freezable-proxy.js'
-import { type PersistorProcess, startPersistor } from './support/persistor-process.js'
+import { type PersistorProcess, startPersistor, stopAndTime } from './support/persistor-process.js'
 import { memoryAlarm, setupPrivateWorld, setupWorld, type World } from './support/setup.js'
 
 type PrivateWorld = Awaited<ReturnType<typeof setupPrivateWorld>>
@@ -276,10 +276,7 @@ for (const stall of ['stallAtConnect', 'stallAtFirstChannel'] as const) {
     t.teardown(() => p.kill('SIGKILL'))
     // Accepted, then nothing (the AMQP handshake, or the channel it opens to check the exchange, is never answered).
     await proxy.stalled()
-    const stopping = Date.now()
-    p.kill('SIGTERM')
-    const exit = await p.exited
-    const took = Date.now() - stopping
+    const { exit, took } = await stopAndTime(p)
     t.same(exit, { code: 1, signal: null })
     // Before: each setup call waited for the broker until the heartbeat gave up, ~3 minutes; the
     // connect, until its 10 s timeout (the process held open by its socket).

@@ -103,3 +103,11 @@ export const startPersistor = (args: readonly string[], env: Record<string, stri
 }
 
 export const isConsuming = (l: LogLine): boolean => l.msg === 'consuming'
+
+/** Sends `signal` and resolves with how the process exited, and how many ms after the signal. */
+export const stopAndTime = async (p: PersistorProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<{ exit: { code: number | null; signal: NodeJS.Signals | null }; took: number }> => {
+  const started = Date.now()
+  p.kill(signal)
+  const exit = await p.exited
+  return { exit, took: Date.now() - started }
+}

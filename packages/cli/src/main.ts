@@ -28,40 +28,32 @@ export type { CommandInput, Env, Io } from './command.js'
  * `outputClosed`. Installed on the first output only: `run` prints none (its logs handle a
  * closed stdout themselves and it keeps running, logger.ts).
  */
-let outputGuarded = false
-let outputGone = false
-const guardOutput = (): void => {
-  if (outputGuarded) return
-  outputGuarded = true
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e
-    outputGone = true
-  })
+const guarded = (stream: NodeJS.WriteStream): { readonly write: (t: string) => void; readonly gone: () => boolean } => {
+  let installed = false
+  let gone = false
+  return {
+    write: (t) => {
+      if (!installed) {
+        installed = true
+        stream.on('error', (e: NodeJS.ErrnoException) => {
+          if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e
+          gone = true
+        })
+      }
+      if (!gone) stream.write(t)
+    },
+    gone: () => gone,
+  }
 }
-
+const stdout = guarded(process.stdout)
 // The same for stderr (`events 2>&1 | head`: the notice after the last row went to a closed
-// pipe and ended the command as a defect, exit 70): what follows is dropped.
-let errorsGuarded = false
-let errorsGone = false
-const guardErrors = (): void => {
-  if (errorsGuarded) return
-  errorsGuarded = true
-  process.stderr.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e
-    errorsGone = true
-  })
-}
+// pipe and ended the command as a defect, exit 70).
+const stderr = guarded(process.stderr)
 
 const defaultIo: Io = {
-  out: (t) => {
-    guardOutput()
-    if (!outputGone) process.stdout.write(t)
-  },
-  outputClosed: () => outputGone,
-  err: (t) => {
-    guardErrors()
-    if (!errorsGone) process.stderr.write(t)
-  },
+  out: stdout.write,
+  outputClosed: stdout.gone,
+  err: stderr.write,
   isTTY: process.stdout.isTTY === true,
   errIsTTY: process.stderr.isTTY === true,
 }
