@@ -40,7 +40,7 @@ t.test('the runner killed at random moments, restarted, ends as a clean rebuild;
   // three quarters of the log, jittered): mid-page at varied points, never after the end.
   for (let kill = 0; kill < 4; kill++) {
     const threshold = Math.floor(head * (0.05 + kill * 0.17 + Math.random() * 0.12))
-    const runner = startPersistor(['project', 'history', '--follow', '--page-size', '20', '--http-port', '0', '--database-url', world.db.url])
+    const runner = startPersistor(['project', 'history', '--follow', '--page-size', '20', '--database-url', world.db.url])
     t.teardown(() => runner.kill('SIGKILL'))
     await eventually(
       `the checkpoint to pass ${threshold}`,
@@ -70,7 +70,7 @@ t.test('the runner killed at random moments, restarted, ends as a clean rebuild;
   t.same(await tables(world), afterKills, 'running again changes nothing')
 
   // Partitions killed mid-way: their checkpoints stay; three partitions, then one, finish the job.
-  const reset = startPersistor(['project', 'history', '--rebuild', '--page-size', '20', '--partitions', '2', '--follow', '--http-port', '0', '--database-url', world.db.url])
+  const reset = startPersistor(['project', 'history', '--rebuild', '--page-size', '20', '--partitions', '2', '--follow', '--database-url', world.db.url])
   t.teardown(() => reset.kill('SIGKILL'))
   const partitionRows = async (): Promise<number> =>
     Number((await world.sql.query(`SELECT count(*) AS n FROM projection_checkpoint WHERE name LIKE 'history/%' AND position > 0`)).rows[0].n)
@@ -108,8 +108,16 @@ t.test('the runner killed at random moments, restarted, ends as a clean rebuild;
   })
   t.equal(metricValue(page, 'vitrage_persistor_history_lag_events'), 0)
   t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200)
+  t.ok(following.lines.some((l) => l.msg === 'http endpoint listening'), 'listening, as asked')
   following.kill('SIGTERM')
   t.equal((await following.exited).code, 0)
+  // Not asked: no endpoint (it had none before, and must not take the port of a run beside it).
+  const quiet = startPersistor(['project', 'history', '--follow', '--database-url', shuffledWorld.db.url])
+  t.teardown(() => quiet.kill('SIGKILL'))
+  await quiet.waitFor((l) => l.msg === 'history projection following the log', 'the projection to follow')
+  t.notOk(quiet.lines.some((l) => l.msg === 'http endpoint listening'), 'no endpoint unless asked')
+  quiet.kill('SIGTERM')
+  t.equal((await quiet.exited).code, 0)
   const stopped = following.lines.find((l) => l.msg === 'history projection stopped')
   t.match(stopped, { signal: 'SIGTERM' }, 'says it stopped, and why')
 })

@@ -195,7 +195,7 @@ const PROGRESS_LOG_MS = 60_000
 const PROJECT_SETTINGS = ['databaseUrl', 'logLevel', 'httpPort', 'httpHost'] as const
 type ProjectConfig = Config<(typeof PROJECT_SETTINGS)[number]>
 
-const project = async (config: ProjectConfig, input: CommandInput, io: Io, _env: Env): Promise<number> => {
+const project = async (config: ProjectConfig, input: CommandInput, io: Io, env: Env): Promise<number> => {
   const pageSize = positiveIntArg('--page-size', input.options['pageSize'])
   const derive = input.options['derive'] === 'in-node' ? 'in-node' : 'in-database'
   const partitions = positiveIntArg('--partitions', input.options['partitions']) ?? 1
@@ -259,7 +259,10 @@ const project = async (config: ProjectConfig, input: CommandInput, io: Io, _env:
     // As follow and mirror do: a database that retrying cannot fix (no such database,
     // credentials refused, no schema) ends --follow at once, rather than a warning every 15 s.
     if (await unrecoverableDatabase(io, 'project history', config.databaseUrl, store)) return 1
-    const listening = await listenOrReport(io, 'project history', config.httpPort, config.httpHost, {
+    // Only when asked for (--http-port or PERSISTOR_HTTP_PORT): it listened on nothing before,
+    // and an upgrade must not make it take the port of a `run` on the same host (9464).
+    const asked = input.options['httpPort'] !== undefined || (env['PERSISTOR_HTTP_PORT'] ?? '').trim() !== ''
+    const listening = await listenOrReport(io, 'project history', asked ? config.httpPort : 0, config.httpHost, {
       '/metrics': async () => ({ status: 200, contentType: (registry as Registry).contentType, body: await (registry as Registry).metrics() }),
       '/healthz': () => json(200, { status: 'ok' }),
       '/readyz': async () => {
@@ -332,7 +335,7 @@ const specs = [
   }),
   command({
     path: ['project', 'history'],
-    summary: 'run the alarm-history projection: catch up with the log (or --follow it, serving /metrics, /healthz, /readyz on --http-port); --rebuild recomputes it from the log',
+    summary: 'run the alarm-history projection: catch up with the log (or --follow it, serving /metrics, /healthz, /readyz when given --http-port); --rebuild recomputes it from the log',
     keys: PROJECT_SETTINGS,
     options: [
       new Option('--rebuild', 'empty the history tables first'),
