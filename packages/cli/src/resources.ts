@@ -6,20 +6,27 @@ import { PgEventStore } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import type { Io } from './command.js'
+import { createLogger } from './logger.js'
 
 export interface StoreHandle {
   readonly store: PgEventStore
   readonly scrub: (text: string) => string
 }
 
-/**
- * Opens the event store for a command. A long-running one passes its logger (made with the
- * scrubber), so that the store's own warnings (a connection dropped, a listener lost) reach it.
- */
-export const openStore = (databaseUrl: string, applicationName: string, maxConnections = 2, loggerFor?: (scrub: (text: string) => string) => Logger): StoreHandle & { readonly log?: Logger } => {
+/** Opens the event store for a short-lived command (queries, one-off projections). */
+export const openStore = (databaseUrl: string, applicationName: string, maxConnections = 2): StoreHandle => {
   const scrub = makeScrubber(secretsOf([databaseUrl]))
-  const log = loggerFor?.(scrub)
-  return { store: new PgEventStore({ connectionString: databaseUrl, maxConnections, applicationName, scrub, ...(log === undefined ? {} : { logger: log }) }), scrub, ...(log === undefined ? {} : { log }) }
+  return { store: new PgEventStore({ connectionString: databaseUrl, maxConnections, applicationName, scrub }), scrub }
+}
+
+/**
+ * Opens the event store for a long-running command, with its logger, which the store logs its
+ * own warnings to (a connection dropped, a listener lost).
+ */
+export const openLoggedStore = (databaseUrl: string, applicationName: string, maxConnections: number, logLevel: string): StoreHandle & { readonly log: Logger } => {
+  const scrub = makeScrubber(secretsOf([databaseUrl]))
+  const log = createLogger(logLevel, scrub)
+  return { store: new PgEventStore({ connectionString: databaseUrl, maxConnections, applicationName, scrub, logger: log }), scrub, log }
 }
 
 /**

@@ -1,6 +1,6 @@
 /** Small pieces every broker client of this package uses the same way. */
 import { within } from '@vitrage-persistor/core'
-import type amqp from 'amqplib'
+import amqp from 'amqplib'
 
 export const isAmqpUrl = (url: string): boolean => {
   try {
@@ -29,12 +29,33 @@ export const republishOptions = (p: amqp.MessageProperties, headers: Record<stri
   headers,
 })
 
+/** What a stoppable wait races against: resolves when `signal` aborts (at once if it has); never without one. */
+export const STOPPED = Symbol('stopped')
+export const whenAborted = (signal: AbortSignal | undefined): Promise<typeof STOPPED> =>
+  new Promise((resolve) => {
+    if (signal === undefined) return
+    if (signal.aborted) resolve(STOPPED)
+    else signal.addEventListener('abort', () => resolve(STOPPED), { once: true })
+  })
+
 /**
- * Socket options of a one-off client's connect: a 10 s connect timeout, and `signal`, which
- * destroys the socket when aborted (amqplib hands its socket options to net/tls.connect, which
- * take one): the only way to end a connect whose broker does not answer before its timeout.
+ * A one-off client's connect (10 s connect timeout) that a stop ends at once: STOPPED then, with
+ * the socket destroyed (a signal of its own, which amqplib hands to net/tls.connect with the other
+ * socket options; never aborted once connected), and the connection closed should it have
+ * completed all the same. Without that, a broker that accepts and never answers would hold the
+ * process until the connect timeout. A failed connect rejects.
  */
-export const connectOptions = (signal: AbortSignal): { timeout: number } => ({ timeout: 10_000, signal }) as { timeout: number }
+export const connectUnlessStopped = async (url: string, stopped: Promise<typeof STOPPED>, options: { readonly noDelay?: boolean } = {}): Promise<amqp.ChannelModel | typeof STOPPED> => {
+  const socket = new AbortController()
+  // `signal` is a net/tls.connect option amqplib's socket options type does not name.
+  const socketOptions: Record<string, unknown> = { ...options, timeout: 10_000, signal: socket.signal }
+  const connecting: Promise<amqp.ChannelModel> = amqp.connect(url, socketOptions)
+  const connected = await Promise.race([connecting, stopped])
+  if (connected !== STOPPED) return connected
+  socket.abort()
+  connecting.then((c) => closeConnection(c, Date.now() + 2_000), () => {})
+  return STOPPED
+}
 
 /** Runs `fn` on a short-lived channel; a passive check that fails closes only that channel. */
 export const onScratchChannel = async <T>(connection: amqp.ChannelModel, fn: (ch: amqp.Channel) => Promise<T>): Promise<T> => {

@@ -36,7 +36,7 @@ import { randomUUID } from 'node:crypto'
 import { decodeMessage, type Failure, failure, REJECTION_REASONS, requirePositiveInts, within } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
-import { closeConnection, connectOptions, isAmqpUrl, queueCounts, republishOptions } from './amqp-shared.js'
+import { closeConnection, connectUnlessStopped, isAmqpUrl, queueCounts, republishOptions, STOPPED, whenAborted } from './amqp-shared.js'
 
 /** What RabbitMQ writes in `x-death` when it dead-letters a message itself (queue TTL, length limits). */
 export const BROKER_DEATH_REASONS = ['rejected', 'expired', 'maxlen', 'delivery_limit'] as const
@@ -284,15 +284,6 @@ interface Scan {
 /** How long closing a scan waits for the broker (its channel, then its connection) before dropping the socket. */
 const CLOSE_TIMEOUT_MS = 2_000
 
-/** Resolves when the signal aborts (at once if it has); never without one. */
-const abortedBy = (signal: AbortSignal | undefined): Promise<typeof STOPPED> =>
-  new Promise((resolve) => {
-    if (signal === undefined) return
-    if (signal.aborted) resolve(STOPPED)
-    else signal.addEventListener('abort', () => resolve(STOPPED), { once: true })
-  })
-const STOPPED = Symbol('stopped')
-
 /**
  * Connects, checks that the queues exist, and reads the dead-letter queue from its head. With a
  * signal, a stop ends every wait on the broker here (a broker that stopped answering holds each
@@ -307,21 +298,12 @@ const openScan = async (
   requirePositiveInts('dead letters', { limit: o.limit })
   for (const r of o.reasons ?? []) if (!DEAD_LETTER_REASONS.includes(r)) throw new TypeError(`dead letters: unknown reason ${JSON.stringify(r)}`)
   if (!isAmqpUrl(o.amqpUrl)) return E.left(fail('fatal', 'the broker URL is not an amqp:// or amqps:// URL', 'invalid-url'))
-  const stopped = abortedBy(signal)
+  const stopped = whenAborted(signal)
   const unlessStopped = <T>(p: Promise<T>): Promise<T | typeof STOPPED> => Promise.race([p, stopped])
   let connection: amqp.ChannelModel
-  // Its own signal, for the socket: a stop while connecting destroys it (else it would hold the
-  // process until the connect timeout); never aborted once connected.
-  const connectAbort = new AbortController()
-  const connecting = amqp.connect(o.amqpUrl, { ...connectOptions(connectAbort.signal), noDelay: true })
   try {
-    const connected = await unlessStopped(connecting)
-    if (connected === STOPPED) {
-      connectAbort.abort()
-      // Closed should the connect have completed all the same.
-      connecting.then((c) => closeConnection(c, Date.now() + CLOSE_TIMEOUT_MS), () => {})
-      return E.right('stopped')
-    }
+    const connected = await connectUnlessStopped(o.amqpUrl, stopped, { noDelay: true })
+    if (connected === STOPPED) return E.right('stopped')
     connection = connected
   } catch (e) {
     return E.left(fail('transient', `cannot connect to the broker: ${(e as Error).message}`))
@@ -487,7 +469,7 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Re
     }
     o.onProgress?.({ scanned: requeued + skipped, requeued, depth: scan.depth })
   }
-  const abandoned = abortedBy(o.abandon).then(() => Promise.reject(new Error('the wait for the broker to confirm copies was cut short')))
+  const abandoned = whenAborted(o.abandon).then(() => Promise.reject(new Error('the wait for the broker to confirm copies was cut short')))
   abandoned.catch(() => {})
   const withDeadline = <T>(p: Promise<T>): Promise<T> => {
     let timer: NodeJS.Timeout | undefined

@@ -23,7 +23,7 @@ import {
 } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
-import { closeConnection, connectOptions, isAmqpUrl } from './amqp-shared.js'
+import { closeConnection, connectUnlessStopped, isAmqpUrl, STOPPED, whenAborted } from './amqp-shared.js'
 
 /**
  * What republishing needs of the log: core's raw page read, not optional here; and, where the
@@ -191,11 +191,7 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
   const stopRequested = (): boolean => o.signal?.aborted === true
   // A read of the log the stop does not wait for (a table locked, a database that stopped
   // answering: only the statement timeout would end it); the caller closes the store.
-  const STOPPED = Symbol('stopped')
-  const whenStopped = new Promise<typeof STOPPED>((resolve) => {
-    if (o.signal?.aborted === true) resolve(STOPPED)
-    o.signal?.addEventListener('abort', () => resolve(STOPPED), { once: true })
-  })
+  const whenStopped = whenAborted(o.signal)
   const unlessStopped = <T>(read: Promise<T>): Promise<T | typeof STOPPED> => Promise.race([read, whenStopped])
   const waitUntil = async (done: () => boolean): Promise<void> => {
     while (!done() && failed === undefined && !givenUp) await changed
@@ -227,18 +223,9 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
     const stoppedBeforePublishing = (): E.Either<RepublishFailure, RepublishResult> =>
       E.right({ published: 0, lastConfirmedId, stopped: true, unconfirmed: 0, priorityMismatches: 0 })
     let connection: amqp.ChannelModel
-    // Its own signal, for the socket: a stop while connecting destroys it (else it would hold the
-    // process until the connect timeout); never aborted once connected.
-    const connectAbort = new AbortController()
-    const connecting = amqp.connect(o.amqpUrl, connectOptions(connectAbort.signal))
     try {
-      const connected = await unlessStopped(connecting)
-      if (connected === STOPPED) {
-        connectAbort.abort()
-        // Closed should the connect have completed all the same.
-        connecting.then((c) => closeConnection(c, Date.now() + 2_000), () => {})
-        return stoppedBeforePublishing()
-      }
+      const connected = await connectUnlessStopped(o.amqpUrl, whenStopped)
+      if (connected === STOPPED) return stoppedBeforePublishing()
       connection = connected
     } catch (e) {
       return result('transient', `cannot connect to the target broker: ${(e as Error).message}`)

@@ -25,11 +25,10 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
 import { type Config, type SettingKey, url } from '../config.js'
 import { json, listenOrReport } from '../http.js'
-import { createLogger } from '../logger.js'
 import { stopSignal } from '../signals.js'
 import { chooseFormat, eventIdArg, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
 import { startProgress } from '../progress.js'
-import { openStore, orReport, unrecoverableDatabase } from '../resources.js'
+import { openLoggedStore, openStore, orReport, unrecoverableDatabase } from '../resources.js'
 
 const DB_SETTINGS = ['databaseUrl', 'logLevel'] as const
 type DbConfig = Config<(typeof DB_SETTINGS)[number]>
@@ -194,9 +193,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
   const keep = positiveIntArg('--keep-snapshots', input.options['keepSnapshots']) ?? 5
   const stop = stopSignal()
   try {
-    const opened = openStore(config.databaseUrl, 'vitrage-persistor follow', 3, (scrub) => createLogger(config.logLevel, scrub))
-    const { store } = opened
-    const log = opened.log ?? createLogger(config.logLevel, opened.scrub)
+    const { store, log } = openLoggedStore(config.databaseUrl, 'vitrage-persistor follow', 3, config.logLevel)
     if (await unrecoverableDatabase(io, 'follow', config.databaseUrl, store)) {
       await store.close()
       return 1

@@ -221,15 +221,12 @@ const project = async (config: ProjectConfig, input: CommandInput, io: Io, env: 
   }
   // Following, it serves /metrics (the history metrics `run` has when it runs the projection,
   // so that the history alerts watch this one too), /healthz and /readyz.
-  const following = input.options['follow'] === true
-  const registry = following ? new Registry() : undefined
-  if (registry !== undefined) collectDefaultMetrics({ register: registry })
-  const metrics = registry === undefined ? undefined : createHistoryMetrics(registry, () => store, () => runner.position)
-  const count = metrics === undefined ? undefined : countPage(metrics)
+  const registry = new Registry()
+  const count = countPage(createHistoryMetrics(registry, () => store, () => runner.position))
   const hooks: HistoryRunnerHooks = {
     onPage: (p) => {
       onPage(p)
-      count?.(p)
+      count(p)
     },
   }
   const runner = new HistoryRunner({ reader: store, store, signal: store, logger: log, hooks }, { derive, partitions, ...(pageSize ? { pageSize } : {}) })
@@ -262,8 +259,9 @@ const project = async (config: ProjectConfig, input: CommandInput, io: Io, env: 
     // Only when asked for (--http-port or PERSISTOR_HTTP_PORT): it listened on nothing before,
     // and an upgrade must not make it take the port of a `run` on the same host (9464).
     const asked = input.options['httpPort'] !== undefined || (env['PERSISTOR_HTTP_PORT'] ?? '').trim() !== ''
+    if (asked) collectDefaultMetrics({ register: registry })
     const listening = await listenOrReport(io, 'project history', asked ? config.httpPort : 0, config.httpHost, {
-      '/metrics': async () => ({ status: 200, contentType: (registry as Registry).contentType, body: await (registry as Registry).metrics() }),
+      '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
       '/healthz': () => json(200, { status: 'ok' }),
       '/readyz': async () => {
         const ping = await within(store.ping()(), 2_000, E.left(failure('transient', 'no answer within 2000 ms')))

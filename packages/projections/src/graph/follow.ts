@@ -69,7 +69,7 @@ export interface FollowOptions {
    * events: it is rebuilt, never emitted), so a subscriber that reads the graph between two
    * emissions (serves it while a long tail is applied) learns here which state it reads (and,
    * in that rare case, reads a graph that skipped pruned events until the read ends). Also
-   * called after each streamed statement that held no graph change: the follower is moving.
+   * called at the end of each streamed statement, so it moves where the log holds no graph change.
    */
   readonly onApplied?: (position: number) => void
 }

@@ -63,9 +63,9 @@ export interface ReplayOptions {
   /**
    * After each graph change applied (a page's last, reading by pages), synchronously: the graph
    * is the state as of `position`, whose event is the message `messageId`; also after each
-   * streamed statement, without a message (the events it read up to `position` held no graph
-   * change). A follower serving the graph while it catches up says from this which state it
-   * serves, and that it moves.
+   * streamed statement, without a message (every change up to `position` is applied, and the
+   * events after the last one held none). A follower serving the graph while it catches up says
+   * from this which state it serves, and that it moves.
    */
   readonly onApplied?: (position: number, messageId?: string) => void
 }
