@@ -109,6 +109,9 @@ t.test('the runner killed at random moments, restarted, ends as a clean rebuild;
   t.equal(metricValue(page, 'vitrage_persistor_history_lag_events'), 0)
   t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200)
   t.ok(following.lines.some((l) => l.msg === 'http endpoint listening'), 'listening, as asked')
+  // The store's own warnings reach its log (its store had no logger, as follow's had not).
+  await shuffledWorld.sql.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'vitrage-persistor project history listen'`)
+  await following.waitFor((l) => l.msg === 'append listener connection lost', 'the listener warning')
   following.kill('SIGTERM')
   t.equal((await following.exited).code, 0)
   // Not asked: no endpoint (it had none before, and must not take the port of a run beside it).

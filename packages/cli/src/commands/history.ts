@@ -14,10 +14,9 @@ import { type CommandInput, type CommandSpec, command, type Env, type Io, UsageE
 import type { Config, SettingKey } from '../config.js'
 import { countPage, createHistoryMetrics } from '../history-metrics.js'
 import { type HttpServer, json, listenOrReport } from '../http.js'
-import { createLogger } from '../logger.js'
 import { stopSignal } from '../signals.js'
 import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
-import { openStore, orReport, unrecoverableDatabase } from '../resources.js'
+import { openLoggedStore, openStore, orReport, unrecoverableDatabase } from '../resources.js'
 
 const QUERY_SETTINGS = ['databaseUrl', 'logLevel'] as const
 type QueryConfig = Config<(typeof QUERY_SETTINGS)[number]>
@@ -203,8 +202,8 @@ const project = async (config: ProjectConfig, input: CommandInput, io: Io, env: 
   if (partitions > 1 && derive === 'in-node') throw new UsageError('--partitions: needs --derive in-database')
   const stop = input.options['follow'] === true ? stopSignal() : undefined
   // A connection per partition, one to read the head and wait for appends, one for the checkpoint.
-  const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor project history', partitions + 2)
-  const log = createLogger(config.logLevel, scrub)
+  // With its logger: the store's own warnings (a connection dropped, the listener lost) reach its log.
+  const { store, log } = openLoggedStore(config.databaseUrl, 'vitrage-persistor project history', partitions + 2, config.logLevel)
   // Following, it says where it is once a minute while it applies events (not per page: a page
   // per committed batch would flood the log); an idle projection says nothing more.
   let applied = 0
