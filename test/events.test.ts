@@ -98,7 +98,7 @@ t.test('events --message-id finds the event stored for a message; bad flags say 
   for (const [args, reason] of [
     [['--message-id', 'nope'], /--message-id: a message id is a UUID/],
     [['--message-id', stored, '--limit', '3'], /names one event/],
-    [['--from-id', '0'], /--from-id: must be a positive integer/],
+    [['--from-id', '-1'], /--from-id: /],
     [['--from-id', '9', '--to-id', '3'], /--to-id \(3\) is below --from-id \(9\)/],
     [['--from-id', '1', '--since', '2024-01-01'], /--from-id or --since, not both/],
     [['--since', 'yesterday'], /--since:/],
@@ -108,6 +108,9 @@ t.test('events --message-id finds the event stored for a message; bad flags say 
     t.equal(r.code, 2, args.join(' '))
     t.match(r.err, reason)
   }
+  const fromZero = await events(world, '--from-id', '0', '--to-id', '2')
+  t.equal(fromZero.code, 0, '--from-id 0 is the start, as replay takes it')
+  t.same(ids(fromZero.listed), [1, 2])
   const table = await cli(['events', '--database-url', world.db.url, '--format', 'table', '--limit', '2'])
   t.match(table.out, /^ *id {2}collector_timestamp +event_type +message_id +payload\n/, 'a table with a header')
   t.equal(table.out.split('\n').filter((l) => l !== '').length, 3)

@@ -101,14 +101,21 @@ const commands: readonly CommandSpec<SettingKey>[] = [
   ...statusCommands,
 ]
 
-export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo): Promise<number> => {
-  let exitCode = 0
+/**
+ * The command tree. `setExitCode` receives each action's exit code; `helpWidth` fixes the width
+ * help is wrapped to (the reference in docs/cli.md), which is otherwise the terminal's.
+ */
+export const buildProgram = (env: Env, io: Io, setExitCode: (code: number) => void, helpWidth?: number): Command => {
   const program = new Command('vitrage-persistor')
     .description('Event persistor for OpenStack Vitrage: RabbitMQ -> PostgreSQL append-only event log')
     .version(version())
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ writeOut: io.out, writeErr: io.err })
+    .configureOutput({
+      writeOut: io.out,
+      writeErr: io.err,
+      ...(helpWidth !== undefined ? { getOutHelpWidth: () => helpWidth, getErrHelpWidth: () => helpWidth, getOutHasColors: () => false } : {}),
+    })
   const groups = new Map<string, Command>()
   for (const spec of commands) {
     // Parents of nested commands (`history`, `snapshot`...) are created once.
@@ -153,20 +160,28 @@ export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo
       const config = resolve(spec.keys, given, env)
       if (E.isLeft(config)) {
         io.err(`vitrage-persistor ${name}: invalid configuration\n${config.left.map((l) => `  ${l}\n`).join('')}`)
-        exitCode = 2
+        setExitCode(2)
         return
       }
       const input = { args: self.args, options: all }
       if (spec.claimsSignals?.(input) !== true) releaseHeldSignals()
       try {
-        exitCode = await spec.action(config.right, input, io, env)
+        setExitCode(await spec.action(config.right, input, io, env))
       } catch (e) {
         if (!(e instanceof UsageError)) throw e
         io.err(`vitrage-persistor ${name}: ${e.message}\n`)
-        exitCode = 2
+        setExitCode(2)
       }
     })
   }
+  return program
+}
+
+export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo): Promise<number> => {
+  let exitCode = 0
+  const program = buildProgram(env, io, (code) => {
+    exitCode = code
+  })
   try {
     await program.parseAsync(argv as string[])
   } catch (e) {

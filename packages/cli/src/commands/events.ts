@@ -55,7 +55,9 @@ interface Range {
 const rangeFlags = (o: Readonly<Record<string, unknown>>): { fromId?: number; toId?: number; since?: string; until?: string } => {
   if (o['fromId'] !== undefined && o['since'] !== undefined) throw new UsageError('use --from-id or --since, not both')
   if (o['toId'] !== undefined && o['until'] !== undefined) throw new UsageError('use --to-id or --until, not both')
-  const fromId = positiveIntArg('--from-id', o['fromId'])
+  // 0 is taken as replay takes it (ids start at 1): a script computing `last + 1` from 0 works with both.
+  const explicitFrom = eventIdArg('--from-id', o['fromId'])
+  const fromId = explicitFrom === undefined ? undefined : Math.max(1, explicitFrom)
   const toId = eventIdArg('--to-id', o['toId'])
   const since = timestampArg('--since', o['since'])
   const until = timestampArg('--until', o['until'])

@@ -580,7 +580,7 @@ const at = [new Option('--at-event <id>', 'the state after this event id'), new 
 export const graphCommands: readonly CommandSpec<SettingKey>[] = [
   command({
     path: ['graph'],
-    summary: 'the entity graph (design §5 canonical JSON, byte-stable) or a summary, now or at a point in time',
+    summary: 'the entity graph (canonical JSON, byte-stable: docs/graph-and-history.md) or a summary, now or at a point in time',
     keys: DB_SETTINGS,
     options: [
       ...at,
