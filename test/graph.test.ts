@@ -612,7 +612,7 @@ t.test('replay and prune: a prune during the replay stops it with the range it l
   t.equal(belowOnly.code, 1, 'a range wholly below the watermark: refused, not an empty success')
   t.match(belowOnly.err, /events below 2500 were pruned: nothing of the range up to event 100 is stored/)
   const early = await republish(store, { amqpUrl: target.broker.url, exchange: target.names.exchange, route: { routingKey: target.names.routingKey }, fromId: 100, toId: 3_000, maxInFlight: 10, pageSize: 500 })
-  t.match(early, E.left({ kind: 'fatal', code: 'pruned', lastConfirmedId: 100 }))
+  t.match(early, E.left({ kind: 'rejected', code: 'pruned', lastConfirmedId: 100 }), 'rejected, as graphAt and the history runner answer a pruned range')
   t.match(E.isLeft(early) ? early.left.message : '', /^events 101 to 2499 were pruned; they cannot be republished/, 'pruned before the replay, said so')
   t.equal(await target.broker.depth(target.names.queue), 1_502, 'nothing published')
 })
@@ -772,6 +772,14 @@ t.test('library entry points refuse zero or negative sizes and ids as defects (T
     E.left({ kind: 'fatal', code: 'invalid-url' }),
     'a target URL that is not one: fatal, not a connection failure to retry',
   )
+  // The broker's refusals are classified with their reply code (a wrong password was transient
+  // without a code, so a loop retrying transient failures never ended).
+  const target = (amqpUrl: string, exchange = world.names.exchange) => republish(store, { amqpUrl, exchange, route: { routingKey: 'k' }, fromId: 0, toId: 10, maxInFlight: 10, pageSize: 100 })
+  const wrongPassword = new URL(world.broker.url)
+  wrongPassword.password = 'not-the-password'
+  t.match(await target(wrongPassword.toString()), E.left({ kind: 'fatal', code: '403' }), 'access refused: fatal, code 403')
+  t.match(await target(world.broker.url, `${world.names.exchange}_missing`), E.left({ kind: 'fatal', code: '404', message: /does not exist on the target broker/ }), 'no such exchange: fatal, code 404')
+  t.match(await target('amqp://guest:guest@127.0.0.1:1/'), E.left({ kind: 'transient', code: 'ECONNREFUSED' }), 'refused: transient, with its errno')
   // The CLI's lowest values are the library's too (run --batch-max-wait-ms 0 crashed with exit 70).
   const deps = { store, logger: silentLogger, metrics: createIngestMetrics(new Registry()), scrub: (s: string) => s, onDefect: () => {} }
   t.doesNotThrow(() => new Persistor({ ...defaultPersistorOptions(world.broker.url), batchMaxWaitMs: 0, heartbeatSeconds: 0, shutdownTimeoutMs: 0, prefetch: 1, batchSize: 1, maxMessageBytes: 64 }, deps))
@@ -799,6 +807,27 @@ t.test('a store closed under its readers: they stop (the follower completes, the
   await runner.close()
   t.ok(Date.now() - closing < 1_000, `the history loop had already ended (close took ${Date.now() - closing} ms)`)
   t.same(warnings, [], 'no retries logged')
+})
+
+t.test('a store closed under a follower and a history loop that wait a minute between polls: both stop at once, woken by the close', async (t) => {
+  const { store } = await worldWithLog(t, 50)
+  const follow$ = followGraph({ reader: store, snapshots: store, clock: store, signal: store }, { pollMs: 60_000 })
+  let completedAt: number | undefined
+  const sub = follow$.subscribe({ complete: () => void (completedAt = Date.now()) })
+  t.teardown(() => sub.unsubscribe())
+  await caughtUp(follow$, 50)
+  const said: string[] = []
+  const logger = { ...silentLogger, info: (o: unknown, m?: string) => void said.push(String(m ?? o)), child: () => logger } as typeof silentLogger
+  const runner = new HistoryRunner({ reader: store, store, signal: store, logger }, { name: 'history', idlePollMs: 60_000 })
+  runner.start()
+  await eventually('the history loop caught up and waits', () => runner.position === 50)
+  const closing = Date.now()
+  await store.close()
+  // Before the close woke them, the follower completed at its next poll: a minute later.
+  await eventually('the follower completes', () => completedAt !== undefined, { timeoutMs: 5_000 })
+  t.ok((completedAt as number) - closing < 2_000, `completed ${(completedAt as number) - closing} ms after the close`)
+  await eventually('the history loop stops by itself', () => said.some((m) => /stopped: its store was closed/.test(m)), { timeoutMs: 5_000 })
+  await runner.close()
 })
 
 t.test('unsubscribing a follower during its initial build stops the replay (the store closes at once); caughtUp can time out', async (t) => {

@@ -3,7 +3,7 @@
  * `--format table` (aligned columns), table by default on a terminal and JSON otherwise.
  */
 import { Option } from 'commander'
-import { parseTimestamp } from '@vitrage-persistor/core'
+import { parseTimeArgument } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import { type Io, UsageError } from './command.js'
 
@@ -50,13 +50,9 @@ export const printTable = (io: Io, columns: readonly string[], rows: ReadonlyArr
 /** A timestamp argument in any form Vitrage writes (UTC when no zone is given). */
 export const timestampArg = (flag: string, value: unknown): string | undefined => {
   if (value === undefined) return undefined
-  // A bare date means its midnight (UTC), the way operators write a day; a time without seconds
-  // means second 0.
-  const raw = String(value)
-  const text = /^\d{4}-\d{2}-\d{2}$/.test(raw) ? `${raw} 00:00:00` : raw.replace(/^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(?=$|Z|[+-]\d{2}:?\d{2}$)/, '$1:00')
-  const parsed = parseTimestamp(text)
+  const parsed = parseTimeArgument(String(value))
   if (E.isLeft(parsed)) throw new UsageError(`${flag}: ${parsed.left}`)
-  return parsed.right.iso
+  return parsed.right
 }
 
 /** A whole number in plain decimal digits (not '', '0x10', '1e2' or past 2^53, which Number() takes). */

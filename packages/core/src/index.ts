@@ -1,7 +1,7 @@
 export { EventTypes, type LogEntry, type RawEvent, type StoredEvent } from './event.js'
 export { pastPrunedHistory, REJECTION_REASONS, type Rejection, type RejectionReason, rejection } from './rejection.js'
 export { encodeEnvelopeV2, encodeMessageText, type NotificationFields, OSLO_PUBLISH_PROPERTIES } from './encode.js'
-export { formatOsloTimestamp, parseTimestamp, type UtcTimestamp } from './timestamp.js'
+export { formatOsloTimestamp, parseTimeArgument, parseTimestamp, type UtcTimestamp } from './timestamp.js'
 export { jsonbIncompatibility } from './json-text.js'
 export { makeScrubber, redactUrl, secretsOf } from './redact.js'
 export { type BackoffPolicy, backoffDelay } from './backoff.js'

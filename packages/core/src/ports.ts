@@ -117,8 +117,9 @@ export interface LogClock {
 /** Wake-ups when events are appended (at most one per committed batch; may coalesce). */
 export interface AppendSignal {
   /**
-   * Calls `onAppend` after each committed append, and once after every (re)connection since
-   * appends may have been missed meanwhile. The returned handle's close is idempotent.
+   * Calls `onAppend` after each committed append, once after every (re)connection since
+   * appends may have been missed meanwhile, and once when the source closes (so a reader reads,
+   * learns it, and stops). The returned handle's close is idempotent.
    */
   readonly onAppend: (listener: () => void) => { readonly close: () => Promise<void> }
 }

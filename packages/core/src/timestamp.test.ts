@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
-import { formatOsloTimestamp, parseTimestamp } from './timestamp.js'
+import { formatOsloTimestamp, parseTimeArgument, parseTimestamp } from './timestamp.js'
 
 const iso = (text: string): string => {
   const r = parseTimestamp(text)
@@ -74,4 +74,14 @@ t.test('nothing before the year 1 in UTC, which PostgreSQL cannot store; the yea
 t.test('formats back to oslo form, dropping a zero fraction as Python does', async (t) => {
   t.equal(formatOsloTimestamp('2024-01-01T00:00:08.000000Z'), '2024-01-01 00:00:08')
   t.equal(formatOsloTimestamp('2024-01-01T00:00:08.000100Z'), '2024-01-01 00:00:08.000100')
+})
+
+t.test('a time asked about: a bare date is its midnight, a time without seconds second 0, no zone UTC; words are refused', async (t) => {
+  t.same(parseTimeArgument('2024-01-01'), E.right('2024-01-01T00:00:00.000000Z'))
+  t.same(parseTimeArgument(' 2024-01-01 00:05 '), E.right('2024-01-01T00:05:00.000000Z'))
+  t.same(parseTimeArgument('2024-01-01T00:05+02:00'), E.right('2023-12-31T22:05:00.000000Z'))
+  t.same(parseTimeArgument('2024-01-01T00:05:07.5Z'), E.right('2024-01-01T00:05:07.500000Z'))
+  for (const bad of ['yesterday', 'now', 'infinity', 'epoch', '11/25/2026 10:00', '2024-01-01 00:05 PST', '2024-13-01']) {
+    t.ok(E.isLeft(parseTimeArgument(bad)), bad)
+  }
 })

@@ -77,6 +77,19 @@ export const parseTimestamp = (text: string): E.Either<string, UtcTimestamp> => 
   return E.right({ iso, epochMs: wholeMs + Math.floor(micros / 1000), micros })
 }
 
+/**
+ * A point in time a person or a caller asks about (a window's ends, "as of", "graph at"): what
+ * parseTimestamp takes, plus a bare date (its midnight) and a time without seconds (second 0),
+ * the way operators write them; no zone means UTC. The canonical ISO text, which PostgreSQL reads
+ * the same whatever a session's TimeZone or DateStyle (a naive text handed to it is read in the
+ * session's zone: a URL with `options=-c TimeZone=…` moved every window).
+ */
+export const parseTimeArgument = (text: string): E.Either<string, string> => {
+  const raw = text.trim()
+  const completed = /^\d{4}-\d{2}-\d{2}$/.test(raw) ? `${raw} 00:00:00` : raw.replace(/^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(?=$|Z|z|[+-]\d{2}:?\d{2}$)/, '$1:00')
+  return E.map((t: UtcTimestamp) => t.iso)(parseTimestamp(completed))
+}
+
 /** Formats a Date as oslo.messaging does: naive UTC, fraction only when non-zero. */
 export const formatOsloTimestamp = (iso: string): string => {
   // iso is canonical (from parseTimestamp) or any Date.toISOString()-like text.

@@ -11,6 +11,22 @@ export const isAmqpUrl = (url: string): boolean => {
 }
 
 /**
+ * An amqplib error, classified once for the one-off clients (republish, dead-letter list and
+ * requeue): its code is the broker's reply code (a channel or connection closed by the broker,
+ * or a refused handshake, which amqplib gives only in its message) or the socket's errno. 403
+ * (access refused: credentials, permissions), 404 (no such exchange or queue), 406 (declared
+ * otherwise) and 530 (vhost not allowed) do not pass by retrying; the rest (refused, reset, a
+ * forced close) may. A wrong password was 'transient' without a code: a retry loop never ended.
+ */
+export const classifyAmqpError = (e: unknown): { readonly kind: 'fatal' | 'transient'; readonly code: string | undefined } => {
+  const err = (e ?? {}) as { readonly code?: unknown; readonly message?: unknown }
+  const inMessage = /\b([2-5]\d\d) \([A-Z_-]+\)/.exec(String(err.message ?? ''))?.[1]
+  const reply = typeof err.code === 'number' ? err.code : inMessage !== undefined ? Number(inMessage) : undefined
+  if (reply !== undefined) return { kind: [403, 404, 406, 530].includes(reply) ? 'fatal' : 'transient', code: String(reply) }
+  return { kind: 'transient', code: typeof err.code === 'string' ? err.code : undefined }
+}
+
+/**
  * The publish options of a message published again (a dead letter, a requeued copy): its own
  * properties, persistent, and `mandatory`, so that a copy no queue takes comes back as a return
  * instead of being dropped. Headers are the caller's.

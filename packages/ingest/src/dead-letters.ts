@@ -36,7 +36,7 @@ import { randomUUID } from 'node:crypto'
 import { decodeMessage, type Failure, failure, REJECTION_REASONS, requirePositiveInts, within } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
-import { closeConnection, connectUnlessStopped, isAmqpUrl, queueCounts, republishOptions, STOPPED, whenAborted } from './amqp-shared.js'
+import { classifyAmqpError, closeConnection, connectUnlessStopped, isAmqpUrl, queueCounts, republishOptions, STOPPED, whenAborted } from './amqp-shared.js'
 
 /** What RabbitMQ writes in `x-death` when it dead-letters a message itself (queue TTL, length limits). */
 export const BROKER_DEATH_REASONS = ['rejected', 'expired', 'maxlen', 'delivery_limit'] as const
@@ -382,10 +382,13 @@ const openScan = async (
   }
 }
 
-/** 403: the user may not read or write these queues, which retrying does not change. */
+/**
+ * Classified as the other one-off clients are (classifyAmqpError); a 403 (the user may not read
+ * or write these queues, or log in) keeps the code 'access-refused' it has always had here.
+ */
 const brokerFailure = (fail: (kind: Failure['kind'], message: string, code?: string) => Failure, what: string, e: unknown): Failure => {
-  const denied = (e as { code?: unknown }).code === 403
-  return fail(denied ? 'fatal' : 'transient', `${what}: ${(e as Error).message}`, denied ? 'access-refused' : undefined)
+  const c = classifyAmqpError(e)
+  return fail(c.kind, `${what}: ${(e as Error).message}`, c.code === '403' ? 'access-refused' : c.code)
 }
 
 const selects = (o: DeadLetterScanOptions, reason: string): boolean => o.reasons === undefined || o.reasons.length === 0 || o.reasons.includes(reason)

@@ -5,8 +5,8 @@
  *
  * Publisher confirms with a bounded window: at most `maxInFlight` messages are unconfirmed, and
  * the channel's write buffer is respected ('drain'), so memory is bounded whatever the range.
- * The result names the last id the broker confirmed: a failed run is resumed with
- * `--from-id <that id>`. The target exchange must exist; it is checked, never declared (it may
+ * The result names the last id the broker confirmed: a failed run is resumed with `fromId` set
+ * to it (the CLI's `--from-id`, inclusive, is that id + 1). The target exchange must exist; it is checked, never declared (it may
  * belong to oslo.messaging, whose publisher fails on a declare with other attributes).
  */
 import {
@@ -23,7 +23,7 @@ import {
 } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
-import { closeConnection, connectUnlessStopped, isAmqpUrl, STOPPED, whenAborted } from './amqp-shared.js'
+import { classifyAmqpError, closeConnection, connectUnlessStopped, isAmqpUrl, STOPPED, whenAborted } from './amqp-shared.js'
 
 /**
  * What republishing needs of the log: core's raw page read, not optional here; and, where the
@@ -54,7 +54,7 @@ export interface RepublishOptions {
   readonly amqpUrl: string
   readonly exchange: string
   readonly route: RepublishRoute
-  /** Start after this id. */
+  /** Start after this id (exclusive: the CLI's `--from-id A` is `fromId: A - 1`). */
   readonly fromId: number
   /** Up to this id, inclusive. */
   readonly toId: number
@@ -214,7 +214,7 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
       const below = await reader.prunedBelow()()
       if (E.isLeft(below)) return E.left({ ...below.left, lastConfirmedId, unconfirmed: 0 })
       if (below.right > o.fromId + 1) {
-        return result('fatal', `events ${o.fromId + 1} to ${below.right - 1} were pruned; they cannot be republished (start after event ${below.right - 1})`, 'pruned')
+        return result('rejected', `events ${o.fromId + 1} to ${below.right - 1} were pruned; they cannot be republished (start after event ${below.right - 1})`, 'pruned')
       }
     }
     // Stopped before anything was published: nothing to settle, so the stop does not wait for
@@ -228,7 +228,8 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
       if (connected === STOPPED) return stoppedBeforePublishing()
       connection = connected
     } catch (e) {
-      return result('transient', `cannot connect to the target broker: ${(e as Error).message}`)
+      const c = classifyAmqpError(e)
+      return result(c.kind, `cannot connect to the target broker: ${(e as Error).message}`, c.code)
     }
     // The broker's reason for closing (a deleted exchange: NOT_FOUND, a forced close) is what the
     // operator needs; the failing confirm itself only says that the channel closed.
@@ -250,8 +251,10 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
         try {
           if ((await unlessStopped(check.checkExchange(o.exchange))) === STOPPED) return stoppedBeforePublishing()
           if ((await unlessStopped(check.close())) === STOPPED) return stoppedBeforePublishing()
-        } catch {
-          return result('fatal', `exchange ${JSON.stringify(o.exchange)} does not exist on the target broker; create it (or start the consumer that declares it) first`)
+        } catch (e) {
+          const c = classifyAmqpError(e)
+          if (c.code !== '404') return result(c.kind, `cannot check exchange ${JSON.stringify(o.exchange)} on the target broker: ${(e as Error).message}`, c.code)
+          return result('fatal', `exchange ${JSON.stringify(o.exchange)} does not exist on the target broker; create it (or start the consumer that declares it) first`, c.code)
         }
       }
       const opened = await unlessStopped(connection.createConfirmChannel())
@@ -319,7 +322,7 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
         const checked = checkedOrStop
         if (checked !== undefined && E.isLeft(checked)) return await settleThen(checked.left.kind, `reading the log failed: ${checked.left.message}`, checked.left.code)
         if (checked !== undefined && E.isRight(checked) && checked.right.prunedBelow > after + 1) {
-          return await settleThen('fatal', `events ${after + 1} to ${checked.right.prunedBelow - 1} were pruned during the replay; they cannot be republished (the range is incomplete from event ${after + 1})`, 'pruned')
+          return await settleThen('rejected', `events ${after + 1} to ${checked.right.prunedBelow - 1} were pruned during the replay; they cannot be republished (the range is incomplete from event ${after + 1})`, 'pruned')
         }
         const pageOrStop = checked !== undefined && E.isRight(checked) ? E.right(checked.right.events) : await unlessStopped(reader.readRawPage(after, o.pageSize, pageOptions)())
         if (pageOrStop === STOPPED) {
@@ -338,7 +341,7 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
           if (E.isLeft(below)) return await settleThen(below.left.kind, `reading the log failed: ${below.left.message}`, below.left.code)
           const first = page.right[0]?.id
           if (below.right > after + 1 && (first === undefined || first >= below.right)) {
-            return await settleThen('fatal', `events ${after + 1} to ${below.right - 1} were pruned during the replay; they cannot be republished (the range is incomplete from event ${after + 1})`, 'pruned')
+            return await settleThen('rejected', `events ${after + 1} to ${below.right - 1} were pruned during the replay; they cannot be republished (the range is incomplete from event ${after + 1})`, 'pruned')
           }
         }
         if (page.right.length === 0) break
@@ -367,7 +370,8 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
       // A stop that came after the last publish, and the wait for it was kept, completed the range.
       return E.right({ published, lastConfirmedId, stopped: stopped || unconfirmed() > 0, unconfirmed: unconfirmed(), priorityMismatches })
     } catch (e) {
-      return result('transient', `publishing stopped: ${closeReason ?? (e as Error).message}`)
+      const c = classifyAmqpError(e)
+      return result(c.kind, `publishing stopped: ${closeReason ?? (e as Error).message}`, c.code)
     } finally {
       // Bounded: a broker that blocks us or stopped answering would hold the close as long as TCP does.
       await closeConnection(connection, Date.now() + 2_000)

@@ -18,7 +18,7 @@
  * it was activated with; filters, sorting and markers use what is reported (state too).
  * Query builders are pure (SQL text and parameters) and tested without a server.
  */
-import { type AlarmRecord, type CausalEdge, parseTimestamp } from '@vitrage-persistor/core'
+import { type AlarmRecord, type CausalEdge, parseTimeArgument, parseTimestamp } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import type pg from 'pg'
 
@@ -64,8 +64,32 @@ export interface AlarmQuery {
 const TS = `'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'`
 const ts = (col: string): string => `to_char(${col} AT TIME ZONE 'UTC', ${TS})`
 
+/**
+ * A query its arguments make impossible (an unknown marker, a malformed time, --end before
+ * --start): a `rejected` Failure with code 'invalid-query', and an Error, so that a caller can
+ * tell it from the database's answers with `instanceof` or by its code.
+ */
 export class QueryError extends Error {
   override readonly name = 'QueryError'
+  readonly kind = 'rejected' as const
+  readonly code = 'invalid-query'
+}
+
+/**
+ * The query's times in canonical UTC (parseTimeArgument): a naive text handed to PostgreSQL as
+ * it stands is read in the session's TimeZone, so a URL with `options=-c TimeZone=…` moved every
+ * window; `yesterday` or `11/25/2026` were read by PostgreSQL's own rules (and its DateStyle).
+ */
+const normalized = (q: AlarmQuery): AlarmQuery => {
+  const time = (flag: string, v: string | undefined): string | undefined => {
+    if (v === undefined) return undefined
+    const r = parseTimeArgument(String(v))
+    if (E.isLeft(r)) throw new QueryError(`${flag}: ${r.left}`)
+    return r.right
+  }
+  if (q.limit !== undefined && (!Number.isSafeInteger(q.limit) || q.limit < 1)) throw new QueryError(`--limit: a whole number of 1 or more, got ${String(q.limit)}`)
+  const [start, end, now] = [time('--start', q.start), time('--end', q.end), time('--now', q.now)]
+  return { ...q, ...(start !== undefined ? { start } : {}), ...(end !== undefined ? { end } : {}), ...(now !== undefined ? { now } : {}) }
 }
 
 /** Compares two timestamps to the microsecond (Date.parse would drop what is below a millisecond). */
@@ -82,7 +106,8 @@ const likeLiteral = (v: string): string => `%${v.replace(/[\\%_]/g, (c) => `\\${
  * The alarms query. `now` is a parameter so answers are reproducible ("active" as of a time).
  * Current severity: the latest change at or after the activation, if any.
  */
-export const alarmsQuery = (q: AlarmQuery): { text: string; values: unknown[] } => {
+export const alarmsQuery = (given: AlarmQuery): { text: string; values: unknown[] } => {
+  const q = normalized(given)
   if (q.active && (q.start !== undefined || q.end !== undefined)) throw new QueryError('--active cannot be combined with --start/--end')
   if (q.end !== undefined && q.start === undefined) throw new QueryError('--end needs --start')
   if (q.start !== undefined && q.end !== undefined && compareTimes('--start', q.start, '--end', q.end) > 0) throw new QueryError(`--start ${q.start} is after --end ${q.end}`)
@@ -205,7 +230,9 @@ export const causalEdges = async (
   // Active at T as an alarm is: started at or before T, not ended at or before T.
   const activeAt = at === undefined ? '' : ` AND (e.start_timestamp IS NULL OR e.start_timestamp <= $2) AND (e.end_timestamp IS NULL OR e.end_timestamp > $2)`
   const { rows } = await db.query<CausalEdge>(
-    `SELECT e.source_id, e.target_id, e.label, ${ts('e.start_timestamp')} AS start_timestamp, ${ts('e.end_timestamp')} AS end_timestamp, e.payload
+    // As of `at`, an edge active then has not ended: its end, after `at`, is not shown (as an
+    // alarm's is not), or an answer about T would tell what came after it.
+    `SELECT e.source_id, e.target_id, e.label, ${ts('e.start_timestamp')} AS start_timestamp, ${at === undefined ? ts('e.end_timestamp') : 'NULL::text'} AS end_timestamp, e.payload
      FROM history_edge e WHERE e.${column} = ANY($1::text[]) AND e.label = 'causes'${activeAt}
      ORDER BY e.source_id, e.target_id, e.start_timestamp NULLS FIRST`,
     at === undefined ? [ids] : [ids, at],

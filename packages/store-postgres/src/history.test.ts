@@ -1,11 +1,12 @@
 import { type EdgeEventPoint, edgeIntervals, type HistoryCommand } from '@vitrage-persistor/core'
-import { createTestDatabase, eventually, testDatabaseClient } from '@vitrage-persistor/testing'
+import { createTestDatabase, eventually, openTestDatabase, testDatabaseClient } from '@vitrage-persistor/testing'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import { CheckpointConflict, readCheckpoint } from './checkpoints.js'
 import { applyHistory, foldAlarms, resetHistory } from './history.js'
 import { alarmsById, alarmsQuery, causalEdges, countActiveAlarms, openAt, queryAlarms } from './history-queries.js'
 import { schemaTemplate } from './migrate.js'
+import { PgEventStore } from './store.js'
 
 const setup = async (t: Test): Promise<pg.Client> => {
   const c = await testDatabaseClient(t, schemaTemplate)
@@ -296,4 +297,61 @@ t.test('a reset for a rebuild is refused once events were pruned, also by a prun
   // Retiring is not refused: it removes the checkpoint, so retention no longer waits for it.
   t.equal(await resetHistory(a, 'h', { retire: true }), undefined)
   t.equal((await a.query(`SELECT count(*)::int AS n FROM projection_checkpoint WHERE name = 'h'`)).rows[0].n, 0)
+})
+
+t.test('times asked about are UTC whatever the session\'s TimeZone and DateStyle; a malformed one is refused, not read by PostgreSQL\'s rules', async (t) => {
+  const { db, client } = await openTestDatabase(t, schemaTemplate)
+  await applyHistory(client, 'h', story, 0, 1)
+  // The URL's options set the session's zone and date style, as an operator's may.
+  const url = new URL(db.url)
+  url.searchParams.set('options', '-c TimeZone=America/New_York -c DateStyle=SQL,DMY')
+  const store = new PgEventStore({ connectionString: url.toString(), maxConnections: 1 })
+  t.teardown(() => store.close())
+  const naive = (minute: number): string => `2024-01-01 00:${String(minute).padStart(2, '0')}`
+  const ids = async (q: Parameters<typeof queryAlarms>[1]): Promise<string[]> => {
+    const r = await store.queryAlarms(q)()
+    if (r._tag === 'Left') throw new Error(r.left.message)
+    return r.right.map((a) => a.vitrage_id)
+  }
+  // Without the fix the naive window was read in New York: 05:08 to 05:09 UTC, after everything.
+  t.same(await ids({ start: naive(8), end: naive(9), now: naive(30) }), ['a2', 'a3'], 'a naive window is UTC, as in the CLI')
+  t.same(await ids({ now: naive(8), filters: [['state', ['Active']]] }), ['a2'])
+  const edges = await store.causalEdges(['a1'], 'forward', naive(5))()
+  t.equal(edges._tag === 'Right' && edges.right.length, 1, 'causalEdges at a naive time')
+  const byId = await store.alarmsById(['a1'], '2024-01-01')()
+  t.equal(byId._tag === 'Right' && byId.right.length, 0, 'a bare date is its midnight UTC: a1 had not started')
+  const counts = await store.countActiveAlarms({ now: naive(30) })()
+  t.same(counts._tag === 'Right' && counts.right['CRITICAL'], 2)
+  for (const word of ['yesterday', 'now', 'infinity', 'epoch', '11/25/2026 10:00', '2024-01-01 00:05 PST']) {
+    const r = await store.queryAlarms({ now: word })()
+    t.match(r, { _tag: 'Left', left: { name: 'QueryError', kind: 'rejected', code: 'invalid-query', message: /--now: .* is not a timestamp/ } }, `queryAlarms now ${word}`)
+    t.throws(() => store.lastEventAtOrBefore(word), { name: 'TypeError', message: /PgEventStore.lastEventAtOrBefore: timestamp: .* is not a timestamp/ }, `lastEventAtOrBefore ${word}`)
+    t.throws(() => store.causalEdges(['a1'], 'forward', word), TypeError)
+    t.throws(() => store.alarmsById(['a1'], word), TypeError)
+    t.throws(() => store.openAt(word), TypeError)
+    t.throws(() => store.countActiveAlarms({ now: word }), TypeError)
+  }
+})
+
+t.test('a causal edge asked about at T does not show an end after T', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', story, 0, 1)
+  // a1 -> a2 was active from 3 to 6, and again from 8.
+  const [atFive] = await causalEdges(c, ['a1'], 'forward', at(5))
+  t.match(atFive, { start_timestamp: at(3), end_timestamp: null }, 'as of minute 5 it had not ended')
+  const all = await causalEdges(c, ['a1'], 'forward')
+  t.same(all.map((e) => e.end_timestamp), [at(6), null], 'over all history, its real end')
+})
+
+t.test('a limit or page size below 1 is refused, not an empty answer', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', story, 0, 1)
+  for (const limit of [0, -1, 1.5, Number.NaN]) {
+    await t.rejects(queryAlarms(c, { limit }), { name: 'QueryError', message: /--limit: a whole number of 1 or more/ }, `limit ${limit}`)
+  }
+  const store = new PgEventStore({ connectionString: 'postgres://root@127.0.0.1:1/none' })
+  t.teardown(() => store.close())
+  t.throws(() => store.readPage(0, 0), { name: 'TypeError', message: 'PgEventStore.readPage: limit must be an integer >= 1, got 0' })
+  t.throws(() => store.readRawPage(-5, 10), { name: 'TypeError', message: /afterId must be an integer >= 0/ })
+  t.throws(() => store.readRawPageWithWatermark(0, 1.5), TypeError)
 })

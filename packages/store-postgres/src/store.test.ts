@@ -165,3 +165,18 @@ t.test('an append timing out behind a stuck COPY ends that one, not one in anoth
   t.notOk(await inB.alive(), "b's stuck COPY was ended")
   t.ok(await inA.alive(), "a's is not this store's business")
 })
+
+t.test('a snapshot past the newest stored event is refused (beyond-head), one at or below it is saved', async (t) => {
+  const db = await createTestDatabase(schemaTemplate)
+  t.teardown(() => db.drop())
+  const store = new PgEventStore({ connectionString: db.url, maxConnections: 1 })
+  t.teardown(() => store.close())
+  const stored = await store.append([prepareEvent(decodeOne()), prepareEvent(decodeOne())])()
+  t.ok(E.isRight(stored))
+  const snapshot = (eventId: number) => store.saveSnapshot({ kind: 'graph', eventId, format: 'test/1', data: new TextEncoder().encode('s') })()
+  // Saved, it would be the start of every graphAt once the log grew past 100_000, skipping all before.
+  t.match(await snapshot(100_000), E.left({ kind: 'rejected', code: 'beyond-head', message: /not saved: the newest stored event is 2$/ }))
+  t.match(await snapshot(2), E.right({ eventId: 2 }))
+  const listed = await store.listSnapshots('graph')()
+  t.same(E.isRight(listed) && listed.right.map((m) => m.eventId), [2], 'only the one at the head')
+})

@@ -25,7 +25,7 @@ import type {
   SnapshotStore,
   StoredEvent,
 } from '@vitrage-persistor/core'
-import { failure, NOT_IN_LOG, partitionCheckpoint, STORE_CLOSED, within } from '@vitrage-persistor/core'
+import { failure, NOT_IN_LOG, parseTimeArgument, partitionCheckpoint, requireNonNegativeInts, requirePositiveInts, STORE_CLOSED, within } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import { pipe } from 'fp-ts/lib/function.js'
 import * as TE from 'fp-ts/lib/TaskEither.js'
@@ -89,12 +89,31 @@ export interface EventStoreOptions {
   readonly logger?: Logger
 }
 
+/** A page's position and size (a limit of 0 read nothing and looked like the end of the log). */
+const pageArguments = (call: string, afterId: number, limit: number): void => {
+  requireNonNegativeInts(`PgEventStore.${call}`, { afterId })
+  requirePositiveInts(`PgEventStore.${call}`, { limit })
+}
+
+/**
+ * A time a caller asks about, in canonical UTC (core parseTimeArgument): PostgreSQL reads a naive
+ * text in the session's TimeZone and words such as `yesterday` by its own rules, so the answer
+ * depended on the URL's options. A malformed one is the caller's defect (a TypeError naming it).
+ */
+const timeArgument = (call: string, name: string, value: string): string => {
+  const r = parseTimeArgument(String(value))
+  if (E.isLeft(r)) throw new TypeError(`PgEventStore.${call}: ${name}: ${r.left}`)
+  return r.right
+}
+
 export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, AppendSignal, HistoryStore, HistoryReader, CheckpointStore {
   readonly pool: pg.Pool
   private readonly scrub: (text: string) => string
   private closing: Promise<void> | undefined
   /** LISTEN connections not ended yet (also those whose owner is closing them). */
   private readonly listeners = new Set<AppendListener>()
+  /** The append listeners, each called once more at close(): a reader waiting for its next poll reads at once, meets store-closed, and stops. */
+  private readonly wakeOnClose = new Set<() => void>()
   private readonly options: EventStoreOptions
   /** Clients checked out of the pool: a bounded close() ends the ones still busy. */
   private readonly busy = new Set<pg.PoolClient>()
@@ -375,20 +394,25 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     }
   }
 
-  readonly readPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, StoredEvent[]> =>
-    this.withClient((client) => readPage(client, afterId, limit, options))
+  readonly readPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, StoredEvent[]> => {
+    pageArguments('readPage', afterId, limit)
+    return this.withClient((client) => readPage(client, afterId, limit, options))
+  }
 
   /** Streams a range with binary COPY (see stream.ts); the fast path for replays. */
   readonly streamRange = (afterId: number, toId: number, options: StreamOptions, onEntry: (entry: LogEntry) => void): TE.TaskEither<Failure, number> =>
     this.withClient((client) => streamRange(client, afterId, toId, options, onEntry))
 
   /** Like readPage, with each payload as its stored JSON text (for republishing it exactly). */
-  readonly readRawPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, RawEvent[]> =>
-    this.withClient((client) => readRawPage(client, afterId, limit, options))
+  readonly readRawPage = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, RawEvent[]> => {
+    pageArguments('readRawPage', afterId, limit)
+    return this.withClient((client) => readRawPage(client, afterId, limit, options))
+  }
 
   /** readRawPage and the pruned watermark from one snapshot (REPEATABLE READ, read only). */
-  readonly readRawPageWithWatermark = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, { events: RawEvent[]; prunedBelow: number }> =>
-    this.withClient(async (client) => {
+  readonly readRawPageWithWatermark = (afterId: number, limit: number, options?: ReadOptions): TE.TaskEither<Failure, { events: RawEvent[]; prunedBelow: number }> => {
+    pageArguments('readRawPageWithWatermark', afterId, limit)
+    return this.withClient(async (client) => {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
       try {
         const below = await prunedBelow(client)
@@ -400,6 +424,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
         throw e
       }
     })
+  }
 
   /** The event stored for this message id (a UUID), or undefined. */
   readonly eventByMessageId = (messageId: string): TE.TaskEither<Failure, RawEvent | undefined> => this.withClient((c) => readEventByMessageId(c, messageId))
@@ -436,14 +461,26 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       return { head: Number(r?.id ?? 0), headMessageId: r?.message_id ?? null, messageIdAtPosition: r?.at_position ?? null }
     })
 
-  /** A snapshot whose `eventMessageId` is no longer the log's event at its id is `rejected`, code `not-in-log`. */
+  /**
+   * A snapshot past the newest stored event is `rejected`, code `beyond-head` (once the log grew
+   * past its id, graphAt would start from it and skip every event in between); one whose
+   * `eventMessageId` is not the log's event at its id (past the head too) is `rejected`, code
+   * `not-in-log`.
+   */
   readonly saveSnapshot = (snapshot: NewSnapshot): TE.TaskEither<Failure, SnapshotMeta> =>
     pipe(
-      this.withClient((c) => saveSnapshot(c, snapshot)),
+      this.withClient(async (c) => {
+        // The head only grows (a restore is what not-in-log is for), so a check before the insert holds.
+        const head = Number((await c.query<{ head: string }>('SELECT coalesce(max(id), 0) AS head FROM event')).rows[0]?.head ?? 0)
+        // With its message, a snapshot past the head names a message the log does not hold: not-in-log.
+        return snapshot.eventId > head && snapshot.eventMessageId === undefined ? { beyondHead: head } : await saveSnapshot(c, snapshot)
+      }),
       TE.chain((saved) =>
-        saved !== undefined
-          ? TE.right(saved)
-          : TE.left(failure('rejected', `snapshot at event ${snapshot.eventId} not saved: the log's event ${snapshot.eventId} is no longer message ${snapshot.eventMessageId ?? '?'} (the database was restored or failed over, or the event was pruned)`, NOT_IN_LOG)),
+        saved === undefined
+          ? TE.left(failure('rejected', `snapshot at event ${snapshot.eventId} not saved: the log's event ${snapshot.eventId} is no longer message ${snapshot.eventMessageId ?? '?'} (the database was restored or failed over, or the event was pruned)`, NOT_IN_LOG))
+          : 'beyondHead' in saved
+            ? TE.left(failure('rejected', `snapshot at event ${snapshot.eventId} not saved: the newest stored event is ${saved.beyondHead}`, 'beyond-head'))
+            : TE.right(saved),
       ),
     )
 
@@ -454,7 +491,10 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
 
   readonly retainSnapshots = (kind: string, keep: number): TE.TaskEither<Failure, number> => this.withClient((c) => retainSnapshots(c, kind, keep))
 
-  readonly lastEventAtOrBefore = (timestamp: string): TE.TaskEither<Failure, number> => this.withClient((c) => lastEventAtOrBefore(c, timestamp))
+  readonly lastEventAtOrBefore = (timestamp: string): TE.TaskEither<Failure, number> => {
+    const at = timeArgument('lastEventAtOrBefore', 'timestamp', timestamp)
+    return this.withClient((c) => lastEventAtOrBefore(c, at))
+  }
 
   /** Deletes events below the oldest graph snapshot (and below every checkpoint); see migration 0003. */
   readonly prune = (below?: number): TE.TaskEither<Failure, number> => this.withClient((c) => pruneEvents(c, below))
@@ -525,8 +565,11 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
   /** Empties the history tables and removes the projection's checkpoints: retention stops waiting for it. */
   readonly retireHistory = (name: string): TE.TaskEither<Failure, void> => this.withClient((c) => resetHistory(c, name, { retire: true }).then(() => undefined))
 
-  /** A query the arguments make impossible (an unknown marker, say) is a QueryError value, not a failure. */
-  readonly queryAlarms = (q: AlarmQuery): TE.TaskEither<Failure | QueryError, AlarmRecord[]> => async () => {
+  /**
+   * A query the arguments make impossible (an unknown marker, a malformed time, a limit below 1)
+   * answers a QueryError: a `rejected` Failure (code 'invalid-query') that is also an Error.
+   */
+  readonly queryAlarms = (q: AlarmQuery): TE.TaskEither<Failure, AlarmRecord[]> => async () => {
     const r = await this.withClient((c) =>
       queryAlarms(c, q).then(E.right, (e: unknown) => {
         if (e instanceof QueryError) return E.left(e)
@@ -536,16 +579,25 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     return E.isLeft(r) ? r : r.right
   }
 
-  readonly openAt = (at: string): TE.TaskEither<Failure, { alarms: string[]; edges: Array<{ source: string; target: string; label: string }> }> =>
-    this.withClient((c) => openAt(c, at))
+  readonly openAt = (at: string): TE.TaskEither<Failure, { alarms: string[]; edges: Array<{ source: string; target: string; label: string }> }> => {
+    const time = timeArgument('openAt', 'at', at)
+    return this.withClient((c) => openAt(c, time))
+  }
 
-  readonly countActiveAlarms = (options?: { now?: string; project?: string }): TE.TaskEither<Failure, Record<string, number>> =>
-    this.withClient((c) => countActiveAlarms(c, options))
+  readonly countActiveAlarms = (options: { now?: string; project?: string } = {}): TE.TaskEither<Failure, Record<string, number>> => {
+    const now = options.now === undefined ? undefined : timeArgument('countActiveAlarms', 'now', options.now)
+    return this.withClient((c) => countActiveAlarms(c, { ...options, ...(now !== undefined ? { now } : {}) }))
+  }
 
-  readonly causalEdges = (ids: readonly string[], direction: 'forward' | 'backward', at?: string): TE.TaskEither<Failure, CausalEdge[]> =>
-    this.withClient((c) => causalEdges(c, ids, direction, at))
+  readonly causalEdges = (ids: readonly string[], direction: 'forward' | 'backward', at?: string): TE.TaskEither<Failure, CausalEdge[]> => {
+    const time = at === undefined ? undefined : timeArgument('causalEdges', 'at', at)
+    return this.withClient((c) => causalEdges(c, ids, direction, time))
+  }
 
-  readonly alarmsById = (ids: readonly string[], at?: string): TE.TaskEither<Failure, AlarmRecord[]> => this.withClient((c) => alarmsById(c, ids, at))
+  readonly alarmsById = (ids: readonly string[], at?: string): TE.TaskEither<Failure, AlarmRecord[]> => {
+    const time = at === undefined ? undefined : timeArgument('alarmsById', 'at', at)
+    return this.withClient((c) => alarmsById(c, ids, time))
+  }
 
   /** Wake-ups on append over a dedicated LISTEN connection; closed with the handle or the store. */
   readonly onAppend = (listener: () => void): { readonly close: () => Promise<void> } => {
@@ -556,8 +608,10 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       listener,
     )
     this.listeners.add(handle)
+    this.wakeOnClose.add(listener)
     return {
       close: async () => {
+        this.wakeOnClose.delete(listener)
         await handle.close()
         this.listeners.delete(handle)
       },
@@ -576,8 +630,13 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
    * had none ("graceful, then forced").
    */
   close(options: { readonly timeoutMs?: number } = {}): Promise<void> {
+    const first = !this.closed
     this.closed = true
     for (const wake of this.closeWaiters) wake()
+    // A follower or history loop closed under waited for its next poll (5 s by default, or its
+    // pollMs: a minute) before it learnt; woken, its next read answers store-closed at once.
+    if (first) for (const listener of this.wakeOnClose) queueMicrotask(listener)
+    this.wakeOnClose.clear()
     // Best effort, and the server may not answer: a session left on it is ended by the next
     // appender's check instead (endStuckAppends).
     for (const ender of this.enders) dropConnection(ender)

@@ -45,3 +45,11 @@ t.test('over all history every alarm is in, linked', async (t) => {
   t.same(r.right.nodes.map((n) => n.id), ['A', 'D', 'B', 'C'])
   t.same(r.right.links.map((l) => [r.right.nodes[l.source]?.id, r.right.nodes[l.target]?.id]), [['D', 'A'], ['A', 'B'], ['B', 'C']])
 })
+
+t.test('a depth that is not a whole number of 0 or more is refused, not walked as one level', async (t) => {
+  for (const depth of [-1, Number.NaN, 1.5]) {
+    await t.rejects(rca(reader(false), 'A', { depth }), { name: 'TypeError', message: /rca: depth must be an integer >= 0/ }, `depth ${depth}`)
+  }
+  const none = await rca(reader(false), 'A', { depth: 0 })
+  t.same(E.isRight(none) && none.right.nodes.map((n) => n.id), ['A'], 'depth 0: the alarm alone')
+})

@@ -9,7 +9,7 @@
  * `inspected_index` is the index of the alarm asked about. Each node is visited once (Vitrage's
  * walk can expand a node twice; the result is the same graph).
  */
-import type { AlarmRecord, CausalEdge, Failure, HistoryReader } from '@vitrage-persistor/core'
+import { type AlarmRecord, type CausalEdge, type Failure, type HistoryReader, requireNonNegativeInts } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 
 export interface RcaOptions {
@@ -68,6 +68,8 @@ const walk = async (
  * does, an empty graph with `inspected_index` 0: check `nodes.length` (the CLI says so, exit 1).
  */
 export const rca = async (reader: HistoryReader, alarmId: string, options: RcaOptions = {}): Promise<E.Either<Failure, RcaGraph>> => {
+  // -1, NaN or 1.5 walked one level, or none, and answered as if the history had no more.
+  requireNonNegativeInts('rca', { depth: options.depth })
   const forward = await walk(reader, alarmId, 'forward', options)
   if (E.isLeft(forward)) return forward
   const backward = await walk(reader, alarmId, 'backward', options)

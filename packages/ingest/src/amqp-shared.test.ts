@@ -1,0 +1,14 @@
+import t from 'tap'
+import { classifyAmqpError } from './amqp-shared.js'
+
+t.test('broker errors: a reply code from the error or its message, fatal for what retrying cannot pass', async (t) => {
+  // As amqplib gives them (messages copied from its errors against RabbitMQ 3.10).
+  const handshake = new Error('Handshake terminated by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN."')
+  t.same(classifyAmqpError(handshake), { kind: 'fatal', code: '403' })
+  t.same(classifyAmqpError(Object.assign(new Error('Operation failed: ExchangeDeclare; 404 (NOT-FOUND) with message "NOT_FOUND - no exchange"'), { code: 404 })), { kind: 'fatal', code: '404' })
+  t.same(classifyAmqpError(Object.assign(new Error('Operation failed: QueueDeclare; 406 (PRECONDITION-FAILED)'), { code: 406 })), { kind: 'fatal', code: '406' })
+  t.same(classifyAmqpError(Object.assign(new Error('Connection closed: 320 (CONNECTION-FORCED) with message "CONNECTION_FORCED - broker forced connection closure"'), { code: 320 })), { kind: 'transient', code: '320' })
+  t.same(classifyAmqpError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' })), { kind: 'transient', code: 'ECONNREFUSED' })
+  t.same(classifyAmqpError(new Error('Channel ended, no reply will be forthcoming')), { kind: 'transient', code: undefined })
+  t.same(classifyAmqpError(undefined), { kind: 'transient', code: undefined })
+})
