@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { decodeMessage } from '@vitrage-persistor/core'
 import { randomUUID } from 'node:crypto'
 import { type AppendSignal, type DecodedMessage, type EventLogReader, NOT_IN_LOG, silentLogger, STORE_CLOSED } from '@vitrage-persistor/core'
-import { caughtUp, canonicalJson, replayInto, encodeGraphSnapshot, type FollowOptions, followGraph, GRAPH_SNAPSHOT_KIND, type GraphSources, graphAt, HistoryRunner } from '@vitrage-persistor/projections'
+import { caughtUp, canonicalJson, EntityGraph, replayInto, encodeGraphSnapshot, type FollowOptions, followGraph, GRAPH_SNAPSHOT_KIND, type GraphSources, graphAt, HistoryRunner } from '@vitrage-persistor/projections'
 import { createIngestMetrics, defaultPersistorOptions, Persistor, republish } from '@vitrage-persistor/ingest'
 import { Registry } from 'prom-client'
 import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
@@ -67,6 +67,13 @@ t.test('the fixtures through the persistor: graph equals Vitrage replay, now and
   t.ok(atTime.vertices.length >= (expected150 as { vertices: unknown[] }).vertices.length, '--at a time: at least the state at the 150th change')
   const summary = JSON.parse(await graphCli(db, '--format', 'summary')) as Record<string, unknown>
   t.match(summary, { position: 400 })
+  // An alarm's time (the payload's clock: 2024) asked of notifications sent later: the empty
+  // graph, and why.
+  const before = await cli(['graph', '--database-url', db, '--at', '2024-01-01T00:06:00Z'])
+  t.equal(before.code, 0)
+  t.same(JSON.parse(before.out), JSON.parse(canonicalJson(new EntityGraph(), 'pretty')), 'the empty graph')
+  t.match(before.err, /no event was stored at or before 2024-01-01T00:06:00\.000000Z: the log starts with event 1, sent at \S+, so the graph then is empty/)
+  t.equal((await cli(['graph', '--database-url', db])).err, '', 'no notice otherwise')
 
   // Snapshots: the nearest snapshot plus the tail equals a full replay, at many points.
   // The one at 120 in the canonical format (what versions before 2026-11-30 wrote and read).
@@ -821,8 +828,10 @@ t.test('a store closed under a follower and a history loop that wait a minute be
   const runner = new HistoryRunner({ reader: store, store, signal: store, logger }, { name: 'history', idlePollMs: 60_000 })
   runner.start()
   await eventually('the history loop caught up and waits', () => runner.position === 50)
+  const waiting = t.rejects(caughtUp(follow$, 1_000), { name: 'EmptyError', message: 'the follower ended (its store was closed) before event 1000; it was at event 50' }, 'a caughtUp pending says why it will never resolve')
   const closing = Date.now()
   await store.close()
+  await waiting
   // Before the close woke them, the follower completed at its next poll: a minute later.
   await eventually('the follower completes', () => completedAt !== undefined, { timeoutMs: 5_000 })
   t.ok((completedAt as number) - closing < 2_000, `completed ${(completedAt as number) - closing} ms after the close`)
@@ -855,7 +864,7 @@ t.test('unsubscribing a follower during its initial build stops the replay (the 
   const follow2$ = followGraph({ reader: again, snapshots: again, clock: again })
   const keep = follow2$.subscribe(() => {})
   t.teardown(() => keep.unsubscribe())
-  await t.rejects(caughtUp(follow2$, 10_000_000, { timeoutMs: 200 }), { name: 'TimeoutError' }, 'an id that never comes: rejected after the timeout')
+  await t.rejects(caughtUp(follow2$, 10_000_000, { timeoutMs: 200 }), { name: 'TimeoutError', message: /^event 10000000 not applied within 200 ms: the follower is (still building its graph|at event \d+)$/ }, 'an id that never comes: rejected after the timeout, saying where the follower is')
 })
 
 t.test('follow --snapshot-every with saves that keep failing: one retry at once, then every N events (not a capture on every batch)', async (t) => {

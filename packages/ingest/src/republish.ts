@@ -72,6 +72,9 @@ export interface RepublishOptions {
   readonly settleTimeoutMs?: number
 }
 
+/** What `vitrage-persistor replay` runs with: a window of 1,000 unconfirmed messages, pages of 2,000 events. */
+export const defaultRepublishOptions = { maxInFlight: 1_000, pageSize: 2_000 } as const satisfies Partial<RepublishOptions>
+
 export interface RepublishResult {
   readonly published: number
   /** Every event up to this id is confirmed by the broker (fromId when none was). */

@@ -3,7 +3,7 @@
  * and `replay --to-amqp` (republish history to a broker).
  */
 import { type Failure, failure, redactUrl, within } from '@vitrage-persistor/core'
-import { republish, type RepublishProgress } from '@vitrage-persistor/ingest'
+import { defaultRepublishOptions, republish, type RepublishProgress } from '@vitrage-persistor/ingest'
 import {
   canonicalJson,
   captureGraphSnapshot,
@@ -75,6 +75,17 @@ const graph = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
   try {
     const r = await buildGraph(io, store, target, input.options['snapshots'] !== false)
     if (E.isLeft(r)) return report(io, 'graph', config.databaseUrl, r.left)
+    if (typeof target === 'object' && 'timestamp' in target && r.right.position === 0) {
+      // The empty graph is right, and easily taken for a wrong answer: an alarm's time (the
+      // payload's clock) asked of a log whose notifications were sent later.
+      const first = await store.readPage(0, 1)()
+      const event = E.isRight(first) ? first.right[0] : undefined
+      if (event !== undefined) {
+        io.err(
+          `vitrage-persistor graph: no event was stored at or before ${target.timestamp}: the log starts with event ${event.id}, sent at ${event.collectorTimestamp}, so the graph then is empty (--at goes by the time a notification was sent, not by the times in its payload)\n`,
+        )
+      }
+    }
     if (format === 'summary') {
       const s = summarize(r.right.graph)
       printJson(io, { position: r.right.position, snapshot: r.right.snapshot ?? null, ...s })
@@ -437,7 +448,7 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
     throw new UsageError('--exchange is required, and one of --routing-key (every event under that key) or --to-topic (each under <topic>.<its priority>)')
   }
   const route = toTopic !== undefined ? { topic: toTopic } : { routingKey: routingKey as string }
-  const maxInFlight = positiveIntArg('--max-in-flight', o['maxInFlight']) ?? 1000
+  const maxInFlight = positiveIntArg('--max-in-flight', o['maxInFlight']) ?? defaultRepublishOptions.maxInFlight
   if (maxInFlight > MAX_IN_FLIGHT) throw new UsageError(`--max-in-flight: at most ${MAX_IN_FLIGHT.toLocaleString('en-US')}, got ${maxInFlight}`)
   // The range is inclusive at both ends: --from-id 5 --to-id 9 republishes events 5 to 9.
   const explicitFrom = eventIdArg('--from-id', o['fromId'])
@@ -515,7 +526,7 @@ const replay = async (config: ReplayConfig, input: CommandInput, io: Io): Promis
       toId: Math.max(toId, after),
       ...(o['eventType'] !== undefined ? { eventTypes: o['eventType'] as string[] } : {}),
       maxInFlight,
-      pageSize: 2_000,
+      pageSize: defaultRepublishOptions.pageSize,
       // Where to resume is in every progress line: a replay killed without a word (kill -9, OOM)
       // is resumed from the last line logged instead of from the start.
       onProgress: (p) => {

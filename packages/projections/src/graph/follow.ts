@@ -22,7 +22,7 @@
  */
 import { type AppendSignal, backoffDelay, type BackoffPolicy, type EventLogReader, type Failure, type Logger, type LogTip, requirePositiveInts, silentLogger, STORE_CLOSED, waker } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
-import { filter, firstValueFrom, Observable, shareReplay, timeout } from 'rxjs'
+import { EmptyError, filter, firstValueFrom, Observable, shareReplay, tap, timeout, TimeoutError } from 'rxjs'
 import type { EntityGraph } from './model.js'
 import { type GraphSources, graphAt, type ReplayProgress, replayInto } from './replay.js'
 
@@ -226,17 +226,24 @@ const followState = (graph: EntityGraph, position: number, messageId: string | u
 
 /**
  * Resolves when the follower has applied every event up to `id`. Rejects after `timeoutMs`
- * (rxjs TimeoutError) when given, and when the follower ends first (its store closed). The
- * follower is shared with reference counting: when this is its only subscriber, resolving
- * unsubscribes it, and the next subscriber builds the graph again; keep one subscription open
- * for as long as the graph is wanted (as `follow` does).
+ * (rxjs TimeoutError, saying where the follower was) when given, and when the follower ends first
+ * (rxjs EmptyError: its store was closed). Why it is not moving (a database down, an id past the
+ * head) is what the follower's `onRead` hears. The follower is shared with reference counting:
+ * when this is its only subscriber, resolving unsubscribes it, and the next subscriber builds the
+ * graph again; keep one subscription open for as long as the graph is wanted (as `follow` does).
  */
-export const caughtUp = (follow$: Observable<FollowState>, id: number, options: { readonly timeoutMs?: number } = {}): Promise<FollowState> =>
-  firstValueFrom(
-    options.timeoutMs === undefined
-      ? follow$.pipe(filter((s) => s.position >= id))
-      : follow$.pipe(
-          filter((s) => s.position >= id),
-          timeout({ first: options.timeoutMs }),
-        ),
+export const caughtUp = async (follow$: Observable<FollowState>, id: number, options: { readonly timeoutMs?: number } = {}): Promise<FollowState> => {
+  let last: number | undefined
+  const reached = follow$.pipe(
+    tap((s) => void (last = s.position)),
+    filter((s) => s.position >= id),
   )
+  try {
+    return await firstValueFrom(options.timeoutMs === undefined ? reached : reached.pipe(timeout({ first: options.timeoutMs })))
+  } catch (e) {
+    // rxjs says only "Timeout has occurred" or "no elements in sequence"; the class is kept.
+    if (e instanceof TimeoutError) e.message = `event ${id} not applied within ${options.timeoutMs} ms: the follower is ${last === undefined ? 'still building its graph' : `at event ${last}`}`
+    else if (e instanceof EmptyError) e.message = `the follower ended (its store was closed) before event ${id}${last === undefined ? '' : `; it was at event ${last}`}`
+    throw e
+  }
+}
