@@ -8,6 +8,7 @@
  *   consuming ──connection or channel lost──▶ backoff
  *   consuming ──consumer cancelled by the broker──▶ (what it delivered is stored) ──▶ backoff
  *   any ──close()──▶ draining ──pipeline flushed (or deadline)──▶ closed
+ *   consuming ──its store closed under it (onDefect, once)──▶ draining ──▶ closed
  *
  * Each connection gets a fresh `Session` with a generation number. A delivery remembers the
  * session it came on; once a session is lost its deliveries are never acked (their delivery
@@ -266,6 +267,8 @@ export class Persistor {
   }
 
   private lastBrokerProblem: string | undefined
+  /** The store was closed under it: reported once, then it closes itself. */
+  private storeGone = false
 
   get currentState(): PersistorState {
     return this.state
@@ -674,9 +677,13 @@ export class Persistor {
       // (After a shutdown that gave up on this batch, the store's bounded close cuts the append
       // off: expected, not the owner's mistake.)
       if (r.left.code === STORE_CLOSED) {
-        if (this.abandoned) return undefined
+        if (this.abandoned || this.storeGone) return undefined
+        this.storeGone = true
         this.log.error({ batch: messages.length }, 'the event store was closed under the persistor; holding the batch unacked and stopping')
         this.deps.onDefect(new Error('the event store was closed while the persistor was running'))
+        // Nothing more can be stored: it stops consuming and closes (what it holds goes back to
+        // the queue with its channel), rather than stay 'consuming' and fail every batch.
+        void this.close()
         return undefined
       }
       this.appendFailing = r.left
