@@ -776,7 +776,7 @@ t.test('library entry points refuse zero or negative sizes and ids as defects (T
   )
   t.match(
     await republish(store, { amqpUrl: 'not a url', exchange: 'x', route: { routingKey: 'k' }, fromId: 0, toId: 10, maxInFlight: 10, pageSize: 100 }),
-    E.left({ kind: 'fatal', code: 'invalid-url' }),
+    E.left({ kind: 'fatal', code: 'config' }),
     'a target URL that is not one: fatal, not a connection failure to retry',
   )
   // The broker's refusals are classified with their reply code (a wrong password was transient

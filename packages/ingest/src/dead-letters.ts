@@ -297,7 +297,7 @@ const openScan = async (
 ): Promise<E.Either<Failure, Scan | 'stopped'>> => {
   requirePositiveInts('dead letters', { limit: o.limit })
   for (const r of o.reasons ?? []) if (!DEAD_LETTER_REASONS.includes(r)) throw new TypeError(`dead letters: unknown reason ${JSON.stringify(r)}`)
-  if (!isAmqpUrl(o.amqpUrl)) return E.left(fail('fatal', 'the broker URL is not an amqp:// or amqps:// URL', 'invalid-url'))
+  if (!isAmqpUrl(o.amqpUrl)) return E.left(fail('fatal', 'the broker URL is not an amqp:// or amqps:// URL', 'config'))
   const stopped = whenAborted(signal)
   const unlessStopped = <T>(p: Promise<T>): Promise<T | typeof STOPPED> => Promise.race([p, stopped])
   let connection: amqp.ChannelModel

@@ -211,7 +211,7 @@ export const republish = async (reader: RawEventReader, o: RepublishOptions): Pr
   }
   try {
     // A URL that is not one is configuration: fatal now, not a connection failure to retry.
-    if (!isAmqpUrl(o.amqpUrl)) return result('fatal', 'the target broker URL is not an amqp:// or amqps:// URL', 'invalid-url')
+    if (!isAmqpUrl(o.amqpUrl)) return result('fatal', 'the target broker URL is not an amqp:// or amqps:// URL', 'config')
     // Pruned before the replay began: said as such (the per-page check below would call it "during").
     if (reader.prunedBelow !== undefined) {
       const below = await reader.prunedBelow()()
