@@ -827,11 +827,14 @@ t.test('a store closed under a follower and a history loop that wait a minute be
   const logger = { ...silentLogger, info: (o: unknown, m?: string) => void said.push(String(m ?? o)), child: () => logger } as typeof silentLogger
   const runner = new HistoryRunner({ reader: store, store, signal: store, logger }, { name: 'history', idlePollMs: 60_000 })
   runner.start()
-  await eventually('the history loop caught up and waits', () => runner.position === 50)
+  t.equal(await runner.caughtUp(50, { timeoutMs: 30_000 }), 50, 'the history runner says when it has applied event 50')
+  await t.rejects(runner.caughtUp(1_000, { timeoutMs: 50 }), { name: 'TimeoutError', message: 'event 1000 not applied within 50 ms: the history projection is at event 50' })
   const waiting = t.rejects(caughtUp(follow$, 1_000), { name: 'EmptyError', message: 'the follower ended (its store was closed) before event 1000; it was at event 50' }, 'a caughtUp pending says why it will never resolve')
+  const runnerWaiting = t.rejects(runner.caughtUp(1_000), { message: 'its store was closed before event 1000 was applied; the history projection is at event 50' }, 'so does the runner\'s')
   const closing = Date.now()
   await store.close()
   await waiting
+  await runnerWaiting
   // Before the close woke them, the follower completed at its next poll: a minute later.
   await eventually('the follower completes', () => completedAt !== undefined, { timeoutMs: 5_000 })
   t.ok((completedAt as number) - closing < 2_000, `completed ${(completedAt as number) - closing} ms after the close`)

@@ -43,8 +43,10 @@ import {
   type HistoryPartition,
   type HistoryStore,
   type Logger,
+  requireNonNegativeInts,
   requirePositiveInts,
   silentLogger,
+  STORE_CLOSED,
   type StoredEvent,
 } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
@@ -112,7 +114,12 @@ export class HistoryRunner {
     requirePositiveInts('HistoryRunner', { pageSize: this.options.pageSize, idlePollMs: this.options.idlePollMs })
     this.log = (deps.logger ?? silentLogger).child({ component: 'history-runner', checkpoint: this.options.name })
     this.loop = catchUpLoop({
-      step: () => this.catchUp(),
+      step: async () => {
+        const r = await this.catchUp()
+        // The loop stops on a closed store: nothing will move the position any more.
+        if (E.isLeft(r) && r.left.code === STORE_CLOSED) this.giveUpWaiters('its store was closed')
+        return r
+      },
       ...(deps.signal ? { signal: deps.signal } : {}),
       idlePollMs: this.options.idlePollMs,
       retry: this.options.retry,
@@ -124,6 +131,44 @@ export class HistoryRunner {
   /** The checkpoint as this runner last saw it. */
   get position(): number {
     return this.positionValue
+  }
+
+  private readonly waiters = new Set<{ readonly id: number; readonly settle: (error?: Error) => void }>()
+
+  private moveTo(position: number): void {
+    this.positionValue = position
+    for (const w of this.waiters) if (w.id <= position) w.settle()
+  }
+
+  /**
+   * Resolves with the position once the projection has applied every event up to `id` (by a
+   * started runner, or by catchUp() calls of your own). Rejects after `timeoutMs` when given (an
+   * Error named TimeoutError), and when the runner or its store is closed first, each saying
+   * where it was.
+   */
+  caughtUp(id: number, options: { readonly timeoutMs?: number } = {}): Promise<number> {
+    requireNonNegativeInts('HistoryRunner.caughtUp', { id, timeoutMs: options.timeoutMs })
+    if (this.positionValue >= id) return Promise.resolve(this.positionValue)
+    if (this.closed) return Promise.reject(new Error(`the history runner is closed; it is at event ${this.positionValue}, before event ${id}`))
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      const waiter = {
+        id,
+        settle: (error?: Error) => {
+          clearTimeout(timer)
+          this.waiters.delete(waiter)
+          if (error === undefined) resolve(this.positionValue)
+          else reject(error)
+        },
+      }
+      this.waiters.add(waiter)
+      if (options.timeoutMs !== undefined) {
+        timer = setTimeout(
+          () => waiter.settle(Object.assign(new Error(`event ${id} not applied within ${options.timeoutMs} ms: the history projection is at event ${this.positionValue}`), { name: 'TimeoutError' })),
+          options.timeoutMs,
+        )
+      }
+    })
   }
 
   /**
@@ -157,7 +202,7 @@ export class HistoryRunner {
     // dropped: `prune` would wait for them forever. Without partitions this only drops those.
     const { name, partitions } = this.options
     const settled = await this.deps.store.settleHistoryPartitions(name, partitions === 1 ? 0 : partitions)()
-    if (E.isRight(settled)) this.positionValue = settled.right
+    if (E.isRight(settled)) this.moveTo(settled.right)
     return settled
   }
 
@@ -248,7 +293,7 @@ export class HistoryRunner {
         continue
       }
       at = to
-      this.positionValue = moved(at)
+      this.moveTo(moved(at))
       this.deps.hooks?.onPage?.({ position: this.positionValue, head, events: applied.right.events, inNode: applied.right.handedOver, anomalies })
     }
     return E.right(at)
@@ -278,7 +323,7 @@ export class HistoryRunner {
         continue
       }
       at = to
-      this.positionValue = at
+      this.moveTo(at)
       this.deps.hooks?.onPage?.({ position: at, head, events: page.right.length, inNode: page.right.length, anomalies })
     }
     // Closed with a read ahead in flight: nothing started here outlives catchUp().
@@ -295,5 +340,10 @@ export class HistoryRunner {
   async close(): Promise<void> {
     this.closed = true
     await this.loop.close()
+    this.giveUpWaiters('the history runner was closed')
+  }
+
+  private giveUpWaiters(why: string): void {
+    for (const w of this.waiters) w.settle(new Error(`${why} before event ${w.id} was applied; the history projection is at event ${this.positionValue}`))
   }
 }
