@@ -158,3 +158,24 @@ t.test('the queue deleted under the consumer: what it had delivered is stored, n
   world.broker.channel.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq: 20 })), OSLO_PROPERTIES)
   await eventually('and the next one stored', async () => (await rowCount(world)) === 21)
 })
+
+t.test('untilConsuming: resolves once consuming; on a broker it cannot reach, rejects after its timeout with the problem; rejects when closed first', async (t) => {
+  const world = await setupWorld(t)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 1 })
+  t.teardown(() => store.close())
+  const p = new Persistor(options(world, `persistor-until-${process.pid}`), deps(t, store))
+  t.teardown(() => p.close())
+  const consuming = p.untilConsuming({ timeoutMs: 30_000 })
+  p.start()
+  await consuming
+  t.ok(p.consuming, 'consuming when it resolves')
+  await p.untilConsuming()
+
+  const unreachable = new Persistor({ ...options(world, `persistor-until-down-${process.pid}`), amqpUrl: 'amqp://guest:guest@127.0.0.1:1/' }, deps(t, store))
+  unreachable.start()
+  await t.rejects(unreachable.untilConsuming({ timeoutMs: 300 }), { name: 'TimeoutError', message: /^not consuming after 300 ms: .*ECONNREFUSED/ })
+  const pending = t.rejects(unreachable.untilConsuming(), { message: /^the persistor was closed before it consumed/ })
+  await unreachable.close()
+  await pending
+  await t.rejects(unreachable.untilConsuming(), { message: 'the persistor is closed' })
+})

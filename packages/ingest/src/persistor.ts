@@ -292,6 +292,37 @@ export class Persistor {
     return this.consuming ? undefined : this.lastBrokerProblem
   }
 
+  private readonly consumingWaiters = new Set<{ readonly settle: (error?: Error) => void }>()
+
+  /**
+   * Resolves once the persistor consumes (at once if it does). Rejects after `timeoutMs` when
+   * given (an Error named TimeoutError, with the broker problem it last met) and when it is closed
+   * first. Failures to connect are retried meanwhile, as always.
+   */
+  untilConsuming(options: { readonly timeoutMs?: number } = {}): Promise<void> {
+    requireNonNegativeInts('Persistor.untilConsuming', { timeoutMs: options.timeoutMs })
+    if (this.consuming) return Promise.resolve()
+    if (this.state === 'draining' || this.state === 'closed') return Promise.reject(new Error('the persistor is closed'))
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      const waiter = {
+        settle: (error?: Error) => {
+          clearTimeout(timer)
+          this.consumingWaiters.delete(waiter)
+          if (error === undefined) resolve()
+          else reject(error)
+        },
+      }
+      this.consumingWaiters.add(waiter)
+      if (options.timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          const problem = this.lastBrokerProblem
+          waiter.settle(Object.assign(new Error(`not consuming after ${options.timeoutMs} ms${problem === undefined ? '' : `: ${problem}`}`), { name: 'TimeoutError' }))
+        }, options.timeoutMs)
+      }
+    })
+  }
+
   /** Starts connecting; failures are retried in the background (see `currentState`). */
   start(): void {
     if (this.state !== 'idle') return
@@ -352,6 +383,7 @@ export class Persistor {
     await lease?.release()
     this.deps.metrics.brokerConnected.set(0)
     this.state = 'closed'
+    for (const w of this.consumingWaiters) w.settle(new Error(`the persistor was closed before it consumed${this.lastBrokerProblem === undefined ? '' : ` (${this.lastBrokerProblem})`}`))
     this.log.info({ from: wasState, flushed }, 'persistor closed')
   }
 
@@ -465,6 +497,7 @@ export class Persistor {
       if (!session.alive) throw new Error('a broker connection or channel closed while starting')
       if (this.options.compatQueue && this.deps.acquireLease !== undefined && this.lease === undefined) throw new Error('the consumer lease was lost while starting')
       this.state = 'consuming'
+      for (const w of this.consumingWaiters) w.settle()
       this.reconnectAttempt = 0
       this.standingBy = false
       this.deps.metrics.brokerConnected.set(1)
