@@ -239,6 +239,10 @@ t.test('a user the broker does not let read the dead letters gets its reason, no
   const { inspectDeadLetters } = await import('@vitrage-persistor/ingest')
   const lib = await inspectDeadLetters({ amqpUrl: url, deadLetterQueue: world.names.deadQueue, limit: 10 })
   t.match(lib, { _tag: 'Left', left: { kind: 'fatal', code: 'access-refused' } }, 'fatal for the library: retrying does not help')
+  // A wrong password is refused at the handshake, before any queue: the same (it was transient).
+  const wrongPassword = world.broker.url.replace(/\/\/[^@]*@/, `//${user}:not-the-password@`)
+  const login = await inspectDeadLetters({ amqpUrl: wrongPassword, deadLetterQueue: world.names.deadQueue, limit: 10 })
+  t.match(login, { _tag: 'Left', left: { kind: 'fatal', code: 'access-refused', message: /cannot connect to the broker: .*403 \(ACCESS-REFUSED\)/ } }, 'a login refused: fatal')
 })
 
 t.test('letters whose headers cannot be encoded again do not stop a requeue: selected, they go with the headers dropped; not, they stay', async (t) => {

@@ -787,6 +787,9 @@ t.test('library entry points refuse zero or negative sizes and ids as defects (T
   t.match(await target(wrongPassword.toString()), E.left({ kind: 'fatal', code: '403' }), 'access refused: fatal, code 403')
   t.match(await target(world.broker.url, `${world.names.exchange}_missing`), E.left({ kind: 'fatal', code: '404', message: /does not exist on the target broker/ }), 'no such exchange: fatal, code 404')
   t.match(await target('amqp://guest:guest@127.0.0.1:1/'), E.left({ kind: 'transient', code: 'ECONNREFUSED' }), 'refused: transient, with its errno')
+  const noVhost = new URL(world.broker.url)
+  noVhost.pathname = `/${world.names.exchange}_no_such_vhost`
+  t.match(await target(noVhost.toString()), E.left({ kind: 'fatal', code: '530' }), 'a vhost that does not exist: fatal, 530')
   // The CLI's lowest values are the library's too (run --batch-max-wait-ms 0 crashed with exit 70).
   const deps = { store, logger: silentLogger, metrics: createIngestMetrics(new Registry()), scrub: (s: string) => s, onDefect: () => {} }
   t.doesNotThrow(() => new Persistor({ ...defaultPersistorOptions(world.broker.url), batchMaxWaitMs: 0, heartbeatSeconds: 0, shutdownTimeoutMs: 0, prefetch: 1, batchSize: 1, maxMessageBytes: 64 }, deps))

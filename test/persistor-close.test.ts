@@ -6,7 +6,7 @@ import t, { type Test } from 'tap'
 import { eventually } from '@vitrage-persistor/testing'
 import { message, OSLO_PROPERTIES, v2Body } from './support/messages.js'
 import { closeConnectionsNamed } from './support/rabbitmqctl.js'
-import { rowCount, setupWorld } from './support/setup.js'
+import { declarePersistorTopology, rowCount, setupWorld } from './support/setup.js'
 
 const options = (world: Awaited<ReturnType<typeof setupWorld>>, connectionName: string) => ({
   ...defaultPersistorOptions(world.broker.url),
@@ -111,6 +111,7 @@ t.test('the store closed under a running persistor: the owner hears of it (onDef
   t.notOk(p.consuming)
   for (let seq = 2; seq <= 5; seq++) world.broker.channel.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq })), OSLO_PROPERTIES)
   await eventually('every message in the queue, unacked', async () => (await world.broker.depth(world.names.queue)) === 5)
+  t.equal(await world.broker.depth(world.names.deadQueue), 0)
   t.equal(defects.length, 1, 'one defect')
   const closing = Date.now()
   await p.close()
@@ -178,4 +179,24 @@ t.test('untilConsuming: resolves once consuming; on a broker it cannot reach, re
   await unreachable.close()
   await pending
   await t.rejects(unreachable.untilConsuming(), { message: 'the persistor is closed' })
+})
+
+t.test('the store closed under a persistor holding a batch: a later batch of dead letters alone acks nothing, so the held message is not lost', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const store = new PgEventStore({ connectionString: world.db.url, maxConnections: 1 })
+  await store.close()
+  // One valid message (its append meets the closed store), then one that is not JSON: a batch
+  // each. The second batch's ack (allUpTo) acked the first, never stored (review 50).
+  world.broker.channel.publish(world.names.exchange, world.names.routingKey, v2Body(message({ seq: 1 })), OSLO_PROPERTIES)
+  world.broker.channel.publish(world.names.exchange, world.names.routingKey, Buffer.from('not json at all'), OSLO_PROPERTIES)
+  await world.broker.channel.waitForConfirms()
+  const defects: unknown[] = []
+  const p = new Persistor({ ...options(world, `persistor-closed-ackall-${process.pid}`), batchSize: 1 }, { ...deps(t, store), onDefect: (e) => void defects.push(e) })
+  t.teardown(() => p.close())
+  p.start()
+  await eventually('closed by itself', () => p.currentState === 'closed', { timeoutMs: 10_000 })
+  t.equal(defects.length, 1)
+  await eventually('both messages back in the queue', async () => (await world.broker.depth(world.names.queue)) === 2)
+  t.equal(await world.broker.depth(world.names.deadQueue), 0, 'nothing dead-lettered either')
 })

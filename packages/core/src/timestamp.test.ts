@@ -85,3 +85,14 @@ t.test('a time asked about: a bare date is its midnight, a time without seconds 
     t.ok(E.isLeft(parseTimeArgument(bad)), bad)
   }
 })
+
+t.test('a time asked about takes every zone form parseTimestamp does, also without seconds; its refusal names the forms it takes', async (t) => {
+  for (const [text, iso] of [
+    ['2024-01-01T00:05+02', '2023-12-31T22:05:00.000000Z'],
+    ['2024-01-01T00:05+0530', '2023-12-31T18:35:00.000000Z'],
+    ['2024-01-01T00:05z', '2024-01-01T00:05:00.000000Z'],
+    ['2024-01-01 00:05:07.123456789Z', '2024-01-01T00:05:07.123456Z'],
+  ] as const) t.same(parseTimeArgument(text), E.right(iso), text)
+  t.match(parseTimeArgument('yesterday'), E.left(/^"yesterday" is not a timestamp \(expected YYYY-MM-DD, or YYYY-MM-DD\[T \]HH:MM\[:SS\[\.ffffff\]\] with Z/))
+  t.match(parseTimeArgument('2024-02-30'), E.left(/not a valid calendar date/), 'a well-formed impossible date says that')
+})

@@ -86,8 +86,13 @@ export const parseTimestamp = (text: string): E.Either<string, UtcTimestamp> => 
  */
 export const parseTimeArgument = (text: string): E.Either<string, string> => {
   const raw = text.trim()
-  const completed = /^\d{4}-\d{2}-\d{2}$/.test(raw) ? `${raw} 00:00:00` : raw.replace(/^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(?=$|Z|z|[+-]\d{2}:?\d{2}$)/, '$1:00')
-  return E.map((t: UtcTimestamp) => t.iso)(parseTimestamp(completed))
+  const completed = /^\d{4}-\d{2}-\d{2}$/.test(raw) ? `${raw} 00:00:00` : raw.replace(/^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(?=$|Z|z|[+-]\d{2}(?::?\d{2})?$)/, '$1:00')
+  const parsed = parseTimestamp(completed)
+  if (E.isRight(parsed)) return E.right(parsed.right.iso)
+  // parseTimestamp's own "expected" names the stricter form it takes.
+  return E.left(
+    PATTERN.test(completed) ? parsed.left : `"${truncate(text)}" is not a timestamp (expected YYYY-MM-DD, or YYYY-MM-DD[T ]HH:MM[:SS[.ffffff]] with Z, ±HH:MM, ±HHMM or ±HH; no zone is UTC)`,
+  )
 }
 
 /** Formats a Date as oslo.messaging does: naive UTC, fraction only when non-zero. */

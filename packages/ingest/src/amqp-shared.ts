@@ -15,14 +15,21 @@ export const isAmqpUrl = (url: string): boolean => {
  * requeue): its code is the broker's reply code (a channel or connection closed by the broker,
  * or a refused handshake, which amqplib gives only in its message) or the socket's errno. 403
  * (access refused: credentials, permissions), 404 (no such exchange or queue), 406 (declared
- * otherwise) and 530 (vhost not allowed) do not pass by retrying; the rest (refused, reset, a
- * forced close) may. A wrong password was 'transient' without a code: a retry loop never ended.
+ * otherwise) and 530 (vhost missing or not allowed) do not pass by retrying; the rest (refused,
+ * reset, a forced close) may, and so do the 406 of an ack that timed out and a 530 for a vhost
+ * that is down. A connection closed while it opens (amqplib: "Expected ConnectionOpenOk; got
+ * <ConnectionClose>", no reason given) is a vhost refused: 530. A wrong password was
+ * 'transient' without a code: a retry loop never ended.
  */
 export const classifyAmqpError = (e: unknown): { readonly kind: 'fatal' | 'transient'; readonly code: string | undefined } => {
   const err = (e ?? {}) as { readonly code?: unknown; readonly message?: unknown }
-  const inMessage = /\b([2-5]\d\d) \([A-Z_-]+\)/.exec(String(err.message ?? ''))?.[1]
-  const reply = typeof err.code === 'number' ? err.code : inMessage !== undefined ? Number(inMessage) : undefined
-  if (reply !== undefined) return { kind: [403, 404, 406, 530].includes(reply) ? 'fatal' : 'transient', code: String(reply) }
+  const message = String(err.message ?? '')
+  const inMessage = /\b([2-5]\d\d) \([A-Z_-]+\)/.exec(message)?.[1]
+  const reply = typeof err.code === 'number' ? err.code : inMessage !== undefined ? Number(inMessage) : /Expected ConnectionOpenOk; got <ConnectionClose/.test(message) ? 530 : undefined
+  if (reply !== undefined) {
+    const passes = /acknowledgement .*timed out|is down|limit .*reached/i.test(message)
+    return { kind: [403, 404, 406, 530].includes(reply) && !passes ? 'fatal' : 'transient', code: String(reply) }
+  }
   return { kind: 'transient', code: typeof err.code === 'string' ? err.code : undefined }
 }
 

@@ -306,7 +306,7 @@ const openScan = async (
     if (connected === STOPPED) return E.right('stopped')
     connection = connected
   } catch (e) {
-    return E.left(fail('transient', `cannot connect to the broker: ${(e as Error).message}`))
+    return E.left(brokerFailure(fail, 'cannot connect to the broker', e))
   }
   connection.on('error', () => {}) // reported through the failing call
   const close = (): Promise<void> => closeConnection(connection, Date.now() + CLOSE_TIMEOUT_MS)

@@ -632,6 +632,13 @@ export class Persistor {
     const live = batch.filter((d) => d.session.alive)
     if (live.length < batch.length) this.release(batch.length - live.length)
     if (live.length === 0) return
+    // Its store was closed under it: an earlier batch is held unacked on a live channel, and this
+    // one's ack (allUpTo) would ack that one too, unstored (a batch of dead letters alone did).
+    // Nothing more is acked; the close puts everything back in the queue.
+    if (this.storeGone) {
+      this.release(live.length)
+      return
+    }
     this.deps.metrics.batchSize.observe(live.length)
 
     const valid: Delivery[] = []

@@ -61,7 +61,7 @@ const rangeFlags = (o: Readonly<Record<string, unknown>>): { fromId?: number; to
   const toId = eventIdArg('--to-id', o['toId'])
   const since = timestampArg('--since', o['since'])
   const until = timestampArg('--until', o['until'])
-  if (fromId !== undefined && toId !== undefined && toId < fromId) throw new UsageError(`--to-id (${toId}) is below --from-id (${fromId})`)
+  if (explicitFrom !== undefined && toId !== undefined && toId < explicitFrom) throw new UsageError(`--to-id (${toId}) is below --from-id (${explicitFrom})`)
   if (since !== undefined && until !== undefined && until < since) throw new UsageError(`--until (${until}) is before --since (${since})`)
   if (o['follow'] === true && (toId !== undefined || until !== undefined)) throw new UsageError('--follow goes on past the head: not with --to-id or --until')
   return { ...(fromId !== undefined ? { fromId } : {}), ...(toId !== undefined ? { toId } : {}), ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}) }
