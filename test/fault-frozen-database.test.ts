@@ -12,7 +12,7 @@ import t, { type Test } from 'tap'
 import { rawFixtures } from './support/fixtures.js'
 import { type FreezableProxy, startFreezableProxy } from './support/freezable-proxy.js'
 import { message, v2Body } from './support/messages.js'
-import { isConsuming, type PersistorProcess, startPersistor } from './support/persistor-process.js'
+import { isConsuming, type PersistorProcess, startPersistor, stopAndTime } from './support/persistor-process.js'
 import { declarePersistorTopology, metricValue, publishMany, rowCount, setupWorld, storedSeqs, type World } from './support/setup.js'
 
 const decoded = rawFixtures().map((m) => (decodeMessage(Buffer.from(m.body), { maxMessageBytes: 1 << 20 }) as E.Right<DecodedMessage>).right)
@@ -135,6 +135,34 @@ t.test('run whose database stops answering with messages held exits within its s
   t.same(await storedSeqs(world), Array.from({ length: 400 }, (_, i) => i), 'each once, in publish order')
   again.kill('SIGTERM')
   t.equal((await again.exited).code, 0)
+})
+
+t.test('project history --follow and run holding nothing, their database path frozen: a stop takes seconds, not the unanswered-query limit or the whole shutdown deadline', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const proxy = await startFreezableProxy(world.db.url)
+  t.teardown(() => proxy.close())
+  const client = await world.sql.connect()
+  t.teardown(() => client.release())
+  await appendBatch(client, fixtureEvents(400))
+  const history = startPersistor(['project', 'history', '--follow', '--database-url', proxy.url])
+  t.teardown(() => history.kill('SIGKILL'))
+  await history.waitFor((l) => l.msg === 'history projection following the log', 'the projection following')
+  const run = startPersistor(world.flags(['--database-url', proxy.url, '--http-port', '0', '--no-history-projection']))
+  t.teardown(() => run.kill('SIGKILL'))
+  await run.waitFor(isConsuming, 'consuming')
+  proxy.freeze()
+  // The projection's next poll (a timer of 5 s inside it, which nothing outside can see fire)
+  // reads through the frozen path and waits there; run's database check (every few seconds) too.
+  await appendBatch(client, fixtureEvents(10, 400))
+  await new Promise((r) => setTimeout(r, 6_000))
+  // Before: 70 s for the projection (until the statement timeout + 15 s dropped its query), and
+  // the whole 30 s shutdown deadline for run, which held nothing.
+  const [h, r] = await Promise.all([stopAndTime(history), stopAndTime(run)])
+  t.equal(h.exit.code, 0)
+  t.ok(h.took < 12_000, `project history exited ${h.took} ms after SIGTERM`)
+  t.equal(r.exit.code, 0)
+  t.ok(r.took < 6_000, `run exited ${r.took} ms after SIGTERM`)
 })
 
 t.test('a LISTEN connection whose path died under it is noticed and opened again: wake-ups on append resume', async (t) => {

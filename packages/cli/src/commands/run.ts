@@ -285,8 +285,11 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
       // bounded close below ends their connections, and then they end too.
       const projections = [history?.close(), mirror?.close()]
       await Promise.all([bounded(Promise.all(projections).then(() => undefined)), http?.close()])
-      await mirrorStore?.close({ timeoutMs: left() })
-      await store.close({ timeoutMs: left() })
+      // What is held was committed (or abandoned) and the projections had their time above: what
+      // still runs on the database now is a ping or a read, not worth the rest of the deadline
+      // (with the database path dead, a stop holding nothing took the whole 30 s).
+      await mirrorStore?.close({ timeoutMs: Math.min(left(), DATABASE_WAIT_MS) })
+      await store.close({ timeoutMs: Math.min(left(), DATABASE_WAIT_MS) })
       await bounded(Promise.all(projections).then(() => undefined))
       stopListening()
       log.info({ reason }, 'stopped')
