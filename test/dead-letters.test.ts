@@ -336,6 +336,31 @@ t.test('a dead letter whose headers the persistor must drop keeps the requeue ma
   t.equal((await p.exited).code, 0)
 })
 
+t.test('a bad message whose headers hold a table with a \'!\' key (amqplib\'s type marker) is dead-lettered without them; run keeps consuming, and a requeue passes it', async (t) => {
+  const world = await setupWorld(t)
+  const p = startPersistor(world.flags())
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  // On the wire a nested table {'!': 'bogus', value: 1}; encoding it again, amqplib reads '!' as a
+  // type name and throws a TypeError, which stopped run (exit 70) at every start.
+  const trapdoor = { evil: { '!': 'object', value: { '!': 'bogus', value: 1 } } }
+  await world.broker.publish('', world.names.queue, Buffer.from('not json at all'), { ...OSLO_PROPERTIES, headers: trapdoor })
+  await world.broker.publish(world.names.exchange, world.names.routingKey, v2Body(message({ after: 1 })), OSLO_PROPERTIES)
+  await eventually('dead-lettered, and the next one stored', async () => (await world.broker.depth(world.names.deadQueue)) === 1 && (await rowCount(world)) === 1)
+  p.assertAlive()
+  const { requeueDeadLetters } = await import('@vitrage-persistor/ingest')
+  const [letter] = await world.broker.drain(world.names.deadQueue)
+  t.match(letter?.properties.headers, { 'x-persistor-error': 'invalid-json', 'x-persistor-original-headers-dropped': true })
+  t.equal(letter?.properties.headers?.['evil'], undefined)
+  // The same headers on a letter a requeue walks past (not selected): left in place, not a crash.
+  await world.broker.publish('', world.names.deadQueue, Buffer.from('x'), { ...OSLO_PROPERTIES, headers: { ...trapdoor, 'x-persistor-error': 'invalid-json' } })
+  const r = await requeueDeadLetters({ amqpUrl: world.broker.url, deadLetterQueue: world.names.deadQueue, targetQueue: world.names.queue, reasons: ['database-rejected'], limit: 10, maxInFlight: 10 })
+  t.match(r, { _tag: 'Right', right: { requeued: 0 } })
+  t.equal(await settledDepth(world.names.deadQueue), 1, 'the letter stays')
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})
+
 for (const stall of ['stallAtConnect', 'stallAtFirstChannel'] as const) {
   t.test(`a stop does not wait for a broker that stopped answering ${stall === 'stallAtConnect' ? 'while the requeue connects' : 'right after the requeue connected'}; the letters stay`, async (t) => {
     const world = await setupWorld(t)

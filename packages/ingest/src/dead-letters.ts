@@ -541,8 +541,9 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Re
           ? publishCopy(m, o.targetQueue, requeueHeaders(headers, summary, runId))
           : publishCopy(m, o.deadLetterQueue, { ...(headers ?? {}), [RUN_HEADER]: runId })
       } catch (e) {
-        if (!(e instanceof RangeError)) throw e
-        // Headers too large to encode again (near 64 KiB, or past it with RabbitMQ's x-death).
+        if (!(e instanceof RangeError || e instanceof TypeError)) throw e
+        // Headers amqplib cannot encode again: too large (near 64 KiB, or past it with RabbitMQ's
+        // x-death), or a nested table with a '!' key (amqplib's type marker, a TypeError).
         // A letter going back to the persistor keeps only the headers this module writes, as the
         // persistor does for its dead letters; one not selected is left where it is.
         if (chosen) {

@@ -790,8 +790,11 @@ export class Persistor {
         try {
           publish({ ...(p.headers ?? {}), ...ours })
         } catch (e) {
-          // Original headers too large to re-encode (amqplib caps a table at 64 KiB): keep ours.
-          if (e instanceof RangeError) publish({ ...requeueMarks(p.headers), ...ours, 'x-persistor-original-headers-dropped': true })
+          // Original headers amqplib cannot encode again: too large (it caps a table at 64 KiB,
+          // RangeError), or a nested table with a '!' key, which amqplib takes for its type marker
+          // (TypeError: one such message, from anyone who may publish, stopped run at every start).
+          // Ours are kept (requeueMarks holds only numbers and short strings).
+          if (e instanceof RangeError || e instanceof TypeError) publish({ ...requeueMarks(p.headers), ...ours, 'x-persistor-original-headers-dropped': true })
           else throw e
         }
         this.log.warn(
