@@ -22,8 +22,10 @@ const bad: Array<[string, Buffer]> = [
   ['invalid-timestamp', v2Body(message({ a: 1 }, { timestamp: '25/11/2026 10:00' }))],
   ['unsupported-json', v2BodyWithPayloadText('{"s": "nul \\u0000 inside"}')],
   ['body-too-large', v2BodyWithPayloadText(JSON.stringify({ blob: 'x'.repeat(MAX_BYTES) }))],
-  // Parsed by JavaScript, refused by PostgreSQL (stack depth): isolated in its batch.
-  ['database-rejected', v2BodyWithPayloadText(`{"deep": ${'['.repeat(100_000)}${']'.repeat(100_000)}}`)],
+  // Parsed by JavaScript (as Infinity; the text is stored as sent), refused by PostgreSQL (numeric
+  // overflow): isolated in its batch.
+  ['database-rejected', v2BodyWithPayloadText('{"n": 1e200000}')],
+  ['unsupported-json', v2BodyWithPayloadText(`{"deep": ${'['.repeat(100_000)}${']'.repeat(100_000)}}`)],
   ['message-id-conflict', v2BodyWithPayloadText('{"version": 2}', conflictId)],
 ]
 

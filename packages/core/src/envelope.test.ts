@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
 import { encodeEnvelopeV2, encodeMessageText } from './encode.js'
-import { decodeMessage } from './envelope.js'
+import { decodeMessage, MAX_PAYLOAD_DEPTH } from './envelope.js'
 import type { RejectionReason } from './rejection.js'
 
 const options = { maxMessageBytes: 1024 * 1024 }
@@ -120,4 +120,15 @@ t.test('escaped backslashes and surrogate pairs are not mistaken for unsupported
   t.equal(reasonOf(v2(JSON.stringify(message()).replace('"a1"', '"a\\\\u0000"'))), 'ok', 'literal backslash-u0000')
   t.equal(reasonOf(v2(JSON.stringify(message()).replace('"a1"', '"\\ud83d\\ude00"'))), 'ok', 'escaped pair')
   t.equal(reasonOf(v2(JSON.stringify(message({ payload: { s: '😀' } })))), 'ok', 'raw astral character')
+})
+
+t.test('a payload nested deeper than MAX_PAYLOAD_DEPTH is unsupported-json; one at the limit, or brackets inside strings, pass', async (t) => {
+  const nested = (depth: number): string => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`
+  // The payload object is level 1.
+  const at = (depth: number): Buffer => v2(JSON.stringify(message({ payload: 0 })).replace('"payload":0', `"payload":${nested(depth)}`))
+  t.equal(reasonOf(at(MAX_PAYLOAD_DEPTH)), 'ok', 'at the limit')
+  const over = decodeMessage(at(MAX_PAYLOAD_DEPTH + 1), options)
+  t.match(over, E.left({ reason: 'unsupported-json', detail: `"payload" nests objects and arrays deeper than ${MAX_PAYLOAD_DEPTH} levels` }))
+  t.equal(reasonOf(v2(message({ payload: { s: '{['.repeat(5_000), list: Array.from({ length: 2_000 }, () => [{}]) } }))), 'ok', 'many brackets, shallow: stored')
+  t.equal(reasonOf(v2(JSON.stringify(message({ payload: 0 })).replace('"payload":0', `"payload":{"deep":${'['.repeat(200_000)}${']'.repeat(200_000)}}`))), 'unsupported-json', 'arrays count as well, far past the stack')
 })

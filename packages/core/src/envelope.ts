@@ -132,6 +132,9 @@ export const decodeMessage = (body: Uint8Array, options: DecodeOptions): E.Eithe
 
   const unsupported = jsonbIncompatibility(messageText)
   if (unsupported !== undefined) return E.left(rejection('unsupported-json', unsupported))
+  if (nestedDeeperThan(messageText, payload, MAX_PAYLOAD_DEPTH)) {
+    return E.left(rejection('unsupported-json', `"payload" nests objects and arrays deeper than ${MAX_PAYLOAD_DEPTH} levels`))
+  }
 
   const payloadText = memberText(messageText, 'payload')
   // Cannot happen for text JSON.parse accepted with an object payload; kept as a value, not a throw.
@@ -163,4 +166,33 @@ const collectorTimestamp = (
   const parsed = parseTimestamp(value)
   if (E.isLeft(parsed)) return E.left(rejection('invalid-timestamp', `"${field}": ${parsed.left}`))
   return E.right(parsed.right.iso)
+}
+
+/**
+ * The deepest nesting of objects and arrays a payload may have. Vitrage's are a few levels deep;
+ * a payload nested thousands deep was stored (jsonb takes ~10,000) and then overflowed the stack of
+ * every reader that walks it (canonical JSON, snapshots, history output): `graph` exited 70 and
+ * `follow --snapshot-every` at every start, for good, since the log keeps it.
+ */
+export const MAX_PAYLOAD_DEPTH = 512
+
+/**
+ * Whether `value` nests deeper than `limit` (iterative: no stack to overflow). `text` holds it:
+ * with fewer than `limit` opening brackets it cannot, which is all a normal message costs.
+ */
+const nestedDeeperThan = (text: string, value: unknown, limit: number): boolean => {
+  let brackets = 0
+  for (const open of ['{', '[']) {
+    for (let i = text.indexOf(open); i !== -1 && brackets < limit; i = text.indexOf(open, i + 1)) brackets++
+  }
+  if (brackets < limit) return false
+  const stack: Array<readonly [unknown, number]> = [[value, 1]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop() as readonly [unknown, number]
+    if (depth > limit) return true
+    for (const child of Array.isArray(v) ? v : Object.values(v as object)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1])
+    }
+  }
+  return false
 }

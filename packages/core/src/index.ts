@@ -5,7 +5,7 @@ export { formatOsloTimestamp, parseTimeArgument, parseTimestamp, type UtcTimesta
 export { jsonbIncompatibility } from './json-text.js'
 export { makeScrubber, redactUrl, secretsOf } from './redact.js'
 export { type BackoffPolicy, backoffDelay } from './backoff.js'
-export { type DecodedMessage, type DecodeOptions, decodeMessage } from './envelope.js'
+export { type DecodedMessage, type DecodeOptions, decodeMessage, MAX_PAYLOAD_DEPTH } from './envelope.js'
 export { type Failure, type FailureKind, failure, isRetryable, NOT_IN_LOG, STORE_CLOSED } from './failure.js'
 export { type LogFn, type Logger, silentLogger } from './logger.js'
 export { memberText } from './json-span.js'

@@ -163,6 +163,9 @@ export const captureGraphSnapshot = (
     raw = format === GRAPH_SNAPSHOT_FORMAT ? encodeColumnar(graph) : Buffer.from(canonicalJson(graph, 'compact'), 'utf8')
   } catch (e) {
     if (e instanceof UnencodableNumber) return E.left(`no snapshot at event ${eventId}: ${e.message} (replays still give the graph)`)
+    // A property nested past the stack (stored before payloads deeper than MAX_PAYLOAD_DEPTH were
+    // refused): no snapshot, said, rather than a follower that exits at every start.
+    if (e instanceof RangeError && /call stack/.test(e.message)) return E.left(`no snapshot at event ${eventId}: a property nests too deep to encode (replays still give the graph)`)
     throw e
   }
   const stats = { vertices: graph.vertexCount, edges: graph.edgeCount }

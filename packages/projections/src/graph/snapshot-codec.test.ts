@@ -226,3 +226,11 @@ t.test('a number JSON cannot carry (jsonb 1e400 read as Infinity) is no snapshot
     }
   }
 })
+
+t.test('a property nested past the stack (stored before deep payloads were refused) gives no snapshot, said; it does not throw', async (t) => {
+  const g = new EntityGraph()
+  g.updateVertex('v', JSON.parse(`{"deep": ${'['.repeat(20_000)}${']'.repeat(20_000)}}`) as Record<string, unknown>)
+  for (const format of [GRAPH_SNAPSHOT_FORMAT, GRAPH_SNAPSHOT_FORMAT_CANONICAL] as const) {
+    t.match(await encodeGraphSnapshot(g, 7, format), E.left(/^no snapshot at event 7: a property nests too deep to encode/), format)
+  }
+})
