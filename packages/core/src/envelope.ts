@@ -178,9 +178,12 @@ export const MAX_PAYLOAD_DEPTH = 512
 
 /**
  * Whether `value` nests deeper than `limit` (iterative: no stack to overflow). `text` holds it:
- * with fewer than `limit` opening brackets it cannot, which is all a normal message costs.
+ * shorter than 2 × `limit`, or with fewer than `limit` opening brackets, it cannot, which is all
+ * a normal message costs.
  */
 const nestedDeeperThan = (text: string, value: unknown, limit: number): boolean => {
+  // Each level takes two characters at least ('[' and ']').
+  if (text.length < 2 * limit) return false
   let brackets = 0
   for (const open of ['{', '[']) {
     for (let i = text.indexOf(open); i !== -1 && brackets < limit; i = text.indexOf(open, i + 1)) brackets++
