@@ -55,3 +55,34 @@ t.test('close() ends within its grace second although a client keeps polling on 
   t.ok(closed, `close() ended (${Math.round(ms)} ms)`)
   t.ok(ms < 2_500, `within the grace second (${Math.round(ms)} ms)`)
 })
+
+t.test('large bodies being written are bounded: a client that asks and does not read holds back others (503, Retry-After), never one copy each', async (t) => {
+  const { connect } = await import('node:net')
+  const big = Buffer.alloc(40 * 2 ** 20, 'x')
+  const server = await startHttpServer(0, '127.0.0.1', { '/graph': () => ({ status: 200, contentType: 'application/json', body: big }), '/healthz': () => json(200, { status: 'ok' }) })
+  t.teardown(() => server.close())
+  // Asks, and never reads: the response stays in the socket's buffers.
+  const stalled = connect(server.port, '127.0.0.1')
+  stalled.pause()
+  stalled.write('GET /graph HTTP/1.1\r\nhost: x\r\n\r\n')
+  t.teardown(() => stalled.destroy())
+  const url = `http://127.0.0.1:${server.port}`
+  let busy: Response | undefined
+  for (let i = 0; i < 200 && busy === undefined; i++) {
+    const r = await fetch(`${url}/graph`)
+    if (r.status === 503) busy = r
+    else await r.arrayBuffer()
+    if (busy === undefined) await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  t.equal(busy?.status, 503, 'a second large body while the first is unread: 503')
+  t.equal(busy?.headers.get('retry-after'), '1')
+  t.same((await fetch(`${url}/healthz`)).status, 200, 'small answers still pass')
+  stalled.destroy()
+  let ok = 0
+  for (let i = 0; i < 200 && ok === 0; i++) {
+    const r = await fetch(`${url}/graph`)
+    if (r.status === 200) ok = (await r.arrayBuffer()).byteLength
+    else await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  t.equal(ok, big.length, 'served again once the reader went away')
+})

@@ -266,6 +266,16 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
         ? `the follower has not moved for ${Math.round(still / 1000)} s at event ${applied} while the log is at ${head.right} (a read that does not finish)`
         : undefined
     }
+    // The canonical text of the graph, made once per state (`applied` moves with every change,
+    // the generation with a rebuild) and shared by every response: it took ~0.24 s and 16 MB a
+    // request for 30,000 vertices, for each of as many requests as came.
+    let served: { readonly at: number; readonly generation: number; readonly body: Buffer } | undefined
+    const graphBody = (generation: number): Buffer => {
+      if (served === undefined || served.at !== applied || served.generation !== generation) {
+        served = { at: applied, generation, body: Buffer.from(canonicalJson((latest as FollowState).graph, 'pretty')) }
+      }
+      return served.body
+    }
     // Listening before loading: a taken port fails at once, and /readyz says "loading" meanwhile.
     const listening = await listenOrReport(io, 'follow', config.httpPort, config.httpHost, {
       // The graph as it is now, with the event id it is the state of: while a long tail is
@@ -277,7 +287,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
           ? json(503, { status: 'loading' })
           : rebuilding !== undefined
             ? json(503, { status: 'rebuilding', reason: rebuilding })
-            : { status: 200, contentType: 'application/json', headers: { 'x-graph-position': String(applied) }, body: canonicalJson(latest.graph, 'pretty') },
+            : { status: 200, contentType: 'application/json', headers: { 'x-graph-position': String(applied) }, body: graphBody(latest.generation) },
       '/position': async () => {
         const head = await within(store.headId()(), DATABASE_WAIT_MS, unanswered)
         return json(200, {
