@@ -50,6 +50,13 @@ t.test('the persistor runs as a login in vitrage_persistor_writer; that role can
   t.teardown(() => asService.end())
   await t.rejects(asService.query(`UPDATE event SET payload = '{}'`), { code: '42501' }, 'UPDATE as the service role: permission denied')
   await t.rejects(asService.query('DELETE FROM event'), { code: '42501' })
+  // An event at an id of its choosing stalled every reader (review 51): ids are the database's.
+  await t.rejects(
+    asService.query(`INSERT INTO event (id, message_id, event_type, collector_timestamp, payload) OVERRIDING SYSTEM VALUE VALUES (4503599627370496, gen_random_uuid(), 'x', now(), '{}')`),
+    { code: '42501' },
+    'INSERT with an id of its own: permission denied',
+  )
+  await t.rejects(asService.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload, persisted_at) VALUES (gen_random_uuid(), 'x', now(), '{}', now())`), { code: '42501' }, 'nor persisted_at')
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
 })
@@ -59,12 +66,12 @@ t.test('rolling upgrade: a service role that may not migrate ingests when only l
   const url = await serviceLogin(t, world)
   await declarePersistorTopology(world)
 
-  // A schema from before 0007: the new version's migrations 0007 to 0011 are pending.
+  // A schema from before 0007: the new version's migrations 0007 to 0012 are pending.
   await world.sql.query('DELETE FROM schema_migration WHERE version >= 7')
   const p = startPersistor(world.flags(['--database-url', url.toString(), '--no-history-projection']))
   t.teardown(() => p.kill('SIGKILL'))
   const warned = await p.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('this role may not apply the pending migrations'), 'the warning')
-  t.same(warned['pending'], ['0007_history_in_database', '0008_retention_watermark', '0009_prune_in_steps', '0010_pruned_through', '0011_resource_project_slots'], 'names what is pending')
+  t.same(warned['pending'], ['0007_history_in_database', '0008_retention_watermark', '0009_prune_in_steps', '0010_pruned_through', '0011_resource_project_slots', '0012_writer_appends_without_ids'], 'names what is pending')
   await p.waitFor(isConsuming, 'consuming')
   await publishMany(world, 100, (seq) => v2Body(message({ seq })))
   await eventually('ingesting', async () => (await rowCount(world)) === 100)
