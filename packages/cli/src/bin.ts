@@ -7,10 +7,22 @@ import { holdStopSignals } from './signals.js'
 // Before the rest of the program is loaded: a SIGTERM during loading is held for the command
 // (see signals.ts), not the default exit by signal.
 holdStopSignals()
+// A defect's text goes out scrubbed as the logs are: a driver's error may quote a URL or an
+// option with its password (the URLs are in the environment and the arguments).
+const { makeScrubber, secretsOf } = await import('@vitrage-persistor/core')
+/** The URL in an environment value or an argument (`--database-url=postgres://…` included). */
+const urlIn = (v: string | undefined): string[] => {
+  const scheme = v?.indexOf('://') ?? -1
+  if (v === undefined || scheme < 0) return []
+  const equals = v.indexOf('=')
+  return [equals >= 0 && equals < scheme ? v.slice(equals + 1) : v]
+}
+const scrub = makeScrubber(secretsOf([...Object.values(process.env), ...process.argv].flatMap(urlIn)))
+const internalError = (e: unknown): string => `vitrage-persistor: internal error: ${scrub(e instanceof Error ? (e.stack ?? e.message) : String(e))}\n`
 // A throw from an event handler (a library's: pg-copy-streams threw one from a socket's 'drain',
 // review 43) is a defect like any other: said as one, exit 70, not Node's default exit 1.
 process.on('uncaughtException', (e: unknown) => {
-  process.stderr.write(`vitrage-persistor: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+  process.stderr.write(internalError(e))
   process.exit(70)
 })
 const { main } = await import('./main.js')
@@ -24,7 +36,7 @@ main(process.argv, process.env).then(
     }, 5_000).unref()
   },
   (e: unknown) => {
-    process.stderr.write(`vitrage-persistor: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+    process.stderr.write(internalError(e))
     process.exit(70)
   },
 )

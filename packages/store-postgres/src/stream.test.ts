@@ -37,7 +37,8 @@ t.test('a streamed range equals the pages, whatever the chunking', async (t) => 
   t.equal(parsed.length, 300)
   t.same(parsed.map((e) => e.payload['i']), Array.from({ length: 300 }, (_, i) => i))
   t.throws(() => streamSql(0.5, 1), /integers/)
-  t.match(streamSql(0, 9, { eventTypes: ["it's"] }), /event_type IN \('it''s'\)/, 'types are quoted')
+  t.match(streamSql(0, 9, { eventTypes: ["it's"] }), /event_type IN \(E'it''s'\)/, 'types are quoted')
+  t.ok(streamSql(0, 9, { eventTypes: ["a\\', 'b"] }).includes("IN (E'a\\\\'', ''b')"), 'a backslash is escaped too: the quote after it stays inside the literal')
 })
 
 /** One binary COPY stream (signature, flags, no extension, rows, trailer) built by hand. */

@@ -20,7 +20,9 @@ export interface StreamOptions {
   readonly onThrough?: (id: number) => void
 }
 
-const quoteLiteral = (s: string): string => `'${s.replaceAll("'", "''")}'`
+// An escape string: read the same whatever standard_conforming_strings says (with it off, a
+// backslash in a plain '…' literal escapes the quote that follows).
+const quoteLiteral = (s: string): string => `E'${s.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`
 
 /** The COPY statement (pure). Ids are integers and types are quoted, since COPY takes no parameters. */
 export const streamSql = (afterId: number, toId: number, options: StreamOptions = {}): string => {
