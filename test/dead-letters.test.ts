@@ -344,19 +344,29 @@ t.test('a bad message whose headers hold a table with a \'!\' key (amqplib\'s ty
   // On the wire a nested table {'!': 'bogus', value: 1}; encoding it again, amqplib reads '!' as a
   // type name and throws a TypeError, which stopped run (exit 70) at every start.
   const trapdoor = { evil: { '!': 'object', value: { '!': 'bogus', value: 1 } } }
-  await world.broker.publish('', world.names.queue, Buffer.from('not json at all'), { ...OSLO_PROPERTIES, headers: trapdoor })
+  // The same marker naming 'long' with a value that is no number: a SyntaxError from BigInt (review 52).
+  const notANumber = { evil: { '!': 'object', value: { '!': 'long', value: 'abc' } } }
+  // As a requeued copy whose origin headers are long: kept, cut to what encodes, when the rest is dropped.
+  const longOrigin = { ...trapdoor, 'x-persistor-requeued': 1, 'x-persistor-original-exchange': 'x'.repeat(20_000), 'x-persistor-original-routing-key': 'k'.repeat(20_000) }
+  for (const headers of [trapdoor, notANumber, longOrigin]) await world.broker.publish('', world.names.queue, Buffer.from('not json at all'), { ...OSLO_PROPERTIES, headers })
   await world.broker.publish(world.names.exchange, world.names.routingKey, v2Body(message({ after: 1 })), OSLO_PROPERTIES)
-  await eventually('dead-lettered, and the next one stored', async () => (await world.broker.depth(world.names.deadQueue)) === 1 && (await rowCount(world)) === 1)
+  await eventually('dead-lettered, and the next one stored', async () => (await world.broker.depth(world.names.deadQueue)) === 3 && (await rowCount(world)) === 1)
   p.assertAlive()
   const { requeueDeadLetters } = await import('@vitrage-persistor/ingest')
-  const [letter] = await world.broker.drain(world.names.deadQueue)
-  t.match(letter?.properties.headers, { 'x-persistor-error': 'invalid-json', 'x-persistor-original-headers-dropped': true })
-  t.equal(letter?.properties.headers?.['evil'], undefined)
-  // The same headers on a letter a requeue walks past (not selected): left in place, not a crash.
+  const letters = await world.broker.drain(world.names.deadQueue)
+  for (const letter of letters) {
+    t.match(letter.properties.headers, { 'x-persistor-error': 'invalid-json', 'x-persistor-original-headers-dropped': true })
+    t.equal(letter.properties.headers?.['evil'], undefined)
+  }
+  t.equal(letters[2]?.properties.headers?.['x-persistor-original-exchange'], 'x'.repeat(255), 'origin cut to 255 bytes')
+  // The same headers on a letter a requeue walks past (not selected): left in place, not a crash;
+  // on one it selects: sent back without them.
   await world.broker.publish('', world.names.deadQueue, Buffer.from('x'), { ...OSLO_PROPERTIES, headers: { ...trapdoor, 'x-persistor-error': 'invalid-json' } })
+  await world.broker.publish('', world.names.deadQueue, v2Body(message({ again: 1 })), { ...OSLO_PROPERTIES, headers: { ...notANumber, 'x-persistor-error': 'database-rejected' } })
   const r = await requeueDeadLetters({ amqpUrl: world.broker.url, deadLetterQueue: world.names.deadQueue, targetQueue: world.names.queue, reasons: ['database-rejected'], limit: 10, maxInFlight: 10 })
-  t.match(r, { _tag: 'Right', right: { requeued: 0 } })
-  t.equal(await settledDepth(world.names.deadQueue), 1, 'the letter stays')
+  t.match(r, { _tag: 'Right', right: { requeued: 1 } })
+  await eventually('the requeued one stored', async () => (await rowCount(world)) === 2)
+  t.equal(await settledDepth(world.names.deadQueue), 1, 'the other letter stays')
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
 })

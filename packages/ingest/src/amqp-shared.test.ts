@@ -15,3 +15,13 @@ t.test('broker errors: a reply code from the error or its message, fatal for wha
   t.same(classifyAmqpError(new Error('Channel ended, no reply will be forthcoming')), { kind: 'transient', code: undefined })
   t.same(classifyAmqpError(undefined), { kind: 'transient', code: undefined })
 })
+
+t.test('what a message carried that amqplib cannot write again is left out of a fallback publish', async (t) => {
+  const { cutUtf8, fallbackRepublishOptions, writableRoutingKey } = await import('./amqp-shared.js')
+  const p = { contentType: 'application/json', contentEncoding: 'x'.repeat(300), timestamp: 2 ** 64, messageId: '\ufffd'.repeat(200), headers: { evil: 1 } } as unknown as Parameters<typeof fallbackRepublishOptions>[0]
+  t.same(fallbackRepublishOptions(p, { ours: 1 }), { mandatory: true, deliveryMode: 2, contentType: 'application/json', headers: { ours: 1 } })
+  t.equal(writableRoutingKey('k.'.repeat(100)), 'k.'.repeat(100))
+  t.equal(writableRoutingKey('\ufffd'.repeat(200)), '', 'over 255 bytes of UTF-8: no key (the dead-letter exchange fans out)')
+  t.equal(cutUtf8('é'.repeat(200), 255), 'é'.repeat(127), 'whole characters, at most 255 bytes')
+  t.equal(cutUtf8('short', 255), 'short')
+})

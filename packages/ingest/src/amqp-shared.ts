@@ -52,6 +52,42 @@ export const republishOptions = (p: amqp.MessageProperties, headers: Record<stri
   headers,
 })
 
+/** `s` cut to at most `bytes` bytes of UTF-8, at a character boundary. */
+export const cutUtf8 = (s: string, bytes: number): string => {
+  if (Buffer.byteLength(s) <= bytes) return s
+  let out = ''
+  let used = 0
+  for (const ch of s) {
+    const n = Buffer.byteLength(ch)
+    if (used + n > bytes) break
+    out += ch
+    used += n
+  }
+  return out
+}
+
+/** A value amqplib writes as a short string (at most 255 bytes of UTF-8), else undefined. */
+const shortString = (s: unknown): string | undefined => (typeof s === 'string' && Buffer.byteLength(s) <= 255 ? s : undefined)
+
+/**
+ * The publish options of a message published again when its own cannot be written again: what
+ * came off the wire is not always what amqplib can encode (a header table with a '!' key, which it
+ * takes for its type marker, or one naming 'long' with a value that is not a number; a timestamp
+ * past 2^64; a message id of invalid UTF-8, 255 bytes on the wire and more once decoded). Every
+ * such message stopped `run` at every start. Only the content type and encoding are kept, when
+ * they are short strings; `headers` are the caller's, built from values it controls.
+ */
+export const fallbackRepublishOptions = (p: amqp.MessageProperties, headers: Record<string, unknown>): amqp.Options.Publish => ({
+  mandatory: true,
+  deliveryMode: 2,
+  ...(shortString(p.contentType) !== undefined ? { contentType: p.contentType as string } : {}),
+  ...(shortString(p.contentEncoding) !== undefined ? { contentEncoding: p.contentEncoding as string } : {}),
+  headers,
+})
+
+/** A routing key amqplib can write (its short-string limit), else '' (the exchanges it goes to route by queue name or fan out). */
+export const writableRoutingKey = (key: string): string => shortString(key) ?? ''
+
 /** What a stoppable wait races against: resolves when `signal` aborts (at once if it has); never without one. */
 export const STOPPED = Symbol('stopped')
 export const whenAborted = (signal: AbortSignal | undefined): Promise<typeof STOPPED> =>

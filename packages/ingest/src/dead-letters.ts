@@ -36,7 +36,9 @@ import { randomUUID } from 'node:crypto'
 import { decodeMessage, type Failure, failure, REJECTION_REASONS, requirePositiveInts, within } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
-import { classifyAmqpError, closeConnection, connectUnlessStopped, isAmqpUrl, queueCounts, republishOptions, STOPPED, whenAborted } from './amqp-shared.js'
+import { classifyAmqpError, closeConnection, connectUnlessStopped, cutUtf8, fallbackRepublishOptions, isAmqpUrl, queueCounts, republishOptions, STOPPED, whenAborted } from './amqp-shared.js'
+
+const cut = (s: string | null): string | null => (s === null ? null : cutUtf8(s, 255))
 
 /** What RabbitMQ writes in `x-death` when it dead-letters a message itself (queue TTL, length limits). */
 export const BROKER_DEATH_REASONS = ['rejected', 'expired', 'maxlen', 'delivery_limit'] as const
@@ -489,7 +491,7 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Re
   }
   // Throws what publish throws (a RangeError for headers it cannot encode) to the caller, not into
   // the returned promise.
-  const publishCopy = (m: amqp.GetMessage, queue: string, headers: Record<string, unknown>): Promise<void> => {
+  const publishCopy = (m: amqp.GetMessage, queue: string, headers: Record<string, unknown>, options: (p: amqp.MessageProperties, h: Record<string, unknown>) => amqp.Options.Publish = republishOptions): Promise<void> => {
     const p = m.properties
     let resolve!: () => void
     let reject!: (e: Error) => void
@@ -501,7 +503,7 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Re
       '',
       queue,
       m.content,
-      republishOptions(p, headers),
+      options(p, headers),
       (err) =>
         err !== null && err !== undefined
           ? reject(new Error('the broker refused a copy (nack)'))
@@ -540,18 +542,23 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Re
         confirmed = chosen
           ? publishCopy(m, o.targetQueue, requeueHeaders(headers, summary, runId))
           : publishCopy(m, o.deadLetterQueue, { ...(headers ?? {}), [RUN_HEADER]: runId })
-      } catch (e) {
-        if (!(e instanceof RangeError || e instanceof TypeError)) throw e
-        // Headers amqplib cannot encode again: too large (near 64 KiB, or past it with RabbitMQ's
-        // x-death), or a nested table with a '!' key (amqplib's type marker, a TypeError).
-        // A letter going back to the persistor keeps only the headers this module writes, as the
-        // persistor does for its dead letters; one not selected is left where it is.
+      } catch {
+        // What the letter carried cannot be encoded again (headers near or past 64 KiB with
+        // RabbitMQ's x-death, a table amqplib takes for its type marker, a timestamp past 2^64, a
+        // message id of invalid UTF-8: fallbackRepublishOptions). A letter going back to the
+        // persistor keeps only the headers this module writes, cut to what encodes, as the
+        // persistor does for its dead letters; one not selected is left where it is, and so is
+        // one whose copy cannot be written even so.
         if (chosen) {
-          const ours = requeueHeaders({}, summary, runId)
-          confirmed = publishCopy(m, o.targetQueue, { ...ours, 'x-persistor-original-headers-dropped': true })
+          const ours = requeueHeaders({}, { ...summary, originalExchange: cut(summary.originalExchange), originalRoutingKey: cut(summary.originalRoutingKey) }, runId)
+          try {
+            confirmed = publishCopy(m, o.targetQueue, { ...ours, 'x-persistor-original-headers-dropped': true }, fallbackRepublishOptions)
+          } catch {
+            held.push(m.fields.deliveryTag)
+          }
         } else held.push(m.fields.deliveryTag)
       }
-      if (chosen) selected++
+      if (chosen && confirmed !== undefined) selected++
       if (confirmed !== undefined) window.push({ message: m, reason: chosen ? summary.reason : undefined, confirmed })
       while (window.length >= o.maxInFlight && failed === undefined) {
         const oldest = window.shift() as (typeof window)[number]

@@ -45,7 +45,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import { concatMap, defer, lastValueFrom, Subject } from 'rxjs'
 import { batchBySizeOrTime } from './batch.js'
-import { closeConnection, onScratchChannel, republishOptions } from './amqp-shared.js'
+import { closeConnection, cutUtf8, fallbackRepublishOptions, onScratchChannel, republishOptions, writableRoutingKey } from './amqp-shared.js'
 import { originOf, requeueMarks } from './dead-letters.js'
 import { BROKER_CONNECTIONS, type IngestMetrics } from './metrics.js'
 import { declareTopology, names, type Topology, type TopologyOptions } from './topology.js'
@@ -777,25 +777,39 @@ export class Persistor {
           'x-persistor-original-routing-key': origin.routingKey,
           'x-persistor-dead-lettered-at': new Date().toISOString(),
         }
-        const publish = (headers: Record<string, unknown>): void => {
+        const publish = (routingKey: string, options: amqp.Options.Publish): void => {
           session.deadLetters.publish(
             session.topology.deadLetterExchange,
-            message.fields.routingKey,
+            routingKey,
             message.content,
-            // mandatory: unroutable (the dead-letter queue deleted) comes back as a return, not silence.
-            republishOptions(p, headers),
+            options,
             (err) => resolve(err === null || err === undefined ? !session.returned : false),
           )
         }
         try {
-          publish({ ...(p.headers ?? {}), ...ours })
-        } catch (e) {
-          // Original headers amqplib cannot encode again: too large (it caps a table at 64 KiB,
-          // RangeError), or a nested table with a '!' key, which amqplib takes for its type marker
-          // (TypeError: one such message, from anyone who may publish, stopped run at every start).
-          // Ours are kept (requeueMarks holds only numbers and short strings).
-          if (e instanceof RangeError || e instanceof TypeError) publish({ ...requeueMarks(p.headers), ...ours, 'x-persistor-original-headers-dropped': true })
-          else throw e
+          // mandatory: unroutable (the dead-letter queue deleted) comes back as a return, not silence.
+          publish(message.fields.routingKey, republishOptions(p, { ...(p.headers ?? {}), ...ours }))
+        } catch {
+          // What it carried cannot be encoded again (headers past 64 KiB, a table amqplib takes
+          // for its type marker, a timestamp past 2^64, a message id or routing key of invalid
+          // UTF-8: see fallbackRepublishOptions). Whatever the error, it goes with values of ours
+          // only, each cut to what encodes: any of these stopped run at every start.
+          try {
+            publish(
+              writableRoutingKey(message.fields.routingKey),
+              fallbackRepublishOptions(p, {
+                ...requeueMarks(p.headers),
+                ...ours,
+                'x-persistor-original-exchange': cutUtf8(origin.exchange, 255),
+                'x-persistor-original-routing-key': cutUtf8(origin.routingKey, 255),
+                'x-persistor-original-headers-dropped': true,
+              }),
+            )
+          } catch (e) {
+            // Only a channel that is gone is left: the session is dropped, the message redelivered.
+            this.log.warn({ err: this.describe(e) }, 'a dead letter could not be published')
+            resolve(false)
+          }
         }
         this.log.warn(
           { reason: rejection.reason, detail: rejection.detail, routingKey: message.fields.routingKey, bytes: message.content.byteLength },
