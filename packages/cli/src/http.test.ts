@@ -86,3 +86,25 @@ t.test('large bodies being written are bounded: a client that asks and does not 
   }
   t.equal(ok, big.length, 'served again once the reader went away')
 })
+
+t.test('a client that goes away while a route works leaves nothing counted: aborted requests do not turn the endpoint into 503s', async (t) => {
+  const { connect } = await import('node:net')
+  const body = Buffer.alloc(2 * 2 ** 20, 'y')
+  let answered = 0
+  // As /metrics or /position waiting on the database, with a body over the large-body size.
+  const slow = () => new Promise<{ status: number; contentType: string; body: Buffer }>((resolve) => setTimeout(() => { answered++; resolve({ status: 200, contentType: 'application/json', body }) }, 30))
+  const server = await startHttpServer(0, '127.0.0.1', { '/slow': slow })
+  t.teardown(() => server.close())
+  // 40 requests of 2 MiB each (80 MiB, past the 64 MiB bound had each stayed counted), each
+  // abandoned before its answer.
+  for (let i = 0; i < 40; i++) {
+    const s = connect(server.port, '127.0.0.1')
+    s.write('GET /slow HTTP/1.1\r\nhost: x\r\n\r\n')
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    s.destroy()
+  }
+  for (let i = 0; i < 200 && answered < 40; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  const r = await fetch(`http://127.0.0.1:${server.port}/slow`)
+  t.equal(r.status, 200, 'served: nothing was left counted')
+  t.equal((await r.arrayBuffer()).byteLength, body.length)
+})

@@ -26,11 +26,16 @@ export interface HttpServer {
 const CLOSE_GRACE_MS = 1_000
 
 /**
- * Bytes of response bodies being written at once, beyond which a further one is answered 503
- * (one is always served). Clients that ask for a large body (`/graph`: ~16 MB for 30,000 vertices)
- * and never read it held one copy each: 100 of them took `follow` from 163 MB to 3.6 GB.
+ * Bytes of large response bodies being written at once, beyond which a further large one is
+ * answered 503 (one is always served). Clients that ask for a large body (`/graph`: ~16 MB for
+ * 30,000 vertices) and never read it held one copy each: 100 of them took `follow` from 163 MB to
+ * 3.6 GB. Bodies under LARGE_BODY_BYTES (health, metrics, position) are never refused: a client
+ * holding /graph unread must not make /healthz fail and a supervisor restart the service.
  */
 const MAX_BODY_BYTES_IN_FLIGHT = 64 * 2 ** 20
+const LARGE_BODY_BYTES = 2 ** 20
+/** A large body whose reader takes nothing for this long is dropped (a client that asked and left it unread). */
+const STALLED_READER_MS = 30_000
 
 export const json = (status: number, value: unknown): Reply => ({ status, contentType: 'application/json', body: `${JSON.stringify(value)}\n` })
 
@@ -53,15 +58,21 @@ export const startHttpServer = (port: number, host: string, routes: Readonly<Rec
         .then(route)
         .then(
           (reply) => {
+            // The client went away while the route worked: nothing to write (its 'close' has
+            // fired already, so a body counted now would never be uncounted).
+            if (res.destroyed) return
             const body = req.method === 'HEAD' ? undefined : reply.body
             const size = body === undefined ? 0 : Buffer.byteLength(body)
-            if (inFlight > 0 && inFlight + size > MAX_BODY_BYTES_IN_FLIGHT) {
-              res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(`${JSON.stringify({ error: 'busy: other responses are still being read' })}\n`)
-              return
+            if (size >= LARGE_BODY_BYTES) {
+              if (inFlight > 0 && inFlight + size > MAX_BODY_BYTES_IN_FLIGHT) {
+                res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(`${JSON.stringify({ error: 'busy: other large responses are still being read' })}\n`)
+                return
+              }
+              inFlight += size
+              // Counted until the socket has taken it all, or the client went away.
+              res.once('close', () => (inFlight -= size))
+              res.setTimeout(STALLED_READER_MS, () => res.destroy())
             }
-            inFlight += size
-            // Counted until the socket has taken it all, or the client went away.
-            res.once('close', () => (inFlight -= size))
             res.writeHead(reply.status, { ...reply.headers, 'content-type': reply.contentType }).end(body)
           },
           (e: unknown) => res.writeHead(500, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: String(e) })}\n`),
