@@ -209,3 +209,34 @@ t.test('0011 splits the resource project into the activation\'s and the latest c
   )
   await t.rejects(sql.query(`UPDATE history_alarm SET vitrage_resource_project_id = 'x'`), { code: '428C9' }, 'the reported project is derived, never written')
 })
+
+t.test('every migrate grants the roles what the schema wants: grants lost or never given (roles created after the migrations ran) come back, and the writer cannot choose ids', async (t) => {
+  const name = uniqueName('vp_grants')
+  const url = databaseUrl(name)
+  const admin = new pg.Client({ connectionString: databaseUrl('test') })
+  await admin.connect()
+  t.teardown(async () => {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    await admin.end()
+  })
+  t.ok(E.isRight(await setupDatabase(url)()))
+  const db = new pg.Client({ connectionString: url })
+  await db.connect()
+  t.teardown(() => db.end())
+  const privileges = async (): Promise<unknown> =>
+    (
+      await db.query(`SELECT has_table_privilege('vitrage_persistor_writer', 'event', 'INSERT') AS table_insert,
+        has_column_privilege('vitrage_persistor_writer', 'event', 'payload', 'INSERT') AS payload_insert,
+        has_column_privilege('vitrage_persistor_writer', 'event', 'id', 'INSERT') AS id_insert,
+        has_table_privilege('vitrage_persistor_writer', 'history_alarm', 'UPDATE') AS history_update,
+        has_table_privilege('vitrage_persistor_reader', 'graph_snapshot', 'SELECT') AS reader_snapshots`)
+    ).rows[0]
+  const wanted = { table_insert: false, payload_insert: true, id_insert: false, history_update: true, reader_snapshots: true }
+  t.same(await privileges(), wanted)
+  // As if the roles had been created after the migrations ran (they got nothing), or the old
+  // table-wide INSERT granted by hand as 0002's notice said.
+  await db.query('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM vitrage_persistor_writer, vitrage_persistor_reader')
+  await db.query('GRANT INSERT ON event TO vitrage_persistor_writer')
+  t.ok(E.isRight(await migrate(url)()))
+  t.same(await privileges(), wanted, 'granted again by migrate, with nothing pending')
+})

@@ -153,7 +153,28 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
     (e) => classifyPgError(e, scrub),
   )
 
-/** Applies pending migrations. Idempotent. */
+/**
+ * What the writer and reader roles hold once every migration is applied (0002, 0003, 0004, 0006,
+ * 0008, 0012), granted again by each `migrate`: idempotent, and a role that does not exist is
+ * skipped. The writer appends without choosing ids (0012).
+ */
+const ROLE_GRANTS = `DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'vitrage_persistor_writer') THEN
+        REVOKE INSERT ON event FROM vitrage_persistor_writer;
+        GRANT SELECT ON event, schema_migration, event_retention, graph_snapshot, history_edge TO vitrage_persistor_writer;
+        GRANT INSERT (message_id, event_type, publisher_id, priority, collector_timestamp, payload) ON event TO vitrage_persistor_writer;
+        GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON history_alarm, history_change, history_edge_event,
+            projection_checkpoint, projection_snapshot TO vitrage_persistor_writer;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'vitrage_persistor_reader') THEN
+        GRANT SELECT ON event, schema_migration, event_retention, graph_snapshot, history_alarm, history_change, history_edge,
+            history_edge_event, projection_checkpoint, projection_snapshot TO vitrage_persistor_reader;
+    END IF;
+END
+$$`
+
+/** Applies pending migrations, then the roles' grants. Idempotent. */
 export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) => s, signal?: AbortSignal): TE.TaskEither<Failure, MigrateReport> =>
   TE.tryCatch(
     async () => {
@@ -196,6 +217,10 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
           }
           applied.push(m.name)
         }
+        // The roles' grants as the schema now wants them, on every run: roles an administrator
+        // created after the migrations that grant were applied (as operations.md tells them to,
+        // then `migrate` again) got nothing before, the migrations being recorded as done.
+        await client.query(ROLE_GRANTS)
         const current = loadMigrations().at(-1)?.version ?? 0
         return { database: client.database ?? '', created: false, applied, current }
       } finally {
