@@ -4,15 +4,20 @@ import pg from 'pg'
 import t, { type Test } from 'tap'
 import { loadMigrations, migrate, pendingMigrations, setupDatabase } from './migrate.js'
 
-t.test('setup creates a missing database and migrates it; running it again changes nothing', async (t) => {
-  const name = uniqueName('vp_setup')
-  const url = databaseUrl(name)
+/** The URL of a database that does not exist yet, dropped at teardown whatever the test made of it. */
+const missingDatabase = async (t: Test, prefix: string): Promise<string> => {
+  const name = uniqueName(prefix)
   const admin = new pg.Client({ connectionString: databaseUrl('test') })
   await admin.connect()
   t.teardown(async () => {
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
     await admin.end()
   })
+  return databaseUrl(name)
+}
+
+t.test('setup creates a missing database and migrates it; running it again changes nothing', async (t) => {
+  const url = await missingDatabase(t, 'vp_setup')
   const first = await setupDatabase(url)()
   t.ok(E.isRight(first))
   if (E.isRight(first)) {
@@ -211,14 +216,7 @@ t.test('0011 splits the resource project into the activation\'s and the latest c
 })
 
 t.test('every migrate grants the roles what the schema wants: grants lost or never given (roles created after the migrations ran) come back, and the writer cannot choose ids', async (t) => {
-  const name = uniqueName('vp_grants')
-  const url = databaseUrl(name)
-  const admin = new pg.Client({ connectionString: databaseUrl('test') })
-  await admin.connect()
-  t.teardown(async () => {
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-    await admin.end()
-  })
+  const url = await missingDatabase(t, 'vp_grants')
   t.ok(E.isRight(await setupDatabase(url)()))
   const db = new pg.Client({ connectionString: url })
   await db.connect()
