@@ -13,4 +13,5 @@ export type { AppendSignal, CheckpointStore, EventLogReader, LogClock, LogTip, N
 export { type AlarmAttributes, type AlarmRecord, type CausalEdge, type EdgeEventPoint, type EdgeInterval, edgeIntervals, type HistoryAnomaly, type HistoryCommand, type HistoryPartition, partitionCheckpoint, type HistoryRangeResult, type HistoryReader, type HistoryStore } from './history.js'
 export { type CatchUpLoop, type CatchUpLoopOptions, catchUpLoop, waker } from './catch-up-loop.js'
 export { within } from './within.js'
+export { type WaitOptions, type Waiters, waiters } from './waiters.js'
 export { requireNonNegativeInts, requirePositiveInts } from './options.js'

@@ -38,7 +38,7 @@
  * ids follow delivery order.
  */
 import type { BackoffPolicy, DecodedMessage, Failure, Logger, Rejection } from '@vitrage-persistor/core'
-import { backoffDelay, decodeMessage, requireNonNegativeInts, requirePositiveInts, STORE_CLOSED, within } from '@vitrage-persistor/core'
+import { backoffDelay, decodeMessage, requireNonNegativeInts, requirePositiveInts, STORE_CLOSED, waiters, within } from '@vitrage-persistor/core'
 import type { IsolatedAppendResult, PreparedEvent } from '@vitrage-persistor/store-postgres'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
@@ -292,7 +292,7 @@ export class Persistor {
     return this.consuming ? undefined : this.lastBrokerProblem
   }
 
-  private readonly consumingWaiters = new Set<{ readonly settle: (error?: Error) => void }>()
+  private readonly waiting = waiters()
 
   /**
    * Resolves once the persistor consumes (at once if it does). Rejects after `timeoutMs` when
@@ -301,25 +301,12 @@ export class Persistor {
    */
   untilConsuming(options: { readonly timeoutMs?: number } = {}): Promise<void> {
     requireNonNegativeInts('Persistor.untilConsuming', { timeoutMs: options.timeoutMs })
-    if (this.consuming) return Promise.resolve()
-    if (this.state === 'draining' || this.state === 'closed') return Promise.reject(new Error('the persistor is closed'))
-    return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined
-      const waiter = {
-        settle: (error?: Error) => {
-          clearTimeout(timer)
-          this.consumingWaiters.delete(waiter)
-          if (error === undefined) resolve()
-          else reject(error)
-        },
-      }
-      this.consumingWaiters.add(waiter)
-      if (options.timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          const problem = this.lastBrokerProblem
-          waiter.settle(Object.assign(new Error(`not consuming after ${options.timeoutMs} ms${problem === undefined ? '' : `: ${problem}`}`), { name: 'TimeoutError' }))
-        }, options.timeoutMs)
-      }
+    if (!this.consuming && (this.state === 'draining' || this.state === 'closed')) return Promise.reject(new Error('the persistor is closed'))
+    const problem = (): string => (this.lastBrokerProblem === undefined ? '' : `: ${this.lastBrokerProblem}`)
+    return this.waiting.wait(() => this.consuming, {
+      timeoutMs: options.timeoutMs,
+      timedOut: () => `not consuming after ${options.timeoutMs} ms${problem()}`,
+      abandoned: () => `the persistor was closed before it consumed${this.lastBrokerProblem === undefined ? '' : ` (${this.lastBrokerProblem})`}`,
     })
   }
 
@@ -383,7 +370,7 @@ export class Persistor {
     await lease?.release()
     this.deps.metrics.brokerConnected.set(0)
     this.state = 'closed'
-    for (const w of this.consumingWaiters) w.settle(new Error(`the persistor was closed before it consumed${this.lastBrokerProblem === undefined ? '' : ` (${this.lastBrokerProblem})`}`))
+    this.waiting.abandon('closed')
     this.log.info({ from: wasState, flushed }, 'persistor closed')
   }
 
@@ -497,7 +484,7 @@ export class Persistor {
       if (!session.alive) throw new Error('a broker connection or channel closed while starting')
       if (this.options.compatQueue && this.deps.acquireLease !== undefined && this.lease === undefined) throw new Error('the consumer lease was lost while starting')
       this.state = 'consuming'
-      for (const w of this.consumingWaiters) w.settle()
+      this.waiting.check()
       this.reconnectAttempt = 0
       this.standingBy = false
       this.deps.metrics.brokerConnected.set(1)

@@ -48,6 +48,7 @@ import {
   silentLogger,
   STORE_CLOSED,
   type StoredEvent,
+  waiters,
 } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import { HISTORY_EVENT_TYPES, historyCommand } from './commands.js'
@@ -117,7 +118,7 @@ export class HistoryRunner {
       step: async () => {
         const r = await this.catchUp()
         // The loop stops on a closed store: nothing will move the position any more.
-        if (E.isLeft(r) && r.left.code === STORE_CLOSED) this.giveUpWaiters('its store was closed')
+        if (E.isLeft(r) && r.left.code === STORE_CLOSED) this.waiting.abandon('its store was closed')
         return r
       },
       ...(deps.signal ? { signal: deps.signal } : {}),
@@ -133,11 +134,11 @@ export class HistoryRunner {
     return this.positionValue
   }
 
-  private readonly waiters = new Set<{ readonly id: number; readonly settle: (error?: Error) => void }>()
+  private readonly waiting = waiters()
 
   private moveTo(position: number): void {
     this.positionValue = position
-    for (const w of this.waiters) if (w.id <= position) w.settle()
+    this.waiting.check()
   }
 
   /**
@@ -146,29 +147,15 @@ export class HistoryRunner {
    * Error named TimeoutError), and when the runner or its store is closed first, each saying
    * where it was.
    */
-  caughtUp(id: number, options: { readonly timeoutMs?: number } = {}): Promise<number> {
+  async caughtUp(id: number, options: { readonly timeoutMs?: number } = {}): Promise<number> {
     requireNonNegativeInts('HistoryRunner.caughtUp', { id, timeoutMs: options.timeoutMs })
-    if (this.positionValue >= id) return Promise.resolve(this.positionValue)
-    if (this.closed) return Promise.reject(new Error(`the history runner is closed; it is at event ${this.positionValue}, before event ${id}`))
-    return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined
-      const waiter = {
-        id,
-        settle: (error?: Error) => {
-          clearTimeout(timer)
-          this.waiters.delete(waiter)
-          if (error === undefined) resolve(this.positionValue)
-          else reject(error)
-        },
-      }
-      this.waiters.add(waiter)
-      if (options.timeoutMs !== undefined) {
-        timer = setTimeout(
-          () => waiter.settle(Object.assign(new Error(`event ${id} not applied within ${options.timeoutMs} ms: the history projection is at event ${this.positionValue}`), { name: 'TimeoutError' })),
-          options.timeoutMs,
-        )
-      }
+    if (this.positionValue < id && this.closed) throw new Error(`the history runner is closed; it is at event ${this.positionValue}, before event ${id}`)
+    await this.waiting.wait(() => this.positionValue >= id, {
+      timeoutMs: options.timeoutMs,
+      timedOut: () => `event ${id} not applied within ${options.timeoutMs} ms: the history projection is at event ${this.positionValue}`,
+      abandoned: (why) => `${why} before event ${id} was applied; the history projection is at event ${this.positionValue}`,
     })
+    return this.positionValue
   }
 
   /**
@@ -340,10 +327,6 @@ export class HistoryRunner {
   async close(): Promise<void> {
     this.closed = true
     await this.loop.close()
-    this.giveUpWaiters('the history runner was closed')
-  }
-
-  private giveUpWaiters(why: string): void {
-    for (const w of this.waiters) w.settle(new Error(`${why} before event ${w.id} was applied; the history projection is at event ${this.positionValue}`))
+    this.waiting.abandon('the history runner was closed')
   }
 }
