@@ -7,6 +7,7 @@ import type { HistoryRunnerHooks } from '@vitrage-persistor/projections'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import { Counter, Gauge, type Registry } from 'prom-client'
+import { DATABASE_WAIT_MS } from './resources.js'
 
 /** What the lag is read from, at each scrape (undefined: not yet, so no value). */
 export interface HistoryLagSource {
@@ -14,7 +15,6 @@ export interface HistoryLagSource {
   readonly historyCheckpoint: (name: string) => TE.TaskEither<Failure, number>
 }
 
-const DATABASE_WAIT_MS = 2_000
 
 /**
  * `lagSource`: the store to read the lag from at each scrape; `position`: the runner's position

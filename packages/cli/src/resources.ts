@@ -13,6 +13,12 @@ export interface StoreHandle {
   readonly scrub: (text: string) => string
 }
 
+/**
+ * How long a long-running command's endpoints and shutdown wait on the database (a frozen one
+ * never answers): past it, a readiness probe answers and a close cuts off what still runs.
+ */
+export const DATABASE_WAIT_MS = 2_000
+
 /** Opens the event store for a short-lived command (queries, one-off projections). */
 export const openStore = (databaseUrl: string, applicationName: string, maxConnections = 2): StoreHandle => {
   const scrub = makeScrubber(secretsOf([databaseUrl]))

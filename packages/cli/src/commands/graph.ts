@@ -28,7 +28,7 @@ import { json, listenOrReport } from '../http.js'
 import { stopSignal } from '../signals.js'
 import { chooseFormat, eventIdArg, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
 import { startProgress } from '../progress.js'
-import { openLoggedStore, openStore, orReport, unrecoverableDatabase } from '../resources.js'
+import { DATABASE_WAIT_MS, openLoggedStore, openStore, orReport, unrecoverableDatabase } from '../resources.js'
 
 const DB_SETTINGS = ['databaseUrl', 'logLevel'] as const
 type DbConfig = Config<(typeof DB_SETTINGS)[number]>
@@ -187,8 +187,6 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
   }
 }
 
-/** How long follow's endpoints and shutdown wait on the database (a frozen one never answers). */
-const DATABASE_WAIT_MS = 2_000
 /**
  * How long the follower may go without moving while the log is ahead before it is not ready: a
  * catch-up moves with every change applied and an idle follower reads at least every 5 s, so

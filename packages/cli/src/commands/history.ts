@@ -16,7 +16,7 @@ import { countPage, createHistoryMetrics } from '../history-metrics.js'
 import { type HttpServer, json, listenOrReport } from '../http.js'
 import { stopSignal } from '../signals.js'
 import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
-import { openLoggedStore, openStore, orReport, unrecoverableDatabase } from '../resources.js'
+import { DATABASE_WAIT_MS, openLoggedStore, openStore, orReport, unrecoverableDatabase } from '../resources.js'
 
 const QUERY_SETTINGS = ['databaseUrl', 'logLevel'] as const
 type QueryConfig = Config<(typeof QUERY_SETTINGS)[number]>
@@ -293,7 +293,6 @@ const project = async (config: ProjectConfig, input: CommandInput, io: Io, env: 
 
 /** How long a stop waits for the history page in progress to commit. */
 const PAGE_WAIT_MS = 5_000
-const DATABASE_WAIT_MS = 2_000
 
 const specs = [
   command({

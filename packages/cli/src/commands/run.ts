@@ -16,6 +16,7 @@ import { json, listenOrReport } from '../http.js'
 import { checkMirrorUrl, type RunningMirror, startMirror } from './mirror.js'
 import { createLogger } from '../logger.js'
 import { endHold } from '../signals.js'
+import { DATABASE_WAIT_MS } from '../resources.js'
 import type { CommandInput, Env, Io } from '../command.js'
 
 /** The settings `run` takes. */
@@ -102,8 +103,6 @@ const prepareDatabase = async (
 /** What closing may take past the shutdown deadline, all steps together. */
 const CLOSE_GRACE_MS = 1_000
 
-/** How long run's endpoints wait on the database (a frozen one never answers). */
-const DATABASE_WAIT_MS = 2_000
 
 /** How often run checks the database for the `database_connected` gauge. */
 const DATABASE_PROBE_MS = 5_000
