@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { eventually, freePort } from '@vitrage-persistor/testing'
+import { deepArrayField, deepTableField, eventually, freePort, publishRaw, stringField, unsignedLongField } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { message, OSLO_PROPERTIES, v2Body, v2BodyWithPayloadText } from './support/messages.js'
 import { INSPECTABLE, retainedBytes } from './support/inspector.js'
@@ -64,6 +64,52 @@ t.test('hostile payloads are stored verbatim or dead-lettered with a reason; the
   // Still healthy, still storing.
   await world.broker.publish(world.names.exchange, world.names.routingKey, v2Body(message({ after: true })), OSLO_PROPERTIES)
   await eventually('a normal message after the hostile ones', async () => (await rowCount(world)) === stored.length + 1)
+  t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200)
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})
+
+t.test('headers amqplib could not decode (nested thousands deep, a type tag it does not know) no longer stop the stream: valid bodies stored, a bad one dead-lettered with its reason', async (t) => {
+  const world = await setupWorld(t)
+  const port = await freePort()
+  const p = startPersistor(world.flags(['--batch-size', '2', '--http-port', String(port)]))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  // Before the amqplib patch (patches/amqplib@2.3.1.patch) each of these threw in the client's
+  // frame parser (RangeError: Maximum call stack size exceeded; TypeError: Unexpected type tag
+  // "L"): the connection dropped, the broker redelivered the message, and ingest stopped for good.
+  const hostile = [
+    Buffer.concat([deepTableField('deep', 6_000), stringField('after', 'kept')]),
+    deepArrayField('deep', 20_000),
+    Buffer.concat([stringField('before', 'kept'), unsignedLongField('big', 2n ** 64n - 1n), stringField('after', 'x')]),
+  ]
+  const ids: string[] = []
+  for (const headersTable of hostile) {
+    const m = message({ hostileHeaders: true })
+    ids.push(m['message_id'] as string)
+    await publishRaw({ url: world.broker.url, exchange: world.names.exchange, routingKey: world.names.routingKey, body: v2Body(m), headersTable })
+  }
+  await publishRaw({ url: world.broker.url, exchange: world.names.exchange, routingKey: world.names.routingKey, body: Buffer.from('not json'), headersTable: deepTableField('deep', 6_000) })
+  await world.broker.publish(world.names.exchange, world.names.routingKey, v2Body(message({ after: true })), OSLO_PROPERTIES)
+  await eventually('all handled', async () => {
+    p.assertAlive()
+    return (await rowCount(world)) === 4 && (await world.broker.depth(world.names.deadQueue)) === 1
+  }, { timeoutMs: 60_000 })
+  const { rows } = await world.sql.query<{ message_id: string }>('SELECT message_id FROM event ORDER BY id LIMIT 3')
+  t.same(rows.map((r) => r.message_id), ids, 'stored in order')
+  const [letter] = await world.broker.drain(world.names.deadQueue)
+  t.equal(letter?.properties.headers?.['x-persistor-error'], 'invalid-json', 'dead-lettered with its reason')
+  // Its own headers go with it: 64 levels as tables, the rest as the bytes they were.
+  let level: unknown = letter?.properties.headers?.['deep']
+  let depth = 0
+  while (typeof level === 'object' && level !== null && !Buffer.isBuffer(level)) {
+    level = (level as Record<string, unknown>)['a']
+    depth++
+  }
+  t.equal(depth, 64)
+  t.ok(Buffer.isBuffer(level), 'beyond, raw bytes')
+  t.match(p.output(), /"consuming"/)
+  t.notMatch(p.output(), /Maximum call stack|Unexpected type tag|broker connection lost/, 'the connection never dropped')
   t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200)
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
