@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { eventually } from '@vitrage-persistor/testing'
 import t from 'tap'
+import { cliJson } from '../support/cli.js'
 import { osloPublish, osloUnavailable } from '../support/oslo.js'
 import { isConsuming, startPersistor } from '../support/persistor-process.js'
 import { setupWorld, type World } from '../support/setup.js'
@@ -51,6 +52,37 @@ for (const durable of [false, true]) {
     t.equal((await p.exited).code, 0)
   })
 }
+
+t.test('oslo with kombu_compression: gzip and brotli bodies are stored as if uncompressed; bzip2 (no decoder in Node) is dead-lettered unsupported-compression, named in dead-letters list, and nothing is lost', { skip }, async (t) => {
+  const world = await setupWorld(t)
+  const { exchange, topic } = world.names
+  const p = startPersistor(world.flags())
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  const payload = { vitrage_sample_date: '2026-12-01 10:00:00.123456', text: 'é'.repeat(500), n: 12345678901234567890 }
+  const gzip = await osloPublish({ exchange, topic, count: 2, compression: 'gzip', payload })
+  const brotli = await osloPublish({ exchange, topic, count: 2, compression: 'brotli', payload })
+  const plain = await osloPublish({ exchange, topic, count: 1, payload })
+  const bzip2 = await osloPublish({ exchange, topic, count: 1, compression: 'bzip2', payload })
+  // Compressed and refused for what it holds: dead-letters list still names it.
+  const badPayload = await osloPublish({ exchange, topic, count: 1, compression: 'gzip', payload: ['not', 'an', 'object'] })
+  for (const r of [gzip, brotli, plain, bzip2, badPayload]) t.equal(r.code, 0, r.stderr)
+  const expected = [...gzip.sends, ...brotli.sends, ...plain.sends].map((s) => s.message_id as string)
+  await eventually('stored and dead-lettered', async () => (await storedIds(world)).length === 5 && (await world.broker.depth(world.names.deadQueue)) === 2)
+  t.same(await storedIds(world), expected, 'in order')
+  const { rows } = await world.sql.query<{ same: boolean }>(`SELECT bool_and(payload = (SELECT payload FROM event ORDER BY id DESC LIMIT 1)) AS same FROM event`)
+  t.equal(rows[0]?.same, true, 'each payload equals the uncompressed one')
+  const listing = await cliJson<{ letters: Record<string, unknown>[] }>(['dead-letters', 'list', '--amqp-url', world.broker.url, '--exchange', exchange, '--topic', topic, '--queue', world.names.queue])
+  t.match(listing.letters, [
+    { reason: 'unsupported-compression', messageId: null, detail: /application\/x-bz2/ },
+    { reason: 'invalid-payload', messageId: badPayload.sends[0]?.message_id },
+  ])
+  const [dead] = await world.broker.drain(world.names.deadQueue)
+  t.equal(dead?.properties.headers?.['compression'], 'application/x-bz2', 'the letter keeps its header and its body')
+  t.equal(dead?.content.subarray(0, 3).toString(), 'BZh')
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})
 
 t.test('the persistor first, with amqp_durable_queues=true: it declares the exchange as oslo would and oslo publishes into it', { skip }, async (t) => {
   const world = await setupWorld(t)

@@ -48,6 +48,8 @@ def parse_args(argv):
                    help='[oslo_messaging_rabbit] amqp_durable_queues = true')
     p.add_argument('--quorum', action='store_true',
                    help='[oslo_messaging_rabbit] rabbit_quorum_queue = true')
+    p.add_argument('--compression', default=None,
+                   help='[oslo_messaging_rabbit] kombu_compression (gzip, bz2)')
     p.add_argument('--count', type=int, default=1)
     p.add_argument('--event-type', default='vitrage.interop.sample')
     p.add_argument('--priority', default='info',
@@ -132,6 +134,9 @@ def main(argv=None):
                       group='oslo_messaging_rabbit')
     conf.set_override('rabbit_quorum_queue', a.quorum,
                       group='oslo_messaging_rabbit')
+    if a.compression is not None:
+        conf.set_override('kombu_compression', a.compression,
+                          group='oslo_messaging_rabbit')
 
     calls = []  # one entry per Transport._send_notification call
 

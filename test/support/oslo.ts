@@ -29,6 +29,8 @@ export interface OsloPublish {
   readonly driver?: 'messagingv2' | 'messaging'
   readonly eventType?: string
   readonly payload?: unknown
+  /** oslo's kombu_compression (kombu names: gzip, bzip2, xz, brotli). */
+  readonly compression?: string
 }
 
 /** Why oslo.messaging cannot run here, or undefined when it can (probed once). */
@@ -51,6 +53,7 @@ export const osloPublish = (o: OsloPublish, amqpUrl = 'rabbit://guest:guest@127.
   if (o.driver) args.push('--driver', o.driver)
   if (o.eventType) args.push('--event-type', o.eventType)
   if (o.payload !== undefined) args.push('--payload', JSON.stringify(o.payload))
+  if (o.compression !== undefined) args.push('--compression', o.compression)
   return new Promise((resolve) => {
     execFile(PYTHON, args, { timeout: 60_000 }, (err, stdout, stderr) => {
       const sends = stdout

@@ -5,6 +5,8 @@
  */
 export const REJECTION_REASONS = [
   'body-too-large',
+  'unsupported-compression',
+  'invalid-compression',
   'invalid-utf8',
   'invalid-json',
   'invalid-envelope',

@@ -36,6 +36,7 @@ import { randomUUID } from 'node:crypto'
 import { decodeMessage, type Failure, failure, REJECTION_REASONS, requirePositiveInts, within } from '@vitrage-persistor/core'
 import amqp from 'amqplib'
 import * as E from 'fp-ts/lib/Either.js'
+import { decompressBody } from './compression.js'
 import { classifyAmqpError, closeConnection, connectUnlessStopped, cutUtf8, fallbackRepublishOptions, isAmqpUrl, queueCounts, republishOptions, STOPPED, whenAborted } from './amqp-shared.js'
 
 const cut = (s: string | null): string | null => (s === null ? null : cutUtf8(s, 255))
@@ -118,12 +119,17 @@ const timeOf = (v: unknown): string | null => {
   return text(v)
 }
 
+const DESCRIBE_MAX_INFLATED = 64 * 1024 * 1024
+
 /** A dead letter as an operator reads it (pure: no broker; whatever the headers hold, it does not throw). */
 export const describeDeadLetter = (position: number, content: Buffer, headers: Headers): DeadLetterSummary => {
   const death = firstDeath(headers)
   const deathKeys = death?.['routing-keys']
-  // Decoded without a size limit: a body-too-large letter still names its message.
-  const decoded = decodeMessage(content, { maxMessageBytes: Number.POSITIVE_INFINITY })
+  // Decoded without a size limit: a body-too-large letter still names its message (a compressed
+  // one, up to DESCRIBE_MAX_INFLATED bytes once decompressed).
+  const plain = decompressBody(content, headers?.['compression'], DESCRIBE_MAX_INFLATED)
+  const body = E.isRight(plain) ? plain.right : content
+  const decoded = decodeMessage(body, { maxMessageBytes: Number.POSITIVE_INFINITY })
   const at = headers?.['x-persistor-dead-lettered-at'] ?? death?.['time']
   return {
     position,
@@ -134,7 +140,7 @@ export const describeDeadLetter = (position: number, content: Buffer, headers: H
     originalRoutingKey: text(headers?.[ORIGINAL_ROUTING_KEY]) ?? (Array.isArray(deathKeys) ? text(deathKeys[0]) : null),
     requeued: requeueCount(headers),
     bytes: content.byteLength,
-    ...(E.isRight(decoded) ? { messageId: decoded.right.messageId, eventType: decoded.right.eventType } : fieldsOfUndecodable(content)),
+    ...(E.isRight(decoded) ? { messageId: decoded.right.messageId, eventType: decoded.right.eventType } : fieldsOfUndecodable(body)),
   }
 }
 

@@ -1,4 +1,5 @@
 export { batchBySizeOrTime } from './batch.js'
+export { decompressBody, SUPPORTED_COMPRESSION } from './compression.js'
 export { createIngestMetrics, type IngestMetrics } from './metrics.js'
 export { type AppendPort, defaultPersistorOptions, Persistor, type PersistorDeps, type PersistorOptions, type PersistorState } from './persistor.js'
 export { declareTopology, names as topologyNames, persistorQueueArguments, type Topology, type TopologyOptions } from './topology.js'
