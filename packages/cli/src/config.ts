@@ -162,7 +162,7 @@ export const settings = {
   maxMessageBytes: {
     flag: 'max-message-bytes',
     env: 'PERSISTOR_MAX_MESSAGE_BYTES',
-    describe: 'larger bodies are dead-lettered (body-too-large)',
+    describe: 'larger bodies (a compressed one: also once decompressed) are dead-lettered (body-too-large)',
     default: 1024 * 1024,
     parse: integer(64, 128 * 1024 * 1024),
   },
