@@ -140,3 +140,41 @@ t.test("compatibility mode first, in a deployment with rabbit_quorum_queue: oslo
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
 })
+
+for (const compat of [false, true]) {
+  t.test(`the persistor first${compat ? ' in compatibility mode' : ''}, in a deployment with amqp_auto_delete: it declares oslo's ${compat ? 'exchange and queue' : 'exchange'} auto-delete, as oslo does, and oslo publishes into ${compat ? 'them' : 'it'}`, { skip }, async (t) => {
+    const world = await setupWorld(t)
+    const { exchange, topic } = world.names
+    const p = startPersistor(world.flags(['--amqp-auto-delete', ...(compat ? ['--compat-queue'] : [])]))
+    t.teardown(() => p.kill('SIGKILL'))
+    const consuming = await p.waitFor(isConsuming, 'consuming')
+    t.ok((consuming['declared'] as string[]).includes(`exchange ${exchange}`), "the persistor declared oslo's exchange")
+    if (compat) t.match(p.output(), /oslo's queue is auto-delete/, 'warned: a stop deletes the queue with what it holds')
+    // Before --amqp-auto-delete: PRECONDITION_FAILED - inequivalent arg 'auto_delete', and oslo dropped the notification.
+    const sent = await osloPublish({ exchange, topic, count: 3, rabbit: { amqp_auto_delete: 'true' } })
+    t.equal(sent.code, 0, `oslo's publisher accepts them: ${sent.stderr}`)
+    t.ok(sent.sends.every((s) => s.ok))
+    await eventually('stored', async () => (await storedIds(world)).length === 3)
+    t.same(await storedIds(world), sent.sends.map((s) => s.message_id))
+    p.kill('SIGTERM')
+    t.equal((await p.exited).code, 0)
+  })
+}
+
+t.test("compatibility mode first, with rabbit_quorum_queue and its three limits: oslo's queue declared with oslo's arguments, and oslo publishes into it", { skip }, async (t) => {
+  const world = await setupWorld(t)
+  const { exchange, topic } = world.names
+  const p = startPersistor(world.flags(['--compat-queue', '--amqp-quorum-queues', '--amqp-quorum-delivery-limit', '5', '--amqp-quorum-max-memory-length', '1000', '--amqp-quorum-max-memory-bytes', '1048576']))
+  t.teardown(() => p.kill('SIGKILL'))
+  const consuming = await p.waitFor(isConsuming, 'consuming')
+  t.ok((consuming['declared'] as string[]).includes(`queue ${topic}.info`), "the persistor declared oslo's queue")
+  t.match(p.output(), /drops a message delivered more often than its delivery limit/, 'warned: the limit drops messages')
+  // Before: PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' (and the memory limits), and oslo dropped the notification.
+  const sent = await osloPublish({ exchange, topic, count: 3, quorum: true, rabbit: { rabbit_quorum_delivery_limit: '5', rabbit_quroum_max_memory_length: '1000', rabbit_quroum_max_memory_bytes: '1048576' } })
+  t.equal(sent.code, 0, `oslo's publisher accepts the queue: ${sent.stderr}`)
+  t.ok(sent.sends.every((s) => s.ok))
+  await eventually('stored', async () => (await storedIds(world)).length === 3)
+  t.same(await storedIds(world), sent.sends.map((s) => s.message_id))
+  p.kill('SIGTERM')
+  t.equal((await p.exited).code, 0)
+})

@@ -50,6 +50,9 @@ def parse_args(argv):
                    help='[oslo_messaging_rabbit] rabbit_quorum_queue = true')
     p.add_argument('--compression', default=None,
                    help='[oslo_messaging_rabbit] kombu_compression (gzip, bz2)')
+    p.add_argument('--set', action='append', default=[],
+                   help='[oslo_messaging_rabbit] option=value (repeatable), for '
+                        'options without a flag of their own')
     p.add_argument('--count', type=int, default=1)
     p.add_argument('--event-type', default='vitrage.interop.sample')
     p.add_argument('--priority', default='info',
@@ -134,6 +137,9 @@ def main(argv=None):
                       group='oslo_messaging_rabbit')
     conf.set_override('rabbit_quorum_queue', a.quorum,
                       group='oslo_messaging_rabbit')
+    for kv in a.set:
+        k, v = kv.split('=', 1)
+        conf.set_override(k, v, group='oslo_messaging_rabbit')
     if a.compression is not None:
         conf.set_override('kombu_compression', a.compression,
                           group='oslo_messaging_rabbit')

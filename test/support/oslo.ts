@@ -31,6 +31,8 @@ export interface OsloPublish {
   readonly payload?: unknown
   /** oslo's kombu_compression (kombu names: gzip, bzip2, xz, brotli). */
   readonly compression?: string
+  /** Other [oslo_messaging_rabbit] options, as oslo's configuration file would give them. */
+  readonly rabbit?: Readonly<Record<string, string>>
 }
 
 /** Why oslo.messaging cannot run here, or undefined when it can (probed once). */
@@ -54,6 +56,7 @@ export const osloPublish = (o: OsloPublish, amqpUrl = 'rabbit://guest:guest@127.
   if (o.eventType) args.push('--event-type', o.eventType)
   if (o.payload !== undefined) args.push('--payload', JSON.stringify(o.payload))
   if (o.compression !== undefined) args.push('--compression', o.compression)
+  for (const [k, v] of Object.entries(o.rabbit ?? {})) args.push('--set', `${k}=${v}`)
   return new Promise((resolve) => {
     execFile(PYTHON, args, { timeout: 60_000 }, (err, stdout, stderr) => {
       const sends = stdout

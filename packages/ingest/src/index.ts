@@ -2,7 +2,7 @@ export { batchBySizeOrTime } from './batch.js'
 export { decompressBody, SUPPORTED_COMPRESSION } from './compression.js'
 export { createIngestMetrics, type IngestMetrics } from './metrics.js'
 export { type AppendPort, defaultPersistorOptions, Persistor, type PersistorDeps, type PersistorOptions, type PersistorState } from './persistor.js'
-export { declareTopology, names as topologyNames, persistorQueueArguments, type Topology, type TopologyOptions } from './topology.js'
+export { declareTopology, names as topologyNames, osloQueueArguments, persistorQueueArguments, type Topology, type TopologyOptions } from './topology.js'
 export { defaultRepublishOptions, notificationBody, priorityMismatch, type RawEventReader, republish, type RepublishFailure, type RepublishOptions, type RepublishProgress, type RepublishResult, type RepublishRoute, routingKeyOf } from './republish.js'
 export {
   DEAD_LETTER_REASONS,

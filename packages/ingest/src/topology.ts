@@ -5,7 +5,8 @@
  * (`<topic>.info`, classic, no arguments), both non-durable by default and durable when the
  * deployment sets `amqp_durable_queues = true`; its publisher fails on any declare whose
  * attributes differ from its own. So for anything oslo owns we check first (passively) and
- * declare only what is missing, exactly as oslo would with the configured durability.
+ * declare only what is missing, exactly as oslo would with the deployment's settings (durable,
+ * auto-delete, quorum and the quorum queue's limits), which the operator passes on.
  *
  * What the persistor owns:
  * - `<queue>`: durable, single active consumer (a second instance is a hot standby), bound to
@@ -30,6 +31,31 @@ export interface TopologyOptions {
    * like its exchanges, durable whatever amqp_durable_queues says (impl_rabbit.py).
    */
   readonly osloQuorum?: boolean
+  /**
+   * oslo's `amqp_auto_delete`: its exchange and queue are then auto-delete (the exchange goes
+   * with its last binding, the queue with its last consumer).
+   */
+  readonly osloAutoDelete?: boolean
+  /**
+   * oslo's `rabbit_quorum_delivery_limit`, `rabbit_quroum_max_memory_length` and
+   * `rabbit_quroum_max_memory_bytes` (0: unset, as in oslo): arguments of its quorum queue.
+   */
+  readonly osloQuorumDeliveryLimit?: number
+  readonly osloQuorumMaxMemoryLength?: number
+  readonly osloQuorumMaxMemoryBytes?: number
+}
+
+/**
+ * The arguments oslo gives its `<topic>.info` queue (impl_rabbit.py, `_get_queue_arguments` with
+ * the notification TTL of 0): the quorum type and its limits, each only when set. Pure.
+ */
+export const osloQueueArguments = (o: TopologyOptions): Record<string, unknown> => {
+  if (o.osloQuorum !== true) return {}
+  const args: Record<string, unknown> = { 'x-queue-type': 'quorum' }
+  if ((o.osloQuorumDeliveryLimit ?? 0) > 0) args['x-delivery-limit'] = o.osloQuorumDeliveryLimit
+  if ((o.osloQuorumMaxMemoryLength ?? 0) > 0) args['x-max-in-memory-length'] = o.osloQuorumMaxMemoryLength
+  if ((o.osloQuorumMaxMemoryBytes ?? 0) > 0) args['x-max-in-memory-bytes'] = o.osloQuorumMaxMemoryBytes
+  return args
 }
 
 export interface Topology {
@@ -88,7 +114,8 @@ export const declareTopology = async (connection: amqp.ChannelModel, o: Topology
     }
   }
   const osloDurable = o.osloDurable || o.osloQuorum === true
-  await osloObject('exchange', o.exchange, (ch) => ch.assertExchange(o.exchange, 'topic', { durable: osloDurable, autoDelete: false }))
+  const osloAutoDelete = o.osloAutoDelete === true
+  await osloObject('exchange', o.exchange, (ch) => ch.assertExchange(o.exchange, 'topic', { durable: osloDurable, autoDelete: osloAutoDelete }))
   await onScratchChannel(connection, async (ch) => {
     await ch.assertExchange(n.deadLetterExchange, 'fanout', { durable: true, autoDelete: false })
     await ch.assertQueue(n.deadLetterQueue, { durable: true, autoDelete: false })
@@ -107,7 +134,7 @@ export const declareTopology = async (connection: amqp.ChannelModel, o: Topology
   declared.push(`exchange ${n.deadLetterExchange}`, `queue ${n.deadLetterQueue}`)
   if (o.compatQueue) {
     await osloObject('queue', n.osloQueue, (ch) =>
-      ch.assertQueue(n.osloQueue, { durable: osloDurable, autoDelete: false, exclusive: false, ...(o.osloQuorum === true ? { arguments: { 'x-queue-type': 'quorum' } } : {}) }),
+      ch.assertQueue(n.osloQueue, { durable: osloDurable, autoDelete: osloAutoDelete, exclusive: false, arguments: osloQueueArguments(o) }),
     )
     // oslo binds its queue with the queue name as routing key; binding again is a no-op.
     await onScratchChannel(connection, (ch) => ch.bindQueue(n.osloQueue, o.exchange, n.osloQueue))

@@ -29,6 +29,10 @@ export const RUN_SETTINGS = [
   'compatQueue',
   'amqpDurableQueues',
   'amqpQuorumQueues',
+  'amqpAutoDelete',
+  'amqpQuorumDeliveryLimit',
+  'amqpQuorumMaxMemoryLength',
+  'amqpQuorumMaxMemoryBytes',
   'prefetch',
   'batchSize',
   'batchMaxWaitMs',
@@ -115,6 +119,13 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   log.info({ config: { ...config, amqpUrl: redactUrl(config.amqpUrl), databaseUrl: redactUrl(config.databaseUrl), mirrorUrl: redactUrl(config.mirrorUrl) } }, 'starting')
   if (config.prefetch < config.batchSize) {
     log.warn({ prefetch: config.prefetch, batchSize: config.batchSize }, 'prefetch is below batch size: batches close on time only; set prefetch to about twice the batch size')
+  }
+  // The broker drops these messages, out of the persistor's sight (docs/operations.md).
+  if (config.compatQueue && config.amqpAutoDelete) {
+    log.warn("oslo's queue is auto-delete (amqp_auto_delete): each stop or restart of the persistor deletes it with the messages waiting in it; the persistor's own queue (without --compat-queue) does not")
+  }
+  if (config.compatQueue && config.amqpQuorumQueues && config.amqpQuorumDeliveryLimit > 0) {
+    log.warn({ deliveryLimit: config.amqpQuorumDeliveryLimit }, "oslo's quorum queue drops a message delivered more often than its delivery limit (it has no dead-letter exchange): each crash or restart while the persistor holds one counts; the persistor's own queue (without --compat-queue) has no limit")
   }
 
   let signalled: string | undefined
@@ -218,6 +229,10 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     compatQueue: config.compatQueue,
     osloDurable: config.amqpDurableQueues,
     osloQuorum: config.amqpQuorumQueues,
+    osloAutoDelete: config.amqpAutoDelete,
+    osloQuorumDeliveryLimit: config.amqpQuorumDeliveryLimit,
+    osloQuorumMaxMemoryLength: config.amqpQuorumMaxMemoryLength,
+    osloQuorumMaxMemoryBytes: config.amqpQuorumMaxMemoryBytes,
     prefetch: config.prefetch,
     batchSize: config.batchSize,
     batchMaxWaitMs: config.batchMaxWaitMs,
