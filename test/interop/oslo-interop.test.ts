@@ -36,6 +36,9 @@ for (const durable of [false, true]) {
     t.teardown(() => p.kill('SIGKILL'))
     const consuming = await p.waitFor(isConsuming, 'consuming')
     t.ok((consuming['found'] as string[]).includes(`exchange ${exchange}`), 'found oslo\'s exchange and left it alone')
+    // Said at once, not when a broker restart makes the persistor declare it the other way.
+    const warning = await p.waitFor((l) => l['msg'] === "oslo's exchange or queue exists with other attributes than the settings say (--amqp-durable-queues, --amqp-auto-delete, --amqp-quorum-*): left alone, but should the broker lose it, the persistor would declare it as the settings say and oslo's publisher would then fail; set them as oslo.messaging's are", 'mismatch warning')
+    t.match(warning['mismatched'], [new RegExp(`^exchange ${exchange}: .*inequivalent arg 'durable'`)])
 
     const after = await osloPublish({ exchange, topic, count: 5, durable })
     t.equal(after.code, 0, `oslo's publisher still works: ${after.stderr}`)
@@ -116,6 +119,7 @@ t.test("compatibility mode consumes oslo's own queue, including what waited ther
   t.equal(more.code, 0, 'oslo keeps publishing to the queue the persistor consumes')
   await eventually('stored', async () => (await storedIds(world)).length === 7)
   t.equal(durability('queues', `${topic}.info`), 'false', "oslo's queue keeps its attributes")
+  t.notMatch(p.output(), /other attributes than the settings say/, 'settings that match oslo\'s: no warning')
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
 })

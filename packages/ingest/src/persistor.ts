@@ -498,6 +498,12 @@ export class Persistor {
         { queue: topology.consumeQueue, generation: session.generation, found: topology.found, declared: topology.declared, prefetch: this.options.prefetch },
         'consuming',
       )
+      if (topology.mismatched.length > 0) {
+        this.log.warn(
+          { mismatched: topology.mismatched },
+          "oslo's exchange or queue exists with other attributes than the settings say (--amqp-durable-queues, --amqp-auto-delete, --amqp-quorum-*): left alone, but should the broker lose it, the persistor would declare it as the settings say and oslo's publisher would then fail; set them as oslo.messaging's are",
+        )
+      }
     } catch (e) {
       await connection?.close().catch(() => {})
       await publisher?.close().catch(() => {})

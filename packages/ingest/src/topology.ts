@@ -66,6 +66,12 @@ export interface Topology {
   /** What existed before (left untouched) and what was declared. */
   readonly found: readonly string[]
   readonly declared: readonly string[]
+  /**
+   * oslo's objects found with other attributes than the settings say (the broker's words): the
+   * persistor leaves them alone, but were the broker to lose them (a restart, for non-durable
+   * ones) it would declare them as the settings say, and oslo's publisher would then fail.
+   */
+  readonly mismatched: readonly string[]
 }
 
 export const names = (o: TopologyOptions): { consumeQueue: string; deadLetterExchange: string; deadLetterQueue: string; osloQueue: string } => ({
@@ -99,10 +105,17 @@ export const declareTopology = async (connection: amqp.ChannelModel, o: Topology
   const n = names(o)
   const found: string[] = []
   const declared: string[] = []
+  const mismatched: string[] = []
   const osloObject = async (kind: 'exchange' | 'queue', name: string, declare: (ch: amqp.Channel) => Promise<unknown>): Promise<void> => {
     const exists = kind === 'exchange' ? exchangeExists : queueExists
     if (await exists(connection, name)) {
       found.push(`${kind} ${name}`)
+      // A declare equal to the object changes nothing; an unequal one is refused (406) and changes
+      // nothing either: so this only asks whether the settings describe what oslo declared. Any
+      // other refusal (403: a user without configure rights on oslo's objects) leaves it unasked.
+      await onScratchChannel(connection, declare).catch((e: unknown) => {
+        if (isPreconditionFailed(e)) mismatched.push(`${kind} ${name}: ${(e as Error).message}`)
+      })
       return
     }
     try {
@@ -153,5 +166,5 @@ export const declareTopology = async (connection: amqp.ChannelModel, o: Topology
     })
     declared.push(`queue ${o.queue}`)
   }
-  return { consumeQueue: n.consumeQueue, deadLetterExchange: n.deadLetterExchange, deadLetterQueue: n.deadLetterQueue, found, declared }
+  return { consumeQueue: n.consumeQueue, deadLetterExchange: n.deadLetterExchange, deadLetterQueue: n.deadLetterQueue, found, declared, mismatched }
 }
