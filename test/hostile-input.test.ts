@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import { deepArrayField, deepTableField, eventually, freePort, publishRaw, stringField, unsignedLongField } from '@vitrage-persistor/testing'
+import zlib from 'node:zlib'
+import { bytesField, deepArrayField, deepTableField, eventually, freePort, publishRaw, stringField, unsignedLongField } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { message, OSLO_PROPERTIES, v2Body, v2BodyWithPayloadText } from './support/messages.js'
 import { INSPECTABLE, retainedBytes } from './support/inspector.js'
@@ -69,7 +70,7 @@ t.test('hostile payloads are stored verbatim or dead-lettered with a reason; the
   t.equal((await p.exited).code, 0)
 })
 
-t.test('headers amqplib could not decode (nested thousands deep, a type tag it does not know) no longer stop the stream: valid bodies stored, a bad one dead-lettered with its reason', async (t) => {
+t.test('headers amqplib could not decode (nested thousands deep, RabbitMQ\'s unsigned 64-bit type) no longer stop the stream: valid bodies stored, a bad one dead-lettered with its reason', async (t) => {
   const world = await setupWorld(t)
   const port = await freePort()
   const p = startPersistor(world.flags(['--batch-size', '2', '--http-port', String(port)]))
@@ -113,6 +114,43 @@ t.test('headers amqplib could not decode (nested thousands deep, a type tag it d
   t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200)
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
+})
+
+t.test('a compressed letter keeps its compression header whatever else its headers hold (an unsigned 64-bit value, a value too long to write again); listed by its message, and stored once requeued after the limit is raised', async (t) => {
+  const world = await setupWorld(t)
+  const first = startPersistor(world.flags(['--max-message-bytes', '1000']))
+  t.teardown(() => first.kill('SIGKILL'))
+  await first.waitFor(isConsuming, 'consuming')
+  const gzip = stringField('compression', 'application/x-gzip')
+  const cases = [
+    gzip,
+    // RabbitMQ's 'L' before the header: read as an unknown tag, it swallowed the rest of the table.
+    Buffer.concat([unsignedLongField('big', 5n), gzip]),
+    // 70,000 bytes: more than amqplib writes again, so the dead letter keeps only chosen headers.
+    Buffer.concat([gzip, bytesField('pad', Buffer.alloc(70_000, 1))]),
+  ]
+  const ids: string[] = []
+  for (const headersTable of cases) {
+    const m = message({ text: 'x'.repeat(3_000) })
+    ids.push(m['message_id'] as string)
+    await publishRaw({ url: world.broker.url, exchange: world.names.exchange, routingKey: world.names.routingKey, body: zlib.deflateSync(v2Body(m)), headersTable })
+  }
+  await eventually('dead-lettered', async () => (await world.broker.depth(world.names.deadQueue)) === cases.length)
+  first.kill('SIGTERM')
+  t.equal((await first.exited).code, 0)
+  const { inspectDeadLetters, requeueDeadLetters } = await import('@vitrage-persistor/ingest')
+  const listed = await inspectDeadLetters({ amqpUrl: world.broker.url, deadLetterQueue: world.names.deadQueue, limit: 10 })
+  t.match(listed, { _tag: 'Right', right: { letters: ids.map((messageId) => ({ reason: 'body-too-large', messageId })) } }, 'each named by its message')
+  const r = await requeueDeadLetters({ amqpUrl: world.broker.url, deadLetterQueue: world.names.deadQueue, targetQueue: world.names.queue, reasons: ['body-too-large'], limit: 10, maxInFlight: 10 })
+  t.match(r, { _tag: 'Right', right: { requeued: cases.length } })
+  const second = startPersistor(world.flags())
+  t.teardown(() => second.kill('SIGKILL'))
+  await eventually('stored once requeued', async () => (await rowCount(world)) === cases.length)
+  const { rows } = await world.sql.query<{ message_id: string }>('SELECT message_id FROM event ORDER BY id')
+  t.same(rows.map((row) => row.message_id), ids)
+  t.equal(await world.broker.depth(world.names.deadQueue), 0)
+  second.kill('SIGTERM')
+  t.equal((await second.exited).code, 0)
 })
 
 t.test('memory does not grow with repeated hostile input', async (t) => {

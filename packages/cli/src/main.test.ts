@@ -31,6 +31,14 @@ t.test('a queue or topic name whose derived names would pass 255 bytes is refuse
   t.match(r.err, /--topic: must be a non-empty AMQP name without spaces of at most 250 bytes \(\.info is appended to it\)/)
 })
 
+t.test('quorum queues that are auto-delete, which RabbitMQ refuses, are a configuration error, exit 2, before connecting anywhere', async (t) => {
+  // Before: run retried its topology for ever, having declared oslo's exchange meanwhile.
+  const r = await run(['run', '--amqp-quorum-queues', '--amqp-auto-delete', '--amqp-url', 'amqp://u:s3cret@127.0.0.1:1/'])
+  t.equal(r.code, 2)
+  t.match(r.err, /--amqp-quorum-queues with --amqp-auto-delete: RabbitMQ refuses auto-delete quorum queues/)
+  t.notMatch(r.err + r.out, /s3cret/)
+})
+
 t.test('a database URL that names no database is a configuration error, exit 2', async (t) => {
   const r = await run(['migrate', '--database-url', 'postgres://u:s3cret@127.0.0.1:5432/'])
   t.equal(r.code, 2)

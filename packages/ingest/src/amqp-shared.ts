@@ -75,14 +75,15 @@ const shortString = (s: unknown): string | undefined => (typeof s === 'string' &
  * takes for its type marker, or one naming 'long' with a value that is not a number; a timestamp
  * past 2^64; a message id of invalid UTF-8, 255 bytes on the wire and more once decoded). Every
  * such message stopped `run` at every start. Only the content type and encoding are kept, when
- * they are short strings; `headers` are the caller's, built from values it controls.
+ * they are short strings, and of the headers kombu's `compression`, without which the body could
+ * never be read again; the other `headers` are the caller's, built from values it controls.
  */
 export const fallbackRepublishOptions = (p: amqp.MessageProperties, headers: Record<string, unknown>): amqp.Options.Publish => ({
   mandatory: true,
   deliveryMode: 2,
   ...(shortString(p.contentType) !== undefined ? { contentType: p.contentType as string } : {}),
   ...(shortString(p.contentEncoding) !== undefined ? { contentEncoding: p.contentEncoding as string } : {}),
-  headers,
+  headers: shortString(p.headers?.['compression']) !== undefined ? { compression: p.headers?.['compression'], ...headers } : headers,
 })
 
 /** A routing key amqplib can write (its short-string limit), else '' (the exchanges it goes to route by queue name or fan out). */

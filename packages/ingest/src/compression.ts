@@ -6,8 +6,8 @@
  * the persistor does the same, bounded: a body that inflates past the size limit stops there.
  *
  * kombu's `gzip`/`zlib` is the zlib format (RFC 1950), not gzip's file format; both are read.
- * bz2, lzma and zstd have no decoder in Node 20: such a body is dead-lettered (nothing is lost;
- * requeue it once the publisher sends gzip or no compression).
+ * bz2, lzma and zstd have no decoder in Node 20: such a body is dead-lettered intact, with its
+ * header (a requeue brings it back the same: it has to be decompressed outside).
  */
 import { constants } from 'node:buffer'
 import zlib from 'node:zlib'
@@ -32,7 +32,8 @@ export const SUPPORTED_COMPRESSION = ['application/x-gzip', 'application/x-brotl
  * itself. `maxBytes` bounds both the compressed and the decompressed size.
  */
 export const decompressBody = (body: Buffer, compression: unknown, maxBytes: number): E.Either<Rejection, Buffer> => {
-  if (compression === undefined || compression === null) return E.right(body)
+  // kombu reads an empty header as no compression too.
+  if (compression === undefined || compression === null || compression === '') return E.right(body)
   if (typeof compression !== 'string') return E.left(rejection('unsupported-compression', `header "compression" must be a string, got ${Buffer.isBuffer(compression) ? 'bytes' : typeof compression}`))
   const method = METHODS[compression]
   if (method === undefined) {

@@ -119,14 +119,16 @@ const timeOf = (v: unknown): string | null => {
   return text(v)
 }
 
-const DESCRIBE_MAX_INFLATED = 64 * 1024 * 1024
+// What a listing decompresses of a letter to name its message: a few hundred bytes of brotli
+// inflate to 60 MiB, and a listing of such letters took seconds each (review 54).
+const DESCRIBE_MAX_INFLATED = 1024 * 1024
 
 /** A dead letter as an operator reads it (pure: no broker; whatever the headers hold, it does not throw). */
 export const describeDeadLetter = (position: number, content: Buffer, headers: Headers): DeadLetterSummary => {
   const death = firstDeath(headers)
   const deathKeys = death?.['routing-keys']
   // Decoded without a size limit: a body-too-large letter still names its message (a compressed
-  // one, up to DESCRIBE_MAX_INFLATED bytes once decompressed).
+  // one only up to DESCRIBE_MAX_INFLATED bytes once decompressed).
   const plain = decompressBody(content, headers?.['compression'], DESCRIBE_MAX_INFLATED)
   const body = E.isRight(plain) ? plain.right : content
   const decoded = decodeMessage(body, { maxMessageBytes: Number.POSITIVE_INFINITY })

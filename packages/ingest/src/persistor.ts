@@ -504,6 +504,9 @@ export class Persistor {
           "oslo's exchange or queue exists with other attributes than the settings say (--amqp-durable-queues, --amqp-auto-delete, --amqp-quorum-*): left alone, but should the broker lose it, the persistor would declare it as the settings say and oslo's publisher would then fail; set them as oslo.messaging's are",
         )
       }
+      if (topology.unchecked.length > 0) {
+        this.log.info({ unchecked: topology.unchecked }, "could not check that oslo's exchange or queue has the attributes the settings say (the broker refused an equal declare; it changed nothing)")
+      }
     } catch (e) {
       await connection?.close().catch(() => {})
       await publisher?.close().catch(() => {})

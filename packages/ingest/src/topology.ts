@@ -72,6 +72,8 @@ export interface Topology {
    * ones) it would declare them as the settings say, and oslo's publisher would then fail.
    */
   readonly mismatched: readonly string[]
+  /** oslo's objects that check could not be made on (the broker's refusal: a user without configure rights). */
+  readonly unchecked: readonly string[]
 }
 
 export const names = (o: TopologyOptions): { consumeQueue: string; deadLetterExchange: string; deadLetterQueue: string; osloQueue: string } => ({
@@ -106,6 +108,7 @@ export const declareTopology = async (connection: amqp.ChannelModel, o: Topology
   const found: string[] = []
   const declared: string[] = []
   const mismatched: string[] = []
+  const unchecked: string[] = []
   const osloObject = async (kind: 'exchange' | 'queue', name: string, declare: (ch: amqp.Channel) => Promise<unknown>): Promise<void> => {
     const exists = kind === 'exchange' ? exchangeExists : queueExists
     if (await exists(connection, name)) {
@@ -115,6 +118,7 @@ export const declareTopology = async (connection: amqp.ChannelModel, o: Topology
       // other refusal (403: a user without configure rights on oslo's objects) leaves it unasked.
       await onScratchChannel(connection, declare).catch((e: unknown) => {
         if (isPreconditionFailed(e)) mismatched.push(`${kind} ${name}: ${(e as Error).message}`)
+        else unchecked.push(`${kind} ${name}: ${(e as Error).message}`)
       })
       return
     }
@@ -166,5 +170,5 @@ export const declareTopology = async (connection: amqp.ChannelModel, o: Topology
     })
     declared.push(`queue ${o.queue}`)
   }
-  return { consumeQueue: n.consumeQueue, deadLetterExchange: n.deadLetterExchange, deadLetterQueue: n.deadLetterQueue, found, declared, mismatched }
+  return { consumeQueue: n.consumeQueue, deadLetterExchange: n.deadLetterExchange, deadLetterQueue: n.deadLetterQueue, found, declared, mismatched, unchecked }
 }

@@ -6,4 +6,4 @@ export { type PostgresStopMode, type PrivatePostgres, type PrivatePostgresOption
 export { type PrivateRabbit, type PrivateRabbitOptions, startPrivateRabbit } from './private-rabbitmq.js'
 export { eventually } from './wait.js'
 export { historyStream } from './history-stream.js'
-export { deepArrayField, deepTableField, publishRaw, type RawPublish, stringField, unsignedLongField } from './raw-publish.js'
+export { bytesField, deepArrayField, deepTableField, publishRaw, type RawPublish, stringField, unsignedLongField } from './raw-publish.js'

@@ -64,6 +64,9 @@ export const unsignedLongField = (key: string, value: bigint): Buffer => {
   return Buffer.concat([shortStr(key), Buffer.from('L'), v])
 }
 
+/** Field-table bytes: `key` holding a byte array ('x'). */
+export const bytesField = (key: string, value: Buffer): Buffer => Buffer.concat([shortStr(key), Buffer.from('x'), longStr(value)])
+
 /** Field-table bytes: `key` holding a long string. */
 export const stringField = (key: string, value: string): Buffer => Buffer.concat([shortStr(key), Buffer.from('S'), longStr(Buffer.from(value))])
 

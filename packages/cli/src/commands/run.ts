@@ -112,6 +112,11 @@ const CLOSE_GRACE_MS = 1_000
 const DATABASE_PROBE_MS = 5_000
 
 export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io, _env: Env): Promise<number> => {
+  if (config.amqpQuorumQueues && config.amqpAutoDelete) {
+    // RabbitMQ refuses an auto-delete quorum queue: the topology could never be declared.
+    io.err('vitrage-persistor run: --amqp-quorum-queues with --amqp-auto-delete: RabbitMQ refuses auto-delete quorum queues (oslo.messaging fails to declare its queue with both set, too); set them as your oslo.messaging has them\n')
+    return 2
+  }
   const scrub = makeScrubber(secretsOf([config.amqpUrl, config.databaseUrl, config.mirrorUrl]))
   // A mirror URL the client cannot use stops run before anything starts (exit 2).
   if (config.mirrorUrl !== '' && !(await checkMirrorUrl('run', config.mirrorUrl, io, scrub))) return 2
