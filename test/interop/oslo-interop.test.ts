@@ -2,8 +2,9 @@ import { execFileSync } from 'node:child_process'
 import { eventually } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { osloPublish, osloUnavailable } from '../support/oslo.js'
+import { sentAndStored, storedIds } from '../support/oslo-checks.js'
 import { isConsuming, startPersistor } from '../support/persistor-process.js'
-import { setupWorld, type World } from '../support/setup.js'
+import { setupWorld } from '../support/setup.js'
 
 const skip = osloUnavailable()
 
@@ -16,8 +17,6 @@ const durability = (kind: 'exchanges' | 'queues', name: string): string | undefi
     .find(([n]) => n === name)?.[1]
 }
 
-const storedIds = async (world: World): Promise<string[]> =>
-  (await world.sql.query<{ message_id: string }>('SELECT message_id::text FROM event ORDER BY id')).rows.map((r) => r.message_id)
 
 for (const durable of [false, true]) {
   t.test(`oslo.messaging Notifier with amqp_durable_queues=${durable}: stored, and oslo keeps publishing after the persistor started`, { skip }, async (t) => {
@@ -63,9 +62,7 @@ t.test('the persistor first, with amqp_durable_queues=true: it declares the exch
   await p.waitFor(isConsuming, 'consuming')
   t.equal(durability('exchanges', exchange), 'true')
   const sent = await osloPublish({ exchange, topic, count: 4, durable: true })
-  t.equal(sent.code, 0, sent.stderr)
-  await eventually('stored', async () => (await storedIds(world)).length === 4)
-  t.same(await storedIds(world), sent.sends.map((s) => s.message_id))
+  await sentAndStored(t, world, sent)
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
 })
@@ -105,10 +102,7 @@ t.test("compatibility mode first, in a deployment with rabbit_quorum_queue: oslo
     .find(([n]) => n === `${topic}.info`)
   t.same(type?.slice(1), ['quorum', 'true'])
   const sent = await osloPublish({ exchange, topic, count: 3, quorum: true })
-  t.equal(sent.code, 0, `oslo's publisher accepts the queue: ${sent.stderr}`)
-  t.ok(sent.sends.every((s) => s.ok))
-  await eventually('stored', async () => (await storedIds(world)).length === 3)
-  t.same(await storedIds(world), sent.sends.map((s) => s.message_id))
+  await sentAndStored(t, world, sent)
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
 })

@@ -8,13 +8,12 @@ import { eventually } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { cliJson } from '../support/cli.js'
 import { osloPublish, osloUnavailable } from '../support/oslo.js'
+import { sentAndStored, storedIds } from '../support/oslo-checks.js'
 import { isConsuming, startPersistor } from '../support/persistor-process.js'
-import { setupWorld, type World } from '../support/setup.js'
+import { setupWorld } from '../support/setup.js'
 
 const skip = osloUnavailable()
 
-const storedIds = async (world: World): Promise<string[]> =>
-  (await world.sql.query<{ message_id: string }>('SELECT message_id::text FROM event ORDER BY id')).rows.map((r) => r.message_id)
 
 t.test('oslo with kombu_compression: gzip and brotli bodies are stored as if uncompressed; bzip2 (no decoder in Node) is dead-lettered unsupported-compression, named in dead-letters list, and nothing is lost', { skip }, async (t) => {
   const world = await setupWorld(t)
@@ -58,10 +57,7 @@ for (const compat of [false, true]) {
     if (compat) t.match(p.output(), /oslo's queue is auto-delete/, 'warned: a stop deletes the queue with what it holds')
     // Before --amqp-auto-delete: PRECONDITION_FAILED - inequivalent arg 'auto_delete', and oslo dropped the notification.
     const sent = await osloPublish({ exchange, topic, count: 3, rabbit: { amqp_auto_delete: 'true' } })
-    t.equal(sent.code, 0, `oslo's publisher accepts them: ${sent.stderr}`)
-    t.ok(sent.sends.every((s) => s.ok))
-    await eventually('stored', async () => (await storedIds(world)).length === 3)
-    t.same(await storedIds(world), sent.sends.map((s) => s.message_id))
+    await sentAndStored(t, world, sent)
     p.kill('SIGTERM')
     t.equal((await p.exited).code, 0)
   })
@@ -77,10 +73,7 @@ t.test("compatibility mode first, with rabbit_quorum_queue and its three limits:
   t.match(p.output(), /drops a message delivered more often than its delivery limit/, 'warned: the limit drops messages')
   // Before: PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' (and the memory limits), and oslo dropped the notification.
   const sent = await osloPublish({ exchange, topic, count: 3, quorum: true, rabbit: { rabbit_quorum_delivery_limit: '5', rabbit_quroum_max_memory_length: '1000', rabbit_quroum_max_memory_bytes: '1048576' } })
-  t.equal(sent.code, 0, `oslo's publisher accepts the queue: ${sent.stderr}`)
-  t.ok(sent.sends.every((s) => s.ok))
-  await eventually('stored', async () => (await storedIds(world)).length === 3)
-  t.same(await storedIds(world), sent.sends.map((s) => s.message_id))
+  await sentAndStored(t, world, sent)
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
 })
