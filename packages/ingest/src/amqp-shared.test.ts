@@ -20,6 +20,14 @@ t.test('what a message carried that amqplib cannot write again is left out of a 
   const { cutUtf8, fallbackRepublishOptions, writableRoutingKey } = await import('./amqp-shared.js')
   const p = { contentType: 'application/json', contentEncoding: 'x'.repeat(300), timestamp: 2 ** 64, messageId: '\ufffd'.repeat(200), headers: { evil: 1 } } as unknown as Parameters<typeof fallbackRepublishOptions>[0]
   t.same(fallbackRepublishOptions(p, { ours: 1 }), { mandatory: true, deliveryMode: 2, contentType: 'application/json', headers: { ours: 1 } })
+  // kombu's compression header stays: without it the body could never be read again (review 54).
+  for (const compression of ['application/x-gzip', 'x'.repeat(600), Buffer.from('application/x-bz2')]) {
+    const kept = fallbackRepublishOptions({ ...p, headers: { evil: 1, compression } }, { ours: 1 })
+    t.same(kept.headers, { compression, ours: 1 })
+  }
+  for (const compression of [7, { '!': 'bogus' }, 'x'.repeat(2000)]) {
+    t.same(fallbackRepublishOptions({ ...p, headers: { compression } }, { ours: 1 }).headers, { ours: 1 }, 'what may not encode again is not kept')
+  }
   t.equal(writableRoutingKey('k.'.repeat(100)), 'k.'.repeat(100))
   t.equal(writableRoutingKey('\ufffd'.repeat(200)), '', 'over 255 bytes of UTF-8: no key (the dead-letter exchange fans out)')
   t.equal(cutUtf8('é'.repeat(200), 255), 'é'.repeat(127), 'whole characters, at most 255 bytes')

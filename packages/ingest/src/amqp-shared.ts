@@ -83,8 +83,12 @@ export const fallbackRepublishOptions = (p: amqp.MessageProperties, headers: Rec
   deliveryMode: 2,
   ...(shortString(p.contentType) !== undefined ? { contentType: p.contentType as string } : {}),
   ...(shortString(p.contentEncoding) !== undefined ? { contentEncoding: p.contentEncoding as string } : {}),
-  headers: shortString(p.headers?.['compression']) !== undefined ? { compression: p.headers?.['compression'], ...headers } : headers,
+  headers: keptCompression(p.headers?.['compression']) !== undefined ? { compression: p.headers?.['compression'], ...headers } : headers,
 })
+
+// kombu's compression header, whatever it names, when it can be written again (a string or
+// bytes of reasonable length: header strings are long strings, not limited to 255 bytes).
+const keptCompression = (v: unknown): unknown => ((typeof v === 'string' && Buffer.byteLength(v) <= 1024) || (Buffer.isBuffer(v) && v.byteLength <= 1024) ? v : undefined)
 
 /** A routing key amqplib can write (its short-string limit), else '' (the exchanges it goes to route by queue name or fan out). */
 export const writableRoutingKey = (key: string): string => shortString(key) ?? ''

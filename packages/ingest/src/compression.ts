@@ -32,8 +32,8 @@ export const SUPPORTED_COMPRESSION = ['application/x-gzip', 'application/x-brotl
  * itself. `maxBytes` bounds both the compressed and the decompressed size.
  */
 export const decompressBody = (body: Buffer, compression: unknown, maxBytes: number): E.Either<Rejection, Buffer> => {
-  // kombu reads an empty header as no compression too.
-  if (compression === undefined || compression === null || compression === '') return E.right(body)
+  // kombu reads any false value as no compression: '', b'', 0, false.
+  if (!compression || (Buffer.isBuffer(compression) && compression.byteLength === 0)) return E.right(body)
   if (typeof compression !== 'string') return E.left(rejection('unsupported-compression', `header "compression" must be a string, got ${Buffer.isBuffer(compression) ? 'bytes' : typeof compression}`))
   const method = METHODS[compression]
   if (method === undefined) {

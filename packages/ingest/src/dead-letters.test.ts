@@ -100,3 +100,19 @@ t.test('the requeue marks the persistor keeps when it must drop the headers are 
   })
   t.same(requeueMarks({ 'x-persistor-requeue-run': 'r'.repeat(70_000), 'x-persistor-requeued': 'many' }), {}, 'a forged, oversized mark is not carried')
 })
+
+t.test('a compressed letter is named up to maxInflated bytes decompressed, and says what it inflated; 0 names none', async (t) => {
+  const zlib = await import('node:zlib')
+  const big = body(JSON.stringify({ text: 'x'.repeat(2 * 1024 * 1024) }))
+  const gz = zlib.deflateSync(big)
+  const headers = { 'x-persistor-error': 'body-too-large', compression: 'application/x-gzip' }
+  const inflated: number[] = []
+  // Over the persistor's default limit (1 MiB), as a body-too-large letter is: still named (review 55).
+  t.match(describeDeadLetter(1, gz, headers, { onInflated: (n) => inflated.push(n) }), { messageId, eventType: 'vitrage.graph.change', bytes: gz.byteLength })
+  t.same(inflated, [big.byteLength])
+  t.match(describeDeadLetter(1, gz, headers, { maxInflated: 1024 * 1024, onInflated: (n) => inflated.push(n) }), { messageId: null }, 'past the limit: not named')
+  t.equal(inflated[1], 1024 * 1024, 'charged what it inflated before stopping')
+  t.match(describeDeadLetter(1, gz, headers, { maxInflated: 0, onInflated: (n) => inflated.push(n) }), { messageId: null, reason: 'body-too-large' })
+  t.match(describeDeadLetter(1, Buffer.from('BZh9'), { compression: 'application/x-bz2' }, { onInflated: (n) => inflated.push(n) }), { messageId: null })
+  t.equal(inflated.length, 2, 'nothing inflated for 0 or a method it cannot read')
+})

@@ -119,17 +119,35 @@ const timeOf = (v: unknown): string | null => {
   return text(v)
 }
 
-// What a listing decompresses of a letter to name its message: a few hundred bytes of brotli
-// inflate to 60 MiB, and a listing of such letters took seconds each (review 54).
-const DESCRIBE_MAX_INFLATED = 1024 * 1024
+/**
+ * What is decompressed to name a compressed letter's message: at most this much of one letter
+ * (a body-too-large letter is over the persistor's limit, 1 MiB by default), and of all the
+ * letters one listing reads, LISTING_MAX_INFLATED. A few hundred bytes of brotli inflate to
+ * 60 MiB: with 64 MiB a letter and no total, a listing of such letters took seconds each (review 54).
+ */
+export const DESCRIBE_MAX_INFLATED = 16 * 1024 * 1024
+const LISTING_MAX_INFLATED = 128 * 1024 * 1024
+
+export interface DescribeOptions {
+  /** Most a compressed letter is decompressed to (DESCRIBE_MAX_INFLATED); below 1, compressed letters are not named. */
+  readonly maxInflated?: number
+  /** Told how many bytes a compressed letter decompressed to (as far as it went, when it failed). */
+  readonly onInflated?: (bytes: number) => void
+}
 
 /** A dead letter as an operator reads it (pure: no broker; whatever the headers hold, it does not throw). */
-export const describeDeadLetter = (position: number, content: Buffer, headers: Headers): DeadLetterSummary => {
+export const describeDeadLetter = (position: number, content: Buffer, headers: Headers, o: DescribeOptions = {}): DeadLetterSummary => {
   const death = firstDeath(headers)
   const deathKeys = death?.['routing-keys']
   // Decoded without a size limit: a body-too-large letter still names its message (a compressed
-  // one only up to DESCRIBE_MAX_INFLATED bytes once decompressed).
-  const plain = decompressBody(content, headers?.['compression'], DESCRIBE_MAX_INFLATED)
+  // one only up to maxInflated bytes once decompressed).
+  const maxInflated = o.maxInflated ?? DESCRIBE_MAX_INFLATED
+  const compression = headers?.['compression']
+  const plain = maxInflated >= 1 || compression === undefined ? decompressBody(content, compression, Math.max(1, maxInflated)) : E.right(content)
+  // What it took: a body cut off at the limit, or found corrupt on the way, may have inflated as far.
+  if (E.isRight(plain)) {
+    if (plain.right !== content) o.onInflated?.(plain.right.byteLength)
+  } else if (plain.left.reason !== 'unsupported-compression') o.onInflated?.(maxInflated)
   const body = E.isRight(plain) ? plain.right : content
   const decoded = decodeMessage(body, { maxMessageBytes: Number.POSITIVE_INFINITY })
   const at = headers?.['x-persistor-dead-lettered-at'] ?? death?.['time']
@@ -418,12 +436,14 @@ export const inspectDeadLetters = async (o: DeadLetterScanOptions): Promise<E.Ei
   const held: number[] = []
   const letters: DeadLetterSummary[] = []
   const byReason: Record<string, number> = {}
+  let inflatable = LISTING_MAX_INFLATED
+  const describe = { onInflated: (bytes: number) => void (inflatable -= bytes) }
   try {
     while (letters.length < o.limit && scan.scanned() < MAX_INSPECT) {
       const m = await scan.next()
       if (m === false || m === STOPPED) break
       held.push(m.fields.deliveryTag)
-      const summary = describeDeadLetter(scan.scanned(), m.content, m.properties.headers)
+      const summary = describeDeadLetter(scan.scanned(), m.content, m.properties.headers, { ...describe, maxInflated: Math.min(DESCRIBE_MAX_INFLATED, inflatable) })
       byReason[summary.reason] = (byReason[summary.reason] ?? 0) + 1
       if (selects(o, summary.reason)) letters.push(summary)
     }
@@ -543,7 +563,8 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Re
         held.push(ownLetter)
         break
       }
-      const summary = describeDeadLetter(scan.scanned(), m.content, headers)
+      // A requeue reads the reason and origin only: compressed letters are not decompressed.
+      const summary = describeDeadLetter(scan.scanned(), m.content, headers, { maxInflated: 0 })
       const chosen = selects(o, summary.reason)
       let confirmed: Promise<void> | undefined
       try {
