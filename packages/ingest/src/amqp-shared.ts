@@ -78,13 +78,16 @@ const shortString = (s: unknown): string | undefined => (typeof s === 'string' &
  * they are short strings, and of the headers kombu's `compression`, without which the body could
  * never be read again; the other `headers` are the caller's, built from values it controls.
  */
-export const fallbackRepublishOptions = (p: amqp.MessageProperties, headers: Record<string, unknown>): amqp.Options.Publish => ({
-  mandatory: true,
-  deliveryMode: 2,
-  ...(shortString(p.contentType) !== undefined ? { contentType: p.contentType as string } : {}),
-  ...(shortString(p.contentEncoding) !== undefined ? { contentEncoding: p.contentEncoding as string } : {}),
-  headers: keptCompression(p.headers?.['compression']) !== undefined ? { compression: p.headers?.['compression'], ...headers } : headers,
-})
+export const fallbackRepublishOptions = (p: amqp.MessageProperties, headers: Record<string, unknown>): amqp.Options.Publish => {
+  const compression = keptCompression(p.headers?.['compression'])
+  return {
+    mandatory: true,
+    deliveryMode: 2,
+    ...(shortString(p.contentType) !== undefined ? { contentType: p.contentType as string } : {}),
+    ...(shortString(p.contentEncoding) !== undefined ? { contentEncoding: p.contentEncoding as string } : {}),
+    headers: compression !== undefined ? { compression, ...headers } : headers,
+  }
+}
 
 // kombu's compression header, whatever it names, when it can be written again (a string or
 // bytes of reasonable length: header strings are long strings, not limited to 255 bytes).

@@ -142,8 +142,7 @@ export const describeDeadLetter = (position: number, content: Buffer, headers: H
   // Decoded without a size limit: a body-too-large letter still names its message (a compressed
   // one only up to maxInflated bytes once decompressed).
   const maxInflated = o.maxInflated ?? DESCRIBE_MAX_INFLATED
-  const compression = headers?.['compression']
-  const plain = maxInflated >= 1 || compression === undefined ? decompressBody(content, compression, Math.max(1, maxInflated)) : E.right(content)
+  const plain = maxInflated >= 1 ? decompressBody(content, headers?.['compression'], maxInflated) : E.right(content)
   // What it took: a body cut off at the limit, or found corrupt on the way, may have inflated as far.
   if (E.isRight(plain)) {
     if (plain.right !== content) o.onInflated?.(plain.right.byteLength)
