@@ -92,6 +92,10 @@ t.test('alarm history of the captured Vitrage traffic answers hand-checked quest
   const badSort = await cli(['history', 'alarms', ...db, '--sort', ',,'])
   t.equal(badSort.code, 2, 'a --sort naming no column is a usage error, not the default order')
   t.match(badSort.err, /--sort: expected columns/)
+  t.equal((await cli(['history', 'alarms', ...db, '--limit', '10000'])).code, 0, 'a page of 10,000, as Vitrage allows')
+  const tooLarge = await cli(['history', 'alarms', ...db, '--limit', '10001'])
+  t.equal(tooLarge.code, 2, 'a larger page is a usage error: it is built in memory')
+  t.match(tooLarge.err, /--limit: at most 10000 alarms a page, got 10001; read on with --marker/)
 
   // The same answers after rebuilding the projection from the log.
   const before = await answers(world)

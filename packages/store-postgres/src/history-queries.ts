@@ -12,10 +12,13 @@
  * - end_timestamp sorts an alarm not yet ended as if it ended in 2222-02-22, as Vitrage stores it
  *   (last ascending, first descending); other NULLs sort last.
  * `now` given explicitly means "as the history stood then": alarms that started later are left
- * out. Without it the current time is used only for what is active or ended, so an alarm stamped
- * slightly ahead of this clock is still listed.
- * Unlike Vitrage, an active alarm reports its current severity (the latest change), not the one
- * it was activated with; filters, sorting and markers use what is reported (state too).
+ * out, and what was recorded after it (an end, a severity change, a resource project change) is
+ * neither reported nor used by the window, the filters or the project. Without it the current
+ * time is used only for what is active or ended, so an alarm stamped slightly ahead of this clock
+ * is still listed, and counted as active (as Vitrage's `end_timestamp > now` does).
+ * Unlike Vitrage, an active alarm reports its current severity (the latest change; of changes
+ * stamped alike, the later event), not the one it was activated with; filters, sorting and
+ * markers use what is reported (state too).
  * Query builders are pure (SQL text and parameters) and tested without a server.
  */
 import { type AlarmRecord, type CausalEdge, parseTimeArgument, parseTimestamp } from '@vitrage-persistor/core'
@@ -120,7 +123,16 @@ export const alarmsQuery = (given: AlarmQuery): { text: string; values: unknown[
   // What is reported, so that filters, sorting and markers agree with what is shown: an ended
   // alarm is Inactive with severity OK, an active one has its latest severity (`c`, the lateral
   // join below) and no end yet (as of `now`).
+  const asOf = q.now !== undefined
   const ended = (x: string): string => `(${x}.end_timestamp IS NOT NULL AND ${x}.end_timestamp <= ${now})`
+  // The resource project as of `now`: a change recorded after it is not known yet (migration
+  // 0011 keeps the activation's project and the latest change beside it). The generated column
+  // is the same expression without the time bound.
+  const resourceProject = (x: string): string =>
+    asOf
+      ? `(CASE WHEN ${x}.resource_project_change_at IS NOT NULL AND (${x}.start_timestamp IS NULL OR ${x}.resource_project_change_at >= ${x}.start_timestamp)
+            AND ${x}.resource_project_change_at <= ${now} THEN ${x}.resource_project_change ELSE ${x}.activation_resource_project_id END)`
+      : `${x}.vitrage_resource_project_id`
   const reported = (x: string, c: string, column: string): string =>
     column === 'vitrage_operational_severity'
       ? `(CASE WHEN ${ended(x)} THEN 'OK' ELSE coalesce(${c}.severity, ${x}.vitrage_operational_severity) END)`
@@ -128,22 +140,31 @@ export const alarmsQuery = (given: AlarmQuery): { text: string; values: unknown[
         ? `(CASE WHEN ${ended(x)} THEN 'Inactive' ELSE 'Active' END)`
         : column === 'end_timestamp'
           ? `(CASE WHEN ${ended(x)} THEN ${x}.end_timestamp END)`
-          : `${x}.${column}`
+          : column === 'vitrage_resource_project_id'
+            ? resourceProject(x)
+            : `${x}.${column}`
+  // Vitrage stamps to the second, so changes of one alarm often share a time: the later event
+  // is the latest change (its vertex ends with it). Without --now, a change stamped ahead of this
+  // clock counts, as its alarm does.
   const latestChange = (x: string): string =>
-    `LEFT JOIN LATERAL (SELECT severity FROM history_change c WHERE c.vitrage_id = ${x}.vitrage_id AND c.at >= ${x}.start_timestamp AND c.at <= ${now}
-                   ORDER BY c.at DESC LIMIT 1)`
+    `LEFT JOIN LATERAL (SELECT severity FROM history_change c WHERE c.vitrage_id = ${x}.vitrage_id AND c.at >= ${x}.start_timestamp${asOf ? ` AND c.at <= ${now}` : ''}
+                   ORDER BY c.at DESC, c.event_id DESC LIMIT 1)`
   // The sort key: a reported end of NULL (not ended as of now) is later than every end.
   const sortKey = (x: string, c: string, column: string): string =>
     column === 'end_timestamp' ? `coalesce(${reported(x, c, column)}, 'infinity'::timestamptz)` : reported(x, c, column)
   const expr = (column: string): string => reported('a', 'c', column)
   const key = (column: string): string => sortKey('a', 'c', column)
   const where = ['a.start_timestamp IS NOT NULL']
-  if (q.now !== undefined) where.push(`a.start_timestamp <= ${now}`)
-  if (q.active) where.push(`(a.end_timestamp IS NULL OR a.end_timestamp > ${now}) AND a.start_timestamp <= ${now}`)
+  if (asOf) where.push(`a.start_timestamp <= ${now}`)
+  if (q.active) where.push(`(a.end_timestamp IS NULL OR a.end_timestamp > ${now})`)
+  // As of `now`, an end recorded after it is not known: such an alarm was open then. The stored
+  // interval's test stays first (the range index answers it); the second term adds those alarms.
+  const endsLater = asOf ? ` OR a.end_timestamp > ${now}` : ''
   if (q.start !== undefined && q.end !== undefined) {
-    where.push(`alarm_active_range(a.start_timestamp, a.end_timestamp) && tstzrange(${p(q.start)}::timestamptz, ${p(q.end)}::timestamptz, '[]')`)
+    const [start, end] = [p(q.start), p(q.end)]
+    where.push(`(alarm_active_range(a.start_timestamp, a.end_timestamp) && tstzrange(${start}::timestamptz, ${end}::timestamptz, '[]')${asOf ? ` OR (a.end_timestamp > ${now} AND a.start_timestamp <= ${end}::timestamptz)` : ''})`)
   } else if (q.start !== undefined) {
-    where.push(`(a.end_timestamp IS NULL OR a.end_timestamp >= ${p(q.start)})`)
+    where.push(`(a.end_timestamp IS NULL OR a.end_timestamp >= ${p(q.start)}${endsLater})`)
   }
   for (const [column, vals] of q.filters ?? []) {
     if (!(ALARM_COLUMNS as readonly string[]).includes(column)) throw new QueryError(`cannot filter on ${column}; use one of ${ALARM_COLUMNS.join(', ')}`)
@@ -154,7 +175,7 @@ export const alarmsQuery = (given: AlarmQuery): { text: string; values: unknown[
   }
   if (q.project !== undefined) {
     const project = p(q.project)
-    where.push(`(a.project_id = ${project} OR a.vitrage_resource_project_id = ${project})`)
+    where.push(`(a.project_id = ${project} OR ${resourceProject('a')} = ${project})`)
   }
   const sort = [...(q.sort ?? ['start_timestamp'])]
   if (!sort.some((s) => s.replace(/^-/, '') === 'vitrage_id')) sort.push('vitrage_id')
@@ -186,7 +207,7 @@ export const alarmsQuery = (given: AlarmQuery): { text: string; values: unknown[
   CASE WHEN ${ended('a')} THEN ${ts('a.end_timestamp')} END AS end_timestamp,
   a.name, a.vitrage_type, a.vitrage_aggregated_severity,
   CASE WHEN ${ended('a')} THEN 'OK' ELSE coalesce(c.severity, a.vitrage_operational_severity) END AS vitrage_operational_severity,
-  a.project_id, a.vitrage_resource_type, a.vitrage_resource_id, a.vitrage_resource_project_id,
+  a.project_id, a.vitrage_resource_type, a.vitrage_resource_id, ${resourceProject('a')} AS vitrage_resource_project_id,
   CASE WHEN ${ended('a')} THEN 'Inactive' ELSE 'Active' END AS state,
   a.payload
 FROM history_alarm a

@@ -355,3 +355,71 @@ t.test('a limit or page size below 1 is refused, not an empty answer', async (t)
   t.throws(() => store.readRawPage(-5, 10), { name: 'TypeError', message: /afterId must be an integer >= 0/ })
   t.throws(() => store.readRawPageWithWatermark(0, 1.5), TypeError)
 })
+
+t.test('of severity changes stamped in the same second, the later event is the current severity, whatever order they were applied in', async (t) => {
+  const c = await setup(t)
+  // Vitrage stamps to the second. Each alarm gets 2-4 changes at minute 2, applied newest first
+  // (as after a requeue), one per transaction, so the table's physical order is the reverse of
+  // the events' order.
+  const severities = ['WARNING', 'CRITICAL', 'SEVERE']
+  const expected: Record<string, string> = {}
+  const commands: HistoryCommand[] = []
+  for (let i = 0; i < 30; i++) {
+    const id = `tie-${String(i).padStart(2, '0')}`
+    commands.push(activate(id, 1))
+    const changes = Array.from({ length: 2 + (i % 3) }, (_, j) => change(id, 2, severities[(i + j) % 3]!))
+    expected[id] = (changes.at(-1) as { severity: string }).severity
+    commands.push(...changes.reverse())
+  }
+  let position = 0
+  for (const cmd of commands) await applyHistory(c, 'h', [cmd], position, ++position)
+  const reported = Object.fromEntries((await queryAlarms(c, {})).map((a) => [a.vitrage_id, a.vitrage_operational_severity]))
+  t.same(reported, expected, 'each alarm reports its last change')
+  const counts = await countActiveAlarms(c)
+  for (const s of severities) t.equal(counts[s], Object.values(expected).filter((e) => e === s).length, `${s} counted by the last change`)
+})
+
+t.test('without --now, an alarm and a change stamped ahead of this clock are active and counted (Vitrage: end_timestamp > now)', async (t) => {
+  const c = await setup(t)
+  const ahead = (minutes: number): string => new Date(Date.now() + minutes * 60_000).toISOString().replace('Z', '000Z')
+  await applyHistory(c, 'h', [
+    activate('now-1', 0),
+    { kind: 'activate-alarm', eventId: ++eventId, vitrageId: 'ahead-1', at: ahead(2), attributes: attrs('WARNING'), payload: {} },
+    { kind: 'change-severity', eventId: ++eventId, messageId: '00000000-0000-4000-8000-00000000a4ea', vitrageId: 'ahead-1', at: ahead(3), severity: 'CRITICAL', payload: {} },
+  ], 0, 1)
+  t.same((await queryAlarms(c, { active: true })).map((a) => [a.vitrage_id, a.vitrage_operational_severity]), [['now-1', 'CRITICAL'], ['ahead-1', 'CRITICAL']], 'both active, the one ahead with its change')
+  t.match(await countActiveAlarms(c), { CRITICAL: 2, WARNING: 0 })
+  t.same((await queryAlarms(c, { active: true, now: at(30) })).map((a) => a.vitrage_id), ['now-1'], 'as of a time before it, the one ahead had not started')
+})
+
+t.test('--now and rca --at report the resource project as it stood then, and filter on it', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', [
+    { kind: 'activate-alarm', eventId: ++eventId, vitrageId: 'm', at: at(10), attributes: attrs('CRITICAL', 'p1'), payload: {} },
+    project('m', 30, 'p2'),
+  ], 0, 1)
+  const asked = async (q: Parameters<typeof queryAlarms>[1]): Promise<string[][]> => (await queryAlarms(c, q)).map((a) => [a.vitrage_id, String(a.vitrage_resource_project_id)])
+  t.same(await asked({ now: at(20) }), [['m', 'p1']], 'at 20 the project was p1')
+  t.same(await asked({ now: at(20), project: 'p1' }), [['m', 'p1']])
+  t.same(await asked({ now: at(20), project: 'p2' }), [], 'the change to p2 came at 30')
+  t.same(await asked({ now: at(20), filters: [['vitrage_resource_project_id', ['p2']]] }), [])
+  t.same(await asked({ now: at(40), project: 'p2' }), [['m', 'p2']])
+  t.same(await asked({}), [['m', 'p2']], 'without --now, the latest')
+  t.match(await countActiveAlarms(c, { now: at(20), project: 'p1' }), { CRITICAL: 1 })
+  t.match(await countActiveAlarms(c, { now: at(20), project: 'p2' }), { CRITICAL: 0 })
+  t.same((await alarmsById(c, ['m'], at(20))).map((a) => a.vitrage_resource_project_id), ['p1'], 'an RCA node at 20')
+})
+
+t.test('--now: an end recorded after it does not take an alarm out of a window', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', [activate('k', 10), deactivate('k', 25)], 0, 1)
+  const ids = async (q: Parameters<typeof queryAlarms>[1]): Promise<string[]> => (await queryAlarms(c, q)).map((a) => a.vitrage_id)
+  t.same(await ids({ now: at(20) }), ['k'])
+  t.same(await ids({ now: at(20), start: at(30) }), ['k'], 'open as of 20: not ended before 30')
+  t.same(await ids({ now: at(20), start: at(30), end: at(40) }), ['k'])
+  t.same(await ids({ now: at(20), start: at(30), end: at(40), active: false }), ['k'])
+  t.same(await ids({ start: at(30) }), [], 'as of now it ended at 25')
+  t.same(await ids({ start: at(30), end: at(40) }), [])
+  t.same(await ids({ now: at(30), start: at(30) }), [], 'as of 30 it had ended at 25')
+  t.same(await ids({ now: at(5), start: at(0) }), [], 'as of 5 it had not started')
+})

@@ -44,6 +44,19 @@ const sortArg = (value: unknown): string[] => {
   return columns
 }
 
+/**
+ * Vitrage's API pages at most 10,000 alarms. A page is built in memory before it is printed
+ * (~4 KB an alarm with its payload: --limit 1000000 took 887 MB), so larger pages are refused,
+ * not clamped: the answer says how to go on (--marker).
+ */
+const MAX_PAGE = 10_000
+
+const pageLimit = (value: unknown): number => {
+  const limit = positiveIntArg('--limit', value) ?? 1000
+  if (limit > MAX_PAGE) throw new UsageError(`--limit: at most ${MAX_PAGE} alarms a page, got ${limit}; read on with --marker (JSON: next_marker)`)
+  return limit
+}
+
 const alarms = async (config: QueryConfig, input: CommandInput, io: Io): Promise<number> => {
   const o = input.options
   const query: AlarmQuery = {
@@ -54,7 +67,7 @@ const alarms = async (config: QueryConfig, input: CommandInput, io: Io): Promise
     filters: parseFilters(o['filter'] as string[] | undefined),
     ...(o['project'] !== undefined ? { project: String(o['project']) } : {}),
     ...(o['sort'] !== undefined ? { sort: sortArg(o['sort']) } : {}),
-    limit: positiveIntArg('--limit', o['limit']) ?? 1000,
+    limit: pageLimit(o['limit']),
     ...(o['marker'] !== undefined ? { marker: String(o['marker']) } : {}),
   }
   try {
@@ -307,7 +320,7 @@ const specs = [
       new Option('--filter <key=value>', `substring match on a column, whole for state (repeatable): ${ALARM_COLUMNS.join(', ')}`).argParser(collect),
       new Option('--project <id>', "the alarm's or its resource's project"),
       new Option('--sort <columns>', 'comma-separated columns, "-" prefix for descending (default start_timestamp)'),
-      new Option('--limit <n>', 'page size (default 1000)'),
+      new Option('--limit <n>', 'page size (default 1000, at most 10000)'),
       new Option('--marker <vitrage-id>', 'continue after this alarm (the last of the previous page)'),
       formatOption(),
     ],
