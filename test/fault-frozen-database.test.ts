@@ -103,6 +103,37 @@ t.test('follow whose database stops answering is not ready within seconds, stops
   t.ok(ms < 8_000, `exited ${Math.round(ms)} ms after SIGTERM, the database still frozen`)
 })
 
+t.test('follow and project history --follow started while the event table is locked (VACUUM FULL, a migration): their health endpoints answer, follow says loading, and SIGTERM ends them in seconds', async (t) => {
+  const world = await setupWorld(t)
+  const locker = await world.sql.connect()
+  t.teardown(async () => {
+    await locker.query('ROLLBACK').catch(() => undefined)
+    locker.release()
+  })
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
+  const waitingOnLock = async (application: string): Promise<boolean> =>
+    (await world.sql.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1 AND wait_event_type = 'Lock'", [application])).rowCount! > 0
+  for (const [command, application] of [[['follow', '--snapshot-every', '10'], 'vitrage-persistor follow'], [['project', 'history', '--follow'], 'vitrage-persistor project history']] as const) {
+    const port = await freePort()
+    const base = `http://127.0.0.1:${port}`
+    const p = startPersistor([...command, '--database-url', world.db.url, '--http-port', String(port)])
+    t.teardown(() => p.kill('SIGKILL'))
+    await eventually(`${command[0]} waits on the lock`, () => waitingOnLock(application))
+    // Before: nothing listened until the lock went (curl: no connection for the whole 20 s).
+    t.equal((await get(`${base}/healthz`, 5_000)).status, 200, `${command[0]}: /healthz answers`)
+    if (command[0] === 'follow') {
+      const ready = await get(`${base}/readyz`, 5_000)
+      t.equal(ready.status, 503, `follow: not ready (${ready.body})`)
+    }
+    // Before: exit 0 only ~60 s after SIGTERM (the statement timeout). project history lets a
+    // page in progress finish for 5 s, as when its database path is frozen (above).
+    const { exit, took } = await stopAndTime(p)
+    t.equal(exit.code, 0, `${command[0]} exit code`)
+    t.ok(took < (command[0] === 'follow' ? 5_000 : 12_000), `${command[0]} exited ${took} ms after SIGTERM, the table still locked`)
+  }
+})
+
 t.test('run whose database stops answering with messages held exits within its shutdown deadline on SIGTERM, and loses nothing', async (t) => {
   const world = await setupWorld(t)
   await declarePersistorTopology(world)

@@ -203,10 +203,6 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
   const stop = stopSignal()
   try {
     const { store, log } = openLoggedStore(config.databaseUrl, 'vitrage-persistor follow', 3, config.logLevel)
-    if (await unrecoverableDatabase(io, 'follow', config.databaseUrl, store)) {
-      await store.close()
-      return 1
-    }
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })
     const metrics = {
@@ -310,6 +306,11 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     }
     const http = listening.server
     if (http) log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
+    if (await unrecoverableDatabase(io, 'follow', config.databaseUrl, store, stop.received)) {
+      await http?.close()
+      await store.close()
+      return 1
+    }
     const bar = startProgress(io, 'loading the graph, by event id')
     const follow$ = followGraph(
       { reader: store, snapshots: store, clock: store, signal: store },
@@ -336,7 +337,8 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     // restarted more often than every N events would otherwise never write one, and its load
     // (snapshot + tail) would grow with every restart. Unknown (the database failing): from 0,
     // so the first emission past N writes one.
-    const stored = every === undefined ? E.right([]) : await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
+    // Bounded, and not in a stop's way (a locked table held SIGTERM for the statement timeout).
+    const stored = every === undefined ? E.right([]) : await Promise.race([within(store.listSnapshots(GRAPH_SNAPSHOT_KIND)(), DATABASE_WAIT_MS, unanswered), stop.received.then(() => unanswered)])
     let lastSnapshot = E.isRight(stored) ? Math.max(0, ...stored.right.map((m) => m.eventId)) : 0
     // The newest written, also by an earlier run (it read 0 until this run wrote one).
     if (lastSnapshot > 0) metrics.snapshot.set(lastSnapshot)

@@ -265,9 +265,6 @@ const project = async (config: ProjectConfig, input: CommandInput, io: Io, env: 
       io.out(`history projection at event ${r.right}\n`)
       return 0
     }
-    // As follow and mirror do: a database that retrying cannot fix (no such database,
-    // credentials refused, no schema) ends --follow at once, rather than a warning every 15 s.
-    if (await unrecoverableDatabase(io, 'project history', config.databaseUrl, store)) return 1
     // Only when asked for (--http-port or PERSISTOR_HTTP_PORT): it listened on nothing before,
     // and an upgrade must not make it take the port of a `run` on the same host (9464).
     const asked = input.options['httpPort'] !== undefined || (env['PERSISTOR_HTTP_PORT'] ?? '').trim() !== ''
@@ -283,6 +280,9 @@ const project = async (config: ProjectConfig, input: CommandInput, io: Io, env: 
     if (!listening.ok) return 1
     http = listening.server
     if (http) log.info({ port: http.port, host: config.httpHost }, 'http endpoint listening')
+    // As follow and mirror do: a database that retrying cannot fix (no such database,
+    // credentials refused, no schema) ends --follow at once, rather than a warning every 15 s.
+    if (await unrecoverableDatabase(io, 'project history', config.databaseUrl, store, stop?.received)) return 1
     runner.start()
     log.info({ derive, partitions }, 'history projection following the log')
     const signal = await stop?.received

@@ -81,10 +81,6 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
     const { PgEventStore } = await import('@vitrage-persistor/store-postgres')
     const { Registry, collectDefaultMetrics } = await import('prom-client')
     const store = new PgEventStore({ connectionString: config.databaseUrl, maxConnections: 2, applicationName: 'vitrage-persistor mirror', scrub, logger: log })
-    if (await unrecoverableDatabase(io, 'mirror', config.databaseUrl, store)) {
-      await store.close()
-      return 1
-    }
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })
     let mirror: RunningMirror | undefined
@@ -105,6 +101,11 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
       return 1
     }
     const http = listening.server
+    if (await unrecoverableDatabase(io, 'mirror', config.databaseUrl, store, stop.received)) {
+      await http?.close()
+      await store.close()
+      return 1
+    }
     try {
       mirror = await startMirror(config, store, log, registry, scrub)
     } catch (e) {
