@@ -508,6 +508,23 @@ t.test('a snapshot of a history the log no longer holds (the event table restore
   if (E.isLeft(full)) throw new Error(full.left.message)
   t.equal(canonicalJson(built.right.graph), canonicalJson(full.right.graph), 'the graph of the log as it is')
   t.equal(await graphCli(world.db.url), await graphCli(world.db.url, '--no-snapshots'), 'graph says the same')
+
+  // status names it; prune does not take it as the oldest kept snapshot (review 57: prune deleted
+  // every event below it, and the graph could no longer be built at all).
+  const status = await cli(['status', ...db, '--no-broker', '--format', 'json'])
+  t.equal(status.code, 1, 'status: something needs an operator')
+  t.match(JSON.parse(status.out), { database: { snapshots: { kept: 2, notOfThisLog: [400] } }, problems: [/^the graph snapshot at event 400 is not of this log/] })
+  const graphBefore = await graphCli(world.db.url)
+  await world.sql.query('DELETE FROM projection_snapshot WHERE event_id = 200')
+  const refused = await cli(['prune', ...db])
+  t.equal(refused.code, 1, 'with only the foreign snapshot left, nothing may be pruned')
+  t.match(refused.err, /no graph snapshot of this log: nothing may be pruned/)
+  t.equal((await cli(['snapshot', 'create', ...db, '--at-event', '200'])).code, 0)
+  const pruned = await cli(['prune', ...db])
+  t.equal(pruned.code, 0, pruned.err)
+  t.equal(pruned.out, 'deleted 199 events below event 200: the oldest kept snapshot\n')
+  t.match(pruned.err, /not counting 1 graph snapshot \(at event 400\) whose event the log no longer holds/)
+  t.equal(await graphCli(world.db.url), graphBefore, 'the graph is still built, from the snapshot at 200')
 })
 
 t.test('prune against a follower behind it, and during a replay: rebuilt or refused, never a graph with a hole', async (t) => {
@@ -746,7 +763,7 @@ t.test('prune says what limits it: a stale checkpoint is named with how to remov
   t.equal(freed.out, 'deleted 289 events below event 300: the oldest kept snapshot\n')
   t.equal(freed.err, '')
   const limited = await cli(['prune', '--database-url', world.db.url, '--below', '200'])
-  t.equal(limited.out, 'deleted 0 events below event 200: --below\n')
+  t.equal(limited.out, 'deleted 0 events: events below 300 were pruned before, and --below stops this prune at event 200\n', 'not "below event 200" (review 56)')
 
   // The history projection holding retention back: kept running, or retired with its tables.
   t.same(await store.checkpoint('history')(), E.right(0))

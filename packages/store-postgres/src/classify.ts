@@ -39,7 +39,7 @@ export const classifyPgError = (error: unknown, scrub: (s: string) => string = (
   if (code !== undefined && /^[0-9A-Z]{5}$/.test(code)) {
     const cls = code.slice(0, 2)
     if (TRANSIENT_SQLSTATE.has(code) || cls === '08' || cls === '53') return failure('transient', message, code)
-    // 55000 is also ours ("no graph snapshot: nothing may be pruned"), which waiting cannot fix;
+    // 55000 is also ours ("no graph snapshot of this log: nothing may be pruned"), which waiting cannot fix;
     // at connect it is an operator closing the database for a while (ALTER DATABASE ...
     // ALLOW_CONNECTIONS false, as maintenance or a restore does). Told apart by the server
     // function that reported it (the R field, never translated, unlike the message under a

@@ -67,6 +67,22 @@ export const latestSnapshot = async (db: Queryable, kind: string, atOrBeforeEven
 export const listSnapshots = async (db: Queryable, kind: string): Promise<SnapshotMeta[]> =>
   (await db.query<MetaRow>(`SELECT ${META_COLUMNS} FROM projection_snapshot s WHERE s.kind = $1 ORDER BY s.event_id`, [kind])).rows.map(toMeta)
 
+/**
+ * Snapshots not of this log: each names the message of its event (stats.eventMessageId) and the
+ * log holds another there, or none (the event table restored or failed over without its
+ * snapshots). Readers pass them over and prune does not count them (migration 0014).
+ */
+export const foreignSnapshots = async (db: Queryable, kind: string): Promise<SnapshotMeta[]> =>
+  (
+    await db.query<MetaRow>(
+      `SELECT ${META_COLUMNS} FROM projection_snapshot s
+       WHERE s.kind = $1 AND jsonb_typeof(s.stats -> 'eventMessageId') = 'string'
+         AND NOT EXISTS (SELECT 1 FROM event e WHERE e.id = s.event_id AND e.message_id::text = s.stats ->> 'eventMessageId')
+       ORDER BY s.event_id`,
+      [kind],
+    )
+  ).rows.map(toMeta)
+
 export const retainSnapshots = async (db: Queryable, kind: string, keep: number): Promise<number> =>
   (
     await db.query(

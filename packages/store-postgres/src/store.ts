@@ -41,7 +41,7 @@ import { type Lease, tryLease } from './lease.js'
 import { type AppendListener, listenForAppends } from './notifications.js'
 import { type RawEvent, type ReadOptions, readEventByMessageId, readPage, readRawPage, tailStart } from './read.js'
 import { StreamConsumerDefect, type StreamOptions, streamRange } from './stream.js'
-import { lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, retentionWatermark, saveSnapshot } from './snapshots.js'
+import { foreignSnapshots, lastEventAtOrBefore, latestSnapshot, listSnapshots, prunedBelow, pruneEvents, retainSnapshots, retentionWatermark, saveSnapshot } from './snapshots.js'
 
 // How long ending sessions left on the server may take (its statement; twice that in all).
 const END_SESSIONS_MS = 5_000
@@ -488,6 +488,9 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     this.withClient((c) => latestSnapshot(c, kind, atOrBeforeEventId))
 
   readonly listSnapshots = (kind: string): TE.TaskEither<Failure, SnapshotMeta[]> => this.withClient((c) => listSnapshots(c, kind))
+
+  /** Snapshots whose event the log no longer holds (restored or failed over without them); see snapshots.ts. */
+  readonly foreignSnapshots = (kind: string): TE.TaskEither<Failure, SnapshotMeta[]> => this.withClient((c) => foreignSnapshots(c, kind))
 
   readonly retainSnapshots = (kind: string, keep: number): TE.TaskEither<Failure, number> => this.withClient((c) => retainSnapshots(c, kind, keep))
 

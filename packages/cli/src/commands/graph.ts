@@ -158,8 +158,21 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
   try {
     // What limits this prune (event_prune takes the lowest): said with the result, so that a
     // prune that deletes nothing is explained (a stale reader's checkpoint holds it back for ever).
-    const snapshots = await orReport(io, 'prune', config.databaseUrl, store.listSnapshots(GRAPH_SNAPSHOT_KIND))
-    if (snapshots === undefined) return 1
+    const listed = await orReport(io, 'prune', config.databaseUrl, store.listSnapshots(GRAPH_SNAPSHOT_KIND))
+    if (listed === undefined) return 1
+    // A snapshot of another history (the event table restored without its snapshots) holds
+    // nothing back: every reader passes it over (migration 0014).
+    const foreign = await orReport(io, 'prune', config.databaseUrl, store.foreignSnapshots(GRAPH_SNAPSHOT_KIND))
+    if (foreign === undefined) return 1
+    const foreignIds = new Set(foreign.map((m) => m.id))
+    const snapshots = listed.filter((m) => !foreignIds.has(m.id))
+    if (foreign.length > 0) {
+      io.err(
+        `vitrage-persistor prune: not counting ${foreign.length} graph snapshot${foreign.length === 1 ? '' : 's'} (at event ${foreign.map((m) => m.eventId).join(', ')}) whose event the log no longer holds (the event table was restored or failed over without them; graph and follow pass them over; docs/operations.md, "Restore and failover")\n`,
+      )
+    }
+    const before = await orReport(io, 'prune', config.databaseUrl, store.prunedBelow())
+    if (before === undefined) return 1
     const checkpoints = await orReport(io, 'prune', config.databaseUrl, store.listCheckpoints())
     if (checkpoints === undefined) return 1
     // Only the schema's owner may delete events (docs/operations.md, roles): say so with the refusal.
@@ -172,7 +185,15 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
       ...(below !== undefined ? [{ at: below, what: '--below' }] : []),
     ].sort((a, b) => a.at - b.at)
     const limit = limits[0]
-    io.out(`deleted ${deleted} events${limit ? ` below event ${limit.at}: ${limit.what}` : ''}\n`)
+    // A limit below what earlier prunes reached (a checkpoint left at 0) deletes nothing: said
+    // so, rather than "below event 1".
+    io.out(
+      limit === undefined
+        ? `deleted ${deleted} events\n`
+        : limit.at < before
+          ? `deleted ${deleted} events: events below ${before} were pruned before, and ${limit.what} stops this prune at event ${limit.at}\n`
+          : `deleted ${deleted} events below event ${limit.at}: ${limit.what}\n`,
+    )
     if (limit !== undefined && 'checkpoint' in limit && limit.at < (limits.find((l) => !('checkpoint' in l))?.at ?? Number.POSITIVE_INFINITY)) {
       const name = limit.checkpoint
       io.err(

@@ -9,7 +9,7 @@ const database = (over: Partial<Extract<DatabaseStatus, { ok: true }>> = {}): Da
   pendingMigrations: [],
   events: { prunedBelow: 1, head: 100, newest: { id: 100, collectorTimestamp: before(1000), persistedAt: before(1000) } },
   checkpoints: [],
-  snapshots: { kept: 0, newest: null },
+  snapshots: { kept: 0, newest: null, notOfThisLog: [] },
   ...over,
 })
 const broker = (over: Partial<Extract<BrokerStatus, { ok: true }>> = {}): BrokerStatus => ({
@@ -50,10 +50,19 @@ t.test('a checkpoint or the newest snapshot past the newest stored event is name
       { name: 'history', position: 130, updatedAt: before(1000), behind: 0 },
       { name: 'mirror-eventstore', position: 100, updatedAt: before(1000), behind: 0 },
     ],
-    snapshots: { kept: 2, newest: { eventId: 120, createdAt: before(1000), behind: 0 } },
+    snapshots: { kept: 2, newest: { eventId: 120, createdAt: before(1000), behind: 0 }, notOfThisLog: [] },
   })
   t.same(problemsOf(past, undefined, now), [
     'checkpoint history is at event 130, past the newest stored event (100): the log lost events it had read (restored or failed over?); it would skip the next 30 (docs/operations.md, "Restore and failover")',
     'the newest graph snapshot is at event 120, past the newest stored event (100): it holds events the log lost (docs/operations.md, "Restore and failover")',
   ])
+})
+
+t.test('graph snapshots not of this log, at or below the newest stored event, are named (review 57: status said "problems none")', async (t) => {
+  const snapshots = (notOfThisLog: number[]) => database({ snapshots: { kept: 3, newest: { eventId: 90, createdAt: before(1000), behind: 10 }, notOfThisLog } })
+  t.same(problemsOf(snapshots([]), undefined, now), [])
+  t.same(problemsOf(snapshots([90]), undefined, now), [
+    'the graph snapshot at event 90 is not of this log: the log holds another message there (the event table restored or failed over without its snapshots); graph, follow and prune pass it over (docs/operations.md, "Restore and failover")',
+  ])
+  t.match(problemsOf(snapshots([50, 90, 120]), undefined, now), [/^2 graph snapshots, at events 50, 90 are not of this log/], 'one past the head is named as such, not twice')
 })

@@ -30,7 +30,12 @@ export type DatabaseStatus =
       readonly pendingMigrations: readonly string[]
       readonly events: { readonly prunedBelow: number; readonly head: number; readonly newest: HeadEvent | null }
       readonly checkpoints: ReadonlyArray<CheckpointInfo & { readonly behind: number }>
-      readonly snapshots: { readonly kept: number; readonly newest: { readonly eventId: number; readonly createdAt: string; readonly behind: number } | null }
+      readonly snapshots: {
+        readonly kept: number
+        readonly newest: { readonly eventId: number; readonly createdAt: string; readonly behind: number } | null
+        /** Event ids of snapshots whose event the log no longer holds (another message there, or none). */
+        readonly notOfThisLog: readonly number[]
+      }
     }
   | { readonly ok: false; readonly error: string; readonly pendingMigrations?: readonly string[] }
 
@@ -72,6 +77,15 @@ export const problemsOf = (database: DatabaseStatus, broker: BrokerStatus | unde
     const snapshot = database.snapshots.newest
     if (snapshot !== null && snapshot.eventId > head) {
       problems.push(`the newest graph snapshot is at event ${snapshot.eventId}, past the newest stored event (${head}): it holds events the log lost (docs/operations.md, "Restore and failover")`)
+    }
+    // At or below the head (one past it is named above): the event table restored or failed
+    // over without its snapshots, ids handed out again. Readers pass them over, prune does not
+    // count them; they only take the place of snapshots of this log in --keep-snapshots.
+    const foreign = database.snapshots.notOfThisLog.filter((id) => id <= head)
+    if (foreign.length > 0) {
+      problems.push(
+        `${foreign.length === 1 ? 'the graph snapshot at event' : `${foreign.length} graph snapshots, at events`} ${foreign.slice(0, STALE_NAMED).join(', ')}${foreign.length > STALE_NAMED ? ', ...' : ''} ${foreign.length === 1 ? 'is' : 'are'} not of this log: the log holds another message there (the event table restored or failed over without its snapshots); graph, follow and prune pass ${foreign.length === 1 ? 'it' : 'them'} over (docs/operations.md, "Restore and failover")`,
+      )
     }
     const stale = database.checkpoints
       .map((c) => ({ ...c, idleMs: now.getTime() - Date.parse(c.updatedAt) }))
@@ -116,6 +130,8 @@ const databaseStatus = async (config: StatusConfig): Promise<DatabaseStatus> => 
     if (E.isLeft(checkpoints)) return fail(checkpoints.left.message)
     const snapshots = await store.listSnapshots(GRAPH_SNAPSHOT_KIND)()
     if (E.isLeft(snapshots)) return fail(snapshots.left.message)
+    const foreign = await store.foreignSnapshots(GRAPH_SNAPSHOT_KIND)()
+    if (E.isLeft(foreign)) return fail(foreign.left.message)
     const head = await store.headEvent()()
     if (E.isLeft(head)) return fail(head.left.message)
     const headId = head.right?.id ?? 0
@@ -128,6 +144,7 @@ const databaseStatus = async (config: StatusConfig): Promise<DatabaseStatus> => 
       snapshots: {
         kept: snapshots.right.length,
         newest: newest === undefined ? null : { eventId: newest.eventId, createdAt: newest.createdAt, behind: Math.max(0, headId - newest.eventId) },
+        notOfThisLog: foreign.right.map((m) => m.eventId),
       },
     }
   } finally {
