@@ -123,6 +123,49 @@ t.test('dead letters are listed without being consumed, and requeued ones are st
   t.same(await second.exited, { code: 0, signal: null })
 })
 
+t.test('drop deletes the letters it names, by reason or message_id, and keeps the others in their order; it refuses to drop unnamed ones', async (t) => {
+  const world = await setupWorld(t)
+  const p = startPersistor(world.flags(['--max-message-bytes', '2000', '--batch-size', '4']))
+  t.teardown(() => p.kill('SIGKILL'))
+  await p.waitFor(isConsuming, 'consuming')
+  const big = [1, 2, 3].map((n) => message({ n, blob: 'x'.repeat(3000) }))
+  for (const body of [v2Body(big[0]!), Buffer.from('not json 1'), v2Body(big[1]!), Buffer.from('not json 2'), v2Body(big[2]!)]) {
+    await world.broker.publish(world.names.exchange, world.names.routingKey, body, OSLO_PROPERTIES)
+  }
+  await eventually('five dead letters', async () => (await world.broker.depth(world.names.deadQueue)) === 5)
+  p.kill('SIGTERM')
+  await p.exited
+
+  for (const [args, expected] of [
+    [[], /drop deletes letters for good: name them with --reason or --message-id \(repeatable\), or --all/],
+    [['--all', '--reason', 'invalid-json'], /--all cannot be combined with --reason or --message-id/],
+    [['--reason', 'nope'], /--reason: "nope" is not a dead-letter reason/],
+  ] as const) {
+    const r = await cli(['dead-letters', 'drop', ...names(world), ...args])
+    t.equal(r.code, 2, `drop ${args.join(' ')}: exit 2`)
+    t.match(r.err, expected)
+  }
+  t.equal(await world.broker.depth(world.names.deadQueue), 5, 'a refused drop touched nothing')
+
+  const byReason = await cli(['dead-letters', 'drop', ...names(world), '--reason', 'invalid-json'])
+  t.equal(byReason.code, 0, byReason.err)
+  t.same(JSON.parse(byReason.out), { from: world.names.deadQueue, depth: 5, scanned: 5, dropped: 2, byReason: { 'invalid-json': 2 }, skipped: 3 })
+  t.same((await list(world)).letters.map((l) => [l.reason, l.messageId]), big.map((m) => ['body-too-large', m['message_id']]), 'the others, in their order')
+
+  const byId = await cli(['dead-letters', 'drop', ...names(world), '--message-id', String(big[1]!['message_id'])])
+  t.equal(byId.code, 0, byId.err)
+  t.match(JSON.parse(byId.out), { dropped: 1, skipped: 2 })
+  t.same((await list(world)).letters.map((l) => l.messageId), [big[0]!['message_id'], big[2]!['message_id']])
+  const listedById = await list(world, ['--message-id', String(big[2]!['message_id'])])
+  t.same(listedById.letters.map((l) => l.position), [2], 'list selects by message_id too')
+
+  const everything = await cli(['dead-letters', 'drop', ...names(world), '--all'])
+  t.equal(everything.code, 0, everything.err)
+  t.match(JSON.parse(everything.out), { dropped: 2, skipped: 0 })
+  t.equal(await world.broker.depth(world.names.deadQueue), 0)
+  t.equal(await rowCount(world), 0, 'nothing stored: dropped, not requeued')
+})
+
 t.test('requeue refuses when the persistor queue is missing and leaves the dead letters in place', async (t) => {
   const world = await setupWorld(t)
   await declarePersistorTopology(world)

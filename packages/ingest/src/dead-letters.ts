@@ -1,7 +1,8 @@
 /**
- * The dead-letter queue for operators: what is in `<queue>.dead` and why (inspect), and sending
+ * The dead-letter queue for operators: what is in `<queue>.dead` and why (inspect), sending
  * dead letters back to the persistor once their cause is fixed (requeue): `--max-message-bytes`
- * raised, a database that refused rows repaired, a persistor upgraded that now takes them.
+ * raised, a database that refused rows repaired, a persistor upgraded that now takes them; and
+ * deleting those no fix will store (drop: the requeue's walk, a selected letter acked with no copy).
  *
  * AMQP 0-9-1 cannot peek. Inspecting reads with basic.get and holds what it read unacked, then
  * puts it all back: nothing changes but the `redelivered` flag, and RabbitMQ requeues at the
@@ -228,6 +229,8 @@ export interface DeadLetterScanOptions {
   readonly deadLetterQueue: string
   /** Only dead letters with one of these reasons (DEAD_LETTER_REASONS); all when absent or empty. */
   readonly reasons?: readonly string[]
+  /** Only dead letters whose notification has one of these message_ids; all when absent or empty. */
+  readonly messageIds?: readonly string[]
   /** At most this many selected dead letters (for an inspection, at most MAX_INSPECT). */
   readonly limit: number
   readonly scrub?: (s: string) => string
@@ -418,7 +421,9 @@ const brokerFailure = (fail: (kind: Failure['kind'], message: string, code?: str
   return fail(c.kind, `${what}: ${(e as Error).message}`, c.code === '403' ? 'access-refused' : c.code)
 }
 
-const selects = (o: DeadLetterScanOptions, reason: string): boolean => o.reasons === undefined || o.reasons.length === 0 || o.reasons.includes(reason)
+const selects = (o: DeadLetterScanOptions, summary: Pick<DeadLetterSummary, 'reason' | 'messageId'>): boolean =>
+  (o.reasons === undefined || o.reasons.length === 0 || o.reasons.includes(summary.reason)) &&
+  (o.messageIds === undefined || o.messageIds.length === 0 || (summary.messageId !== null && o.messageIds.includes(summary.messageId)))
 
 /**
  * Lists the dead letters (those with `reasons`, at most `limit`) without removing any. Counts
@@ -444,7 +449,7 @@ export const inspectDeadLetters = async (o: DeadLetterScanOptions): Promise<E.Ei
       held.push(m.fields.deliveryTag)
       const summary = describeDeadLetter(scan.scanned(), m.content, m.properties.headers, { ...describe, maxInflated: Math.min(DESCRIBE_MAX_INFLATED, inflatable) })
       byReason[summary.reason] = (byReason[summary.reason] ?? 0) + 1
-      if (selects(o, summary.reason)) letters.push(summary)
+      if (selects(o, summary)) letters.push(summary)
     }
     scan.release(held)
     return E.right({ depth: scan.depth, scanned: scan.scanned(), letters, byReason })
@@ -460,12 +465,39 @@ export const inspectDeadLetters = async (o: DeadLetterScanOptions): Promise<E.Ei
  * Sends the selected dead letters (at most `limit`) back to the persistor, in queue order; the
  * others go back to the tail of the dead-letter queue in their order. See the module comment.
  */
-export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<RequeueFailure, RequeueResult>> => {
-  requirePositiveInts('requeueDeadLetters', { maxInFlight: o.maxInFlight, confirmTimeoutMs: o.confirmTimeoutMs })
+export const requeueDeadLetters = (o: RequeueOptions): Promise<E.Either<RequeueFailure, RequeueResult>> => walkDeadLetters(o, o.targetQueue)
+
+export type DropOptions = Omit<RequeueOptions, 'targetQueue'>
+
+/** What a drop did: `requeued` of a requeue is `dropped` here. */
+export type DropResult = Omit<RequeueResult, 'requeued'> & { readonly dropped: number }
+export type DropFailure = Omit<RequeueFailure, 'requeued'> & { readonly dropped: number }
+
+/**
+ * Deletes the selected dead letters (at most `limit`), for letters no fix will make storable
+ * (`pruned-history`, a compression no decoder here reads, a producer's garbage): the walk of a
+ * requeue, but a selected letter is acked without a copy. The others go back to the tail of the
+ * dead-letter queue in their order, each acked once its copy is confirmed, as in a requeue; a
+ * selected letter is acked in queue order after them, so a failure leaves no letter dropped past
+ * one not yet put back.
+ */
+export const dropDeadLetters = async (o: DropOptions): Promise<E.Either<DropFailure, DropResult>> => {
+  const r = await walkDeadLetters(o, undefined)
+  if (E.isLeft(r)) {
+    const { requeued, ...rest } = r.left
+    return E.left({ ...rest, dropped: requeued })
+  }
+  const { requeued, ...rest } = r.right
+  return E.right({ ...rest, dropped: requeued })
+}
+
+/** A requeue to `targetQueue`, or without one a drop: a selected letter is acked with no copy. */
+const walkDeadLetters = async (o: DropOptions, targetQueue: string | undefined): Promise<E.Either<RequeueFailure, RequeueResult>> => {
+  requirePositiveInts(targetQueue === undefined ? 'dropDeadLetters' : 'requeueDeadLetters', { maxInFlight: o.maxInFlight, confirmTimeoutMs: o.confirmTimeoutMs })
   const scrub = o.scrub ?? ((s: string) => s)
   let requeued = 0
   const fail = (kind: Failure['kind'], message: string, code?: string): Failure => failure(kind, scrub(message), code)
-  const opened = await openScan(o, fail, o.targetQueue, o.signal)
+  const opened = await openScan(o, fail, targetQueue, o.signal)
   if (E.isLeft(opened)) return E.left({ ...opened.left, requeued, unconfirmed: 0, acksUnconfirmed: false })
   if (opened.right === 'stopped') return E.right({ depth: undefined, scanned: 0, requeued: 0, byReason: {}, skipped: 0, stopped: true })
   const scan = opened.right
@@ -564,11 +596,13 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Re
       }
       // A requeue reads the reason and origin only: compressed letters are not decompressed.
       const summary = describeDeadLetter(scan.scanned(), m.content, headers, { maxInflated: 0 })
-      const chosen = selects(o, summary.reason)
+      const chosen = selects(o, summary)
       let confirmed: Promise<void> | undefined
       try {
         confirmed = chosen
-          ? publishCopy(m, o.targetQueue, requeueHeaders(headers, summary, runId))
+          ? targetQueue === undefined
+            ? Promise.resolve()
+            : publishCopy(m, targetQueue, requeueHeaders(headers, summary, runId))
           : publishCopy(m, o.deadLetterQueue, { ...(headers ?? {}), [RUN_HEADER]: runId })
       } catch {
         // What the letter carried cannot be encoded again (headers near or past 64 KiB with
@@ -577,10 +611,10 @@ export const requeueDeadLetters = async (o: RequeueOptions): Promise<E.Either<Re
         // persistor keeps only the headers this module writes, cut to what encodes, as the
         // persistor does for its dead letters; one not selected is left where it is, and so is
         // one whose copy cannot be written even so.
-        if (chosen) {
+        if (chosen && targetQueue !== undefined) {
           const ours = requeueHeaders({}, { ...summary, originalExchange: cut(summary.originalExchange), originalRoutingKey: cut(summary.originalRoutingKey) }, runId)
           try {
-            confirmed = publishCopy(m, o.targetQueue, { ...ours, 'x-persistor-original-headers-dropped': true }, fallbackRepublishOptions)
+            confirmed = publishCopy(m, targetQueue, { ...ours, 'x-persistor-original-headers-dropped': true }, fallbackRepublishOptions)
           } catch {
             held.push(m.fields.deliveryTag)
           }

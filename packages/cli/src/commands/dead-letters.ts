@@ -1,11 +1,11 @@
 /**
- * `vitrage-persistor dead-letters list|requeue`: what is in `<queue>.dead` and why, and sending
- * dead letters back to the persistor once their cause is fixed (ingest dead-letters.ts has the
- * guarantees: listing removes nothing; a requeued letter leaves the dead-letter queue only once
- * the persistor's queue has confirmed its copy).
+ * `vitrage-persistor dead-letters list|requeue|drop`: what is in `<queue>.dead` and why, sending
+ * dead letters back to the persistor once their cause is fixed, and deleting those no fix will
+ * store (ingest dead-letters.ts has the guarantees: listing removes nothing; a requeued letter
+ * leaves the dead-letter queue only once the persistor's queue has confirmed its copy).
  */
 import { makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
-import { DEAD_LETTER_REASONS, inspectDeadLetters, MAX_INSPECT, requeueDeadLetters, topologyNames } from '@vitrage-persistor/ingest'
+import { DEAD_LETTER_REASONS, type DropFailure, type DropResult, dropDeadLetters, inspectDeadLetters, MAX_INSPECT, requeueDeadLetters, topologyNames } from '@vitrage-persistor/ingest'
 import { Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
 import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
@@ -27,6 +27,12 @@ const reasonsArg = (value: unknown): string[] => {
   return reasons
 }
 
+const messageIdsArg = (value: unknown): string[] => {
+  const ids = (value as string[] | undefined) ?? []
+  for (const id of ids) if (id.trim() === '') throw new UsageError('--message-id: empty')
+  return ids
+}
+
 const queues = (config: DeadLetterConfig): { consumeQueue: string; deadLetterQueue: string } =>
   topologyNames({ exchange: config.exchange, topic: config.topic, queue: config.queue, compatQueue: config.compatQueue, osloDurable: false })
 
@@ -38,6 +44,7 @@ const reasonCounts = (byReason: Readonly<Record<string, number>>): string =>
 
 const list = async (config: DeadLetterConfig, input: CommandInput, io: Io): Promise<number> => {
   const reasons = reasonsArg(input.options['reason'])
+  const messageIds = messageIdsArg(input.options['messageId'])
   const limit = positiveIntArg('--limit', input.options['limit']) ?? 100
   // RabbitMQ cannot peek: what is read is held and put back, at a cost to the broker that grows
   // faster than the count (ingest dead-letters.ts).
@@ -45,7 +52,7 @@ const list = async (config: DeadLetterConfig, input: CommandInput, io: Io): Prom
   const format = chooseFormat(input.options, io)
   const { deadLetterQueue } = queues(config)
   const scrub = makeScrubber(secretsOf([config.amqpUrl]))
-  const r = await inspectDeadLetters({ amqpUrl: config.amqpUrl, deadLetterQueue, reasons, limit, scrub })
+  const r = await inspectDeadLetters({ amqpUrl: config.amqpUrl, deadLetterQueue, reasons, messageIds, limit, scrub })
   if (E.isLeft(r)) {
     io.err(`vitrage-persistor dead-letters list: ${redactUrl(config.amqpUrl)}: ${r.left.message}\n`)
     return 1
@@ -73,12 +80,24 @@ const list = async (config: DeadLetterConfig, input: CommandInput, io: Io): Prom
   return 0
 }
 
-const requeue = async (config: DeadLetterConfig, input: CommandInput, io: Io): Promise<number> => {
+/**
+ * requeue, or drop: one walk of the dead-letter queue (ingest dead-letters.ts). A drop deletes
+ * letters for good, so it names what it deletes: a reason, a message_id, or --all.
+ */
+const walk = (mode: 'requeue' | 'drop') => async (config: DeadLetterConfig, input: CommandInput, io: Io): Promise<number> => {
   const reasons = reasonsArg(input.options['reason'])
+  const messageIds = messageIdsArg(input.options['messageId'])
+  const all = input.options['all'] === true
+  if (mode === 'drop' && !all && reasons.length === 0 && messageIds.length === 0) {
+    throw new UsageError('drop deletes letters for good: name them with --reason or --message-id (repeatable), or --all for every letter')
+  }
+  if (all && (reasons.length > 0 || messageIds.length > 0)) throw new UsageError('--all cannot be combined with --reason or --message-id')
   const limit = positiveIntArg('--limit', input.options['limit']) ?? Number.MAX_SAFE_INTEGER
   const maxInFlight = positiveIntArg('--max-in-flight', input.options['maxInFlight']) ?? 100
   const { consumeQueue, deadLetterQueue } = queues(config)
   const scrub = makeScrubber(secretsOf([config.amqpUrl]))
+  const name = `vitrage-persistor dead-letters ${mode}`
+  const done = mode === 'requeue' ? 'requeued' : 'dropped'
   const stop = stopSignal()
   // Ctrl-C or SIGTERM: read no more letters, wait for the broker to confirm the copies published
   // (up to 30 s each), ack their letters. A second one stops the wait; those letters stay.
@@ -91,43 +110,58 @@ const requeue = async (config: DeadLetterConfig, input: CommandInput, io: Io): P
     process.on('SIGTERM', again)
     process.on('SIGINT', again)
     stopping.abort()
-    io.err(`vitrage-persistor dead-letters requeue: stopping (${s}): reading no more letters, waiting for the broker to confirm the copies sent; ${s} again stops the wait\n`)
+    io.err(`${name}: stopping (${s}): reading no more letters, waiting for the broker to confirm the copies sent; ${s} again stops the wait\n`)
   })
-  const bar = startProgress(io, `requeueing ${deadLetterQueue} to ${consumeQueue}`)
+  const bar = startProgress(io, mode === 'requeue' ? `requeueing ${deadLetterQueue} to ${consumeQueue}` : `dropping from ${deadLetterQueue}`)
   try {
-    const r = await requeueDeadLetters({
+    const options = {
       amqpUrl: config.amqpUrl,
       deadLetterQueue,
-      targetQueue: consumeQueue,
       reasons,
+      messageIds,
       limit,
       maxInFlight,
       scrub,
       signal: stopping.signal,
       abandon: abandoning.signal,
-      onProgress: (p) => bar.update(p.scanned, Math.max(p.depth, p.scanned), `${p.requeued} requeued`),
-    })
+      onProgress: (p: { scanned: number; requeued: number; depth: number }) => bar.update(p.scanned, Math.max(p.depth, p.scanned), `${p.requeued} ${done}`),
+    }
+    const r =
+      mode === 'requeue'
+        ? await requeueDeadLetters({ ...options, targetQueue: consumeQueue })
+        : E.map(({ dropped, ...rest }: DropResult) => ({ ...rest, requeued: dropped }))(
+            E.mapLeft(({ dropped, ...rest }: DropFailure) => ({ ...rest, requeued: dropped }))(await dropDeadLetters(options)),
+          )
     bar.finish()
     if (E.isLeft(r)) {
       const { requeued, unconfirmed, acksUnconfirmed } = r.left
       // A copy the broker did not confirm may still have reached the queue, and an ack it did
       // not confirm may not have: either way a letter can be in both queues. Said, with how many
       // at most (the persistor stores a message_id once, so requeueing them again is safe).
-      const both = [
-        ...(unconfirmed > 0 ? [`${unconfirmed} more copies were sent but not confirmed: they may have reached ${consumeQueue} all the same, and their letters stay in ${deadLetterQueue}`] : []),
-        ...(acksUnconfirmed ? [`the broker did not confirm the last acks: letters of the ${requeued} requeued may still be in ${deadLetterQueue} as well`] : []),
-      ]
+      const both =
+        mode === 'requeue'
+          ? [
+              ...(unconfirmed > 0 ? [`${unconfirmed} more copies were sent but not confirmed: they may have reached ${consumeQueue} all the same, and their letters stay in ${deadLetterQueue}`] : []),
+              ...(acksUnconfirmed ? [`the broker did not confirm the last acks: letters of the ${requeued} requeued may still be in ${deadLetterQueue} as well`] : []),
+            ]
+          : acksUnconfirmed
+            ? [`the broker did not confirm the last acks: letters of the ${requeued} dropped may still be in ${deadLetterQueue}`]
+            : []
       const maybe =
-        both.length > 0
-          ? `; ${both.join('; ')} (the persistor stores a message_id once, so requeueing them again is safe)`
-          : '; no letter was removed without its copy confirmed'
-      io.err(`vitrage-persistor dead-letters requeue: ${redactUrl(config.amqpUrl)}: ${r.left.message}${stoppedBy !== undefined ? ` (stopping on ${stoppedBy})` : ''}; ${requeued} requeued before that${maybe}\n`)
+        mode === 'drop'
+          ? both.length > 0
+            ? `; ${both.join('; ')}`
+            : `; the letters not dropped are in ${deadLetterQueue}`
+          : both.length > 0
+            ? `; ${both.join('; ')} (the persistor stores a message_id once, so requeueing them again is safe)`
+            : '; no letter was removed without its copy confirmed'
+      io.err(`${name}: ${redactUrl(config.amqpUrl)}: ${r.left.message}${stoppedBy !== undefined ? ` (stopping on ${stoppedBy})` : ''}; ${requeued} ${done} before that${maybe}\n`)
       return 1
     }
     const { depth, scanned, requeued, byReason, skipped, stopped } = r.right
-    printJson(io, { from: deadLetterQueue, to: consumeQueue, ...(depth === undefined ? {} : { depth }), scanned, requeued, byReason, skipped, ...(stopped ? { stopped: stoppedBy } : {}) })
+    printJson(io, { from: deadLetterQueue, ...(mode === 'requeue' ? { to: consumeQueue } : {}), ...(depth === undefined ? {} : { depth }), scanned, [done]: requeued, byReason, skipped, ...(stopped ? { stopped: stoppedBy } : {}) })
     if (stopped) {
-      io.err(`vitrage-persistor dead-letters requeue: stopped by ${stoppedBy}; ${requeued} requeued, the rest left in ${deadLetterQueue}\n`)
+      io.err(`${name}: stopped by ${stoppedBy}; ${requeued} ${done}, the rest left in ${deadLetterQueue}\n`)
       return 1
     }
     return 0
@@ -141,21 +175,36 @@ const requeue = async (config: DeadLetterConfig, input: CommandInput, io: Io): P
 
 const reasonOption = (): Option =>
   new Option('--reason <reason>', `only dead letters with this reason (repeatable): ${DEAD_LETTER_REASONS.join(', ')}`).argParser(collect)
+const messageIdOption = (): Option => new Option('--message-id <id>', "only the dead letter of this notification's message_id (repeatable; dead-letters list shows them)").argParser(collect)
 
 export const deadLetterCommands: readonly CommandSpec<SettingKey>[] = [
   command({
     path: ['dead-letters', 'list'],
     summary: 'list the dead letters in <queue>.dead with their reasons, without removing any',
     keys: DEAD_LETTER_SETTINGS,
-    options: [reasonOption(), new Option('--limit <n>', `show at most n (default 100, at most ${MAX_INSPECT}; at most ${MAX_INSPECT} letters are read)`), formatOption()],
+    options: [reasonOption(), messageIdOption(), new Option('--limit <n>', `show at most n (default 100, at most ${MAX_INSPECT}; at most ${MAX_INSPECT} letters are read)`), formatOption()],
     action: list,
   }),
   command({
     path: ['dead-letters', 'requeue'],
     summary: "send dead letters back to the persistor's queue (after fixing their cause); the others stay, in their order",
     keys: DEAD_LETTER_SETTINGS,
-    options: [reasonOption(), new Option('--limit <n>', 'requeue at most n (default: all)'), new Option('--max-in-flight <n>', 'unconfirmed copies at most (default 100)')],
-    action: requeue,
+    options: [reasonOption(), messageIdOption(), new Option('--limit <n>', 'requeue at most n (default: all)'), new Option('--max-in-flight <n>', 'unconfirmed copies at most (default 100)')],
+    action: walk('requeue'),
+    claimsSignals: () => true,
+  }),
+  command({
+    path: ['dead-letters', 'drop'],
+    summary: 'delete dead letters no fix will store (pruned-history, an unreadable compression), named by --reason, --message-id or --all; the others stay, in their order',
+    keys: DEAD_LETTER_SETTINGS,
+    options: [
+      reasonOption(),
+      messageIdOption(),
+      new Option('--all', 'every dead letter'),
+      new Option('--limit <n>', 'drop at most n (default: all selected)'),
+      new Option('--max-in-flight <n>', 'unconfirmed copies of the letters kept, at most (default 100)'),
+    ],
+    action: walk('drop'),
     claimsSignals: () => true,
   }),
 ]
