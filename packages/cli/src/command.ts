@@ -34,6 +34,11 @@ export interface CommandSpec<K extends SettingKey> {
   readonly keys: readonly K[]
   /** Positional arguments in commander syntax, e.g. '<alarm-id>'. */
   readonly arguments?: string
+  /**
+   * Where a command reads a setting's absence its own way, the default its help shows
+   * (`project history` listens on no port unless given one, where others take 9464).
+   */
+  readonly defaultsShown?: Partial<Readonly<Record<K, string>>>
   /** The command's own options (not settings: no environment variable). */
   readonly options?: readonly Option[]
   readonly action: (config: Config<K>, input: CommandInput, io: Io, env: Env) => Promise<number>

@@ -21,9 +21,17 @@ t.test('every bad value is reported at once, naming its flag or variable', async
       '--prefetch: must be an integer from 1 to 65535, got "0"',
       'PERSISTOR_BATCH_SIZE (environment): must be an integer from 1 to 65535, got "many"',
       '--amqp-url: must be an amqp:// or amqps:// URL, got a http:// URL',
-      'LOG_LEVEL (environment): must be one of fatal, error, warn, info, debug, trace, silent, got "loud"',
+      'LOG_LEVEL (environment): must be one of fatal, error, warn, info, debug, trace, silent (any case; warning for warn), got "loud"',
     ])
   }
+})
+
+t.test('LOG_LEVEL is read in any case, with warning for warn (a name other programs share, in their spellings)', async (t) => {
+  for (const [raw, level] of [['INFO', 'info'], ['Warning', 'warn'], [' debug ', 'debug'], ['WARN', 'warn']] as const) {
+    t.same(resolve(['logLevel'], {}, { LOG_LEVEL: raw }), E.right({ logLevel: level }), raw)
+  }
+  t.same(resolve(['logLevel'], { logLevel: 'ERROR' }, {}), E.right({ logLevel: 'error' }), 'the flag too')
+  t.match(resolve(['logLevel'], {}, { LOG_LEVEL: 'VERBOSE' }), E.left([/got "VERBOSE"/]))
 })
 
 t.test('an unparseable URL is reported without echoing it (it may hold a password)', async (t) => {

@@ -90,6 +90,16 @@ const oneOf =
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
+/**
+ * LOG_LEVEL is a name many programs share in one environment (a container's, a unit's), in their
+ * spellings: `INFO`, `Warning`. Read in any case, with `warning` for `warn`; anything else is
+ * refused with the list (review 56: `LOG_LEVEL=INFO` stopped even `history counts`, exit 2).
+ */
+const logLevel = (raw: string): E.Either<string, (typeof LOG_LEVELS)[number]> => {
+  const lower = raw.trim().toLowerCase()
+  return E.mapLeft(() => `must be one of ${LOG_LEVELS.join(', ')} (any case; warning for warn), got ${JSON.stringify(raw)}`)(oneOf(LOG_LEVELS)(lower === 'warning' ? 'warn' : lower))
+}
+
 export const settings = {
   amqpUrl: {
     flag: 'amqp-url',
@@ -210,7 +220,7 @@ export const settings = {
     default: 30_000,
     parse: integer(0, 3_600_000),
   },
-  logLevel: { flag: 'log-level', env: 'LOG_LEVEL', describe: 'log level', default: 'info', parse: oneOf(LOG_LEVELS) },
+  logLevel: { flag: 'log-level', env: 'LOG_LEVEL', describe: 'log level', default: 'info', parse: logLevel },
   mirrorUrl: {
     flag: 'mirror-url',
     env: 'PERSISTOR_MIRROR_URL',

@@ -70,6 +70,10 @@ t.test('an unknown command is a usage error; --help and --version are not', asyn
   t.equal(help.code, 0)
   t.match(help.out, /--batch-max-wait-ms <value>/)
   t.match(help.out, /PERSISTOR_BATCH_MAX_WAIT_MS/)
+  t.match(help.out, /PERSISTOR_HTTP_PORT; default 9464\]/)
+  // project history listens on no port unless given one (review 56: its help said 9464).
+  const project = await run(['project', 'history', '--help'])
+  t.match(project.out.replace(/\s+/g, ' '), /PERSISTOR_HTTP_PORT; default none: with --follow, listens only when given a port/)
   t.equal((await run(['--version'])).code, 0)
 })
 

@@ -141,7 +141,7 @@ export const buildProgram = (env: Env, io: Io, setExitCode: (code: number) => vo
       .showHelpAfterError('(run with --help for usage)')
     for (const key of spec.keys) {
       const s = settings[key] as Setting<unknown>
-      const help = `${s.describe} [env ${s.env}; default ${showDefault(s)}]`
+      const help = `${s.describe} [env ${s.env}; default ${spec.defaultsShown?.[key] ?? showDefault(s)}]`
       if (s.switch) {
         // Both forms, so a flag can undo what the environment set (the flag wins): the one that
         // changes the default carries the description.

@@ -357,6 +357,7 @@ const specs = [
     path: ['project', 'history'],
     summary: 'run the alarm-history projection: catch up with the log (or --follow it, serving /metrics, /healthz, /readyz when given --http-port); --rebuild recomputes it from the log',
     keys: PROJECT_SETTINGS,
+    defaultsShown: { httpPort: 'none: with --follow, listens only when given a port (flag or env)' },
     options: [
       new Option('--rebuild', 'empty the history tables first'),
       new Option('--follow', 'keep following the log until SIGTERM'),
