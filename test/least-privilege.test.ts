@@ -86,6 +86,20 @@ t.test('rolling upgrade: a service role that may not migrate ingests when only l
   t.equal(exit.code, 1)
   t.match(q.output(), /migrations 0001_event, .* are pending and this role may not apply them \(.*permission denied.*\): run `vitrage-persistor migrate` as the schema owner first/)
   t.notOk(q.lines.some((l) => l.msg === 'consuming'), 'never consumed')
+
+  // A database that does not exist (a typo in the URL), for a role that may not create one: said
+  // as such, by run and by migrate (review 56: "migrations ... are pending", then migrate failed
+  // the same way without naming the database).
+  const typo = new URL(url)
+  typo.pathname = `/${world.db.name}_typo`
+  const r = startPersistor(world.flags(['--database-url', typo.toString(), '--no-history-projection']))
+  t.teardown(() => r.kill('SIGKILL'))
+  t.equal((await r.exited).code, 1)
+  t.match(r.output(), new RegExp(`database \\"${world.db.name}_typo\\" does not exist, and this role may not create it \\(permission denied to create database\\): check the database URL`))
+  t.notMatch(r.output(), /are pending/)
+  const migrate = await cli(['migrate', '--database-url', typo.toString()])
+  t.equal(migrate.code, 1)
+  t.match(migrate.err, `database "${world.db.name}_typo" does not exist, and this role may not create it`)
 })
 
 t.test('the checkpoint commands work as the service role; prune needs the schema owner and says so', async (t) => {

@@ -142,6 +142,15 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
           // Created concurrently: 42P04, or 23505 when the two CREATE DATABASE collide in the catalog.
           const code = (e as { code?: string }).code
           if (code === '42P04' || code === '23505') return false
+          // Said as what it is: a role without CREATEDB, given a database that does not exist (a
+          // typo in the URL, say), was told that migrations were pending and to run migrate, which
+          // failed the same way (review 56).
+          if (code === '42501') {
+            throw Object.assign(
+              new Error(`database ${JSON.stringify(target)} does not exist, and this role may not create it (${(e as Error).message}): check the database URL, or create it as a role that may (vitrage-persistor migrate run as one does)`),
+              { code: '3D000' },
+            )
+          }
           throw e
         } finally {
           adminUnhook()
