@@ -282,6 +282,7 @@ t.test('follow is not ready while it rebuilds its graph after a restore, and rea
   })
   follower.kill('SIGTERM')
   t.equal((await follower.exited).code, 0)
+  t.match(follower.lines.find((l) => l.msg === 'follow stopped'), { position: 350 }, 'it says it stopped, and where')
 })
 
 t.test('follow serves the graph and its position; replay republishes history that another persistor stores identically', async (t) => {

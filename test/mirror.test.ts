@@ -89,6 +89,7 @@ t.test('the mirror killed at random moments and restarted: the stream holds each
   await last.waitFor((l) => l.msg === 'mirroring to EventStoreDB', 'the last mirror to be up')
   last.kill('SIGTERM')
   t.equal((await last.exited).code, 0)
+  t.match(last.lines.find((l) => l.msg === 'mirror stopped'), { signal: 'SIGTERM', position: 20_000 }, 'it says it stopped, and where')
 })
 
 t.test('mirror /readyz: 503 with the reason while EventStoreDB refuses, 200 with the position once it mirrors', async (t) => {

@@ -449,6 +449,8 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     await within(snapshotting, SNAPSHOT_WAIT_MS, undefined)
     await http?.close()
     await store.close({ timeoutMs: DATABASE_WAIT_MS })
+    // As run and project history say theirs (review 56: follow ended without a word).
+    if (code === 0) log.info({ position: latest?.position ?? null, snapshot: lastSnapshot || null }, 'follow stopped')
     return code
   } finally {
     stop.release()

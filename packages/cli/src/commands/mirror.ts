@@ -114,10 +114,12 @@ const mirrorCommand = async (config: Config<(typeof MIRROR_SETTINGS)[number]>, _
       await store.close()
       return 1
     }
-    await stop.received
+    const signal = await stop.received
     await mirror.close()
     await http?.close()
     await store.close()
+    const s = mirror.status()
+    log.info({ signal, ...('position' in s ? { position: s.position } : {}) }, 'mirror stopped')
     return 0
   } finally {
     stop.release()
