@@ -216,6 +216,8 @@ const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<num
 const STALL_MS = 15_000
 /** How long a shutdown lets a snapshot being saved finish. */
 const SNAPSHOT_WAIT_MS = 5_000
+/** How old a /graph text may be served again while a tail is applied (see graphBody). */
+const GRAPH_REUSE_MS = 1_000
 const unanswered: E.Either<Failure, never> = E.left(failure('transient', `no answer within ${DATABASE_WAIT_MS} ms`))
 
 const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promise<number> => {
@@ -284,12 +286,18 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     // The canonical text of the graph, made once per state (`applied` moves with every change,
     // the generation with a rebuild) and shared by every response: it took ~0.24 s and 16 MB a
     // request for 30,000 vertices, for each of as many requests as came.
-    let served: { readonly at: number; readonly generation: number; readonly body: Buffer } | undefined
-    const graphBody = (generation: number): Buffer => {
-      if (served === undefined || served.at !== applied || served.generation !== generation) {
-        served = { at: applied, generation, body: Buffer.from(canonicalJson((latest as FollowState).graph, 'pretty')) }
-      }
-      return served.body
+    // While a tail is applied `applied` moves with every change, so each request encoded the
+    // whole graph again (200,000 vertices: 69 MB and ~1.4 s with the event loop stopped, a poller
+    // slowing the tail it watched; review 57): then a text up to GRAPH_REUSE_MS old is served
+    // again, under the position it was made at. Once the tail is done, the state emitted is.
+    let served: { readonly at: number; readonly generation: number; readonly body: Buffer; readonly madeAt: number } | undefined
+    const graphBody = (state: FollowState): { readonly at: number; readonly body: Buffer } => {
+      const reusable =
+        served !== undefined &&
+        served.generation === state.generation &&
+        (served.at === applied || (applied > state.position && served.at >= state.position && Date.now() - served.madeAt < GRAPH_REUSE_MS))
+      if (!reusable) served = { at: applied, generation: state.generation, body: Buffer.from(canonicalJson(state.graph, 'pretty')), madeAt: Date.now() }
+      return served as NonNullable<typeof served>
     }
     // Listening before loading: a taken port fails at once, and /readyz says "loading" meanwhile.
     const listening = await listenOrReport(io, 'follow', config.httpPort, config.httpHost, {
@@ -302,7 +310,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
           ? json(503, { status: 'loading' })
           : rebuilding !== undefined
             ? json(503, { status: 'rebuilding', reason: rebuilding })
-            : { status: 200, contentType: 'application/json', headers: { 'x-graph-position': String(applied) }, body: graphBody(latest.generation) },
+            : ((b) => ({ status: 200, contentType: 'application/json', headers: { 'x-graph-position': String(b.at) }, body: b.body }))(graphBody(latest)),
       '/position': async () => {
         const head = await within(store.headId()(), DATABASE_WAIT_MS, unanswered)
         return json(200, {
