@@ -9,6 +9,7 @@ import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent } from '@vi
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import t, { type Test } from 'tap'
+import { startFreezableProxy } from './support/freezable-proxy.js'
 import { cli } from './support/cli.js'
 import { fixturePath, rawFixtures } from './support/fixtures.js'
 import { message, v2Body } from './support/messages.js'
@@ -357,6 +358,13 @@ t.test('follow and mirror end with the reason, exit 1, on a taken port or a data
     t.equal(r.code, 1, `${command.join(' ')}: no such database`)
     t.match(r.err, /database "vp_no_such_database_here" does not exist/)
   }
+  // Told slowly (each connection 2.5 s late: a distant or loaded server), the same (review 59: a
+  // 2 s bound on the first read passed it, and follow retried "does not exist" for ever).
+  const slow = await startFreezableProxy(missing.toString(), { delayConnectMs: 2_500 })
+  t.teardown(() => slow.close())
+  const late = await cli(['follow', '--http-port', '0', '--database-url', slow.url])
+  t.equal(late.code, 1, 'follow, its database slow to say it does not exist')
+  t.match(late.err, /database "vp_no_such_database_here" does not exist/)
   // A connection string the EventStoreDB client cannot use: a usage error (exit 2) before
   // anything starts, with the client's reason, never its echo of the password.
   const badMirror = await cli(['mirror', '--database-url', world.db.url, '--mirror-url', 'esdb://:::bad', '--http-port', '0'])

@@ -27,13 +27,15 @@ export interface ProxyOptions {
   readonly stallAtFirstChannel?: boolean
   /** Each connection is accepted, and nothing more. */
   readonly stallAtConnect?: boolean
+  /** Each connection waits this long before it is forwarded (a slow network or server). */
+  readonly delayConnectMs?: number
 }
 
 const FORWARDER = fileURLToPath(new URL('./tcp-forwarder.mjs', import.meta.url))
 
 export const startFreezableProxy = async (url: string, options: ProxyOptions = {}): Promise<FreezableProxy> => {
   const target = new URL(url)
-  const child = spawn(process.execPath, [FORWARDER, target.hostname, target.port || '5432', ...(options.stallAtFirstChannel === true ? ['--stall-at-first-channel'] : []), ...(options.stallAtConnect === true ? ['--stall-at-connect'] : [])], {
+  const child = spawn(process.execPath, [FORWARDER, target.hostname, target.port || '5432', ...(options.stallAtFirstChannel === true ? ['--stall-at-first-channel'] : []), ...(options.stallAtConnect === true ? ['--stall-at-connect'] : []), ...(options.delayConnectMs ? ['--delay-connect-ms', String(options.delayConnectMs)] : [])], {
     stdio: ['pipe', 'pipe', 'inherit'],
   })
   const [line] = (await once(child.stdout, 'data')) as [Buffer]

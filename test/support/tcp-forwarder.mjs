@@ -12,12 +12,16 @@
 // connected. The forwarder prints `stalled` on stdout each time.
 // With --stall-at-connect, each connection is accepted and nothing more: no server behind it
 // (a broker that accepts TCP and never answers); it prints `stalled` too.
-// Prints its port on stdout. Usage: node tcp-forwarder.mjs <host> <port> [--stall-at-first-channel | --stall-at-connect]
+// With --delay-connect-ms N, each connection waits N ms before it is forwarded (a slow network
+// or a loaded server: the client's connect, and so its first answer, comes N ms late).
+// Prints its port on stdout. Usage: node tcp-forwarder.mjs <host> <port> [--stall-at-first-channel | --stall-at-connect | --delay-connect-ms N]
 import net from 'node:net'
 
 const [host, port] = process.argv.slice(2)
 const stallAtFirstChannel = process.argv.includes('--stall-at-first-channel')
 const stallAtConnect = process.argv.includes('--stall-at-connect')
+const delayArg = process.argv.indexOf('--delay-connect-ms')
+const delayConnectMs = delayArg === -1 ? 0 : Number(process.argv[delayArg + 1])
 const open = new Set()
 const severed = new Set()
 const blackhole = (keepServerSide) => {
@@ -31,6 +35,13 @@ const blackhole = (keepServerSide) => {
 process.on('SIGUSR1', () => blackhole(false))
 process.on('SIGUSR2', () => blackhole(true))
 const server = net.createServer((client) => {
+  if (delayConnectMs > 0) {
+    client.pause()
+    client.on('error', () => {})
+    setTimeout(() => forward(client), delayConnectMs)
+  } else forward(client)
+})
+const forward = (client) => {
   if (stallAtConnect) {
     client.on('error', () => {})
     process.stdout.write('stalled\n')
@@ -55,7 +66,7 @@ const server = net.createServer((client) => {
     s.on('error', end)
     s.on('close', end)
   }
-})
+}
 // AMQP 0-9-1 from the client: an 8-byte protocol header, then frames of type (1 byte), channel
 // (2), payload size (4), payload, frame end (1).
 function forwardUntilFirstChannel(client, upstream) {

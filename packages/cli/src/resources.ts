@@ -1,7 +1,7 @@
 /**
  * Resources commands share, each with one owner: the command that opens it closes it.
  */
-import { type Failure, type Logger, makeScrubber, redactUrl, secretsOf, within } from '@vitrage-persistor/core'
+import { type Failure, type Logger, makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
 import { PgEventStore } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
@@ -49,15 +49,16 @@ export const orReport = async <T>(io: Io, command: string, databaseUrl: string, 
 /**
  * For commands that run until stopped: true (and the reason printed) when the database fails in
  * a way retrying cannot fix (no such database, credentials refused, no schema), so they end at
- * once as `run` does; a database not up yet (transient) is left to their own retries, and so is
- * one that does not answer within DATABASE_WAIT_MS. Call it once listening: an event table locked
- * (VACUUM FULL, a migration) or a server that accepts and never answers held this read for the
- * statement timeout, with no health endpoint up and a SIGTERM unheard (review 57: 60 s);
- * `stopped` (the command's stop) ends the wait at once, as a pass.
+ * once as `run` does; a database not up yet (transient) is left to their own retries. Call it
+ * once listening: an event table locked (VACUUM FULL, a migration) or a server that accepts and
+ * never answers holds this read for as long as that lasts (up to the statement timeout), which
+ * kept the health endpoints down and a SIGTERM unheard (review 57: 60 s). `stopped` (the
+ * command's stop) ends the wait at once, as a pass. The answer itself is awaited however long it
+ * takes (review 59: given up on after 2 s, a slow server's "no such database" was retried for ever).
  */
 export const unrecoverableDatabase = async (io: Io, command: string, databaseUrl: string, store: Pick<PgEventStore, 'headId'>, stopped?: Promise<unknown>): Promise<boolean> => {
   const pass = E.right(0)
-  const r = await Promise.race([within(store.headId()(), DATABASE_WAIT_MS, pass), ...(stopped ? [stopped.then(() => pass)] : [])])
+  const r = await Promise.race([store.headId()(), ...(stopped ? [stopped.then(() => pass)] : [])])
   if (E.isRight(r) || r.left.kind === 'transient') return false
   io.err(`vitrage-persistor ${command}: ${redactUrl(databaseUrl)}: ${r.left.message}${r.left.code ? ` (${r.left.code})` : ''}\n`)
   return true

@@ -41,6 +41,17 @@ export const keepIdleSession = async (client: pg.Client): Promise<void> => {
  */
 export const PROBE_WHEN_SILENT = "set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false), set_config('tcp_keepalives_count', '3', false)"
 
+/**
+ * A select-list item by which the server ends a query whose client closed its connection within
+ * ~5 s (client_connection_check_interval, PostgreSQL 14 and later; nothing on older servers, so
+ * not a startup option). Without it a query waiting on a lock, left by a client that gave up on
+ * it (a stop that would not wait for a locked event table, a close with a deadline), went on
+ * holding its session and its place in the lock queue until the lock came free or the statement
+ * timeout (review 59: a follower stopped during its first read; measured: the session gone 2 s
+ * after the client closed with the setting, still waiting without).
+ */
+export const END_WHEN_CLIENT_GONE = "(SELECT set_config(name, '5000', false) FROM pg_settings WHERE name = 'client_connection_check_interval')"
+
 /** Failure code of a query whose connection UnansweredQueryWatch dropped. */
 export const UNANSWERED = 'query-unanswered'
 

@@ -130,6 +130,30 @@ t.test('pooled sessions have the server probe them when silent', async (t) => {
   t.same(rows[0], overTcp ? { idle: '10', interval: '5', count: '3' } : { idle: '0', interval: '0', count: '0' })
 })
 
+t.test('a query a close with a deadline gave up on does not go on waiting on the server (a lock held elsewhere)', async (t) => {
+  const db = await createTestDatabase(schemaTemplate)
+  t.teardown(() => db.drop())
+  const locker = new pg.Client({ connectionString: db.url })
+  await locker.connect()
+  t.teardown(() => locker.end())
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
+  // Watched from outside the locker's transaction, whose view of pg_stat_activity is a snapshot.
+  const watcher = new pg.Client({ connectionString: db.url })
+  await watcher.connect()
+  t.teardown(() => watcher.end())
+  const application = `vp gave up ${process.pid}`
+  const store = new PgEventStore({ connectionString: db.url, maxConnections: 1, applicationName: application })
+  const waiting = store.headId()()
+  const sessions = async (): Promise<number> => (await watcher.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [application])).rows[0].n as number
+  await eventually('the query waits on the lock', async () => (await watcher.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'", [application])).rowCount === 1)
+  await store.close({ timeoutMs: 50 })
+  t.match(await waiting, E.left({}), 'the query failed when its connection went')
+  // Before: the session waited on until the lock came free or the statement timeout (60 s).
+  await eventually('its server session ended', async () => (await sessions()) === 0, { timeoutMs: 15_000 })
+  await locker.query('ROLLBACK')
+})
+
 const decodeOne = () => {
   const text = encodeMessageText({ messageId: crypto.randomUUID(), eventType: 'test.event', publisherId: 'test', priority: 'INFO', timestamp: '2024-01-01 00:00:01.000002' }, '{}')
   const r = decodeMessage(Buffer.from(encodeEnvelopeV2(text)), { maxMessageBytes: 1 << 20 })

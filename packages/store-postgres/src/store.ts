@@ -32,7 +32,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js'
 import pg from 'pg'
 import { appendIsolating, type IsolatedAppendResult, type PreparedEvent, prepareEvent } from './append.js'
 import { classifyPgError, databaseUrlProblem } from './classify.js'
-import { dropConnection, endWithin, keepIdleSession, PROBE_WHEN_SILENT, UNANSWERED, UnansweredQueryWatch } from './connection.js'
+import { dropConnection, END_WHEN_CLIENT_GONE, endWithin, keepIdleSession, PROBE_WHEN_SILENT, UNANSWERED, UnansweredQueryWatch } from './connection.js'
 import { type CheckpointInfo, listCheckpoints, moveCheckpoint, raiseCheckpoint, readCheckpoint, registerCheckpoint, removeCheckpoint, setCheckpoint, settlePartitionCheckpoints } from './checkpoints.js'
 import { applyHistory, resetHistory } from './history.js'
 import { applyHistoryRange } from './history-range.js'
@@ -174,7 +174,7 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     // keepalive, and does not hold a connection slot meanwhile (ignored on a Unix socket). Queued
     // before the client's first query; if it fails, that query reports why.
     this.pool.on('connect', (client) => {
-      client.query(`SELECT ${PROBE_WHEN_SILENT}`).catch(() => {})
+      client.query(`SELECT ${PROBE_WHEN_SILENT}, ${END_WHEN_CLIENT_GONE}`).catch(() => {})
     })
     const unansweredMs = options.unansweredQueryMs ?? (this.statementMs > 0 ? this.statementMs + 15_000 : 0)
     this.unanswered =
