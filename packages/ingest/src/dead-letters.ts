@@ -293,6 +293,11 @@ export interface RequeueResult {
   /** Read but not selected: put back at the tail of the dead-letter queue, in their order. */
   readonly skipped: number
   readonly stopped: boolean
+  /**
+   * Of the `messageIds` asked for, those no letter had, once the walk went through the whole
+   * queue (empty when it ended early: at its limit, stopped).
+   */
+  readonly notFound: readonly string[]
 }
 
 interface Scan {
@@ -499,7 +504,7 @@ const walkDeadLetters = async (o: DropOptions, targetQueue: string | undefined):
   const fail = (kind: Failure['kind'], message: string, code?: string): Failure => failure(kind, scrub(message), code)
   const opened = await openScan(o, fail, targetQueue, o.signal)
   if (E.isLeft(opened)) return E.left({ ...opened.left, requeued, unconfirmed: 0, acksUnconfirmed: false })
-  if (opened.right === 'stopped') return E.right({ depth: undefined, scanned: 0, requeued: 0, byReason: {}, skipped: 0, stopped: true })
+  if (opened.right === 'stopped') return E.right({ depth: undefined, scanned: 0, requeued: 0, byReason: {}, skipped: 0, stopped: true, notFound: [] })
   const scan = opened.right
   const { channel, connection } = scan
   let outcome: E.Either<RequeueFailure, RequeueResult>
@@ -513,6 +518,10 @@ const walkDeadLetters = async (o: DropOptions, targetQueue: string | undefined):
   channel.on('return', (m: amqp.ConsumeMessage) => (returned = m.fields.routingKey))
   const byReason: Record<string, number> = {}
   const runId = randomUUID()
+  const byId = (o.messageIds?.length ?? 0) > 0
+  const unmatched = new Set(o.messageIds ?? [])
+  let inflatable = LISTING_MAX_INFLATED
+  const inflate = { onInflated: (bytes: number) => void (inflatable -= bytes) }
   let selected = 0
   let skipped = 0
   let stopped = false
@@ -594,9 +603,12 @@ const walkDeadLetters = async (o: DropOptions, targetQueue: string | undefined):
         held.push(ownLetter)
         break
       }
-      // A requeue reads the reason and origin only: compressed letters are not decompressed.
-      const summary = describeDeadLetter(scan.scanned(), m.content, headers, { maxInflated: 0 })
+      // The reason and origin need no body: compressed letters are decompressed only to match
+      // --message-id, as a listing does to name them (within the same bounds), or a letter the
+      // listing named would not be found here (review 59).
+      const summary = describeDeadLetter(scan.scanned(), m.content, headers, byId ? { ...inflate, maxInflated: Math.min(DESCRIBE_MAX_INFLATED, inflatable) } : { maxInflated: 0 })
       const chosen = selects(o, summary)
+      if (chosen && summary.messageId !== null) unmatched.delete(summary.messageId)
       let confirmed: Promise<void> | undefined
       try {
         confirmed = chosen
@@ -650,7 +662,8 @@ const walkDeadLetters = async (o: DropOptions, targetQueue: string | undefined):
     }
     if (failed !== undefined) throw failed
     scan.release(held)
-    outcome = E.right({ depth: scan.depth, scanned: scan.scanned() - (ownLetter === undefined ? 0 : 1), requeued, byReason, skipped, stopped })
+    const wholeQueue = !stopped && selected < o.limit
+    outcome = E.right({ depth: scan.depth, scanned: scan.scanned() - (ownLetter === undefined ? 0 : 1), requeued, byReason, skipped, stopped, notFound: wholeQueue ? [...unmatched] : [] })
   } catch (e) {
     // Closing the connection puts every letter not acked back in its place; a copy published
     // but not confirmed may still arrive (at least once).

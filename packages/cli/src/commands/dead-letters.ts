@@ -158,10 +158,26 @@ const walk = (mode: 'requeue' | 'drop') => async (config: DeadLetterConfig, inpu
       io.err(`${name}: ${redactUrl(config.amqpUrl)}: ${r.left.message}${stoppedBy !== undefined ? ` (stopping on ${stoppedBy})` : ''}; ${requeued} ${done} before that${maybe}\n`)
       return 1
     }
-    const { depth, scanned, requeued, byReason, skipped, stopped } = r.right
-    printJson(io, { from: deadLetterQueue, ...(mode === 'requeue' ? { to: consumeQueue } : {}), ...(depth === undefined ? {} : { depth }), scanned, [done]: requeued, byReason, skipped, ...(stopped ? { stopped: stoppedBy } : {}) })
+    const { depth, scanned, requeued, byReason, skipped, stopped, notFound } = r.right
+    printJson(io, {
+      from: deadLetterQueue,
+      ...(mode === 'requeue' ? { to: consumeQueue } : {}),
+      ...(depth === undefined ? {} : { depth }),
+      scanned,
+      [done]: requeued,
+      byReason,
+      skipped,
+      ...(notFound.length > 0 ? { notFound } : {}),
+      ...(stopped ? { stopped: stoppedBy } : {}),
+    })
     if (stopped) {
       io.err(`${name}: stopped by ${stoppedBy}; ${requeued} ${done}, the rest left in ${deadLetterQueue}\n`)
+      return 1
+    }
+    // Asked for by id and not there (a typo, a letter another run took, one no reason given
+    // matched): said, not a quiet success with nothing done.
+    if (notFound.length > 0) {
+      io.err(`${name}: no dead letter${reasons.length > 0 ? ` with reason ${reasons.join(' or ')}` : ''} has message_id ${notFound.join(', ')} in ${deadLetterQueue}\n`)
       return 1
     }
     return 0
