@@ -157,12 +157,16 @@ export const alarmsQuery = (given: AlarmQuery): { text: string; values: unknown[
   const where = ['a.start_timestamp IS NOT NULL']
   if (asOf) where.push(`a.start_timestamp <= ${now}`)
   if (q.active) where.push(`(a.end_timestamp IS NULL OR a.end_timestamp > ${now})`)
-  // As of `now`, an end recorded after it is not known: such an alarm was open then. The stored
-  // interval's test stays first (the range index answers it); the second term adds those alarms.
+  // As of `now`, an end recorded after it is not known: such an alarm was open then. Both terms
+  // are overlaps of the range index's expression, so PostgreSQL answers each from the index (an
+  // alarm's range reaching past `now` is one that ended after it, or has not ended); written as
+  // `end_timestamp > now` the second term made the query scan every alarm (review 59: 2.6 ms to
+  // 50 ms on 200,000 alarms).
   const endsLater = asOf ? ` OR a.end_timestamp > ${now}` : ''
   if (q.start !== undefined && q.end !== undefined) {
     const [start, end] = [p(q.start), p(q.end)]
-    where.push(`(alarm_active_range(a.start_timestamp, a.end_timestamp) && tstzrange(${start}::timestamptz, ${end}::timestamptz, '[]')${asOf ? ` OR (a.end_timestamp > ${now} AND a.start_timestamp <= ${end}::timestamptz)` : ''})`)
+    const range = 'alarm_active_range(a.start_timestamp, a.end_timestamp)'
+    where.push(`(${range} && tstzrange(${start}::timestamptz, ${end}::timestamptz, '[]')${asOf ? ` OR (${range} && tstzrange(${now}::timestamptz, NULL, '()') AND a.start_timestamp <= ${end}::timestamptz)` : ''})`)
   } else if (q.start !== undefined) {
     where.push(`(a.end_timestamp IS NULL OR a.end_timestamp >= ${p(q.start)}${endsLater})`)
   }
