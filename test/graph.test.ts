@@ -5,7 +5,7 @@ import { type AppendSignal, type DecodedMessage, type EventLogReader, NOT_IN_LOG
 import { caughtUp, canonicalJson, EntityGraph, replayInto, encodeGraphSnapshot, type FollowOptions, followGraph, GRAPH_SNAPSHOT_KIND, type GraphSources, graphAt, HistoryRunner } from '@vitrage-persistor/projections'
 import { createIngestMetrics, defaultPersistorOptions, Persistor, republish } from '@vitrage-persistor/ingest'
 import { Registry } from 'prom-client'
-import { appendBatch, PgEventStore, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
+import { appendBatch, loadMigrations, PgEventStore, type PreparedEvent, prepareEvent } from '@vitrage-persistor/store-postgres'
 import { eventually, freePort } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import t, { type Test } from 'tap'
@@ -739,6 +739,14 @@ t.test('replayInto says how far it has read, also through a stretch of the log w
 t.test('prune says what limits it: a stale checkpoint is named with how to remove it', async (t) => {
   const { world, store } = await worldWithLog(t, 400)
   t.equal((await cli(['snapshot', 'create', '--database-url', world.db.url, '--at-event', '300'])).code, 0)
+  // On a schema behind this version, prune deletes nothing (the database's rules for what it may
+  // delete are the schema's: review 60).
+  await world.sql.query('DELETE FROM schema_migration WHERE version = 14')
+  const behind = await cli(['prune', '--database-url', world.db.url])
+  t.equal(behind.code, 1)
+  t.match(behind.err, /migrations 0014_prune_counts_snapshots_of_this_log are pending: run `vitrage-persistor migrate` first .*nothing was deleted/)
+  t.equal((await world.sql.query('SELECT count(*)::int AS n FROM event')).rows[0].n, 400)
+  await world.sql.query("INSERT INTO schema_migration (version, name, checksum) SELECT 14, name, checksum FROM (VALUES ('0014_prune_counts_snapshots_of_this_log', $1)) v(name, checksum)", [loadMigrations().find((m) => m.version === 14)?.checksum])
   // A reader that stopped at event 10 long ago (a mirror taken out of service).
   t.same(await store.checkpoint('old-mirror')(), E.right(0))
   t.same(await store.moveCheckpoint('old-mirror', 0, 10)(), E.right(undefined))

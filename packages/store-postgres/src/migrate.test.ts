@@ -1,8 +1,8 @@
-import { createEmptyDatabase, databaseUrl, type TestDatabase, uniqueName } from '@vitrage-persistor/testing'
+import { createEmptyDatabase, databaseUrl, eventually, type TestDatabase, uniqueName } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import { loadMigrations, migrate, pendingMigrations, setupDatabase } from './migrate.js'
+import { loadMigrations, migrate, migrationState, pendingMigrations, setupDatabase } from './migrate.js'
 
 /** The URL of a database that does not exist yet, dropped at teardown whatever the test made of it. */
 const missingDatabase = async (t: Test, prefix: string): Promise<string> => {
@@ -237,4 +237,38 @@ t.test('every migrate grants the roles what the schema wants: grants lost or nev
   await db.query('GRANT INSERT ON event TO vitrage_persistor_writer')
   t.ok(E.isRight(await migrate(url)()))
   t.same(await privileges(), wanted, 'granted again by migrate, with nothing pending')
+})
+
+t.test('a migration behind a long reader gives way every few seconds instead of queueing every reader and writer of its table behind it, and is applied once the reader ends', async (t) => {
+  const { db } = await databaseBefore(t, 13)
+  const reader = new pg.Client({ connectionString: db.url })
+  await reader.connect()
+  t.teardown(() => reader.end())
+  const other = new pg.Client({ connectionString: db.url })
+  await other.connect()
+  t.teardown(() => other.end())
+  // A long reader (pg_dump, a report) of the table 0013 changes.
+  await reader.query('BEGIN')
+  await reader.query('SELECT count(*) FROM history_change')
+  const migrating = migrate(db.url)()
+  await eventually('0013 waits for its lock', async () => (await other.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'vitrage-persistor migrate' AND wait_event_type = 'Lock'")).rowCount === 1)
+  // Before: this read queued behind the DROP INDEX's lock until the reader ended (38 s measured).
+  await other.query("SET statement_timeout = '10s'")
+  const started = performance.now()
+  const read = await other.query('SELECT count(*) FROM history_change').then(() => 'read', (e: Error) => e.message)
+  const waited = performance.now() - started
+  t.equal(read, 'read')
+  t.ok(waited < 5_000, `a reader arriving meanwhile waited ${Math.round(waited)} ms (the migration waits 3 s at most a try)`)
+  await reader.query('COMMIT')
+  const r = await migrating
+  t.ok(E.isRight(r) && r.right.applied.includes('0013_latest_change_index'), 'applied once the reader ended')
+})
+
+t.test('migrations a newer version applied are named, not hidden in "up to date" (a rollback)', async (t) => {
+  const { db, sql } = await databaseBefore(t, 1_000)
+  await sql.query("INSERT INTO schema_migration (version, name, checksum) VALUES (999, '0999_from_the_future', 'x')")
+  const r = await migrate(db.url)()
+  t.match(r, E.right({ applied: [], unknown: ['0999_from_the_future'] }))
+  t.same(await migrationState(db.url)(), E.right({ pending: [], unknown: ['0999_from_the_future'] }))
+  t.same(await pendingMigrations(db.url)(), E.right([]))
 })

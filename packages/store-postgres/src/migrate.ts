@@ -24,6 +24,11 @@ export interface MigrateReport {
   readonly created: boolean
   readonly applied: readonly string[]
   readonly current: number
+  /**
+   * Migrations the database has that this version does not know: a newer version applied them
+   * (this one was rolled back, or runs beside a newer one). Said, not hidden in "up to date".
+   */
+  readonly unknown: readonly string[]
 }
 
 const MIGRATIONS_DIR = new URL('../migrations/', import.meta.url)
@@ -183,6 +188,12 @@ BEGIN
 END
 $$`
 
+/** How long a migration waits for each lock before it gives way (see migrate). */
+const MIGRATION_LOCK_WAIT_MS = 3_000
+/** How many times a migration tries for its locks, MIGRATION_LOCK_PAUSE_MS apart, before it fails (transient: `run` tries again later). */
+const MIGRATION_LOCK_ATTEMPTS = 10
+const MIGRATION_LOCK_PAUSE_MS = 1_000
+
 /** Applies pending migrations, then the roles' grants. Idempotent. */
 export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) => s, signal?: AbortSignal): TE.TaskEither<Failure, MigrateReport> =>
   TE.tryCatch(
@@ -215,14 +226,32 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
             }
             continue
           }
-          await client.query('BEGIN')
-          try {
-            await client.query(m.sql)
-            await client.query('INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)', [m.version, m.name, m.checksum])
-            await client.query('COMMIT')
-          } catch (e) {
-            await client.query('ROLLBACK').catch(() => {})
-            throw Object.assign(e as Error, { message: `migration ${m.name}: ${(e as Error).message}` })
+          for (let attempt = 1; ; attempt++) {
+            await client.query('BEGIN')
+            try {
+              // Each lock waited for at most MIGRATION_LOCK_WAIT_MS, then the migration gives way
+              // and tries again: a DDL statement waiting behind a long reader (pg_dump, a report)
+              // queues every later reader and writer of its table behind itself (review 60: 0013's
+              // DROP INDEX stalled the history projection and history queries for the 38 s a
+              // reader ran; behind a backup, for hours).
+              await client.query(`SET LOCAL lock_timeout = ${MIGRATION_LOCK_WAIT_MS}`)
+              await client.query(m.sql)
+              await client.query('INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)', [m.version, m.name, m.checksum])
+              await client.query('COMMIT')
+              break
+            } catch (e) {
+              await client.query('ROLLBACK').catch(() => {})
+              const lockWait = (e as { code?: string }).code === '55P03'
+              if (lockWait && attempt < MIGRATION_LOCK_ATTEMPTS && signal?.aborted !== true) {
+                await new Promise((r) => setTimeout(r, MIGRATION_LOCK_PAUSE_MS))
+                continue
+              }
+              throw Object.assign(e as Error, {
+                message: lockWait
+                  ? `migration ${m.name}: its locks were not granted within ${MIGRATION_LOCK_WAIT_MS} ms, ${attempt} times (a long transaction holds a table it changes: pg_dump, a report; pg_locks names it); nothing was changed, run it again once that ends`
+                  : `migration ${m.name}: ${(e as Error).message}`,
+              })
+            }
           }
           applied.push(m.name)
         }
@@ -231,7 +260,9 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
         // then `migrate` again) got nothing before, the migrations being recorded as done.
         await client.query(ROLE_GRANTS)
         const current = loadMigrations().at(-1)?.version ?? 0
-        return { database: client.database ?? '', created: false, applied, current }
+        const known = new Set(loadMigrations().map((m) => m.version))
+        const unknown = [...done.values()].filter((r) => !known.has(r.version)).sort((a, b) => a.version - b.version).map((r) => r.name)
+        return { database: client.database ?? '', created: false, applied, current, unknown }
       } finally {
         unhook()
         await client.query('SELECT pg_advisory_unlock($1)', [MIGRATE_LOCK]).catch(() => {})
@@ -250,6 +281,17 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
  * the schema is current without being able to change it.
  */
 export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => string = (s) => s, signal?: AbortSignal): TE.TaskEither<Failure, string[]> =>
+  TE.map((s: MigrationState) => [...s.pending])(migrationState(databaseUrl, scrub, signal))
+
+export interface MigrationState {
+  /** This version's migrations the database has not applied. */
+  readonly pending: readonly string[]
+  /** Migrations the database has that this version does not know (MigrateReport.unknown). */
+  readonly unknown: readonly string[]
+}
+
+/** Where the database's schema stands against this version's migrations; see pendingMigrations. */
+export const migrationState = (databaseUrl: string, scrub: (s: string) => string = (s) => s, signal?: AbortSignal): TE.TaskEither<Failure, MigrationState> =>
   TE.tryCatch(
     async () => {
       const problem = databaseUrlProblem(databaseUrl)
@@ -260,19 +302,21 @@ export const pendingMigrations = (databaseUrl: string, scrub: (s: string) => str
       try {
         unhook = await connectAbortable(client, signal)
       } catch (e) {
-        if ((e as { code?: string }).code === '3D000') return all.map((m) => m.name)
+        if ((e as { code?: string }).code === '3D000') return { pending: all.map((m) => m.name), unknown: [] }
         throw e
       }
       try {
         const table = await client.query<{ t: string | null }>(`SELECT to_regclass('schema_migration')::text AS t`)
-        if (table.rows[0]?.t == null) return all.map((m) => m.name)
-        const applied = new Map((await client.query<{ version: number; checksum: string }>('SELECT version, checksum FROM schema_migration')).rows.map((r) => [r.version, r.checksum]))
+        if (table.rows[0]?.t == null) return { pending: all.map((m) => m.name), unknown: [] }
+        const rows = (await client.query<{ version: number; checksum: string; name: string }>('SELECT version, checksum, name FROM schema_migration ORDER BY version')).rows
+        const applied = new Map(rows.map((r) => [r.version, r.checksum]))
         // A migration changed after it was applied: the schema is not what this version expects.
         const drifted = all.find((m) => applied.has(m.version) && applied.get(m.version) !== m.checksum)
         if (drifted !== undefined) {
           throw Object.assign(new Error(`migration ${drifted.name} was changed after it was applied (checksum differs); restore it and add a new migration instead`), { code: 'migration-drift' })
         }
-        return all.filter((m) => !applied.has(m.version)).map((m) => m.name)
+        const known = new Set(all.map((m) => m.version))
+        return { pending: all.filter((m) => !applied.has(m.version)).map((m) => m.name), unknown: rows.filter((r) => !known.has(r.version)).map((r) => r.name) }
       } finally {
         unhook()
         await client.end().catch(() => {})

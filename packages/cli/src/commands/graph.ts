@@ -18,6 +18,7 @@ import {
   type GraphTarget,
   summarize,
 } from '@vitrage-persistor/projections'
+import { pendingMigrations } from '@vitrage-persistor/store-postgres'
 import { Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
 import * as TE from 'fp-ts/lib/TaskEither.js'
@@ -154,8 +155,18 @@ const snapshotList = async (config: DbConfig, input: CommandInput, io: Io): Prom
 
 const prune = async (config: DbConfig, input: CommandInput, io: Io): Promise<number> => {
   const below = positiveIntArg('--below', input.options['below'])
-  const { store } = openStore(config.databaseUrl, 'vitrage-persistor prune')
+  const { store, scrub } = openStore(config.databaseUrl, 'vitrage-persistor prune')
   try {
+    // What prune may delete is decided by the database's functions, as the schema has them: one
+    // not yet migrated to 0014 counted a snapshot of another history (review 60: this version's
+    // prune said it did not count it, and the database deleted 333,580 events below it). Prune
+    // runs as the schema's owner, who may migrate.
+    const pending = await orReport(io, 'prune', config.databaseUrl, pendingMigrations(config.databaseUrl, scrub))
+    if (pending === undefined) return 1
+    if (pending.length > 0) {
+      io.err(`vitrage-persistor prune: migrations ${pending.join(', ')} are pending: run \`vitrage-persistor migrate\` first (prune deletes by the schema's rules, and these change them); nothing was deleted\n`)
+      return 1
+    }
     // What limits this prune (event_prune takes the lowest): said with the result, so that a
     // prune that deletes nothing is explained (a stale reader's checkpoint holds it back for ever).
     const listed = await orReport(io, 'prune', config.databaseUrl, store.listSnapshots(GRAPH_SNAPSHOT_KIND))

@@ -6,7 +6,7 @@
  */
 import { backoffDelay, type Failure, failure, type Logger, makeScrubber, pastPrunedHistory, redactUrl, secretsOf, waker, within } from '@vitrage-persistor/core'
 import { createIngestMetrics, defaultPersistorOptions, Persistor, type PersistorOptions } from '@vitrage-persistor/ingest'
-import { INGEST_SCHEMA_VERSION, PgEventStore, pendingMigrations, setupDatabase } from '@vitrage-persistor/store-postgres'
+import { INGEST_SCHEMA_VERSION, type MigrationState, migrationState, PgEventStore, setupDatabase } from '@vitrage-persistor/store-postgres'
 import * as E from 'fp-ts/lib/Either.js'
 import { HistoryRunner } from '@vitrage-persistor/projections'
 import { collectDefaultMetrics, Registry } from 'prom-client'
@@ -73,18 +73,27 @@ const prepareDatabase = async (
   const { sleep, wake } = waker()
   stop.addEventListener('abort', wake, { once: true })
   for (let attempt = 0; !stop.aborted; attempt++) {
-    const pending = await pendingMigrations(config.databaseUrl, scrub, stop)()
+    const state = await migrationState(config.databaseUrl, scrub, stop)()
+    const pending = E.map((s: MigrationState) => s.pending)(state)
+    // A newer version migrated this database (a rollback, or one running beside it): said once.
+    if (E.isRight(state) && state.right.unknown.length > 0 && attempt === 0) {
+      log.warn({ unknown: state.right.unknown }, 'the database has migrations this version does not know: a newer version applied them; running without what they add')
+    }
     let failure: Failure | undefined
     if (E.isLeft(pending)) failure = pending.left
     else if (pending.right.length > 0) {
       log.info({ pending: pending.right }, 'applying migrations')
+      const started = Date.now()
       const r = await setupDatabase(config.databaseUrl, scrub, stop)()
+      // With how long they took: a migration waits its turn behind another instance's, and gives
+      // way to long readers of the tables it changes (review 60: only "applying" was said).
+      if (E.isRight(r)) log.info({ applied: r.right.applied, ms: Date.now() - started }, 'migrations applied')
       if (E.isLeft(r) && r.left.code === INSUFFICIENT_PRIVILEGE) {
         const ingestNeeds = pending.right.filter((name) => Number(name.slice(0, 4)) <= INGEST_SCHEMA_VERSION)
         if (ingestNeeds.length === 0) {
           log.warn(
             { pending: pending.right, failure: r.left },
-            'this role may not apply the pending migrations; ingesting anyway (the event table is current); the history projection and retention wait for them: run `vitrage-persistor migrate` as the schema owner',
+            'this role may not apply the pending migrations; ingesting anyway (the event table is current); until they are applied prune refuses and the history projection and queries run on the older schema: run `vitrage-persistor migrate` as the schema owner',
           )
           return undefined
         }

@@ -7,6 +7,7 @@ const before = (ms: number): string => new Date(now.getTime() - ms).toISOString(
 const database = (over: Partial<Extract<DatabaseStatus, { ok: true }>> = {}): DatabaseStatus => ({
   ok: true,
   pendingMigrations: [],
+  unknownMigrations: [],
   events: { prunedBelow: 1, head: 100, newest: { id: 100, collectorTimestamp: before(1000), persistedAt: before(1000) } },
   checkpoints: [],
   snapshots: { kept: 0, newest: null, notOfThisLog: [] },
@@ -65,4 +66,10 @@ t.test('graph snapshots not of this log, at or below the newest stored event, ar
     'the graph snapshot at event 90 is not of this log: the log holds another message there (the event table restored or failed over without its snapshots); graph, follow and prune pass it over (docs/operations.md, "Restore and failover")',
   ])
   t.match(problemsOf(snapshots([50, 90, 120]), undefined, now), [/^2 graph snapshots, at events 50, 90 are not of this log/], 'one past the head is named as such, not twice')
+})
+
+t.test('migrations this version does not know are named (review 60: a rollback said nothing)', async (t) => {
+  t.same(problemsOf(database({ unknownMigrations: ['0015_future'] }), undefined, now), [
+    'the database has migrations this version does not know (0015_future): a newer version applied them (rolled back, or running beside one?); this version runs without what they add',
+  ])
 })

@@ -6,7 +6,7 @@
 import { makeScrubber, redactUrl, secretsOf } from '@vitrage-persistor/core'
 import { queueStates, topologyNames } from '@vitrage-persistor/ingest'
 import { GRAPH_SNAPSHOT_KIND } from '@vitrage-persistor/projections'
-import { type CheckpointInfo, type HeadEvent, pendingMigrations } from '@vitrage-persistor/store-postgres'
+import { type CheckpointInfo, type HeadEvent, migrationState } from '@vitrage-persistor/store-postgres'
 import { Option } from 'commander'
 import * as E from 'fp-ts/lib/Either.js'
 import { type CommandInput, type CommandSpec, command, type Io } from '../command.js'
@@ -28,6 +28,8 @@ export type DatabaseStatus =
   | {
       readonly ok: true
       readonly pendingMigrations: readonly string[]
+      /** Migrations the database has that this version does not know (a newer one applied them). */
+      readonly unknownMigrations: readonly string[]
       readonly events: { readonly prunedBelow: number; readonly head: number; readonly newest: HeadEvent | null }
       readonly checkpoints: ReadonlyArray<CheckpointInfo & { readonly behind: number }>
       readonly snapshots: {
@@ -65,6 +67,9 @@ export const problemsOf = (database: DatabaseStatus, broker: BrokerStatus | unde
   if (pending.length > 0) problems.push(`migrations pending: ${pending.join(', ')} (run \`vitrage-persistor migrate\`)`)
   if (!database.ok) problems.push(`database: ${database.error}`)
   else {
+    if (database.unknownMigrations.length > 0) {
+      problems.push(`the database has migrations this version does not know (${database.unknownMigrations.join(', ')}): a newer version applied them (rolled back, or running beside one?); this version runs without what they add`)
+    }
     // Positions past the newest event: the log lost events its readers had (a restore from a
     // backup or a failover to a replica without them, of the event table alone); such a reader
     // skips the events that take those ids again.
@@ -118,9 +123,10 @@ const databaseStatus = async (config: StatusConfig): Promise<DatabaseStatus> => 
     ...(pendingNow !== undefined ? { pendingMigrations: pendingNow } : {}),
   })
   try {
-    const pending = await pendingMigrations(config.databaseUrl, scrub)()
-    if (E.isLeft(pending)) return fail(pending.left.message)
-    pendingNow = pending.right
+    const state = await migrationState(config.databaseUrl, scrub)()
+    if (E.isLeft(state)) return fail(state.left.message)
+    const pending = state.right.pending
+    pendingNow = pending
     // The head last: a reader moves its checkpoint only to events already stored, so a head read
     // after the checkpoints is at or past each of them unless the log really lost events (read
     // first, a checkpoint moving meanwhile looked past it).
@@ -138,7 +144,8 @@ const databaseStatus = async (config: StatusConfig): Promise<DatabaseStatus> => 
     const newest = snapshots.right.at(-1)
     return {
       ok: true,
-      pendingMigrations: pending.right,
+      pendingMigrations: pending,
+      unknownMigrations: state.right.unknown,
       events: { prunedBelow: prunedBelow.right, head: headId, newest: head.right ?? null },
       checkpoints: checkpoints.right.map((c) => ({ ...c, behind: Math.max(0, headId - c.position) })),
       snapshots: {
