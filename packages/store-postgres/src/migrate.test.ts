@@ -2,7 +2,7 @@ import { createEmptyDatabase, databaseUrl, eventually, type TestDatabase, unique
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import { loadMigrations, migrate, migrationState, pendingMigrations, setupDatabase } from './migrate.js'
+import { loadMigrations, MIGRATE_LOCK, migrate, migrationState, pendingMigrations, setupDatabase } from './migrate.js'
 
 /** The URL of a database that does not exist yet, dropped at teardown whatever the test made of it. */
 const missingDatabase = async (t: Test, prefix: string): Promise<string> => {
@@ -271,4 +271,16 @@ t.test('migrations a newer version applied are named, not hidden in "up to date"
   t.match(r, E.right({ applied: [], unknown: ['0999_from_the_future'] }))
   t.same(await migrationState(db.url)(), E.right({ pending: [], unknown: ['0999_from_the_future'] }))
   t.same(await pendingMigrations(db.url)(), E.right([]))
+})
+
+t.test('a migration lock held by another session while migrations are pending is named with its server process', async (t) => {
+  const { db } = await databaseBefore(t, 14)
+  const holder = new pg.Client({ connectionString: db.url })
+  await holder.connect()
+  t.teardown(() => holder.end())
+  t.same(await migrationState(db.url)(), E.right({ pending: ['0014_prune_counts_snapshots_of_this_log'], unknown: [] }), 'nobody applying')
+  await holder.query('SELECT pg_advisory_lock($1)', [MIGRATE_LOCK])
+  const pid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid
+  t.same(await migrationState(db.url)(), E.right({ pending: ['0014_prune_counts_snapshots_of_this_log'], unknown: [], applyingPid: pid }))
+  await holder.query('SELECT pg_advisory_unlock($1)', [MIGRATE_LOCK])
 })

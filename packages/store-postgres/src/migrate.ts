@@ -288,6 +288,11 @@ export interface MigrationState {
   readonly pending: readonly string[]
   /** Migrations the database has that this version does not know (MigrateReport.unknown). */
   readonly unknown: readonly string[]
+  /**
+   * The server process of a session holding the migration lock now (another instance's `run` or
+   * `migrate` applying migrations), if any: pending then means "being applied".
+   */
+  readonly applyingPid?: number
 }
 
 /** Where the database's schema stands against this version's migrations; see pendingMigrations. */
@@ -316,7 +321,19 @@ export const migrationState = (databaseUrl: string, scrub: (s: string) => string
           throw Object.assign(new Error(`migration ${drifted.name} was changed after it was applied (checksum differs); restore it and add a new migration instead`), { code: 'migration-drift' })
         }
         const known = new Set(all.map((m) => m.version))
-        return { pending: all.filter((m) => !applied.has(m.version)).map((m) => m.name), unknown: rows.filter((r) => !known.has(r.version)).map((r) => r.name) }
+        const pending = all.filter((m) => !applied.has(m.version)).map((m) => m.name)
+        // pg_locks shows every session's locks to any role: a bigint key below 2^32 is objid.
+        const holder =
+          pending.length === 0
+            ? undefined
+            : (
+                await client.query<{ pid: number }>(
+                  `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = $1 AND objsubid = 1
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1`,
+                  [MIGRATE_LOCK],
+                )
+              ).rows[0]?.pid
+        return { pending, unknown: rows.filter((r) => !known.has(r.version)).map((r) => r.name), ...(holder === undefined ? {} : { applyingPid: holder }) }
       } finally {
         unhook()
         await client.end().catch(() => {})

@@ -73,3 +73,9 @@ t.test('migrations this version does not know are named (review 60: a rollback s
     'the database has migrations this version does not know (0015_future): a newer version applied them (rolled back, or running beside one?); this version runs without what they add',
   ])
 })
+
+t.test('pending migrations another instance is applying now are said to be, not "run migrate" (review 60)', async (t) => {
+  t.same(problemsOf(database({ pendingMigrations: ['0014_x'], applyingPid: 4242 }), undefined, now), [
+    "migrations pending: 0014_x, being applied now (server process 4242 holds the migration lock: another instance's run or migrate; wait for it)",
+  ])
+})

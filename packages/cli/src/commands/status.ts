@@ -30,6 +30,8 @@ export type DatabaseStatus =
       readonly pendingMigrations: readonly string[]
       /** Migrations the database has that this version does not know (a newer one applied them). */
       readonly unknownMigrations: readonly string[]
+      /** A session applying migrations now (review 60: status said "run migrate" meanwhile). */
+      readonly applyingPid?: number
       readonly events: { readonly prunedBelow: number; readonly head: number; readonly newest: HeadEvent | null }
       readonly checkpoints: ReadonlyArray<CheckpointInfo & { readonly behind: number }>
       readonly snapshots: {
@@ -64,7 +66,14 @@ export const problemsOf = (database: DatabaseStatus, broker: BrokerStatus | unde
   const problems: string[] = []
   // Pending migrations first: when a later read failed, they are usually why (a missing table).
   const pending = database.pendingMigrations ?? []
-  if (pending.length > 0) problems.push(`migrations pending: ${pending.join(', ')} (run \`vitrage-persistor migrate\`)`)
+  const applying = database.ok ? database.applyingPid : undefined
+  if (pending.length > 0) {
+    problems.push(
+      applying === undefined
+        ? `migrations pending: ${pending.join(', ')} (run \`vitrage-persistor migrate\`)`
+        : `migrations pending: ${pending.join(', ')}, being applied now (server process ${applying} holds the migration lock: another instance's run or migrate; wait for it)`,
+    )
+  }
   if (!database.ok) problems.push(`database: ${database.error}`)
   else {
     if (database.unknownMigrations.length > 0) {
@@ -146,6 +155,7 @@ const databaseStatus = async (config: StatusConfig): Promise<DatabaseStatus> => 
       ok: true,
       pendingMigrations: pending,
       unknownMigrations: state.right.unknown,
+      ...(state.right.applyingPid === undefined ? {} : { applyingPid: state.right.applyingPid }),
       events: { prunedBelow: prunedBelow.right, head: headId, newest: head.right ?? null },
       checkpoints: checkpoints.right.map((c) => ({ ...c, behind: Math.max(0, headId - c.position) })),
       snapshots: {
