@@ -188,16 +188,29 @@ BEGIN
 END
 $$`
 
-/** How long a migration waits for each lock before it gives way (see migrate). */
-const MIGRATION_LOCK_WAIT_MS = 3_000
-/** How many times a migration tries for its locks, MIGRATION_LOCK_PAUSE_MS apart, before it fails (transient: `run` tries again later). */
-const MIGRATION_LOCK_ATTEMPTS = 10
-const MIGRATION_LOCK_PAUSE_MS = 1_000
+/**
+ * How long a migration waits for each lock before it gives way (see migrate), and how long it
+ * pauses before the next try: while it waits, later readers and writers of the table queue behind
+ * it, so it waits briefly and pauses longer and longer (1 s doubling to 15 s), leaving the table
+ * to them most of the time (review 61: with 3 s waits 1 s apart, a writer was blocked 49 of 60 s).
+ * After MIGRATION_LOCK_ATTEMPTS tries (~70 s) it fails, transient: `run` tries again later.
+ */
+const MIGRATION_LOCK_WAIT_MS = 2_000
+const MIGRATION_LOCK_ATTEMPTS = 8
+const migrationLockPauseMs = (attempt: number): number => Math.min(15_000, 1_000 * 2 ** (attempt - 1))
+
+export interface MigrateOptions {
+  readonly signal?: AbortSignal
+  /** A migration gave way for a lock it was not granted and tries again after `pauseMs`. */
+  readonly onLockWait?: (w: { readonly migration: string; readonly attempt: number; readonly pauseMs: number }) => void
+}
 
 /** Applies pending migrations, then the roles' grants. Idempotent. */
-export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) => s, signal?: AbortSignal): TE.TaskEither<Failure, MigrateReport> =>
+export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) => s, signalOrOptions?: AbortSignal | MigrateOptions): TE.TaskEither<Failure, MigrateReport> =>
   TE.tryCatch(
     async () => {
+      const options: MigrateOptions = signalOrOptions instanceof AbortSignal ? { signal: signalOrOptions } : (signalOrOptions ?? {})
+      const signal = options.signal
       const problem = databaseUrlProblem(databaseUrl)
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
       const client = new pg.Client({ connectionString: databaseUrl, application_name: 'vitrage-persistor migrate', connectionTimeoutMillis: CONNECT_TIMEOUT_MS })
@@ -243,12 +256,14 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
               await client.query('ROLLBACK').catch(() => {})
               const lockWait = (e as { code?: string }).code === '55P03'
               if (lockWait && attempt < MIGRATION_LOCK_ATTEMPTS && signal?.aborted !== true) {
-                await new Promise((r) => setTimeout(r, MIGRATION_LOCK_PAUSE_MS))
+                const pauseMs = migrationLockPauseMs(attempt)
+                options.onLockWait?.({ migration: m.name, attempt, pauseMs })
+                await new Promise((r) => setTimeout(r, pauseMs))
                 continue
               }
               throw Object.assign(e as Error, {
                 message: lockWait
-                  ? `migration ${m.name}: its locks were not granted within ${MIGRATION_LOCK_WAIT_MS} ms, ${attempt} times (a long transaction holds a table it changes: pg_dump, a report; pg_locks names it); nothing was changed, run it again once that ends`
+                  ? `migration ${m.name}: its locks were not granted within ${MIGRATION_LOCK_WAIT_MS} ms, ${attempt} times (a long transaction holds a table it changes: pg_dump, a report; pg_locks names it); it was not applied`
                   : `migration ${m.name}: ${(e as Error).message}`,
               })
             }
@@ -343,8 +358,10 @@ export const migrationState = (databaseUrl: string, scrub: (s: string) => string
   )
 
 /** `ensureDatabase` then `migrate`. */
-export const setupDatabase = (databaseUrl: string, scrub?: (s: string) => string, signal?: AbortSignal): TE.TaskEither<Failure, MigrateReport> =>
-  TE.chain((created: boolean) => TE.map((r: MigrateReport) => ({ ...r, created }))(migrate(databaseUrl, scrub, signal)))(ensureDatabase(databaseUrl, scrub, signal))
+export const setupDatabase = (databaseUrl: string, scrub?: (s: string) => string, signalOrOptions?: AbortSignal | MigrateOptions): TE.TaskEither<Failure, MigrateReport> => {
+  const options: MigrateOptions = signalOrOptions instanceof AbortSignal ? { signal: signalOrOptions } : (signalOrOptions ?? {})
+  return TE.chain((created: boolean) => TE.map((r: MigrateReport) => ({ ...r, created }))(migrate(databaseUrl, scrub, options)))(ensureDatabase(databaseUrl, scrub, options.signal))
+}
 
 /**
  * The schema as a recipe for template databases (test databases are cloned from one per schema

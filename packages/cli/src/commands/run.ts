@@ -50,6 +50,8 @@ export const RUN_SETTINGS = [
 export type RunConfig = Config<(typeof RUN_SETTINGS)[number]>
 
 const DATABASE_RETRY = { initialMs: 200, maxMs: 10_000 }
+const LOCK_NOT_AVAILABLE = '55P03'
+const MIGRATION_RETRY_MS = 30_000
 const INSUFFICIENT_PRIVILEGE = '42501'
 
 
@@ -84,7 +86,10 @@ const prepareDatabase = async (
     else if (pending.right.length > 0) {
       log.info({ pending: pending.right }, 'applying migrations')
       const started = Date.now()
-      const r = await setupDatabase(config.databaseUrl, scrub, stop)()
+      const r = await setupDatabase(config.databaseUrl, scrub, {
+        signal: stop,
+        onLockWait: (w) => log.warn(w, 'a migration was not granted a lock within 2 s (a long transaction on its table: pg_dump, a report?); giving way to the table\'s readers and writers, then trying again'),
+      })()
       // With how long they took: a migration waits its turn behind another instance's, and gives
       // way to long readers of the tables it changes (review 60: only "applying" was said).
       if (E.isRight(r)) log.info({ applied: r.right.applied, ms: Date.now() - started }, 'migrations applied')
@@ -105,8 +110,10 @@ const prepareDatabase = async (
     // Stopped meanwhile: the attempt was cut off (its connection ended), not refused.
     if (stop.aborted) return undefined
     if (failure.kind !== 'transient') return failure
-    const delay = backoffDelay(DATABASE_RETRY, attempt)
-    log.warn({ failure, retryInMs: delay }, 'database not available; retrying')
+    // A migration that gave way to a long transaction several times already: not again at once
+    // (review 61: retried 0.2 s later, for as long as the transaction ran).
+    const delay = failure.code === LOCK_NOT_AVAILABLE ? MIGRATION_RETRY_MS : backoffDelay(DATABASE_RETRY, attempt)
+    log.warn({ failure, retryInMs: delay }, failure.code === LOCK_NOT_AVAILABLE ? 'migrations not applied: their locks were not granted; retrying' : 'database not available; retrying')
     onRetry(failure)
     await sleep(delay)
   }
