@@ -1,4 +1,5 @@
-import { declareTopology } from '@vitrage-persistor/ingest'
+import { declareTopology, dropDeadLetters } from '@vitrage-persistor/ingest'
+import * as E from 'fp-ts/lib/Either.js'
 import { connectTestBroker, eventually, freePort } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { message, OSLO_PROPERTIES, v2Body } from './support/messages.js'
@@ -131,4 +132,32 @@ t.test('many bad messages during a memory alarm do not stop ingest: past half th
   p.kill('SIGTERM')
   t.equal((await p.exited).code, 0)
   t.notOk(p.lines.some((l) => l.msg.startsWith('shutdown deadline passed')), 'the shutdown had nothing left to wait for')
+})
+
+t.test('a drop whose broker raises a memory alarm mid-walk fails within its deadline, saying why, instead of waiting silently for ever; nothing kept is lost', async (t) => {
+  const { rabbit, names } = await setupPrivateWorld(t)
+  const alarm = memoryAlarm(rabbit)
+  const broker = await connectTestBroker(rabbit.url)
+  await declareTopology(broker.connection, { ...names, compatQueue: false, osloDurable: false })
+  const dead = `${names.queue}.dead`
+  // Dropped (invalid-json) and kept (body-too-large) in turn: the kept ones are published again.
+  for (let n = 0; n < 400; n++) {
+    broker.channel.publish('', dead, Buffer.from(`letter ${n}`), { messageId: `m-${n}`, headers: { 'x-persistor-error': n % 2 === 0 ? 'invalid-json' : 'body-too-large' } })
+  }
+  await broker.channel.waitForConfirms()
+  await broker.close()
+  await alarm.raise()
+  const started = performance.now()
+  const r = await Promise.race([
+    dropDeadLetters({ amqpUrl: rabbit.url, deadLetterQueue: dead, reasons: ['invalid-json'], limit: Number.MAX_SAFE_INTEGER, maxInFlight: 50, confirmTimeoutMs: 2_000 }),
+    new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000).unref()),
+  ])
+  const took = performance.now() - started
+  t.not(r, 'hung', 'it did not wait for ever (before: a read of the blocked connection was never answered)')
+  t.match(r, E.left({ message: /^drop stopped: the broker did not (answer a read of the dead-letter queue|confirm a copy) within 2000 ms \(it blocks this connection: a memory or disk alarm\)/ }))
+  t.ok(took < 15_000, `failed ${Math.round(took)} ms after it started`)
+  await alarm.clear()
+  const left = Number((await rabbit.ctl('list_queues', 'name', 'messages', '--no-table-headers', '--quiet')).split('\n').map((l) => l.trim().split(/\s+/)).find((f) => f[0] === dead)?.[1])
+  const dropped = E.isLeft(r as E.Either<{ dropped: number }, unknown>) ? (r as E.Left<{ dropped: number }>).left.dropped : 0
+  t.ok(left >= 400 - dropped, `${left} letters left, ${dropped} dropped: every kept letter is still there (some perhaps twice)`)
 })

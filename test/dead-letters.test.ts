@@ -1,5 +1,7 @@
 import { deflateSync } from 'node:zlib'
+import { dropDeadLetters } from '@vitrage-persistor/ingest'
 import { eventually, freePort } from '@vitrage-persistor/testing'
+import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
 import { cli } from './support/cli.js'
 import { message, OSLO_PROPERTIES, v2Body, v2BodyWithPayloadText } from './support/messages.js'
@@ -182,6 +184,32 @@ t.test('drop deletes the letters it names, by reason or message_id, and keeps th
   t.match(JSON.parse(everything.out), { dropped: 2, skipped: 0 })
   t.equal(await world.broker.depth(world.names.deadQueue), 0)
   t.equal(await rowCount(world), 0, 'nothing stored: dropped, not requeued')
+})
+
+t.test('drop --all walks the letters there when it started: letters dead-lettered meanwhile stay (nobody has seen them)', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  const letter = (n: number): Promise<void> => world.broker.publish('', world.names.deadQueue, Buffer.from(`not json ${n}`), { headers: { 'x-persistor-error': 'invalid-json' } })
+  for (let n = 0; n < 50; n++) await letter(n)
+  await eventually('50 letters', async () => (await world.broker.depth(world.names.deadQueue)) === 50)
+  let arrived = false
+  const r = await dropDeadLetters({
+    amqpUrl: world.broker.url,
+    deadLetterQueue: world.names.deadQueue,
+    limit: Number.MAX_SAFE_INTEGER,
+    maxInFlight: 10,
+    onProgress: (p) => {
+      // Once the drop is under way, 20 more arrive (a running persistor dead-lettering).
+      if (p.scanned === 10 && !arrived) {
+        arrived = true
+        for (let n = 100; n < 120; n++) void letter(n)
+      }
+    },
+  })
+  t.ok(arrived)
+  t.match(r, E.right({ depth: 50, scanned: 50, dropped: 50, skipped: 0 }), 'the 50 there at the start (before: 70, and with letters arriving faster than it walked, it never ended)')
+  await eventually('the 20 that arrived meanwhile are still there', async () => (await world.broker.depth(world.names.deadQueue)) === 20)
+  t.same((await list(world)).letters.map((l) => l.position), Array.from({ length: 20 }, (_, i) => i + 1))
 })
 
 t.test('requeue refuses when the persistor queue is missing and leaves the dead letters in place', async (t) => {

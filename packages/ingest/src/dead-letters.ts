@@ -502,6 +502,7 @@ const walkDeadLetters = async (o: DropOptions, targetQueue: string | undefined):
   const scrub = o.scrub ?? ((s: string) => s)
   let requeued = 0
   const fail = (kind: Failure['kind'], message: string, code?: string): Failure => failure(kind, scrub(message), code)
+  const walkName = targetQueue === undefined ? 'drop' : 'requeue'
   const opened = await openScan(o, fail, targetQueue, o.signal)
   if (E.isLeft(opened)) return E.left({ ...opened.left, requeued, unconfirmed: 0, acksUnconfirmed: false })
   if (opened.right === 'stopped') return E.right({ depth: undefined, scanned: 0, requeued: 0, byReason: {}, skipped: 0, stopped: true, notFound: [] })
@@ -544,14 +545,14 @@ const walkDeadLetters = async (o: DropOptions, targetQueue: string | undefined):
   }
   const abandoned = whenAborted(o.abandon).then(() => Promise.reject(new Error('the wait for the broker to confirm copies was cut short')))
   abandoned.catch(() => {})
-  const withDeadline = <T>(p: Promise<T>): Promise<T> => {
+  const withDeadline = <T>(p: Promise<T>, what = 'confirm a copy'): Promise<T> => {
     let timer: NodeJS.Timeout | undefined
     return Promise.race([
       p,
       abandoned,
       new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new Error(`the broker did not confirm a copy within ${confirmTimeoutMs} ms${blocked ? ' (it blocks this connection: a memory or disk alarm)' : ''}`)),
+          () => reject(new Error(`the broker did not ${what} within ${confirmTimeoutMs} ms${blocked ? ' (it blocks this connection: a memory or disk alarm)' : ''}`)),
           confirmTimeoutMs,
         )
       }),
@@ -589,7 +590,15 @@ const walkDeadLetters = async (o: DropOptions, targetQueue: string | undefined):
         stopped = true
         break
       }
-      const m = await scan.next()
+      // The letters there when it started, and no more: those dead-lettered meanwhile come after
+      // them, and nobody has seen them yet (review 61: `drop --all` beside a running persistor
+      // dropped 509 letters that arrived during it, and with letters arriving faster than it
+      // walked it would never have ended). With copies put back, its own first copy ends it there.
+      if (scan.scanned() >= scan.depth) break
+      // A read the broker does not answer (it blocks this connection in a memory or disk alarm
+      // once it has published) fails the walk after confirmTimeoutMs, as an unconfirmed copy does;
+      // it waited for ever, silently (review 61).
+      const m = await withDeadline(scan.next(), 'answer a read of the dead-letter queue')
       if (m === STOPPED) {
         stopped = true
         break
@@ -670,7 +679,7 @@ const walkDeadLetters = async (o: DropOptions, targetQueue: string | undefined):
     const unroutable = (e as { unroutable?: boolean }).unroutable === true
     const unconfirmed = window.filter((w) => w.reason !== undefined).length
     outcome = E.left({
-      ...(unroutable ? fail('fatal', `requeue stopped: ${(e as Error).message}`, 'unroutable') : brokerFailure(fail, 'requeue stopped', e)),
+      ...(unroutable ? fail('fatal', `${walkName} stopped: ${(e as Error).message}`, 'unroutable') : brokerFailure(fail, `${walkName} stopped`, e)),
       requeued,
       unconfirmed,
       acksUnconfirmed: false,

@@ -149,9 +149,7 @@ const walk = (mode: 'requeue' | 'drop') => async (config: DeadLetterConfig, inpu
             : []
       const maybe =
         mode === 'drop'
-          ? both.length > 0
-            ? `; ${both.join('; ')}`
-            : `; the letters not dropped are in ${deadLetterQueue}`
+          ? `; ${[...both, `the letters not dropped are in ${deadLetterQueue}, some perhaps twice (a copy put back at the tail, and the letter itself; the persistor stores a message_id once, so requeueing both is harmless)`].join('; ')}`
           : both.length > 0
             ? `; ${both.join('; ')} (the persistor stores a message_id once, so requeueing them again is safe)`
             : '; no letter was removed without its copy confirmed'
