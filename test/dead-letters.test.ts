@@ -1,6 +1,6 @@
 import { deflateSync } from 'node:zlib'
 import { dropDeadLetters } from '@vitrage-persistor/ingest'
-import { eventually, freePort } from '@vitrage-persistor/testing'
+import { connectTestBroker, eventually, freePort } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
 import { cli } from './support/cli.js'
@@ -210,6 +210,27 @@ t.test('drop --all walks the letters there when it started: letters dead-lettere
   t.match(r, E.right({ depth: 50, scanned: 50, dropped: 50, skipped: 0 }), 'the 50 there at the start (before: 70, and with letters arriving faster than it walked, it never ended)')
   await eventually('the 20 that arrived meanwhile are still there', async () => (await world.broker.depth(world.names.deadQueue)) === 20)
   t.same((await list(world)).letters.map((l) => l.position), Array.from({ length: 20 }, (_, i) => i + 1))
+})
+
+t.test('one walk of a dead-letter queue at a time: another list, requeue or drop meanwhile is refused, touching nothing', async (t) => {
+  const world = await setupWorld(t)
+  await declarePersistorTopology(world)
+  for (let n = 0; n < 5; n++) await world.broker.publish('', world.names.deadQueue, Buffer.from(`not json ${n}`), { headers: { 'x-persistor-error': 'invalid-json' } })
+  await eventually('5 letters', async () => (await world.broker.depth(world.names.deadQueue)) === 5)
+  // A walk in progress holds the lock (a queue exclusive to its connection).
+  const holder = await connectTestBroker(world.broker.url)
+  t.teardown(() => holder.close())
+  await holder.channel.assertQueue(`${world.names.deadQueue}.walk`, { exclusive: true, durable: false, autoDelete: true })
+  for (const command of [['drop', '--all'], ['requeue'], ['list']]) {
+    const r = await cli(['dead-letters', ...command, ...names(world)])
+    t.equal(r.code, 1, `${command[0]} refused`)
+    t.match(r.err, /another dead-letters list, requeue or drop is walking .*: run one at a time/)
+  }
+  t.equal(await world.broker.depth(world.names.deadQueue), 5, 'nothing touched')
+  await holder.close()
+  const r = await cli(['dead-letters', 'drop', '--all', ...names(world)])
+  t.equal(r.code, 0, r.err)
+  t.equal(await world.broker.depth(world.names.deadQueue), 0, 'once the other walk ended')
 })
 
 t.test('requeue refuses when the persistor queue is missing and leaves the dead letters in place', async (t) => {

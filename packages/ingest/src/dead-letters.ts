@@ -26,6 +26,10 @@
  * empty, at its limit, or when asked to stop. After a copy fails nothing more is read, and the
  * copies confirmed before it are settled. Memory is the window of unconfirmed copies.
  *
+ * One list, requeue or drop of a queue at a time: each holds `<queue>.dead.walk`, a queue exclusive
+ * to its connection, and another meanwhile is refused ('busy'). It reads the letters there when it
+ * started and no more.
+ *
  * A requeued copy's headers: the persistor's error headers and RabbitMQ's death records are
  * dropped, `x-persistor-original-*` kept (a message that fails again still names where it first
  * came from), `x-persistor-requeued` counts the requeues. Headers amqplib cannot encode again
@@ -368,6 +372,20 @@ const openScan = async (
       await close()
       return E.left(fail('fatal', `the persistor's queue ${JSON.stringify(targetQueue)} does not exist: start the persistor once (it declares it), or check --queue and --compat-queue`, 'no-queue'))
     }
+    // One walk or listing of a dead-letter queue at a time: two requeues or drops at once each
+    // met the other's copies, stopped part-way (exit 0, each having done about half) and left the
+    // letters kept interleaved (review 61). The lock is a queue exclusive to this connection, so
+    // it goes with the connection however the walk ends; a user who may not declare it (no
+    // configure permission) walks without it, as before.
+    const locked = await unlessStopped(takeWalkLock(connection, o.deadLetterQueue))
+    if (locked === STOPPED) {
+      await close()
+      return E.right('stopped')
+    }
+    if (locked === 'busy') {
+      await close()
+      return E.left(fail('transient', `another dead-letters list, requeue or drop is walking ${JSON.stringify(o.deadLetterQueue)} (its connection holds ${JSON.stringify(walkLockName(o.deadLetterQueue))}): run one at a time; try again when it ends`, 'busy'))
+    }
     const opened = await unlessStopped(connection.createConfirmChannel())
     if (opened === STOPPED) {
       await close()
@@ -414,6 +432,22 @@ const openScan = async (
   } catch (e) {
     await close()
     return E.left(brokerFailure(fail, 'broker', e))
+  }
+}
+
+const walkLockName = (deadLetterQueue: string): string => `${deadLetterQueue}.walk`
+
+/** Declares the walk lock (see openScan): held, busy (another connection has it), or unavailable (not permitted). */
+const takeWalkLock = async (connection: amqp.ChannelModel, deadLetterQueue: string): Promise<'held' | 'busy' | 'unavailable'> => {
+  const channel = await connection.createChannel()
+  channel.on('error', () => {})
+  try {
+    await channel.assertQueue(walkLockName(deadLetterQueue), { exclusive: true, durable: false, autoDelete: true })
+    await channel.close().catch(() => {})
+    return 'held'
+  } catch (e) {
+    // The broker closed the channel: 405 RESOURCE_LOCKED when another connection holds it.
+    return classifyAmqpError(e).code === '405' ? 'busy' : 'unavailable'
   }
 }
 
