@@ -286,3 +286,24 @@ t.test('a migration lock held by another session while migrations are pending is
   t.same(await migrationState(db.url)(), E.right({ pending: ['0015_drop_superseded_change_index'], unknown: [], applyingPid: pid }))
   await holder.query('SELECT pg_advisory_unlock($1)', [MIGRATE_LOCK])
 })
+
+t.test('a stop while a migration pauses between tries for its lock ends migrate at once', async (t) => {
+  const { db } = await databaseBefore(t, 15)
+  const reader = new pg.Client({ connectionString: db.url })
+  await reader.connect()
+  t.teardown(() => reader.end())
+  await reader.query('BEGIN')
+  await reader.query('SELECT count(*) FROM history_change')
+  const stop = new AbortController()
+  let pausing: (() => void) | undefined
+  const paused = new Promise<void>((resolve) => (pausing = resolve))
+  const migrating = migrate(db.url, undefined, { signal: stop.signal, onLockWait: (w) => void (w.pauseMs >= 4_000 && pausing?.()) })()
+  await paused
+  const started = performance.now()
+  stop.abort()
+  const r = await migrating
+  const took = performance.now() - started
+  t.ok(E.isLeft(r), 'not applied')
+  t.ok(took < 2_000, `settled ${Math.round(took)} ms after the stop, in a pause of 4 s`)
+  await reader.query('COMMIT')
+})

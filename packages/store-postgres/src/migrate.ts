@@ -258,7 +258,11 @@ export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) 
               if (lockWait && attempt < MIGRATION_LOCK_ATTEMPTS && signal?.aborted !== true) {
                 const pauseMs = migrationLockPauseMs(attempt)
                 options.onLockWait?.({ migration: m.name, attempt, pauseMs })
-                await new Promise((r) => setTimeout(r, pauseMs))
+                // A stop ends the pause (up to 15 s): the next statement then fails on the ended client.
+                await new Promise<void>((resolve) => {
+                  const timer = setTimeout(resolve, pauseMs)
+                  signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true })
+                })
                 continue
               }
               throw Object.assign(e as Error, {
