@@ -205,11 +205,15 @@ export interface MigrateOptions {
   readonly onLockWait?: (w: { readonly migration: string; readonly attempt: number; readonly pauseMs: number }) => void
 }
 
+/** Callers from before MigrateOptions pass the signal alone. */
+const migrateOptions = (signalOrOptions?: AbortSignal | MigrateOptions): MigrateOptions =>
+  signalOrOptions instanceof AbortSignal ? { signal: signalOrOptions } : (signalOrOptions ?? {})
+
 /** Applies pending migrations, then the roles' grants. Idempotent. */
 export const migrate = (databaseUrl: string, scrub: (s: string) => string = (s) => s, signalOrOptions?: AbortSignal | MigrateOptions): TE.TaskEither<Failure, MigrateReport> =>
   TE.tryCatch(
     async () => {
-      const options: MigrateOptions = signalOrOptions instanceof AbortSignal ? { signal: signalOrOptions } : (signalOrOptions ?? {})
+      const options = migrateOptions(signalOrOptions)
       const signal = options.signal
       const problem = databaseUrlProblem(databaseUrl)
       if (problem !== undefined) throw Object.assign(new Error(problem), { code: 'config' })
@@ -363,7 +367,7 @@ export const migrationState = (databaseUrl: string, scrub: (s: string) => string
 
 /** `ensureDatabase` then `migrate`. */
 export const setupDatabase = (databaseUrl: string, scrub?: (s: string) => string, signalOrOptions?: AbortSignal | MigrateOptions): TE.TaskEither<Failure, MigrateReport> => {
-  const options: MigrateOptions = signalOrOptions instanceof AbortSignal ? { signal: signalOrOptions } : (signalOrOptions ?? {})
+  const options = migrateOptions(signalOrOptions)
   return TE.chain((created: boolean) => TE.map((r: MigrateReport) => ({ ...r, created }))(migrate(databaseUrl, scrub, options)))(ensureDatabase(databaseUrl, scrub, options.signal))
 }
 

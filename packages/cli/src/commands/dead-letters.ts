@@ -129,9 +129,11 @@ const walk = (mode: 'requeue' | 'drop') => async (config: DeadLetterConfig, inpu
     const r =
       mode === 'requeue'
         ? await requeueDeadLetters({ ...options, targetQueue: consumeQueue })
-        : E.map(({ dropped, ...rest }: DropResult) => ({ ...rest, requeued: dropped }))(
-            E.mapLeft(({ dropped, ...rest }: DropFailure) => ({ ...rest, requeued: dropped }))(await dropDeadLetters(options)),
-          )
+        : // One report for both walks: a drop's count where a requeue's goes.
+          E.bimap(
+            ({ dropped, ...rest }: DropFailure) => ({ ...rest, requeued: dropped }),
+            ({ dropped, ...rest }: DropResult) => ({ ...rest, requeued: dropped }),
+          )(await dropDeadLetters(options))
     bar.finish()
     if (E.isLeft(r)) {
       const { requeued, unconfirmed, acksUnconfirmed } = r.left
