@@ -136,6 +136,7 @@ const checkpoints = async (sql: pg.Client): Promise<Array<{ name: string; positi
 const tables = async (sql: pg.Client): Promise<Record<string, unknown[]>> => ({
   alarms: (await sql.query('SELECT * FROM history_alarm ORDER BY vitrage_id')).rows,
   changes: (await sql.query('SELECT * FROM history_change ORDER BY message_id')).rows,
+  projectChanges: (await sql.query('SELECT * FROM history_project_change ORDER BY event_id')).rows,
   edgeEvents: (await sql.query('SELECT * FROM history_edge_event ORDER BY source_id, target_id, label, kind, at')).rows,
   edges: (await sql.query('SELECT * FROM history_edge ORDER BY source_id, target_id, label, start_timestamp NULLS FIRST, end_timestamp')).rows,
 })
@@ -161,6 +162,7 @@ t.test('the database derives the same tables as Node, at any page boundaries, od
     t.same(await checkpoints(db.sql), [{ name: 'history', position: stream.length }], `${how}: one checkpoint at the head, no partition's left`)
   }
   t.equal(reference.anomalies, 3 * ODD_ANOMALIES)
+  t.ok(expected['projectChanges'] !== undefined && expected['projectChanges'].length > 1, `${expected['projectChanges']?.length} project changes`)
 
   const ties = (await node.sql.query(`SELECT vitrage_id, name FROM history_alarm WHERE vitrage_id IN ('tie', 'tie-2') ORDER BY 1`)).rows
   t.same(ties, [{ vitrage_id: 'tie', name: 'first' }, { vitrage_id: 'tie-2', name: 'first' }], 'on equal activation times the earlier event gives the attributes')

@@ -66,12 +66,12 @@ t.test('rolling upgrade: a service role that may not migrate ingests when only l
   const url = await serviceLogin(t, world)
   await declarePersistorTopology(world)
 
-  // A schema from before 0007: the new version's migrations 0007 to 0015 are pending.
+  // A schema from before 0007: the new version's migrations 0007 to 0016 are pending.
   await world.sql.query('DELETE FROM schema_migration WHERE version >= 7')
   const p = startPersistor(world.flags(['--database-url', url.toString(), '--no-history-projection']))
   t.teardown(() => p.kill('SIGKILL'))
   const warned = await p.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('this role may not apply the pending migrations'), 'the warning')
-  t.same(warned['pending'], ['0007_history_in_database', '0008_retention_watermark', '0009_prune_in_steps', '0010_pruned_through', '0011_resource_project_slots', '0012_writer_appends_without_ids', '0013_latest_change_index', '0014_prune_counts_snapshots_of_this_log', '0015_drop_superseded_change_index'], 'names what is pending')
+  t.same(warned['pending'], ['0007_history_in_database', '0008_retention_watermark', '0009_prune_in_steps', '0010_pruned_through', '0011_resource_project_slots', '0012_writer_appends_without_ids', '0013_latest_change_index', '0014_prune_counts_snapshots_of_this_log', '0015_drop_superseded_change_index', '0016_resource_project_changes'], 'names what is pending')
   await p.waitFor(isConsuming, 'consuming')
   await publishMany(world, 100, (seq) => v2Body(message({ seq })))
   await eventually('ingesting', async () => (await rowCount(world)) === 100)

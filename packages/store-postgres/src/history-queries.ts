@@ -13,7 +13,8 @@
  *   (last ascending, first descending); other NULLs sort last.
  * `now` given explicitly means "as the history stood then": alarms that started later are left
  * out, and what was recorded after it (an end, a severity change, a resource project change) is
- * neither reported nor used by the window, the filters or the project. Without it the current
+ * neither reported nor used by the window, the filters or the project (the project as of
+ * `now` is the latest change recorded by then, migration 0016). Without it the current
  * time is used only for what is active or ended, so an alarm stamped slightly ahead of this clock
  * is still listed, and counted as active (as Vitrage's `end_timestamp > now` does).
  * Unlike Vitrage, an active alarm reports its current severity (the latest change; of changes
@@ -24,6 +25,18 @@
 import { type AlarmRecord, type CausalEdge, parseTimeArgument, parseTimestamp } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import type pg from 'pg'
+
+/**
+ * Whether the schema has migration 0016's table of project changes (an SQL expression): a role
+ * that may not migrate runs this version on the older schema until the owner migrates (run.ts),
+ * so the projection's writers ask in each transaction, with the statement they issue first anyway,
+ * and the queries as of a time ask before building theirs (without the table, an alarm whose
+ * latest change came after that time reads as the activation's project, as before 0016).
+ */
+export const HAS_PROJECT_CHANGES = `to_regclass('history_project_change') IS NOT NULL`
+
+const schemaOf = async (db: pg.Pool | pg.PoolClient | pg.Client, q: { readonly now?: string | undefined }): Promise<{ projectChanges: boolean }> =>
+  q.now === undefined ? { projectChanges: true } : { projectChanges: (await db.query<{ pc: boolean }>(`SELECT ${HAS_PROJECT_CHANGES} AS pc`)).rows[0]?.pc === true }
 
 /**
  * The alarm columns an activation's payload gives (history-range.ts reads them from it): the
@@ -109,7 +122,7 @@ const likeLiteral = (v: string): string => `%${v.replace(/[\\%_]/g, (c) => `\\${
  * The alarms query. `now` is a parameter so answers are reproducible ("active" as of a time).
  * Current severity: the latest change at or after the activation, if any.
  */
-export const alarmsQuery = (given: AlarmQuery): { text: string; values: unknown[] } => {
+export const alarmsQuery = (given: AlarmQuery, schema: { readonly projectChanges: boolean } = { projectChanges: true }): { text: string; values: unknown[] } => {
   const q = normalized(given)
   if (q.active && (q.start !== undefined || q.end !== undefined)) throw new QueryError('--active cannot be combined with --start/--end')
   if (q.end !== undefined && q.start === undefined) throw new QueryError('--end needs --start')
@@ -125,13 +138,19 @@ export const alarmsQuery = (given: AlarmQuery): { text: string; values: unknown[
   // join below) and no end yet (as of `now`).
   const asOf = q.now !== undefined
   const ended = (x: string): string => `(${x}.end_timestamp IS NOT NULL AND ${x}.end_timestamp <= ${now})`
-  // The resource project as of `now`: a change recorded after it is not known yet (migration
-  // 0011 keeps the activation's project and the latest change beside it). The generated column
-  // is the same expression without the time bound.
+  // The resource project as of `now`: the latest change at or after the activation and not
+  // after `now`, else the activation's (a change before it found no row to update in Vitrage).
+  // The row holds the latest change (migration 0011; the generated column is this without the
+  // time bound), so only an alarm whose latest change came after `now` looks among the earlier
+  // ones (0016); jsonb keeps a change to no project (NULL) apart from "no change".
   const resourceProject = (x: string): string =>
     asOf
-      ? `(CASE WHEN ${x}.resource_project_change_at IS NOT NULL AND (${x}.start_timestamp IS NULL OR ${x}.resource_project_change_at >= ${x}.start_timestamp)
-            AND ${x}.resource_project_change_at <= ${now} THEN ${x}.resource_project_change ELSE ${x}.activation_resource_project_id END)`
+      ? `(CASE WHEN ${x}.resource_project_change_at IS NULL OR (${x}.start_timestamp IS NOT NULL AND ${x}.resource_project_change_at < ${x}.start_timestamp)
+              THEN ${x}.activation_resource_project_id
+            WHEN ${x}.resource_project_change_at <= ${now} THEN ${x}.resource_project_change
+            ELSE ${schema.projectChanges ? `coalesce((SELECT jsonb_build_array(pc.project) FROM history_project_change pc
+                  WHERE pc.vitrage_id = ${x}.vitrage_id AND pc.at <= ${now} AND (${x}.start_timestamp IS NULL OR pc.at >= ${x}.start_timestamp)
+                  ORDER BY pc.at DESC, pc.event_id DESC LIMIT 1), jsonb_build_array(${x}.activation_resource_project_id))->>0` : `${x}.activation_resource_project_id`} END)`
       : `${x}.vitrage_resource_project_id`
   const reported = (x: string, c: string, column: string): string =>
     column === 'vitrage_operational_severity'
@@ -226,7 +245,7 @@ export const queryAlarms = async (db: pg.Pool | pg.PoolClient | pg.Client, q: Al
   if (q.marker !== undefined && (await db.query('SELECT 1 FROM history_alarm WHERE vitrage_id = $1', [q.marker])).rowCount === 0) {
     throw new QueryError(`--marker: no alarm has vitrage_id ${JSON.stringify(q.marker)}`)
   }
-  return (await db.query<AlarmRecord>(alarmsQuery(q))).rows
+  return (await db.query<AlarmRecord>(alarmsQuery(q, await schemaOf(db, q)))).rows
 }
 
 /** Severities Vitrage counts, in its order; others are counted too, after these. */
@@ -234,7 +253,7 @@ export const SEVERITIES = ['SEVERE', 'CRITICAL', 'WARNING', 'OK', 'N/A'] as cons
 
 /** Active alarms per current operational severity, as of `now`. */
 export const countActiveAlarms = async (db: pg.Pool | pg.PoolClient | pg.Client, options: { now?: string; project?: string } = {}): Promise<Record<string, number>> => {
-  const { text, values } = alarmsQuery({ active: true, ...(options.now ? { now: options.now } : {}), ...(options.project ? { project: options.project } : {}) })
+  const { text, values } = alarmsQuery({ active: true, ...(options.now ? { now: options.now } : {}), ...(options.project ? { project: options.project } : {}) }, await schemaOf(db, options))
   const { rows } = await db.query<{ severity: string | null; n: number }>(
     `SELECT vitrage_operational_severity AS severity, count(*)::int AS n FROM (${text}) x GROUP BY 1`,
     values,
@@ -267,7 +286,7 @@ export const causalEdges = async (
 
 /** Alarms by vitrage_id (exact), shaped as `queryAlarms` rows; only those active at `at` when given. */
 export const alarmsById = async (db: pg.Pool | pg.PoolClient | pg.Client, ids: readonly string[], at?: string): Promise<AlarmRecord[]> => {
-  const { text, values } = alarmsQuery(at === undefined ? {} : { now: at })
+  const { text, values } = alarmsQuery(at === undefined ? {} : { now: at }, await schemaOf(db, { now: at }))
   const n = values.length + 1
   // As of `at`, an alarm active then has started and is not yet ended (state Active).
   const activeAt = at === undefined ? '' : ` AND x.state = 'Active' AND x.start_timestamp::timestamptz <= $1::timestamptz`

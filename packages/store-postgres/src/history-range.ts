@@ -20,7 +20,7 @@ import { EventTypes, type HistoryCommand, type HistoryPartition, type HistoryRan
 import type pg from 'pg'
 import { moveCheckpoint } from './checkpoints.js'
 import { ALARM_INSERT, ALARM_MERGE, applyCommands, EDGE_EVENT_MERGE, lockHistory } from './history.js'
-import { ACTIVATION_ATTRIBUTES } from './history-queries.js'
+import { ACTIVATION_ATTRIBUTES, HAS_PROJECT_CHANGES } from './history-queries.js'
 import { readEventsById } from './read.js'
 
 type Client = pg.PoolClient | pg.Client
@@ -49,7 +49,7 @@ const PARTITION = `('x' || left(md5(CASE WHEN e.event_type LIKE 'vitrage.alarm.%
  * expression into every place that uses it).
  * Returns one row: the number of history events in the range and the ids of those not plain.
  */
-export const historyRangeStatement = (partitioned = false): string => `
+export const historyRangeStatement = (partitioned = false, projectChanges = true): string => `
 WITH src AS MATERIALIZED (
   SELECT id, t, p, message_id, ct, at, CASE t
       WHEN '${T.alarmActivate}' THEN ${isString('vitrage_id')} AND at IS NOT NULL AND ${ATTRIBUTES.map(isStringOrNull).join(' AND ')}
@@ -91,6 +91,11 @@ alarms AS (
     LEFT JOIN activation USING (vid) LEFT JOIN deactivation USING (vid) LEFT JOIN change USING (vid)
   ${ALARM_MERGE}
 ),
+${projectChanges ? `project_changes AS (
+  INSERT INTO history_project_change (event_id, vitrage_id, at, project)
+  SELECT id, vid, at, p->>'vitrage_resource_project_id' FROM a WHERE t = '${T.alarmChangeProjectId}'
+  ON CONFLICT (event_id) DO NOTHING
+),` : ''}
 changes AS (
   INSERT INTO history_change (message_id, vitrage_id, at, severity, payload, event_id)
   SELECT message_id, p->>'vitrage_id', at, p->>'vitrage_operational_severity', p, id
@@ -106,8 +111,9 @@ edges AS (
 )
 SELECT count(*)::int AS events, coalesce(array_agg(id ORDER BY id) FILTER (WHERE NOT plain), '{}') AS others FROM src`
 
-const RANGE_SQL = historyRangeStatement()
-const PARTITION_RANGE_SQL = historyRangeStatement(true)
+// By partitioning, then by whether the schema has history_project_change (0016).
+const RANGE_SQL = { true: historyRangeStatement(false, true), false: historyRangeStatement(false, false) }
+const PARTITION_RANGE_SQL = { true: historyRangeStatement(true, true), false: historyRangeStatement(true, false) }
 
 /**
  * Applies the history events with ids in (`expected`, `position`] and moves checkpoint `name`
@@ -128,15 +134,19 @@ export const applyHistoryRange = async (
     // The planner cannot estimate the partition predicate (it guesses 0.5% of the range) and then
     // joins the folded alarm rows by nested loops over CTE scans, quadratic in the range: 14-16k
     // against 51-56k events/s measured with two partitions. Hash joins are right at any size here.
-    await client.query(`SELECT set_config('enable_nestloop', 'off', true), ${lockHistory(partition === undefined ? 'exclusive' : 'shared')}`, [name])
+    const settings = await client.query<{ pc: boolean }>(
+      `SELECT set_config('enable_nestloop', 'off', true), ${lockHistory(partition === undefined ? 'exclusive' : 'shared')}, ${HAS_PROJECT_CHANGES} AS pc`,
+      [name],
+    )
+    const projectChanges = settings.rows[0]?.pc === true
     await moveCheckpoint(client, partition === undefined ? name : partitionCheckpoint(name, partition), expected, position)
     const { rows } =
       partition === undefined
-        ? await client.query<{ events: number; others: string[] }>(RANGE_SQL, [expected, position])
-        : await client.query<{ events: number; others: string[] }>(PARTITION_RANGE_SQL, [expected, position, partition.of, partition.index])
+        ? await client.query<{ events: number; others: string[] }>(RANGE_SQL[`${projectChanges}`], [expected, position])
+        : await client.query<{ events: number; others: string[] }>(PARTITION_RANGE_SQL[`${projectChanges}`], [expected, position, partition.of, partition.index])
     const events = rows[0]?.events ?? 0
     const others = rows[0]?.others ?? []
-    if (others.length > 0) await applyCommands(client, commandsFor(await readEventsById(client, others.map(Number))))
+    if (others.length > 0) await applyCommands(client, commandsFor(await readEventsById(client, others.map(Number))), projectChanges)
     await client.query('COMMIT')
     return { events, handedOver: others.length }
   } catch (e) {

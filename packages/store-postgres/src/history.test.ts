@@ -410,6 +410,26 @@ t.test('--now and rca --at report the resource project as it stood then, and fil
   t.same((await alarmsById(c, ['m'], at(20))).map((a) => a.vitrage_resource_project_id), ['p1'], 'an RCA node at 20')
 })
 
+t.test('--now reads the project change in force then when the resource moved more than once, a move to no project included', async (t) => {
+  const c = await setup(t)
+  const activateIn = (id: string, minute: number, p: string): HistoryCommand => ({ kind: 'activate-alarm', eventId: ++eventId, vitrageId: id, at: at(minute), attributes: attrs('CRITICAL', p), payload: {} })
+  const toNone: HistoryCommand = { kind: 'change-project', eventId: ++eventId, vitrageId: 'n', at: at(30), resourceProjectId: null }
+  // Out of order and one per transaction: the rows must not depend on it.
+  for (const [i, cmd] of [project('m', 50, 'p3'), activateIn('m', 10, 'p1'), project('m', 30, 'p2'), project('m', 5, 'p-before'),
+    project('n', 50, 'p4'), toNone, activateIn('n', 10, 'p1')].entries()) await applyHistory(c, 'h', [cmd], i, i + 1)
+  const projects = async (now: string): Promise<Array<[string, string | null]>> =>
+    (await queryAlarms(c, { now })).map((a) => [a.vitrage_id, a.vitrage_resource_project_id])
+  t.same(await projects(at(20)), [['m', 'p1'], ['n', 'p1']], 'before any change since the activation: the activation\'s')
+  t.same(await projects(at(40)), [['m', 'p2'], ['n', null]], 'between the changes: the first (a move to no project is one)')
+  t.same(await projects(at(50)), [['m', 'p3'], ['n', 'p4']], 'at the latest change: it')
+  t.same((await queryAlarms(c, { now: at(40), project: 'p2' })).map((a) => a.vitrage_id), ['m'], 'filtered on as of 40')
+  t.same((await queryAlarms(c, { now: at(40), project: 'p3' })).map((a) => a.vitrage_id), [], 'p3 came at 50')
+  t.same((await alarmsById(c, ['m'], at(40))).map((a) => a.vitrage_resource_project_id), ['p2'], 'an RCA node at 40')
+  t.equal((await c.query('SELECT count(*)::int AS n FROM history_project_change')).rows[0].n, 5, 'every change kept once')
+  await resetHistory(c, 'h')
+  t.equal((await c.query('SELECT count(*)::int AS n FROM history_project_change')).rows[0].n, 0, 'a reset empties them too')
+})
+
 t.test('--now: an end recorded after it does not take an alarm out of a window', async (t) => {
   const c = await setup(t)
   await applyHistory(c, 'h', [activate('k', 10), deactivate('k', 25)], 0, 1)

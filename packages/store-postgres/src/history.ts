@@ -5,7 +5,7 @@
  * - alarms: start is the earliest activation, end the latest deactivation, attributes come from
  *   the earliest activation; vitrage_resource_project_id is the latest change_project_id at or
  *   after the start, else the earliest activation's (migration 0011);
- * - changes: one row per message_id;
+ * - changes: one row per message_id; project changes one per event (migration 0016);
  * - edges: every activation/deactivation is kept (deduplicated); the intervals are the view
  *   `history_edge` over them (migration 0006, core's edgeIntervals rule), so nothing to rewrite.
  * The checkpoint moves in the same transaction, compare-and-set, so two runners cannot both
@@ -13,7 +13,7 @@
  */
 import type { HistoryCommand } from '@vitrage-persistor/core'
 import type pg from 'pg'
-import { ACTIVATION_ATTRIBUTES } from './history-queries.js'
+import { ACTIVATION_ATTRIBUTES, HAS_PROJECT_CHANGES } from './history-queries.js'
 import { moveCheckpoint, PARTITION_OF, RETENTION_LOCK_SHARED } from './checkpoints.js'
 
 type Client = pg.PoolClient | pg.Client
@@ -70,6 +70,12 @@ ${ALARM_INSERT}
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
   $9::text[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::bigint[], $15::jsonb[], $16::bigint[])
 ${ALARM_MERGE}`
+
+// Every project change, for the project as of a time (migration 0016).
+const PROJECT_CHANGE_SQL = `
+INSERT INTO history_project_change (event_id, vitrage_id, at, project)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[])
+ON CONFLICT (event_id) DO NOTHING`
 
 const CHANGE_SQL = `
 INSERT INTO history_change (message_id, vitrage_id, at, severity, payload, event_id)
@@ -135,9 +141,9 @@ export const foldAlarms = (commands: readonly HistoryCommand[]): FoldedAlarm[] =
 export const applyHistory = async (client: Client, name: string, commands: readonly HistoryCommand[], expected: number, position: number): Promise<void> => {
   await client.query('BEGIN')
   try {
-    await client.query(`SELECT ${lockHistory('exclusive')}`, [name])
+    const { rows } = await client.query<{ pc: boolean }>(`SELECT ${lockHistory('exclusive')}, ${HAS_PROJECT_CHANGES} AS pc`, [name])
     await moveCheckpoint(client, name, expected, position)
-    await applyCommands(client, commands)
+    await applyCommands(client, commands, rows[0]?.pc === true)
     await client.query('COMMIT')
   } catch (e) {
     await client.query('ROLLBACK').catch(() => {})
@@ -155,8 +161,11 @@ export const applyHistory = async (client: Client, name: string, commands: reado
 export const lockHistory = (mode: 'shared' | 'exclusive'): string =>
   `pg_advisory_xact_lock${mode === 'shared' ? '_shared' : ''}(1986622578, hashtext('history:' || $1))`
 
-/** Applies `commands` in the caller's transaction (no checkpoint). */
-export const applyCommands = async (client: Client, commands: readonly HistoryCommand[]): Promise<void> => {
+/**
+ * Applies `commands` in the caller's transaction (no checkpoint); `withProjectChanges`: the schema
+ * has history_project_change (HAS_PROJECT_CHANGES).
+ */
+export const applyCommands = async (client: Client, commands: readonly HistoryCommand[], withProjectChanges: boolean): Promise<void> => {
   const alarms = foldAlarms(commands)
   if (alarms.length > 0) {
     await client.query(ALARM_SQL, [
@@ -176,6 +185,15 @@ export const applyCommands = async (client: Client, commands: readonly HistoryCo
       alarms.map((a) => a.projectChange?.eventId ?? null),
       alarms.map((a) => (a.activation ? json(a.activation.payload) : null)),
       alarms.map((a) => a.activation?.eventId ?? null),
+    ])
+  }
+  const projectChanges = onePerKey(byKind(commands, 'change-project'), (c) => String(c.eventId), () => false)
+  if (withProjectChanges && projectChanges.length > 0) {
+    await client.query(PROJECT_CHANGE_SQL, [
+      projectChanges.map((c) => c.eventId),
+      projectChanges.map((c) => c.vitrageId),
+      projectChanges.map((c) => c.at),
+      projectChanges.map((c) => c.resourceProjectId),
     ])
   }
   const changes = onePerKey(byKind(commands, 'change-severity'), (c) => c.messageId, () => false)
@@ -232,7 +250,8 @@ export const resetHistory = async (client: Client, name: string, options: { read
         return { prunedBelow }
       }
     }
-    await client.query('TRUNCATE history_alarm, history_change, history_edge_event')
+    const { rows } = await client.query<{ pc: boolean }>(`SELECT ${HAS_PROJECT_CHANGES} AS pc`)
+    await client.query(`TRUNCATE history_alarm, history_change, history_edge_event${rows[0]?.pc === true ? ', history_project_change' : ''}`)
     // Retired: no checkpoint at all, so retention no longer waits for the projection; reset: from 0.
     if (options.retire === true) await client.query('DELETE FROM projection_checkpoint WHERE name = $1', [name])
     else {

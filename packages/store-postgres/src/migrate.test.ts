@@ -2,6 +2,10 @@ import { createEmptyDatabase, databaseUrl, eventually, type TestDatabase, unique
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import t, { type Test } from 'tap'
+import type { HistoryCommand } from '@vitrage-persistor/core'
+import { applyHistory, resetHistory } from './history.js'
+import { queryAlarms } from './history-queries.js'
+import { applyHistoryRange } from './history-range.js'
 import { loadMigrations, MIGRATE_LOCK, migrate, migrationState, pendingMigrations, setupDatabase } from './migrate.js'
 
 /** The URL of a database that does not exist yet, dropped at teardown whatever the test made of it. */
@@ -215,6 +219,32 @@ t.test('0011 splits the resource project into the activation\'s and the latest c
   await t.rejects(sql.query(`UPDATE history_alarm SET vitrage_resource_project_id = 'x'`), { code: '428C9' }, 'the reported project is derived, never written')
 })
 
+t.test('before 0016 this version\'s projection writes and answers as of a time on the older schema; 0016 keeps each alarm\'s latest change and a rebuild finds the earlier ones', async (t) => {
+  const { db, sql } = await databaseBefore(t, 16)
+  const at = (minute: number): string => `2024-01-01T00:${String(minute).padStart(2, '0')}:00.000000Z`
+  const story: HistoryCommand[] = [
+    { kind: 'activate-alarm', eventId: 1, vitrageId: 'm', at: at(10), payload: {}, attributes: {
+      name: 'CPU', vitrageType: 'nagios', aggregatedSeverity: 'CRITICAL', operationalSeverity: 'CRITICAL', projectId: null, resourceType: 'nova.host', resourceId: 'h', resourceProjectId: 'p1' } },
+    { kind: 'change-project', eventId: 2, vitrageId: 'm', at: at(30), resourceProjectId: 'p2' },
+    { kind: 'change-project', eventId: 3, vitrageId: 'm', at: at(50), resourceProjectId: 'p3' },
+  ]
+  const projectAt = async (minute: number): Promise<unknown> => (await queryAlarms(sql, { now: at(minute) })).map((a) => a.vitrage_resource_project_id)
+  // A role that may not migrate runs this version on the older schema (run.ts): both writers.
+  await applyHistory(sql, 'h', story, 0, 1)
+  await sql.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload) VALUES
+    (gen_random_uuid(), 'vitrage.alarm.change_project_id', now(), '{"vitrage_id": "r", "vitrage_resource_project_id": "p2", "update_timestamp": "2024-01-01T00:30:00Z"}')`)
+  t.same(await applyHistoryRange(sql, 'r', 0, 1, () => []), { events: 1, handedOver: 0 }, 'the database\'s writer')
+  t.same(await projectAt(40), ['p1'], 'as of 40, without the table: the activation\'s project (as before 0016)')
+  t.same(await projectAt(50), ['p3'])
+  const r = await migrate(db.url)()
+  t.ok(E.isRight(r) && r.right.applied.includes('0016_resource_project_changes'), 'migrated')
+  t.same((await sql.query('SELECT vitrage_id, event_id::int, project FROM history_project_change ORDER BY 1')).rows, [{ vitrage_id: 'm', event_id: 3, project: 'p3' }, { vitrage_id: 'r', event_id: 1, project: 'p2' }], 'each alarm\'s latest change')
+  t.same(await projectAt(40), ['p1'], 'the earlier change is in the log, not yet in the history')
+  t.equal(await resetHistory(sql, 'h'), undefined)
+  await applyHistory(sql, 'h', story, 0, 1)
+  t.same(await projectAt(40), ['p2'], 'rebuilt: as of 40, the change at 30')
+})
+
 t.test('every migrate grants the roles what the schema wants: grants lost or never given (roles created after the migrations ran) come back, and the writer cannot choose ids', async (t) => {
   const url = await missingDatabase(t, 'vp_grants')
   t.ok(E.isRight(await setupDatabase(url)()))
@@ -280,10 +310,10 @@ t.test('a migration lock held by another session while migrations are pending is
   const holder = new pg.Client({ connectionString: db.url })
   await holder.connect()
   t.teardown(() => holder.end())
-  t.same(await migrationState(db.url)(), E.right({ pending: ['0015_drop_superseded_change_index'], unknown: [] }), 'nobody applying')
+  t.same(await migrationState(db.url)(), E.right({ pending: ['0015_drop_superseded_change_index', '0016_resource_project_changes'], unknown: [] }), 'nobody applying')
   await holder.query('SELECT pg_advisory_lock($1)', [MIGRATE_LOCK])
   const pid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid
-  t.same(await migrationState(db.url)(), E.right({ pending: ['0015_drop_superseded_change_index'], unknown: [], applyingPid: pid }))
+  t.same(await migrationState(db.url)(), E.right({ pending: ['0015_drop_superseded_change_index', '0016_resource_project_changes'], unknown: [], applyingPid: pid }))
   await holder.query('SELECT pg_advisory_unlock($1)', [MIGRATE_LOCK])
 })
 

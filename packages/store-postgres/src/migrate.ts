@@ -54,12 +54,6 @@ export const loadMigrations = (): Migration[] => {
 }
 
 /**
- * The newest migration the persistor's append path needs (0001: the event table). A service role
- * that may not migrate keeps ingesting on a schema at or past it while later migrations wait for
- * `migrate` (they serve projections and retention). Raise it when a migration changes what
- * appendBatch writes to.
- */
-/**
  * A server that accepts the connection and never answers (a half-dead host, a wrong port behind
  * a proxy) must not hang migrate, run's start or status: node-postgres waits for ever by default.
  */
@@ -99,6 +93,12 @@ const connectAbortable = async (client: pg.Client, signal: AbortSignal | undefin
   }
 }
 
+/**
+ * The newest migration the persistor's append path needs (0001: the event table). A service role
+ * that may not migrate keeps ingesting on a schema at or past it while later migrations wait for
+ * `migrate` (they serve projections and retention). Raise it when a migration changes what
+ * appendBatch writes to.
+ */
 export const INGEST_SCHEMA_VERSION = 1
 
 /** Changes whenever any migration changes: names test templates and snapshot compatibility. */
@@ -169,7 +169,7 @@ export const ensureDatabase = (databaseUrl: string, scrub: (s: string) => string
 
 /**
  * What the writer and reader roles hold once every migration is applied (0002, 0003, 0004, 0006,
- * 0008, 0012), granted again by each `migrate`: idempotent, and a role that does not exist is
+ * 0008, 0012, 0016), granted again by each `migrate`: idempotent, and a role that does not exist is
  * skipped. The writer appends without choosing ids (0012).
  */
 const ROLE_GRANTS = `DO $$
@@ -178,12 +178,12 @@ BEGIN
         REVOKE INSERT ON event FROM vitrage_persistor_writer;
         GRANT SELECT ON event, schema_migration, event_retention, graph_snapshot, history_edge TO vitrage_persistor_writer;
         GRANT INSERT (message_id, event_type, publisher_id, priority, collector_timestamp, payload) ON event TO vitrage_persistor_writer;
-        GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON history_alarm, history_change, history_edge_event,
+        GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON history_alarm, history_change, history_edge_event, history_project_change,
             projection_checkpoint, projection_snapshot TO vitrage_persistor_writer;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'vitrage_persistor_reader') THEN
         GRANT SELECT ON event, schema_migration, event_retention, graph_snapshot, history_alarm, history_change, history_edge,
-            history_edge_event, projection_checkpoint, projection_snapshot TO vitrage_persistor_reader;
+            history_edge_event, history_project_change, projection_checkpoint, projection_snapshot TO vitrage_persistor_reader;
     END IF;
 END
 $$`
