@@ -49,7 +49,7 @@ def parse_args(argv):
     p.add_argument('--quorum', action='store_true',
                    help='[oslo_messaging_rabbit] rabbit_quorum_queue = true')
     p.add_argument('--compression', default=None,
-                   help='[oslo_messaging_rabbit] kombu_compression (gzip, bz2)')
+                   help='[oslo_messaging_rabbit] kombu_compression (a kombu name: gzip, bzip2, brotli, xz)')
     p.add_argument('--set', action='append', default=[],
                    help='[oslo_messaging_rabbit] option=value (repeatable), for '
                         'options without a flag of their own')
