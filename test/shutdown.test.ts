@@ -56,10 +56,14 @@ t.test('SIGTERM while an append waits on a lock: exits by the deadline, the appe
   })
   const stopping = Date.now()
   p.kill('SIGTERM')
-  const exit = await Promise.race([p.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 30_000))])
+  let timer: NodeJS.Timeout | undefined
+  const exit = await Promise.race([p.exited, new Promise<'hung'>((r) => (timer = setTimeout(() => r('hung'), 30_000)))])
+  clearTimeout(timer)
   const tookMs = Date.now() - stopping
   t.same(exit, { code: 0, signal: null }, 'exits 0')
-  t.ok(tookMs < 2_000 + 3_000, `by the 2 s deadline and its grace, not the 60 s statement timeout (${tookMs} ms)`)
+  t.match(p.output(), /shutdown deadline passed; unacked messages will be redelivered/, 'cut off by the shutdown deadline')
+  // The bound tells the deadline (2 s) from the statement timeout (60 s) with room for a loaded machine.
+  t.ok(tookMs < 20_000, `by the 2 s deadline and its grace, not the 60 s statement timeout (${tookMs} ms)`)
   await locker.query('ROLLBACK')
   t.equal(await rowCount(world), 0, 'the cut-off append rolled back')
   await eventually('all 10 back in the queue', async () => (await world.broker.depth(world.names.queue)) === 10)
@@ -192,7 +196,7 @@ t.test('SIGTERM while start-up migrations wait for their lock: stopped, exit 0, 
   t.teardown(() => p.kill('SIGKILL'))
   await p.waitFor((l) => l.msg === 'applying migrations', 'migrations under way')
   await eventually('run waiting for the migration lock', async () =>
-    Number((await other.query(`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`)).rows[0].n) > 0,
+    Number((await other.query(`SELECT count(*) AS n FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND locktype = 'advisory' AND NOT granted`)).rows[0].n) > 0,
   )
   p.kill('SIGTERM')
   t.same(await p.exited, { code: 0, signal: null }, 'stopped, not a crash')

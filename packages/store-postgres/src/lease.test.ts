@@ -23,7 +23,7 @@ t.test('a lease has one holder at a time; released or lost with its connection, 
   const admin = new pg.Client({ connectionString: db.url })
   await admin.connect()
   t.teardown(() => admin.end())
-  await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'vitrage-persistor lease q'`)
+  await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'vitrage-persistor lease q'`)
   await third.right.lost
   t.pass('lost resolves when its connection dies')
   // The client sees its socket close before the backend has finished exiting and released its

@@ -282,7 +282,7 @@ t.test('a migration behind a long reader gives way every few seconds instead of 
   await reader.query('SELECT count(*) FROM history_change')
   const waits: string[] = []
   const migrating = migrate(db.url, undefined, { onLockWait: (w) => void waits.push(w.migration) })()
-  await eventually('0015 waits for its lock', async () => (await other.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'vitrage-persistor migrate' AND wait_event_type = 'Lock'")).rowCount === 1)
+  await eventually('0015 waits for its lock', async () => (await other.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'vitrage-persistor migrate' AND wait_event_type = 'Lock'")).rowCount === 1)
   // Before: this read queued behind the DROP INDEX's lock until the reader ended (38 s measured).
   await other.query("SET statement_timeout = '10s'")
   const started = performance.now()

@@ -18,6 +18,7 @@ t.test('a call made just before close() settles as store-closed (pg-pool never s
     await store.close()
     const settled = await Promise.race([pending, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 3_000).unref())])
     t.not(settled, 'hung', `round ${round}: settled`)
+    // The call may have got its answer before close() ended the pool; if not, store-closed.
     if (settled !== 'hung' && E.isLeft(settled)) t.equal(settled.left.code, STORE_CLOSED)
     t.same(await store.headId()(), E.left({ kind: 'fatal', message: 'the event store is closed', code: STORE_CLOSED }), 'and every call after')
   }
@@ -34,12 +35,11 @@ t.test('close() without a deadline, then close({ timeoutMs }): the later deadlin
   await locker.query('LOCK TABLE event IN ACCESS EXCLUSIVE MODE')
   const store = new PgEventStore({ connectionString: db.url, maxConnections: 2 })
   const blocked = store.headId()()
-  // The query reaches the server and waits on the lock.
-  for (let i = 0; i < 200; i++) {
-    const { rows } = await locker.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)
-    if ((rows[0] as { n: number }).n > 0) break
-    await new Promise((r) => setTimeout(r, 10))
-  }
+  // pg_stat_activity is read once per transaction: the locker, inside one, clears its copy.
+  await eventually('the query reaches the server and waits on the lock', async () => {
+    await locker.query('SELECT pg_stat_clear_snapshot()')
+    return (await locker.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rowCount === 1
+  })
   void store.close()
   const started = Date.now()
   await store.close({ timeoutMs: 200 })
@@ -110,12 +110,22 @@ t.test('a maintenance command waits for the maintenance lock as long as it takes
   await holder.query("SELECT pg_advisory_lock(1986622578, hashtext('maintenance'))")
   const store = new PgEventStore({ connectionString: db.url })
   t.teardown(() => store.close())
-  const started = performance.now()
-  const running = store.exclusively('maintenance', async () => 'done')()
-  // Held for five times both timeouts: the time passing is what is tested.
+  let ranAt: 'held' | 'released' | undefined
+  let phase: 'held' | 'released' = 'held'
+  const running = store.exclusively('maintenance', async () => {
+    ranAt = phase
+    return 'done'
+  })()
+  await eventually('the command waits on the lock', async () =>
+    (await holder.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'`)).rowCount === 1)
+  // Held for five times both timeouts: a wait that either timeout ended would have failed by now.
   await new Promise((r) => setTimeout(r, 1_000))
+  const settled = await Promise.race([running.then(() => 'settled'), new Promise((r) => setImmediate(() => r('waiting')))])
+  t.equal(settled, 'waiting', 'still waiting after 1 s, past both timeouts')
+  phase = 'released'
   await holder.query("SELECT pg_advisory_unlock(1986622578, hashtext('maintenance'))")
-  t.same(await running, E.right('done'), `waited ${Math.round(performance.now() - started)} ms, past both timeouts`)
+  t.same(await running, E.right('done'))
+  t.equal(ranAt, 'released', 'the command ran once the lock was free')
 })
 
 t.test('pooled sessions have the server probe them when silent', async (t) => {
