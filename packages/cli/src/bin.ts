@@ -9,15 +9,8 @@ import { holdStopSignals } from './signals.js'
 holdStopSignals()
 // A defect's text goes out scrubbed as the logs are: a driver's error may quote a URL or an
 // option with its password (the URLs are in the environment and the arguments).
-const { makeScrubber, secretsOf } = await import('@vitrage-persistor/core')
-/** The URL in an environment value or an argument (`--database-url=postgres://…` included). */
-const urlIn = (v: string | undefined): string[] => {
-  const scheme = v?.indexOf('://') ?? -1
-  if (v === undefined || scheme < 0) return []
-  const equals = v.indexOf('=')
-  return [equals >= 0 && equals < scheme ? v.slice(equals + 1) : v]
-}
-const scrub = makeScrubber(secretsOf([...Object.values(process.env), ...process.argv].flatMap(urlIn)))
+const { makeScrubber, secretsOfArguments } = await import('@vitrage-persistor/core')
+const scrub = makeScrubber(secretsOfArguments([...Object.values(process.env), ...process.argv]))
 const internalError = (e: unknown): string => `vitrage-persistor: internal error: ${scrub(e instanceof Error ? (e.stack ?? e.message) : String(e))}\n`
 // A throw from an event handler (a library's: pg-copy-streams threw one from a socket's 'drain',
 // review 43) is a defect like any other: said as one, exit 70, not Node's default exit 1.

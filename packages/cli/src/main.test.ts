@@ -91,3 +91,17 @@ t.test('sslmode in the database URL reaches the driver', async (t) => {
   t.equal(r.code, 1)
   t.match(r.err, /does not support SSL/)
 })
+
+t.test('a usage error that quotes a URL does not quote its password (review 62: a mistyped --database_url=… printed it whole)', async (t) => {
+  for (const args of [
+    ['migrate', '--database_url=postgres://u:Typo-S3cret-Pw@127.0.0.1:1/db'],
+    ['status', '--no-broker=postgres://u:Typo-S3cret-Pw@h/db'],
+    ['status', '--format', 'postgres://u:Typo-S3cret-Pw@h/db'],
+    ['run', '--mirror-url', 'esdb://admin:Esdb/Typo-S3cret-Pw@h1,h2?tls=false&bogus=1', '--amqp-url', 'amqp://127.0.0.1:1/', '--database-url', 'postgres://127.0.0.1:1/db'],
+  ]) {
+    const r = await run(args)
+    t.equal(r.code, 2, String(args[1]))
+    t.match(r.err, /:\*\*\*@/, `${args[1]}: the URL said, its password hidden`)
+    t.notMatch(r.err + r.out, /S3cret/)
+  }
+})

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { Command, CommanderError, Option } from 'commander'
+import { makeScrubber, secretsOfArguments } from '@vitrage-persistor/core'
 import * as E from 'fp-ts/lib/Either.js'
 import { MIGRATE_SETTINGS, migrateCommand } from './commands/migrate.js'
 import { checkpointCommands } from './commands/checkpoint.js'
@@ -177,8 +178,12 @@ export const buildProgram = (env: Env, io: Io, setExitCode: (code: number) => vo
   return program
 }
 
-export const main = async (argv: readonly string[], env: Env, io: Io = defaultIo): Promise<number> => {
+export const main = async (argv: readonly string[], env: Env, given: Io = defaultIo): Promise<number> => {
   let exitCode = 0
+  // What goes to stderr before a configuration is parsed is scrubbed too: a usage error quotes
+  // the argument it refuses (`unknown option '--database_url=postgres://u:pw@…'`, review 62).
+  const scrub = makeScrubber(secretsOfArguments([...Object.values(env), ...argv]))
+  const io: Io = { ...given, err: (text) => given.err(scrub(text)) }
   const program = buildProgram(env, io, (code) => {
     exitCode = code
   })

@@ -3,7 +3,7 @@ export { pastPrunedHistory, REJECTION_REASONS, type Rejection, type RejectionRea
 export { encodeEnvelopeV2, encodeMessageText, type NotificationFields, OSLO_PUBLISH_PROPERTIES } from './encode.js'
 export { formatOsloTimestamp, parseTimeArgument, parseTimestamp, type UtcTimestamp } from './timestamp.js'
 export { jsonbIncompatibility } from './json-text.js'
-export { makeScrubber, redactUrl, secretsOf } from './redact.js'
+export { makeScrubber, redactUrl, secretsOf, secretsOfArguments } from './redact.js'
 export { type BackoffPolicy, backoffDelay } from './backoff.js'
 export { type DecodedMessage, type DecodeOptions, decodeMessage, MAX_PAYLOAD_DEPTH } from './envelope.js'
 export { type Failure, type FailureKind, failure, isRetryable, NOT_IN_LOG, STORE_CLOSED } from './failure.js'

@@ -25,3 +25,14 @@ t.test("any URL's password is scrubbed, known or not (a driver echoing another c
   t.equal(scrub('postgres://root@127.0.0.1/db and mailto:a@b'), 'postgres://root@127.0.0.1/db and mailto:a@b')
   t.equal(scrub('connect amqp://u:p@ss@h:5672/ failed, then esdb://a:b@c:1?x=1'), 'connect amqp://u:***@h:5672/ failed, then esdb://a:***@c:1?x=1', 'a raw @ in the password, and two URLs on a line')
 })
+
+t.test('an EventStoreDB password with a raw / or @ (its client takes both as the password) and host lists are redacted whole (review 62: logged in full)', async (t) => {
+  const url = 'esdb://admin:Esdb/S3cret+Pw==@127.0.0.1:1,127.0.0.1:2?tls=false'
+  t.equal(redactUrl(url), 'esdb://admin:***@127.0.0.1:1,127.0.0.1:2?tls=false')
+  t.equal(redactUrl('esdb://admin:Esdb@S3cret-Pw@h1,h2?tls=false'), 'esdb://admin:***@h1,h2?tls=false')
+  t.equal(redactUrl('esdb://admin:123/x@h1:2113?tls=false'), 'esdb://admin:***@h1:2113?tls=false', 'a password WHATWG would read as a port and a path')
+  t.same(secretsOf([url]), ['Esdb/S3cret+Pw=='])
+  const scrub = makeScrubber([])
+  t.equal(scrub(`connect ${url} failed: x`), 'connect esdb://admin:***@127.0.0.1:1,127.0.0.1:2?tls=false failed: x', 'in driver text, unknown')
+  t.equal(makeScrubber(secretsOf([url]))('password Esdb/S3cret+Pw== refused'), 'password *** refused', 'known')
+})

@@ -3,9 +3,18 @@
  * replaced, and any text produced by a driver is scrubbed of the passwords the program knows.
  */
 
+/**
+ * The userinfo of a connection string read as its own client reads it, where `new URL` would not:
+ * the user, then the password to the last `@` before `?` or `#` (EventStoreDB's client takes a raw
+ * `/` as part of the password, and its host lists `h1,h2` are no WHATWG URL).
+ */
+const USERINFO_FALLBACK = /\/\/([^:/@?#]*):([^?#]*)@/
+const ESDB = /^(esdb|kurrentdb)(\+discover)?:\/\//i
+
 /** `amqp://user:secret@host/` -> `amqp://user:***@host/`; text that is not a URL is returned unchanged. */
 export const redactUrl = (url: string): string => {
   try {
+    if (ESDB.test(url)) throw new TypeError('read as its client reads it')
     const u = new URL(url)
     if (u.password !== '') u.password = '***'
     // `password` in the query string (libpq style) is a secret too.
@@ -14,7 +23,7 @@ export const redactUrl = (url: string): string => {
     }
     return u.toString()
   } catch {
-    return url.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@')
+    return url.replace(USERINFO_FALLBACK, '//$1:***@')
   }
 }
 
@@ -24,6 +33,7 @@ export const secretsOf = (urls: ReadonlyArray<string | undefined>): string[] => 
   for (const url of urls) {
     if (url === undefined) continue
     try {
+      if (ESDB.test(url)) throw new TypeError('read as its client reads it')
       const u = new URL(url)
       if (u.password !== '') {
         out.add(u.password)
@@ -33,13 +43,35 @@ export const secretsOf = (urls: ReadonlyArray<string | undefined>): string[] => 
         if (/pass(word)?|secret|token/i.test(key) && value !== '') out.add(value)
       }
     } catch {
-      const m = /\/\/[^:/@]*:([^@/]*)@/.exec(url)
-      if (m?.[1]) out.add(m[1])
+      const m = USERINFO_FALLBACK.exec(url)
+      if (m?.[2]) {
+        out.add(m[2])
+        try {
+          out.add(decodeURIComponent(m[2]))
+        } catch {
+          // Not percent-encoded text: the raw form is the secret.
+        }
+      }
     }
   }
   // A one- or two-letter password is not protected by hiding it, and would scrub ordinary text.
   return [...out].filter((s) => s.length >= 3)
 }
+
+/**
+ * The passwords of the URLs in environment values and command-line arguments, a flag's included
+ * (`--database-url=postgres://…`, a mistyped `--database_url=…` too), for scrubbing what is said
+ * before or without a parsed configuration (usage errors, defects).
+ */
+export const secretsOfArguments = (values: ReadonlyArray<string | undefined>): string[] =>
+  secretsOf(
+    values.flatMap((v) => {
+      const scheme = v?.indexOf('://') ?? -1
+      if (v === undefined || scheme < 0) return []
+      const equals = v.indexOf('=')
+      return [equals >= 0 && equals < scheme ? v.slice(equals + 1) : v]
+    }),
+  )
 
 /**
  * A secret this short is replaced only where it stands as a secret (`user:secret@`, `=secret`):
@@ -50,10 +82,11 @@ const BARE_SECRET_MIN = 6
 
 /**
  * Any `scheme://user:password@` in driver text, known password or not. The password runs to the
- * last `@` before the host (a raw `@` in it, invalid in a URL but echoed by drivers, must not
- * leave its tail behind).
+ * last `@` before the host (a raw `@` or `/` in it, invalid in a URL but taken by EventStoreDB's
+ * client and echoed by drivers, must not leave its tail behind), within the URL's text: no space,
+ * quote, `?` or `#`.
  */
-const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*):[^\s/"'<>]+@/gi
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>?#]*):[^\s"'<>?#]+@/gi
 
 const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 

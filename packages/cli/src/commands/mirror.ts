@@ -22,7 +22,7 @@ export const checkMirrorUrl = async (program: string, url: string, io: Io, scrub
   const { checkConnectionString } = await import('@vitrage-persistor/mirror-eventstore')
   const checked = checkConnectionString(url)
   if (checked._tag === 'Right') return true
-  io.err(`vitrage-persistor ${program}: --mirror-url ${redactUrl(url)}: ${scrub(checked.left)}\n`)
+  io.err(scrub(`vitrage-persistor ${program}: --mirror-url ${redactUrl(url)}: ${checked.left}\n`))
   return false
 }
 
