@@ -1,5 +1,5 @@
 import { decodeMessage, encodeEnvelopeV2, encodeMessageText, STORE_CLOSED } from '@vitrage-persistor/core'
-import { createTestDatabase, eventually } from '@vitrage-persistor/testing'
+import { createTestDatabase, databaseUrl, eventually } from '@vitrage-persistor/testing'
 import * as E from 'fp-ts/lib/Either.js'
 import pg from 'pg'
 import { from as copyFrom } from 'pg-copy-streams'
@@ -213,4 +213,10 @@ t.test('a snapshot past the newest stored event is refused (beyond-head), one at
   t.match(await snapshot(2), E.right({ eventId: 2 }))
   const listed = await store.listSnapshots('graph')()
   t.same(E.isRight(listed) && listed.right.map((m) => m.eventId), [2], 'only the one at the head')
+})
+
+t.test('a TLS file named by the URL that cannot be read is a failure value, not a throw (review 62: ten commands exited 70 with a stack)', async (t) => {
+  const store = new PgEventStore({ connectionString: `${databaseUrl('test')}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem` })
+  t.teardown(() => store.close())
+  t.match(await store.headId()(), E.left({ kind: 'fatal', code: 'ENOENT', message: /\/nonexistent\/ca\.pem/ }))
 })
