@@ -37,12 +37,31 @@ const LARGE_BODY_BYTES = 2 ** 20
 /** A large body whose reader takes nothing for this long is dropped (a client that asked and left it unread). */
 const STALLED_READER_MS = 30_000
 
+/**
+ * The port answers anyone who can reach it (0.0.0.0 by default), without authentication: a client
+ * opening sockets and never finishing a request must not take the process's file descriptors, or
+ * its database and broker reconnects fail too (review 62: 20,000 slow sockets, EMFILE on every
+ * connect, /healthz unanswered). Requests here are one line and a few headers: whoever has not
+ * sent them within HEADERS_TIMEOUT_MS is dropped (Node's default waits 60 s and checks every 30 s),
+ * and beyond MAX_CONNECTIONS a new socket is closed at once.
+ */
+export interface HttpLimits {
+  readonly maxConnections: number
+  readonly headersTimeoutMs: number
+}
+const DEFAULT_LIMITS: HttpLimits = { maxConnections: 256, headersTimeoutMs: 10_000 }
+
 export const json = (status: number, value: unknown): Reply => ({ status, contentType: 'application/json', body: `${JSON.stringify(value)}\n` })
 
-export const startHttpServer = (port: number, host: string, routes: Readonly<Record<string, Route>>): Promise<HttpServer> =>
+export const startHttpServer = (port: number, host: string, routes: Readonly<Record<string, Route>>, limits: HttpLimits = DEFAULT_LIMITS): Promise<HttpServer> =>
   new Promise((resolve, reject) => {
     let inFlight = 0
-    const server: Server = createServer((req, res) => {
+    const timeouts = {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.headersTimeoutMs,
+      connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
+    }
+    const server: Server = createServer(timeouts, (req, res) => {
       const path = (req.url ?? '/').split('?')[0] as string
       const route = routes[path]
       if (route === undefined) {
@@ -78,6 +97,7 @@ export const startHttpServer = (port: number, host: string, routes: Readonly<Rec
           (e: unknown) => res.writeHead(500, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: String(e) })}\n`),
         )
     })
+    server.maxConnections = limits.maxConnections
     server.once('error', reject)
     server.listen(port, host, () => {
       server.off('error', reject)
