@@ -7,6 +7,7 @@ t.test('driver errors are classified once: transient, rejected or fatal', async 
   t.equal(classifyPgError(pgError('57P01', 'terminating connection due to administrator command')).kind, 'transient')
   t.equal(classifyPgError(pgError('08006', 'connection failure')).kind, 'transient')
   t.equal(classifyPgError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })).kind, 'transient')
+  t.equal(classifyPgError(Object.assign(new Error('connect EMFILE 127.0.0.1:5432 - Local (undefined:undefined)'), { code: 'EMFILE' })).kind, 'transient', 'out of file descriptors for a moment')
   // pg.Client's connectionTimeoutMillis against a server that accepts and never answers.
   t.equal(classifyPgError(new Error('timeout expired')).kind, 'transient')
   // A server in recovery, or made read-only: a new connection may reach one that writes.

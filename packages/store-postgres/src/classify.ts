@@ -5,7 +5,9 @@
 import { type Failure, failure } from '@vitrage-persistor/core'
 
 // Errors without a SQLSTATE come from the socket or from pg itself.
-const TRANSIENT_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND'])
+// EMFILE/ENFILE/ENOBUFS: this process or host out of descriptors or buffers for a moment (a flood
+// of sockets on the HTTP port, review 62): a connect later may pass.
+const TRANSIENT_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND', 'EMFILE', 'ENFILE', 'ENOBUFS'])
 // `timeout expired`: a pg.Client's connectionTimeoutMillis (a server that accepts and never answers).
 const TRANSIENT_MESSAGE = /Connection terminated|connection error|timeout exceeded when trying to connect|timeout expired|Client was closed|not queryable|Query read timeout|terminating connection/i
 
