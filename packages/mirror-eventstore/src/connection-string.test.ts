@@ -9,6 +9,8 @@ t.test('connection strings the client cannot use are refused with its reason, ne
     ['esdb://admin:EsPw@127.0.0.1:1?tls=false&tlsVerifyCert=maybe', /expected true or false/],
     ['esdb://admin:EsPw@127.0.0.1:1?tls=false&badopt=1', /^Unknown option key "badopt"$/],
     ['http://admin:EsPw@x', /expected esdb:\/\/ or esdb\+discover:\/\//],
+    // Passed the parser, refused by the client's constructor (review 62: exit 1, not 2).
+    ['esdb://admin:EsPw@127.0.0.1:1?tls=false&keepAliveInterval=-5', /Invalid keepAliveInterval "-5"/],
   ]
   for (const [url, reason] of cases) {
     const r = checkConnectionString(url)

@@ -5,6 +5,7 @@
  * unknown key is refused like a parse error, and the other warnings are returned, first line only
  * (the line that quotes the string is dropped), for the caller's scrubbed log.
  */
+import { EventStoreDBClient } from '@eventstore/db-client'
 import { parseConnectionString } from '@eventstore/db-client/dist/Client/parseConnectionString.js'
 import * as E from 'fp-ts/lib/Either.js'
 
@@ -31,6 +32,10 @@ export const checkConnectionString = (url: string): E.Either<string, readonly st
   const warnings: string[] = []
   try {
     divertingClientWarnings(() => parseConnectionString(url), (w) => warnings.push(w))
+    // The client's constructor checks more than the parser (keepAliveInterval=-5 passed the
+    // parser, then failed the mirror's start, exit 1 where a usage error is 2): it connects
+    // nothing until used, and is disposed at once.
+    void divertingClientWarnings(() => EventStoreDBClient.connectionString(url), () => {}).dispose()
   } catch (e) {
     return E.left(firstLine(e instanceof Error ? e.message : String(e)))
   }
