@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net'
 import { eventually } from '@vitrage-persistor/testing'
 import t from 'tap'
-import { json, startHttpServer } from './http.js'
+import { json, sharedAnswer, startHttpServer } from './http.js'
 
 /** A socket that starts a request and never finishes its headers (slowloris). */
 const slowClient = async (port: number): Promise<{ socket: Socket; closed: Promise<void> }> => {
@@ -37,4 +37,26 @@ t.test('beyond maxConnections a new socket is closed at once, and the port answe
   t.match(String(refused), /ECONNRESET|UND_ERR_SOCKET|other side closed/, `the 11th refused (${refused})`)
   await Promise.all(held.map((h) => h.closed))
   await eventually('answers again', async () => (await fetch(`http://127.0.0.1:${server.port}/healthz`).catch(() => undefined))?.status === 200)
+})
+
+t.test('sharedAnswer: calls while one runs, and up to maxAgeMs after it started, get its answer; later ones ask again', async (t) => {
+  let clock = 0
+  let calls = 0
+  let release: (v: number) => void = () => {}
+  const shared = sharedAnswer(() => {
+    calls++
+    return new Promise<number>((r) => (release = r))
+  }, 1_000, () => clock)
+  const flood = Array.from({ length: 200 }, () => shared())
+  t.equal(calls, 1, '200 at once: one call')
+  release(7)
+  t.same(await Promise.all(flood), Array.from({ length: 200 }, () => 7))
+  clock = 999
+  t.equal(await shared(), 7)
+  t.equal(calls, 1, 'within maxAgeMs: the same answer')
+  clock = 1_000
+  const again = shared()
+  t.equal(calls, 2, 'after it: asked again')
+  release(8)
+  t.equal(await again, 8)
 })

@@ -51,6 +51,21 @@ export interface HttpLimits {
 }
 const DEFAULT_LIMITS: HttpLimits = { maxConnections: 256, headersTimeoutMs: 10_000 }
 
+/**
+ * `fn` shared: calls while one runs get its answer, and so do calls up to `maxAgeMs` after it
+ * started. A probe's check against a pool (/readyz's database ping) then costs one query however
+ * many requests come at once (review 62: a flood of /readyz queued a ping per request on the
+ * ingest pool's three connections, and ingest slowed by a fifth).
+ */
+export const sharedAnswer = <T>(fn: () => Promise<T>, maxAgeMs: number, now: () => number = () => performance.now()): (() => Promise<T>) => {
+  let last: { readonly at: number; readonly answer: Promise<T> } | undefined
+  return () => {
+    const at = now()
+    if (last === undefined || at - last.at >= maxAgeMs) last = { at, answer: fn() }
+    return last.answer
+  }
+}
+
 export const json = (status: number, value: unknown): Reply => ({ status, contentType: 'application/json', body: `${JSON.stringify(value)}\n` })
 
 export const startHttpServer = (port: number, host: string, routes: Readonly<Record<string, Route>>, limits: HttpLimits = DEFAULT_LIMITS): Promise<HttpServer> =>

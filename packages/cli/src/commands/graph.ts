@@ -25,7 +25,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Io, UsageError } from '../command.js'
 import { type Config, type SettingKey, url } from '../config.js'
-import { json, listenOrReport } from '../http.js'
+import { json, listenOrReport, sharedAnswer } from '../http.js'
 import { stopSignal } from '../signals.js'
 import { chooseFormat, eventIdArg, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
 import { startProgress } from '../progress.js'
@@ -281,9 +281,11 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     let rebuilding: string | undefined
     // Why the follower cannot keep its graph current: its reads fail, or the database does not
     // answer at all (a frozen server, a partition: a read in progress then just waits).
+    // One ping at a time, shared for a second by every /readyz (sharedAnswer).
+    const databasePing = sharedAnswer(() => within(store.ping()(), DATABASE_WAIT_MS, unanswered), 1_000)
     const unreadyBecause = async (): Promise<string | undefined> => {
       if (readFailing !== undefined) return `reading the log fails: ${readFailing.message}`
-      const ping = await within(store.ping()(), DATABASE_WAIT_MS, unanswered)
+      const ping = await databasePing()
       if (E.isLeft(ping)) return `the database: ${ping.left.message}`
       const still = Date.now() - movedAt
       // Not while rebuilding: that loads a snapshot and replays without reporting each change.

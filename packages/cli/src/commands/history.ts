@@ -13,7 +13,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client'
 import { type CommandInput, type CommandSpec, command, type Env, type Io, UsageError } from '../command.js'
 import type { Config, SettingKey } from '../config.js'
 import { countPage, createHistoryMetrics } from '../history-metrics.js'
-import { type HttpServer, json, listenOrReport } from '../http.js'
+import { type HttpServer, json, listenOrReport, sharedAnswer } from '../http.js'
 import { stopSignal } from '../signals.js'
 import { chooseFormat, formatOption, positiveIntArg, printJson, printTable, timestampArg } from '../output.js'
 import { DATABASE_WAIT_MS, openLoggedStore, openStore, orReport, unrecoverableDatabase } from '../resources.js'
@@ -269,11 +269,13 @@ const project = async (config: ProjectConfig, input: CommandInput, io: Io, env: 
     // and an upgrade must not make it take the port of a `run` on the same host (9464).
     const asked = input.options['httpPort'] !== undefined || (env['PERSISTOR_HTTP_PORT'] ?? '').trim() !== ''
     if (asked) collectDefaultMetrics({ register: registry })
+    // One ping at a time, shared for a second by every /readyz (sharedAnswer).
+    const databasePing = sharedAnswer(() => within(store.ping()(), 2_000, E.left(failure('transient', 'no answer within 2000 ms'))), 1_000)
     const listening = await listenOrReport(io, 'project history', asked ? config.httpPort : 0, config.httpHost, {
       '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),
       '/healthz': () => json(200, { status: 'ok' }),
       '/readyz': async () => {
-        const ping = await within(store.ping()(), 2_000, E.left(failure('transient', 'no answer within 2000 ms')))
+        const ping = await databasePing()
         return E.isRight(ping) ? json(200, { status: 'ready', position: runner.position }) : json(503, { status: 'not ready', reason: `the database: ${ping.left.message}` })
       },
     })

@@ -12,7 +12,7 @@ import { HistoryRunner } from '@vitrage-persistor/projections'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import type { Config } from '../config.js'
 import { countPage, createHistoryMetrics } from '../history-metrics.js'
-import { json, listenOrReport } from '../http.js'
+import { json, listenOrReport, sharedAnswer } from '../http.js'
 import { checkMirrorUrl, type RunningMirror, startMirror } from './mirror.js'
 import { createLogger } from '../logger.js'
 import { endHold } from '../signals.js'
@@ -188,7 +188,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
   const historyMetrics = config.historyProjection ? createHistoryMetrics(registry, () => running?.store, () => historyRunner?.position) : undefined
   // What /readyz says before the persistor exists: the database being prepared, and why not yet.
   let preparing = 'connecting'
-  let running: { readonly store: PgEventStore; readonly persistor: Persistor } | undefined
+  let running: { readonly store: PgEventStore; readonly persistor: Persistor; readonly ping: () => Promise<E.Either<Failure, void>> } | undefined
   // Listening first: a taken port fails at once, and while the database is not there yet a probe
   // sees the process alive (/healthz), not ready (/readyz, with the reason) and its metrics.
   const listening = await listenOrReport(io, 'run', config.httpPort, config.httpHost, {
@@ -196,8 +196,8 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     '/healthz': () => json(200, { status: 'ok' }),
     '/readyz': async () => {
       if (running === undefined) return json(503, { status: 'starting', checks: { broker: 'not started', database: preparing } })
-      const { store, persistor } = running
-      const database = await within(store.ping()(), DATABASE_WAIT_MS, E.left(failure('transient', 'ping timed out')))
+      const { persistor } = running
+      const database = await running.ping()
       // The database may answer a ping and still refuse every append (a missing table, revoked
       // rights): held batches then make the persistor not ready, with the append's reason.
       const appending = persistor.appendFailure
@@ -281,7 +281,9 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     acquireLease: (name) => store.tryLease(name),
     admit: (m) => pastPrunedHistory(m.collectorTimestamp, prunedThrough),
   })
-  running = { store, persistor }
+  // One ping at a time, shared for a second by every /readyz (sharedAnswer).
+  const ping = sharedAnswer(() => within(store.ping()(), DATABASE_WAIT_MS, E.left(failure('transient', 'ping timed out'))), 1_000)
+  running = { store, persistor, ping }
 
   const history = historyMetrics
     ? new HistoryRunner(
