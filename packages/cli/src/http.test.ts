@@ -1,3 +1,4 @@
+import { eventually } from '@vitrage-persistor/testing'
 import t from 'tap'
 import { json, startHttpServer } from './http.js'
 
@@ -19,10 +20,15 @@ t.test('routes answer GET and HEAD; another method is 405 with Allow, an unknown
 
 t.test('close() ends within its grace second although a client keeps polling on a keep-alive socket and a request waits on a route that never answers', async (t) => {
   const { Agent, request } = await import('node:http')
+  let entered: () => void = () => {}
+  const stuckArrived = new Promise<void>((r) => (entered = r))
   const server = await startHttpServer(0, '127.0.0.1', {
     '/healthz': () => json(200, { status: 'ok' }),
     // As a route waiting on a database that stopped answering.
-    '/metrics': () => new Promise<never>(() => {}),
+    '/metrics': () => {
+      entered()
+      return new Promise<never>(() => {})
+    },
   })
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   t.teardown(() => agent.destroy())
@@ -37,16 +43,25 @@ t.test('close() ends within its grace second although a client keeps polling on 
     })
   // A health checker polling every 100 ms (faster than any keep-alive timeout), and a scrape stuck.
   let polling = true
+  let firstAnswer: (status: number) => void = () => {}
+  const polled = new Promise<number>((r) => (firstAnswer = r))
   const poller = (async () => {
     while (polling) {
-      await get('/healthz')
+      firstAnswer(await get('/healthz'))
       await new Promise((r) => setTimeout(r, 100))
     }
   })()
   const stuck = new Agent({ keepAlive: true })
   t.teardown(() => stuck.destroy())
-  void new Promise((resolve) => request({ host: '127.0.0.1', port: server.port, path: '/metrics', agent: stuck }, resolve).on('error', resolve).end())
-  await new Promise((r) => setTimeout(r, 300))
+  const stuckEnded = new Promise<string>((resolve) =>
+    request({ host: '127.0.0.1', port: server.port, path: '/metrics', agent: stuck }, () => resolve('answered'))
+      .on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
+      .end(),
+  )
+  // Both connections must be open when close() is called: a request not yet arrived would be
+  // refused by the closed listener, and close() would end without having to drop anything.
+  await stuckArrived
+  t.equal(await polled, 200, 'the poller has its keep-alive connection')
   const started = performance.now()
   const closed = await Promise.race([server.close().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 5_000).unref())])
   const ms = performance.now() - started
@@ -54,6 +69,8 @@ t.test('close() ends within its grace second although a client keeps polling on 
   await poller
   t.ok(closed, `close() ended (${Math.round(ms)} ms)`)
   t.ok(ms < 2_500, `within the grace second (${Math.round(ms)} ms)`)
+  // Not awaited when close() hung: the stuck request would wait as long.
+  t.equal(closed ? await stuckEnded : 'still open', 'ECONNRESET', 'the stuck request was dropped, not answered')
 })
 
 t.test('large bodies being written are bounded: a client that asks and does not read holds back others (503, Retry-After), never one copy each', async (t) => {
@@ -103,7 +120,9 @@ t.test('a client that goes away while a route works leaves nothing counted: abor
     await new Promise((resolve) => setTimeout(resolve, 5))
     s.destroy()
   }
-  for (let i = 0; i < 200 && answered < 40; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  // Every route call has finished (and found its client gone) before the next request.
+  await eventually('the 40 abandoned requests answered by the route', () => answered === 40, { timeoutMs: 10_000 })
+  t.equal(answered, 40, 'each abandoned request reached the route')
   const r = await fetch(`http://127.0.0.1:${server.port}/slow`)
   t.equal(r.status, 200, 'served: nothing was left counted')
   t.equal((await r.arrayBuffer()).byteLength, body.length)
