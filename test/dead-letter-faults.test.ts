@@ -5,6 +5,7 @@ import t from 'tap'
 import { message, OSLO_PROPERTIES, v2Body } from './support/messages.js'
 import { isConsuming, startPersistor } from './support/persistor-process.js'
 import { memoryAlarm, metricValue, setupPrivateWorld, setupWorld } from './support/setup.js'
+import { exitedWithin, settledWithin } from './support/within.js'
 
 type PrivateWorld = Awaited<ReturnType<typeof setupPrivateWorld>>
 
@@ -73,7 +74,7 @@ t.test('a broker in a memory alarm: good messages are stored and acked around a 
 
   const stopping = Date.now()
   first.kill('SIGTERM')
-  const exit = await Promise.race([first.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000))])
+  const exit = await exitedWithin(first, 20_000)
   const tookMs = Date.now() - stopping
   t.same(exit, { code: 0, signal: null }, 'exits 0')
   t.ok(tookMs < 2_000 + 4_000, `within the 2 s deadline and the closing grace (${tookMs} ms)${tookMs < 6_000 ? '' : `: ${first.output().slice(-3000)}`}`)
@@ -148,10 +149,10 @@ t.test('a drop whose broker raises a memory alarm mid-walk fails within its dead
   await broker.close()
   await alarm.raise()
   const started = performance.now()
-  const r = await Promise.race([
+  const r = await settledWithin(
     dropDeadLetters({ amqpUrl: rabbit.url, deadLetterQueue: dead, reasons: ['invalid-json'], limit: Number.MAX_SAFE_INTEGER, maxInFlight: 50, confirmTimeoutMs: 2_000 }),
-    new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000).unref()),
-  ])
+    30_000,
+  )
   const took = performance.now() - started
   t.not(r, 'hung', 'it did not wait for ever (before: a read of the blocked connection was never answered)')
   t.match(r, E.left({ message: /^drop stopped: the broker did not (answer a read of the dead-letter queue|confirm a copy) within 2000 ms \(it blocks this connection: a memory or disk alarm\)/ }))
