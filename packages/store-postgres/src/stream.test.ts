@@ -105,7 +105,6 @@ t.test("a throw in the stream's consumer is a defect: thrown at once, its connec
     SELECT gen_random_uuid(), 'a', now(), jsonb_build_object('i', i, 'pad', repeat('x', 200)) FROM generate_series(1, 50000) i`)
   let n = 0
   const boom = new Error('boom')
-  const started = Date.now()
   await t.rejects(
     store.streamRange(0, 50_000, {}, () => {
       if (++n === 10) throw boom
@@ -113,7 +112,7 @@ t.test("a throw in the stream's consumer is a defect: thrown at once, its connec
     boom,
     'the defect itself, thrown (not a Left to retry for ever)',
   )
-  t.ok(Date.now() - started < 5_000, `settled in ${Date.now() - started} ms, not after the whole range`)
+  t.equal(n, 10, 'the consumer is not called again after it threw (the rest of the range is not streamed to it)')
   t.same(await store.headId()(), { _tag: 'Right', right: 50_000 }, 'the one pooled connection is usable again (replaced)')
 })
 
