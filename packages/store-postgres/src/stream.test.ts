@@ -120,25 +120,30 @@ t.test('a range that takes longer to consume than the statement timeout is read 
   const c = await testDatabaseClient(t, schemaTemplate)
   await c.query(`INSERT INTO event (message_id, event_type, collector_timestamp, payload)
     SELECT gen_random_uuid(), 'a', now(), jsonb_build_object('i', i, 'pad', repeat('x', 2000)) FROM generate_series(1, 20000) i`)
-  await c.query('SET statement_timeout = 300')
-  // A consumer that takes ~1 s for the range (50 µs an event), as a replay into a large graph
-  // may. The range is ~40 MB, more than the sockets buffer: the server waits for the consumer.
+  await c.query('SET statement_timeout = 1000')
+  // A consumer that takes at least 2 s for 10,000 events (it blocks 20 ms every 100), as a replay
+  // into a large graph may. It sleeps rather than spins: a starved machine makes it slower, never
+  // faster, so the whole range always outlasts the timeout, while a statement sized to a fraction
+  // of it keeps a wide margin. The range is ~20 MB, more than the sockets buffer: the server
+  // waits for the consumer.
+  const pause = new Int32Array(new SharedArrayBuffer(4))
   const slowly =
     (ids: number[]) =>
     (e: LogEntry): void => {
       ids.push(e.id)
-      const until = performance.now() + 0.05
-      while (performance.now() < until);
+      if (ids.length % 100 === 0) Atomics.wait(pause, 0, 0, 20)
     }
   const whole = { startIds: 1_000_000, maxIds: 1_000_000 }
-  await t.rejects(streamRange(c, 0, 20_000, {}, slowly([]), whole), { code: '57014' }, 'one statement for the range is cancelled')
+  await t.rejects(streamRange(c, 0, 10_000, {}, slowly([]), whole), { code: '57014' }, 'one statement for the range is cancelled')
+  // 250 ids a statement: ~50 ms of the consumer's time each, a twentieth of the timeout.
   const ids: number[] = []
-  t.equal(await streamRange(c, 0, 20_000, {}, slowly(ids), { startIds: 1_000, maxIds: 1_000 }), 20_000)
-  t.same(ids, Array.from({ length: 20_000 }, (_, i) => i + 1), 'every event, in id order')
+  t.equal(await streamRange(c, 0, 10_000, {}, slowly(ids), { startIds: 250, maxIds: 250 }), 10_000)
+  t.same(ids, Array.from({ length: 10_000 }, (_, i) => i + 1), 'every event, in id order')
   // The default sizing, with room for 100,000 ids a statement: it takes the statement timeout
-  // (300 ms here) into account and keeps each statement to a sixth of it.
+  // (1 s here) into account and keeps each statement to a sixth of it (~800 ids after the first
+  // 1,000). Growing by 8 times regardless, its second statement (8,000 ids, 1.6 s) would be cancelled.
   const adaptive: number[] = []
-  t.equal(await streamRange(c, 0, 20_000, {}, slowly(adaptive)), 20_000, 'read whole by the default sizing')
+  t.equal(await streamRange(c, 0, 10_000, {}, slowly(adaptive)), 10_000, 'read whole by the default sizing')
   t.same(adaptive, ids)
   const few: number[] = []
   t.equal(await streamRange(c, 15_500, 17_250, {}, (e) => void few.push(e.id), { startIds: 1_000, maxIds: 1_000 }), 1_750, 'a range that does not start or end on a chunk')
