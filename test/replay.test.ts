@@ -281,9 +281,11 @@ for (const stall of ['stallAtConnect', 'stallAtFirstChannel'] as const) {
     const { exit, took } = await stopAndTime(p)
     t.same(exit, { code: 1, signal: null })
     // Before: each setup call waited for the broker until the heartbeat gave up, ~3 minutes; the
-    // connect, until its 10 s timeout (the process held open by its socket).
-    t.ok(took < (stall === 'stallAtConnect' ? 2_000 : 3_000 + 4_000), `exited ${took} ms after SIGTERM`)
+    // connect, until its 10 s timeout (the process held open by its socket). The bound is well
+    // below both; that the connecting socket was dropped, not waited for, is what the absence
+    // of bin.ts's "handles still open" (said 5 s after the command ended) shows.
+    t.ok(took < 3_000 + 4_000, `exited ${took} ms after SIGTERM`)
     t.match(p.output(), /stopped by SIGTERM before the end; nothing confirmed yet \(resume with --from-id 1\)/)
-    t.notMatch(p.output(), /handles still open/)
+    t.notMatch(p.output(), /handles still open/, 'nothing held the process open after the command ended')
   })
 }
