@@ -496,10 +496,13 @@ for (const stall of ['stallAtConnect', 'stallAtFirstChannel'] as const) {
     const { exit, took } = await stopAndTime(p)
     t.same(exit, { code: 1, signal: null })
     // Before: it waited for the broker until the heartbeat gave up, ~3 minutes; the connect, until
-    // its 10 s timeout (the process held open by its socket).
-    t.ok(took < (stall === 'stallAtConnect' ? 2_000 : 5_000), `exited ${took} ms after SIGTERM`)
+    // its 10 s timeout (the process held open by its socket). The bound is well below both; that
+    // the connecting socket was dropped, not waited for, is what the absence of bin.ts's "handles
+    // still open" (said 5 s after the command ended) shows.
+    t.ok(took < 7_000, `exited ${took} ms after SIGTERM`)
     t.match(p.output(), /stopped by SIGTERM; 0 requeued, the rest left in/)
-    t.notMatch(p.output(), /"depth"|handles still open/, 'no depth it did not read')
+    t.notMatch(p.output(), /"depth"/, 'no depth it did not read')
+    t.notMatch(p.output(), /handles still open/, 'nothing held the process open after the command ended')
     t.equal(await settledDepth(world.names.deadQueue), 5, 'every letter is still a dead letter')
   })
 }
