@@ -14,7 +14,7 @@ const stored = async (port: number): Promise<number> => {
   }
 }
 
-t.test('two instances on one queue: kill -9 the active one, the standby takes over within 5 s, nothing lost or twice', async (t) => {
+t.test('two instances on one queue: kill -9 the active one, the standby takes over at once (the broker sees the socket close, not a missed heartbeat), nothing lost or twice', async (t) => {
   const world = await setupWorld(t)
   await declarePersistorTopology(world)
   const ports = [await freePort(), await freePort()] as const
@@ -40,9 +40,12 @@ t.test('two instances on one queue: kill -9 the active one, the standby takes ov
   t.equal(counts[standby], 0, 'the standby stored nothing while the active one lived')
   const killedAt = Date.now()
   instances[active]?.kill('SIGKILL')
-  await eventually('the standby to store', async () => (await stored(ports[standby] as number)) > 0, { timeoutMs: 10_000 })
+  await eventually('the standby to store', async () => (await stored(ports[standby] as number)) > 0, { timeoutMs: 60_000 })
   const takeoverMs = Date.now() - killedAt
-  t.ok(takeoverMs < 5_000, `took over in ${takeoverMs} ms`)
+  // A death noticed only by missed heartbeats hands the queue over much later (the active one
+  // frozen by SIGSTOP instead: 50 s); this bound leaves room for a loaded machine storing 30,000
+  // messages meanwhile.
+  t.ok(takeoverMs < 15_000, `took over in ${takeoverMs} ms`)
   await publishing
   await eventually('everything stored', async () => (await rowCount(world)) >= TOTAL && (await world.broker.depth(world.names.queue)) === 0, { timeoutMs: 120_000 })
   const seqs = await storedSeqs(world)
