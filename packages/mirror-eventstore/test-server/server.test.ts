@@ -109,7 +109,7 @@ for (const [path, options] of [['BatchAppend', { batchAppend: true }], ['Append'
       t.equal(server.streams().get('s')?.length, 5)
     })
 
-    t.test('a lost acknowledgement, then the retry', async (t) => {
+    t.test('an append whose acknowledgement is lost is stored although the client sees UNAVAILABLE; its retry with the same events and expected revision succeeds and writes nothing', async (t) => {
       const { server, client } = await connect(t, options)
       await client.appendToStream('s', events(1), { expectedRevision: 'no_stream' })
       const batch = events(2, 1)

@@ -72,7 +72,7 @@ t.test('snapshot round trip: compact text, then replaying the rest equals a full
   t.equal(canonicalJson(resumed), readFileSync(fixture('vitrage-seed7-400.graph.json'), 'utf8'))
 })
 
-t.test('summary of the fixture graph', async (t) => {
+t.test("the summary of the replayed fixture graph counts the reference graph's vertices and edges, by type, category and label, and those without a type", async (t) => {
   const expected = readJson('vitrage-seed7-400.graph.json') as {
     vertices: { properties: Record<string, unknown> }[]
     edges: { label: string }[]

@@ -16,7 +16,7 @@ const sample = (): EntityGraph => {
   return g
 }
 
-t.test('vertex and edge lookup, counts', async (t) => {
+t.test('counts include a vertex created by an edge (with no properties); lookups return the stored properties, undefined for an unknown vertex, and edges only in their direction and label', async (t) => {
   const g = sample()
   t.equal(g.vertexCount, 5)
   t.equal(g.edgeCount, 5)
@@ -30,7 +30,7 @@ t.test('vertex and edge lookup, counts', async (t) => {
   t.equal(g.edge('al', 'h1', 'attached'), undefined)
 })
 
-t.test('edges in and out, neighbours', async (t) => {
+t.test("outEdges and inEdges list a vertex's edges in the order added (deleted ones too), none for an unknown vertex; neighbours: out then in, each once, or one direction", async (t) => {
   const g = sample()
   const keyOf = (e: { source: string; target: string; label: string }): string => `${e.source}-${e.label}->${e.target}`
   t.strictSame(g.outEdges('zone').map(keyOf), ['zone-contains->h1', 'zone-contains->h2'])

@@ -23,7 +23,7 @@ t.test('alarm events carry Vitrage update_timestamp in either of its forms, as U
   t.match(d, E.right({ kind: 'deactivate-alarm', at: '2024-01-01T00:03:45.356815Z' }))
 })
 
-t.test('severity and project changes, causal edges', async (t) => {
+t.test('alarm.change is change-severity, alarm.change_project_id change-project (at the collector time without update_timestamp), causal_relationship.activate activate-edge', async (t) => {
   t.match(historyCommand(event('vitrage.alarm.change', { vitrage_id: 'x', update_timestamp: '2024-01-01T00:00:09Z', vitrage_operational_severity: 'WARNING' })), E.right({ kind: 'change-severity', severity: 'WARNING' }))
   t.match(historyCommand(event('vitrage.alarm.change_project_id', { vitrage_id: 'x', vitrage_resource_project_id: 'p' })), E.right({ kind: 'change-project', resourceProjectId: 'p', at: '2026-01-01T00:00:00.000000Z' }), 'no update_timestamp: the collector time orders it')
   t.match(historyCommand(event('vitrage.causal_relationship.activate', { source_id: 's', target_id: 'd', relationship_type: 'causes', update_timestamp: '2024-01-01T00:00:08Z' })), E.right({ kind: 'activate-edge', source: 's', target: 'd', label: 'causes' }))
