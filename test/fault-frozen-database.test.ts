@@ -183,10 +183,10 @@ t.test('project history --follow and run holding nothing, their database path fr
   t.teardown(() => run.kill('SIGKILL'))
   await run.waitFor(isConsuming, 'consuming')
   proxy.freeze()
-  // The projection's next poll (a timer of 5 s inside it, which nothing outside can see fire)
-  // reads through the frozen path and waits there; run's database check (every few seconds) too.
+  // The projection's next poll (a timer of 5 s inside it) reads through the frozen path and waits
+  // there; run's database check (every few seconds) too: both requests sit unread in the proxy.
   await appendBatch(client, fixtureEvents(10, 400))
-  await new Promise((r) => setTimeout(r, 6_000))
+  await eventually('a read of each waiting in the frozen path', async () => (await proxy.waitingRequests()) >= 2, { timeoutMs: 20_000, intervalMs: 200 })
   // Before: 70 s for the projection (until the statement timeout + 15 s dropped its query), and
   // the whole 30 s shutdown deadline for run, which held nothing.
   const [h, r] = await Promise.all([stopAndTime(history), stopAndTime(run)])

@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 
 export interface FreezableProxy {
@@ -18,8 +19,29 @@ export interface FreezableProxy {
   readonly severOpenConnections: () => void
   /** With `stallAtFirstChannel` or `stallAtConnect`: resolves when a connection has stalled (see tcp-forwarder.mjs). */
   readonly stalled: () => Promise<void>
+  /**
+   * How many client connections have sent bytes the proxy has not read (while frozen: requests
+   * waiting in the frozen path), from the kernel's receive queues of the proxy's sockets.
+   */
+  readonly waitingRequests: () => Promise<number>
   /** Idempotent. */
   readonly close: () => Promise<void>
+}
+
+/** Established TCP sockets on local `port` with bytes in their receive queue (/proc/net/tcp{,6}). */
+const socketsWithUnreadBytes = async (port: number): Promise<number> => {
+  let n = 0
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    const text = await readFile(table, 'utf8').catch(() => '')
+    for (const line of text.split('\n').slice(1)) {
+      // sl local_address rem_address st tx_queue:rx_queue ...
+      const [, local, , state, queues] = line.trim().split(/\s+/)
+      if (local === undefined || state !== '01' || queues === undefined) continue
+      if (Number.parseInt(local.split(':')[1] ?? '', 16) !== port) continue
+      if (Number.parseInt(queues.split(':')[1] ?? '0', 16) > 0) n++
+    }
+  }
+  return n
 }
 
 export interface ProxyOptions {
@@ -55,6 +77,7 @@ export const startFreezableProxy = async (url: string, options: ProxyOptions = {
     thaw: () => child.kill('SIGCONT'),
     cutOpenConnections: () => child.kill('SIGUSR1'),
     severOpenConnections: () => child.kill('SIGUSR2'),
+    waitingRequests: () => socketsWithUnreadBytes(Number(proxied.port)),
     stalled: () =>
       new Promise<void>((resolve) => {
         if (stalls > 0) return resolve()
