@@ -55,9 +55,15 @@ t.test('output is bounded: past maxBytes is Bzip2TooLarge as soon as it would pa
   t.throws(() => bunzip2(zeros, 1_000), { name: 'Bzip2TooLarge' })
   t.throws(() => bunzip2(zeros, 9_999_999), { name: 'Bzip2TooLarge' })
   t.equal(bunzip2(zeros, 10_000_000).byteLength, 10_000_000)
+  // Runs of exactly four: a block holds five entries for four bytes (review 65: refused below 600,000).
+  const fours = Buffer.from('aaaab'.repeat(100_000))
+  t.ok(same(bunzip2(compress(fours), fours.byteLength), fours), 'exactly the limit, with runs of four')
+  t.throws(() => bunzip2(compress(fours), fours.byteLength - 1), { name: 'Bzip2TooLarge' })
+  const indented = Buffer.from(JSON.stringify(Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`key${i}`, i])), null, 4))
+  t.ok(same(bunzip2(compress(indented), indented.byteLength), indented), 'exactly the limit, indented JSON')
 })
 
-t.test('anything else is a Bzip2Error, never a throw of another kind or a hang: not bzip2, trailing bytes, every truncation, random corruption', { skip }, async (t) => {
+t.test('anything else is a Bzip2Error, never a throw of another kind or a hang: not bzip2, trailing bytes, a run without its count, every truncation, random corruption', { skip }, async (t) => {
   const data = bytes(3_000, 5, 20)
   const z = compress(data)
   const fails = (input: Buffer): boolean => {
@@ -72,6 +78,11 @@ t.test('anything else is a Bzip2Error, never a throw of another kind or a hang: 
   t.ok(fails(Buffer.from('{"oslo.version": "2.0"}')), 'not bzip2')
   t.ok(fails(Buffer.concat([z, Buffer.from('x')])), 'a byte after the stream')
   t.ok(fails(Buffer.from('BZh0')), 'level 0')
+  // A block ending in four equal bytes without their count, CRCs right (review 65): libbzip2
+  // refuses it; alone, or after a valid stream (where Python drops it and we returned more).
+  const fourAtEnd = Buffer.from('425a6839314159265359cf925eba000002018020000040200021008283177245385090cf925eba', 'hex')
+  t.ok(fails(fourAtEnd), 'four equal bytes at the end of a block')
+  t.ok(fails(Buffer.concat([compress(Buffer.from('hello')), fourAtEnd])), 'the same after a valid stream')
   let truncations = 0
   for (let n = 0; n < z.byteLength; n++) if (fails(z.subarray(0, n))) truncations++
   t.equal(truncations, z.byteLength, 'every truncation fails')
