@@ -443,3 +443,22 @@ t.test('--now: an end recorded after it does not take an alarm out of a window',
   t.same(await ids({ now: at(30), start: at(30) }), [], 'as of 30 it had ended at 25')
   t.same(await ids({ now: at(5), start: at(0) }), [], 'as of 5 it had not started')
 })
+
+t.test('alarm queries run with JIT off in their session, which keeps its own setting after (review 65: JIT compiled for longer than the query ran)', async (t) => {
+  const c = await setup(t)
+  await applyHistory(c, 'h', story, 0, 1)
+  await c.query('SET jit = on')
+  // What the session says when each alarm query is sent, asked on the same connection just before.
+  const seen: string[] = []
+  const query = c.query.bind(c) as (text: string, values?: unknown[]) => Promise<pg.QueryResult>
+  ;(c as unknown as { query: typeof query }).query = async (text: string, values?: unknown[]) => {
+    if (typeof text === 'string' && text.includes('FROM history_alarm a')) seen.push((await query('SHOW jit')).rows[0].jit)
+    return query(text, values)
+  }
+  await queryAlarms(c, { now: at(20) })
+  await queryAlarms(c, {})
+  await countActiveAlarms(c, { now: at(20) })
+  await alarmsById(c, ['a1'], at(20))
+  t.same(seen, ['off', 'off', 'off', 'off'])
+  t.equal((await query('SHOW jit')).rows[0].jit, 'on', 'the session\'s setting after')
+})
