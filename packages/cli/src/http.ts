@@ -42,8 +42,8 @@ const STALLED_READER_MS = 30_000
  * opening sockets and never finishing a request must not take the process's file descriptors, or
  * its database and broker reconnects fail too (review 62: 20,000 slow sockets, EMFILE on every
  * connect, /healthz unanswered). Requests here are one line and a few headers: whoever has not
- * sent them within HEADERS_TIMEOUT_MS is dropped (Node's default waits 60 s and checks every 30 s),
- * and beyond MAX_CONNECTIONS a new socket is closed at once.
+ * sent them within headersTimeoutMs (10 s) is answered 408 and dropped (Node's default waits 60 s
+ * and checks every 30 s), and beyond maxConnections (256) a new socket is closed at once.
  */
 export interface HttpLimits {
   readonly maxConnections: number

@@ -42,8 +42,8 @@ type Db = pg.Pool | pg.PoolClient | pg.Client
  * a query as of a time) with PostgreSQL's JIT off, in one session. The planner prices these
  * queries past jit_above_cost on a large history (the as-of project lookup is priced per row,
  * though it runs only for alarms whose latest change came later), and JIT then took longer to
- * compile than the query to run (review 65, 200,000 alarms: `--project P --now T` 300 ms against
- * 34 ms without it; `counts --now T` 558 against 207, before 0016 too).
+ * compile than the query to run (review 65, 200,000 alarms: `--project P --now T` 327 ms against
+ * 59 ms without it; `counts --now T` 541 against 287, JIT costing it before 0016 too).
  */
 const runAlarmQuery = async <R extends pg.QueryResultRow>(db: Db, now: string | undefined, build: (schema: { readonly projectChanges: boolean }) => { text: string; values: unknown[] }): Promise<R[]> => {
   if ('idleCount' in db) {
