@@ -2,8 +2,8 @@
  * The operations endpoint: a tiny HTTP server with a route table. Handlers return a status and
  * a body; a handler that throws answers 500 without taking the server down.
  */
-import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
 
 export interface Reply {
   readonly status: number
@@ -43,7 +43,11 @@ const STALLED_READER_MS = 30_000
  * its database and broker reconnects fail too (review 62: 20,000 slow sockets, EMFILE on every
  * connect, /healthz unanswered). Requests here are one line and a few headers: whoever has not
  * sent them within headersTimeoutMs (10 s) is answered 408 and dropped (Node's default waits 60 s
- * and checks every 30 s), and beyond maxConnections (256) a new socket is closed at once.
+ * and checks every 30 s). Beyond maxConnections (256), a new socket makes room by closing the
+ * oldest one that serves no request (one still sending its request, or an idle keep-alive), so
+ * a probe still gets in: refusing the new one instead let 256 held sockets fail every /healthz,
+ * and a liveness probe restart the service (review 66). Only when every socket is serving a
+ * request is the new one closed.
  */
 export interface HttpLimits {
   readonly maxConnections: number
@@ -112,7 +116,26 @@ export const startHttpServer = (port: number, host: string, routes: Readonly<Rec
           (e: unknown) => res.writeHead(500, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: String(e) })}\n`),
         )
     })
-    server.maxConnections = limits.maxConnections
+    // Open sockets, oldest first, with how many requests each is serving now.
+    const serving = new Map<Socket, number>()
+    server.on('connection', (socket: Socket) => {
+      serving.set(socket, 0)
+      socket.once('close', () => serving.delete(socket))
+      if (serving.size <= limits.maxConnections) return
+      for (const [other, requests] of serving) {
+        if (requests === 0 && other !== socket) {
+          other.destroy()
+          return
+        }
+      }
+      socket.destroy()
+    })
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      const socket = req.socket
+      const count = (n: number): void => void (serving.has(socket) && serving.set(socket, (serving.get(socket) ?? 0) + n))
+      count(1)
+      res.once('close', () => count(-1))
+    })
     server.once('error', reject)
     server.listen(port, host, () => {
       server.off('error', reject)
