@@ -26,13 +26,24 @@ t.test("any URL's password is scrubbed, known or not (a driver echoing another c
   t.equal(scrub('connect amqp://u:p@ss@h:5672/ failed, then esdb://a:b@c:1?x=1'), 'connect amqp://u:***@h:5672/ failed, then esdb://a:***@c:1?x=1', 'a raw @ in the password, and two URLs on a line')
 })
 
-t.test('an EventStoreDB password with a raw / or @ (its client takes both as the password) and host lists are redacted whole (review 62: logged in full)', async (t) => {
+t.test('an EventStoreDB password with a raw /, ? or # (its client reads the password to the first @) and host lists are redacted whole (reviews 62, 66: logged in full)', async (t) => {
   const url = 'esdb://admin:Esdb/S3cret+Pw==@127.0.0.1:1,127.0.0.1:2?tls=false'
   t.equal(redactUrl(url), 'esdb://admin:***@127.0.0.1:1,127.0.0.1:2?tls=false')
-  t.equal(redactUrl('esdb://admin:Esdb@S3cret-Pw@h1,h2?tls=false'), 'esdb://admin:***@h1,h2?tls=false')
+  t.equal(redactUrl('esdb://admin:Pa?ss-Secret-1@127.0.0.1:1?tls=false'), 'esdb://admin:***@127.0.0.1:1?tls=false')
+  t.equal(redactUrl('kurrentdb+discover://admin:a#b/c@h1:2113'), 'kurrentdb+discover://admin:***@h1:2113')
   t.equal(redactUrl('esdb://admin:123/x@h1:2113?tls=false'), 'esdb://admin:***@h1:2113?tls=false', 'a password WHATWG would read as a port and a path')
+  t.equal(redactUrl('esdb://h1:2113?tls=false'), 'esdb://h1:2113?tls=false', 'none')
   t.same(secretsOf([url]), ['Esdb/S3cret+Pw=='])
+  t.same(secretsOf(['esdb://admin:Pa?ss-Secret-1@h:1']), ['Pa?ss-Secret-1'])
+  t.same(secretsOf(['esdb://admin:p%2Fss-Secret@h:1']), ['p%2Fss-Secret', 'p/ss-Secret'], 'raw and decoded, as the client decodes it')
   const scrub = makeScrubber([])
   t.equal(scrub(`connect ${url} failed: x`), 'connect esdb://admin:***@127.0.0.1:1,127.0.0.1:2?tls=false failed: x', 'in driver text, unknown')
+  t.equal(scrub('esdb://admin:Pa?ss-Secret-1@h:1?tls=false refused'), 'esdb://admin:***@h:1?tls=false refused')
   t.equal(makeScrubber(secretsOf([url]))('password Esdb/S3cret+Pw== refused'), 'password *** refused', 'known')
+})
+
+t.test('a port and a path followed by an @ in ordinary URLs are not taken for a password (review 66)', async (t) => {
+  const scrub = makeScrubber([])
+  t.equal(scrub('see http://host:9464/users/ops@example.com'), 'see http://host:9464/users/ops@example.com')
+  t.equal(scrub('amqp://rabbit:5672/tenant@prod'), 'amqp://rabbit:5672/tenant@prod')
 })

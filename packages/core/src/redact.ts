@@ -4,17 +4,18 @@
  */
 
 /**
- * The userinfo of a connection string read as its own client reads it, where `new URL` would not:
- * the user, then the password to the last `@` before `?` or `#` (EventStoreDB's client takes a raw
- * `/` as part of the password, and its host lists `h1,h2` are no WHATWG URL).
+ * An EventStoreDB/KurrentDB connection string's userinfo as its client reads it: the password runs
+ * to the first `@`, `/`, `?` and `#` included (a base64 password has `/`), and host lists `h1,h2`
+ * are no WHATWG URL, so `new URL` cannot be asked (review 62: logged whole; review 66: one with `?`).
  */
-const USERINFO_FALLBACK = /\/\/([^:/@?#]*):([^?#]*)@/
-const ESDB = /^(esdb|kurrentdb)(\+discover)?:\/\//i
+const ESDB_USERINFO = /^((?:esdb|kurrentdb)(?:\+discover)?:\/\/[^:@]*):([^@]*)@/i
+/** The userinfo of another string `new URL` refuses. */
+const USERINFO_FALLBACK = /\/\/([^:/@]*):([^@/]*)@/
 
 /** `amqp://user:secret@host/` -> `amqp://user:***@host/`; text that is not a URL is returned unchanged. */
 export const redactUrl = (url: string): string => {
+  if (ESDB_USERINFO.test(url)) return url.replace(ESDB_USERINFO, '$1:***@')
   try {
-    if (ESDB.test(url)) throw new TypeError('read as its client reads it')
     const u = new URL(url)
     if (u.password !== '') u.password = '***'
     // `password` in the query string (libpq style) is a secret too.
@@ -27,31 +28,34 @@ export const redactUrl = (url: string): string => {
   }
 }
 
+/** `password` raw and, when it is percent-encoded text, decoded. */
+const bothForms = (password: string): string[] => {
+  try {
+    return [password, decodeURIComponent(password)]
+  } catch {
+    return [password]
+  }
+}
+
 /** The passwords embedded in connection strings (decoded and raw), for scrubbing. */
 export const secretsOf = (urls: ReadonlyArray<string | undefined>): string[] => {
   const out = new Set<string>()
   for (const url of urls) {
     if (url === undefined) continue
+    const esdb = ESDB_USERINFO.exec(url)
+    if (esdb !== null) {
+      for (const form of bothForms(esdb[2] ?? '')) out.add(form)
+      continue
+    }
     try {
-      if (ESDB.test(url)) throw new TypeError('read as its client reads it')
       const u = new URL(url)
-      if (u.password !== '') {
-        out.add(u.password)
-        out.add(decodeURIComponent(u.password))
-      }
+      if (u.password !== '') for (const form of bothForms(u.password)) out.add(form)
       for (const [key, value] of u.searchParams) {
         if (/pass(word)?|secret|token/i.test(key) && value !== '') out.add(value)
       }
     } catch {
       const m = USERINFO_FALLBACK.exec(url)
-      if (m?.[2]) {
-        out.add(m[2])
-        try {
-          out.add(decodeURIComponent(m[2]))
-        } catch {
-          // Not percent-encoded text: the raw form is the secret.
-        }
-      }
+      if (m?.[2]) out.add(m[2])
     }
   }
   // A one- or two-letter password is not protected by hiding it, and would scrub ordinary text.
@@ -82,11 +86,13 @@ const BARE_SECRET_MIN = 6
 
 /**
  * Any `scheme://user:password@` in driver text, known password or not. The password runs to the
- * last `@` before the host (a raw `@` or `/` in it, invalid in a URL but taken by EventStoreDB's
- * client and echoed by drivers, must not leave its tail behind), within the URL's text: no space,
- * quote, `?` or `#`.
+ * last `@` before the host (a raw `@` in it, invalid in a URL but echoed by drivers, must not
+ * leave its tail behind). An EventStoreDB string's runs to its first `@`, across `/`, `?` and `#`,
+ * as its client reads it (ESDB_USERINFO); elsewhere a `/` ends it, so a port and a path followed
+ * by an `@` (`http://host:9464/users/ops@example.com`) are left alone.
  */
-const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>?#]*):[^\s"'<>?#]+@/gi
+const ESDB_URL_USERINFO = /\b((?:esdb|kurrentdb)(?:\+discover)?:\/\/[^\s:@"'<>]*):[^\s@"'<>]+@/gi
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@"'<>]*):[^\s/"'<>]+@/gi
 
 const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 
@@ -108,6 +114,6 @@ export const makeScrubber = (secrets: readonly string[]): ((text: string) => str
   const pattern = alternatives.length > 0 ? new RegExp(alternatives.join('|'), 'g') : undefined
   return (text) => {
     const known = pattern === undefined ? text : text.replace(pattern, '***')
-    return known.replace(URL_USERINFO, '$1:***@')
+    return known.replace(ESDB_URL_USERINFO, '$1:***@').replace(URL_USERINFO, '$1:***@')
   }
 }
