@@ -28,14 +28,29 @@ export const divertingClientWarnings = <T>(fn: () => T, onWarning: (line: string
   }
 }
 
+/** `url` without the options that name files (tlsCAFile, userCertFile, userKeyFile). */
+const withoutFiles = (url: string): string => {
+  // The options start at the first `?` after the userinfo (a password may hold a `?`).
+  const at = url.indexOf('?', url.indexOf('@') + 1)
+  if (at < 0) return url
+  const kept = url
+    .slice(at + 1)
+    .split('&')
+    .filter((option) => !/^(tlsCAFile|userCertFile|userKeyFile)=/i.test(option))
+  return kept.length === 0 ? url.slice(0, at) : `${url.slice(0, at)}?${kept.join('&')}`
+}
+
 export const checkConnectionString = (url: string): E.Either<string, readonly string[]> => {
   const warnings: string[] = []
   try {
-    divertingClientWarnings(() => parseConnectionString(url), (w) => warnings.push(w))
+    const parsed = divertingClientWarnings(() => parseConnectionString(url), (w) => warnings.push(w))
+    if (Boolean(parsed.userCertFile) !== Boolean(parsed.userKeyFile)) return E.left('userCertFile must be given with accompanying userKeyFile')
     // The client's constructor checks more than the parser (keepAliveInterval=-5 passed the
     // parser, then failed the mirror's start, exit 1 where a usage error is 2): it connects
-    // nothing until used, and is disposed at once.
-    void divertingClientWarnings(() => EventStoreDBClient.connectionString(url), () => {}).dispose()
+    // nothing until used, and is disposed at once. Without the files it would read: those are
+    // read when the mirror starts, whose failure is exit 1 and restarted, as a certificate not
+    // mounted yet at boot should be (exit 2 is not restarted: review 66).
+    void divertingClientWarnings(() => EventStoreDBClient.connectionString(withoutFiles(url)), () => {}).dispose()
   } catch (e) {
     return E.left(firstLine(e instanceof Error ? e.message : String(e)))
   }
