@@ -39,7 +39,8 @@ type Db = pg.Pool | pg.PoolClient | pg.Client
 
 /**
  * Runs the alarm query `build` makes for the schema (whether it has 0016's table: asked only for
- * a query as of a time) with PostgreSQL's JIT off, in one session. The planner prices these
+ * a query as of a time) with PostgreSQL's JIT off, in a transaction of its own (`db` must not be
+ * in one). The planner prices these
  * queries past jit_above_cost on a large history (the as-of project lookup is priced per row,
  * though it runs only for alarms whose latest change came later), and JIT then took longer to
  * compile than the query to run (review 65, 200,000 alarms: `--project P --now T` 327 ms against
@@ -54,13 +55,19 @@ const runAlarmQuery = async <R extends pg.QueryResultRow>(db: Db, now: string | 
       client.release()
     }
   }
-  const { rows } = await db.query<{ pc: boolean }>(`SELECT set_config('jit', 'off', false), ${HAS_PROJECT_CHANGES} AS pc`)
+  // In a transaction of its own, so the setting is the query's alone: the session keeps its own
+  // (a SET and a RESET went back to the role's default, not the caller's), and behind a pool of
+  // server connections (PgBouncer's transaction mode) both statements reach the same one.
+  await db.query('BEGIN')
   try {
+    const { rows } = await db.query<{ pc: boolean }>(`SELECT set_config('jit', 'off', true), ${HAS_PROJECT_CHANGES} AS pc`)
     const { text, values } = build({ projectChanges: now === undefined || rows[0]?.pc === true })
-    return (await db.query<R>(text, values)).rows
-  } finally {
-    // The session's own setting (its role's or database's) again, for whoever uses it next.
-    await db.query('RESET jit').catch(() => {})
+    const result = (await db.query<R>(text, values)).rows
+    await db.query('COMMIT')
+    return result
+  } catch (e) {
+    await db.query('ROLLBACK').catch(() => {})
+    throw e
   }
 }
 
@@ -279,7 +286,7 @@ export const SEVERITIES = ['SEVERE', 'CRITICAL', 'WARNING', 'OK', 'N/A'] as cons
 
 /** Active alarms per current operational severity, as of `now`. */
 export const countActiveAlarms = async (db: Db, options: { now?: string; project?: string } = {}): Promise<Record<string, number>> => {
-  const now = options.now ? options.now : undefined
+  const now = options.now || undefined
   const rows = await runAlarmQuery<{ severity: string | null; n: number }>(db, now, (schema) => {
     const { text, values } = alarmsQuery({ active: true, ...(now ? { now } : {}), ...(options.project ? { project: options.project } : {}) }, schema)
     return { text: `SELECT vitrage_operational_severity AS severity, count(*)::int AS n FROM (${text}) x GROUP BY 1`, values }
