@@ -220,3 +220,21 @@ t.test('a TLS file named by the URL that cannot be read is a failure value, not 
   t.teardown(() => store.close())
   t.match(await store.headId()(), E.left({ kind: 'fatal', code: 'ENOENT', message: /\/nonexistent\/ca\.pem/ }))
 })
+
+t.test('a TLS file removed while calls wait for a connection fails them as values: the client made in the pool\'s queue does not crash the process (review 66)', async (t) => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs')
+  const { join } = await import('node:path')
+  const { tmpdir } = await import('node:os')
+  const dir = mkdtempSync(join(tmpdir(), 'vp-tls-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const ca = join(dir, 'ca.pem')
+  writeFileSync(ca, 'not a certificate: read, then the server refuses TLS')
+  const store = new PgEventStore({ connectionString: `${databaseUrl('test')}?sslmode=verify-full&sslrootcert=${ca}`, maxConnections: 1 })
+  t.teardown(() => store.close())
+  // The first call's client is made at once; the second waits in the pool's queue for the slot.
+  const calls = [store.headId()(), store.headId()(), store.headId()()]
+  rmSync(ca)
+  const settled = await Promise.all(calls)
+  t.ok(settled.every(E.isLeft), 'each a failure value')
+  t.ok(settled.some((r) => E.isLeft(r) && r.left.code === 'ENOENT'), 'a waiting call says the file is gone')
+})

@@ -147,10 +147,37 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
     // alive, after a bounded close().
     const open = this.open
     class TrackedClient extends pg.Client {
+      /** Why this client cannot connect, found as it was made (see the constructor). */
+      private unusable: unknown
       constructor(config?: string | pg.ClientConfig) {
-        super(config)
+        // pg reads the URL's sslrootcert/sslcert/sslkey files as it makes a client, and throws
+        // there: in the pool's queue (a client made for a waiting call) that throw escaped every
+        // handler and ended the process (review 66: a file removed while the service ran). The
+        // client is made without the URL instead, and its connect fails with the reason.
+        let unusable: unknown
+        try {
+          super(config)
+        } catch (e) {
+          unusable = e
+          super({ ...(typeof config === 'object' ? config : {}), connectionString: undefined, host: '/nonexistent' })
+        }
+        this.unusable = unusable
         open.add(this as unknown as pg.PoolClient)
         this.once('end', () => open.delete(this as unknown as pg.PoolClient))
+      }
+
+      override connect(): Promise<pg.Client>
+      override connect(callback: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): void
+      override connect(callback?: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): Promise<pg.Client> | undefined {
+        if (this.unusable !== undefined) {
+          const error = this.unusable as Error
+          if (callback === undefined) return Promise.reject(error)
+          process.nextTick(() => (callback as (err: Error) => void)(error))
+          return undefined
+        }
+        if (callback === undefined) return super.connect()
+        super.connect(callback)
+        return undefined
       }
     }
     this.pool = new pg.Pool({
