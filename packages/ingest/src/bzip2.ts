@@ -12,7 +12,8 @@
  * ending in an end-of-block symbol; then the end-of-stream magic and the combined CRC. Undoing it:
  * Huffman, move-to-front, the inverse transform, then the initial run-length coding (four equal
  * bytes and a count of more). Streams may follow each other (as Python's bz2.decompress reads
- * them); anything else after the last one is an error, as it is there.
+ * them); anything else after the last one is an error (Python drops some such bytes), and so is
+ * an empty body: stricter than Python, never looser (review 65's differential fuzzing).
  *
  * Every read is bounded: the output by `maxBytes` (the decoder stops as it would pass it), a
  * block by its level's size, every table index checked, so that a corrupt or hostile body is an

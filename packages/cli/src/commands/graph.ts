@@ -281,7 +281,7 @@ const follow = async (config: FollowConfig, input: CommandInput, io: Io): Promis
     let rebuilding: string | undefined
     // Why the follower cannot keep its graph current: its reads fail, or the database does not
     // answer at all (a frozen server, a partition: a read in progress then just waits).
-    // One ping at a time, shared for a second by every /readyz (sharedAnswer).
+    // At most one ping a second, shared by every /readyz meanwhile (sharedAnswer).
     const databasePing = sharedAnswer(() => within(store.ping()(), DATABASE_WAIT_MS, unanswered), 1_000)
     const unreadyBecause = async (): Promise<string | undefined> => {
       if (readFailing !== undefined) return `reading the log fails: ${readFailing.message}`

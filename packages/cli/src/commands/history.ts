@@ -269,7 +269,7 @@ const project = async (config: ProjectConfig, input: CommandInput, io: Io, env: 
     // and an upgrade must not make it take the port of a `run` on the same host (9464).
     const asked = input.options['httpPort'] !== undefined || (env['PERSISTOR_HTTP_PORT'] ?? '').trim() !== ''
     if (asked) collectDefaultMetrics({ register: registry })
-    // One ping at a time, shared for a second by every /readyz (sharedAnswer).
+    // At most one ping a second, shared by every /readyz meanwhile (sharedAnswer).
     const databasePing = sharedAnswer(() => within(store.ping()(), 2_000, E.left(failure('transient', 'no answer within 2000 ms'))), 1_000)
     const listening = await listenOrReport(io, 'project history', asked ? config.httpPort : 0, config.httpHost, {
       '/metrics': async () => ({ status: 200, contentType: registry.contentType, body: await registry.metrics() }),

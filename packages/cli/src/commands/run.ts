@@ -281,7 +281,7 @@ export const runCommand = async (config: RunConfig, _input: CommandInput, io: Io
     acquireLease: (name) => store.tryLease(name),
     admit: (m) => pastPrunedHistory(m.collectorTimestamp, prunedThrough),
   })
-  // One ping at a time, shared for a second by every /readyz (sharedAnswer).
+  // At most one ping a second, shared by every /readyz meanwhile (sharedAnswer).
   const ping = sharedAnswer(() => within(store.ping()(), DATABASE_WAIT_MS, E.left(failure('transient', 'ping timed out'))), 1_000)
   running = { store, persistor, ping }
 
