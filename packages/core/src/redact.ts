@@ -5,7 +5,7 @@
 
 /**
  * An EventStoreDB/KurrentDB connection string's userinfo as its client reads it: the password runs
- * to the first `@`, `/`, `?` and `#` included (a base64 password has `/`), and host lists `h1,h2`
+ * to the first `@`, across any `/`, `?` or `#` (a base64 password has `/`), and host lists `h1,h2`
  * are no WHATWG URL, so `new URL` cannot be asked (review 62: logged whole; review 66: one with `?`).
  */
 const ESDB_USERINFO = /^((?:esdb|kurrentdb)(?:\+discover)?:\/\/[^:@]*):([^@]*)@/i

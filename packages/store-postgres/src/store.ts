@@ -227,15 +227,8 @@ export class PgEventStore implements EventLogReader, SnapshotStore, LogClock, Ap
       // hung for ever, and with it whatever awaited it (a reader's loop, its owner's shutdown).
       // One waiter per call, dropped when the call settles: a handler on a promise that lives
       // until close() would be kept for every call (~650 bytes each, a leak of ~1 GB a day).
-      let connecting: Promise<pg.PoolClient>
-      try {
-        connecting = this.pool.connect()
-      } catch (e) {
-        // pg reads the URL's sslrootcert/sslcert/sslkey files as it creates a client, and throws
-        // there: a missing or unreadable file is a failure like a refused login, not a defect
-        // (review 62: exit 70 and a stack from ten commands).
-        return E.left(classifyPgError(e, this.scrub))
-      }
+      // A TLS file the URL names that cannot be read fails the connect (TrackedClient), not here.
+      const connecting = this.pool.connect()
       let onClose: () => void = () => {}
       const closedFirst = new Promise<{ closedFirst: true }>((resolve) => {
         onClose = () => resolve({ closedFirst: true })
